@@ -1,0 +1,286 @@
+"""The ``edgeq`` command line: export, quantize, convert, profile, compare.
+
+Every command turns a bad input into one line on stderr and exit status 2 (``--debug`` shows the traceback),
+writes its artifacts atomically, and never overwrites an input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgeq.errors import EdgeqError
+from edgeq.files import check_output_path, prepare_output_dir, write_text_atomic
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 3
+
+
+class _Group(click.Group):
+    """Turns EdgeqError (and, without --debug, any other failure) into one line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgeqError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"edgeq: error: {exc}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            click.echo(
+                f"edgeq: error: {type(exc).__name__}: {first} (run with --debug for details)", err=True
+            )
+            sys.exit(EXIT_INTERNAL_ERROR)
+
+
+def _emit_json(data: dict, path: str | None) -> None:
+    text = json.dumps(data, indent=2, default=_json_default, allow_nan=True)
+    if path:
+        write_text_atomic(path, text + "\n")
+    else:
+        click.echo(text)
+
+
+def _json_default(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialize {type(obj).__name__}")
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="edgeq")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """edgeq: quantize trained models into verified integer artifacts for edge devices."""
+    ctx.obj = {"debug": debug}
+
+
+def _quant_options(f):
+    options = [
+        click.option(
+            "--calib",
+            "calib",
+            required=True,
+            help="Calibration data: an .npz (keys = input names), an image folder, or module:function.",
+        ),
+        click.option(
+            "--image-spec",
+            default=None,
+            help="Preprocessing for an image folder, e.g. 'resize=256,crop=224,mean=0.485/0.456/0.406,"
+            "std=0.229/0.224/0.225,layout=NCHW'.",
+        ),
+        click.option(
+            "--recipe",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="A TOML recipe pinning every option below (options given here override it).",
+        ),
+        click.option(
+            "--activation-type", type=click.Choice(["int8", "uint8", "int16", "auto"]), default=None
+        ),
+        click.option("--weight-bits", type=click.Choice(["8", "4"]), default=None),
+        click.option(
+            "--per-tensor", is_flag=True, default=None, help="Per-tensor weights (default per channel)."
+        ),
+        click.option(
+            "--calib-method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default=None
+        ),
+        click.option(
+            "--percentile", type=float, default=None, help="Percentile for --calib-method percentile."
+        ),
+        click.option("--passes", default=None, help="Comma-separated optional passes to add."),
+        click.option(
+            "--exclude", multiple=True, help="Keep nodes float: a node name, an op type or a regex."
+        ),
+        click.option("--max-calib-samples", type=int, default=None),
+        click.option("--no-progress", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _recipe_from(opts: dict):
+    from edgeq.recipe import load_recipe
+
+    recipe = load_recipe(opts["recipe"])
+    return recipe.updated(
+        activation_type=opts["activation_type"],
+        weight_bits=int(opts["weight_bits"]) if opts["weight_bits"] else None,
+        per_channel=False if opts["per_tensor"] else None,
+        calib_method=opts["calib_method"],
+        percentile=opts["percentile"],
+        passes=[p for p in opts["passes"].split(",") if p] if opts["passes"] is not None else None,
+        exclude=list(opts["exclude"]) or None,
+        max_calib_samples=opts["max_calib_samples"],
+    )
+
+
+def _open_data(source: str, model, image_spec: str | None, max_samples: int | None):
+    from edgeq.data import input_specs, open_data, parse_image_spec
+
+    spec = parse_image_spec(image_spec) if image_spec else None
+    return open_data(source, input_specs(model), image_spec=spec, max_samples=max_samples)
+
+
+@main.command()
+@click.argument("factory")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="The ONNX file to write."
+)
+@click.option(
+    "--input-shape", default=None, help="Example input shape, e.g. 1,3,224,224 (if the factory gives none)."
+)
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--static-batch", is_flag=True, help="Keep the batch dimension fixed.")
+def export(factory: str, output: str, input_shape: str | None, opset: int, static_batch: bool) -> None:
+    """Export a PyTorch module (MODULE:FACTORY) to ONNX, checked against torch."""
+    from edgeq.export import export_factory
+
+    check_output_path(output)
+    result = export_factory(
+        factory, output, input_shape=input_shape, opset=opset, dynamic_batch=not static_batch
+    )
+    click.echo(f"wrote {output} ({result})")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="The QDQ ONNX file to write."
+)
+@_quant_options
+@click.option(
+    "--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write a JSON report."
+)
+def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
+    """Calibrate MODEL and write its QDQ (QuantizeLinear/DequantizeLinear) int8 model."""
+    from edgeq.modelio import load_model, save_model
+    from edgeq.quantize import quantize_model
+
+    check_output_path(output, model, opts["calib"])
+    if report_path:
+        check_output_path(report_path, model, output, opts["calib"])
+    recipe = _recipe_from(opts)
+    if recipe.activation_type == "auto":
+        raise EdgeqError(
+            "--activation-type auto is chosen per target: use 'edgeq convert --target onnxruntime'"
+        )
+    float_model = load_model(model)
+    data = _open_data(opts["calib"], float_model, opts["image_spec"], recipe.max_calib_samples)
+    qdq, report = quantize_model(float_model, data, recipe, progress=not opts["no_progress"])
+    save_model(qdq, output, model, opts["calib"])
+    report = {"input": model, "output": output, "recipe": recipe.to_dict(), **report}
+    if report_path:
+        _emit_json(report, report_path)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report["quantized_nodes"].items()))
+    click.echo(f"wrote {output}: quantized {counts}; {len(report['float_nodes'])} node(s) left float")
+    for warning in report["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", type=click.Choice(["onnxruntime"]), default="onnxruntime", show_default=True)
+@click.option(
+    "-o", "--outdir", required=True, type=click.Path(file_okay=False), help="Folder for the artifacts."
+)
+@_quant_options
+@click.option("--eval-data", default=None, help="Data to validate on (default: the calibration data).")
+@click.option("--ort-format", is_flag=True, help="Also write .ort and required_operators.config.")
+def convert(model: str, target: str, outdir: str, eval_data: str | None, ort_format: bool, **opts) -> None:
+    """Quantize MODEL for a target runtime, validate the artifact by running it, and write report.json."""
+    from edgeq.convert import convert_onnxruntime
+    from edgeq.modelio import load_model
+
+    out = prepare_output_dir(outdir, model)
+    recipe = _recipe_from(opts)
+    if opts["activation_type"] is None and opts["recipe"] is None:
+        recipe = recipe.updated(activation_type="auto")
+    float_model = load_model(model)
+    data = _open_data(opts["calib"], float_model, opts["image_spec"], recipe.max_calib_samples)
+    eval_source = _open_data(eval_data, load_model(model), opts["image_spec"], None) if eval_data else data
+    report = convert_onnxruntime(
+        float_model,
+        model,
+        data,
+        eval_source,
+        recipe,
+        out,
+        ort_format=ort_format,
+        progress=not opts["no_progress"],
+    )
+    _emit_json(report, str(out / "report.json"))
+    validation = report["validation"]
+    summary = ", ".join(
+        f"{name}: SQNR {row['sqnr_db']:.1f} dB" for name, row in validation["outputs"].items()
+    )
+    click.echo(f"wrote {', '.join(report['artifacts'])} ({report['activation_type']} activations; {summary})")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--runs", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--warmup", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def profile(artifact: str, runs: int, warmup: int, threads: int, as_json: bool) -> None:
+    """Measure latency (p50/p90), per-op time and size of an .onnx or .ort artifact."""
+    from edgeq.modelio import read_proto
+    from edgeq.targets import onnxruntime as ort_target
+
+    path = Path(artifact)
+    if path.suffix == ".onnx":
+        read_proto(path)  # clear errors for a missing, truncated or unsafe model before onnxruntime sees it
+    elif path.suffix != ".ort":
+        raise EdgeqError(f"{artifact}: edgeq profile reads .onnx and .ort files")
+    elif not path.is_file():
+        raise EdgeqError(f"model file {artifact} does not exist")
+    result = ort_target.profile(path, runs=runs, warmup=warmup, threads=threads)
+    if as_json:
+        _emit_json(result, None)
+        return
+    click.echo(ort_target.format_profile(result))
+
+
+@main.command()
+@click.argument("float_model", type=click.Path(dir_okay=False))
+@click.argument("quantized", type=click.Path(dir_okay=False))
+@click.option("--data", "data_source", required=True, help="Inputs: .npz, image folder or module:function.")
+@click.option("--image-spec", default=None)
+@click.option("--max-samples", type=click.IntRange(1), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def compare(
+    float_model: str,
+    quantized: str,
+    data_source: str,
+    image_spec: str | None,
+    max_samples: int | None,
+    as_json: bool,
+) -> None:
+    """Per-output and per-layer SQNR of QUANTIZED against FLOAT_MODEL."""
+    from edgeq.compare import compare_onnx
+    from edgeq.modelio import load_model
+
+    data = _open_data(data_source, load_model(float_model), image_spec, max_samples)
+    result = compare_onnx(float_model, quantized, data)
+    if as_json:
+        _emit_json(result, None)
+        return
+    click.echo(f"{'tensor':<48} {'SQNR dB':>9} {'max abs err':>12}")
+    for section in ("outputs", "layers"):
+        click.echo(f"-- {section}")
+        for name, row in result[section].items():
+            click.echo(f"{name[-48:]:<48} {row['sqnr_db']:>9.2f} {row['max_abs_error']:>12.4g}")

@@ -1,0 +1,81 @@
+"""Output paths: never overwrite an input, never leave a half-written file.
+
+Every artifact is written to a temporary file in the destination folder and renamed over the destination,
+so a reader (or a crash) never sees a partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgeq.errors import EdgeqError
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike | None) -> Path:
+    """Refuse an output that is one of the inputs or lies in a folder that cannot be written."""
+    out = Path(output)
+    for src in inputs:
+        if src is not None and _same_file(out, Path(src)):
+            raise EdgeqError(f"output path {out} is the input file; choose another output")
+    if out.is_dir():
+        raise EdgeqError(f"output path {out} is a directory; give a file name")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise EdgeqError(f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EdgeqError(f"output folder {parent} is not writable")
+    return out
+
+
+def prepare_output_dir(outdir: str | os.PathLike, *inputs: str | os.PathLike | None) -> Path:
+    """Create OUTDIR if needed and check that it is writable and holds none of the inputs' paths."""
+    out = Path(outdir)
+    if out.exists() and not out.is_dir():
+        raise EdgeqError(f"output directory {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgeqError(f"cannot create output directory {out}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise EdgeqError(f"output directory {out} is not writable")
+    return out
+
+
+@contextlib.contextmanager
+def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside DESTINATION; rename it over DESTINATION only if the block succeeds."""
+    dest = Path(destination)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent or ".")
+    except OSError as exc:
+        raise EdgeqError(f"cannot write {dest}: {exc.strerror}") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(destination: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(destination) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_text_atomic(destination: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(destination, text.encode("utf-8"))

@@ -1,0 +1,124 @@
+"""Load and save ONNX models as onnx_ir models, safely.
+
+Loading never reads outside the model's folder: every external-data location must resolve (after
+following symlinks) to a file inside the folder that holds the .onnx file. Models below opset 13 are
+converted with onnx's version converter, because per-channel QuantizeLinear needs opset 13.
+Saving writes the whole model into one file atomically, with the lowest IR version that its opsets
+need, so the installed onnxruntime (which lags onnx by an IR version or two) can read it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+import onnx.external_data_helper
+import onnx.helper
+import onnx.version_converter
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from edgeq.errors import EdgeqError
+from edgeq.files import check_output_path, write_bytes_atomic
+
+MIN_OPSET = 11
+MAX_OPSET = 21
+QDQ_MIN_OPSET = 13
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+def _external_tensors(proto: onnx.ModelProto):
+    """Every TensorProto in the model that stores its data outside the file."""
+    for tensor in onnx.external_data_helper._get_all_tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            yield tensor
+
+
+def _check_external_data(proto: onnx.ModelProto, folder: Path) -> None:
+    root = folder.resolve()
+    for tensor in _external_tensors(proto):
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        if not location or os.path.isabs(location):
+            raise EdgeqError(f"tensor {tensor.name!r}: external data location {location!r} is not relative")
+        target = (root / location).resolve()
+        if root not in target.parents:
+            raise EdgeqError(
+                f"tensor {tensor.name!r}: external data {location!r} points outside the model folder"
+            )
+        if not target.is_file():
+            raise EdgeqError(f"tensor {tensor.name!r}: external data file {location!r} is missing")
+        needed = int(info.get("offset", 0)) + int(info.get("length", 0))
+        if needed > target.stat().st_size:
+            raise EdgeqError(f"tensor {tensor.name!r}: external data file {location!r} is truncated")
+
+
+def default_opset(proto: onnx.ModelProto) -> int:
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    raise EdgeqError("model imports no default-domain opset")
+
+
+def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
+    """Parse, check and complete (external data, opset) an ONNX file given by the user."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgeqError(f"model file {path} does not exist")
+    if not path.is_file():
+        raise EdgeqError(f"model path {path} is not a file")
+    data = path.read_bytes()
+    if not data:
+        raise EdgeqError(f"model file {path} is empty")
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError):
+        raise EdgeqError(f"{path} is not an ONNX model (or is truncated)") from None
+    if not proto.HasField("graph") or not proto.opset_import:
+        raise EdgeqError(f"{path} is not an ONNX model (no graph or opset)")
+    _check_external_data(proto, path.parent)
+    onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
+
+    opset = default_opset(proto)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise EdgeqError(f"{path}: opset {opset} is not supported (edgeq supports {MIN_OPSET}..{MAX_OPSET})")
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
+        raise EdgeqError(f"{path} is not a valid ONNX model: {first}") from None
+    if opset < QDQ_MIN_OPSET:
+        try:
+            proto = onnx.version_converter.convert_version(proto, QDQ_MIN_OPSET)
+        except Exception as exc:  # the converter raises bare RuntimeErrors for unconvertible ops
+            raise EdgeqError(f"{path}: cannot convert opset {opset} to {QDQ_MIN_OPSET}: {exc}") from None
+    return proto
+
+
+def load_model(path: str | os.PathLike) -> ir.Model:
+    """Load a user's ONNX file as an onnx_ir model (all data in memory)."""
+    return ir.serde.deserialize_model(read_proto(path))
+
+
+def to_proto(model: ir.Model) -> onnx.ModelProto:
+    """Serialize with the lowest IR version the model's opsets need (onnxruntime reads older IRs)."""
+    proto = ir.serde.serialize_model(model)
+    opsets = [onnx.helper.make_opsetid(e.domain, e.version) for e in proto.opset_import]
+    proto.ir_version = max(10, onnx.helper.find_min_ir_version_for(opsets, ignore_unknown=True))
+    return proto
+
+
+def model_bytes(model: ir.Model) -> bytes:
+    proto = to_proto(model)
+    if proto.ByteSize() > _PROTOBUF_LIMIT:
+        raise EdgeqError("model is larger than 2 GB; edgeq writes single-file models only")
+    return proto.SerializeToString()
+
+
+def save_model(model: ir.Model, path: str | os.PathLike, *inputs: str | os.PathLike | None) -> Path:
+    """Write MODEL to PATH atomically; PATH must not be any of INPUTS."""
+    out = check_output_path(path, *inputs)
+    write_bytes_atomic(out, model_bytes(model))
+    return out

@@ -1,0 +1,163 @@
+"""Quantization parameters: the affine integer grids edgeq uses, and how tensors are put on them.
+
+A real value x is represented by an integer q with ``x = scale * (q - zero_point)``, q in [qmin, qmax].
+
+* Activations (per tensor, asymmetric): from a calibrated range [lo, hi] widened to contain 0 (so that
+  zero padding and ReLU are exact), ``scale = (hi - lo) / (qmax - qmin)`` and
+  ``zero_point = round(qmin - lo / scale)``, clamped to [qmin, qmax]. int16 activations are symmetric
+  (zero point 0), as TFLite's A16W8 scheme requires.
+* Weights (per output channel or per tensor, symmetric, narrow range): ``scale_c = max|w_c| / (2^(b-1) - 1)``,
+  ``q = clamp(round(w / scale_c), -(2^(b-1) - 1), 2^(b-1) - 1)``, zero point 0. The narrow range keeps
+  -w exactly representable, as the TFLite converter does.
+* Bias (int32, zero point 0): ``scale_c = float32(s_in * s_w[c])`` exactly, so that the integer bias adds
+  straight into the int32 accumulator ``sum (x_q - zp_x) * w_q``. When a tiny weight scale would make
+  ``|round(b_c / scale_c)|`` exceed ``BIAS_LIMIT`` (2^30, half of int32, leaving headroom for the
+  accumulation), the weight scale of that channel is raised until the bias fits; the caller reports it.
+* Fixed output encodings that TFLite requires: Softmax and Sigmoid 1/256 at the bottom of the range
+  (int8 zero point -128), Tanh 1/128 in the middle (int8 zero point 0).
+
+All scales are float32, because that is what ONNX and TFLite store and what integer kernels derive their
+multipliers from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+BIAS_LIMIT = 2**30
+
+
+@dataclass(frozen=True)
+class QType:
+    name: str
+    dtype: np.dtype
+    ir_dtype: ir.DataType
+    qmin: int
+    qmax: int
+    symmetric: bool = False
+
+
+ACTIVATION_TYPES = {
+    "int8": QType("int8", np.dtype(np.int8), ir.DataType.INT8, -128, 127),
+    "uint8": QType("uint8", np.dtype(np.uint8), ir.DataType.UINT8, 0, 255),
+    "int16": QType("int16", np.dtype(np.int16), ir.DataType.INT16, -32768, 32767, symmetric=True),
+}
+
+_FIXED_OUTPUT_SCALE = {"Softmax": 1.0 / 256.0, "Sigmoid": 1.0 / 256.0, "Tanh": 1.0 / 128.0}
+
+
+@dataclass(frozen=True)
+class Encoding:
+    scale: np.float32
+    zero_point: int
+    qtype: QType
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        q = np.rint(np.asarray(x, np.float32) / self.scale) + self.zero_point
+        return np.clip(q, self.qtype.qmin, self.qtype.qmax).astype(self.qtype.dtype)
+
+    def representable_range(self) -> tuple[float, float]:
+        s = float(self.scale)
+        return (s * (self.qtype.qmin - self.zero_point), s * (self.qtype.qmax - self.zero_point))
+
+
+def activation_encoding(lo: float, hi: float, qtype: QType) -> Encoding:
+    """The per-tensor encoding of a calibrated range [lo, hi] (widened to contain 0)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if qtype.symmetric:
+        scale = np.float32(max(-lo, hi) / qtype.qmax)
+        return Encoding(scale if scale > 0 else np.float32(1.0), 0, qtype)
+    scale = np.float32((hi - lo) / (qtype.qmax - qtype.qmin))
+    if not scale > 0:  # an all-zero tensor: any scale represents it exactly
+        return Encoding(np.float32(1.0), int(np.clip(0, qtype.qmin, qtype.qmax)), qtype)
+    zero_point = int(np.clip(np.rint(qtype.qmin - lo / float(scale)), qtype.qmin, qtype.qmax))
+    return Encoding(scale, zero_point, qtype)
+
+
+def fixed_output_encoding(op_type: str, qtype: QType) -> Encoding | None:
+    """TFLite's required output encoding for Softmax/Sigmoid/Tanh, or None for other ops."""
+    scale = _FIXED_OUTPUT_SCALE.get(op_type)
+    if scale is None:
+        return None
+    if qtype.symmetric:  # int16: TFLite uses 1/32768 on the positive range for all three
+        return Encoding(np.float32(1.0 / 32768.0), 0, qtype)
+    if op_type == "Tanh":
+        return Encoding(np.float32(scale), (qtype.qmin + qtype.qmax + 1) // 2, qtype)
+    return Encoding(np.float32(scale), qtype.qmin, qtype)
+
+
+def weight_qmax(bits: int) -> int:
+    return 2 ** (bits - 1) - 1
+
+
+def weight_scales(w: np.ndarray, axis: int | None, bits: int) -> np.ndarray:
+    """Symmetric narrow-range scales: one per slice along AXIS, or one for the tensor (axis None)."""
+    if axis is None:
+        absmax = np.array([np.abs(w).max()])
+    else:
+        absmax = np.abs(np.moveaxis(w, axis, 0)).reshape(w.shape[axis], -1).max(axis=1)
+    scales = (absmax / weight_qmax(bits)).astype(np.float32)
+    # An all-zero channel is exact with any scale; 1.0 keeps the bias scale well away from 0.
+    return np.where(scales > 0, scales, np.float32(1.0)).astype(np.float32)
+
+
+def quantize_weights(w: np.ndarray, scales: np.ndarray, axis: int | None, bits: int) -> np.ndarray:
+    shape = [1] * w.ndim
+    if axis is not None:
+        shape[axis] = -1
+    q = np.rint(w / scales.reshape(shape))
+    limit = weight_qmax(bits)
+    return np.clip(q, -limit, limit).astype(np.int8)
+
+
+@dataclass
+class QuantizedLinear:
+    """The integer form of a layer's weights and bias."""
+
+    weight: np.ndarray
+    weight_scale: np.ndarray
+    bias: np.ndarray | None
+    bias_scale: np.ndarray | None
+    raised_channels: list[int]
+
+
+def quantize_linear_layer(
+    w: np.ndarray,
+    b: np.ndarray | None,
+    *,
+    axis: int,
+    input_scale: np.float32,
+    bits: int = 8,
+    per_channel: bool = True,
+    bias_channel_repeat: int = 1,
+) -> QuantizedLinear:
+    """Quantize weights W (output channels on AXIS) and bias B for an input of scale INPUT_SCALE.
+
+    BIAS_CHANNEL_REPEAT maps bias channels to weight channels when they differ (ConvTranspose with groups
+    has Cout/group weight channels on axis 1 and Cout bias channels: bias channel c uses scale c % (Cout/g)).
+    """
+    scales = weight_scales(w, axis if per_channel else None, bits)
+    raised: list[int] = []
+    if b is not None:
+        b = np.asarray(b, np.float32).reshape(-1)
+        need = np.abs(b.astype(np.float64)) / (float(input_scale) * BIAS_LIMIT)
+        per_bias = np.tile(scales, bias_channel_repeat) if per_channel else np.repeat(scales, b.size)
+        too_small = need > per_bias
+        if too_small.any():
+            idx = np.flatnonzero(too_small)
+            weight_idx = idx % scales.size if per_channel else np.zeros_like(idx)
+            for i, c in zip(idx, weight_idx, strict=True):
+                scales[c] = max(scales[c], np.float32(need[i] * (1 + 1e-6)))
+            raised = sorted({int(c) for c in weight_idx})
+    q = quantize_weights(w, scales, axis if per_channel else None, bits)
+    if b is None:
+        return QuantizedLinear(q, scales, None, None, raised)
+    per_bias = np.tile(scales, bias_channel_repeat) if per_channel else np.repeat(scales, b.size)
+    bias_scale = (np.float32(input_scale) * per_bias).astype(np.float32)
+    bias_q = np.clip(np.rint(b / bias_scale), -(2**31) + 1, 2**31 - 1).astype(np.int32)
+    if not per_channel:
+        bias_scale = bias_scale[:1]
+    return QuantizedLinear(q, scales, bias_q, bias_scale, raised)

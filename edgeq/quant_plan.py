@@ -1,0 +1,266 @@
+"""Which nodes edgeq quantizes, which tensors carry Q/DQ pairs, and which tensors share one encoding.
+
+Rules (DESIGN.md, "Quantization conventions"):
+* Anchor ops are quantized wherever they appear (unless excluded): the ops with weights or integer
+  arithmetic of their own (Conv, ConvTranspose, Gemm, MatMul, Add, Mul, Concat, AveragePool,
+  GlobalAveragePool).
+* Follower ops (activations, data movement, Resize, Softmax...) are quantized when their data input is
+  already quantized, i.e. produced by a quantized node or a quantized graph input. A data-movement op between
+  two float ops is left alone: quantizing it would only add error.
+* A Relu or a constant Clip that is the only consumer of an anchor's output is fused: the anchor's output gets
+  no Q/DQ, the Q sits after the activation, and the encoding comes from the activated range, so the clamp is
+  free (the runtimes drop the Relu/Clip only when the Q's range already implies it, so it is never removed
+  when that would change the result).
+* Tensors joined by a scale-preserving op (MaxPool, AveragePool, Reshape, Flatten, Transpose, Squeeze,
+  Unsqueeze, Pad, Resize, Concat) share one encoding: the union of their calibrated ranges. TFLite requires
+  identical input and output encodings for pools and reshapes, and it makes Concat a plain copy.
+* Softmax, Sigmoid and Tanh outputs have fixed encodings (edgeq.qparams.fixed_output_encoding).
+* Every float tensor that is a data input or an output of a quantized node gets one Q/DQ pair.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+
+from edgeq.qparams import Encoding, QType, activation_encoding, fixed_output_encoding
+
+ANCHOR_OPS = {
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Mul",
+    "Concat",
+    "AveragePool",
+    "GlobalAveragePool",
+}
+SHARED_ENCODING_OPS = {
+    "MaxPool",
+    "AveragePool",
+    "Reshape",
+    "Flatten",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Pad",
+    "Resize",
+    "Concat",
+}
+FOLLOWER_OPS = (SHARED_ENCODING_OPS - ANCHOR_OPS) | {
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "HardSwish",
+    "HardSigmoid",
+}
+QUANTIZABLE_OPS = ANCHOR_OPS | FOLLOWER_OPS
+FUSABLE_ACTIVATIONS = {"Relu", "Clip"}
+FUSING_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul"}
+# Inputs that carry data (the rest are shapes, pads, scales, axes, clip bounds, weights and biases).
+_ALL_INPUTS = {"Add", "Mul", "Concat", "MatMul"}
+WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
+BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
+
+
+def is_float(value: ir.Value | None) -> bool:
+    """float32 tensors are quantized; float16/double models keep those tensors float."""
+    return value is not None and value.dtype == ir.DataType.FLOAT
+
+
+def is_constant(value: ir.Value | None) -> bool:
+    return value is not None and value.const_value is not None
+
+
+def data_inputs(node: ir.Node) -> list[ir.Value]:
+    """The float activation (non-constant) inputs of NODE that a quantized kernel reads as integers."""
+    if node.op_type in _ALL_INPUTS:
+        candidates = list(node.inputs)
+        if node.op_type == "MatMul" and is_constant(node.inputs[1]):
+            candidates = candidates[:1]
+    elif node.op_type == "Gemm":
+        candidates = list(node.inputs[:1]) if is_constant(node.inputs[1]) else list(node.inputs[:2])
+    else:
+        candidates = list(node.inputs[:1])
+    return [v for v in candidates if is_float(v) and not is_constant(v)]
+
+
+def constant_data_inputs(node: ir.Node) -> list[ir.Value]:
+    """Float constants that an Add, Mul or Concat reads as data (quantized per tensor like activations)."""
+    if node.op_type not in {"Add", "Mul", "Concat"}:
+        return []
+    return [v for v in node.inputs if is_float(v) and is_constant(v)]
+
+
+class Exclusions:
+    """--exclude: node names, op types, or regular expressions matched against node names."""
+
+    def __init__(self, patterns: list[str] | tuple[str, ...] = ()):
+        self.patterns = list(patterns)
+        self._regexes = []
+        for p in self.patterns:
+            try:
+                self._regexes.append(re.compile(p))
+            except re.error:
+                self._regexes.append(None)
+
+    def match(self, node: ir.Node) -> bool:
+        for pattern, regex in zip(self.patterns, self._regexes, strict=True):
+            if pattern in (node.name, node.op_type):
+                return True
+            if regex is not None and node.name and regex.fullmatch(node.name):
+                return True
+        return False
+
+
+@dataclass
+class QuantPlan:
+    quantized: list[ir.Node] = field(default_factory=list)
+    float_nodes: dict[str, str] = field(default_factory=dict)  # node name -> why it stays float
+    fused_activation: dict[str, ir.Node] = field(default_factory=dict)  # anchor name -> its Relu/Clip
+    tensors: list[ir.Value] = field(default_factory=list)  # activations that get a Q/DQ pair
+    constants: list[ir.Value] = field(default_factory=list)  # float constants read as data
+    fixed_output: dict[str, str] = field(default_factory=dict)  # tensor name -> op type fixing it
+    _parent: dict[str, str] = field(default_factory=dict)
+
+    def group_of(self, name: str) -> str:
+        root = name
+        while self._parent.get(root, root) != root:
+            root = self._parent[root]
+        return root
+
+    def share(self, a: str, b: str) -> None:
+        ra, rb = self.group_of(a), self.group_of(b)
+        if ra != rb:
+            self._parent[rb] = ra
+
+    def groups(self) -> dict[str, list[str]]:
+        """Encoding groups: root tensor name -> member tensor names (activations and constants)."""
+        out: dict[str, list[str]] = {}
+        for v in [*self.tensors, *self.constants]:
+            out.setdefault(self.group_of(v.name), []).append(v.name)
+        return out
+
+    def calibration_tensors(self) -> list[str]:
+        """Activation tensors whose ranges calibration must measure."""
+        fixed_groups = {self.group_of(t) for t in self.fixed_output}
+        return [v.name for v in self.tensors if self.group_of(v.name) not in fixed_groups]
+
+
+def _fused_activation(node: ir.Node, excluded: Exclusions) -> ir.Node | None:
+    if node.op_type not in FUSING_OPS or len(node.outputs) != 1:
+        return None
+    out = node.outputs[0]
+    consumers = list(out.consumers())
+    if out.is_graph_output() or len(consumers) != 1:
+        return None
+    act = consumers[0]
+    if act.op_type not in FUSABLE_ACTIVATIONS or act.domain not in ("", "ai.onnx") or excluded.match(act):
+        return None
+    if act.op_type == "Clip" and not all(v is None or is_constant(v) for v in act.inputs[1:]):
+        return None
+    return act
+
+
+def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> QuantPlan:
+    """Decide what to quantize in GRAPH (a preprocessed, topologically sorted float graph)."""
+    exclude = exclude or Exclusions()
+    plan = QuantPlan()
+    quantized_names: set[str] = set()
+    quantized_values: set[int] = set()  # ids of values that will carry a Q/DQ pair
+    anchor_inputs = {
+        id(v)
+        for node in graph
+        if node.op_type in ANCHOR_OPS and node.domain in ("", "ai.onnx") and not exclude.match(node)
+        for v in data_inputs(node)
+    }
+    for value in graph.inputs:
+        if id(value) in anchor_inputs and is_float(value):
+            quantized_values.add(id(value))
+
+    pre_activation: set[int] = set()
+    for node in graph:
+        op = node.op_type
+        float_out = any(is_float(v) for v in node.outputs)
+        if node.domain not in ("", "ai.onnx") or op not in QUANTIZABLE_OPS:
+            if float_out:
+                plan.float_nodes[node.name] = (
+                    f"{node.domain + '::' if node.domain else ''}{op} is not quantized"
+                )
+            continue
+        if exclude.match(node):
+            plan.float_nodes[node.name] = "excluded"
+            continue
+        inputs = data_inputs(node)
+        if op in FOLLOWER_OPS and op not in ANCHOR_OPS:
+            producer_quantized = inputs and all(
+                id(v) in quantized_values
+                or (
+                    v.producer() is not None
+                    and v.producer().name in quantized_names
+                    and id(v) in pre_activation
+                )
+                for v in inputs
+            )
+            if not producer_quantized:
+                plan.float_nodes[node.name] = f"{op} reads a float tensor"
+                continue
+        if not inputs:
+            plan.float_nodes[node.name] = f"{op} has no activation input"
+            continue
+        plan.quantized.append(node)
+        quantized_names.add(node.name)
+        for v in inputs:
+            if id(v) not in pre_activation:
+                quantized_values.add(id(v))
+        act = _fused_activation(node, exclude)
+        if act is not None:
+            plan.fused_activation[node.name] = act
+            pre_activation.add(id(node.outputs[0]))
+        for v in node.outputs:
+            if is_float(v) and id(v) not in pre_activation:
+                quantized_values.add(id(v))
+        for c in constant_data_inputs(node):
+            if c not in plan.constants:
+                plan.constants.append(c)
+        if op in SHARED_ENCODING_OPS:
+            for v in [*inputs, *constant_data_inputs(node)]:
+                plan.share(v.name, node.outputs[0].name)
+        if op in ("Softmax", "Sigmoid", "Tanh"):
+            plan.fixed_output[node.outputs[0].name] = op
+
+    seen: set[int] = set()
+    for value in [*graph.inputs, *(v for n in graph for v in n.outputs)]:
+        if id(value) in quantized_values and id(value) not in seen:
+            seen.add(id(value))
+            plan.tensors.append(value)
+    return plan
+
+
+def assign_encodings(
+    plan: QuantPlan, ranges: dict[str, tuple[float, float]], qtype: QType
+) -> dict[str, Encoding]:
+    """One encoding per group: a fixed output encoding if the group has one, else the union of ranges."""
+    constant_ranges = {
+        c.name: (float(c.const_value.numpy().min()), float(c.const_value.numpy().max()))
+        for c in plan.constants
+    }
+    encodings: dict[str, Encoding] = {}
+    for members in plan.groups().values():
+        fixed_ops = [plan.fixed_output[m] for m in members if m in plan.fixed_output]
+        if fixed_ops:
+            encoding = fixed_output_encoding(fixed_ops[0], qtype)
+        else:
+            member_ranges = [ranges[m] if m in ranges else constant_ranges[m] for m in members]
+            encoding = activation_encoding(
+                min(r[0] for r in member_ranges), max(r[1] for r in member_ranges), qtype
+            )
+        for m in members:
+            encodings[m] = encoding
+    return encodings

@@ -1,0 +1,102 @@
+"""The quantization pipeline: float model + calibration data + recipe -> QDQ model + report.
+
+    preprocess (passes.preprocess) -> plan (edgeq.quant_plan) -> calibrate (edgeq.calibrate)
+    -> encodings from the recipe's range method -> InsertQDQPass
+
+Calibration is the expensive step and does not depend on the activation type (int8 and uint8 encodings of one
+range share the scale; the zero point moves by 128), so ``calibrate_model`` runs once and ``build_qdq`` can
+be called for several activation types, as the ONNX Runtime target does to pick the one it fuses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from edgeq.calibrate import collect
+from edgeq.data import CalibrationData
+from edgeq.observers import TensorObserver
+from edgeq.passes.insert_qdq import InsertQDQPass
+from edgeq.passes.preprocess import preprocess
+from edgeq.qparams import ACTIVATION_TYPES
+from edgeq.quant_plan import Exclusions, assign_encodings, plan_quantization
+from edgeq.recipe import Recipe
+
+
+def clone_model(model: ir.Model) -> ir.Model:
+    return ir.serde.deserialize_model(ir.serde.serialize_model(model))
+
+
+@dataclass
+class Calibration:
+    """A preprocessed float model and the statistics of every tensor that will be quantized."""
+
+    model: ir.Model
+    observers: dict[str, TensorObserver]
+    num_samples: int
+    seconds: float
+
+
+def calibrate_model(
+    model: ir.Model, data: CalibrationData, recipe: Recipe, *, progress: bool = True
+) -> Calibration:
+    """Preprocess MODEL (in place) and collect statistics for every tensor the recipe quantizes."""
+    start = time.perf_counter()
+    preprocess(model)
+    plan = plan_quantization(model.graph, Exclusions(recipe.exclude))
+    observers = collect(
+        model,
+        plan.calibration_tensors(),
+        data,
+        histogram=recipe.calib_method != "minmax",
+        batch_size=recipe.batch_size,
+        progress=progress,
+    )
+    return Calibration(model, observers, data.num_samples, time.perf_counter() - start)
+
+
+def build_qdq(
+    calibration: Calibration, recipe: Recipe, activation_type: str | None = None
+) -> tuple[ir.Model, dict]:
+    """The QDQ model for CALIBRATION's model with RECIPE's options; returns it with a JSON-able report."""
+    qtype = ACTIVATION_TYPES[activation_type or recipe.activation_type]
+    model = clone_model(calibration.model)
+    plan = plan_quantization(model.graph, Exclusions(recipe.exclude))
+    ranges = {
+        name: calibration.observers[name].range(recipe.calib_method, num_bits=8, percentile=recipe.percentile)
+        for name in plan.calibration_tensors()
+    }
+    encodings = assign_encodings(plan, ranges, qtype)
+    qdq = InsertQDQPass(plan, encodings, weight_bits=recipe.weight_bits, per_channel=recipe.per_channel)
+    qdq(model)
+    warnings = [
+        f"node {name}: bias would overflow int32 in channel(s) {channels}; raised their weight scale"
+        for name, channels in qdq.raised_bias_channels.items()
+    ] + [f"node {name}: bias kept float (shape does not broadcast per channel)" for name in qdq.float_biases]
+    report = {
+        "activation_type": qtype.name,
+        "quantized_nodes": dict(Counter(n.op_type for n in plan.quantized)),
+        "fused_activations": len(plan.fused_activation),
+        "float_nodes": plan.float_nodes,
+        "quantized_tensors": len(plan.tensors),
+        "encodings": {
+            name: {"scale": float(e.scale), "zero_point": e.zero_point} for name, e in encodings.items()
+        },
+        "warnings": warnings,
+        "calibration": {
+            "samples": calibration.num_samples,
+            "method": recipe.calib_method,
+            "seconds": round(calibration.seconds, 3),
+        },
+    }
+    return model, report
+
+
+def quantize_model(
+    model: ir.Model, data: CalibrationData, recipe: Recipe, *, progress: bool = True
+) -> tuple[ir.Model, dict]:
+    """Calibrate and quantize MODEL (preprocessed in place) in one call."""
+    return build_qdq(calibrate_model(model, data, recipe, progress=progress), recipe)

@@ -1,0 +1,90 @@
+"""Recipes: every quantization option in one object that a TOML file can pin.
+
+A recipe file is a TOML table of the same names as the CLI options (underscores or dashes)::
+
+    activation_type = "int8"        # int8 | uint8 | int16 (auto: the target picks what its runtime fuses)
+    weight_bits = 8                 # 8 | 4 (4-bit values stored in int8 containers)
+    per_channel = true
+    calib_method = "mse"            # minmax | percentile | entropy | mse
+    percentile = 99.99
+    exclude = ["head/.*", "Softmax"]
+    passes = []
+    max_calib_samples = 512
+
+Options given on the command line override the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeq.errors import EdgeqError
+
+CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
+ACTIVATION_CHOICES = ("int8", "uint8", "int16", "auto")
+KNOWN_PASSES: tuple[str, ...] = ()
+
+
+@dataclass
+class Recipe:
+    activation_type: str = "int8"
+    weight_bits: int = 8
+    per_channel: bool = True
+    calib_method: str = "mse"
+    percentile: float = 99.99
+    exclude: list[str] = field(default_factory=list)
+    passes: list[str] = field(default_factory=list)
+    max_calib_samples: int | None = None
+    batch_size: int | None = None
+
+    def validate(self) -> Recipe:
+        if self.activation_type not in ACTIVATION_CHOICES:
+            raise EdgeqError(f"activation_type must be one of {', '.join(ACTIVATION_CHOICES)}")
+        if self.weight_bits not in (4, 8):
+            raise EdgeqError("weight_bits must be 8 or 4")
+        if self.calib_method not in CALIB_METHODS:
+            raise EdgeqError(f"calib_method must be one of {', '.join(CALIB_METHODS)}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise EdgeqError("percentile must be in (50, 100]")
+        unknown = [p for p in self.passes if p not in KNOWN_PASSES]
+        if unknown:
+            raise EdgeqError(
+                f"unknown pass(es): {', '.join(unknown)} (available: {', '.join(KNOWN_PASSES) or 'none yet'})"
+            )
+        if self.max_calib_samples is not None and self.max_calib_samples < 1:
+            raise EdgeqError("max_calib_samples must be at least 1")
+        return self
+
+    def updated(self, **overrides) -> Recipe:
+        """A copy with the options that were actually given (not None) replaced."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **given).validate()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_recipe(path: str | Path | None) -> Recipe:
+    if path is None:
+        return Recipe()
+    path = Path(path)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EdgeqError(f"recipe file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise EdgeqError(f"recipe file {path} is not valid TOML: {exc}") from None
+    names = {f.name for f in dataclasses.fields(Recipe)}
+    options = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in names:
+            raise EdgeqError(f"recipe file {path}: unknown option {key!r}")
+        options[name] = value
+    try:
+        return Recipe(**options).validate()
+    except TypeError as exc:
+        raise EdgeqError(f"recipe file {path}: {exc}") from None

@@ -1,0 +1,186 @@
+"""Insert QuantizeLinear/DequantizeLinear pairs: turn a float graph into edgeq's QDQ interchange model.
+
+For every activation tensor t in the plan (edgeq.quant_plan) with encoding (s, z):
+
+    t  ->  QuantizeLinear(t, s, z)  ->  DequantizeLinear(., s, z)  ->  every former consumer of t
+
+The dequantized value takes over t's name (so a float model and its QDQ model can be compared tensor by tensor);
+the float tensor is renamed ``<t>_float``. Graph inputs keep their names.
+
+Weights are stored as integers behind a DequantizeLinear (per output channel, symmetric, narrow range; axis 0 for
+Conv and Gemm with transB, 1 for ConvTranspose and Gemm without transB, the last axis for MatMul). Biases are
+int32 with scale float32(s_in * s_w[c]) and zero point 0, where s_in is the encoding of the layer's input.
+Gemm's alpha and beta are folded into the weights and bias first (Y = alpha*A*B + beta*C), so the integer
+kernel needs neither. Float constants that Add, Mul or Concat read as data are stored quantized with their
+group's encoding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
+
+from edgeq.qparams import Encoding, quantize_linear_layer
+from edgeq.quant_plan import BIAS_INPUT, WEIGHT_INPUT, QuantPlan, is_constant
+
+
+def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+    value.shape = ir.Shape(array.shape)
+    value.dtype = ir.tensor(array).dtype
+    graph.register_initializer(value)
+    return value
+
+
+def _dequantize(graph: ir.Graph, name: str, q: np.ndarray, scale, zero_point, axis: int | None) -> ir.Value:
+    """A constant integer tensor Q behind a DequantizeLinear; returns the float output value."""
+    inputs = [
+        _initializer(graph, f"{name}_quantized", q),
+        _initializer(graph, f"{name}_scale", np.asarray(scale, np.float32)),
+        _initializer(graph, f"{name}_zero_point", np.asarray(zero_point, q.dtype)),
+    ]
+    attributes = {} if axis is None else {"axis": axis}
+    node = ir.node("DequantizeLinear", inputs, attributes, name=f"{name}_DequantizeLinear")
+    node.outputs[0].name = f"{name}_dequantized"
+    node.outputs[0].dtype = ir.DataType.FLOAT
+    node.outputs[0].shape = ir.Shape(q.shape)
+    graph.append(node)
+    return node.outputs[0]
+
+
+class InsertQDQPass(ir.passes.InPlacePass):
+    """Quantize the nodes and tensors chosen by PLAN with the given ENCODINGS."""
+
+    def __init__(
+        self,
+        plan: QuantPlan,
+        encodings: dict[str, Encoding],
+        *,
+        weight_bits: int = 8,
+        per_channel: bool = True,
+    ):
+        super().__init__()
+        self.plan = plan
+        self.encodings = encodings
+        self.weight_bits = weight_bits
+        self.per_channel = per_channel
+        self.raised_bias_channels: dict[str, list[int]] = {}
+        self.float_biases: list[str] = []
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        for node in self.plan.quantized:
+            weight_index = WEIGHT_INPUT.get(node.op_type)
+            if weight_index is not None and is_constant(node.inputs[weight_index]):
+                self._quantize_layer(graph, node)
+        for constant in self.plan.constants:
+            encoding = self.encodings[constant.name]
+            dq = _dequantize(
+                graph,
+                constant.name,
+                encoding.quantize(constant.const_value.numpy()),
+                encoding.scale,
+                encoding.zero_point,
+                None,
+            )
+            constant.replace_all_uses_with(dq)
+        for value in self.plan.tensors:
+            self._insert_pair(graph, value, self.encodings[value.name])
+        graph.sort()
+        common_passes.RemoveUnusedNodesPass()(model)
+        return ir.passes.PassResult(model, modified=True)
+
+    def _layer_weights(self, node: ir.Node) -> tuple[np.ndarray, np.ndarray | None, int, int]:
+        """Weights, bias, channel axis and bias-channel repeat of a Conv/ConvTranspose/Gemm/MatMul."""
+        w = node.inputs[1].const_value.numpy().astype(np.float32)
+        bias_index = BIAS_INPUT.get(node.op_type)
+        bias_value = (
+            node.inputs[bias_index] if bias_index is not None and len(node.inputs) > bias_index else None
+        )
+        b = bias_value.const_value.numpy().astype(np.float32) if is_constant(bias_value) else None
+        repeat = 1
+        if node.op_type == "Conv":
+            axis = 0
+        elif node.op_type == "ConvTranspose":
+            axis = 1
+            repeat = node.attributes.get_int("group", 1)
+        elif node.op_type == "MatMul":
+            axis = w.ndim - 1
+        else:  # Gemm: fold alpha and beta so the integer kernel computes A*B + C
+            axis = 0 if node.attributes.get_int("transB", 0) else 1
+            w = w * node.attributes.get_float("alpha", 1.0)
+            if b is not None:
+                b = b * node.attributes.get_float("beta", 1.0)
+                n_out = w.shape[axis]
+                b = np.broadcast_to(b, (1, n_out)).reshape(n_out) if b.size in (1, n_out) else None
+            node.attributes.pop("alpha", None)
+            node.attributes.pop("beta", None)
+        if bias_value is not None and b is None:
+            self.float_biases.append(node.name)
+        return w, b, axis, repeat
+
+    def _quantize_layer(self, graph: ir.Graph, node: ir.Node) -> None:
+        w, b, axis, repeat = self._layer_weights(node)
+        input_scale = self.encodings[node.inputs[0].name].scale
+        layer = quantize_linear_layer(
+            w,
+            b,
+            axis=axis,
+            input_scale=input_scale,
+            bits=self.weight_bits,
+            per_channel=self.per_channel,
+            bias_channel_repeat=repeat,
+        )
+        if layer.raised_channels:
+            self.raised_bias_channels[node.name] = layer.raised_channels
+        per_channel_axis = axis if self.per_channel else None
+        scale = layer.weight_scale if self.per_channel else layer.weight_scale[0]
+        zero = np.zeros_like(scale, dtype=np.int8)
+        node.replace_input_with(
+            1, _dequantize(graph, f"{node.name}.weight", layer.weight, scale, zero, per_channel_axis)
+        )
+        if layer.bias is not None:
+            bias_scale = layer.bias_scale if self.per_channel else layer.bias_scale[0]
+            node.replace_input_with(
+                BIAS_INPUT[node.op_type],
+                _dequantize(
+                    graph,
+                    f"{node.name}.bias",
+                    layer.bias,
+                    bias_scale,
+                    np.zeros_like(bias_scale, dtype=np.int32),
+                    0 if self.per_channel else None,
+                ),
+            )
+
+    @staticmethod
+    def _insert_pair(graph: ir.Graph, value: ir.Value, encoding: Encoding) -> None:
+        name = value.name
+        scale = _initializer(graph, f"{name}_scale", np.asarray(encoding.scale, np.float32))
+        zero_point = _initializer(
+            graph, f"{name}_zero_point", np.asarray(encoding.zero_point, encoding.qtype.dtype)
+        )
+        quantize = ir.node("QuantizeLinear", [value, scale, zero_point], name=f"{name}_QuantizeLinear")
+        quantize.outputs[0].name = f"{name}_quantized"
+        quantize.outputs[0].dtype = encoding.qtype.ir_dtype
+        quantize.outputs[0].shape = value.shape
+        dequantize = ir.node(
+            "DequantizeLinear", [quantize.outputs[0], scale, zero_point], name=f"{name}_DequantizeLinear"
+        )
+        dequantized = dequantize.outputs[0]
+        dequantized.dtype = ir.DataType.FLOAT
+        dequantized.shape = value.shape
+        for consumer, index in list(value.uses()):
+            if consumer is not quantize:
+                consumer.replace_input_with(index, dequantized)
+        if value.is_graph_input():
+            dequantized.name = f"{name}_dequantized"
+        else:
+            value.name = f"{name}_float"
+            dequantized.name = name
+            outputs = graph.outputs
+            for i, out in enumerate(outputs):
+                if out is value:
+                    outputs[i] = dequantized
+        graph.extend([quantize, dequantize])
