@@ -95,6 +95,12 @@ def _quant_options(f):
             "--per-tensor", is_flag=True, default=None, help="Per-tensor weights (default per channel)."
         ),
         click.option(
+            "--weight-range",
+            type=click.Choice(["minmax", "mse"]),
+            default=None,
+            help="How weight scales are chosen (mse searches a clipping threshold per channel).",
+        ),
+        click.option(
             "--calib-method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default=None
         ),
         click.option(
@@ -120,6 +126,7 @@ def _recipe_from(opts: dict):
         activation_type=opts["activation_type"],
         weight_bits=int(opts["weight_bits"]) if opts["weight_bits"] else None,
         per_channel=False if opts["per_tensor"] else None,
+        weight_range=opts["weight_range"],
         calib_method=opts["calib_method"],
         percentile=opts["percentile"],
         passes=[p for p in opts["passes"].split(",") if p] if opts["passes"] is not None else None,
@@ -203,6 +210,7 @@ def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
 def convert(model: str, target: str, outdir: str, eval_data: str | None, ort_format: bool, **opts) -> None:
     """Quantize MODEL for a target runtime, validate the artifact by running it, and write report.json."""
     from edgeq.convert import convert_onnxruntime
+    from edgeq.data import load_arrays
     from edgeq.modelio import load_model
 
     out = prepare_output_dir(outdir, model)
@@ -212,6 +220,7 @@ def convert(model: str, target: str, outdir: str, eval_data: str | None, ort_for
     float_model = load_model(model)
     data = _open_data(opts["calib"], float_model, opts["image_spec"], recipe.max_calib_samples)
     eval_source = _open_data(eval_data, load_model(model), opts["image_spec"], None) if eval_data else data
+    labels = load_arrays(eval_data).get("label") if eval_data and eval_data.endswith(".npz") else None
     report = convert_onnxruntime(
         float_model,
         model,
@@ -219,6 +228,7 @@ def convert(model: str, target: str, outdir: str, eval_data: str | None, ort_for
         eval_source,
         recipe,
         out,
+        labels=labels,
         ort_format=ort_format,
         progress=not opts["no_progress"],
     )
@@ -227,6 +237,9 @@ def convert(model: str, target: str, outdir: str, eval_data: str | None, ort_for
     summary = ", ".join(
         f"{name}: SQNR {row['sqnr_db']:.1f} dB" for name, row in validation["outputs"].items()
     )
+    if "accuracy" in validation:
+        acc = validation["accuracy"]
+        summary += f"; accuracy float {acc['float']:.4f}, quantized {acc['quantized']:.4f}"
     click.echo(f"wrote {', '.join(report['artifacts'])} ({report['activation_type']} activations; {summary})")
 
 

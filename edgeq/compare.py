@@ -7,40 +7,18 @@ is accumulated over all samples as
 
     SQNR = 10 log10( sum x_float^2 / sum (x_float - x_quant)^2 )   [dB]
 
-(streaming sums, so memory does not grow with the data).
+(edgeq.metrics.ErrorSums: streaming sums, so memory does not grow with the data).
 """
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import onnx
 import onnxruntime as ort
 
 from edgeq.data import CalibrationData
+from edgeq.metrics import ErrorSums
 from edgeq.modelio import load_model, read_proto, to_proto
 from edgeq.passes.preprocess import preprocess
-
-
-class _ErrorSums:
-    def __init__(self) -> None:
-        self.signal = 0.0
-        self.noise = 0.0
-        self.max_abs = 0.0
-
-    def add(self, ref: np.ndarray, test: np.ndarray) -> None:
-        ref64, diff = ref.astype(np.float64), ref.astype(np.float64) - test.astype(np.float64)
-        self.signal += float(np.sum(ref64 * ref64))
-        self.noise += float(np.sum(diff * diff))
-        self.max_abs = max(self.max_abs, float(np.max(np.abs(diff), initial=0.0)))
-
-    def sqnr_db(self) -> float:
-        if self.noise == 0.0:
-            return math.inf
-        if self.signal == 0.0:
-            return -math.inf
-        return 10.0 * math.log10(self.signal / self.noise)
 
 
 def _float_tensor_names(proto: onnx.ModelProto) -> list[str]:
@@ -73,7 +51,7 @@ def compare_onnx(float_path, quant_path, data: CalibrationData, *, batch_size: i
     names = outputs + layers
     float_session = _exposing(float_proto, names)
     quant_session = _exposing(quant_proto, names)
-    sums = {name: _ErrorSums() for name in names}
+    sums = {name: ErrorSums() for name in names}
     for batch in data.batches(batch_size):
         ref = dict(
             zip([o.name for o in float_session.get_outputs()], float_session.run(None, batch), strict=True)
@@ -84,11 +62,8 @@ def compare_onnx(float_path, quant_path, data: CalibrationData, *, batch_size: i
         for name in names:
             sums[name].add(ref[name], test[name])
 
-    def row(name: str) -> dict:
-        return {"sqnr_db": round(sums[name].sqnr_db(), 3), "max_abs_error": sums[name].max_abs}
-
     return {
         "samples": data.num_samples,
-        "outputs": {name: row(name) for name in outputs},
-        "layers": {name: row(name) for name in layers},
+        "outputs": {name: sums[name].to_dict() for name in outputs},
+        "layers": {name: sums[name].to_dict() for name in layers},
     }

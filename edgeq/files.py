@@ -61,6 +61,9 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
         raise EdgeqError(f"cannot write {dest}: {exc.strerror}") from None
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; a written artifact gets normal permissions
     try:
         yield tmp_path
         os.replace(tmp_path, dest)

@@ -70,7 +70,13 @@ def build_qdq(
         for name in plan.calibration_tensors()
     }
     encodings = assign_encodings(plan, ranges, qtype)
-    qdq = InsertQDQPass(plan, encodings, weight_bits=recipe.weight_bits, per_channel=recipe.per_channel)
+    qdq = InsertQDQPass(
+        plan,
+        encodings,
+        weight_bits=recipe.weight_bits,
+        per_channel=recipe.per_channel,
+        weight_range=recipe.weight_range,
+    )
     qdq(model)
     warnings = [
         f"node {name}: bias would overflow int32 in channel(s) {channels}; raised their weight scale"

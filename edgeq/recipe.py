@@ -5,6 +5,7 @@ A recipe file is a TOML table of the same names as the CLI options (underscores 
     activation_type = "int8"        # int8 | uint8 | int16 (auto: the target picks what its runtime fuses)
     weight_bits = 8                 # 8 | 4 (4-bit values stored in int8 containers)
     per_channel = true
+    weight_range = "minmax"         # minmax | mse (per-channel clipping search)
     calib_method = "mse"            # minmax | percentile | entropy | mse
     percentile = 99.99
     exclude = ["head/.*", "Softmax"]
@@ -24,6 +25,7 @@ from pathlib import Path
 from edgeq.errors import EdgeqError
 
 CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
+WEIGHT_RANGES = ("minmax", "mse")
 ACTIVATION_CHOICES = ("int8", "uint8", "int16", "auto")
 KNOWN_PASSES: tuple[str, ...] = ()
 
@@ -33,6 +35,7 @@ class Recipe:
     activation_type: str = "int8"
     weight_bits: int = 8
     per_channel: bool = True
+    weight_range: str = "minmax"
     calib_method: str = "mse"
     percentile: float = 99.99
     exclude: list[str] = field(default_factory=list)
@@ -45,6 +48,8 @@ class Recipe:
             raise EdgeqError(f"activation_type must be one of {', '.join(ACTIVATION_CHOICES)}")
         if self.weight_bits not in (4, 8):
             raise EdgeqError("weight_bits must be 8 or 4")
+        if self.weight_range not in WEIGHT_RANGES:
+            raise EdgeqError(f"weight_range must be one of {', '.join(WEIGHT_RANGES)}")
         if self.calib_method not in CALIB_METHODS:
             raise EdgeqError(f"calib_method must be one of {', '.join(CALIB_METHODS)}")
         if not 50.0 < self.percentile <= 100.0:

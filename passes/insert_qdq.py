@@ -59,12 +59,14 @@ class InsertQDQPass(ir.passes.InPlacePass):
         *,
         weight_bits: int = 8,
         per_channel: bool = True,
+        weight_range: str = "minmax",
     ):
         super().__init__()
         self.plan = plan
         self.encodings = encodings
         self.weight_bits = weight_bits
         self.per_channel = per_channel
+        self.weight_range = weight_range
         self.raised_bias_channels: dict[str, list[int]] = {}
         self.float_biases: list[str] = []
 
@@ -130,6 +132,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
             input_scale=input_scale,
             bits=self.weight_bits,
             per_channel=self.per_channel,
+            weight_range=self.weight_range,
             bias_channel_repeat=repeat,
         )
         if layer.raised_channels:

