@@ -297,3 +297,7 @@ def compare(
         click.echo(f"-- {section}")
         for name, row in result[section].items():
             click.echo(f"{name[-48:]:<48} {row['sqnr_db']:>9.2f} {row['max_abs_error']:>12.4g}")
+
+
+if __name__ == "__main__":
+    main()

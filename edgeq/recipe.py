@@ -5,8 +5,8 @@ A recipe file is a TOML table of the same names as the CLI options (underscores 
     activation_type = "int8"        # int8 | uint8 | int16 (auto: the target picks what its runtime fuses)
     weight_bits = 8                 # 8 | 4 (4-bit values stored in int8 containers)
     per_channel = true
-    weight_range = "minmax"         # minmax | mse (per-channel clipping search)
-    calib_method = "mse"            # minmax | percentile | entropy | mse
+    weight_range = "mse"            # minmax | mse (per-channel clipping search)
+    calib_method = "percentile"     # minmax | percentile | entropy | mse
     percentile = 99.99
     exclude = ["head/.*", "Softmax"]
     passes = []
@@ -35,8 +35,8 @@ class Recipe:
     activation_type: str = "int8"
     weight_bits: int = 8
     per_channel: bool = True
-    weight_range: str = "minmax"
-    calib_method: str = "mse"
+    weight_range: str = "mse"
+    calib_method: str = "percentile"
     percentile: float = 99.99
     exclude: list[str] = field(default_factory=list)
     passes: list[str] = field(default_factory=list)
@@ -46,6 +46,9 @@ class Recipe:
     def validate(self) -> Recipe:
         if self.activation_type not in ACTIVATION_CHOICES:
             raise EdgeqError(f"activation_type must be one of {', '.join(ACTIVATION_CHOICES)}")
+        if self.activation_type == "int16":
+            # ONNX QuantizeLinear takes int16 only from opset 21, and no edgeq target runs A16W8 yet.
+            raise EdgeqError("int16 activations are not supported yet (int8, uint8 or auto)")
         if self.weight_bits not in (4, 8):
             raise EdgeqError("weight_bits must be 8 or 4")
         if self.weight_range not in WEIGHT_RANGES:

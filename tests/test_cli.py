@@ -1,0 +1,263 @@
+"""The edgeq command line, end to end: real models, real onnxruntime; every bad input is one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from conftest import REPO, make_convnet
+
+from edgeq.cli import main
+
+DIGITS = REPO / "models" / "digits_cnn.onnx"
+DIGITS_CALIB = REPO / "models" / "digits_calib.npz"
+DIGITS_TEST = REPO / "models" / "digits_test.npz"
+
+
+def edgeq(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edgeq.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, pattern: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgeq: error: "), result.stderr
+    assert __import__("re").search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_quantize_writes_model_and_report(tmp_path):
+    out, report = tmp_path / "q.onnx", tmp_path / "r.json"
+    result = edgeq(
+        "quantize", DIGITS, "-o", out, "--calib", DIGITS_CALIB, "--report", report, "--no-progress"
+    )
+    assert result.returncode == 0, result.stderr
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    data = json.loads(report.read_text())
+    assert data["quantized_nodes"]["Conv"] == 4 and data["float_nodes"] == {}
+    assert data["recipe"]["calib_method"] == "percentile"
+
+
+def test_convert_onnxruntime_validates_and_reports(tmp_path):
+    result = edgeq(
+        "convert",
+        DIGITS,
+        "--target",
+        "onnxruntime",
+        "--calib",
+        DIGITS_CALIB,
+        "--eval-data",
+        DIGITS_TEST,
+        "-o",
+        tmp_path / "out",
+        "--ort-format",
+        "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["activation_type"] in ("int8", "uint8")
+    assert report["fusion"]["convs_fused"] == report["fusion"]["convs_total"] == 4  # every conv is integer
+    accuracy = report["validation"]["accuracy"]
+    assert accuracy["quantized"] >= accuracy["float"] - 0.002 - 1e-9  # issue 2: within 0.2 points
+    assert report["validation"]["outputs"]["logits"]["sqnr_db"] > 25
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["digits_cnn.qdq.onnx", "digits_cnn.qdq.ort", "report.json", "required_operators.config"]
+
+
+def test_recipe_pins_options_and_cli_overrides(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('calib-method = "minmax"\nper_channel = false\nexclude = ["Gemm"]\n')
+    report = tmp_path / "r.json"
+    result = edgeq(
+        "quantize",
+        DIGITS,
+        "-o",
+        tmp_path / "q.onnx",
+        "--calib",
+        DIGITS_CALIB,
+        "--recipe",
+        recipe,
+        "--calib-method",
+        "mse",
+        "--report",
+        report,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())
+    assert data["recipe"]["calib_method"] == "mse" and data["recipe"]["per_channel"] is False
+    assert list(data["float_nodes"].values()) == ["excluded"]
+
+
+def test_compare_and_profile(tmp_path):
+    out = tmp_path / "q.onnx"
+    assert edgeq("quantize", DIGITS, "-o", out, "--calib", DIGITS_CALIB).returncode == 0
+    result = edgeq("compare", DIGITS, out, "--data", DIGITS_TEST, "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["outputs"]["logits"]["sqnr_db"] > 25 and len(data["layers"]) >= 8
+    assert data["outputs"]["logits"]["top1_agreement"] > 0.97
+    result = edgeq("profile", out, "--runs", "20", "--json")
+    assert result.returncode == 0, result.stderr
+    profile = json.loads(result.stdout)
+    assert profile["latency_ms"]["p50"] > 0 and profile["per_op"]["by_op_type"]
+    assert "QLinearConv" in profile["per_op"]["by_op_type"] or "Conv" in profile["per_op"]["by_op_type"]
+
+
+@pytest.mark.slow
+def test_export_command(tmp_path):
+    out = tmp_path / "digits.onnx"
+    result = edgeq("export", "models.digits_cnn:build", "-o", out, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert onnx.load(out).opset_import[0].version == 17
+
+
+# ---- bad input: one line, exit 2, nothing written ------------------------------------------------------------
+def _truncated(tmp_path):
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(DIGITS.read_bytes()[:5000])
+    return path
+
+
+def _npz(tmp_path, **arrays):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def _good_x(n=8):
+    return np.load(DIGITS_CALIB)["input"][:n]
+
+
+BAD_MODELS = {
+    "missing file": (lambda t: t / "nope.onnx", "does not exist"),
+    "not onnx": (lambda t: (t / "x.onnx").write_text("hello") and t / "x.onnx", "not an ONNX model"),
+    "truncated": (_truncated, "not an ONNX model|not a valid ONNX"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MODELS))
+def test_bad_model(tmp_path, case):
+    make, pattern = BAD_MODELS[case]
+    out = tmp_path / "out.onnx"
+    assert_one_line_error(edgeq("quantize", make(tmp_path), "-o", out, "--calib", DIGITS_CALIB), pattern)
+    assert not out.exists()
+
+
+def test_unsupported_opset_and_external_data_outside(tmp_path):
+    model = make_convnet()
+    model.opset_import[0].version = 8
+    onnx.save(model, tmp_path / "old.onnx")
+    assert_one_line_error(
+        edgeq("quantize", tmp_path / "old.onnx", "-o", tmp_path / "o.onnx", "--calib", DIGITS_CALIB),
+        "opset 8 is not supported",
+    )
+    folder = tmp_path / "m"
+    folder.mkdir()
+    model = make_convnet()
+    onnx.save(model, folder / "m.onnx", save_as_external_data=True, location="w.bin", size_threshold=0)
+    proto = onnx.load(folder / "m.onnx", load_external_data=False)
+    for t in proto.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = "../../etc/passwd"
+    onnx.save(proto, folder / "evil.onnx")
+    assert_one_line_error(
+        edgeq("quantize", folder / "evil.onnx", "-o", tmp_path / "o.onnx", "--calib", DIGITS_CALIB),
+        "outside the model folder",
+    )
+
+
+BAD_CALIB = {
+    "missing keys": (lambda t: _npz(t, pixels=_good_x()), "missing key"),
+    "wrong shape": (lambda t: _npz(t, input=_good_x()[:, :, :4]), "axis 2 must be 8"),
+    "wrong dtype": (lambda t: _npz(t, input=_good_x().astype(np.float64)), "dtype float64"),
+    "zero samples": (lambda t: _npz(t, input=_good_x()[:0]), "zero samples"),
+    "nan": (
+        lambda t: _npz(
+            t, input=np.where(np.arange(8)[:, None, None, None] == 3, np.nan, _good_x()).astype(np.float32)
+        ),
+        "NaN or Inf",
+    ),
+    "inf": (lambda t: _npz(t, input=np.full_like(_good_x(), np.inf)), "NaN or Inf"),
+    "missing file": (lambda t: t / "nope.npz", "does not exist"),
+    "not npz": (lambda t: (t / "x.npz").write_text("no") and t / "x.npz", "not an .npz"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CALIB))
+def test_bad_calibration_data(tmp_path, case):
+    make, pattern = BAD_CALIB[case]
+    out = tmp_path / "out.onnx"
+    assert_one_line_error(edgeq("quantize", DIGITS, "-o", out, "--calib", make(tmp_path)), pattern)
+    assert not out.exists()
+
+
+def test_output_equal_to_input_is_refused(tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(DIGITS.read_bytes())
+    before = model.read_bytes()
+    assert_one_line_error(edgeq("quantize", model, "-o", model, "--calib", DIGITS_CALIB), "is the input file")
+    assert model.read_bytes() == before
+
+
+def test_output_directory_not_writable(tmp_path):
+    target = "/proc/edgeq-out" if os.geteuid() == 0 else None
+    if target is None:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        target = str(locked / "sub")
+    assert_one_line_error(
+        edgeq("convert", DIGITS, "--calib", DIGITS_CALIB, "-o", target), "cannot create|not writable"
+    )
+    assert_one_line_error(
+        edgeq(
+            "quantize",
+            DIGITS,
+            "--calib",
+            DIGITS_CALIB,
+            "-o",
+            "/proc/x.onnx" if os.geteuid() == 0 else f"{target}/x.onnx",
+        ),
+        "not writable|cannot write|does not exist",
+    )
+
+
+def test_bad_recipe_and_options(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("zoom = 3\n")
+    assert_one_line_error(
+        edgeq("quantize", DIGITS, "-o", tmp_path / "o.onnx", "--calib", DIGITS_CALIB, "--recipe", recipe),
+        "unknown option 'zoom'",
+    )
+    assert_one_line_error(
+        edgeq("quantize", DIGITS, "-o", tmp_path / "o.onnx", "--calib", DIGITS_CALIB, "--passes", "magic"),
+        "unknown pass",
+    )
+    assert_one_line_error(edgeq("profile", tmp_path / "gone.onnx"), "does not exist")
+
+
+def test_debug_flag_shows_traceback(tmp_path):
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(
+        main,
+        [
+            "--debug",
+            "quantize",
+            str(tmp_path / "nope.onnx"),
+            "-o",
+            str(tmp_path / "o.onnx"),
+            "--calib",
+            str(DIGITS_CALIB),
+        ],
+    )
+    assert result.exit_code != 0 and "does not exist" in str(result.exception)

@@ -1,0 +1,63 @@
+"""The shipped model zoo: the digits demo model and data, MobileNetV2 with torchvision's weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import REPO
+
+from edgeq.metrics import accuracy
+
+MODELS = REPO / "models"
+
+
+def test_digits_model_reaches_its_recorded_accuracy():
+    info = json.loads((MODELS / "digits_cnn.json").read_text())
+    test = np.load(MODELS / "digits_test.npz")
+    assert test["input"].dtype == np.float32 and test["input"].shape[1:] == (1, 8, 8)
+    assert test["label"].dtype == np.int64 and len(test["label"]) == info["test_samples"] == 450
+    session = ort.InferenceSession(str(MODELS / "digits_cnn.onnx"), providers=["CPUExecutionProvider"])
+    acc = accuracy(session.run(None, {"input": test["input"]})[0], test["label"])
+    assert acc == pytest.approx(info["float_test_accuracy"], abs=0.005)
+    assert acc >= 0.97
+
+
+def test_digits_files_have_the_documented_layout():
+    calib = np.load(MODELS / "digits_calib.npz")
+    assert list(calib.keys()) == ["input"] and calib["input"].shape == (256, 1, 8, 8)
+    model = onnx.load(MODELS / "digits_cnn.onnx")
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("BatchNormalization") == 4  # kept for edgeq's folding pass and its statistics
+    assert {"Add", "GlobalAveragePool", "Gemm", "Clip"} <= set(ops)
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_weights_load_and_export_matches_torch(tmp_path):
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from edgeq.export import export_module
+    from models.mobilenet_v2 import build
+    from models.photos import eval_views
+
+    module, example = build()
+    views = eval_views(8)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(views)).numpy()
+    # real photos are recognized: views 0 and 2 are of astronaut and chelsea (a tabby cat)
+    assert expected[2].argmax() in range(281, 286)
+    result = export_module(
+        module, example, tmp_path / "mbv2.onnx", input_names=["input"], output_names=["logits"]
+    )
+    assert result["opset"] == 17
+    got = ort.InferenceSession(str(tmp_path / "mbv2.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"input": views}
+    )[0]
+    np.testing.assert_allclose(got, expected, atol=2e-3, rtol=1e-3)
