@@ -136,7 +136,11 @@ def mobilenet(views: dict[str, np.ndarray]) -> dict:
 
     variants = {
         "edgeq default (percentile 99.99, mse weights)": ([], "edgeq_default.onnx"),
-        "edgeq minmax": (["--calib-method", "minmax", "--weight-range", "minmax"], "edgeq_minmax.onnx"),
+        "edgeq, weights rounded to nearest": (["--weight-rounding", "nearest"], "edgeq_nearest.onnx"),
+        "edgeq minmax (activations and weights)": (
+            ["--calib-method", "minmax", "--weight-range", "minmax"],
+            "edgeq_minmax.onnx",
+        ),
         "edgeq mse": (["--calib-method", "mse"], "edgeq_mse.onnx"),
         "edgeq entropy": (["--calib-method", "entropy"], "edgeq_entropy.onnx"),
     }

@@ -68,7 +68,7 @@ def collect(
     *,
     histogram: bool = True,
     batch_size: int | None = None,
-    memory_budget_mb: int = 128,
+    memory_budget_mb: int = 64,
     progress: bool = True,
     threads: int | None = None,
 ) -> dict[str, TensorObserver]:

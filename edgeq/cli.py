@@ -101,6 +101,12 @@ def _quant_options(f):
             help="How weight scales are chosen (mse searches a clipping threshold per channel).",
         ),
         click.option(
+            "--weight-rounding",
+            type=click.Choice(["nearest", "sum-preserving"]),
+            default=None,
+            help="Round weights to nearest, or keep each output channel's integer sum (default).",
+        ),
+        click.option(
             "--calib-method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default=None
         ),
         click.option(
@@ -127,6 +133,7 @@ def _recipe_from(opts: dict):
         weight_bits=int(opts["weight_bits"]) if opts["weight_bits"] else None,
         per_channel=False if opts["per_tensor"] else None,
         weight_range=opts["weight_range"],
+        weight_rounding=opts["weight_rounding"],
         calib_method=opts["calib_method"],
         percentile=opts["percentile"],
         passes=[p for p in opts["passes"].split(",") if p] if opts["passes"] is not None else None,

@@ -119,13 +119,44 @@ def weight_scales(w: np.ndarray, axis: int | None, bits: int, method: str = "min
     return np.where(scales > 0, scales, np.float32(1.0)).astype(np.float32)
 
 
-def quantize_weights(w: np.ndarray, scales: np.ndarray, axis: int | None, bits: int) -> np.ndarray:
+def quantize_weights(
+    w: np.ndarray, scales: np.ndarray, axis: int | None, bits: int, *, channel_axis: int | None = None
+) -> np.ndarray:
+    """Integer weights q = round(w / scale), clamped to the narrow range.
+
+    With CHANNEL_AXIS (the layer's output-channel axis), rounding also preserves each output channel's sum:
+    after rounding to nearest, sum_i q_i may differ from round(sum_i w_i / s) by a few units, which shifts
+    the channel's response to its input's mean (its DC gain) by that many steps. Such a shift is a bias, not
+    noise: it does not average out, and it is large where BatchNorm folding made the weights big but their sum
+    small (MobileNetV2's first depthwise layer: 22 dB -> 34 dB logits SQNR with only that layer quantized).
+    The deficit d is removed by moving the |d| weights whose rounding residual was closest to 1/2 the other way,
+    so each of them changes by one step and its own error stays below one step.
+    """
     shape = [1] * w.ndim
     if axis is not None:
         shape[axis] = -1
-    q = np.rint(w / scales.reshape(shape))
+    x = w / scales.reshape(shape)
     limit = weight_qmax(bits)
-    return np.clip(q, -limit, limit).astype(np.int8)
+    q = np.clip(np.rint(x), -limit, limit)
+    if channel_axis is not None:
+        q = _preserve_channel_sums(np.moveaxis(x, channel_axis, 0), np.moveaxis(q, channel_axis, 0), limit)
+        q = np.moveaxis(q, 0, channel_axis)
+    return q.astype(np.int8)
+
+
+def _preserve_channel_sums(x: np.ndarray, q: np.ndarray, limit: int) -> np.ndarray:
+    rows_x, rows_q = x.reshape(x.shape[0], -1), q.reshape(q.shape[0], -1).copy()
+    deficit = np.rint(rows_x.sum(axis=1)) - rows_q.sum(axis=1)
+    residual = rows_x - rows_q
+    columns = np.arange(rows_q.shape[1])
+    for direction in (1, -1):
+        need = np.where(deficit * direction > 0, np.abs(deficit), 0)
+        # candidates: the largest residual in DIRECTION first, never past the clamp
+        key = np.where(rows_q * direction < limit, -direction * residual, np.inf)
+        rank = np.empty_like(key, dtype=np.int64)
+        np.put_along_axis(rank, np.argsort(key, axis=1), columns[None, :].repeat(len(key), 0), axis=1)
+        rows_q += direction * ((rank < need[:, None]) & np.isfinite(key))
+    return rows_q.reshape(q.shape)
 
 
 @dataclass
@@ -148,6 +179,7 @@ def quantize_linear_layer(
     bits: int = 8,
     per_channel: bool = True,
     weight_range: str = "minmax",
+    preserve_channel_sums: bool = True,
     bias_channel_repeat: int = 1,
 ) -> QuantizedLinear:
     """Quantize weights W (output channels on AXIS) and bias B for an input of scale INPUT_SCALE.
@@ -168,7 +200,8 @@ def quantize_linear_layer(
             for i, c in zip(idx, weight_idx, strict=True):
                 scales[c] = max(scales[c], np.float32(need[i] * (1 + 1e-6)))
             raised = sorted({int(c) for c in weight_idx})
-    q = quantize_weights(w, scales, axis if per_channel else None, bits)
+    q = quantize_weights(w, scales, axis if per_channel else None, bits,
+                         channel_axis=axis if preserve_channel_sums else None)
     if b is None:
         return QuantizedLinear(q, scales, None, None, raised)
     per_bias = np.tile(scales, bias_channel_repeat) if per_channel else np.repeat(scales, b.size)

@@ -77,6 +77,7 @@ def build_qdq(
         weight_bits=recipe.weight_bits,
         per_channel=recipe.per_channel,
         weight_range=recipe.weight_range,
+        weight_rounding=recipe.weight_rounding,
     )
     qdq(model)
     # The BatchNorm statistics kept on folded nodes serve the passes that run before this point; in the

@@ -6,6 +6,7 @@ A recipe file is a TOML table of the same names as the CLI options (underscores 
     weight_bits = 8                 # 8 | 4 (4-bit values stored in int8 containers)
     per_channel = true
     weight_range = "mse"            # minmax | mse (per-channel clipping search)
+    weight_rounding = "sum-preserving"  # nearest | sum-preserving (keeps each channel's integer sum)
     calib_method = "percentile"     # minmax | percentile | entropy | mse
     percentile = 99.99
     exclude = ["head/.*", "Softmax"]
@@ -26,6 +27,7 @@ from edgeq.errors import EdgeqError
 
 CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
 WEIGHT_RANGES = ("minmax", "mse")
+WEIGHT_ROUNDINGS = ("nearest", "sum-preserving")
 ACTIVATION_CHOICES = ("int8", "uint8", "int16", "auto")
 KNOWN_PASSES: tuple[str, ...] = ()
 
@@ -36,6 +38,7 @@ class Recipe:
     weight_bits: int = 8
     per_channel: bool = True
     weight_range: str = "mse"
+    weight_rounding: str = "sum-preserving"
     calib_method: str = "percentile"
     percentile: float = 99.99
     exclude: list[str] = field(default_factory=list)
@@ -53,6 +56,8 @@ class Recipe:
             raise EdgeqError("weight_bits must be 8 or 4")
         if self.weight_range not in WEIGHT_RANGES:
             raise EdgeqError(f"weight_range must be one of {', '.join(WEIGHT_RANGES)}")
+        if self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise EdgeqError(f"weight_rounding must be one of {', '.join(WEIGHT_ROUNDINGS)}")
         if self.calib_method not in CALIB_METHODS:
             raise EdgeqError(f"calib_method must be one of {', '.join(CALIB_METHODS)}")
         if not 50.0 < self.percentile <= 100.0:

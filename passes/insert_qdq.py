@@ -8,7 +8,8 @@ The dequantized value takes over t's name (so a float model and its QDQ model ca
 the float tensor is renamed ``<t>_float``. Graph inputs keep their names.
 
 Weights are stored as integers behind a DequantizeLinear (per output channel, symmetric, narrow range; axis 0 for
-Conv and Gemm with transB, 1 for ConvTranspose and Gemm without transB, the last axis for MatMul). Biases are
+Conv and Gemm with transB, 1 for ConvTranspose and Gemm without transB, the last axis for MatMul), rounded to
+nearest or, by default, so that each output channel's integer sum is preserved (edgeq.qparams.quantize_weights). Biases are
 int32 with scale float32(s_in * s_w[c]) and zero point 0, where s_in is the encoding of the layer's input.
 Gemm's alpha and beta are folded into the weights and bias first (Y = alpha*A*B + beta*C), so the integer
 kernel needs neither. Float constants that Add, Mul or Concat read as data are stored quantized with their
@@ -60,6 +61,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
         weight_bits: int = 8,
         per_channel: bool = True,
         weight_range: str = "minmax",
+        weight_rounding: str = "sum-preserving",
     ):
         super().__init__()
         self.plan = plan
@@ -67,6 +69,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
         self.weight_bits = weight_bits
         self.per_channel = per_channel
         self.weight_range = weight_range
+        self.weight_rounding = weight_rounding
         self.raised_bias_channels: dict[str, list[int]] = {}
         self.float_biases: list[str] = []
 
@@ -133,6 +136,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
             bits=self.weight_bits,
             per_channel=self.per_channel,
             weight_range=self.weight_range,
+            preserve_channel_sums=self.weight_rounding == "sum-preserving",
             bias_channel_repeat=repeat,
         )
         if layer.raised_channels:
