@@ -299,11 +299,17 @@ def compare(
     if as_json:
         _emit_json(result, None)
         return
-    click.echo(f"{'tensor':<48} {'SQNR dB':>9} {'max abs err':>12}")
+    names = [*result["outputs"], *result["layers"]]
+    width = min(72, max(len("tensor"), *(len(n) for n in names)))
+
+    def shorten(name: str) -> str:  # keep the end of long names: it says which layer
+        return name if len(name) <= width else "..." + name[-(width - 3) :]
+
+    click.echo(f"{'tensor':<{width}} {'SQNR dB':>9} {'max abs err':>12}")
     for section in ("outputs", "layers"):
         click.echo(f"-- {section}")
         for name, row in result[section].items():
-            click.echo(f"{name[-48:]:<48} {row['sqnr_db']:>9.2f} {row['max_abs_error']:>12.4g}")
+            click.echo(f"{shorten(name):<{width}} {row['sqnr_db']:>9.2f} {row['max_abs_error']:>12.4g}")
 
 
 if __name__ == "__main__":

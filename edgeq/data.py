@@ -318,22 +318,20 @@ class CallableData(CalibrationData):
             raise EdgeqError(f"{self.source} must return an iterable of samples or batches")
         served = 0
         for item in items:
-            batch = item if isinstance(item, dict) else {self.specs[0].name: item}
-            batch = {k: np.asarray(v) for k, v in batch.items()}
-            batch = {
-                s.name: batch[s.name][None]
-                if s.name in batch and batch[s.name].ndim == len(s.shape) - 1
-                else batch.get(s.name)
-                for s in self.specs
-            }
-            missing = [name for name, v in batch.items() if v is None]
+            arrays = item if isinstance(item, dict) else {self.specs[0].name: item}
+            missing = [s.name for s in self.specs if s.name not in arrays]
             if missing:
                 raise EdgeqError(
                     f"{self.source}: a yielded item lacks input(s) {', '.join(map(repr, missing))}"
                 )
+            batch = {}
             for spec in self.specs:
-                _check_array(spec.name, batch[spec.name], spec, self.source)
-                _check_finite(spec.name, batch[spec.name], self.source)
+                array = np.asarray(arrays[spec.name])
+                if array.ndim == len(spec.shape) - 1:  # a single sample: give it the batch axis
+                    array = array[None]
+                _check_array(spec.name, array, spec, self.source)
+                _check_finite(spec.name, array, self.source)
+                batch[spec.name] = array
             if self.max_samples is not None:
                 left = self.max_samples - served
                 if left <= 0:

@@ -200,8 +200,9 @@ def quantize_linear_layer(
             for i, c in zip(idx, weight_idx, strict=True):
                 scales[c] = max(scales[c], np.float32(need[i] * (1 + 1e-6)))
             raised = sorted({int(c) for c in weight_idx})
-    q = quantize_weights(w, scales, axis if per_channel else None, bits,
-                         channel_axis=axis if preserve_channel_sums else None)
+    q = quantize_weights(
+        w, scales, axis if per_channel else None, bits, channel_axis=axis if preserve_channel_sums else None
+    )
     if b is None:
         return QuantizedLinear(q, scales, None, None, raised)
     per_bias = np.tile(scales, bias_channel_repeat) if per_channel else np.repeat(scales, b.size)

@@ -255,3 +255,127 @@ def test_data_movement_between_float_ops_stays_float():
     plan = plan_quantization(model.graph)
     assert plan.quantized == [] and plan.tensors == []
     assert set(plan.float_nodes) == {"exp", "reshape"}
+
+
+def _every_op_model() -> onnx.ModelProto:
+    """One graph with every op type issue 2 lists, in shapes small enough to check exhaustively."""
+    r = np.random.default_rng(3)
+
+    def w(name, *shape, scale=0.4):
+        return numpy_helper.from_array((r.normal(size=shape) * scale).astype(np.float32), name)
+
+    def i64(name, values):
+        return numpy_helper.from_array(np.array(values, np.int64), name)
+
+    def f32(name, values):
+        return numpy_helper.from_array(np.array(values, np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["input", "c.w", "c.b"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
+        helper.make_node(
+            "ConvTranspose", ["relu", "ct.w"], ["ct"], name="ct", strides=[2, 2]
+        ),  # 8x8 -> 16x16
+        helper.make_node("MaxPool", ["ct"], ["mp"], name="mp", kernel_shape=[2, 2], strides=[2, 2]),  # 8x8
+        helper.make_node(
+            "AveragePool",
+            ["mp"],
+            ["ap"],
+            name="ap",
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+            count_include_pad=0,
+        ),
+        helper.make_node("Pad", ["ap", "pads"], ["pad"], name="pad"),  # 10x10
+        helper.make_node("Resize", ["pad", "", "scales"], ["rs"], name="rs", mode="nearest"),  # 5x5
+        helper.make_node("Sigmoid", ["rs"], ["sig"], name="sig"),
+        helper.make_node("Mul", ["rs", "sig"], ["swish"], name="swish"),
+        helper.make_node("HardSwish", ["swish"], ["hsw"], name="hsw"),
+        helper.make_node("HardSigmoid", ["rs"], ["hsg"], name="hsg"),
+        helper.make_node("LeakyRelu", ["rs"], ["lr"], name="lr", alpha=0.1),
+        helper.make_node("Concat", ["hsw", "hsg", "lr"], ["cat"], name="cat", axis=1),  # 12 channels
+        helper.make_node("Clip", ["cat", "lo", "hi"], ["clip"], name="clip"),
+        helper.make_node("Transpose", ["clip"], ["tr"], name="tr", perm=[0, 2, 3, 1]),
+        helper.make_node("Reshape", ["tr", "shape"], ["rsh"], name="rsh"),  # [1, 25, 12]
+        helper.make_node("MatMul", ["rsh", "mm.w"], ["mm"], name="mm"),  # [1, 25, 6]
+        helper.make_node("Unsqueeze", ["mm", "axes"], ["unsq"], name="unsq"),  # [1, 1, 25, 6]
+        helper.make_node("Squeeze", ["unsq", "axes"], ["sq"], name="sq"),
+        helper.make_node("Add", ["sq", "bias"], ["add"], name="add"),
+        helper.make_node("Flatten", ["add"], ["flat"], name="flat"),  # [1, 150]
+        helper.make_node("Gemm", ["flat", "g.w", "g.b"], ["logits"], name="gemm", transB=1),
+        helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=-1),
+        helper.make_node("GlobalAveragePool", ["relu"], ["gap"], name="gap"),
+    ]
+    inits = [
+        w("c.w", 4, 3, 3, 3),
+        w("c.b", 4, scale=0.1),
+        w("ct.w", 4, 4, 2, 2),
+        i64("pads", [0, 0, 1, 1, 0, 0, 1, 1]),
+        f32("scales", [1, 1, 0.5, 0.5]),
+        f32("lo", 0.0),
+        f32("hi", 6.0),
+        i64("shape", [1, 25, 12]),
+        w("mm.w", 12, 6),
+        i64("axes", [1]),
+        w("bias", 6, scale=0.2),
+        w("g.w", 10, 150, scale=0.1),
+        w("g.b", 10, scale=0.1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "every_op",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [
+            helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 10]),
+            helper.make_tensor_value_info("gap", TensorProto.FLOAT, [1, 4, 1, 1]),
+        ],
+        initializer=inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+@pytest.mark.parametrize("activation_type", ["int8", "uint8"])
+def test_every_listed_op_is_quantized_and_runs(activation_type):
+    proto = _every_op_model()
+    x = RNG.normal(size=(1, 3, 8, 8)).astype(np.float32)
+    qdq, plan, encodings, _ = _quantize(proto, x, activation_type)
+    assert plan.float_nodes == {}
+    assert {n.op_type for n in plan.quantized} >= {
+        "Conv",
+        "ConvTranspose",
+        "Gemm",
+        "MatMul",
+        "Add",
+        "Mul",
+        "Concat",
+        "AveragePool",
+        "GlobalAveragePool",
+        "MaxPool",
+        "Reshape",
+        "Flatten",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Pad",
+        "Resize",
+        "Sigmoid",
+        "Softmax",
+        "HardSwish",
+        "HardSigmoid",
+        "Relu",
+        "Clip",
+        "LeakyRelu",
+    }
+    # data movement shares one encoding through the chain; concat inputs share theirs
+    assert encodings["mp"] == encodings["ct"] == encodings["ap"] == encodings["pad"] == encodings["rs"]
+    assert encodings["hsw"] == encodings["hsg"] == encodings["lr"] == encodings["cat"]
+    for name in ("probs", "gap"):
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        ref = session.run([name], {"input": x})[0]
+        out = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            [name], {"input": x}
+        )[0]
+        assert np.abs(ref - out).max() < 0.05 * max(1.0, np.abs(ref).max()), name

@@ -61,3 +61,48 @@ def test_mobilenet_v2_weights_load_and_export_matches_torch(tmp_path):
         None, {"input": views}
     )[0]
     np.testing.assert_allclose(got, expected, atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_end_to_end_beats_minmax_and_fuses_every_conv(tmp_path):
+    """The default recipe on real photo views: every conv runs as an integer kernel and the logits keep
+    their SQNR (BENCHMARKS.md has the full comparison; these bounds leave room for run-to-run noise)."""
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from edgeq.targets.onnxruntime import fusion_report
+
+    from edgeq.data import ArrayData, input_specs
+    from edgeq.export import export_module
+    from edgeq.metrics import sqnr_db
+    from edgeq.modelio import load_model, save_model
+    from edgeq.quantize import build_qdq, calibrate_model
+    from edgeq.recipe import Recipe
+    from models.mobilenet_v2 import build
+    from models.photos import calib_views, eval_views
+
+    module, example = build()
+    float_path = tmp_path / "mbv2.onnx"
+    export_module(module, example, float_path, input_names=["input"], output_names=["logits"])
+    model = load_model(float_path)
+    calibration = calibrate_model(
+        model, ArrayData({"input": calib_views(32)}, input_specs(model), "views"), Recipe(), progress=False
+    )
+    views = eval_views(64, seed=7)
+    session = ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"])
+    ref = session.run(None, {"input": views})[0]
+    sqnr = {}
+    for name, recipe in {
+        "default": Recipe(),
+        "minmax": Recipe(calib_method="minmax", weight_range="minmax", weight_rounding="nearest"),
+    }.items():
+        qdq, report = build_qdq(calibration, recipe, "uint8")
+        path = save_model(qdq, tmp_path / f"{name}.onnx")
+        out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": views})[
+            0
+        ]
+        sqnr[name] = sqnr_db(ref, out)
+        if name == "default":
+            fusion = fusion_report(path)
+            assert fusion.convs_fused == fusion.convs_total == 52 and report["float_nodes"] == {}
+    assert sqnr["default"] > 13.0 and sqnr["default"] > sqnr["minmax"] + 2.0, sqnr

@@ -38,8 +38,11 @@ def test_post_relu_range_uses_the_whole_grid():
     assert fixed_output_encoding("Conv", ACTIVATION_TYPES["int8"]) is None
 
 
-weights = arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 5), st.integers(1, 3), st.integers(1, 3)),
-                 elements=st.floats(-4, 4, width=32))
+weights = arrays(
+    np.float32,
+    st.tuples(st.integers(1, 6), st.integers(1, 5), st.integers(1, 3), st.integers(1, 3)),
+    elements=st.floats(-4, 4, width=32),
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -73,7 +76,9 @@ def test_bias_scale_is_float32_product_and_per_tensor_option():
     rng = np.random.default_rng(1)
     w, b = rng.normal(size=(4, 3, 1, 1)).astype(np.float32), rng.normal(size=4).astype(np.float32)
     layer = quantize_linear_layer(w, b, axis=0, input_scale=np.float32(0.02))
-    np.testing.assert_array_equal(layer.bias_scale, (np.float32(0.02) * layer.weight_scale).astype(np.float32))
+    np.testing.assert_array_equal(
+        layer.bias_scale, (np.float32(0.02) * layer.weight_scale).astype(np.float32)
+    )
     assert layer.bias.dtype == np.int32
     np.testing.assert_allclose(layer.bias * layer.bias_scale, b, atol=layer.bias_scale.max())
     per_tensor = quantize_linear_layer(w, b, axis=0, input_scale=np.float32(0.02), per_channel=False)

@@ -61,10 +61,12 @@ def test_validate_matches_hand_computed_metrics(digits_qdq):
     test = np.load(REPO / "models" / "digits_test.npz")
     data = ArrayData({"input": test["input"]}, input_specs(load_model(DIGITS)), "test")
     report = target.validate(DIGITS, digits_qdq["uint8"], data, labels=test["label"], batch_size=50)
+
     def run(p):
         return ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
             None, {"input": test["input"]}
         )[0]
+
     ref, out = run(DIGITS), run(digits_qdq["uint8"])
     row = report["outputs"]["logits"]
     assert row["sqnr_db"] == pytest.approx(sqnr_db(ref, out), abs=1e-3)
