@@ -2,8 +2,9 @@
 
 For ONNX Runtime with ``activation_type = "auto"`` both int8 and uint8 activation models are built from the same
 calibration (same scales; the zero point moves by 128), each is loaded by onnxruntime with all graph
-optimizations, and the one whose optimized graph runs more convolutions as fused integer kernels wins (int8 on a
-tie, since it is also what TFLite wants). What ran fused is part of the report.
+optimizations, and the one whose optimized graph runs more convolutions as fused integer kernels wins, then the one
+that leaves fewer compute ops in float (for models without convolutions), then int8 (what TFLite wants). What ran
+fused is part of the report.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ def _fusion_of(model: ir.Model, workdir: Path, name: str):
     return ort_target.fusion_report(path)
 
 
+def _fusion_score(fusion: dict, order: int) -> tuple:
+    """More integer convolutions first, then fewer compute ops left in float, then the earlier candidate."""
+    return (fusion["convs_fused"], -len(fusion["float_compute"]), -order)
+
+
 def convert_onnxruntime(
     float_model: ir.Model,
     float_path: str | Path,
@@ -46,7 +52,7 @@ def convert_onnxruntime(
             model, report = build_qdq(calibration, recipe, activation_type)
             fusion = _fusion_of(model, Path(tmp), activation_type).to_dict()
             built[activation_type] = (model, report, fusion)
-    chosen = max(candidates, key=lambda t: (built[t][2]["convs_fused"], -candidates.index(t)))
+    chosen = max(candidates, key=lambda t: _fusion_score(built[t][2], candidates.index(t)))
     model, report, fusion = built[chosen]
     name = Path(float_path).stem
     artifacts = ort_target.emit(model_bytes(model), outdir, f"{name}.qdq", ort_format=ort_format)
