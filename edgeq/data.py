@@ -18,6 +18,7 @@ import importlib
 import os
 import sys
 import zipfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,14 +81,15 @@ def _shape_text(shape) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-class CalibrationData:
+class CalibrationData(ABC):
     """Samples for a model's inputs, served in batches; iterable any number of times."""
 
     specs: list[InputSpec]
     num_samples: int
 
+    @abstractmethod
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        raise NotImplementedError
+        """Dicts of input name -> array with at most BATCH_SIZE samples on the first axis."""
 
 
 class ArrayData(CalibrationData):

@@ -6,7 +6,8 @@ In order:
    not constant);
 2. constant folding (onnxscript's optimizer: it evaluates shape arithmetic even with symbolic dims);
 3. Identity/Dropout removal;
-4. BatchNorm folding into Conv/ConvTranspose/Gemm, keeping the BN statistics (passes.fold_batchnorm);
+4. BatchNorm folding into Conv/ConvTranspose/Gemm, keeping the BN statistics (passes.fold_batchnorm), and
+   division by constants turned into multiplication (passes.div_to_mul);
 5. dead-node removal, shape inference (types and shapes of every intermediate tensor, needed to expose
    them during calibration), unique names for every node and value (so --exclude and reports can name
    them), topological order.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 import onnxscript.optimizer
+from edgeq.passes.div_to_mul import DivToMulPass
 from edgeq.passes.fold_batchnorm import FoldBatchNormPass
 from edgeq.passes.remove_noops import RemoveNoOpsPass
 
@@ -40,6 +42,7 @@ def preprocess_pipeline() -> ir.passes.PassManager:
             FoldConstantsPass(),
             RemoveNoOpsPass(),
             FoldBatchNormPass(),
+            DivToMulPass(),
             common_passes.RemoveUnusedNodesPass(),
             common_passes.ShapeInferencePass(check_type=False, strict_mode=False),
             common_passes.NameFixPass(),

@@ -64,3 +64,37 @@ def test_intermediate_shapes_are_inferred():
         for value in node.outputs:
             assert value.dtype is not None, value.name
             assert value.shape is not None, value.name
+
+
+def test_division_by_a_constant_becomes_a_quantizable_mul():
+    nodes = [
+        helper.make_node("Div", ["x", "d"], ["s"], name="scale"),
+        helper.make_node("Softmax", ["s"], ["y"], name="softmax", axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])],
+        initializer=[onnx.numpy_helper.from_array(np.array(4.0, np.float32), "d")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    model = preprocess(ir.serde.deserialize_model(proto))
+    assert [n.op_type for n in model.graph] == ["Mul", "Softmax"]
+    x = np.random.default_rng(2).normal(size=(3, 6)).astype(np.float32)
+    np.testing.assert_allclose(_run(to_proto(model), x), _run(proto, x), rtol=1e-6)
+
+
+def test_division_by_a_tensor_or_zero_stays():
+    nodes = [helper.make_node("Div", ["x", "z"], ["a"]), helper.make_node("Div", ["a", "x"], ["y"])]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        initializer=[onnx.numpy_helper.from_array(np.array([0.0, 2.0], np.float32), "z")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = preprocess(ir.serde.deserialize_model(proto))
+    assert [n.op_type for n in model.graph] == ["Div", "Div"]
