@@ -2,8 +2,9 @@
 
 Sources (``open_data``):
 * an ``.npz`` file: one array per model input, samples on the first axis (it replaces the batch dimension);
-  other keys (labels) are allowed. Arrays of an uncompressed ``.npz`` (``np.savez``) are memory-mapped in
-  place inside the zip, so a large file is read batch by batch; compressed members are loaded whole.
+  other keys (labels) are allowed. Arrays of an uncompressed ``.npz`` (``np.savez``) are read batch by batch
+  from their place inside the zip (``StoredArray``), so memory does not grow with the file; compressed members
+  are loaded whole.
 * a folder of images with an ``ImageSpec`` (resize, center crop, scale, mean/std, layout, dtype);
 * ``module.path:function``: a callable returning an iterable of samples or batches (a dict name -> array, or a
   bare array for a single-input model). It is called again for every pass over the data.
@@ -69,11 +70,13 @@ def _check_array(name: str, array: np.ndarray, spec: InputSpec, what: str) -> No
             )
 
 
-def _check_finite(name: str, array: np.ndarray, what: str) -> None:
+def _check_finite(name: str, array, what: str, count: int | None = None) -> None:
+    """Scan the first COUNT samples (all by default) chunk by chunk for NaN/Inf."""
     if not np.issubdtype(array.dtype, np.floating):
         return
-    for start in range(0, array.shape[0], _CHECK_CHUNK):
-        if not np.isfinite(array[start : start + _CHECK_CHUNK]).all():
+    count = array.shape[0] if count is None else count
+    for start in range(0, count, _CHECK_CHUNK):
+        if not np.isfinite(array[start : min(start + _CHECK_CHUNK, count)]).all():
             raise EdgeqError(f"{what}: input {name!r} contains NaN or Inf values")
 
 
@@ -114,21 +117,45 @@ class ArrayData(CalibrationData):
             raise EdgeqError(f"{what}: has zero samples")
         if max_samples is not None:
             n = min(n, max_samples)
-        self.arrays = {s.name: arrays[s.name][:n] for s in specs}
+        self.arrays = {s.name: arrays[s.name] for s in specs}
         for name, array in self.arrays.items():
-            _check_finite(name, array, what)
+            _check_finite(name, array, what, n)
         self.specs = specs
         self.num_samples = n
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, self.num_samples, batch_size):
-            yield {
-                name: np.ascontiguousarray(a[start : start + batch_size]) for name, a in self.arrays.items()
-            }
+            stop = min(start + batch_size, self.num_samples)
+            yield {name: np.ascontiguousarray(a[start:stop]) for name, a in self.arrays.items()}
 
 
-def _npz_member_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Arrays of an .npz: memory-mapped where stored uncompressed, loaded otherwise."""
+class StoredArray:
+    """A C-ordered array stored uncompressed at OFFSET in a file, read slice by slice along axis 0.
+
+    Reads go through ordinary file I/O, not a memory map: pages a memory map touches stay in the process's
+    resident set, so calibrating on a large .npz would grow RSS with every batch.
+    """
+
+    def __init__(self, path: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...]):
+        self.path, self.offset, self.dtype, self.shape = path, offset, np.dtype(dtype), tuple(shape)
+        self.ndim = len(self.shape)
+        self._row = int(np.prod(self.shape[1:], dtype=np.int64)) if self.ndim else 1
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, step = rows.indices(self.shape[0] if self.ndim else 1)
+        if step != 1:
+            raise ValueError("StoredArray reads contiguous row ranges only")
+        count = max(0, stop - start)
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + start * self._row * self.dtype.itemsize)
+            data = np.fromfile(f, dtype=self.dtype, count=count * self._row)
+        if data.size != count * self._row:
+            raise EdgeqError(f"{self.path} is truncated")
+        return data.reshape((count, *self.shape[1:]))
+
+
+def _npz_member_arrays(path: Path) -> dict[str, np.ndarray | StoredArray]:
+    """Arrays of an .npz: read lazily where stored uncompressed, loaded whole otherwise."""
     arrays: dict[str, np.ndarray] = {}
     try:
         archive = zipfile.ZipFile(path)
@@ -157,13 +184,12 @@ def _npz_member_arrays(path: Path) -> dict[str, np.ndarray]:
                         raise EdgeqError(
                             f"{path}: array {key!r} holds Python objects; edgeq does not load them"
                         )
-                    arrays[key] = np.memmap(
-                        path,
-                        dtype=dtype,
-                        mode="r",
-                        offset=raw.tell(),
-                        shape=shape,
-                        order="F" if fortran else "C",
+                    if fortran and len(shape) > 1:
+                        raise EdgeqError(f"{path}: array {key!r} is Fortran-ordered; save it C-ordered")
+                    arrays[key] = (
+                        StoredArray(path, raw.tell(), dtype, shape)
+                        if shape
+                        else np.fromfile(raw, dtype=dtype, count=1).reshape(())
                     )
                 else:
                     with archive.open(info) as member:
@@ -185,7 +211,10 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise EdgeqError(f"data file {path} does not exist")
-    return _npz_member_arrays(path)
+    return {
+        key: array[:] if isinstance(array, StoredArray) else array
+        for key, array in _npz_member_arrays(path).items()
+    }
 
 
 # ---- image folders ----------------------------------------------------------------------------------------

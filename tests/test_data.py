@@ -11,6 +11,7 @@ from edgeq.data import (
     CallableData,
     ImageSpec,
     InputSpec,
+    StoredArray,
     input_specs,
     load_npz,
     open_data,
@@ -41,7 +42,7 @@ def test_npz_batches_cover_all_samples(tmp_path, compressed):
     x = _samples(10)
     data = load_npz(_npz(tmp_path, compressed, input=x, label=np.arange(10)), SPECS)
     assert data.num_samples == 10
-    assert isinstance(data.arrays["input"], np.memmap) != compressed
+    assert isinstance(data.arrays["input"], StoredArray) != compressed  # uncompressed: read batch by batch
     batches = list(data.batches(4))
     assert [b["input"].shape[0] for b in batches] == [4, 4, 2]
     np.testing.assert_array_equal(np.concatenate([b["input"] for b in batches]), x)
