@@ -96,7 +96,7 @@ class CalibrationData(ABC):
 
 
 class ArrayData(CalibrationData):
-    """Arrays (possibly memory-mapped) holding all samples, one per input."""
+    """One array per input holding all samples: in memory, or a StoredArray read batch by batch."""
 
     def __init__(
         self, arrays: dict[str, np.ndarray], specs: list[InputSpec], what: str, max_samples: int | None = None
@@ -139,10 +139,10 @@ class StoredArray:
     def __init__(self, path: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...]):
         self.path, self.offset, self.dtype, self.shape = path, offset, np.dtype(dtype), tuple(shape)
         self.ndim = len(self.shape)
-        self._row = int(np.prod(self.shape[1:], dtype=np.int64)) if self.ndim else 1
+        self._row = int(np.prod(self.shape[1:], dtype=np.int64))
 
     def __getitem__(self, rows: slice) -> np.ndarray:
-        start, stop, step = rows.indices(self.shape[0] if self.ndim else 1)
+        start, stop, step = rows.indices(self.shape[0])
         if step != 1:
             raise ValueError("StoredArray reads contiguous row ranges only")
         count = max(0, stop - start)
@@ -152,6 +152,23 @@ class StoredArray:
         if data.size != count * self._row:
             raise EdgeqError(f"{self.path} is truncated")
         return data.reshape((count, *self.shape[1:]))
+
+
+def _stored_member(raw, info: zipfile.ZipInfo) -> tuple[int, np.dtype, tuple[int, ...]] | None:
+    """(offset, dtype, shape) of an uncompressed C-ordered .npy member of at least one dimension, else None."""
+    raw.seek(info.header_offset)
+    local = raw.read(30)  # the zip local file header: name and extra-field lengths at bytes 26..29
+    name_len = int.from_bytes(local[26:28], "little")
+    extra_len = int.from_bytes(local[28:30], "little")
+    raw.seek(info.header_offset + 30 + name_len + extra_len)
+    version = np.lib.format.read_magic(raw)
+    read_header = (
+        np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran, dtype = read_header(raw)
+    if dtype.hasobject or not shape or (fortran and len(shape) > 1):
+        return None  # objects are then refused by read_array(allow_pickle=False)
+    return raw.tell(), dtype, shape
 
 
 def _npz_member_arrays(path: Path) -> dict[str, np.ndarray | StoredArray]:
@@ -167,31 +184,10 @@ def _npz_member_arrays(path: Path) -> dict[str, np.ndarray | StoredArray]:
                 continue
             key = info.filename[: -len(".npy")]
             try:
-                if info.compress_type == zipfile.ZIP_STORED:
-                    raw.seek(info.header_offset)
-                    local = raw.read(30)
-                    name_len = int.from_bytes(local[26:28], "little")
-                    extra_len = int.from_bytes(local[28:30], "little")
-                    raw.seek(info.header_offset + 30 + name_len + extra_len)
-                    version = np.lib.format.read_magic(raw)
-                    read_header = (
-                        np.lib.format.read_array_header_1_0
-                        if version == (1, 0)
-                        else np.lib.format.read_array_header_2_0
-                    )
-                    shape, fortran, dtype = read_header(raw)
-                    if dtype.hasobject:
-                        raise EdgeqError(
-                            f"{path}: array {key!r} holds Python objects; edgeq does not load them"
-                        )
-                    if fortran and len(shape) > 1:
-                        raise EdgeqError(f"{path}: array {key!r} is Fortran-ordered; save it C-ordered")
-                    arrays[key] = (
-                        StoredArray(path, raw.tell(), dtype, shape)
-                        if shape
-                        else np.fromfile(raw, dtype=dtype, count=1).reshape(())
-                    )
-                else:
+                stored = _stored_member(raw, info) if info.compress_type == zipfile.ZIP_STORED else None
+                if stored is not None:
+                    arrays[key] = StoredArray(path, *stored)
+                else:  # compressed, scalar or Fortran-ordered: load it whole
                     with archive.open(info) as member:
                         arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
             except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:

@@ -151,3 +151,13 @@ def test_callable_source(monkeypatch):
 def test_array_data_limits_samples():
     data = ArrayData({"input": _samples(7)}, SPECS, "arrays", max_samples=5)
     assert sum(b["input"].shape[0] for b in data.batches(2)) == 5
+
+
+def test_npz_never_unpickles_and_reads_fortran_order(tmp_path):
+    path = tmp_path / "objects.npz"
+    np.savez(path, input=_samples(2), extra=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(EdgeqError, match="cannot be read"):
+        load_npz(path, SPECS)
+    x = np.asfortranarray(_samples(6))
+    data = load_npz(_npz(tmp_path, input=x), SPECS)
+    np.testing.assert_array_equal(next(data.batches(6))["input"], x)

@@ -94,3 +94,10 @@ def test_mse_weight_scales_never_lose_to_minmax(bits):
         return float(np.sum((quantize_weights(w, s, 0, bits) * s[:, None] - w) ** 2))
 
     assert error("mse") <= error("minmax") + 1e-9
+
+
+def test_int16_encodings_are_symmetric():
+    int16 = ACTIVATION_TYPES["int16"]
+    encoding = activation_encoding(-1.0, 3.0, int16)
+    assert encoding.zero_point == 0 and encoding.scale == np.float32(3.0 / 32767)
+    assert fixed_output_encoding("Sigmoid", int16).scale == np.float32(1 / 32768)
