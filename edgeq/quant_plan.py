@@ -172,7 +172,6 @@ def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> Qua
     """Decide what to quantize in GRAPH (a preprocessed, topologically sorted float graph)."""
     exclude = exclude or Exclusions()
     plan = QuantPlan()
-    quantized_names: set[str] = set()
     quantized_values: set[int] = set()  # ids of values that will carry a Q/DQ pair
     anchor_inputs = {
         id(v)
@@ -199,23 +198,14 @@ def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> Qua
             continue
         inputs = data_inputs(node)
         if op in FOLLOWER_OPS and op not in ANCHOR_OPS:
-            producer_quantized = inputs and all(
-                id(v) in quantized_values
-                or (
-                    v.producer() is not None
-                    and v.producer().name in quantized_names
-                    and id(v) in pre_activation
-                )
-                for v in inputs
-            )
-            if not producer_quantized:
+            # a fused activation reads its anchor's (unquantized) output; anything else must carry a Q/DQ pair
+            if not inputs or not all(id(v) in quantized_values or id(v) in pre_activation for v in inputs):
                 plan.float_nodes[node.name] = f"{op} reads a float tensor"
                 continue
         if not inputs:
             plan.float_nodes[node.name] = f"{op} has no activation input"
             continue
         plan.quantized.append(node)
-        quantized_names.add(node.name)
         for v in inputs:
             if id(v) not in pre_activation:
                 quantized_values.add(id(v))

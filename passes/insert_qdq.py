@@ -115,12 +115,13 @@ class InsertQDQPass(ir.passes.InPlacePass):
         else:  # Gemm: fold alpha and beta so the integer kernel computes A*B + C
             axis = 0 if node.attributes.get_int("transB", 0) else 1
             w = w * node.attributes.get_float("alpha", 1.0)
-            if b is not None:
-                b = b * node.attributes.get_float("beta", 1.0)
-                n_out = w.shape[axis]
-                b = np.broadcast_to(b, (1, n_out)).reshape(n_out) if b.size in (1, n_out) else None
             node.attributes.pop("alpha", None)
-            node.attributes.pop("beta", None)
+            n_out = w.shape[axis]
+            if b is not None and b.size in (1, n_out):
+                b = np.broadcast_to(b * node.attributes.get_float("beta", 1.0), (1, n_out)).reshape(n_out)
+                node.attributes.pop("beta", None)
+            else:  # a full [M, N] bias stays float, and so does its beta
+                b = None
         if bias_value is not None and b is None:
             self.float_biases.append(node.name)
         return w, b, axis, repeat

@@ -355,3 +355,20 @@ def test_every_listed_op_is_quantized_and_runs(activation_type):
             [name], {"input": x}
         )[0]
         assert np.abs(ref - out).max() < 0.05 * max(1.0, np.abs(ref).max()), name
+
+
+def test_gemm_with_a_full_bias_keeps_it_float_and_exact():
+    w = RNG.normal(size=(5, 7)).astype(np.float32)
+    c = RNG.normal(size=(4, 5)).astype(np.float32)  # a per-row bias: not a per-channel int32 bias
+    node = helper.make_node("Gemm", ["input", "w", "c"], ["y"], transB=1, beta=3.0)
+    proto = _single_node_model(
+        node,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [4, 7])],
+        [4, 5],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(c, "c")],
+    )
+    x = RNG.normal(size=(4, 7)).astype(np.float32)
+    qdq, _, _, qdq_pass = _quantize(proto, x)
+    assert len(qdq_pass.float_biases) == 1
+    ref, out = _run(proto, x), _run(qdq, x)
+    assert np.abs(ref - out).max() < 0.03 * np.abs(ref).max()
