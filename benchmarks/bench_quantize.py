@@ -1,6 +1,6 @@
 """edgeq vs onnxruntime's own quantizer, side by side in one run; writes BENCHMARKS.md.
 
-    python benchmarks/bench_quantize.py            # (make bench) about 15 minutes on 2 cores
+    python benchmarks/bench_quantize.py            # (make bench) about 5 minutes on 2 cores
 
 What it measures (every tool gets the same float model and the same calibration data):
 1. digits CNN (models/): test accuracy of fp32, edgeq int8 and onnxruntime.quantization.quantize_static
