@@ -2,15 +2,20 @@
 
 Sources (``open_data``):
 * an ``.npz`` file: one array per model input, samples on the first axis (it replaces the batch dimension);
-  other keys (labels) are allowed. Arrays of an uncompressed ``.npz`` (``np.savez``) are read batch by batch
-  from their place inside the zip (``StoredArray``), so memory does not grow with the file; compressed members
-  are loaded whole.
-* a folder of images with an ``ImageSpec`` (resize, center crop, scale, mean/std, layout, dtype);
-* ``module.path:function``: a callable returning an iterable of samples or batches (a dict name -> array, or a
-  bare array for a single-input model). It is called again for every pass over the data.
+  other keys (labels) are allowed and ignored. Arrays are never loaded whole: a member stored uncompressed
+  (``np.savez``) is read batch by batch at its offset inside the zip (``StoredArray``, random access), a
+  compressed one (``np.savez_compressed``) is decompressed as a stream in sample order (``DeflatedArray``),
+  so memory does not grow with the file. Only Fortran-ordered and 0-d members are loaded whole.
+* a folder of images (.jpg/.jpeg/.png/.bmp, sorted by name, read lazily with Pillow) and an ``ImageSpec``:
+  resize the shorter side, center-crop, ``(pixel * scale - mean) / std`` per channel, layout and dtype.
+* ``module.path:function`` (imported with the working directory on ``sys.path``): a callable returning an
+  iterable of samples or batches (a dict name -> array, or a bare array for a single-input model). It is
+  called again for every pass over the data, and its items are checked as they stream; the sample count is
+  known after the first pass.
 
-Every source is checked before anything runs: keys, per-sample shape against the model's fixed dimensions,
-exact dtype, at least one sample, equal sample counts, finite values. Each problem is one EdgeqError line.
+Every problem is one EdgeqError line: missing file, not an .npz, missing keys, a per-sample shape that
+differs from the model's fixed dimensions, a dtype other than the model's (never cast silently: float64
+data for a float32 model is refused with the fix), no samples, unequal sample counts, NaN or Inf.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import importlib
 import os
 import sys
 import zipfile
+import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +35,8 @@ import onnx_ir as ir
 
 from edgeq.errors import EdgeqError
 
-_CHECK_CHUNK = 64  # samples per chunk when scanning an array for NaN/Inf
+_CHECK_BYTES = 4 * 2**20  # bytes per chunk when scanning an array for NaN/Inf
+_READ_BYTES = 2**20  # bytes per read from a compressed member
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,17 @@ def input_specs(model: ir.Model) -> list[InputSpec]:
     return specs
 
 
-def _check_array(name: str, array: np.ndarray, spec: InputSpec, what: str) -> None:
+def _shape_text(shape) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _check_array(name: str, array, spec: InputSpec, what: str) -> None:
+    """ARRAY (samples on axis 0) must have SPEC's dtype and fixed per-sample dimensions."""
     if array.dtype != spec.dtype:
-        raise EdgeqError(f"{what}: input {name!r} has dtype {array.dtype}, the model expects {spec.dtype}")
+        raise EdgeqError(
+            f"{what}: input {name!r} has dtype {array.dtype}, the model expects {spec.dtype} "
+            f"(convert it with .astype(np.{spec.dtype.name}))"
+        )
     if array.ndim != len(spec.shape):
         raise EdgeqError(
             f"{what}: input {name!r} has shape {list(array.shape)}, the model expects rank {len(spec.shape)} "
@@ -71,45 +86,45 @@ def _check_array(name: str, array: np.ndarray, spec: InputSpec, what: str) -> No
 
 
 def _check_finite(name: str, array, what: str, count: int | None = None) -> None:
-    """Scan the first COUNT samples (all by default) chunk by chunk for NaN/Inf."""
+    """Scan the first COUNT samples (all by default) for NaN/Inf, a bounded chunk at a time."""
     if not np.issubdtype(array.dtype, np.floating):
         return
     count = array.shape[0] if count is None else count
-    for start in range(0, count, _CHECK_CHUNK):
-        if not np.isfinite(array[start : min(start + _CHECK_CHUNK, count)]).all():
+    row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+    step = max(1, _CHECK_BYTES // max(1, row_bytes))
+    for start in range(0, count, step):
+        if not np.isfinite(array[start : min(start + step, count)]).all():
             raise EdgeqError(f"{what}: input {name!r} contains NaN or Inf values")
 
 
-def _shape_text(shape) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
-
 class CalibrationData(ABC):
-    """Samples for a model's inputs, served in batches; iterable any number of times."""
+    """Samples for a model's inputs, served in batches; iterable any number of times.
+
+    ``num_samples`` is None only for a callable source that has not completed a pass yet.
+    """
 
     specs: list[InputSpec]
-    num_samples: int
+    num_samples: int | None
 
     @abstractmethod
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Dicts of input name -> array with at most BATCH_SIZE samples on the first axis."""
 
 
+# ---- arrays and .npz files --------------------------------------------------------------------------------
 class ArrayData(CalibrationData):
-    """One array per input holding all samples: in memory, or a StoredArray read batch by batch."""
+    """One array per input holding all samples: in memory, or an .npz member read batch by batch."""
 
-    def __init__(
-        self, arrays: dict[str, np.ndarray], specs: list[InputSpec], what: str, max_samples: int | None = None
-    ):
+    def __init__(self, arrays: Mapping, specs: list[InputSpec], what: str, max_samples: int | None = None):
         missing = [s.name for s in specs if s.name not in arrays]
         if missing:
             raise EdgeqError(
                 f"{what}: missing key(s) {', '.join(map(repr, missing))} "
-                f"(keys must be the model's input names)"
+                f"(keys must be the model's input names: {', '.join(s.name for s in specs)})"
             )
-        counts = {s.name: arrays[s.name].shape[0] if arrays[s.name].ndim else 0 for s in specs}
         for spec in specs:
             _check_array(spec.name, arrays[spec.name], spec, what)
+        counts = {s.name: arrays[s.name].shape[0] for s in specs}
         if len(set(counts.values())) > 1:
             raise EdgeqError(f"{what}: inputs have different sample counts {counts}")
         n = next(iter(counts.values()))
@@ -118,15 +133,26 @@ class ArrayData(CalibrationData):
         if max_samples is not None:
             n = min(n, max_samples)
         self.arrays = {s.name: arrays[s.name] for s in specs}
-        for name, array in self.arrays.items():
-            _check_finite(name, array, what, n)
+        try:
+            for name, array in self.arrays.items():
+                _check_finite(name, array, what, n)
+        finally:
+            self._close()
         self.specs = specs
         self.num_samples = n
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        for start in range(0, self.num_samples, batch_size):
-            stop = min(start + batch_size, self.num_samples)
-            yield {name: np.ascontiguousarray(a[start:stop]) for name, a in self.arrays.items()}
+        try:
+            for start in range(0, self.num_samples, batch_size):
+                stop = min(start + batch_size, self.num_samples)
+                yield {name: np.ascontiguousarray(a[start:stop]) for name, a in self.arrays.items()}
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        for array in self.arrays.values():
+            if isinstance(array, DeflatedArray):
+                array.close()
 
 
 class StoredArray:
@@ -154,26 +180,83 @@ class StoredArray:
         return data.reshape((count, *self.shape[1:]))
 
 
-def _stored_member(raw, info: zipfile.ZipInfo) -> tuple[int, np.dtype, tuple[int, ...]] | None:
-    """(offset, dtype, shape) of an uncompressed C-ordered .npy member of at least one dimension, else None."""
+class DeflatedArray:
+    """A C-ordered array in a compressed .npz member, decompressed as a stream in row order.
+
+    Reading rows in increasing order (every pass of ``ArrayData.batches``) decompresses the member once per
+    pass with memory for one slice; an earlier row restarts the stream.
+    """
+
+    def __init__(self, path: Path, info: zipfile.ZipInfo, dtype: np.dtype, shape: tuple[int, ...]):
+        self.path, self.info, self.dtype, self.shape = path, info, np.dtype(dtype), tuple(shape)
+        self.ndim = len(self.shape)
+        self._row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._archive: zipfile.ZipFile | None = None
+        self._stream = None
+        self._next_row = 0
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise ValueError("DeflatedArray reads contiguous row ranges only")
+        count = max(0, stop - start)
+        try:
+            if self._stream is None or start < self._next_row:
+                self._open()
+            while self._next_row < start:  # skip rows in bounded reads
+                skip = min(start - self._next_row, max(1, _CHECK_BYTES // max(1, self._row_bytes)))
+                self._read(skip)
+            return self._read(count)
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+            self.close()
+            raise EdgeqError(f"{self.path}: array {self.info.filename!r} cannot be read ({exc})") from None
+
+    def _open(self) -> None:
+        self.close()
+        self._archive = zipfile.ZipFile(self.path)
+        self._stream = self._archive.open(self.info)
+        _read_npy_header(self._stream)
+        self._next_row = 0
+
+    def _read(self, count: int) -> np.ndarray:
+        # Piecewise into one buffer: zipfile's read(n) would build the result by concatenating bytes.
+        out = np.empty(count * self._row_bytes, np.uint8)
+        filled = 0
+        while filled < out.size:
+            piece = self._stream.read(min(out.size - filled, _READ_BYTES))
+            if not piece:
+                raise EdgeqError(f"{self.path}: array {self.info.filename!r} is truncated")
+            out[filled : filled + len(piece)] = np.frombuffer(piece, np.uint8)
+            filled += len(piece)
+        self._next_row += count
+        return out.view(self.dtype).reshape((count, *self.shape[1:]))
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._archive.close()
+        self._stream = self._archive = None
+
+
+def _read_npy_header(stream) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(stream)
+    return np.lib.format.read_array_header_2_0(stream)
+
+
+def _stored_offset(raw, info: zipfile.ZipInfo) -> int:
+    """Offset of an uncompressed member's data: after the zip local header and its name/extra fields."""
     raw.seek(info.header_offset)
-    local = raw.read(30)  # the zip local file header: name and extra-field lengths at bytes 26..29
+    local = raw.read(30)  # name and extra-field lengths are at bytes 26..29 of the local file header
     name_len = int.from_bytes(local[26:28], "little")
     extra_len = int.from_bytes(local[28:30], "little")
-    raw.seek(info.header_offset + 30 + name_len + extra_len)
-    version = np.lib.format.read_magic(raw)
-    read_header = (
-        np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    )
-    shape, fortran, dtype = read_header(raw)
-    if dtype.hasobject or not shape or (fortran and len(shape) > 1):
-        return None  # objects are then refused by read_array(allow_pickle=False)
-    return raw.tell(), dtype, shape
+    return info.header_offset + 30 + name_len + extra_len
 
 
-def _npz_member_arrays(path: Path) -> dict[str, np.ndarray | StoredArray]:
-    """Arrays of an .npz: read lazily where stored uncompressed, loaded whole otherwise."""
-    arrays: dict[str, np.ndarray] = {}
+def _npz_members(path: Path) -> dict[str, np.ndarray | StoredArray | DeflatedArray]:
+    """The arrays of an .npz, as lazy readers wherever the layout allows."""
+    arrays: dict[str, np.ndarray | StoredArray | DeflatedArray] = {}
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):
@@ -184,13 +267,22 @@ def _npz_member_arrays(path: Path) -> dict[str, np.ndarray | StoredArray]:
                 continue
             key = info.filename[: -len(".npy")]
             try:
-                stored = _stored_member(raw, info) if info.compress_type == zipfile.ZIP_STORED else None
-                if stored is not None:
-                    arrays[key] = StoredArray(path, *stored)
-                else:  # compressed, scalar or Fortran-ordered: load it whole
+                if info.compress_type == zipfile.ZIP_STORED:
+                    raw.seek(_stored_offset(raw, info))
+                    shape, fortran, dtype = _read_npy_header(raw)
+                    data_offset = raw.tell()
+                else:
+                    with archive.open(info) as member:
+                        shape, fortran, dtype = _read_npy_header(member)
+                if dtype.hasobject or not shape or (fortran and len(shape) > 1):
+                    # Objects are refused here (allow_pickle=False); scalars and Fortran order load whole.
                     with archive.open(info) as member:
                         arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
-            except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+                elif info.compress_type == zipfile.ZIP_STORED:
+                    arrays[key] = StoredArray(path, data_offset, dtype, shape)
+                else:
+                    arrays[key] = DeflatedArray(path, info, dtype, shape)
+            except (ValueError, OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
                 raise EdgeqError(f"{path}: array {key!r} cannot be read ({exc})") from None
     return arrays
 
@@ -199,18 +291,20 @@ def load_npz(path: str | os.PathLike, specs: list[InputSpec], max_samples: int |
     path = Path(path)
     if not path.is_file():
         raise EdgeqError(f"data file {path} does not exist")
-    return ArrayData(_npz_member_arrays(path), specs, str(path), max_samples)
+    return ArrayData(_npz_members(path), specs, str(path), max_samples)
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every array of an .npz (labels included), for evaluation code."""
+    """Every array of an .npz (labels included), loaded whole, for evaluation code."""
     path = Path(path)
     if not path.is_file():
         raise EdgeqError(f"data file {path} does not exist")
-    return {
-        key: array[:] if isinstance(array, StoredArray) else array
-        for key, array in _npz_member_arrays(path).items()
-    }
+    arrays = {}
+    for key, array in _npz_members(path).items():
+        arrays[key] = array if isinstance(array, np.ndarray) else array[:]
+        if isinstance(array, DeflatedArray):
+            array.close()
+    return arrays
 
 
 # ---- image folders ----------------------------------------------------------------------------------------
@@ -219,75 +313,132 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """How an image file becomes a model input: resize the shorter side, center-crop, then
-    ``(pixel * scale - mean) / std`` per channel, in LAYOUT (NCHW or NHWC) and DTYPE."""
+    """How an image file becomes a model input.
+
+    The image is converted to COLOR ("RGB" or "L"), its shorter side resized to RESIZE (bilinear), then
+    center-cropped to CROP (height, width); each pixel becomes ``(pixel * scale - mean[c]) / std[c]`` in
+    LAYOUT ("NCHW" or "NHWC") and DTYPE. Fields left None (layout, color, dtype) follow the model's input:
+    [N, 3|1, H, W] is NCHW, [N, H, W, 3|1] NHWC, 3 channels RGB, 1 channel L, and the input's dtype.
+
+    As a string (``--image-spec``): comma-separated ``key=value``, lists separated by "/", a crop as
+    ``224`` or ``HxW``, e.g. ``resize=256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225``.
+    As a TOML table: the same keys, with numbers and lists (``crop = [224, 224]``).
+    """
 
     resize: int | None = None
     crop: tuple[int, int] | None = None
-    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
-    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
     scale: float = 1.0 / 255.0
-    layout: str = "NCHW"
-    dtype: str = "float32"
-    color: str = "RGB"
+    layout: str | None = None
+    color: str | None = None
+    dtype: str | None = None
+
+    def __post_init__(self):
+        if self.resize is not None and self.resize < 1:
+            raise EdgeqError("image spec: resize must be a positive number of pixels")
+        if self.crop is not None and (len(self.crop) != 2 or min(self.crop) < 1):
+            raise EdgeqError("image spec: crop must be one or two positive sizes (height x width)")
+        if not self.mean or not self.std or any(s == 0 for s in self.std):
+            raise EdgeqError("image spec: mean and std need at least one value, and std no zero")
+        if self.layout not in (None, "NCHW", "NHWC"):
+            raise EdgeqError(f"image spec: layout must be NCHW or NHWC, not {self.layout!r}")
+        if self.color not in (None, "RGB", "L"):
+            raise EdgeqError(f"image spec: color must be RGB or L, not {self.color!r}")
+        if self.dtype is not None:
+            try:
+                np.dtype(self.dtype)
+            except TypeError:
+                raise EdgeqError(f"image spec: unknown dtype {self.dtype!r}") from None
+
+
+def image_spec_from_table(table: Mapping) -> ImageSpec:
+    """An ImageSpec from a TOML table (or any mapping) with ImageSpec's field names."""
+    known = {f.name for f in fields(ImageSpec)}
+    unknown = [k for k in table if k not in known]
+    if unknown:
+        raise EdgeqError(f"image spec: unknown field(s) {', '.join(map(repr, unknown))}")
+    values = dict(table)
+    try:
+        if isinstance(values.get("crop"), int):
+            values["crop"] = (values["crop"], values["crop"])
+        for key in ("crop", "mean", "std"):
+            if values.get(key) is not None:
+                cast = int if key == "crop" else float
+                items = values[key] if isinstance(values[key], list | tuple) else [values[key]]
+                values[key] = tuple(cast(v) for v in items)
+        for key in ("layout", "color"):
+            if values.get(key) is not None:
+                values[key] = str(values[key]).upper()
+        if values.get("resize") is not None:
+            values["resize"] = int(values["resize"])
+        if values.get("scale") is not None:
+            values["scale"] = float(values["scale"])
+    except (TypeError, ValueError):
+        raise EdgeqError(f"image spec: bad value in {dict(table)}") from None
+    return ImageSpec(**values)
 
 
 def parse_image_spec(text: str) -> ImageSpec:
     """Parse 'resize=256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225,layout=NCHW,color=RGB'."""
-    fields: dict[str, object] = {}
+    table: dict[str, object] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not value:
+            raise EdgeqError(f"image spec: {item!r} is not key=value")
         try:
-            if not sep:
-                raise ValueError
-            if key == "resize":
-                fields[key] = int(value)
-            elif key == "crop":
-                h, _, w = value.partition("x")
-                fields[key] = (int(h), int(w or h))
+            if key == "crop":
+                h, _, w = value.lower().partition("x")
+                table[key] = (int(h), int(w or h))
             elif key in ("mean", "std"):
-                fields[key] = tuple(float(v) for v in value.split("/"))
-            elif key == "scale":
-                fields[key] = float(value)
-            elif key in ("layout", "dtype", "color"):
-                fields[key] = value.upper() if key in ("layout", "color") else value
+                table[key] = tuple(float(v) for v in value.split("/"))
             else:
-                raise KeyError(key)
-        except KeyError:
-            raise EdgeqError(f"image spec: unknown field {key!r}") from None
+                table[key] = value
         except ValueError:
             raise EdgeqError(f"image spec: bad value in {item!r}") from None
-    spec = ImageSpec(**fields)
-    if spec.layout not in ("NCHW", "NHWC") or spec.color not in ("RGB", "L"):
-        raise EdgeqError("image spec: layout must be NCHW or NHWC and color RGB or L")
-    return spec
+    return image_spec_from_table(table)
 
 
 class ImageFolderData(CalibrationData):
+    """The images of a folder, sorted by name, decoded and preprocessed batch by batch."""
+
     def __init__(self, folder: Path, spec: ImageSpec, specs: list[InputSpec], max_samples: int | None = None):
         if len(specs) != 1:
             raise EdgeqError("an image folder can feed only single-input models")
+        input_spec = specs[0]
+        if len(input_spec.shape) != 4:
+            raise EdgeqError(
+                f"an image folder feeds rank-4 inputs ([N, C, H, W] or [N, H, W, C]); input "
+                f"{input_spec.name!r} is {_shape_text(input_spec.shape)}"
+            )
         self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:max_samples]
         if not self.files:
-            raise EdgeqError(f"image folder {folder} holds no .jpg/.png/.bmp images")
-        self.spec, self.specs, self.num_samples = spec, specs, len(self.files)
-        _check_array(specs[0].name, self._load(self.files[0])[None], specs[0], f"image folder {folder}")
+            raise EdgeqError(f"image folder {folder} holds no .jpg/.jpeg/.png/.bmp images")
+        self.spec = _resolve_image_spec(spec, input_spec)
+        self.specs, self.num_samples = specs, len(self.files)
+        self._load(self.files[0])  # a wrong spec fails now, not in the middle of calibration
 
     def _load(self, path: Path) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
+        spec = self.spec
         try:
             with Image.open(path) as image:
-                image = image.convert(self.spec.color)
-                if self.spec.resize:
+                image = image.convert(spec.color)
+                if spec.resize:
                     w, h = image.size
-                    ratio = self.spec.resize / min(w, h)
-                    image = image.resize(
-                        (max(1, round(w * ratio)), max(1, round(h * ratio))), Image.Resampling.BILINEAR
-                    )
-                if self.spec.crop:
-                    ch, cw = self.spec.crop
+                    ratio = spec.resize / min(w, h)
+                    size = (max(1, round(w * ratio)), max(1, round(h * ratio)))
+                    image = image.resize(size, Image.Resampling.BILINEAR)
+                if spec.crop:
+                    ch, cw = spec.crop
                     w, h = image.size
+                    if cw > w or ch > h:
+                        raise EdgeqError(
+                            f"image {path} is {w}x{h} (width x height) after resizing, smaller than the crop "
+                            f"{cw}x{ch}: raise resize"
+                        )
                     left, top = (w - cw) // 2, (h - ch) // 2
                     image = image.crop((left, top, left + cw, top + ch))
                 pixels = np.asarray(image, np.float32)
@@ -296,18 +447,46 @@ class ImageFolderData(CalibrationData):
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
         channels = pixels.shape[2]
-        mean = np.resize(np.asarray(self.spec.mean, np.float32), channels)
-        std = np.resize(np.asarray(self.spec.std, np.float32), channels)
-        pixels = (pixels * np.float32(self.spec.scale) - mean) / std
-        if self.spec.layout == "NCHW":
+        for name in ("mean", "std"):
+            if len(getattr(spec, name)) not in (1, channels):
+                raise EdgeqError(
+                    f"image spec: {name} has {len(getattr(spec, name))} values for {channels} channel(s)"
+                )
+        mean = np.broadcast_to(np.asarray(spec.mean, np.float32), (channels,))
+        std = np.broadcast_to(np.asarray(spec.std, np.float32), (channels,))
+        pixels = (pixels * np.float32(spec.scale) - mean) / std
+        if spec.layout == "NCHW":
             pixels = pixels.transpose(2, 0, 1)
-        return np.ascontiguousarray(pixels.astype(self.spec.dtype))
+        sample = np.ascontiguousarray(pixels.astype(spec.dtype))[None]
+        _check_array(self.specs[0].name, sample, self.specs[0], f"image {path} (after the image spec)")
+        return sample[0]
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, self.num_samples, batch_size):
             yield {
                 self.specs[0].name: np.stack([self._load(p) for p in self.files[start : start + batch_size]])
             }
+
+
+def _resolve_image_spec(spec: ImageSpec, input_spec: InputSpec) -> ImageSpec:
+    """SPEC with layout, color and dtype taken from the model's input where the spec leaves them open."""
+    shape = input_spec.shape
+    layout = spec.layout
+    if layout is None:
+        layout = "NHWC" if shape[3] in (1, 3) and shape[1] not in (1, 3) else "NCHW"
+    channels = shape[1] if layout == "NCHW" else shape[3]
+    color = spec.color or {1: "L", 3: "RGB"}.get(channels)
+    if color is None:
+        raise EdgeqError(
+            f"input {input_spec.name!r} is {_shape_text(shape)}: set color=RGB or color=L in the image spec"
+        )
+    dtype = np.dtype(spec.dtype or input_spec.dtype)
+    identity = spec.scale == 1.0 and set(spec.mean) == {0.0} and set(spec.std) == {1.0}
+    if np.issubdtype(dtype, np.integer) and not identity:
+        raise EdgeqError(
+            f"image spec: dtype {dtype} takes raw pixels: use scale=1 with mean 0 and std 1 (the defaults)"
+        )
+    return ImageSpec(spec.resize, spec.crop, spec.mean, spec.std, spec.scale, layout, color, dtype.name)
 
 
 # ---- Python callables -------------------------------------------------------------------------------------
@@ -330,57 +509,77 @@ def load_callable(spec: str) -> Callable:
 
 
 class CallableData(CalibrationData):
-    """Samples or batches from a Python callable, re-invoked for every pass; validated as they stream."""
+    """Samples or batches from a Python callable, re-invoked for every pass and checked as they stream."""
 
     def __init__(self, source: str, specs: list[InputSpec], max_samples: int | None = None):
         self.source, self.specs, self.max_samples = source, specs, max_samples
         self.function = load_callable(source)
-        self.num_samples = sum(next(iter(batch.values())).shape[0] for batch in self._stream())
-        if self.num_samples == 0:
-            raise EdgeqError(f"{source}: yielded zero samples")
+        if not callable(self.function):
+            raise EdgeqError(f"{source} is not callable")
+        self.num_samples = None
 
     def _stream(self) -> Iterator[dict[str, np.ndarray]]:
         items = self.function()
+        if isinstance(items, dict | np.ndarray):  # one batch holding every sample
+            items = [items]
         if not isinstance(items, Iterable):
             raise EdgeqError(f"{self.source} must return an iterable of samples or batches")
         served = 0
         for item in items:
-            arrays = item if isinstance(item, dict) else {self.specs[0].name: item}
-            missing = [s.name for s in self.specs if s.name not in arrays]
-            if missing:
-                raise EdgeqError(
-                    f"{self.source}: a yielded item lacks input(s) {', '.join(map(repr, missing))}"
-                )
-            batch = {}
-            for spec in self.specs:
-                array = np.asarray(arrays[spec.name])
-                if array.ndim == len(spec.shape) - 1:  # a single sample: give it the batch axis
-                    array = array[None]
-                _check_array(spec.name, array, spec, self.source)
-                _check_finite(spec.name, array, self.source)
-                batch[spec.name] = array
+            if self.max_samples is not None and served >= self.max_samples:
+                break
+            batch = self._checked(item)
             if self.max_samples is not None:
-                left = self.max_samples - served
-                if left <= 0:
-                    return
-                batch = {k: v[:left] for k, v in batch.items()}
+                batch = {k: v[: self.max_samples - served] for k, v in batch.items()}
             served += next(iter(batch.values())).shape[0]
             yield batch
+        if served == 0:
+            raise EdgeqError(f"{self.source}: yielded zero samples")
+        self.num_samples = served
+
+    def _checked(self, item) -> dict[str, np.ndarray]:
+        if not isinstance(item, dict):
+            if len(self.specs) != 1:
+                raise EdgeqError(f"{self.source}: a model with several inputs needs dicts of name -> array")
+            item = {self.specs[0].name: item}
+        missing = [s.name for s in self.specs if s.name not in item]
+        if missing:
+            raise EdgeqError(f"{self.source}: a yielded item lacks input(s) {', '.join(map(repr, missing))}")
+        batch = {}
+        for spec in self.specs:
+            array = np.asarray(item[spec.name])
+            if array.ndim == len(spec.shape) - 1:  # a single sample: give it the batch axis
+                array = array[None]
+            _check_array(spec.name, array, spec, self.source)
+            _check_finite(spec.name, array, self.source)
+            batch[spec.name] = array
+        counts = {name: array.shape[0] for name, array in batch.items()}
+        if len(set(counts.values())) > 1:
+            raise EdgeqError(f"{self.source}: a yielded item has different sample counts {counts}")
+        return batch
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """Re-chunk the callable's items into batches of BATCH_SIZE (the last one may be smaller)."""
         pending: list[dict[str, np.ndarray]] = []
         held = 0
-        for batch in self._stream():
-            pending.append(batch)
-            held += next(iter(batch.values())).shape[0]
-            while held >= batch_size:
-                merged = {k: np.concatenate([b[k] for b in pending]) for k in pending[0]}
-                yield {k: v[:batch_size] for k, v in merged.items()}
-                rest = {k: v[batch_size:] for k, v in merged.items()}
-                held -= batch_size
-                pending = [rest] if held else []
+        for item in self._stream():
+            while item:
+                take = min(batch_size - held, next(iter(item.values())).shape[0])
+                pending.append({k: v[:take] for k, v in item.items()})
+                held += take
+                rest = {k: v[take:] for k, v in item.items()}
+                item = rest if next(iter(rest.values())).shape[0] else None
+                if held == batch_size:
+                    yield _joined(pending)
+                    pending, held = [], 0
         if held:
-            yield {k: np.concatenate([b[k] for b in pending]) for k in pending[0]}
+            yield _joined(pending)
+
+
+def _joined(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return {k: np.ascontiguousarray(v) for k, v in parts[0].items()}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def open_data(

@@ -1,19 +1,35 @@
 """Streaming tensor statistics and the range each calibration method picks from them.
 
-One ``TensorObserver`` per tensor keeps the running min/max and a histogram anchored at 0: bin i on the
-positive side counts values in [i*w, (i+1)*w), bin i on the negative side counts -x in that interval, with
-``BINS`` bins a side. When a batch exceeds the covered range [-BINS*w, BINS*w), w doubles by summing adjacent
-bin pairs, which is exact (no value changes bin side and no re-binning error accumulates), as often as needed.
-Memory is O(BINS) whatever the number of samples.
+One ``TensorObserver`` per tensor keeps the running min/max and a signed histogram anchored at 0 with ``2B``
+bins (``B = BINS`` a side) of width ``w``: bin ``i`` counts the values x with ``floor(x / w) = i - B``, so bins
+``B..2B-1`` cover [0, B*w) and bins ``0..B-1`` cover [-B*w, 0). The width is always a power of two, the
+smallest one with ``max|x| < B*w``:
 
-Ranges (all widened to contain 0, since 0 must be exactly representable):
+* a value's bin is ``floor(x * 2^-k) + B``, computed exactly in float32 (scaling by a power of two is exact);
+* when a batch exceeds the covered range, w doubles by summing adjacent bin pairs, ``new[B/2 + m] =
+  old[2m] + old[2m+1]``, which is exact because every edge of the coarse grid is an edge of the fine one.
+
+Hence the histogram depends only on the values seen, not on how they were batched, and equals what one pass
+at the final width would count. Memory is O(B) whatever the number of samples; an update costs a few
+vectorized float32 passes plus ``np.bincount`` over chunks that stay in cache (about 2-3 ns per value).
+NaN and Inf values are left out of every statistic and counted in ``nonfinite``.
+
+Ranges (all contain 0, since 0 must be exactly representable, and have hi > lo). Asymmetric ranges feed the
+affine grid ``scale = (hi - lo) / (2^b - 1)``, ``zero_point = round(-lo / scale)``; symmetric ones (-m, m)
+the grid ``scale = m / (2^(b-1) - 1)``, zero point 0.
+
 * minmax:     [min, max].
-* percentile: [q(1-p), q(p)] of the histogram, p = 99.99% by default; each tail taken on its own side.
-* entropy:    the threshold T that minimizes KL(P || Q) between the |x| histogram clipped at T and its
-              quantization to the levels available on that side (TensorRT's method); [max(min, -T), min(max, T)].
-* mse:        the range [a*lo, a*hi] (lo/hi the observed extremes, a on a grid in (0, 1]) minimizing the expected
-              squared error of affine quantization to 2^bits levels, rounding and clipping included, computed from
-              bin centers and counts with the zero point rounded exactly as the quantizer rounds it.
+* percentile: [q(1 - p), q(p)] read off the cumulative histogram (outer bin edges, clipped to [min, max]);
+              symmetric: m = q(p) of |x|.
+* entropy:    TensorRT's KL-divergence search on the |x| histogram: the threshold T (a bin edge) minimizing
+              KL(P || Q), P the histogram up to T with the mass beyond T added to its last bin, Q that
+              histogram merged into as many groups as there are quantization levels (2^b for a one-sided
+              tensor, 2^(b-1) for a signed one) and spread back over each group's non-empty bins. The range
+              is [max(min, -T), min(max, T)]; symmetric: (-T, T).
+* mse:        the range minimizing the expected squared error of quantizing the histogram (values at bin
+              centers, weighted by counts), rounding and clipping included, on exactly the grid above with
+              the zero point rounded: first a shared shrink factor a*[min, max] over a geometric grid of a
+              in [1/128, 1], then the two ends refined one at a time on the same grid.
 """
 
 from __future__ import annotations
@@ -22,147 +38,190 @@ import math
 
 import numpy as np
 
-BINS = 2048
+BINS = 4096
+METHODS = ("minmax", "percentile", "entropy", "mse")
+_CHUNK = 1 << 16  # values per bincount call: the index buffers stay in cache
+_MIN_WIDTH_EXPONENT = -120  # keeps 1/width a finite float32
+_TINY = 1e-8  # the range of an all-zero tensor: any positive scale represents it exactly
+_SHRINK = np.geomspace(1.0 / 128.0, 1.0, 169)  # mse candidates: 2.9% steps from 1/128 to 1
 
 
 class TensorObserver:
-    """Running statistics of one tensor: min, max and (optionally) a zero-anchored histogram."""
+    """Running statistics of one tensor: min, max, count and (optionally) the zero-anchored histogram."""
 
     def __init__(self, histogram: bool = True, bins: int = BINS):
+        if bins < 2 or bins & (bins - 1):
+            raise ValueError("bins must be a power of two")
+        self.histogram = histogram
+        self.bins = bins
         self.min = math.inf
         self.max = -math.inf
         self.count = 0
-        self.histogram = histogram
-        self.bins = bins
-        self.width = 0.0
-        self.pos = np.zeros(bins, np.int64)
-        self.neg = np.zeros(bins, np.int64)
+        self.nonfinite = 0
+        self.width = 0.0  # 0 until a nonzero value arrives
+        self.counts = np.zeros(2 * bins if histogram else 0, np.int64)
 
     def update(self, x: np.ndarray) -> None:
-        x = np.asarray(x, np.float32).reshape(-1)
+        x = np.asarray(x)
+        x = (x if x.dtype == np.float32 else x.astype(np.float32)).reshape(-1)
         if x.size == 0:
             return
         lo, hi = float(x.min()), float(x.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):  # min/max propagate NaN and show Inf
+            finite = np.isfinite(x)
+            self.nonfinite += int(x.size - np.count_nonzero(finite))
+            x = x[finite]
+            if x.size == 0:
+                return
+            lo, hi = float(x.min()), float(x.max())
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         self.count += x.size
         if not self.histogram:
             return
         extent = max(-lo, hi)
         if extent == 0.0:
-            self.pos[0] += x.size
+            self.counts[self.bins] += x.size
             return
-        if self.width == 0.0:
-            # Start with the first batch's extent so its values fill the histogram.
-            self.width = extent * (1 + 1e-6) / self.bins
-        while extent >= self.width * self.bins:
-            self._double_width()
-        idx = np.minimum((np.abs(x) * np.float32(1.0 / self.width)).astype(np.int64), self.bins - 1)
-        negative = x < 0
-        self.pos += np.bincount(idx[~negative], minlength=self.bins)
-        self.neg += np.bincount(idx[negative], minlength=self.bins)
+        self._cover(extent)
+        inverse_width = np.float32(1.0 / self.width)  # exact: the width is a power of two
+        offset = np.float32(self.bins)
+        scratch = np.empty(min(x.size, _CHUNK), np.float32)
+        for start in range(0, x.size, _CHUNK):
+            part = x[start : start + _CHUNK]
+            index = scratch[: part.size]
+            np.multiply(part, inverse_width, out=index)
+            np.floor(index, out=index)
+            index += offset
+            self.counts += np.bincount(index.astype(np.intp), minlength=2 * self.bins)
 
-    def _double_width(self) -> None:
-        half = self.bins // 2
-        for side in (self.pos, self.neg):
-            merged = side.reshape(half, 2).sum(axis=1)
-            side[:half] = merged
-            side[half:] = 0
-        self.width *= 2.0
+    def _cover(self, extent: float) -> None:
+        """Grow the width to the smallest power of two with extent < bins * width."""
+        exponent = max(math.frexp(extent)[1] - (self.bins.bit_length() - 1), _MIN_WIDTH_EXPONENT)
+        needed = math.ldexp(1.0, exponent)
+        if self.width == 0.0:
+            self.width = needed
+        while self.width < needed:
+            merged = self.counts.reshape(self.bins, 2).sum(axis=1)
+            self.counts[:] = 0
+            self.counts[self.bins // 2 : self.bins // 2 + self.bins] = merged
+            self.width *= 2.0
 
     # ---- ranges -------------------------------------------------------------------------------------------
-    def range(self, method: str, *, num_bits: int = 8, percentile: float = 99.99) -> tuple[float, float]:
+    def range(
+        self, method: str, *, num_bits: int = 8, symmetric: bool = False, percentile: float = 99.99
+    ) -> tuple[float, float]:
+        """The calibrated range [lo, hi] of METHOD (see the module docstring); lo <= 0 <= hi, hi > lo."""
+        if method not in METHODS:
+            raise ValueError(f"unknown calibration method {method!r} (one of {', '.join(METHODS)})")
         if self.count == 0:
-            raise ValueError("observer has seen no data")
-        lo, hi = min(self.min, 0.0), max(self.max, 0.0)
-        if method == "minmax" or hi - lo == 0.0:
-            return _nonempty(lo, hi)
-        if not self.histogram:
+            raise ValueError("observer has seen no finite values")
+        if method != "minmax" and not self.histogram:
             raise ValueError(f"method {method!r} needs a histogram; this observer only tracks min/max")
+        lo, hi = min(self.min, 0.0), max(self.max, 0.0)
+        if symmetric:
+            m = max(-lo, hi)
+            if m > 0.0 and method == "percentile":
+                m = self._abs_percentile(percentile)
+            elif m > 0.0 and method == "entropy":
+                m = self._entropy_threshold(2 ** (num_bits - 1))
+            elif m > 0.0 and method == "mse":
+                m = self._mse_symmetric(m, num_bits)
+            m = float(m) if m > 0.0 else _TINY
+            return -m, m
+        if hi - lo == 0.0:
+            return 0.0, _TINY
         if method == "percentile":
-            result = self._percentile_range(percentile)
+            lo, hi = self._percentile_range(percentile)
         elif method == "entropy":
-            threshold = self._entropy_threshold(num_bits)
-            result = (max(lo, -threshold), min(hi, threshold))
+            one_sided = self.min >= 0.0 or self.max <= 0.0
+            threshold = self._entropy_threshold(2**num_bits if one_sided else 2 ** (num_bits - 1))
+            lo, hi = max(lo, -threshold), min(hi, threshold)
         elif method == "mse":
-            result = self._mse_range(lo, hi, num_bits)
-        else:
-            raise ValueError(f"unknown calibration method {method!r}")
-        return _nonempty(min(result[0], 0.0), max(result[1], 0.0))
+            lo, hi = self._mse_range(lo, hi, num_bits)
+        lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+        return (lo, hi) if hi > lo else (0.0, _TINY)
 
-    def _signed_histogram(self) -> tuple[np.ndarray, np.ndarray]:
-        """Counts and bin centers from the most negative bin to the most positive one."""
-        counts = np.concatenate([self.neg[::-1], self.pos])
-        centers = (np.arange(-self.bins, self.bins, dtype=np.float64) + 0.5) * self.width
-        return counts, centers
+    def _centers(self) -> tuple[np.ndarray, np.ndarray]:
+        """Counts and centers of the non-empty bins, as float64."""
+        nonzero = np.flatnonzero(self.counts)
+        return self.counts[nonzero].astype(np.float64), (nonzero - self.bins + 0.5) * self.width
+
+    def _abs_histogram(self) -> np.ndarray:
+        """Counts of |x|: bin j covers [j*w, (j+1)*w) on the positive side and (j*w, (j+1)*w] on the other."""
+        return self.counts[self.bins :] + self.counts[self.bins - 1 :: -1]
 
     def _percentile_range(self, percentile: float) -> tuple[float, float]:
-        counts, _ = self._signed_histogram()
-        cdf = np.cumsum(counts)
-        total = cdf[-1]
-        tail = total * (100.0 - percentile) / 100.0
+        cdf = np.cumsum(self.counts)
+        tail = cdf[-1] * (100.0 - percentile) / 100.0
         lo_bin = int(np.searchsorted(cdf, tail, side="right"))
-        hi_bin = int(np.searchsorted(cdf, total - tail, side="left"))
+        hi_bin = int(np.searchsorted(cdf, cdf[-1] - tail, side="left"))
         lo = (lo_bin - self.bins) * self.width
         hi = (hi_bin - self.bins + 1) * self.width
         return max(lo, self.min), min(hi, self.max)
 
-    def _entropy_threshold(self, num_bits: int) -> float:
-        """TensorRT's KL-divergence calibration on the |x| histogram.
+    def _abs_percentile(self, percentile: float) -> float:
+        cdf = np.cumsum(self._abs_histogram())
+        top = int(np.searchsorted(cdf, cdf[-1] * percentile / 100.0, side="left"))
+        return min((top + 1) * self.width, max(-self.min, self.max))
+
+    def _entropy_threshold(self, levels: int) -> float:
+        """TensorRT's KL-divergence threshold on the |x| histogram, quantized to LEVELS levels.
 
         The zero bin is set to its neighbour's count first (as NVIDIA's pytorch-quantization does): after a
-        ReLU it holds a spike of exact zeros that no threshold represents any worse, and left in place it
-        dominates the divergence and drives the threshold far too low. A one-sided tensor (min >= 0) is
-        quantized to 2^bits levels, a signed one to 2^(bits-1) per side.
+        ReLU it holds a spike of exact zeros that every threshold represents exactly, and left in place it
+        dominates the divergence and drives the threshold far too low.
         """
-        hist = (self.pos + self.neg).astype(np.float64)
-        if hist.size > 1:
-            hist[0] = hist[1]
-        levels = 2**num_bits if self.min >= 0 else 2 ** (num_bits - 1)
-        last = int(np.max(np.flatnonzero(hist))) + 1
+        hist = self._abs_histogram().astype(np.float64)
+        hist[0] = hist[1]
+        occupied_bins = np.flatnonzero(hist)
+        if occupied_bins.size == 0:  # every value lies in the first bin
+            return self.width
+        last = int(occupied_bins[-1]) + 1
         if last <= levels:
             return last * self.width
         best_kl, best_t = math.inf, last
         for t in range(levels, last + 1, max(1, (last - levels) // 256)):
             reference = hist[:t].copy()
             reference[t - 1] += hist[t:].sum()
-            # Quantize the first t bins into LEVELS groups, spreading each group's mass over its non-empty bins.
+            # Merge the first t bins into LEVELS groups, spreading each group's mass over its non-empty bins.
             edges = np.linspace(0, t, levels + 1).astype(np.int64)[:-1]
             occupied = hist[:t] > 0
             group_sum = np.add.reduceat(hist[:t], edges)
-            group_nonzero = np.add.reduceat(occupied.astype(np.float64), edges)
-            per_bin = np.divide(group_sum, group_nonzero, out=np.zeros(levels), where=group_nonzero > 0)
-            group_of_bin = np.repeat(np.arange(levels), np.diff(np.append(edges, t)))
-            candidate = np.where(occupied, per_bin[group_of_bin], 0.0)
-            p = reference / reference.sum()
-            q_sum = candidate.sum()
-            if q_sum == 0:
+            group_occupied = np.add.reduceat(occupied.astype(np.float64), edges)
+            per_bin = np.divide(group_sum, group_occupied, out=np.zeros(levels), where=group_occupied > 0)
+            candidate = np.where(occupied, np.repeat(per_bin, np.diff(np.append(edges, t))), 0.0)
+            if candidate.sum() == 0.0:
                 continue
-            q = candidate / q_sum
+            p = reference / reference.sum()
+            q = candidate / candidate.sum()
             mask = p > 0
-            q_safe = np.where(q[mask] > 0, q[mask], 1e-12)
-            kl = float(np.sum(p[mask] * np.log(p[mask] / q_safe)))
+            kl = float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
             if kl < best_kl:
                 best_kl, best_t = kl, t
         return best_t * self.width
 
     def _mse_range(self, lo: float, hi: float, num_bits: int) -> tuple[float, float]:
-        counts, centers = self._signed_histogram()
-        keep = counts > 0
-        counts, centers = counts[keep].astype(np.float64), centers[keep]
+        counts, centers = self._centers()
         levels = 2**num_bits - 1
-        best_err, best = math.inf, (lo, hi)
-        for ratio in np.linspace(0.2, 1.0, 81):
-            a, b = lo * ratio, hi * ratio
-            scale = (b - a) / levels
-            zero_point = np.rint(-a / scale)
+
+        def errors(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            scale = ((b - a) / levels)[:, None]
+            zero_point = np.rint(-a[:, None] / scale)
             q = np.clip(np.rint(centers / scale) + zero_point, 0, levels)
-            err = float(np.sum(counts * ((q - zero_point) * scale - centers) ** 2))
-            if err < best_err:
-                best_err, best = err, (a, b)
-        return best
+            return ((q - zero_point) * scale - centers) ** 2 @ counts
 
+        k = int(np.argmin(errors(lo * _SHRINK, hi * _SHRINK)))
+        a, b = lo * _SHRINK[k], hi * _SHRINK[k]
+        for _ in range(2):  # refine each end with the other fixed
+            if lo < 0.0:
+                a = lo * _SHRINK[int(np.argmin(errors(lo * _SHRINK, np.full_like(_SHRINK, b))))]
+            if hi > 0.0:
+                b = hi * _SHRINK[int(np.argmin(errors(np.full_like(_SHRINK, a), hi * _SHRINK)))]
+        return a, b
 
-def _nonempty(lo: float, hi: float) -> tuple[float, float]:
-    if hi - lo > 0.0:
-        return float(lo), float(hi)
-    return float(lo), float(lo) + 1e-8
+    def _mse_symmetric(self, m: float, num_bits: int) -> float:
+        counts, centers = self._centers()
+        qmax = 2 ** (num_bits - 1) - 1
+        scale = (m * _SHRINK / qmax)[:, None]
+        q = np.clip(np.rint(centers / scale), -qmax - 1, qmax)
+        return float(m * _SHRINK[int(np.argmin((q * scale - centers) ** 2 @ counts))])
