@@ -19,6 +19,7 @@ from edgeq.data import CalibrationData
 from edgeq.metrics import ErrorSums
 from edgeq.modelio import load_model, read_proto, to_proto
 from edgeq.passes.preprocess import preprocess
+from edgeq.targets.onnxruntime import run_batches
 
 
 def _float_tensor_names(proto: onnx.ModelProto) -> list[str]:
@@ -52,13 +53,11 @@ def compare_onnx(float_path, quant_path, data: CalibrationData, *, batch_size: i
     float_session = _exposing(float_proto, names)
     quant_session = _exposing(quant_proto, names)
     sums = {name: ErrorSums() for name in names}
-    for batch in data.batches(batch_size):
-        ref = dict(
-            zip([o.name for o in float_session.get_outputs()], float_session.run(None, batch), strict=True)
-        )
-        test = dict(
-            zip([o.name for o in quant_session.get_outputs()], quant_session.run(None, batch), strict=True)
-        )
+    float_names = [o.name for o in float_session.get_outputs()]
+    quant_outputs = [o.name for o in quant_session.get_outputs()]
+    for batch, float_outputs in run_batches(float_session, float_names, data, batch_size):
+        ref = dict(zip(float_names, float_outputs, strict=True))
+        test = dict(zip(quant_outputs, quant_session.run(quant_outputs, batch), strict=True))
         for name in names:
             sums[name].add(ref[name], test[name])
 

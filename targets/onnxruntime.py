@@ -146,6 +146,19 @@ def emit(model_bytes: bytes, outdir: Path, name: str, *, ort_format: bool = Fals
     return [path, *(write_ort_format(path, Path(outdir)) if ort_format else [])]
 
 
+def run_batches(session: ort.InferenceSession, names: list[str], data: CalibrationData, batch_size: int):
+    """Yield (batch, outputs) over DATA in batches the model accepts: BATCH_SIZE samples, or exactly the
+    model's batch dimension where that is fixed."""
+    fixed = {i.shape[0] for i in session.get_inputs() if i.shape and isinstance(i.shape[0], int)}
+    size = next(iter(fixed)) if len(fixed) == 1 else batch_size
+    for batch in data.batches(size):
+        if fixed and next(iter(batch.values())).shape[0] != size:
+            raise EdgeqError(
+                f"the model's batch dimension is fixed to {size}; give a multiple of {size} samples"
+            )
+        yield batch, session.run(names, batch)
+
+
 def validate(
     float_model: str | Path,
     quant_model: str | Path,
@@ -161,8 +174,7 @@ def validate(
     names = [o.name for o in reference.get_outputs()]
     sums = {name: ErrorSums() for name in names}
     first_scores: dict[str, list[np.ndarray]] = defaultdict(list)
-    for batch in data.batches(batch_size):
-        ref = reference.run(names, batch)
+    for batch, ref in run_batches(reference, names, data, batch_size):
         test = quantized.run(names, batch)
         for name, r, t in zip(names, ref, test, strict=True):
             sums[name].add(r, t)

@@ -261,3 +261,18 @@ def test_debug_flag_shows_traceback(tmp_path):
         ],
     )
     assert result.exit_code != 0 and "does not exist" in str(result.exception)
+
+
+def test_fixed_batch_model_converts_and_compares(tmp_path):
+    proto = onnx.load(DIGITS)
+    for value in [proto.graph.input[0], proto.graph.output[0]]:
+        value.type.tensor_type.shape.dim[0].dim_value = 1  # batch fixed to 1, as --static-batch exports
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(proto, fixed)
+    result = edgeq(
+        "convert", fixed, "--calib", DIGITS_CALIB, "--eval-data", DIGITS_TEST, "-o", tmp_path / "out"
+    )
+    assert result.returncode == 0, result.stderr
+    result = edgeq("compare", fixed, tmp_path / "out" / "fixed.qdq.onnx", "--data", DIGITS_TEST, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outputs"]["logits"]["sqnr_db"] > 25
