@@ -1,0 +1,109 @@
+"""TFLite's integer requantization, bit for bit (tensorflow/lite/kernels/internal/common.h, TFLITE_FACTS.md §4).
+
+A real multiplier M > 0 is stored as an int32 significand M0 in [2^30, 2^31) and a shift, M ~ M0 * 2^(shift - 31)
+(QuantizeMultiplier: frexp(M) = q * 2^shift, M0 = round_half_away(q * 2^31)). It is applied to an int32 x as
+
+    MultiplyByQuantizedMultiplier(x, M0, shift)
+        = RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x * 2^max(shift, 0), M0), max(-shift, 0))
+
+SaturatingRoundingDoublingHighMul(a, b) = round_half_away(a * b / 2^31), saturated at INT32_MAX for
+a = b = INT32_MIN; RoundingDivideByPOT(x, e) = round_half_away(x / 2^e). Both round, so a value can be rounded
+twice (TFLITE_SINGLE_ROUNDING is not defined in the reference builds). Multipliers are computed in double from
+the float32 scales stored in the file.
+
+All functions take and return numpy int64 arrays holding int32 values, so intermediate products never overflow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """(M0, shift) with real ~ M0 * 2^(shift - 31); (0, 0) for 0 and for multipliers below 2^-32."""
+    if real == 0.0:
+        return 0, 0
+    q, shift = math.frexp(real)
+    q_fixed = int(math.floor(q * (1 << 31) + 0.5))  # TfLiteRound: half away from zero, q > 0
+    if q_fixed == 1 << 31:
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return q_fixed, shift
+
+
+def quantize_multiplier_smaller_than_one(real: float) -> tuple[int, int]:
+    """QuantizeMultiplierSmallerThanOneExp: the same encoding, for 0 < real < 1 (shift <= 0)."""
+    if not 0.0 < real < 1.0:
+        raise ValueError(f"multiplier {real} is not in (0, 1)")
+    return quantize_multiplier(real)
+
+
+def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    ab = a * b
+    nudged = ab + np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    high = np.where(nudged >= 0, nudged >> 31, -((-nudged) >> 31))  # C++ division truncates toward zero
+    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, high)
+
+
+def rounding_divide_by_pot(x, exponent) -> np.ndarray:
+    x = np.asarray(x, np.int64)
+    exponent = np.asarray(exponent, np.int64)
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
+def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
+    """x * M0 * 2^(shift - 31) with TFLite's double rounding; MULTIPLIER and SHIFT may be per-channel arrays."""
+    shift = np.asarray(shift, np.int64)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    scaled = np.asarray(x, np.int64) * (np.int64(1) << left)
+    # The left-shifted value is int32 in C++ (it wraps); the reference kernels keep it in range by construction.
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(scaled, multiplier), right)
+
+
+def requantize_multipliers(input_scale: float, weight_scales, output_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (M0, shift) for real = S_in * S_w[c] / S_out, in double from the float32 scales."""
+    s_in = float(np.float32(input_scale))
+    s_out = float(np.float32(output_scale))
+    pairs = [quantize_multiplier(s_in * float(s_w) / s_out) for s_w in np.asarray(weight_scales, np.float32)]
+    return (
+        np.array([m for m, _ in pairs], np.int64),
+        np.array([s for _, s in pairs], np.int64),
+    )
+
+
+def activation_range(activation: str, scale: float, zero_point: int, dtype) -> tuple[int, int]:
+    """CalculateActivationRangeQuantized: the clamp a fused activation becomes on the output integers."""
+    info = np.iinfo(dtype)
+    qmin, qmax = info.min, info.max
+
+    def quantize(real: float) -> int:  # float32 division, as in the C++ (f / scale with float operands)
+        return zero_point + int(round_half_away(np.float32(real) / np.float32(scale)))
+
+    if activation == "NONE":
+        return qmin, qmax
+    if activation == "RELU":
+        return max(qmin, quantize(0.0)), qmax
+    if activation == "RELU6":
+        return max(qmin, quantize(0.0)), min(qmax, quantize(6.0))
+    if activation == "RELU_N1_TO_1":
+        return max(qmin, quantize(-1.0)), min(qmax, quantize(1.0))
+    raise ValueError(f"fused activation {activation} has no integer range")
+
+
+def round_half_away(x):
+    """TfLiteRound / std::round: halves go away from zero."""
+    x = np.asarray(x, np.float64)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)

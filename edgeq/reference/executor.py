@@ -1,0 +1,76 @@
+"""Run a TFLite graph with TFLite's reference integer kernels, in numpy: the oracle every target is checked against.
+
+Each builtin has one kernel module in this package (one op per file, like TFLite Micro's reference kernels) with
+
+    evaluate(graph: Graph, op: Operator, inputs: list[np.ndarray | None]) -> list[np.ndarray]
+
+``inputs`` follows ``op.inputs`` (None for an absent optional input; constants are their stored arrays). Kernels read
+shapes, quantization and options from ``graph.tensors`` and ``op.options``. Activations carry a leading batch axis
+that may be larger than the graph's (the executor runs many samples at once): kernels never hard-code the batch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from edgeq.errors import EdgeqError
+from edgeq.tflite_graph import Graph
+
+KERNEL_MODULES = {
+    "ADD": "add",
+    "AVERAGE_POOL_2D": "pooling",
+    "CONCATENATION": "concatenation",
+    "CONV_2D": "conv",
+    "DEPTHWISE_CONV_2D": "depthwise_conv",
+    "DEQUANTIZE": "dequantize",
+    "FULLY_CONNECTED": "fully_connected",
+    "HARD_SWISH": "hard_swish",
+    "LOGISTIC": "logistic",
+    "MAX_POOL_2D": "pooling",
+    "MEAN": "mean",
+    "MUL": "mul",
+    "PAD": "pad",
+    "PADV2": "pad",
+    "QUANTIZE": "quantize",
+    "RESHAPE": "reshape",
+    "RESIZE_BILINEAR": "resize_bilinear",
+    "RESIZE_NEAREST_NEIGHBOR": "resize_nearest_neighbor",
+    "SOFTMAX": "softmax",
+    "TRANSPOSE": "transpose",
+}
+
+
+def kernel(opcode: str):
+    module = KERNEL_MODULES.get(opcode)
+    if module is None:
+        raise EdgeqError(f"the integer reference has no kernel for {opcode}")
+    return importlib.import_module(f"edgeq.reference.{module}").evaluate
+
+
+def run(graph: Graph, inputs: list[np.ndarray], *, keep: bool = False) -> list[np.ndarray] | dict[int, np.ndarray]:
+    """Outputs of GRAPH for INPUTS (one array per graph input, any batch size); with KEEP every tensor by index."""
+    if len(inputs) != len(graph.inputs):
+        raise EdgeqError(f"the model has {len(graph.inputs)} inputs, got {len(inputs)}")
+    values: dict[int, np.ndarray] = {}
+    for index, array in zip(graph.inputs, inputs, strict=True):
+        tensor = graph.tensors[index]
+        array = np.asarray(array)
+        if array.dtype != tensor.dtype or array.shape[1:] != tensor.shape[1:]:
+            raise EdgeqError(
+                f"input {tensor.name} wants {tensor.dtype} [N, {', '.join(map(str, tensor.shape[1:]))}], "
+                f"got {array.dtype} {list(array.shape)}"
+            )
+        values[index] = array
+    for op in graph.operators:
+        args = [None if i < 0 else values[i] if i in values else graph.tensors[i].data for i in op.inputs]
+        results = kernel(op.opcode)(graph, op, args)
+        for index, result in zip(op.outputs, results, strict=True):
+            expected = graph.tensors[index].dtype
+            if result.dtype != expected:
+                raise AssertionError(f"{op.opcode} kernel returned {result.dtype} for a {expected} tensor")
+            values[index] = result
+    if keep:
+        return values
+    return [values[i] for i in graph.outputs]
