@@ -32,9 +32,8 @@ import onnxruntime as ort
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgeq.targets.onnxruntime import fusion_report  # noqa: E402
-
 from edgeq.metrics import accuracy, sqnr_db, top1_agreement  # noqa: E402
+from edgeq.targets.onnxruntime import fusion_report  # noqa: E402
 
 CACHE = REPO / "benchmarks" / ".cache"
 # Every measured command runs under peak_rss.py, which reports the process's own peak RSS.

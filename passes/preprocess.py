@@ -21,6 +21,7 @@ from __future__ import annotations
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 import onnxscript.optimizer
+
 from edgeq.passes.div_to_mul import DivToMulPass
 from edgeq.passes.fold_batchnorm import FoldBatchNormPass
 from edgeq.passes.remove_noops import RemoveNoOpsPass

@@ -12,13 +12,13 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 from conftest import make_convnet
-from edgeq.passes.preprocess import preprocess
 from onnx import TensorProto, helper
 
 from edgeq.calibrate import collect
 from edgeq.data import ArrayData, CalibrationData, input_specs
 from edgeq.errors import EdgeqError
 from edgeq.observers import METHODS, TensorObserver
+from edgeq.passes.preprocess import preprocess
 
 X = np.random.default_rng(0).normal(size=(20, 3, 8, 8)).astype(np.float32)
 

@@ -8,11 +8,11 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 from conftest import make_convnet
-from edgeq.passes.insert_qdq import InsertQDQPass
-from edgeq.passes.preprocess import preprocess
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeq.modelio import to_proto
+from edgeq.passes.insert_qdq import InsertQDQPass
+from edgeq.passes.preprocess import preprocess
 from edgeq.qparams import ACTIVATION_TYPES
 from edgeq.quant_plan import QUANTIZABLE_OPS, Exclusions, assign_encodings, plan_quantization
 

@@ -70,14 +70,13 @@ def test_mobilenet_v2_end_to_end_beats_minmax_and_fuses_every_conv(tmp_path):
     import sys
 
     sys.path.insert(0, str(REPO))
-    from edgeq.targets.onnxruntime import fusion_report
-
     from edgeq.data import ArrayData, input_specs
     from edgeq.export import export_module
     from edgeq.metrics import sqnr_db
     from edgeq.modelio import load_model, save_model
     from edgeq.quantize import build_qdq, calibrate_model
     from edgeq.recipe import Recipe
+    from edgeq.targets.onnxruntime import fusion_report
     from models.mobilenet_v2 import build
     from models.photos import calib_views, eval_views
 

@@ -7,11 +7,11 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 from conftest import make_convnet
-from edgeq.passes.fold_batchnorm import batchnorm_statistics
-from edgeq.passes.preprocess import preprocess
 from onnx import TensorProto, helper
 
 from edgeq.modelio import to_proto
+from edgeq.passes.fold_batchnorm import batchnorm_statistics
+from edgeq.passes.preprocess import preprocess
 
 
 def _run(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:

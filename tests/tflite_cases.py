@@ -1,0 +1,68 @@
+"""Single-op TFLite models for kernel tests, and the three-way bit-exactness check.
+
+A case is built with :func:`single_op`, serialized with edgeq's writer, and run by edgeq's integer reference,
+LiteRT with BUILTIN_REF kernels and TFLite Micro; :func:`assert_bit_exact` requires identical outputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeq import reference
+from edgeq.targets.tflite.interpreters import run_litert, run_tflm
+from edgeq.targets.tflite.versions import op_version
+from edgeq.tflite_graph import Graph, Operator, Quantization, Tensor, read, write
+
+
+def activation(name, shape, scale, zero_point, dtype=np.int8) -> Tensor:
+    return Tensor(name, shape, dtype, Quantization(scale, zero_point))
+
+
+def constant(name, array, scale=None, zero_point=0, axis=0) -> Tensor:
+    array = np.asarray(array)
+    quantization = None if scale is None else Quantization(scale, zero_point, axis)
+    return Tensor(name, array.shape, array.dtype, quantization, data=array)
+
+
+def single_op(opcode: str, inputs: list[Tensor | None], outputs: list[Tensor], options=None) -> bytes:
+    """A one-operator model; non-constant inputs become graph inputs, in order. None is an absent input."""
+    graph = Graph()
+    input_indices = []
+    for tensor in inputs:
+        input_indices.append(-1 if tensor is None else graph.add_tensor(tensor))
+    output_indices = [graph.add_tensor(t) for t in outputs]
+    op = Operator(opcode, input_indices, output_indices, dict(options or {}))
+    op.version = op_version(graph, op)
+    graph.operators.append(op)
+    graph.inputs = [i for i, t in zip(input_indices, inputs, strict=True) if t is not None and not t.is_constant]
+    graph.outputs = output_indices
+    return write(graph)
+
+
+def random_input(tensor: Tensor, rng: np.random.Generator) -> np.ndarray:
+    if tensor.dtype == np.float32:
+        return rng.normal(0, 1, tensor.shape).astype(np.float32)
+    info = np.iinfo(tensor.dtype)
+    return rng.integers(info.min, info.max + 1, tensor.shape, dtype=np.int64).astype(tensor.dtype)
+
+
+def outputs_of_all(model_bytes: bytes, inputs: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
+    return {
+        "reference": reference.run(read(model_bytes), inputs),
+        "litert_ref": run_litert(model_bytes, inputs, kernels="reference"),
+        "tflm": run_tflm(model_bytes, inputs),
+    }
+
+
+def assert_bit_exact(model_bytes: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The reference, LiteRT BUILTIN_REF and TFLM agree on every element; returns the reference outputs."""
+    results = outputs_of_all(model_bytes, inputs)
+    expected = results["reference"]
+    for runtime in ("litert_ref", "tflm"):
+        for i, (want, got) in enumerate(zip(expected, results[runtime], strict=True)):
+            assert got.dtype == want.dtype and got.shape == want.shape, (runtime, i, got.shape, want.shape)
+            mismatches = int(np.count_nonzero(got != want))
+            if mismatches:
+                diff = np.abs(got.astype(np.int64) - want.astype(np.int64)).max()
+                raise AssertionError(f"{runtime} output {i}: {mismatches}/{want.size} elements differ, max {diff}")
+    return expected
