@@ -211,20 +211,58 @@ def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--target", type=click.Choice(["onnxruntime"]), default="onnxruntime", show_default=True)
+@click.option(
+    "--target",
+    type=click.Choice(["onnxruntime", "tflite", "tflm", "all"]),
+    default="onnxruntime",
+    show_default=True,
+    help="tflm writes the .tflite plus a C array, the op list and the measured arena; all = every target.",
+)
 @click.option(
     "-o", "--outdir", required=True, type=click.Path(file_okay=False), help="Folder for the artifacts."
 )
 @_quant_options
 @click.option("--eval-data", default=None, help="Data to validate on (default: the calibration data).")
 @click.option("--ort-format", is_flag=True, help="Also write .ort and required_operators.config.")
-def convert(model: str, target: str, outdir: str, eval_data: str | None, ort_format: bool, **opts) -> None:
-    """Quantize MODEL for a target runtime, validate the artifact by running it, and write report.json."""
-    from edgeq.convert import convert_onnxruntime
+@click.option(
+    "--io",
+    type=click.Choice(["int8", "uint8", "float"]),
+    default="int8",
+    show_default=True,
+    help="Input/output type of the .tflite (int8 is what microcontrollers want).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["int8", "float"]),
+    default="int8",
+    show_default=True,
+    help="float also writes <name>.float.tflite, the same graph in float32, for speed comparisons.",
+)
+@click.option(
+    "--verify-samples",
+    type=click.IntRange(0),
+    default=16,
+    show_default=True,
+    help="Samples on which the .tflite must match edgeq's integer reference bit for bit.",
+)
+def convert(
+    model: str,
+    target: str,
+    outdir: str,
+    eval_data: str | None,
+    ort_format: bool,
+    io: str,
+    precision: str,
+    verify_samples: int,
+    **opts,
+) -> None:
+    """Quantize MODEL for target runtimes, validate each artifact by running it, and write report.json."""
+    from edgeq.convert import TARGETS, convert
     from edgeq.data import load_arrays
     from edgeq.modelio import load_model
 
     out = prepare_output_dir(outdir, model)
+    targets = TARGETS if target == "all" else (target,)
     recipe = _recipe_from(opts)
     if opts["activation_type"] is None and opts["recipe"] is None:
         recipe = recipe.updated(activation_type="auto")
@@ -232,26 +270,50 @@ def convert(model: str, target: str, outdir: str, eval_data: str | None, ort_for
     data = _open_data(opts["calib"], float_model, opts["image_spec"], recipe.max_calib_samples)
     eval_source = _open_data(eval_data, load_model(model), opts["image_spec"], None) if eval_data else data
     labels = load_arrays(eval_data).get("label") if eval_data and eval_data.endswith(".npz") else None
-    report = convert_onnxruntime(
+    report = convert(
         float_model,
         model,
         data,
         eval_source,
         recipe,
         out,
+        targets=targets,
         labels=labels,
         ort_format=ort_format,
+        io=io,
+        float_tflite=precision == "float",
+        verify_samples=verify_samples,
         progress=not opts["no_progress"],
     )
     _emit_json(report, str(out / "report.json"))
-    validation = report["validation"]
-    summary = ", ".join(
-        f"{name}: SQNR {row['sqnr_db']:.1f} dB" for name, row in validation["outputs"].items()
-    )
+    for name, result in report["targets"].items():
+        click.echo(f"{name}: wrote {', '.join(result['artifacts'])}")
+        click.echo(f"  {_target_summary(name, result)}")
+
+
+def _target_summary(name: str, result: dict) -> str:
+    if name == "tflm":
+        exact = (result["validation"].get("bit_exact") or {}).get("tflite_micro")
+        line = f"flash {result['flash_bytes']} B, arena {result['arena_bytes']} B"
+        if isinstance(exact, dict):
+            line += f"; TFLite Micro vs integer reference: {exact['mismatches']} mismatching elements"
+        return line
+    validation = result["validation"]
+    parts = [f"{out}: SQNR {row['sqnr_db']:.1f} dB" for out, row in validation["outputs"].items()]
     if "accuracy" in validation:
         acc = validation["accuracy"]
-        summary += f"; accuracy float {acc['float']:.4f}, quantized {acc['quantized']:.4f}"
-    click.echo(f"wrote {', '.join(report['artifacts'])} ({report['activation_type']} activations; {summary})")
+        parts.append(f"accuracy float {acc['float']:.4f}, quantized {acc['quantized']:.4f}")
+    if name == "onnxruntime":
+        return f"{result['activation_type']} activations; " + "; ".join(parts)
+    inputs = ", ".join(f"{i['name']} {i['dtype']} {i['shape']} {i['layout']}" for i in result["inputs"])
+    line = f"input {inputs}; " + "; ".join(parts)
+    exact = validation.get("bit_exact")
+    if exact:
+        runs = [k for k in ("litert_reference", "tflite_micro") if isinstance(exact.get(k), dict)]
+        line += f"; bit-exact on {exact['samples']} samples: " + ", ".join(
+            f"{k} {exact[k]['mismatches']} mismatches" for k in runs
+        )
+    return line
 
 
 @main.command()

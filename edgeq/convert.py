@@ -1,10 +1,14 @@
-"""``edgeq convert``: calibrate once, build the artifact for a target, validate it by running it.
+"""``edgeq convert``: calibrate once, build the artifact of each target, validate each by running it.
 
-For ONNX Runtime with ``activation_type = "auto"`` both int8 and uint8 activation models are built from the same
+ONNX Runtime (``activation_type = "auto"``): both int8 and uint8 activation models are built from the same
 calibration (same scales; the zero point moves by 128), each is loaded by onnxruntime with all graph
 optimizations, and the one whose optimized graph runs more convolutions as fused integer kernels wins, then the one
 that leaves fewer compute ops in float (for models without convolutions), then int8 (what TFLite wants). What ran
 fused is part of the report.
+
+TFLite and TFLite Micro: the int8 QDQ model (from the same calibration) is lowered to one .tflite; TFLite Micro
+uses that same file, plus a C array, the op resolver list and the measured arena. All targets share one
+calibration, so with ``--target all`` every artifact carries the same scales.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from pathlib import Path
 import onnx_ir as ir
 
 from edgeq.data import CalibrationData
-from edgeq.modelio import model_bytes
+from edgeq.errors import EdgeqError
+from edgeq.modelio import model_bytes, save_model
 from edgeq.quantize import build_qdq, calibrate_model
 from edgeq.recipe import Recipe
 from edgeq.targets import onnxruntime as ort_target
+
+TARGETS = ("onnxruntime", "tflite", "tflm")
 
 
 def _fusion_of(model: ir.Model, workdir: Path, name: str):
@@ -32,7 +39,7 @@ def _fusion_score(fusion: dict, order: int) -> tuple:
     return (fusion["convs_fused"], -len(fusion["float_compute"]), -order)
 
 
-def convert_onnxruntime(
+def convert(
     float_model: ir.Model,
     float_path: str | Path,
     calib: CalibrationData,
@@ -40,11 +47,55 @@ def convert_onnxruntime(
     recipe: Recipe,
     outdir: Path,
     *,
+    targets: tuple[str, ...] = ("onnxruntime",),
     labels=None,
     ort_format: bool = False,
+    io: str = "int8",
+    float_tflite: bool = False,
+    verify_samples: int = 16,
     progress: bool = True,
 ) -> dict:
+    """Calibrate FLOAT_MODEL once and build, write and validate the artifact of every target in TARGETS."""
+    unknown = set(targets) - set(TARGETS)
+    if unknown:
+        raise EdgeqError(f"unknown target(s) {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}")
     calibration = calibrate_model(float_model, calib, recipe, progress=progress)
+    name = Path(float_path).stem
+    report = {"input": str(float_path), "recipe": recipe.to_dict(), "targets": {}}
+    if "onnxruntime" in targets:
+        report["targets"]["onnxruntime"] = _onnxruntime(
+            calibration, recipe, float_path, eval_data, outdir, name, labels, ort_format
+        )
+    if "tflite" in targets or "tflm" in targets:
+        if recipe.activation_type not in ("int8", "auto"):
+            raise EdgeqError(
+                f"the TFLite targets take int8 activations (TFLite's int8 kernels); "
+                f"--activation-type {recipe.activation_type} is for --target onnxruntime"
+            )
+        qdq, quant_report = build_qdq(calibration, recipe, "int8")
+        with tempfile.TemporaryDirectory() as tmp:
+            qdq_path = save_model(qdq, Path(tmp) / f"{name}.int8.qdq.onnx")
+            report["targets"].update(
+                _tflite(
+                    qdq,
+                    qdq_path,
+                    quant_report,
+                    float_path,
+                    eval_data,
+                    outdir,
+                    name,
+                    targets=targets,
+                    labels=labels,
+                    io=io,
+                    float_tflite=float_tflite,
+                    verify_samples=verify_samples,
+                )
+            )
+    report["artifacts"] = [a for t in report["targets"].values() for a in t["artifacts"]]
+    return report
+
+
+def _onnxruntime(calibration, recipe, float_path, eval_data, outdir, name, labels, ort_format) -> dict:
     candidates = ["int8", "uint8"] if recipe.activation_type == "auto" else [recipe.activation_type]
     built: dict[str, tuple[ir.Model, dict, dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,16 +105,45 @@ def convert_onnxruntime(
             built[activation_type] = (model, report, fusion)
     chosen = max(candidates, key=lambda t: _fusion_score(built[t][2], candidates.index(t)))
     model, report, fusion = built[chosen]
-    name = Path(float_path).stem
     artifacts = ort_target.emit(model_bytes(model), outdir, f"{name}.qdq", ort_format=ort_format)
     validation = ort_target.validate(float_path, artifacts[0], eval_data, labels=labels)
     return {
-        "input": str(float_path),
-        "target": "onnxruntime",
         "artifacts": [str(p) for p in artifacts],
-        "recipe": recipe.to_dict(),
         **report,
         "activation_type_choice": {t: built[t][2] for t in candidates},
         "fusion": fusion,
         "validation": validation,
     }
+
+
+def _tflite(
+    qdq, qdq_path, quant_report, float_path, eval_data, outdir, name, *, targets, labels, io, float_tflite, verify_samples
+) -> dict:
+    from edgeq.targets import tflite as tflite_target
+
+    emitted = tflite_target.emit(qdq, outdir, name, io=io, float_model=float_tflite)
+    model_bytes_ = emitted.pop("bytes")
+    validation = tflite_target.validate(
+        float_path,
+        model_bytes_,
+        eval_data,
+        labels=labels,
+        verify_samples=verify_samples,
+        quantized_onnx=qdq_path,
+    )
+    result = {}
+    if "tflite" in targets:
+        result["tflite"] = {
+            **emitted,
+            "artifacts": [str(p) for p in emitted["artifacts"]],
+            **quant_report,
+            "validation": validation,
+        }
+    if "tflm" in targets:
+        from edgeq.targets import tflm
+
+        tflm_report = tflm.emit(model_bytes_, outdir, name)
+        tflm_report["artifacts"] = [str(p) for p in tflm_report.pop("files")]
+        tflm_report["validation"] = {"bit_exact": validation.get("bit_exact")}
+        result["tflm"] = tflm_report
+    return result

@@ -62,7 +62,7 @@ def test_convert_onnxruntime_validates_and_reports(tmp_path):
         "--no-progress",
     )
     assert result.returncode == 0, result.stderr
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    report = json.loads((tmp_path / "out" / "report.json").read_text())["targets"]["onnxruntime"]
     assert report["activation_type"] in ("int8", "uint8")
     assert report["fusion"]["convs_fused"] == report["fusion"]["convs_total"] == 4  # every conv is integer
     accuracy = report["validation"]["accuracy"]
@@ -70,6 +70,57 @@ def test_convert_onnxruntime_validates_and_reports(tmp_path):
     assert report["validation"]["outputs"]["logits"]["sqnr_db"] > 25
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["digits_cnn.qdq.onnx", "digits_cnn.qdq.ort", "report.json", "required_operators.config"]
+
+
+@pytest.mark.slow
+def test_convert_all_targets_from_one_calibration(tmp_path):
+    """--target all: the ORT artifact, the .tflite (bit-exact in three runtimes) and the TFLite Micro files."""
+    result = edgeq(
+        "convert",
+        DIGITS,
+        "--target",
+        "all",
+        "--calib",
+        DIGITS_CALIB,
+        "--eval-data",
+        DIGITS_TEST,
+        "-o",
+        tmp_path / "out",
+        "--precision",
+        "float",
+        "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())["targets"]
+    tflite = report["tflite"]
+    assert tflite["inputs"] == [
+        {"name": "input", "shape": [1, 8, 8, 1], "dtype": "int8", "layout": "NHWC", **_encoding(tflite)}
+    ]
+    accuracy = tflite["validation"]["accuracy"]
+    assert accuracy["quantized"] >= accuracy["float"] - 0.005
+    exact = tflite["validation"]["bit_exact"]
+    assert exact["samples"] == 16
+    assert exact["litert_reference"]["mismatches"] == exact["tflite_micro"]["mismatches"] == 0
+    # the same scales as the ORT artifact where both are int8: the outputs agree to about one step
+    assert tflite["validation"]["against_qdq_onnx"]["logits"]["sqnr_db"] > 30
+    tflm = report["tflm"]
+    assert tflm["flash_bytes"] == (tmp_path / "out" / "digits_cnn.tflite").stat().st_size
+    assert tflm["arena_bytes"] > 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == [
+        "digits_cnn.float.tflite",
+        "digits_cnn.qdq.onnx",
+        "digits_cnn.tflite",
+        "digits_cnn_model_data.cc",
+        "digits_cnn_model_data.h",
+        "report.json",
+    ]
+    assert "tflite: wrote" in result.stdout and "tflm: wrote" in result.stdout
+
+
+def _encoding(tflite_report: dict) -> dict:
+    row = tflite_report["inputs"][0]
+    return {"scale": row["scale"], "zero_point": row["zero_point"]}
 
 
 def test_recipe_pins_options_and_cli_overrides(tmp_path):

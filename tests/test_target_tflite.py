@@ -1,0 +1,302 @@
+"""The TFLite target: ONNX QDQ models lowered to .tflite compute what ONNX Runtime computes, to the LSB.
+
+Every single-op model is built in ONNX, calibrated and quantized by edgeq (int8), lowered to TFLite and checked
+twice: (1) edgeq's integer reference, LiteRT's reference kernels and TFLite Micro give identical integers;
+(2) against the ONNX Runtime QDQ model with the same scales the final layer differs by at most 1 LSB per element
+(TFLite requantizes with a dyadic multiplier and rounds half away from zero, ORT with a float scale and half even).
+Inputs are on the input's quantization grid, so both runtimes start from the same integers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+from tflite_cases import assert_bit_exact
+
+from edgeq.data import ArrayData, input_specs
+from edgeq.errors import EdgeqError
+from edgeq.modelio import to_proto
+from edgeq.quantize import build_qdq, calibrate_model
+from edgeq.recipe import Recipe
+from edgeq.targets.tflite import float_outputs, model_inputs
+from edgeq.targets.tflite.interpreters import run_litert
+from edgeq.targets.tflite.lower import lower
+from edgeq.tflite_graph import read, write
+
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _model(nodes, inputs, output, inits=(), opset=17) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "single_op",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.asarray(a), n) for n, a in inits],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    proto.ir_version = 8
+    return proto
+
+
+def _quantize(proto: onnx.ModelProto, rng: np.random.Generator, inputs) -> ir.Model:
+    model = ir.serde.deserialize_model(proto)
+    calib = {name: rng.normal(0, 1, (24, *shape[1:])).astype(np.float32) for name, shape in inputs}
+    calibration = calibrate_model(model, ArrayData(calib, input_specs(model), "calib"), Recipe(), progress=False)
+    qdq, _ = build_qdq(calibration, Recipe(), "int8")
+    return qdq
+
+
+def _on_grid(graph, rng, inputs) -> dict[str, np.ndarray]:
+    """Float inputs that quantize exactly (no rounding ties) to random integers of each input's grid."""
+    feeds = {}
+    for (name, shape), index in zip(inputs, graph.inputs, strict=True):
+        q = graph.tensors[index].quantization
+        ints = rng.integers(-128, 128, shape)
+        feeds[name] = ((ints - q.zero_point[0]) * q.scale[0]).astype(np.float32)
+    return feeds
+
+
+def check_against_onnxruntime(proto: onnx.ModelProto, inputs, seed: int = 0, samples: int = 3) -> None:
+    rng = np.random.default_rng(seed)
+    qdq = _quantize(proto, rng, inputs)
+    model_bytes = write(lower(qdq).graph)
+    graph = read(model_bytes)
+    session = ort.InferenceSession(to_proto(qdq).SerializeToString(), providers=["CPUExecutionProvider"])
+    out_q = graph.tensors[graph.outputs[0]].quantization
+    for _ in range(samples):
+        feeds = _on_grid(graph, rng, inputs)
+        tfl_inputs = model_inputs(graph, feeds)
+        assert_bit_exact(model_bytes, tfl_inputs)
+        tflite = float_outputs(graph, run_litert(model_bytes, tfl_inputs, kernels="reference"))[0]
+        onnx_out = session.run(None, feeds)[0]
+        lsb = np.abs(tflite - onnx_out) / out_q.scale[0]
+        assert tflite.shape == onnx_out.shape
+        assert lsb.max() <= 1.001, f"{lsb.max():.2f} LSB; {np.count_nonzero(lsb > 0.5)} elements differ"
+
+
+def _scaled_input(nodes, inits):
+    """Prefix NODES (which read "m") with x * 1.5: ops that only follow others are quantized after an anchor."""
+    return [helper.make_node("Mul", ["x", "k"], ["m"]), *nodes], [*inits, ("k", np.array(1.5, np.float32))]
+
+
+def _weights(rng, *shape, scale=0.3):
+    return (rng.normal(size=shape) * scale).astype(np.float32)
+
+
+@SETTINGS
+@given(
+    c_in=st.integers(1, 5),
+    c_out=st.integers(1, 6),
+    kernel=st.sampled_from([1, 2, 3, 5]),
+    stride=st.sampled_from([1, 2]),
+    dilation=st.sampled_from([1, 2]),
+    size=st.integers(6, 11),
+    pad_kind=st.sampled_from(["none", "symmetric", "upper", "odd"]),
+    activation=st.sampled_from([None, "Relu", "Relu6"]),
+    depthwise=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_conv_and_depthwise(c_in, c_out, kernel, stride, dilation, size, pad_kind, activation, depthwise, seed):
+    rng = np.random.default_rng(seed)
+    group = c_in if depthwise else 1
+    if depthwise:
+        c_out = c_in * (1 + c_out % 2)  # depth multiplier 1 or 2
+    eff = (kernel - 1) * dilation + 1
+    size = max(size, eff)
+    pads = {
+        "none": [0, 0, 0, 0],
+        "symmetric": [eff // 2] * 4,
+        "upper": [(eff - 1) // 2, (eff - 1) // 2, eff // 2, eff // 2],
+        "odd": [1, 0, 0, 2],
+    }[pad_kind]
+    inits = [("w", _weights(rng, c_out, c_in // group, kernel, kernel)), ("b", _weights(rng, c_out, scale=0.1))]
+    nodes = [
+        helper.make_node(
+            "Conv", ["x", "w", "b"], ["conv"], pads=pads, strides=[stride] * 2, dilations=[dilation] * 2, group=group
+        )
+    ]
+    out = "conv"
+    if activation == "Relu":
+        nodes.append(helper.make_node("Relu", ["conv"], ["y"]))
+        out = "y"
+    elif activation == "Relu6":
+        inits += [("lo", np.array(0.0, np.float32)), ("hi", np.array(6.0, np.float32))]
+        nodes.append(helper.make_node("Clip", ["conv", "lo", "hi"], ["y"]))
+        out = "y"
+    inputs = [("x", [1, c_in, size, size])]
+    check_against_onnxruntime(_model(nodes, inputs, out, inits), inputs, seed)
+
+
+@SETTINGS
+@given(
+    kind=st.sampled_from(["gemm_transB", "gemm", "matmul", "flatten_gemm"]),
+    features=st.integers(1, 24),
+    outputs=st.integers(1, 12),
+    seed=st.integers(0, 1000),
+)
+def test_fully_connected(kind, features, outputs, seed):
+    rng = np.random.default_rng(seed)
+    if kind == "flatten_gemm":  # ONNX flattens C,H,W; TFLite H,W,C: the weight columns must be permuted
+        c, h = 1 + features % 4, 3
+        inputs = [("x", [1, c, h, h])]
+        nodes, inits = _scaled_input(
+            [helper.make_node("Flatten", ["m"], ["flat"]), helper.make_node("Gemm", ["flat", "w", "b"], ["y"], transB=1)],
+            [("w", _weights(rng, outputs, c * h * h)), ("b", _weights(rng, outputs, scale=0.1))],
+        )
+    else:
+        inputs = [("x", [1, features])]
+        shape = (outputs, features) if kind == "gemm_transB" else (features, outputs)
+        inits = [("w", _weights(rng, *shape))]
+        if kind == "matmul":
+            nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+        else:
+            inits.append(("b", _weights(rng, outputs, scale=0.1)))
+            nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=int(kind == "gemm_transB"))]
+    check_against_onnxruntime(_model(nodes, inputs, "y", inits), inputs, seed)
+
+
+@SETTINGS
+@given(
+    op=st.sampled_from(["Add", "Mul"]),
+    operand=st.sampled_from(["activation", "channel_constant", "scalar_constant"]),
+    relu=st.booleans(),
+    channels=st.integers(1, 6),
+    seed=st.integers(0, 1000),
+)
+def test_add_and_mul(op, operand, relu, channels, seed):
+    rng = np.random.default_rng(seed)
+    shape = [1, channels, 5, 4]
+    inputs = [("a", shape)]
+    inits = []
+    if operand == "activation":
+        inputs.append(("b", shape))
+    elif operand == "channel_constant":
+        inits.append(("b", _weights(rng, channels, 1, 1, scale=1.0)))
+    else:
+        inits.append(("b", np.array(0.7, np.float32)))
+    # a scaled first input gives the two operands different encodings
+    inits.append(("k", np.array(3.0, np.float32)))
+    nodes = [helper.make_node("Mul", ["a", "k"], ["a3"]), helper.make_node(op, ["a3", "b"], ["z"])]
+    out = "z"
+    if relu:
+        nodes.append(helper.make_node("Relu", ["z"], ["y"]))
+        out = "y"
+    check_against_onnxruntime(_model(nodes, inputs, out, inits), inputs, seed)
+
+
+@SETTINGS
+@given(
+    op=st.sampled_from(["MaxPool", "AveragePool"]),
+    kernel=st.sampled_from([2, 3]),
+    stride=st.sampled_from([1, 2]),
+    pad=st.booleans(),
+    size=st.integers(5, 9),
+    seed=st.integers(0, 1000),
+)
+def test_pooling(op, kernel, stride, pad, size, seed):
+    inputs = [("x", [1, 3, size, size])]
+    attributes = {"kernel_shape": [kernel] * 2, "strides": [stride] * 2}
+    if pad:  # SAME padding for this size when it is SAME-compatible, else an explicit PAD / PADV2
+        attributes["pads"] = [kernel // 2] * 4 if op == "MaxPool" else [(kernel - 1) // 2] * 2 + [kernel // 2] * 2
+    if op == "AveragePool" and pad:
+        attributes["count_include_pad"] = 0
+    nodes, inits = _scaled_input([helper.make_node(op, ["m"], ["y"], **attributes)], [])
+    proto = _model(nodes, inputs, "y", inits)
+    try:
+        check_against_onnxruntime(proto, inputs, seed)
+    except EdgeqError as exc:  # pads that exclude themselves from the count and are not SAME: refused, clearly
+        assert "cannot express" in str(exc) and op == "AveragePool"
+
+
+def test_global_average_pool_then_flatten_and_concat():
+    rng = np.random.default_rng(0)
+    inputs = [("a", [1, 4, 6, 5]), ("b", [1, 3, 6, 5])]
+    nodes = [
+        helper.make_node("Concat", ["a", "b"], ["cat"], axis=1),
+        helper.make_node("GlobalAveragePool", ["cat"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w"], ["y"], transB=1),
+    ]
+    proto = _model(nodes, inputs, "y", [("w", _weights(rng, 5, 7))])
+    check_against_onnxruntime(proto, inputs)
+
+
+@pytest.mark.parametrize(
+    "op, attributes",
+    [
+        ("Sigmoid", {}),
+        ("Softmax", {"axis": -1}),
+        ("HardSwish", {}),
+    ],
+)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nonlinear(op, attributes, seed):
+    inputs = [("x", [1, 10])] if op == "Softmax" else [("x", [1, 3, 4, 5])]
+    nodes, inits = _scaled_input([helper.make_node(op, ["m"], ["y"], **attributes)], [])
+    check_against_onnxruntime(_model(nodes, inputs, "y", inits), inputs, seed)
+
+
+@pytest.mark.parametrize(
+    "mode, transform, nearest_mode",
+    [
+        ("nearest", "asymmetric", "floor"),
+        ("nearest", "half_pixel", "round_prefer_ceil"),
+        ("nearest", "align_corners", "round_prefer_ceil"),
+        ("nearest", "tf_half_pixel_for_nn", "floor"),
+        ("linear", "half_pixel", None),
+        ("linear", "align_corners", None),
+        ("linear", "asymmetric", None),
+    ],
+)
+def test_resize(mode, transform, nearest_mode):
+    inputs = [("x", [1, 2, 4, 5])]
+    attributes = {"mode": mode, "coordinate_transformation_mode": transform}
+    if nearest_mode:
+        attributes["nearest_mode"] = nearest_mode
+    nodes, inits = _scaled_input(
+        [helper.make_node("Resize", ["m", "", "", "sizes"], ["y"], **attributes)],
+        [("sizes", np.array([1, 2, 8, 7], np.int64))],
+    )
+    check_against_onnxruntime(_model(nodes, inputs, "y", inits), inputs)
+
+
+@pytest.mark.parametrize("perm", [[0, 2, 3, 1], [0, 3, 1, 2], [0, 1, 3, 2]])
+def test_transpose_and_pad(perm):
+    inputs = [("x", [1, 3, 4, 5])]
+    nodes, inits = _scaled_input(
+        [
+            helper.make_node("Pad", ["m", "pads"], ["p"]),
+            helper.make_node("Transpose", ["p"], ["y"], perm=perm),
+        ],
+        [("pads", np.array([0, 0, 1, 2, 0, 1, 0, 1], np.int64))],
+    )
+    check_against_onnxruntime(_model(nodes, inputs, "y", inits), inputs)
+
+
+def test_reshape_across_layouts():
+    """A 4-D -> 3-D reshape of a feature map needs the data in ONNX order: one TRANSPOSE, then RESHAPE."""
+    inputs = [("x", [1, 3, 4, 4])]
+    inits = [("shape", np.array([1, 6, 8], np.int64)), ("k", np.array(2.0, np.float32))]
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["m"]),
+        helper.make_node("Reshape", ["m", "shape"], ["y"]),
+    ]
+    proto = _model(nodes, inputs, "y", inits)
+    check_against_onnxruntime(proto, inputs)
+    graph = lower(_quantize(proto, np.random.default_rng(0), inputs)).graph
+    assert [op.opcode for op in graph.operators] == ["MUL", "TRANSPOSE", "RESHAPE"]
+
+
+def test_unsupported_op_is_named():
+    inputs = [("x", [1, 4])]
+    nodes, inits = _scaled_input([helper.make_node("Tanh", ["m"], ["y"])], [])
+    qdq = _quantize(_model(nodes, inputs, "y", inits), np.random.default_rng(0), inputs)
+    with pytest.raises(EdgeqError, match="Tanh is not supported by the TFLite target"):
+        lower(qdq)
