@@ -7,10 +7,15 @@ Each builtin has one kernel module in this package (one op per file, like TFLite
 ``inputs`` follows ``op.inputs`` (None for an absent optional input; constants are their stored arrays). Kernels read
 shapes, quantization and options from ``graph.tensors`` and ``op.options``. Activations carry a leading batch axis
 that may be larger than the graph's (the executor runs many samples at once): kernels never hard-code the batch.
+
+``semantics`` picks whose reference kernels to follow where they differ: "tflite-micro" (the default, and the
+contract of every edgeq target) or "litert", whose BUILTIN_REF FULLY_CONNECTED rounds once
+(edgeq/reference/fully_connected.py). Everything else is the same in both.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import numpy as np
@@ -42,15 +47,25 @@ KERNEL_MODULES = {
 }
 
 
-def kernel(opcode: str):
+SEMANTICS = ("tflite-micro", "litert")
+
+
+def kernel(opcode: str, semantics: str = "tflite-micro"):
     module = KERNEL_MODULES.get(opcode)
     if module is None:
         raise EdgeqError(f"the integer reference has no kernel for {opcode}")
-    return importlib.import_module(f"edgeq.reference.{module}").evaluate
+    evaluate = importlib.import_module(f"edgeq.reference.{module}").evaluate
+    if opcode == "FULLY_CONNECTED" and semantics == "litert":
+        return functools.partial(evaluate, rounding="single")
+    return evaluate
 
 
-def run(graph: Graph, inputs: list[np.ndarray], *, keep: bool = False) -> list[np.ndarray] | dict[int, np.ndarray]:
+def run(
+    graph: Graph, inputs: list[np.ndarray], *, keep: bool = False, semantics: str = "tflite-micro"
+) -> list[np.ndarray] | dict[int, np.ndarray]:
     """Outputs of GRAPH for INPUTS (one array per graph input, any batch size); with KEEP every tensor by index."""
+    if semantics not in SEMANTICS:
+        raise EdgeqError(f"semantics must be one of {', '.join(SEMANTICS)}")
     if len(inputs) != len(graph.inputs):
         raise EdgeqError(f"the model has {len(graph.inputs)} inputs, got {len(inputs)}")
     values: dict[int, np.ndarray] = {}
@@ -65,7 +80,7 @@ def run(graph: Graph, inputs: list[np.ndarray], *, keep: bool = False) -> list[n
         values[index] = array
     for op in graph.operators:
         args = [None if i < 0 else values[i] if i in values else graph.tensors[i].data for i in op.inputs]
-        results = kernel(op.opcode)(graph, op, args)
+        results = kernel(op.opcode, semantics)(graph, op, args)
         for index, result in zip(op.outputs, results, strict=True):
             expected = graph.tensors[index].dtype
             if result.dtype != expected:

@@ -1,0 +1,95 @@
+"""CONV_2D, int8 activations with per-channel int8 weights (reference_integer_ops::ConvPerChannel).
+
+Weights are OHWI with zero point 0, bias is int32 (or absent in TFLite Micro). For output channel c
+
+    acc[n, y, x, c] = sum_{i, j, k} (in[n, y*sh - pad_t + i*dh, x*sw - pad_l + j*dw, k] - zp_in) * w[c, i, j, k] + bias[c]
+    out = clamp(MultiplyByQuantizedMultiplier(acc, M0[c], shift[c]) + zp_out, act_min, act_max)
+
+where taps outside the image are skipped (the same as padding with zp_in), M0[c] * 2^(shift[c] - 31) ~
+double(S_in) * double(S_w[c]) / double(S_out) (PopulateConvolutionQuantizationParams), and [act_min, act_max] is
+the fused activation's clamp. SAME/VALID geometry follows ComputeOutSize and ComputePaddingWithOffset: SAME gives
+ceil(in / s) outputs and puts the odd padding pixel at the end, VALID gives floor((in - eff_k) / s) + 1 and no
+padding, with eff_k = (k - 1) * d + 1.
+
+The sum over each kernel tap is a float64 matrix product of integer operands: exact, since every partial sum
+stays far below 2^53.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeq.errors import EdgeqError
+from edgeq.reference.arithmetic import (
+    activation_range,
+    multiply_by_quantized_multiplier,
+    requantize_multipliers,
+)
+
+
+def output_size_and_padding(padding: str, in_size: int, filter_size: int, stride: int, dilation: int = 1):
+    """(output size, padding before, padding after) of one spatial axis for TFLite's SAME/VALID."""
+    effective = (filter_size - 1) * dilation + 1
+    if padding == "SAME":
+        out_size = (in_size + stride - 1) // stride
+    elif padding == "VALID":
+        out_size = (in_size + stride - effective) // stride
+    else:
+        raise EdgeqError(f"unknown padding {padding!r}")
+    total = max((out_size - 1) * stride + effective - in_size, 0)
+    return out_size, total // 2, total - total // 2
+
+
+def window_taps(x: np.ndarray, kernel_hw, options: dict, fill):
+    """Output spatial size and, per kernel tap (i, j), the NHWC slice of X (padded with FILL) it reads."""
+    padding = options.get("Padding", "VALID")
+    stride_h, stride_w = options.get("StrideH", 1), options.get("StrideW", 1)
+    dilation_h, dilation_w = options.get("DilationHFactor", 1), options.get("DilationWFactor", 1)
+    out_h, top, bottom = output_size_and_padding(padding, x.shape[1], kernel_hw[0], stride_h, dilation_h)
+    out_w, left, right = output_size_and_padding(padding, x.shape[2], kernel_hw[1], stride_w, dilation_w)
+    padded = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=fill)
+    taps = [
+        (
+            (i, j),
+            padded[
+                :,
+                i * dilation_h : i * dilation_h + (out_h - 1) * stride_h + 1 : stride_h,
+                j * dilation_w : j * dilation_w + (out_w - 1) * stride_w + 1 : stride_w,
+            ],
+        )
+        for i in range(kernel_hw[0])
+        for j in range(kernel_hw[1])
+    ]
+    return (out_h, out_w), taps
+
+
+def requantize_output(acc: np.ndarray, graph, op, weight_scales) -> np.ndarray:
+    """Per-channel requantization of int32 accumulators, output zero point and fused-activation clamp."""
+    input_q = graph.tensors[op.inputs[0]].quantization
+    output = graph.tensors[op.outputs[0]]
+    out_scale, out_zp = float(output.quantization.scale[0]), int(output.quantization.zero_point[0])
+    weight_scales = np.broadcast_to(weight_scales, (acc.shape[-1],))
+    multipliers, shifts = requantize_multipliers(float(input_q.scale[0]), weight_scales, out_scale)
+    act_min, act_max = activation_range(
+        op.options.get("FusedActivationFunction", "NONE"), out_scale, out_zp, output.dtype
+    )
+    scaled = multiply_by_quantized_multiplier(acc, multipliers, shifts) + out_zp
+    return np.clip(scaled, act_min, act_max).astype(output.dtype)
+
+
+def evaluate(graph, op, inputs):
+    x, weights = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    if weights.shape[3] != x.shape[3]:
+        raise EdgeqError("CONV_2D: grouped convolution is not supported by the integer reference")
+    input_q = graph.tensors[op.inputs[0]].quantization
+    centered = x.astype(np.float64) - float(input_q.zero_point[0])
+    (out_h, out_w), taps = window_taps(centered, weights.shape[1:3], op.options, fill=0.0)
+    acc = np.zeros((x.shape[0], out_h, out_w, weights.shape[0]))
+    for (i, j), patch in taps:
+        acc += patch @ weights[:, i, j, :].T.astype(np.float64)
+    acc = acc.astype(np.int64)
+    if bias is not None:
+        acc += bias.astype(np.int64)
+    weight_scales = graph.tensors[op.inputs[1]].quantization.scale
+    return [requantize_output(acc, graph, op, weight_scales)]
