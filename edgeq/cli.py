@@ -309,9 +309,9 @@ def _target_summary(name: str, result: dict) -> str:
     line = f"input {inputs}; " + "; ".join(parts)
     exact = validation.get("bit_exact")
     if exact:
-        runs = [k for k in ("litert_reference", "tflite_micro") if isinstance(exact.get(k), dict)]
-        line += f"; bit-exact on {exact['samples']} samples: " + ", ".join(
-            f"{k} {exact[k]['mismatches']} mismatches" for k in runs
+        runs = [k for k in ("tflite_micro", "litert_reference") if isinstance(exact.get(k), dict)]
+        line += f"; against the integer reference on {exact['samples']} samples: " + ", ".join(
+            f"{k} {exact[k]['mismatches']} mismatching elements" for k in runs
         )
     return line
 
@@ -323,22 +323,32 @@ def _target_summary(name: str, result: dict) -> str:
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def profile(artifact: str, runs: int, warmup: int, threads: int, as_json: bool) -> None:
-    """Measure latency (p50/p90), per-op time and size of an .onnx or .ort artifact."""
+    """Measure latency (p50/p90), per-op time and size of an .onnx, .ort or .tflite artifact.
+
+    A .tflite runs in LiteRT with default kernels (XNNPACK), without delegates and with reference kernels; with
+    the tflm extra installed, its TFLite Micro arena and flash size are measured too.
+    """
     from edgeq.modelio import read_proto
-    from edgeq.targets import onnxruntime as ort_target
 
     path = Path(artifact)
-    if path.suffix == ".onnx":
-        read_proto(path)  # clear errors for a missing, truncated or unsafe model before onnxruntime sees it
-    elif path.suffix != ".ort":
-        raise EdgeqError(f"{artifact}: edgeq profile reads .onnx and .ort files")
-    elif not path.is_file():
+    if path.suffix not in (".onnx", ".ort", ".tflite"):
+        raise EdgeqError(f"{artifact}: edgeq profile reads .onnx, .ort and .tflite files")
+    if not path.is_file():
         raise EdgeqError(f"model file {artifact} does not exist")
-    result = ort_target.profile(path, runs=runs, warmup=warmup, threads=threads)
+    if path.suffix == ".tflite":
+        from edgeq.targets.tflite import artifact as target
+
+        result = target.profile(path, runs=runs, warmup=warmup, threads=threads)
+    else:
+        from edgeq.targets import onnxruntime as target
+
+        if path.suffix == ".onnx":
+            read_proto(path)  # clear errors for a truncated or unsafe model before onnxruntime sees it
+        result = target.profile(path, runs=runs, warmup=warmup, threads=threads)
     if as_json:
         _emit_json(result, None)
         return
-    click.echo(ort_target.format_profile(result))
+    click.echo(target.format_profile(result))
 
 
 @main.command()
@@ -356,12 +366,12 @@ def compare(
     max_samples: int | None,
     as_json: bool,
 ) -> None:
-    """Per-output and per-layer SQNR of QUANTIZED against FLOAT_MODEL."""
-    from edgeq.compare import compare_onnx
+    """Per-output and per-layer SQNR of QUANTIZED (.onnx or .tflite) against FLOAT_MODEL."""
+    from edgeq.compare import compare
     from edgeq.modelio import load_model
 
     data = _open_data(data_source, load_model(float_model), image_spec, max_samples)
-    result = compare_onnx(float_model, quantized, data)
+    result = compare(float_model, quantized, data)
     if as_json:
         _emit_json(result, None)
         return

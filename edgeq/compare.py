@@ -8,9 +8,15 @@ is accumulated over all samples as
     SQNR = 10 log10( sum x_float^2 / sum (x_float - x_quant)^2 )   [dB]
 
 (edgeq.metrics.ErrorSums: streaming sums, so memory does not grow with the data).
+
+A .tflite written by edgeq keeps the ONNX tensor names, so it is compared the same way: it runs in LiteRT's
+builtin kernels without delegates (XNNPACK fuses tensors away; these kernels keep every intermediate), one sample
+at a time, and rank-4 NHWC tensors are moved back to NCHW before they are compared.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import onnx
 import onnxruntime as ort
@@ -66,3 +72,47 @@ def compare_onnx(float_path, quant_path, data: CalibrationData, *, batch_size: i
         "outputs": {name: sums[name].to_dict() for name in outputs},
         "layers": {name: sums[name].to_dict() for name in layers},
     }
+
+
+def compare(float_path, quant_path, data: CalibrationData, *, batch_size: int = 16) -> dict:
+    """compare_onnx for .onnx, compare_tflite for .tflite."""
+    if Path(quant_path).suffix == ".tflite":
+        return compare_tflite(float_path, quant_path, data)
+    return compare_onnx(float_path, quant_path, data, batch_size=batch_size)
+
+
+def compare_tflite(float_path, tflite_path, data: CalibrationData) -> dict:
+    from edgeq.targets.tflite.artifact import dequantized, float_outputs, model_inputs
+    from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
+    from edgeq.tflite_graph import read
+
+    model_bytes = Path(tflite_path).read_bytes()
+    graph = read(model_bytes)
+    float_model = load_model(float_path)
+    preprocess(float_model)
+    float_proto = to_proto(float_model)
+    outputs = [o.name for o in float_proto.graph.output]
+    by_name = {t.name: i for i, t in enumerate(graph.tensors) if not t.is_constant}
+    layers = [n for n in _float_tensor_names(float_proto) if n in by_name and n not in outputs]
+    float_session = _exposing(float_proto, outputs + layers)
+    interpreter = litert_interpreter(model_bytes, kernels="optimized", preserve_all_tensors=True)
+    sums = {name: ErrorSums() for name in outputs + layers}
+    for batch, float_values in run_batches(float_session, outputs + layers, data, 16):
+        ref = dict(zip(outputs + layers, float_values, strict=True))
+        count = len(next(iter(batch.values())))
+        for i in range(count):
+            feeds = {name: array[i : i + 1] for name, array in batch.items()}
+            tested = float_outputs(graph, invoke_litert(interpreter, model_inputs(graph, feeds)))
+            for name, value in zip(outputs, tested, strict=True):
+                sums[name].add(ref[name][i : i + 1], value)
+            for name in layers:
+                index = by_name[name]
+                value = dequantized(graph, index, interpreter.get_tensor(index))
+                sums[name].add(ref[name][i : i + 1], value)
+    return {
+        "samples": data.num_samples,
+        "kernels": "LiteRT builtin kernels, no delegates",
+        "outputs": {name: sums[name].to_dict() for name in outputs},
+        "layers": {name: sums[name].to_dict() for name in layers},
+    }
+

@@ -119,11 +119,11 @@ def _onnxruntime(calibration, recipe, float_path, eval_data, outdir, name, label
 def _tflite(
     qdq, qdq_path, quant_report, float_path, eval_data, outdir, name, *, targets, labels, io, float_tflite, verify_samples
 ) -> dict:
-    from edgeq.targets import tflite as tflite_target
+    from edgeq.targets.tflite import artifact as tflite_target
 
     emitted = tflite_target.emit(qdq, outdir, name, io=io, float_model=float_tflite)
     model_bytes_ = emitted.pop("bytes")
-    validation = tflite_target.validate(
+    validation = tflite_target.validate_on_data(
         float_path,
         model_bytes_,
         eval_data,
@@ -142,7 +142,7 @@ def _tflite(
     if "tflm" in targets:
         from edgeq.targets import tflm
 
-        tflm_report = tflm.emit(model_bytes_, outdir, name)
+        tflm_report = tflm.emit(model_bytes_, outdir, tflm.c_identifier(name))
         tflm_report["artifacts"] = [str(p) for p in tflm_report.pop("files")]
         tflm_report["validation"] = {"bit_exact": validation.get("bit_exact")}
         result["tflm"] = tflm_report

@@ -24,7 +24,7 @@ from edgeq.errors import EdgeqError
 from edgeq.modelio import to_proto
 from edgeq.quantize import build_qdq, calibrate_model
 from edgeq.recipe import Recipe
-from edgeq.targets.tflite import float_outputs, model_inputs
+from edgeq.targets.tflite.artifact import float_outputs, model_inputs
 from edgeq.targets.tflite.interpreters import run_litert
 from edgeq.targets.tflite.lower import lower
 from edgeq.tflite_graph import read, write

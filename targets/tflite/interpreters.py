@@ -16,10 +16,12 @@ import numpy as np
 from edgeq.errors import EdgeqError
 from edgeq.tflite_graph import read
 
-LITERT_KERNELS = ("reference", "optimized", "default")
+LITERT_KERNELS = ("default", "optimized", "reference")
 
 
-def litert_interpreter(model_bytes: bytes, *, kernels: str = "default", threads: int = 1):
+def litert_interpreter(
+    model_bytes: bytes, *, kernels: str = "default", threads: int = 1, preserve_all_tensors: bool = False
+):
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
@@ -31,7 +33,10 @@ def litert_interpreter(model_bytes: bytes, *, kernels: str = "default", threads:
     }[kernels]
     try:
         interpreter = Interpreter(
-            model_content=model_bytes, num_threads=threads, experimental_op_resolver_type=resolver
+            model_content=model_bytes,
+            num_threads=threads,
+            experimental_op_resolver_type=resolver,
+            experimental_preserve_all_tensors=preserve_all_tensors,
         )
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:

@@ -1,0 +1,300 @@
+"""TFLite artifacts: emit, validate on data, profile (see the package docstring for the other modules).
+
+* ``emit``: lowers the QDQ model (lower.py), serializes it (edgeq.tflite_graph), checks every file rule the
+  runtimes rely on (validate.py) and writes ``<name>.tflite`` atomically; with ``float_model=True`` also
+  ``<name>.float.tflite``, the same graph in float32 for speed comparisons.
+* ``validate_on_data``: runs the .tflite in LiteRT's default kernels (what a CPU deployment computes) on the evaluation
+  data against the float ONNX model (SQNR, top-1 agreement, accuracy), and checks bit-exactness on the first
+  samples: edgeq's integer reference, LiteRT with reference kernels and TFLite Micro must give identical integers.
+* ``profile``: latency in LiteRT with default kernels (XNNPACK), without delegates, and with reference kernels.
+
+Inputs arrive in the ONNX layout (NCHW) as floats; :func:`model_inputs` lays them out NHWC and quantizes them the
+way TFLite's reference QUANTIZE does (round half away from zero), and :func:`float_outputs` turns the model's
+outputs back into dequantized ONNX-layout arrays.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgeq import reference
+from edgeq.data import CalibrationData
+from edgeq.errors import EdgeqError
+from edgeq.files import write_bytes_atomic
+from edgeq.metrics import ErrorSums, accuracy
+from edgeq.reference.arithmetic import round_half_away
+from edgeq.targets.tflite.interpreters import (
+    LITERT_KERNELS,
+    invoke_litert,
+    litert_interpreter,
+    run_litert,
+    run_tflm,
+)
+from edgeq.targets.tflite.lower import lower
+from edgeq.tflite_graph import Graph, Tensor, read, write
+
+
+def emit(qdq_model, outdir: Path, name: str, *, io: str = "int8", float_model: bool = False) -> dict:
+    """Write ``<name>.tflite`` (and ``<name>.float.tflite``); returns what was written and how it is laid out."""
+    from edgeq.targets.tflite.validate import check_model
+
+    lowered = lower(qdq_model, io=io)
+    model_bytes = write(lowered.graph)
+    check_model(model_bytes)
+    path = Path(outdir) / f"{name}.tflite"
+    write_bytes_atomic(path, model_bytes)
+    artifacts = [path]
+    if float_model:
+        float_bytes = write(lower(qdq_model, precision="float").graph)
+        check_model(float_bytes)
+        write_bytes_atomic(Path(outdir) / f"{name}.float.tflite", float_bytes)
+        artifacts.append(Path(outdir) / f"{name}.float.tflite")
+    graph = lowered.graph
+    return {
+        "artifacts": artifacts,
+        "bytes": model_bytes,
+        "size_bytes": len(model_bytes),
+        "io": io,
+        "ops": lowered.ops,
+        "inputs": [_describe(graph.tensors[i], layout) for i, layout in zip(graph.inputs, lowered.input_layouts, strict=True)],
+        "outputs": [
+            _describe(graph.tensors[i], layout) for i, layout in zip(graph.outputs, lowered.output_layouts, strict=True)
+        ],
+    }
+
+
+def _describe(tensor: Tensor, layout: str) -> dict:
+    row = {"name": tensor.name, "shape": list(tensor.shape), "dtype": tensor.dtype.name, "layout": layout}
+    if tensor.quantization is not None:
+        row["scale"] = float(tensor.quantization.scale[0])
+        row["zero_point"] = int(tensor.quantization.zero_point[0])
+    return row
+
+
+# ----------------------------------------------------------------------------------------- inputs/outputs
+
+
+def _to_tflite_layout(array: np.ndarray, tensor: Tensor) -> np.ndarray:
+    """An ONNX-layout batch for TENSOR: rank-4 inputs given as NCHW are moved to the model's NHWC."""
+    if array.ndim == 4 and array.shape[1:] != tensor.shape[1:]:
+        moved = array.transpose(0, 2, 3, 1)
+        if moved.shape[1:] == tensor.shape[1:]:
+            return moved
+    if array.shape[1:] != tensor.shape[1:]:
+        raise EdgeqError(
+            f"input {tensor.name}: the .tflite wants [N, {', '.join(map(str, tensor.shape[1:]))}], "
+            f"the data has {list(array.shape)}"
+        )
+    return array
+
+
+def model_inputs(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The model's input arrays (batch first) for float FEEDS keyed by input name (or in input order)."""
+    arrays = []
+    values = list(feeds.values())
+    for position, index in enumerate(graph.inputs):
+        tensor = graph.tensors[index]
+        array = feeds.get(tensor.name, values[position] if position < len(values) else None)
+        if array is None:
+            raise EdgeqError(f"no data for the model's input {tensor.name}")
+        array = _to_tflite_layout(np.asarray(array), tensor)
+        if tensor.dtype == np.float32:
+            arrays.append(array.astype(np.float32))
+            continue
+        q = tensor.quantization
+        info = np.iinfo(tensor.dtype)
+        scaled = round_half_away(np.asarray(array, np.float32) / np.float32(q.scale[0]))
+        arrays.append(np.clip(scaled + q.zero_point[0], info.min, info.max).astype(tensor.dtype))
+    return arrays
+
+
+def float_outputs(graph: Graph, outputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Dequantized outputs in the ONNX layout (NHWC rank-4 outputs back to NCHW)."""
+    return [dequantized(graph, index, array) for index, array in zip(graph.outputs, outputs, strict=True)]
+
+
+def dequantized(graph: Graph, index: int, array: np.ndarray) -> np.ndarray:
+    """The real values of tensor INDEX in the ONNX layout."""
+    tensor = graph.tensors[index]
+    real = np.asarray(array, np.float32)
+    if tensor.quantization is not None and tensor.dtype != np.float32:
+        q = tensor.quantization
+        real = (array.astype(np.float32) - np.float32(q.zero_point[0])) * np.float32(q.scale[0])
+    return real.transpose(0, 3, 1, 2) if real.ndim == 4 else real
+
+
+def _samples(data: CalibrationData, input_names: list[str]):
+    """One float feed dict per sample (TFLite graphs are built for a batch of one)."""
+    for batch in data.batches(16):
+        count = len(next(iter(batch.values())))
+        for i in range(count):
+            yield {name: batch[name][i : i + 1] for name in input_names if name in batch}
+
+
+# ----------------------------------------------------------------------------------------------- validate
+
+
+def bit_exactness(model_bytes: bytes, inputs: list[list[np.ndarray]]) -> dict:
+    """Mismatching output elements of TFLite Micro and LiteRT's reference kernels against edgeq's reference.
+
+    TFLite Micro is checked against the reference's default ("tflite-micro") semantics, LiteRT BUILTIN_REF against
+    its "litert" semantics (its FULLY_CONNECTED rounds once); ``litert_vs_tflite_micro`` counts where the two
+    runtimes themselves differ.
+    """
+    graph = read(model_bytes)
+    batched = [np.concatenate([sample[i] for sample in inputs]) for i in range(len(graph.inputs))]
+    expected = reference.run(graph, batched)
+    expected_litert = reference.run(graph, batched, semantics="litert")
+
+    def mismatches(got: list[np.ndarray], want: list[np.ndarray]) -> dict:
+        diffs = [np.abs(g.astype(np.float64) - w.astype(np.float64)) for g, w in zip(got, want, strict=True)]
+        return {
+            "mismatches": int(sum(np.count_nonzero(d) for d in diffs)),
+            "max_abs_diff": float(max(float(d.max()) for d in diffs)),  # integer steps unless the io is float
+        }
+
+    def stacked(outputs_per_sample):
+        return [np.concatenate(parts) for parts in zip(*outputs_per_sample, strict=True)]
+
+    litert = stacked(run_litert(model_bytes, sample, kernels="reference") for sample in inputs)
+    result = {
+        "samples": len(inputs),
+        "elements": int(sum(e.size for e in expected)),
+        "litert_reference": mismatches(litert, expected_litert),
+        "litert_vs_tflite_micro": mismatches(litert, expected),
+    }
+    try:
+        import tflite_micro  # noqa: F401
+    except ImportError:
+        result["tflite_micro"] = "not installed (pip install 'edgeq[tflm]', Linux x86_64)"
+        return result
+    result["tflite_micro"] = mismatches(stacked(run_tflm(model_bytes, sample) for sample in inputs), expected)
+    return result
+
+
+def validate_on_data(
+    float_model: str | Path,
+    model_bytes: bytes,
+    data: CalibrationData,
+    *,
+    labels: np.ndarray | None = None,
+    verify_samples: int = 16,
+    quantized_onnx: str | Path | None = None,
+) -> dict:
+    """Run the .tflite (LiteRT default kernels) against the float ONNX model on DATA; check bit-exactness."""
+    graph = read(model_bytes)
+    session = ort.InferenceSession(str(float_model), providers=["CPUExecutionProvider"])
+    qdq_session = (
+        ort.InferenceSession(str(quantized_onnx), providers=["CPUExecutionProvider"]) if quantized_onnx else None
+    )
+    input_names = [i.name for i in session.get_inputs()]
+    output_names = [o.name for o in session.get_outputs()]
+    if len(output_names) != len(graph.outputs):
+        raise EdgeqError(f"the float model has {len(output_names)} outputs, the .tflite {len(graph.outputs)}")
+    interpreter = litert_interpreter(model_bytes, kernels="default")
+    sums = {name: ErrorSums() for name in output_names}
+    vs_onnx = {name: ErrorSums() for name in output_names}
+    scores: dict[str, list[np.ndarray]] = {"float": [], "quantized": []}
+    verify_inputs = []
+    for feeds in _samples(data, input_names):
+        inputs = model_inputs(graph, feeds)
+        if len(verify_inputs) < verify_samples:
+            verify_inputs.append(inputs)
+        test = float_outputs(graph, invoke_litert(interpreter, inputs))
+        ref = session.run(output_names, feeds)
+        for name, r, t in zip(output_names, ref, test, strict=True):
+            sums[name].add(r, t)
+        if qdq_session is not None:
+            for name, q, t in zip(output_names, qdq_session.run(output_names, feeds), test, strict=True):
+                vs_onnx[name].add(q, t)
+        scores["float"].append(ref[0])
+        scores["quantized"].append(test[0])
+    result = {
+        "samples": sum(len(s) for s in scores["float"]),
+        "kernels": "LiteRT default (XNNPACK)",
+        "outputs": {name: s.to_dict() for name, s in sums.items()},
+    }
+    if qdq_session is not None:
+        result["against_qdq_onnx"] = {name: s.to_dict() for name, s in vs_onnx.items()}
+    if labels is not None:
+        labels = np.asarray(labels)[: result["samples"]]
+        result["accuracy"] = {kind: accuracy(np.concatenate(s), labels) for kind, s in scores.items()}
+    if verify_inputs and any(t.dtype == np.int8 for t in graph.tensors):  # a float .tflite has no oracle
+        result["bit_exact"] = bit_exactness(model_bytes, verify_inputs)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ profile
+
+
+def profile(path: str | Path, *, runs: int = 100, warmup: int = 10, threads: int = 1) -> dict:
+    """Latency of a .tflite in LiteRT: default kernels, without delegates, reference kernels (fewer runs)."""
+    model_bytes = Path(path).read_bytes()
+    graph = read(model_bytes)
+    rng = np.random.default_rng(0)
+    inputs = [_random_input(graph.tensors[i], rng) for i in graph.inputs]
+    result = {"artifact": str(path), "size_bytes": len(model_bytes), "threads": threads, "latency_ms": {}}
+    for kernels in LITERT_KERNELS:
+        interpreter = litert_interpreter(model_bytes, kernels=kernels, threads=threads)
+        count = runs if kernels != "reference" else max(3, runs // 20)
+        for _ in range(warmup if kernels != "reference" else 1):
+            invoke_litert(interpreter, inputs)
+        times = []
+        for _ in range(count):
+            start = time.perf_counter()
+            invoke_litert(interpreter, inputs)
+            times.append((time.perf_counter() - start) * 1000)
+        result["latency_ms"][kernels] = {
+            "runs": count,
+            "p50": statistics.median(times),
+            "p90": float(np.percentile(times, 90)),
+            "min": min(times),
+        }
+    result["ops"] = {}
+    for op in graph.operators:
+        result["ops"][op.opcode] = result["ops"].get(op.opcode, 0) + 1
+    if importlib.util.find_spec("tflite_micro") is not None and any(t.dtype == np.int8 for t in graph.tensors):
+        from edgeq.targets import tflm
+
+        arena = tflm.measure_arena(model_bytes)
+        result["tflm"] = {
+            "flash_bytes": len(model_bytes),
+            "arena_bytes": arena.arena_bytes,
+            "recorded_allocation_total": arena.recorded_total,
+            "resolver_ops": tflm.resolver_ops(model_bytes),
+        }
+    return result
+
+
+def _random_input(tensor: Tensor, rng: np.random.Generator) -> np.ndarray:
+    if tensor.dtype == np.float32:
+        return rng.standard_normal(tensor.shape).astype(np.float32)
+    info = np.iinfo(tensor.dtype)
+    return rng.integers(info.min, info.max + 1, tensor.shape).astype(tensor.dtype)
+
+
+def format_profile(result: dict) -> str:
+    lines = [f"{result['artifact']}: {result['size_bytes'] / 1e6:.2f} MB, {result['threads']} thread(s), LiteRT"]
+    names = {
+        "default": "default kernels (XNNPACK)",
+        "optimized": "builtin kernels, no delegates",
+        "reference": "reference kernels",
+    }
+    for kernels, row in result["latency_ms"].items():
+        lines.append(
+            f"  {names[kernels]:<32} p50 {row['p50']:9.3f} ms  p90 {row['p90']:9.3f} ms  ({row['runs']} runs)"
+        )
+    if "tflm" in result:
+        tflm = result["tflm"]
+        lines.append(
+            f"  TFLite Micro: arena {tflm['arena_bytes']} B (smallest that runs), flash {tflm['flash_bytes']} B, "
+            f"resolver: {', '.join(tflm['resolver_ops'])}"
+        )
+    lines.append("  ops: " + ", ".join(f"{k} {v}" for k, v in sorted(result["ops"].items())))
+    return "\n".join(lines)
