@@ -241,9 +241,9 @@ def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
 @click.option(
     "--verify-samples",
     type=click.IntRange(0),
-    default=16,
+    default=4,
     show_default=True,
-    help="Samples on which the .tflite must match edgeq's integer reference bit for bit.",
+    help="Samples on which TFLite Micro and LiteRT's reference kernels must match edgeq's integer reference.",
 )
 def convert(
     model: str,

@@ -52,7 +52,7 @@ def convert(
     ort_format: bool = False,
     io: str = "int8",
     float_tflite: bool = False,
-    verify_samples: int = 16,
+    verify_samples: int = 4,
     progress: bool = True,
 ) -> dict:
     """Calibrate FLOAT_MODEL once and build, write and validate the artifact of every target in TARGETS."""

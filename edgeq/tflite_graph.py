@@ -27,7 +27,7 @@ from edgeq.errors import EdgeqError
 SCHEMA_VERSION = 3
 ALIGNMENT = 16
 
-_DTYPES = {
+DTYPES = {
     tflite.TensorType.FLOAT32: np.dtype(np.float32),
     tflite.TensorType.INT32: np.dtype(np.int32),
     tflite.TensorType.UINT8: np.dtype(np.uint8),
@@ -35,7 +35,7 @@ _DTYPES = {
     tflite.TensorType.INT16: np.dtype(np.int16),
     tflite.TensorType.INT8: np.dtype(np.int8),
 }
-_TENSOR_TYPES = {dtype: code for code, dtype in _DTYPES.items()}
+TENSOR_TYPES = {dtype: code for code, dtype in DTYPES.items()}
 
 # Options table of each supported builtin, and the fields edgeq writes (enum fields name their enum class).
 OPTIONS = {
@@ -102,7 +102,7 @@ OPTIONS = {
 }
 OPTIONS["MAX_POOL_2D"] = OPTIONS["AVERAGE_POOL_2D"]
 
-_OPCODE_NAMES = {
+OPCODE_NAMES = {
     value: name for name, value in vars(tflite.BuiltinOperator).items() if not name.startswith("_")
 }
 
@@ -246,7 +246,7 @@ def _write_tensor(b, tensor: Tensor, buffer_index: int) -> int:
             "QuantizationParameters",
             {"Scale": scale, "ZeroPoint": zero_point, "QuantizedDimension": int(q.axis)},
         )
-    dtype = _TENSOR_TYPES.get(tensor.dtype)
+    dtype = TENSOR_TYPES.get(tensor.dtype)
     if dtype is None:
         raise EdgeqError(f"tensor {tensor.name}: TFLite has no {tensor.dtype} tensors edgeq writes")
     fields = {"Shape": shape, "Type": dtype, "Buffer": buffer_index, "Name": name}
@@ -372,7 +372,7 @@ def _read_options(fb_op, opcode: str) -> dict[str, Any]:
 
 
 def _read_tensor(fb_tensor, buffers) -> Tensor:
-    dtype = _DTYPES.get(fb_tensor.Type())
+    dtype = DTYPES.get(fb_tensor.Type())
     if dtype is None:
         raise EdgeqError(f"tensor {fb_tensor.Name().decode()}: unsupported TFLite type {fb_tensor.Type()}")
     shape = tuple(fb_tensor.ShapeAsNumpy()) if fb_tensor.ShapeLength() else ()
@@ -396,6 +396,13 @@ def _read_tensor(fb_tensor, buffers) -> Tensor:
     )
 
 
+def raw_builtin_code(code) -> int:
+    """OperatorCode.builtin_code as stored: the tflite package's accessor returns deprecated_builtin_code
+    whenever the field is below 127, which hides a file whose two fields disagree."""
+    offset = code._tab.Offset(10)
+    return code._tab.Get(flatbuffers.number_types.Int32Flags, code._tab.Pos + offset) if offset else 0
+
+
 def read(model_bytes: bytes) -> Graph:
     """Parse a .tflite flatbuffer (first subgraph) into a :class:`Graph`."""
     try:
@@ -414,8 +421,8 @@ def read(model_bytes: bytes) -> Graph:
     opcodes = []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
-        number = max(code.DeprecatedBuiltinCode(), code.BuiltinCode())
-        opcodes.append((_OPCODE_NAMES.get(number, f"BUILTIN_{number}"), code.Version(), code))
+        number = max(code.DeprecatedBuiltinCode(), raw_builtin_code(code))
+        opcodes.append((OPCODE_NAMES.get(number, f"BUILTIN_{number}"), code.Version(), code))
     sg = model.Subgraphs(0)
     graph = Graph(
         tensors=[_read_tensor(sg.Tensors(i), buffers) for i in range(sg.TensorsLength())],
@@ -441,7 +448,7 @@ def read(model_bytes: bytes) -> Graph:
         "buffer0_size": len(buffers[0]) if buffers else None,
         "buffer_of_tensor": [sg.Tensors(i).Buffer() for i in range(sg.TensorsLength())],
         "opcodes": [
-            (name, version, code.DeprecatedBuiltinCode(), code.BuiltinCode()) for name, version, code in opcodes
+            (name, version, code.DeprecatedBuiltinCode(), raw_builtin_code(code)) for name, version, code in opcodes
         ],
         "buffer_offsets": _buffer_offsets(model_bytes, buffers),
         "signature_keys": [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq import reference
+from edgeq.reference.executor import run_all_semantics
 from edgeq.targets.tflite.interpreters import run_litert, run_tflm
 from edgeq.targets.tflite.versions import op_version
 from edgeq.tflite_graph import Graph, Operator, Quantization, Tensor, read, write
@@ -47,10 +47,10 @@ def random_input(tensor: Tensor, rng: np.random.Generator) -> np.ndarray:
 
 
 def outputs_of_all(model_bytes: bytes, inputs: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
-    graph = read(model_bytes)
+    by_semantics = run_all_semantics(read(model_bytes), inputs)
     return {
-        "reference": reference.run(graph, inputs),
-        "reference_litert": reference.run(graph, inputs, semantics="litert"),
+        "reference": by_semantics["tflite-micro"],
+        "reference_litert": by_semantics["litert"],
         "litert_ref": run_litert(model_bytes, inputs, kernels="reference"),
         "tflm": run_tflm(model_bytes, inputs),
     }

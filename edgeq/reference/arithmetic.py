@@ -49,9 +49,13 @@ def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
     ab = a * b
-    nudged = ab + np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    high = np.where(nudged >= 0, nudged >> 31, -((-nudged) >> 31))  # C++ division truncates toward zero
-    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, high)
+    negative = ab < 0
+    nudged = ab + (1 << 30) - negative * ((1 << 31) - 1)  # +2^30, or 1 - 2^30 below zero
+    # C++ division truncates toward zero: an arithmetic shift floors, so negatives first add 2^31 - 1
+    high = (nudged + (nudged < 0) * ((1 << 31) - 1)) >> 31
+    if np.any(b == INT32_MIN):  # the one product that overflows: INT32_MIN * INT32_MIN saturates
+        high = np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, high)
+    return high
 
 
 def rounding_divide_by_pot(x, exponent) -> np.ndarray:

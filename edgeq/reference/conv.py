@@ -11,8 +11,8 @@ the fused activation's clamp. SAME/VALID geometry follows ComputeOutSize and Com
 ceil(in / s) outputs and puts the odd padding pixel at the end, VALID gives floor((in - eff_k) / s) + 1 and no
 padding, with eff_k = (k - 1) * d + 1.
 
-The sum over each kernel tap is a float64 matrix product of integer operands: exact, since every partial sum
-stays far below 2^53.
+The sum is one float64 matrix product of integer operands (im2col): exact, since every partial sum stays far
+below 2^53.
 """
 
 from __future__ import annotations
@@ -85,10 +85,10 @@ def evaluate(graph, op, inputs):
     input_q = graph.tensors[op.inputs[0]].quantization
     centered = x.astype(np.float64) - float(input_q.zero_point[0])
     (out_h, out_w), taps = window_taps(centered, weights.shape[1:3], op.options, fill=0.0)
-    acc = np.zeros((x.shape[0], out_h, out_w, weights.shape[0]))
-    for (i, j), patch in taps:
-        acc += patch @ weights[:, i, j, :].T.astype(np.float64)
-    acc = acc.astype(np.int64)
+    # one matrix product over all taps (im2col): rows = output pixels, columns = (tap, input channel)
+    columns = np.concatenate([patch.reshape(-1, x.shape[3]) for _, patch in taps], axis=1)
+    kernel = weights.transpose(1, 2, 3, 0).reshape(-1, weights.shape[0]).astype(np.float64)
+    acc = (columns @ kernel).astype(np.int64).reshape(x.shape[0], out_h, out_w, weights.shape[0])
     if bias is not None:
         acc += bias.astype(np.int64)
     weight_scales = graph.tensors[op.inputs[1]].quantization.scale

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.errors import EdgeqError
-from edgeq.tflite_graph import read
+from edgeq.tflite_graph import Graph, read
 
 LITERT_KERNELS = ("default", "optimized", "reference")
 
@@ -68,9 +68,9 @@ def tflm_interpreter(model_bytes: bytes, arena_size: int):
         raise EdgeqError(f"TFLite Micro cannot load the model: {str(exc).strip().splitlines()[0]}") from None
 
 
-def default_arena_size(model_bytes: bytes) -> int:
+def default_arena_size(model: bytes | Graph) -> int:
     """A generous arena for a run whose exact arena is not needed: every non-constant tensor at once, plus slack."""
-    graph = read(model_bytes)
+    graph = read(model) if isinstance(model, bytes) else model
     activations = sum(
         int(np.prod(t.shape, dtype=np.int64)) * t.dtype.itemsize for t in graph.tensors if not t.is_constant
     )
@@ -79,8 +79,9 @@ def default_arena_size(model_bytes: bytes) -> int:
 
 def run_tflm(model_bytes: bytes, inputs: list[np.ndarray], *, arena_size: int | None = None) -> list[np.ndarray]:
     """Outputs of one invocation in the TFLite Micro interpreter (reference kernels)."""
-    interpreter = tflm_interpreter(model_bytes, arena_size or default_arena_size(model_bytes))
-    return invoke_tflm(interpreter, inputs, len(read(model_bytes).outputs))
+    graph = read(model_bytes)
+    interpreter = tflm_interpreter(model_bytes, arena_size or default_arena_size(graph))
+    return invoke_tflm(interpreter, inputs, len(graph.outputs))
 
 
 def invoke_tflm(interpreter, inputs: list[np.ndarray], num_outputs: int) -> list[np.ndarray]:

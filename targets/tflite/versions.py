@@ -30,7 +30,7 @@ def op_version(graph: Graph, op: Operator) -> int:
             return 3
         return 2 if dilated else 1
     if code == "FULLY_CONNECTED":
-        if len(op.inputs) == 2 or (len(op.inputs) == 3 and op.inputs[2] < 0):
+        if len(op.inputs) == 2:  # an absent bias written as -1 keeps the 3-input signature
             return 6
         if op.options.get("KeepNumDims"):
             return 5
@@ -42,15 +42,32 @@ def op_version(graph: Graph, op: Operator) -> int:
             return 5 if first.quantization is not None and first.quantization.per_channel else 2
         return 1
     if code == "QUANTIZE":
+        if out.quantization is not None and out.quantization.per_channel:
+            return 3
         return 2 if out.dtype == np.int16 else 1
-    if code in {"ADD", "MUL"}:
+    if code == "ADD":
         return 3 if int16 else 2 if int8 else 1
+    if code == "MUL":
+        if int16:
+            return 4
+        if int8:
+            second = tensors[op.inputs[1]]
+            multiplier = first.quantization.scale[0] * second.quantization.scale[0] / out.quantization.scale[0]
+            return 3 if multiplier >= 1 else 2  # kernels before v3 assume a multiplier below one
+        return 1
     if code in {"AVERAGE_POOL_2D", "MAX_POOL_2D", "SOFTMAX"}:
         return 3 if int16 else 2 if int8 else 1
-    if code in {"CONCATENATION", "MEAN", "PAD", "PADV2", "TRANSPOSE", "LOGISTIC"}:
-        return 2 if int8 else 1
+    rank = len(first.shape)
+    if code == "TRANSPOSE":
+        return 6 if rank > 5 else 4 if rank > 4 else 5 if int16 else 2 if int8 else 1
+    if code in {"PAD", "PADV2"}:
+        return 4 if rank > 4 else 3 if int16 else 2 if int8 else 1
+    if code in {"CONCATENATION", "MEAN", "LOGISTIC"}:
+        return 3 if int16 else 2 if int8 else 1
     if code in {"RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"}:
-        if op.options.get("HalfPixelCenters"):
+        if int16:
+            return 4
+        if op.options.get("HalfPixelCenters") or (code == "RESIZE_NEAREST_NEIGHBOR" and op.options.get("AlignCorners")):
             return 3
         return 2 if int8 else 1
     return 1
