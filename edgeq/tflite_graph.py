@@ -15,6 +15,7 @@ the enum member's name (``"SAME"``, ``"RELU6"``) so a graph reads like the schem
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -375,8 +376,13 @@ def _read_tensor(fb_tensor, buffers) -> Tensor:
     dtype = DTYPES.get(fb_tensor.Type())
     if dtype is None:
         raise EdgeqError(f"tensor {fb_tensor.Name().decode()}: unsupported TFLite type {fb_tensor.Type()}")
+    name = fb_tensor.Name().decode(errors="replace")
     shape = tuple(fb_tensor.ShapeAsNumpy()) if fb_tensor.ShapeLength() else ()
+    if fb_tensor.Buffer() >= len(buffers):
+        raise EdgeqError(f"tensor {name} refers to buffer {fb_tensor.Buffer()}; the model has {len(buffers)}")
     data = buffers[fb_tensor.Buffer()]
+    if data and len(data) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+        raise EdgeqError(f"tensor {name}: {len(data)} bytes of data for shape {list(shape)} of {dtype}")
     quantization = None
     q = fb_tensor.Quantization()
     if q is not None and q.ScaleLength():
@@ -387,7 +393,7 @@ def _read_tensor(fb_tensor, buffers) -> Tensor:
         )
     signature = tuple(fb_tensor.ShapeSignatureAsNumpy()) if fb_tensor.ShapeSignatureLength() else None
     return Tensor(
-        name=fb_tensor.Name().decode(),
+        name=name,
         shape=shape,
         dtype=dtype,
         quantization=quantization,
@@ -406,10 +412,15 @@ def raw_builtin_code(code) -> int:
 def read(model_bytes: bytes) -> Graph:
     """Parse a .tflite flatbuffer (first subgraph) into a :class:`Graph`."""
     try:
-        model = tflite.Model.GetRootAs(model_bytes, 0)
-        subgraph_count = model.SubgraphsLength()
-    except Exception as exc:  # flatbuffers raises assorted errors on garbage
-        raise EdgeqError(f"not a TFLite flatbuffer ({exc})") from None
+        return _read(model_bytes)
+    except (struct.error, IndexError, ValueError, TypeError, UnicodeDecodeError) as exc:
+        # flatbuffers reads offsets blindly: garbage or a truncated file fails with assorted errors
+        raise EdgeqError(f"not a valid TFLite flatbuffer ({type(exc).__name__}: {exc})") from None
+
+
+def _read(model_bytes: bytes) -> Graph:
+    model = tflite.Model.GetRootAs(model_bytes, 0)
+    subgraph_count = model.SubgraphsLength()
     if subgraph_count != 1:
         raise EdgeqError(f"edgeq reads single-subgraph TFLite models; this one has {subgraph_count}")
     buffers = []
