@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the models/ zoo is importable in tests
+    sys.path.insert(0, str(REPO))
 
 
 def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
@@ -60,6 +64,24 @@ def make_convnet(seed: int = 0, opset: int = 13, batch: int | str = "N") -> onnx
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
+
+
+def calibrated_mobilenet_v2(folder, calib_views: int = 32):
+    """torchvision MobileNetV2 exported to FOLDER/mbv2.onnx, and its edgeq calibration on real photo views."""
+    from edgeq.data import ArrayData, input_specs
+    from edgeq.export import export_module
+    from edgeq.modelio import load_model
+    from edgeq.quantize import calibrate_model
+    from edgeq.recipe import Recipe
+    from models.mobilenet_v2 import build
+    from models.photos import calib_views as photo_views
+
+    module, example = build()
+    float_path = folder / "mbv2.onnx"
+    export_module(module, example, float_path, input_names=["input"], output_names=["logits"])
+    model = load_model(float_path)
+    data = ArrayData({"input": photo_views(calib_views)}, input_specs(model), "views")
+    return float_path, calibrate_model(model, data, Recipe(), progress=False)
 
 
 @pytest.fixture

@@ -88,6 +88,8 @@ def test_convert_all_targets_from_one_calibration(tmp_path):
         tmp_path / "out",
         "--precision",
         "float",
+        "--verify-samples",
+        "16",
         "--no-progress",
     )
     assert result.returncode == 0, result.stderr
@@ -327,3 +329,43 @@ def test_fixed_batch_model_converts_and_compares(tmp_path):
     result = edgeq("compare", fixed, tmp_path / "out" / "fixed.qdq.onnx", "--data", DIGITS_TEST, "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["outputs"]["logits"]["sqnr_db"] > 25
+
+
+def test_bad_tflite_inputs_are_one_line_errors(tmp_path):
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"not a flatbuffer at all")
+    assert_one_line_error(edgeq("profile", garbage), "not a valid TFLite flatbuffer")
+    truncated = tmp_path / "truncated.tflite"
+    convert = edgeq(
+        "convert",
+        DIGITS,
+        "--target",
+        "tflite",
+        "--calib",
+        DIGITS_CALIB,
+        "-o",
+        tmp_path / "out",
+        "--no-progress",
+    )
+    assert convert.returncode == 0, convert.stderr
+    truncated.write_bytes((tmp_path / "out" / "digits_cnn.tflite").read_bytes()[:5000])
+    assert_one_line_error(
+        edgeq("compare", DIGITS, truncated, "--data", DIGITS_TEST), "not a valid TFLite flatbuffer"
+    )
+    assert_one_line_error(edgeq("profile", tmp_path / "missing.tflite"), "does not exist")
+
+
+def test_unsupported_op_for_tflite_names_the_node_and_writes_nothing(tmp_path):
+    proto = make_convnet()
+    softmax = next(n for n in proto.graph.node if n.op_type == "Softmax")
+    softmax.op_type = "Tanh"  # quantized by edgeq's plan, but no TFLite lowering
+    del softmax.attribute[:]
+    model = tmp_path / "tanh.onnx"
+    onnx.save(proto, model)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input=np.random.default_rng(0).normal(size=(16, 3, 8, 8)).astype(np.float32))
+    result = edgeq(
+        "convert", model, "--target", "tflite", "--calib", calib, "-o", tmp_path / "out", "--no-progress"
+    )
+    assert_one_line_error(result, r"node softmax: op Tanh is not supported by the TFLite target")
+    assert not (tmp_path / "out" / "tanh.tflite").exists()

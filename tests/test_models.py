@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import REPO
+from conftest import REPO, calibrated_mobilenet_v2
 
 from edgeq.metrics import accuracy
 
@@ -67,26 +67,14 @@ def test_mobilenet_v2_weights_load_and_export_matches_torch(tmp_path):
 def test_mobilenet_v2_end_to_end_beats_minmax_and_fuses_every_conv(tmp_path):
     """The default recipe on real photo views: every conv runs as an integer kernel and the logits keep
     their SQNR (BENCHMARKS.md has the full comparison; these bounds leave room for run-to-run noise)."""
-    import sys
-
-    sys.path.insert(0, str(REPO))
-    from edgeq.data import ArrayData, input_specs
-    from edgeq.export import export_module
     from edgeq.metrics import sqnr_db
-    from edgeq.modelio import load_model, save_model
-    from edgeq.quantize import build_qdq, calibrate_model
+    from edgeq.modelio import save_model
+    from edgeq.quantize import build_qdq
     from edgeq.recipe import Recipe
     from edgeq.targets.onnxruntime import fusion_report
-    from models.mobilenet_v2 import build
-    from models.photos import calib_views, eval_views
+    from models.photos import eval_views
 
-    module, example = build()
-    float_path = tmp_path / "mbv2.onnx"
-    export_module(module, example, float_path, input_names=["input"], output_names=["logits"])
-    model = load_model(float_path)
-    calibration = calibrate_model(
-        model, ArrayData({"input": calib_views(32)}, input_specs(model), "views"), Recipe(), progress=False
-    )
+    float_path, calibration = calibrated_mobilenet_v2(tmp_path)
     views = eval_views(64, seed=7)
     session = ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"])
     ref = session.run(None, {"input": views})[0]

@@ -48,7 +48,9 @@ def _model(nodes, inputs, output, inits=(), opset=17) -> onnx.ModelProto:
 def _quantize(proto: onnx.ModelProto, rng: np.random.Generator, inputs) -> ir.Model:
     model = ir.serde.deserialize_model(proto)
     calib = {name: rng.normal(0, 1, (24, *shape[1:])).astype(np.float32) for name, shape in inputs}
-    calibration = calibrate_model(model, ArrayData(calib, input_specs(model), "calib"), Recipe(), progress=False)
+    calibration = calibrate_model(
+        model, ArrayData(calib, input_specs(model), "calib"), Recipe(), progress=False
+    )
     qdq, _ = build_qdq(calibration, Recipe(), "int8")
     return qdq
 
@@ -103,7 +105,9 @@ def _weights(rng, *shape, scale=0.3):
     depthwise=st.booleans(),
     seed=st.integers(0, 1000),
 )
-def test_conv_and_depthwise(c_in, c_out, kernel, stride, dilation, size, pad_kind, activation, depthwise, seed):
+def test_conv_and_depthwise(
+    c_in, c_out, kernel, stride, dilation, size, pad_kind, activation, depthwise, seed
+):
     rng = np.random.default_rng(seed)
     group = c_in if depthwise else 1
     if depthwise:
@@ -116,10 +120,19 @@ def test_conv_and_depthwise(c_in, c_out, kernel, stride, dilation, size, pad_kin
         "upper": [(eff - 1) // 2, (eff - 1) // 2, eff // 2, eff // 2],
         "odd": [1, 0, 0, 2],
     }[pad_kind]
-    inits = [("w", _weights(rng, c_out, c_in // group, kernel, kernel)), ("b", _weights(rng, c_out, scale=0.1))]
+    inits = [
+        ("w", _weights(rng, c_out, c_in // group, kernel, kernel)),
+        ("b", _weights(rng, c_out, scale=0.1)),
+    ]
     nodes = [
         helper.make_node(
-            "Conv", ["x", "w", "b"], ["conv"], pads=pads, strides=[stride] * 2, dilations=[dilation] * 2, group=group
+            "Conv",
+            ["x", "w", "b"],
+            ["conv"],
+            pads=pads,
+            strides=[stride] * 2,
+            dilations=[dilation] * 2,
+            group=group,
         )
     ]
     out = "conv"
@@ -147,7 +160,10 @@ def test_fully_connected(kind, features, outputs, seed):
         c, h = 1 + features % 4, 3
         inputs = [("x", [1, c, h, h])]
         nodes, inits = _scaled_input(
-            [helper.make_node("Flatten", ["m"], ["flat"]), helper.make_node("Gemm", ["flat", "w", "b"], ["y"], transB=1)],
+            [
+                helper.make_node("Flatten", ["m"], ["flat"]),
+                helper.make_node("Gemm", ["flat", "w", "b"], ["y"], transB=1),
+            ],
             [("w", _weights(rng, outputs, c * h * h)), ("b", _weights(rng, outputs, scale=0.1))],
         )
     else:
@@ -204,14 +220,18 @@ def test_pooling(op, kernel, stride, pad, size, seed):
     inputs = [("x", [1, 3, size, size])]
     attributes = {"kernel_shape": [kernel] * 2, "strides": [stride] * 2}
     if pad:  # SAME padding for this size when it is SAME-compatible, else an explicit PAD / PADV2
-        attributes["pads"] = [kernel // 2] * 4 if op == "MaxPool" else [(kernel - 1) // 2] * 2 + [kernel // 2] * 2
+        attributes["pads"] = (
+            [kernel // 2] * 4 if op == "MaxPool" else [(kernel - 1) // 2] * 2 + [kernel // 2] * 2
+        )
     if op == "AveragePool" and pad:
         attributes["count_include_pad"] = 0
     nodes, inits = _scaled_input([helper.make_node(op, ["m"], ["y"], **attributes)], [])
     proto = _model(nodes, inputs, "y", inits)
     try:
         check_against_onnxruntime(proto, inputs, seed)
-    except EdgeqError as exc:  # pads that exclude themselves from the count and are not SAME: refused, clearly
+    except (
+        EdgeqError
+    ) as exc:  # pads that exclude themselves from the count and are not SAME: refused, clearly
         assert "cannot express" in str(exc) and op == "AveragePool"
 
 
@@ -300,3 +320,67 @@ def test_unsupported_op_is_named():
     qdq = _quantize(_model(nodes, inputs, "y", inits), np.random.default_rng(0), inputs)
     with pytest.raises(EdgeqError, match="Tanh is not supported by the TFLite target"):
         lower(qdq)
+
+
+def _bit_exact_on(model_bytes: bytes, x: np.ndarray) -> None:
+    graph = read(model_bytes)
+    for i in range(len(x)):
+        assert_bit_exact(model_bytes, model_inputs(graph, {"input": x[i : i + 1]}))
+
+
+@pytest.mark.slow
+def test_digits_cnn_is_bit_exact_on_every_test_image():
+    from conftest import REPO
+
+    from edgeq.modelio import load_model
+
+    model = load_model(REPO / "models" / "digits_cnn.onnx")
+    calib = np.load(REPO / "models" / "digits_calib.npz")["input"]
+    calibration = calibrate_model(
+        model, ArrayData({"input": calib}, input_specs(model), "calib"), Recipe(), progress=False
+    )
+    qdq, _ = build_qdq(calibration, Recipe(), "int8")
+    lowered = lower(qdq)
+    assert lowered.ops == {
+        "ADD": 1, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "MEAN": 1, "PAD": 1, "RESHAPE": 1
+    }  # fmt: skip
+    _bit_exact_on(write(lowered.graph), np.load(REPO / "models" / "digits_test.npz")["input"])
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_is_bit_exact_and_as_accurate_as_the_onnx_model(tmp_path):
+    """torchvision MobileNetV2: the three integer runtimes agree exactly, and LiteRT's default kernels keep the
+    logits SQNR of the ONNX Runtime QDQ model with the same scales."""
+    from conftest import calibrated_mobilenet_v2
+
+    from edgeq.metrics import sqnr_db
+    from models.photos import eval_views
+
+    float_path, calibration = calibrated_mobilenet_v2(tmp_path)
+    qdq, _ = build_qdq(calibration, Recipe(), "int8")
+    lowered = lower(qdq)
+    assert (
+        lowered.ops["CONV_2D"] == 35
+        and lowered.ops["DEPTHWISE_CONV_2D"] == 17
+        and "TRANSPOSE" not in lowered.ops
+    )
+    model_bytes = write(lowered.graph)
+    views = eval_views(24, seed=5)
+    _bit_exact_on(model_bytes, views[:2])
+    graph = read(model_bytes)
+    from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
+
+    interpreter = litert_interpreter(model_bytes, kernels="default")
+    tflite = np.concatenate(
+        [
+            float_outputs(graph, invoke_litert(interpreter, model_inputs(graph, {"input": v[None]})))[0]
+            for v in views
+        ]
+    )
+    fp32 = ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"]).run(
+        None, {"input": views}
+    )[0]
+    qdq_onnx = ort.InferenceSession(
+        to_proto(qdq).SerializeToString(), providers=["CPUExecutionProvider"]
+    ).run(None, {"input": views})[0]
+    assert abs(sqnr_db(fp32, tflite) - sqnr_db(fp32, qdq_onnx)) < 0.5
