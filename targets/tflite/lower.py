@@ -156,13 +156,12 @@ class _Lowering:
     def output(self, node: ir.Node, shape_onnx, perm) -> tuple[int, str]:
         """The TFLite output tensor of NODE (through a fused Relu/Clip) and the fused activation's name."""
         value = node.outputs[0]
-        activation = "NONE"
+        fused = None
         consumers = [user for user, _ in value.uses()]
         if len(consumers) == 1 and consumers[0].op_type in ("Relu", "Clip"):
-            act = consumers[0]
-            activation = self._fused_activation(act)
-            self.fused.add(id(act))
-            value = act.outputs[0]
+            fused = consumers[0]
+            self.fused.add(id(fused))
+            value = fused.outputs[0]
             consumers = [user for user, _ in value.uses()]
         if len(consumers) != 1 or consumers[0].op_type != "QuantizeLinear":
             raise EdgeqError(
@@ -171,8 +170,7 @@ class _Lowering:
             )
         q_node = consumers[0]
         encoding = self._int8_encoding(q_node)
-        if activation not in ("NONE", "RELU", "RELU6", "RELU_N1_TO_1"):
-            activation = self._clip_by_saturation(node, activation, encoding)
+        activation = "NONE" if fused is None else self._fused_activation(node, fused, encoding)
         shape = tuple(int(shape_onnx[p]) for p in perm)
         index = self._tensor(self._name(q_node), shape, np.int8, encoding)
         self.values[id(q_node.outputs[0])] = _Activation(index, tuple(perm))
@@ -182,25 +180,24 @@ class _Lowering:
     def _name(q_node: ir.Node) -> str:
         return q_node.inputs[0].name.removesuffix("_float")
 
-    def _fused_activation(self, act: ir.Node) -> str:
+    @staticmethod
+    def _fused_activation(node: ir.Node, act: ir.Node, encoding) -> str:
+        """TFLite's fused activation for the Relu/Clip ACT after NODE. A Clip with other bounds is still exact when
+        the output's integer grid saturates inside them (then the clamp is the int8 range itself)."""
         if act.op_type == "Relu":
             return "RELU"
-        bounds = []
-        for i in (1, 2):
-            v = act.inputs[i] if len(act.inputs) > i else None
-            bounds.append(None if v is None else float(v.const_value.numpy()))
-        lo, hi = bounds
+        lo, hi = (
+            float(act.inputs[i].const_value.numpy()) if len(act.inputs) > i and act.inputs[i] is not None else None
+            for i in (1, 2)
+        )
         named = {(0.0, 6.0): "RELU6", (0.0, None): "RELU", (-1.0, 1.0): "RELU_N1_TO_1"}
-        return named.get((lo, hi), f"CLIP({lo},{hi})")
-
-    def _clip_by_saturation(self, node, clip: str, encoding) -> str:
-        """A Clip TFLite cannot fuse is still exact when the output grid itself saturates inside its bounds."""
-        lo, hi = (None if b == "None" else float(b) for b in clip[5:-1].split(","))
-        scale, zp = float(encoding[0]), encoding[1]
-        grid_lo, grid_hi = scale * (-128 - zp), scale * (127 - zp)
+        if (lo, hi) in named:
+            return named[(lo, hi)]
+        scale, zero_point = float(encoding[0]), encoding[1]
+        grid_lo, grid_hi = scale * (-128 - zero_point), scale * (127 - zero_point)
         if (lo is None or grid_lo >= lo - 1e-6) and (hi is None or grid_hi <= hi + 1e-6):
             return "NONE"
-        raise EdgeqError(f"node {node.name}: {clip} after {node.op_type} has no TFLite fused activation")
+        raise EdgeqError(f"node {node.name}: Clip({lo}, {hi}) after {node.op_type} has no TFLite fused activation")
 
     def transpose(self, act: _Activation, shape_onnx, to_perm, name) -> _Activation:
         """ACT re-laid out as TO_PERM (a TRANSPOSE only when it moves data, else a RESHAPE)."""
