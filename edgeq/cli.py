@@ -116,7 +116,23 @@ def _quant_options(f):
         click.option(
             "--percentile", type=float, default=None, help="Percentile for --calib-method percentile."
         ),
-        click.option("--passes", default=None, help="Comma-separated optional passes to add."),
+        click.option(
+            "--passes",
+            default=None,
+            help="Optional passes to add, comma-separated: equalize,bias-correction,adaround (run in pipeline order).",
+        ),
+        click.option(
+            "--bias-correction",
+            type=click.Choice(["empirical", "analytic"]),
+            default=None,
+            help="Add bias correction: measured on the calibration data, or from BatchNorm statistics (data-free).",
+        ),
+        click.option(
+            "--equalize-clip",
+            type=click.Choice(["bounded", "to-relu", "keep"]),
+            default=None,
+            help="How equalization treats Relu6 between layers (see passes/equalize.py).",
+        ),
         click.option(
             "--exclude", multiple=True, help="Keep nodes float: a node name, an op type or a regex."
         ),
@@ -140,10 +156,20 @@ def _recipe_from(opts: dict):
         weight_rounding=opts["weight_rounding"],
         calib_method=opts["calib_method"],
         percentile=opts["percentile"],
-        passes=[p for p in opts["passes"].split(",") if p] if opts["passes"] is not None else None,
+        passes=_passes(opts["passes"], recipe.passes, opts["bias_correction"]),
+        bias_correction=opts["bias_correction"],
+        equalize_clip=opts["equalize_clip"],
         exclude=list(opts["exclude"]) or None,
         max_calib_samples=opts["max_calib_samples"],
     )
+
+
+def _passes(option: str | None, recipe_passes: list[str], bias_correction: str | None) -> list[str] | None:
+    """--passes replaces the recipe's list; --bias-correction MODE adds the pass."""
+    passes = [p.strip() for p in option.split(",") if p.strip()] if option is not None else None
+    if bias_correction is not None:
+        passes = [*(passes if passes is not None else recipe_passes), "bias-correction"]
+    return passes
 
 
 def _open_data(source: str, model, image_spec: str | None, max_samples: int | None):

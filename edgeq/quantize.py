@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
+import onnxruntime as ort
 
 from edgeq.calibrate import collect
 from edgeq.data import CalibrationData
+from edgeq.metrics import sqnr_db
+from edgeq.modelio import model_bytes
 from edgeq.observers import TensorObserver
+from edgeq.passes.equalize import EqualizePass
 from edgeq.passes.insert_qdq import InsertQDQPass
 from edgeq.passes.preprocess import preprocess
 from edgeq.qparams import ACTIVATION_TYPES
@@ -39,6 +43,8 @@ class Calibration:
     observers: dict[str, TensorObserver]
     num_samples: int
     seconds: float
+    data: CalibrationData | None = None  # for the passes after QDQ insertion that measure on data
+    passes: dict = field(default_factory=dict)  # what the float-model passes did
 
 
 def calibrate_model(
@@ -47,6 +53,9 @@ def calibrate_model(
     """Preprocess MODEL (in place) and collect statistics for every tensor the recipe quantizes."""
     start = time.perf_counter()
     preprocess(model)
+    passes = {}
+    if "equalize" in recipe.passes:
+        passes["equalize"] = equalize(model, data, recipe)
     plan = plan_quantization(model.graph, Exclusions(recipe.exclude))
     observers = collect(
         model,
@@ -56,7 +65,20 @@ def calibrate_model(
         batch_size=recipe.batch_size,
         progress=progress,
     )
-    return Calibration(model, observers, data.num_samples, time.perf_counter() - start)
+    return Calibration(model, observers, data.num_samples, time.perf_counter() - start, data, passes)
+
+
+def equalize(model: ir.Model, data: CalibrationData, recipe: Recipe) -> dict:
+    """Cross-layer equalization and high-bias absorption; the float model's change is measured on a data batch
+    (the clip policies other than "keep" may change the function where activations reach 6)."""
+    batch = next(iter(data.batches(8)))
+    before = ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"]).run(None, batch)
+    equalizer = EqualizePass(clipped=recipe.equalize_clip)
+    equalizer(model)
+    after = ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"]).run(None, batch)
+    report = dict(equalizer.report)
+    report["float_sqnr_db_on_calibration_batch"] = min(sqnr_db(b, a) for b, a in zip(before, after, strict=True))
+    return report
 
 
 def build_qdq(
@@ -89,6 +111,7 @@ def build_qdq(
     ] + [f"node {name}: bias kept float (shape does not broadcast per channel)" for name in qdq.float_biases]
     report = {
         "activation_type": qtype.name,
+        "passes": dict(calibration.passes),
         "quantized_nodes": dict(Counter(n.op_type for n in plan.quantized)),
         "fused_activations": len(plan.fused_activation),
         "float_nodes": plan.float_nodes,

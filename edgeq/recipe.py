@@ -10,7 +10,9 @@ A recipe file is a TOML table of the same names as the CLI options (underscores 
     calib_method = "percentile"     # minmax | percentile | entropy | mse
     percentile = 99.99
     exclude = ["head/.*", "Softmax"]
-    passes = []
+    passes = ["equalize"]           # optional passes: equalize, bias-correction, adaround (run in pipeline order)
+    bias_correction = "empirical"   # empirical | analytic (data-free, from BatchNorm statistics)
+    equalize_clip = "bounded"       # Relu6 between equalized layers: bounded | to-relu | keep (see passes/equalize.py)
     max_calib_samples = 512
 
 Options given on the command line override the file.
@@ -29,7 +31,11 @@ CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
 WEIGHT_RANGES = ("minmax", "mse")
 WEIGHT_ROUNDINGS = ("nearest", "sum-preserving")
 ACTIVATION_CHOICES = ("int8", "uint8", "int16", "auto")
-KNOWN_PASSES: tuple[str, ...] = ()
+# The optional passes, in the order the pipeline runs them (whatever order a user lists them in):
+# equalize (float model, before calibration) -> calibration -> QDQ -> adaround -> bias-correction.
+KNOWN_PASSES: tuple[str, ...] = ("equalize",)
+BIAS_CORRECTIONS = ("empirical", "analytic")
+EQUALIZE_CLIPS = ("bounded", "to-relu", "keep")
 
 
 @dataclass
@@ -43,6 +49,8 @@ class Recipe:
     percentile: float = 99.99
     exclude: list[str] = field(default_factory=list)
     passes: list[str] = field(default_factory=list)
+    bias_correction: str = "empirical"
+    equalize_clip: str = "bounded"
     max_calib_samples: int | None = None
     batch_size: int | None = None
 
@@ -67,6 +75,11 @@ class Recipe:
             raise EdgeqError(
                 f"unknown pass(es): {', '.join(unknown)} (available: {', '.join(KNOWN_PASSES) or 'none yet'})"
             )
+        self.passes = [p for p in KNOWN_PASSES if p in self.passes]
+        if self.bias_correction not in BIAS_CORRECTIONS:
+            raise EdgeqError(f"bias_correction must be one of {', '.join(BIAS_CORRECTIONS)}")
+        if self.equalize_clip not in EQUALIZE_CLIPS:
+            raise EdgeqError(f"equalize_clip must be one of {', '.join(EQUALIZE_CLIPS)}")
         if self.max_calib_samples is not None and self.max_calib_samples < 1:
             raise EdgeqError("max_calib_samples must be at least 1")
         return self

@@ -1,0 +1,91 @@
+"""Cross-layer equalization and high-bias absorption (passes/equalize.py) on real ONNX graphs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from conftest import make_convnet
+
+from edgeq.errors import EdgeqError
+from edgeq.modelio import model_bytes
+from edgeq.passes.equalize import EqualizePass
+from edgeq.passes.preprocess import preprocess
+
+X = np.random.default_rng(0).normal(size=(16, 3, 8, 8)).astype(np.float32)
+
+
+def _model() -> ir.Model:
+    model = ir.serde.deserialize_model(make_convnet())
+    preprocess(model)
+    return model
+
+
+def _run(model: ir.Model, x=X) -> np.ndarray:
+    return ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+
+def _weights(model: ir.Model) -> dict[str, np.ndarray]:
+    return {n.name: n.inputs[1].const_value.numpy().copy() for n in model.graph if n.op_type in ("Conv", "Gemm")}
+
+
+def test_depthwise_pointwise_pair_is_equalized_and_the_function_kept():
+    model = _model()
+    small = X * 0.05  # no activation reaches 6 here, so Relu6 -> Relu changes nothing on these inputs
+    before = _run(model, small)
+    pass_ = EqualizePass(clipped="to-relu", absorb_bias=False)
+    pass_(model)
+    assert pass_.report["pairs"] == 1 and pass_.report["change_from_equalization"] <= 1e-4
+    after = _run(model, small)
+    assert np.abs(after - before).max() <= 1e-4 * np.abs(before).max()
+    weights = _weights(model)
+    dw_out = np.abs(weights["dw"]).reshape(8, -1).max(axis=1)  # a depthwise conv's channel i is in and out
+    pw_in = np.abs(weights["pw"]).max(axis=(0, 2, 3))
+    np.testing.assert_allclose(dw_out, pw_in, rtol=1e-5)
+
+
+def test_clip_policies():
+    kept = _model()
+    original = _weights(kept)
+    EqualizePass(clipped="keep", absorb_bias=False)(kept)
+    assert all(np.array_equal(w, original[name]) for name, w in _weights(kept).items())  # stem feeds a residual
+    assert any(n.op_type == "Clip" for n in kept.graph)
+
+    relu = _model()
+    EqualizePass(clipped="to-relu", absorb_bias=False)(relu)
+    assert not any(n.op_type == "Clip" for n in relu.graph)
+
+    bounded = _model()
+    pass_ = EqualizePass(clipped="bounded", absorb_bias=False)
+    pass_(bounded)
+    assert pass_.report["pairs"] == 1 and pass_.report["change_from_equalization"] <= 1e-4
+    assert any(n.op_type == "Clip" for n in bounded.graph)
+    small = X * 0.05
+    np.testing.assert_allclose(_run(bounded, small), _run(_model(), small), rtol=1e-4, atol=1e-6)
+
+
+def test_high_bias_absorption_moves_bias_into_the_next_layer():
+    from edgeq.passes.fold_batchnorm import BN_BETA_KEY, BN_GAMMA_KEY
+
+    model = _model()
+    dw = next(n for n in model.graph if n.name == "dw")
+    # the depthwise layer's pre-activation as if a BatchNorm said ~N(beta, gamma^2) with beta >> 3|gamma|
+    bias = dw.inputs[2].const_value.numpy() + 5.0
+    dw.inputs[2].const_value = ir.tensor(bias, name=dw.inputs[2].name)
+    dw.metadata_props[BN_BETA_KEY] = json.dumps(bias.astype(np.float64).tolist())
+    dw.metadata_props[BN_GAMMA_KEY] = json.dumps([0.5] * 8)
+    x = X * 0.01  # inputs for which the shifted channels stay positive: absorption is exact there
+    before = _run(model, x)
+    pass_ = EqualizePass(clipped="to-relu", absorb_bias=True)
+    pass_(model)
+    assert pass_.report["high_bias_absorbed_pairs"] == 1
+    assert (dw.inputs[2].const_value.numpy() < bias - 1.0).all()
+    np.testing.assert_allclose(_run(model, x), before, rtol=1e-4, atol=1e-4)
+
+
+def test_bad_policy_is_refused():
+    with pytest.raises(EdgeqError, match="clipped must be one of"):
+        EqualizePass(clipped="sometimes")
