@@ -379,39 +379,65 @@ def profile(artifact: str, runs: int, warmup: int, threads: int, as_json: bool) 
 
 @main.command()
 @click.argument("float_model", type=click.Path(dir_okay=False))
-@click.argument("quantized", type=click.Path(dir_okay=False))
+@click.argument("quantized", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--data", "data_source", required=True, help="Inputs: .npz, image folder or module:function.")
 @click.option("--image-spec", default=None)
 @click.option("--max-samples", type=click.IntRange(1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write a PNG: per-layer SQNR (layers in graph order) with one line per quantized model.",
+)
 def compare(
     float_model: str,
-    quantized: str,
+    quantized: tuple[str, ...],
     data_source: str,
     image_spec: str | None,
     max_samples: int | None,
     as_json: bool,
+    plot_path: str | None,
 ) -> None:
-    """Per-output and per-layer SQNR of QUANTIZED (.onnx or .tflite) against FLOAT_MODEL."""
-    from edgeq.compare import compare
+    """Per-output and per-layer SQNR of each QUANTIZED model (.onnx or .tflite) against FLOAT_MODEL.
+
+    Give several quantized models (e.g. one per recipe) to see what each pass changes, layer by layer.
+    """
+    from edgeq.compare import compare, plot_layers
     from edgeq.modelio import load_model
 
+    if plot_path:
+        check_output_path(plot_path, float_model, *quantized)
     data = _open_data(data_source, load_model(float_model), image_spec, max_samples)
-    result = compare(float_model, quantized, data)
+    results = {path: compare(float_model, path, data) for path in quantized}
+    if plot_path:
+        plot_layers(results, plot_path)
     if as_json:
-        _emit_json(result, None)
+        _emit_json(results if len(quantized) > 1 else results[quantized[0]], None)
         return
-    names = [*result["outputs"], *result["layers"]]
+    first = results[quantized[0]]
+    names = [*first["outputs"], *first["layers"]]
     width = min(72, max(len("tensor"), *(len(n) for n in names)))
 
     def shorten(name: str) -> str:  # keep the end of long names: it says which layer
         return name if len(name) <= width else "..." + name[-(width - 3) :]
 
-    click.echo(f"{'tensor':<{width}} {'SQNR dB':>9} {'max abs err':>12}")
+    if len(quantized) == 1:
+        click.echo(f"{'tensor':<{width}} {'SQNR dB':>9} {'max abs err':>12}")
+        for section in ("outputs", "layers"):
+            click.echo(f"-- {section}")
+            for name, row in first[section].items():
+                click.echo(f"{shorten(name):<{width}} {row['sqnr_db']:>9.2f} {row['max_abs_error']:>12.4g}")
+        return
+    labels = [Path(p).name for p in quantized]
+    click.echo(f"{'SQNR dB':<{width}} " + " ".join(f"{label[-18:]:>18}" for label in labels))
     for section in ("outputs", "layers"):
         click.echo(f"-- {section}")
-        for name, row in result[section].items():
-            click.echo(f"{shorten(name):<{width}} {row['sqnr_db']:>9.2f} {row['max_abs_error']:>12.4g}")
+        for name in first[section]:
+            cells = [results[p][section].get(name, {}).get("sqnr_db") for p in quantized]
+            text = " ".join(f"{c:>18.2f}" if c is not None else f"{'-':>18}" for c in cells)
+            click.echo(f"{shorten(name):<{width}} {text}")
 
 
 if __name__ == "__main__":

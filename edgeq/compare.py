@@ -16,15 +16,19 @@ at a time, and rank-4 NHWC tensors are moved back to NCHW before they are compar
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 
 from edgeq.data import CalibrationData
+from edgeq.errors import EdgeqError
 from edgeq.metrics import ErrorSums
 from edgeq.modelio import load_model, read_proto, to_proto
 from edgeq.passes.preprocess import preprocess
+from edgeq.quantize import CHANNEL_SCALES_KEY
 from edgeq.targets.onnxruntime import run_batches
 
 
@@ -46,6 +50,23 @@ def _exposing(proto: onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
+def channel_scales(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Per-channel factors s of tensors that equalization left as original / s (passes/equalize.py)."""
+    for entry in proto.metadata_props:
+        if entry.key == CHANNEL_SCALES_KEY:
+            return {name: np.asarray(v, np.float32) for name, v in json.loads(entry.value).items()}
+    return {}
+
+
+def unscaled(value: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
+    """VALUE in the float model's units: channels (axis 1) multiplied back by their equalization scale."""
+    if scale is None:
+        return value
+    shape = [1] * value.ndim
+    shape[1] = -1
+    return value * scale.reshape(shape)
+
+
 def compare_onnx(float_path, quant_path, data: CalibrationData, *, batch_size: int = 16) -> dict:
     """SQNR and max abs error per graph output and per shared intermediate tensor."""
     float_model = load_model(float_path)
@@ -59,13 +80,14 @@ def compare_onnx(float_path, quant_path, data: CalibrationData, *, batch_size: i
     float_session = _exposing(float_proto, names)
     quant_session = _exposing(quant_proto, names)
     sums = {name: ErrorSums() for name in names}
+    scales = channel_scales(quant_proto)
     float_names = [o.name for o in float_session.get_outputs()]
     quant_outputs = [o.name for o in quant_session.get_outputs()]
     for batch, float_outputs in run_batches(float_session, float_names, data, batch_size):
         ref = dict(zip(float_names, float_outputs, strict=True))
         test = dict(zip(quant_outputs, quant_session.run(quant_outputs, batch), strict=True))
         for name in names:
-            sums[name].add(ref[name], test[name])
+            sums[name].add(ref[name], unscaled(test[name], scales.get(name)))
 
     return {
         "samples": data.num_samples,
@@ -116,3 +138,28 @@ def compare_tflite(float_path, tflite_path, data: CalibrationData) -> dict:
         "layers": {name: sums[name].to_dict() for name in layers},
     }
 
+
+
+def plot_layers(results: dict[str, dict], path) -> None:
+    """A PNG of per-layer SQNR: layers in graph order on the x-axis, one line per quantized model."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise EdgeqError("--plot needs matplotlib: pip install 'edgeq[plot]'") from None
+    from edgeq.files import atomic_path
+
+    figure, axes = plt.subplots(figsize=(12, 4.5))
+    for label, result in results.items():
+        values = [row["sqnr_db"] for row in result["layers"].values()]
+        axes.plot(range(len(values)), values, marker=".", label=Path(label).name)
+    axes.set_xlabel("layer (graph order)")
+    axes.set_ylabel("SQNR vs float (dB)")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)

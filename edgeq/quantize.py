@@ -10,6 +10,7 @@ be called for several activation types, as the ONNX Runtime target does to pick 
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from edgeq.passes.preprocess import preprocess
 from edgeq.qparams import ACTIVATION_TYPES
 from edgeq.quant_plan import Exclusions, assign_encodings, plan_quantization
 from edgeq.recipe import Recipe
+
+CHANNEL_SCALES_KEY = "edgeq.channel_scales"
 
 
 def clone_model(model: ir.Model) -> ir.Model:
@@ -78,6 +81,7 @@ def equalize(model: ir.Model, data: CalibrationData, recipe: Recipe) -> dict:
     after = ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"]).run(None, batch)
     report = dict(equalizer.report)
     report["float_sqnr_db_on_calibration_batch"] = min(sqnr_db(b, a) for b, a in zip(before, after, strict=True))
+    report["channel_scales"] = {name: scale.tolist() for name, scale in equalizer.channel_scales.items()}
     return report
 
 
@@ -105,13 +109,19 @@ def build_qdq(
     # The BatchNorm statistics kept on folded nodes serve the passes that run before this point; in the
     # artifact they would only add ~20% to MobileNetV2's size.
     common_passes.ClearMetadataAndDocStringPass()(model)
+    scales = calibration.passes.get("equalize", {}).get("channel_scales")
+    if scales:  # lets `edgeq compare` undo the per-channel scaling of tensors inside equalized pairs
+        model.metadata_props[CHANNEL_SCALES_KEY] = json.dumps(scales)
     warnings = [
         f"node {name}: bias would overflow int32 in channel(s) {channels}; raised their weight scale"
         for name, channels in qdq.raised_bias_channels.items()
     ] + [f"node {name}: bias kept float (shape does not broadcast per channel)" for name in qdq.float_biases]
     report = {
         "activation_type": qtype.name,
-        "passes": dict(calibration.passes),
+        "passes": {
+            name: {k: v for k, v in report.items() if k != "channel_scales"}
+            for name, report in calibration.passes.items()
+        },
         "quantized_nodes": dict(Counter(n.op_type for n in plan.quantized)),
         "fused_activations": len(plan.fused_activation),
         "float_nodes": plan.float_nodes,

@@ -252,6 +252,7 @@ class EqualizePass(ir.passes.InPlacePass):
         self.absorb_bias = absorb_bias
         self.max_sweeps = max_sweeps
         self.report: dict = {}
+        self.channel_scales: dict[str, np.ndarray] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         original = _outputs_on_random_input(model)
@@ -265,12 +266,20 @@ class EqualizePass(ir.passes.InPlacePass):
         # The scaling is exact up to the clips; check that part on a copy whose clips are Relu.
         kept_clips = {c.name for c in clips} if self.clipped == "bounded" else set()
         baseline = _outputs_on_random_input(_clips_as_relu(model, kept_clips))
+        total = [np.ones(1)] * len(pairs)
         sweeps = 0
         while sweeps < self.max_sweeps:
             sweeps += 1
-            moved = [float(np.abs(np.log(equalize_pair(p, self.sigmas))).max()) for p in pairs]
-            if max(moved, default=0.0) < 1e-3:
+            scales = [equalize_pair(p, self.sigmas) for p in pairs]
+            total = [t * s for t, s in zip(total, scales, strict=True)]
+            if max((float(np.abs(np.log(s)).max()) for s in scales), default=0.0) < 1e-3:
                 break
+        # the tensors between two equalized layers now hold original / s per channel
+        self.channel_scales = {}
+        for pair, scale in zip(pairs, total, strict=True):
+            for node in (pair.first, pair.activation):
+                if node is not None:
+                    self.channel_scales[node.outputs[0].name] = scale
         change = _relative_change(_outputs_on_random_input(_clips_as_relu(model, kept_clips)), baseline)
         if change > TOLERANCE:
             raise EdgeqError(f"internal error: equalization changed the float model by {change:.2e} (relative)")
@@ -308,4 +317,5 @@ def _clips_as_relu(model: ir.Model, names: set[str]) -> ir.Model:
     copy = ir.serde.deserialize_model(ir.serde.serialize_model(model))
     for node in [n for n in copy.graph if n.name in names]:
         _replace_with_relu(copy.graph, node)
+    common_passes.RemoveUnusedNodesPass()(copy)
     return copy

@@ -369,3 +369,27 @@ def test_unsupported_op_for_tflite_names_the_node_and_writes_nothing(tmp_path):
     )
     assert_one_line_error(result, r"node softmax: op Tanh is not supported by the TFLite target")
     assert not (tmp_path / "out" / "tanh.tflite").exists()
+
+
+def test_compare_several_recipes_with_a_plot(tmp_path):
+    """Per-layer SQNR of two recipes side by side; equalized tensors are compared in the float model's units."""
+    models = {}
+    for name, extra in {"default": [], "equalized": ["--passes", "equalize"]}.items():
+        models[name] = tmp_path / f"{name}.onnx"
+        result = edgeq(
+            "quantize", DIGITS, "-o", models[name], "--calib", DIGITS_CALIB, "--per-tensor", "--no-progress", *extra
+        )
+        assert result.returncode == 0, result.stderr
+    plot = tmp_path / "sqnr.png"
+    result = edgeq(
+        "compare", DIGITS, models["default"], models["equalized"], "--data", DIGITS_TEST, "--plot", plot, "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    default, equalized = (rows[str(models[n])]["layers"] for n in ("default", "equalized"))
+    assert default.keys() == equalized.keys()
+    # inside the equalized depthwise -> pointwise pair the tensors are rescaled per channel; undone, the
+    # layer's error stays that of quantization (a few dB either way, not the 20 dB a unit mismatch costs)
+    name = "/depthwise/depthwise.2/Clip_output_0"
+    assert abs(default[name]["sqnr_db"] - equalized[name]["sqnr_db"]) < 6
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
