@@ -392,8 +392,10 @@ def write_section(results: dict, seconds: float) -> None:
     lines.append("")
     path = REPO / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if MARKER in text:
-        text = text[: text.index(MARKER)]
+    if MARKER in text:  # replace this script's own section, keep the others
+        start = text.index(MARKER)
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + (text[end + 1 :] if end != -1 else "")
     path.write_text(text.rstrip() + "\n\n" + "\n".join(lines))
 
 

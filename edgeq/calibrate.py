@@ -132,7 +132,7 @@ def collect(
     fixed = fixed_batch_size(model)
     if fixed is not None and data.num_samples is not None and data.num_samples % fixed:
         raise _fixed_batch_error(fixed, data.num_samples)
-    size = fixed or batch_size or _budget_batch(model, memory_budget_mb)
+    size = fixed or batch_size or budget_batch(model, memory_budget_mb)
     with tqdm(
         total=data.num_samples,
         desc="calibrating",
@@ -162,7 +162,7 @@ def collect(
     return observers
 
 
-def _budget_batch(model: ir.Model, memory_budget_mb: int) -> int:
+def budget_batch(model: ir.Model, memory_budget_mb: int) -> int:
     per_sample = max(1, bytes_per_sample([v for node in model.graph for v in node.outputs]))
     return int(np.clip(memory_budget_mb * 2**20 // per_sample, 1, MAX_BATCH))
 

@@ -148,6 +148,11 @@ def _recipe_from(opts: dict):
     from edgeq.recipe import load_recipe
 
     recipe = load_recipe(opts["recipe"])
+    if opts["calib"] == "synthetic":  # data-free mode: equalization and analytic bias correction by default
+        recipe = recipe.updated(
+            passes=sorted({*recipe.passes, "equalize", "bias-correction"}),
+            bias_correction="analytic" if opts["bias_correction"] is None else None,
+        )
     return recipe.updated(
         activation_type=opts["activation_type"],
         weight_bits=int(opts["weight_bits"]) if opts["weight_bits"] else None,
@@ -172,8 +177,17 @@ def _passes(option: str | None, recipe_passes: list[str], bias_correction: str |
     return passes
 
 
-def _open_data(source: str, model, image_spec: str | None, max_samples: int | None):
+def _open_data(source: str, model, image_spec: str | None, max_samples: int | None, *, progress: bool = True):
     from edgeq.data import input_specs, open_data, parse_image_spec
+
+    if source == "synthetic":  # data-free: inputs distilled from the model's BatchNorm statistics (ZeroQ)
+        from edgeq.passes.preprocess import preprocess
+        from edgeq.quantize import clone_model
+        from edgeq.synthetic import distill
+
+        preprocessed = clone_model(model)
+        preprocess(preprocessed)
+        return distill(preprocessed, progress=progress)
 
     spec = parse_image_spec(image_spec) if image_spec else None
     return open_data(source, input_specs(model), image_spec=spec, max_samples=max_samples)
@@ -223,7 +237,13 @@ def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
             "--activation-type auto is chosen per target: use 'edgeq convert --target onnxruntime'"
         )
     float_model = load_model(model)
-    data = _open_data(opts["calib"], float_model, opts["image_spec"], recipe.max_calib_samples)
+    data = _open_data(
+        opts["calib"],
+        float_model,
+        opts["image_spec"],
+        recipe.max_calib_samples,
+        progress=not opts["no_progress"],
+    )
     qdq, report = quantize_model(float_model, data, recipe, progress=not opts["no_progress"])
     save_model(qdq, output, model, opts["calib"])
     report = {"input": model, "output": output, "recipe": recipe.to_dict(), **report}
@@ -293,7 +313,13 @@ def convert(
     if opts["activation_type"] is None and opts["recipe"] is None:
         recipe = recipe.updated(activation_type="auto")
     float_model = load_model(model)
-    data = _open_data(opts["calib"], float_model, opts["image_spec"], recipe.max_calib_samples)
+    data = _open_data(
+        opts["calib"],
+        float_model,
+        opts["image_spec"],
+        recipe.max_calib_samples,
+        progress=not opts["no_progress"],
+    )
     eval_source = _open_data(eval_data, load_model(model), opts["image_spec"], None) if eval_data else data
     labels = load_arrays(eval_data).get("label") if eval_data and eval_data.endswith(".npz") else None
     report = convert(

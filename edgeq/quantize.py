@@ -24,6 +24,7 @@ from edgeq.data import CalibrationData
 from edgeq.metrics import sqnr_db
 from edgeq.modelio import model_bytes
 from edgeq.observers import TensorObserver
+from edgeq.passes.bias_correction import BiasCorrectionPass
 from edgeq.passes.equalize import EqualizePass
 from edgeq.passes.insert_qdq import InsertQDQPass
 from edgeq.passes.preprocess import preprocess
@@ -80,13 +81,15 @@ def equalize(model: ir.Model, data: CalibrationData, recipe: Recipe) -> dict:
     equalizer(model)
     after = ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"]).run(None, batch)
     report = dict(equalizer.report)
-    report["float_sqnr_db_on_calibration_batch"] = min(sqnr_db(b, a) for b, a in zip(before, after, strict=True))
+    report["float_sqnr_db_on_calibration_batch"] = min(
+        sqnr_db(b, a) for b, a in zip(before, after, strict=True)
+    )
     report["channel_scales"] = {name: scale.tolist() for name, scale in equalizer.channel_scales.items()}
     return report
 
 
 def build_qdq(
-    calibration: Calibration, recipe: Recipe, activation_type: str | None = None
+    calibration: Calibration, recipe: Recipe, activation_type: str | None = None, *, progress: bool = False
 ) -> tuple[ir.Model, dict]:
     """The QDQ model for CALIBRATION's model with RECIPE's options; returns it with a JSON-able report."""
     qtype = ACTIVATION_TYPES[activation_type or recipe.activation_type]
@@ -106,6 +109,13 @@ def build_qdq(
         weight_rounding=recipe.weight_rounding,
     )
     qdq(model)
+    passes = dict(calibration.passes)
+    if "bias-correction" in recipe.passes:
+        correction = BiasCorrectionPass(
+            calibration.model, calibration.data, mode=recipe.bias_correction, progress=progress
+        )
+        correction(model)
+        passes["bias-correction"] = correction.summary()
     # The BatchNorm statistics kept on folded nodes serve the passes that run before this point; in the
     # artifact they would only add ~20% to MobileNetV2's size.
     common_passes.ClearMetadataAndDocStringPass()(model)
@@ -119,8 +129,7 @@ def build_qdq(
     report = {
         "activation_type": qtype.name,
         "passes": {
-            name: {k: v for k, v in report.items() if k != "channel_scales"}
-            for name, report in calibration.passes.items()
+            name: {k: v for k, v in report.items() if k != "channel_scales"} for name, report in passes.items()
         },
         "quantized_nodes": dict(Counter(n.op_type for n in plan.quantized)),
         "fused_activations": len(plan.fused_activation),
@@ -143,4 +152,4 @@ def quantize_model(
     model: ir.Model, data: CalibrationData, recipe: Recipe, *, progress: bool = True
 ) -> tuple[ir.Model, dict]:
     """Calibrate and quantize MODEL (preprocessed in place) in one call."""
-    return build_qdq(calibrate_model(model, data, recipe, progress=progress), recipe)
+    return build_qdq(calibrate_model(model, data, recipe, progress=progress), recipe, progress=progress)

@@ -34,7 +34,7 @@ def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     return value
 
 
-def _dequantize(graph: ir.Graph, name: str, q: np.ndarray, scale, zero_point, axis: int | None) -> ir.Value:
+def dequantize_constant(graph: ir.Graph, name: str, q: np.ndarray, scale, zero_point, axis: int | None) -> ir.Value:
     """A constant integer tensor Q behind a DequantizeLinear; returns the float output value."""
     inputs = [
         _initializer(graph, f"{name}_quantized", q),
@@ -81,7 +81,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
                 self._quantize_layer(graph, node)
         for constant in self.plan.constants:
             encoding = self.encodings[constant.name]
-            dq = _dequantize(
+            dq = dequantize_constant(
                 graph,
                 constant.name,
                 encoding.quantize(constant.const_value.numpy()),
@@ -146,13 +146,13 @@ class InsertQDQPass(ir.passes.InPlacePass):
         scale = layer.weight_scale if self.per_channel else layer.weight_scale[0]
         zero = np.zeros_like(scale, dtype=np.int8)
         node.replace_input_with(
-            1, _dequantize(graph, f"{node.name}.weight", layer.weight, scale, zero, per_channel_axis)
+            1, dequantize_constant(graph, f"{node.name}.weight", layer.weight, scale, zero, per_channel_axis)
         )
         if layer.bias is not None:
             bias_scale = layer.bias_scale if self.per_channel else layer.bias_scale[0]
             node.replace_input_with(
                 BIAS_INPUT[node.op_type],
-                _dequantize(
+                dequantize_constant(
                     graph,
                     f"{node.name}.bias",
                     layer.bias,

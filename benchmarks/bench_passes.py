@@ -1,0 +1,206 @@
+"""The accuracy passes on MobileNetV2, every recipe in one run; writes the passes section of BENCHMARKS.md.
+
+    python benchmarks/bench_passes.py       # (make bench) about 15 minutes on 2 cores
+
+Every variant is one `edgeq quantize` command on the same float model and the same 64 calibration views (or none,
+for --calib synthetic), evaluated in onnxruntime against fp32 on 256 photo views (top-1 agreement, logits SQNR).
+1. The DFQ experiment (Nagel et al. 2019) with per-tensor int8 weights: naive (min/max weights rounded to nearest)
+   vs equalization vs equalization + high-bias absorption + bias correction, next to the per-channel default.
+2. Per-channel W8A8: round-to-nearest default vs bias correction and AdaRound (and equalization).
+3. W4A8 (4-bit per-channel weights): round-to-nearest vs AdaRound.
+4. Data-free: --calib synthetic (distilled data, equalization, analytic bias correction) vs calibrated.
+5. Equalization's change of the float model on the photo views.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_quantize import CACHE, EDGEQ, machine, measured, run_model  # noqa: E402
+from edgeq.metrics import sqnr_db, top1_agreement  # noqa: E402
+
+MARKER = "## Accuracy passes"
+NAIVE = ["--weight-range", "minmax", "--weight-rounding", "nearest"]
+VARIANTS = {
+    "dfq": {
+        "per-tensor, naive (min/max, round to nearest)": ["--per-tensor", *NAIVE],
+        "per-tensor + equalization": ["--per-tensor", *NAIVE, "--passes", "equalize"],
+        "per-tensor + equalization + bias absorption + bias correction (analytic: data-free DFQ)": [
+            "--per-tensor",
+            *NAIVE,
+            "--passes",
+            "equalize",
+            "--bias-correction",
+            "analytic",
+        ],
+        "per-tensor + equalization + bias absorption + bias correction (empirical)": [
+            "--per-tensor",
+            *NAIVE,
+            "--passes",
+            "equalize",
+            "--bias-correction",
+            "empirical",
+        ],
+        "per-channel default (reference)": [],
+    },
+    "w8a8": {
+        "per-channel, round to nearest": ["--weight-rounding", "nearest"],
+        "per-channel default (sum-preserving rounding)": [],
+        "+ bias correction": ["--bias-correction", "empirical"],
+        "+ AdaRound + bias correction": ["--passes", "adaround", "--bias-correction", "empirical"],
+        "+ equalization + AdaRound + bias correction": [
+            "--passes",
+            "equalize,adaround",
+            "--bias-correction",
+            "empirical",
+        ],
+    },
+    "w4a8": {
+        "W4A8 round to nearest": ["--weight-bits", "4", "--weight-rounding", "nearest"],
+        "W4A8 AdaRound": ["--weight-bits", "4", "--passes", "adaround"],
+        "W4A8 AdaRound + bias correction": [
+            "--weight-bits",
+            "4",
+            "--passes",
+            "adaround",
+            "--bias-correction",
+            "empirical",
+        ],
+    },
+    "data_free": {
+        "calibrated (64 real views), default": [],
+        "calibrated (64 real views) + equalization + analytic bias correction": [
+            "--passes",
+            "equalize",
+            "--bias-correction",
+            "analytic",
+        ],
+        "--calib synthetic (distilled data + equalization + analytic bias correction)": ["SYNTHETIC"],
+    },
+}
+
+
+def float_change(model: Path, views: np.ndarray) -> dict:
+    """How much equalization's Relu6 policy changes the float model on real photos."""
+    from edgeq.modelio import load_model, model_bytes
+    from edgeq.passes.equalize import EqualizePass
+    from edgeq.passes.preprocess import preprocess
+
+    ref = run_model(model, views)
+    rows = {}
+    for policy in ("bounded", "to-relu"):
+        ir_model = load_model(model)
+        preprocess(ir_model)
+        EqualizePass(clipped=policy)(ir_model)
+        session = ort.InferenceSession(model_bytes(ir_model), providers=["CPUExecutionProvider"])
+        out = np.concatenate(
+            [session.run(None, {"input": views[i : i + 32]})[0] for i in range(0, len(views), 32)]
+        )
+        rows[policy] = {
+            "agreement": top1_agreement(ref, out),
+            "sqnr_db": sqnr_db(ref, out),
+            "max_relative_change": float(np.abs(out - ref).max() / np.abs(ref).max()),
+        }
+    return rows
+
+
+def main() -> None:
+    from models.photos import calib_views, eval_views
+
+    start = time.perf_counter()
+    out = CACHE / "passes"
+    out.mkdir(parents=True, exist_ok=True)
+    model = CACHE / "mobilenet" / "mobilenet_v2.onnx"
+    if not model.exists():
+        from edgeq.export import export_module
+        from models.mobilenet_v2 import build
+
+        model.parent.mkdir(parents=True, exist_ok=True)
+        module, example = build()
+        export_module(module, example, model, input_names=["input"], output_names=["logits"])
+    calib = out / "calib64.npz"
+    np.savez(calib, input=calib_views(64))
+    views = eval_views(256)
+    ref = run_model(model, views)
+    results: dict = {"float_change": float_change(model, views)}
+    print(json.dumps(results, indent=1), flush=True)
+    for section, variants in VARIANTS.items():
+        results[section] = {}
+        for index, (name, flags) in enumerate(variants.items()):
+            path = out / f"{section}_{index}.onnx"
+            calib_flags = ["--calib", "synthetic", "--passes", "equalize", "--bias-correction", "analytic"]
+            flags = calib_flags if flags == ["SYNTHETIC"] else ["--calib", str(calib), *flags]
+            cost = measured([*EDGEQ, "quantize", str(model), "-o", str(path), "--no-progress", *flags])
+            scores = run_model(path, views)
+            results[section][name] = {
+                **cost,
+                "agreement": top1_agreement(ref, scores),
+                "sqnr_db": sqnr_db(ref, scores),
+                "flags": " ".join(flags).replace(str(calib), "calib64.npz"),
+            }
+            print(section, name, json.dumps(results[section][name]), flush=True)
+    write_section(results, time.perf_counter() - start)
+
+
+def write_section(results: dict, seconds: float) -> None:
+    titles = {
+        "dfq": "DFQ experiment: per-tensor int8 weights (int8 activations per tensor)",
+        "w8a8": "Per-channel W8A8",
+        "w4a8": "W4A8 (4-bit per-channel weights, 8-bit activations)",
+        "data_free": "Data-free: `--calib synthetic`",
+    }
+    lines = [
+        MARKER,
+        "",
+        f"Command: `python benchmarks/bench_passes.py` (whole run {seconds / 60:.1f} min)  ",
+        f"Machine: {machine()}  ",
+        f"Date: {datetime.date.today().isoformat()}  ",
+        "MobileNetV2 (torchvision weights), 256 photo views, calibration on 64 other views; top-1 agreement with fp32",
+        "and logits SQNR; each row is one `edgeq quantize` command (the flags column), time and peak RSS of that command.",
+        "",
+    ]
+    for section, title in titles.items():
+        lines += [
+            f"### {title}",
+            "",
+            "| recipe | agreement | SQNR dB | quantize s | peak RSS MB | flags |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, row in results[section].items():
+            lines.append(
+                f"| {name} | {row['agreement']:.3f} | {row['sqnr_db']:.2f} | {row['seconds']:.1f} | "
+                f"{row['peak_rss_mb']:.0f} | `{row['flags']}` |"
+            )
+        lines.append("")
+    lines += [
+        "### Equalization's effect on the float model (256 photo views)",
+        "",
+        "| Relu6 policy | float agreement with the original | float SQNR dB | max relative change |",
+        "|---|---|---|---|",
+    ]
+    for policy, row in results["float_change"].items():
+        lines.append(
+            f"| {policy} | {row['agreement']:.3f} | {row['sqnr_db']:.1f} | {row['max_relative_change']:.2e} |"
+        )
+    lines.append("")
+    path = REPO / "BENCHMARKS.md"
+    text = path.read_text()
+    if MARKER in text:
+        start = text.index(MARKER)
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + (text[end + 1 :] if end != -1 else "")
+    path.write_text(text.rstrip() + "\n\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
