@@ -139,7 +139,6 @@ def compare_tflite(float_path, tflite_path, data: CalibrationData) -> dict:
     }
 
 
-
 def plot_layers(results: dict[str, dict], path) -> None:
     """A PNG of per-layer SQNR: layers in graph order on the x-axis, one line per quantized model."""
     try:

@@ -117,7 +117,19 @@ def _onnxruntime(calibration, recipe, float_path, eval_data, outdir, name, label
 
 
 def _tflite(
-    qdq, qdq_path, quant_report, float_path, eval_data, outdir, name, *, targets, labels, io, float_tflite, verify_samples
+    qdq,
+    qdq_path,
+    quant_report,
+    float_path,
+    eval_data,
+    outdir,
+    name,
+    *,
+    targets,
+    labels,
+    io,
+    float_tflite,
+    verify_samples,
 ) -> dict:
     from edgeq.targets.tflite import artifact as tflite_target
 

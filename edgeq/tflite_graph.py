@@ -459,7 +459,8 @@ def _read(model_bytes: bytes) -> Graph:
         "buffer0_size": len(buffers[0]) if buffers else None,
         "buffer_of_tensor": [sg.Tensors(i).Buffer() for i in range(sg.TensorsLength())],
         "opcodes": [
-            (name, version, code.DeprecatedBuiltinCode(), raw_builtin_code(code)) for name, version, code in opcodes
+            (name, version, code.DeprecatedBuiltinCode(), raw_builtin_code(code))
+            for name, version, code in opcodes
         ],
         "buffer_offsets": _buffer_offsets(model_bytes, buffers),
         "signature_keys": [

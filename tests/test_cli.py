@@ -393,3 +393,27 @@ def test_compare_several_recipes_with_a_plot(tmp_path):
     name = "/depthwise/depthwise.2/Clip_output_0"
     assert abs(default[name]["sqnr_db"] - equalized[name]["sqnr_db"]) < 6
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_passes_run_in_pipeline_order_and_are_reported(tmp_path):
+    report = tmp_path / "r.json"
+    result = edgeq(
+        "quantize",
+        DIGITS,
+        "-o",
+        tmp_path / "q.onnx",
+        "--calib",
+        DIGITS_CALIB,
+        "--bias-correction",
+        "analytic",
+        "--passes",
+        "bias-correction,equalize",
+        "--report",
+        report,
+        "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())
+    assert data["recipe"]["passes"] == ["equalize", "bias-correction"]
+    assert data["passes"]["equalize"]["change_from_equalization"] <= 1e-4
+    assert data["passes"]["bias-correction"]["mode"] == "analytic"

@@ -77,7 +77,9 @@ def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(scaled, multiplier), right)
 
 
-def requantize_multipliers(input_scale: float, weight_scales, output_scale: float) -> tuple[np.ndarray, np.ndarray]:
+def requantize_multipliers(
+    input_scale: float, weight_scales, output_scale: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel (M0, shift) for real = S_in * S_w[c] / S_out, in double from the float32 scales."""
     s_in = float(np.float32(input_scale))
     s_out = float(np.float32(output_scale))
