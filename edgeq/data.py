@@ -591,8 +591,8 @@ def open_data(
 ) -> CalibrationData:
     """The data source named by SOURCE: an .npz file, an image folder, or module:function."""
     text = str(source)
-    if text == "synthetic":
-        raise EdgeqError("--calib synthetic (data-free calibration) is not available yet; give real data")
+    if text == "synthetic":  # only `--calib` knows how to distill data (edgeq/synthetic.py)
+        raise EdgeqError("'synthetic' data is for --calib only; give real data here")
     path = Path(text)
     if path.is_dir():
         return ImageFolderData(path, image_spec or ImageSpec(), specs, max_samples)

@@ -417,3 +417,18 @@ def test_passes_run_in_pipeline_order_and_are_reported(tmp_path):
     assert data["recipe"]["passes"] == ["equalize", "bias-correction"]
     assert data["passes"]["equalize"]["change_from_equalization"] <= 1e-4
     assert data["passes"]["bias-correction"]["mode"] == "analytic"
+
+
+def test_calib_synthetic_needs_batchnorm_statistics(tmp_path):
+    """Data-free calibration on a model without BatchNorm is a clear error (the digits CNN path is tested in
+    tests/test_synthetic.py; here the CLI wiring)."""
+    proto = make_convnet()
+    for node in list(proto.graph.node):
+        if node.op_type == "BatchNormalization":  # bypass the BatchNorm: no statistics left to match
+            consumer = next(n for n in proto.graph.node if node.output[0] in n.input)
+            consumer.input[list(consumer.input).index(node.output[0])] = node.input[0]
+            proto.graph.node.remove(node)
+    model = tmp_path / "nobn.onnx"
+    onnx.save(proto, model)
+    result = edgeq("quantize", model, "-o", tmp_path / "q.onnx", "--calib", "synthetic", "--no-progress")
+    assert_one_line_error(result, "needs BatchNorm statistics")

@@ -129,8 +129,8 @@ def test_missing_or_unknown_source(tmp_path):
         open_data(tmp_path / "gone", SPECS)
 
 
-def test_synthetic_is_reserved():
-    with pytest.raises(EdgeqError, match="synthetic.*not available yet"):
+def test_synthetic_is_for_calibration_only():
+    with pytest.raises(EdgeqError, match="'synthetic' data is for --calib only"):
         open_data("synthetic", SPECS)
 
 
