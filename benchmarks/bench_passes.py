@@ -57,7 +57,7 @@ VARIANTS = {
         "per-channel, round to nearest": ["--weight-rounding", "nearest"],
         "per-channel default (sum-preserving rounding)": [],
         "+ bias correction": ["--bias-correction", "empirical"],
-        "+ AdaRound + bias correction": ["--passes", "adaround", "--bias-correction", "empirical"],
+        "+ equalization + bias correction": ["--passes", "equalize", "--bias-correction", "empirical"],
         "+ equalization + AdaRound + bias correction": [
             "--passes",
             "equalize,adaround",
@@ -67,15 +67,8 @@ VARIANTS = {
     },
     "w4a8": {
         "W4A8 round to nearest": ["--weight-bits", "4", "--weight-rounding", "nearest"],
+        "W4A8 sum-preserving rounding (default)": ["--weight-bits", "4"],
         "W4A8 AdaRound": ["--weight-bits", "4", "--passes", "adaround"],
-        "W4A8 AdaRound + bias correction": [
-            "--weight-bits",
-            "4",
-            "--passes",
-            "adaround",
-            "--bias-correction",
-            "empirical",
-        ],
     },
     "data_free": {
         "calibrated (64 real views), default": [],

@@ -55,7 +55,7 @@ def _runtime_values(model: ir.Model) -> dict[str, ir.Value]:
     return values
 
 
-def _exposing_copy(model: ir.Model, values: Sequence[ir.Value]) -> onnx.ModelProto:
+def exposing_copy(model: ir.Model, values: Sequence[ir.Value]) -> onnx.ModelProto:
     proto = to_proto(model)
     existing = {o.name for o in proto.graph.output}
     for value in values:
@@ -123,7 +123,7 @@ def collect(
         options.intra_op_num_threads = threads
     try:
         session = ort.InferenceSession(
-            _exposing_copy(model, exposed).SerializeToString(), options, providers=["CPUExecutionProvider"]
+            exposing_copy(model, exposed).SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
     except _ORT_ERRORS as exc:
         raise EdgeqError(f"onnxruntime cannot load the float model: {_first_line(exc)}") from None

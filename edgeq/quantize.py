@@ -24,6 +24,7 @@ from edgeq.data import CalibrationData
 from edgeq.metrics import sqnr_db
 from edgeq.modelio import model_bytes
 from edgeq.observers import TensorObserver
+from edgeq.passes.adaround import AdaRoundPass
 from edgeq.passes.bias_correction import BiasCorrectionPass
 from edgeq.passes.equalize import EqualizePass
 from edgeq.passes.insert_qdq import InsertQDQPass
@@ -110,6 +111,17 @@ def build_qdq(
     )
     qdq(model)
     passes = dict(calibration.passes)
+    if "adaround" in recipe.passes:
+        adaround = AdaRoundPass(
+            calibration.model, calibration.data, weight_bits=recipe.weight_bits, progress=progress
+        )
+        adaround(model)
+        passes["adaround"] = {
+            "layers": len(adaround.report),
+            "adopted": sum(bool(row["adopted"]) for row in adaround.report.values()),
+            "skipped": dict(adaround.skipped),
+            "seconds": round(sum(row["seconds"] + row.get("data_seconds", 0.0) for row in adaround.report.values()), 1),
+        }
     if "bias-correction" in recipe.passes:
         correction = BiasCorrectionPass(
             calibration.model, calibration.data, mode=recipe.bias_correction, progress=progress

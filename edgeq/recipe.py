@@ -33,7 +33,7 @@ WEIGHT_ROUNDINGS = ("nearest", "sum-preserving")
 ACTIVATION_CHOICES = ("int8", "uint8", "int16", "auto")
 # The optional passes, in the order the pipeline runs them (whatever order a user lists them in):
 # equalize (float model, before calibration) -> calibration -> QDQ -> adaround -> bias-correction.
-KNOWN_PASSES: tuple[str, ...] = ("equalize", "bias-correction")
+KNOWN_PASSES: tuple[str, ...] = ("equalize", "adaround", "bias-correction")
 BIAS_CORRECTIONS = ("empirical", "analytic")
 EQUALIZE_CLIPS = ("bounded", "to-relu", "keep")
 

@@ -1,0 +1,161 @@
+"""AdaRound on real models in onnxruntime: the weights stay on their grid, the layers' reconstruction error
+falls, and 4-bit networks get closer to their float model."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from conftest import make_convnet
+
+from edgeq.data import ArrayData, input_specs, load_npz
+from edgeq.errors import EdgeqError
+from edgeq.metrics import sqnr_db, top1_agreement
+from edgeq.modelio import load_model, model_bytes
+from edgeq.passes.adaround import AdaRoundPass
+from edgeq.quantize import build_qdq, calibrate_model
+from edgeq.recipe import Recipe
+
+MODELS = __import__("pathlib").Path(__file__).resolve().parents[1] / "models"
+
+
+def _run(model: ir.Model, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x})[0]
+
+
+def _integers(model: ir.Model) -> dict[str, np.ndarray]:
+    return {
+        name: value.const_value.numpy().copy()
+        for name, value in model.graph.initializers.items()
+        if name.endswith(".weight_quantized")
+    }
+
+
+@pytest.fixture(scope="module")
+def digits():
+    model = load_model(MODELS / "digits_cnn.onnx")
+    data = load_npz(MODELS / "digits_calib.npz", input_specs(model))
+    calibration = calibrate_model(model, data, Recipe(), progress=False)
+    return calibration, data, np.load(MODELS / "digits_test.npz")["input"]
+
+
+def test_weights_stay_on_the_grid_and_layer_errors_fall(tmp_path):
+    """Conv, depthwise Conv with Clip, pointwise Conv, Gemm: every layer is handled and re-rounded only up or
+    down from W / s, with the scales and the rest of the model untouched."""
+    path = tmp_path / "convnet.onnx"
+    onnx.save(make_convnet(), path)
+    model = load_model(path)
+    x = np.random.default_rng(1).normal(0, 1, (40, 3, 8, 8)).astype(np.float32)
+    data = ArrayData({"input": x}, input_specs(model), "random")
+    calibration = calibrate_model(model, data, Recipe(), progress=False)
+    qdq, _ = build_qdq(calibration, Recipe(weight_bits=4))
+    before = _integers(qdq)
+    others = {n: v.const_value.numpy().copy() for n, v in qdq.graph.initializers.items() if n not in before}
+    adaround = AdaRoundPass(calibration.model, data, weight_bits=4, iterations=200, progress=False)
+    adaround(qdq)
+
+    float_nodes = {node.name: node for node in calibration.model.graph}
+    assert set(adaround.report) == {name.removesuffix(".weight_quantized") for name in before}
+    assert not adaround.skipped
+    for name, q in _integers(qdq).items():
+        node = float_nodes[name.removesuffix(".weight_quantized")]
+        w = node.inputs[1].const_value.numpy()
+        scale = qdq.graph.initializers[name.replace("_quantized", "_scale")].const_value.numpy()
+        if node.op_type == "Gemm":  # transB: channels on axis 0, like Conv
+            assert node.attributes.get_int("transB", 0) == 1
+        ratio = w / scale.reshape(-1, *[1] * (w.ndim - 1))
+        assert q.dtype == np.int8 and np.abs(q).max() <= 7
+        assert np.all((q == np.clip(np.floor(ratio), -7, 7)) | (q == np.clip(np.floor(ratio) + 1, -7, 7)))
+    for name, array in others.items():  # scales, zero points, biases, activation encodings
+        np.testing.assert_array_equal(qdq.graph.initializers[name].const_value.numpy(), array)
+    # 32 training rows for the 80 weights of fc: its rounding overfits and the held-out check must refuse it
+    assert adaround.report["fc"]["error_after"] > adaround.report["fc"]["error_before"]
+    assert not adaround.report["fc"]["adopted"]
+    rows = adaround.report.values()
+    assert all(row["error_after"] < row["error_before"] for row in rows if row["adopted"])
+    assert any(row["adopted"] for row in rows)
+    changed = [name for name, q in _integers(qdq).items() if not np.array_equal(q, before[name])]
+    assert sorted(changed) == sorted(
+        f"{n}.weight_quantized" for n, row in adaround.report.items() if row["adopted"]
+    )
+
+
+def test_four_bit_digits_cnn_gets_closer_to_float(digits):
+    """Real digits, held-out test images: 4-bit weights with the default (sum-preserving) rounding are
+    15.4 dB from the float logits; AdaRound brings them to ~23.8 dB."""
+    calibration, data, x = digits
+    reference = _run(calibration.model, x)
+    qdq, _ = build_qdq(calibration, Recipe(weight_bits=4))
+    rounded = _run(qdq, x)
+    adaround = AdaRoundPass(calibration.model, data, weight_bits=4, iterations=300, progress=False)
+    adaround(qdq)
+    adarounded = _run(qdq, x)
+    errors = np.array([(row["error_before"], row["error_after"]) for row in adaround.report.values()])
+    assert len(errors) == 5 and np.all(errors[:, 1] < errors[:, 0])  # held-out layer errors
+    assert sqnr_db(reference, adarounded) > sqnr_db(reference, rounded) + 4.0
+    assert top1_agreement(reference, adarounded) >= top1_agreement(reference, rounded) - 0.005
+
+
+def test_eight_bit_weights_do_not_get_worse(digits):
+    calibration, data, x = digits
+    reference = _run(calibration.model, x)
+    qdq, _ = build_qdq(calibration, Recipe())
+    rounded = _run(qdq, x)
+    adaround = AdaRoundPass(calibration.model, data, iterations=200, progress=False)
+    adaround(qdq)
+    assert sqnr_db(reference, _run(qdq, x)) > sqnr_db(reference, rounded)
+    assert all(np.abs(q).max() <= 127 for q in _integers(qdq).values())
+
+
+def test_time_budget_bounds_each_layer(digits):
+    calibration, data, _ = digits
+    qdq, _ = build_qdq(calibration, Recipe(weight_bits=4))
+    adaround = AdaRoundPass(
+        calibration.model, data, weight_bits=4, iterations=10**6, seconds_per_layer=0.3, progress=False
+    )
+    adaround(qdq)
+    for row in adaround.report.values():
+        assert 0 < row["iterations"] < 10**6
+        assert row["seconds"] < 2.0  # 0.3 s of steps plus the final evaluation
+
+
+def test_without_torch_the_error_names_the_extra(digits, monkeypatch):
+    calibration, data, _ = digits
+    qdq, _ = build_qdq(calibration, Recipe())
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(EdgeqError, match=r"pip install 'edgeq\[torch\]'"):
+        AdaRoundPass(calibration.model, data, progress=False)(qdq)
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_w4a8_logits_improve(tmp_path):
+    """Measured (64 calibration views, 1000 steps or 10 s per layer, 256 evaluation views): W4A8 logits SQNR
+    4.3 -> 13.8 dB, top-1 agreement 0.39 -> 0.77. This cheaper setting (16 views, 150 steps or 0.5 s per layer,
+    64 evaluation views) measured 4.4 -> 8.6 dB."""
+    from conftest import calibrated_mobilenet_v2
+
+    from models.photos import calib_views, eval_views
+
+    float_path, calibration = calibrated_mobilenet_v2(tmp_path, calib_views=16)
+    data = ArrayData({"input": calib_views(16)}, input_specs(calibration.model), "views")
+    qdq, _ = build_qdq(calibration, Recipe(weight_bits=4))
+    x = eval_views(64)
+    reference = _run(load_model(float_path), x)
+    rounded = _run(qdq, x)
+    adaround = AdaRoundPass(
+        calibration.model,
+        data,
+        weight_bits=4,
+        iterations=150,
+        seconds_per_layer=0.5,
+        samples=512,
+        progress=False,
+    )
+    adaround(qdq)
+    assert len(adaround.report) == 53
+    assert sqnr_db(reference, _run(qdq, x)) > sqnr_db(reference, rounded) + 3.0
