@@ -26,7 +26,7 @@ import onnxruntime as ort
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_quantize import CACHE, EDGEQ, machine, measured, run_model  # noqa: E402
+from benchmarks.bench_quantize import CACHE, EDGEQ, machine, measured, mobilenet_float_model, run_model  # noqa: E402
 from edgeq.metrics import sqnr_db, top1_agreement  # noqa: E402
 
 MARKER = "## Accuracy passes"
@@ -113,14 +113,7 @@ def main() -> None:
     start = time.perf_counter()
     out = CACHE / "passes"
     out.mkdir(parents=True, exist_ok=True)
-    model = CACHE / "mobilenet" / "mobilenet_v2.onnx"
-    if not model.exists():
-        from edgeq.export import export_module
-        from models.mobilenet_v2 import build
-
-        model.parent.mkdir(parents=True, exist_ok=True)
-        module, example = build()
-        export_module(module, example, model, input_names=["input"], output_names=["logits"])
+    model = mobilenet_float_model()
     calib = out / "calib64.npz"
     np.savez(calib, input=calib_views(64))
     views = eval_views(256)

@@ -127,16 +127,22 @@ def digits() -> dict:
     return rows
 
 
-def mobilenet(views: dict[str, np.ndarray]) -> dict:
+def mobilenet_float_model() -> Path:
+    """MobileNetV2 (torchvision weights) exported once to the benchmark cache."""
     from edgeq.export import export_module
     from models.mobilenet_v2 import build
 
-    out = CACHE / "mobilenet"
-    out.mkdir(parents=True, exist_ok=True)
-    model = out / "mobilenet_v2.onnx"
+    model = CACHE / "mobilenet" / "mobilenet_v2.onnx"
+    model.parent.mkdir(parents=True, exist_ok=True)
     if not model.exists():
         module, example = build()
         export_module(module, example, model, input_names=["input"], output_names=["logits"])
+    return model
+
+
+def mobilenet(views: dict[str, np.ndarray]) -> dict:
+    out = CACHE / "mobilenet"
+    model = mobilenet_float_model()
     calib = out / "calib64.npz"
     np.savez(calib, input=views["calib"])
     ref = run_model(model, views["eval"])
