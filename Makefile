@@ -35,6 +35,7 @@ test: install-dev
 bench: install-dev
 	$(BIN)/python benchmarks/bench_quantize.py
 	$(BIN)/python benchmarks/bench_tflite.py
+	$(BIN)/python benchmarks/bench_passes.py
 
 lint: install-dev
 	$(BIN)/ruff check edgeq passes targets models benchmarks tests
