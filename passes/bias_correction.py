@@ -365,13 +365,13 @@ def _upstream_layers(graph: ir.Graph, layer_nodes: set[ir.Node]) -> dict[ir.Node
 def _ancestors(targets: list[ir.Node], stop: set[ir.Node]) -> set[ir.Node]:
     """TARGETS and every node they depend on, not crossing nodes in STOP (their outputs are cached)."""
     found: set[ir.Node] = set()
-    todo = list(targets)
-    while todo:
-        node = todo.pop()
+    pending = list(targets)
+    while pending:
+        node = pending.pop()
         if node in found or node in stop:
             continue
         found.add(node)
-        todo.extend(v.producer() for v in node.inputs if v is not None and v.producer() is not None)
+        pending.extend(v.producer() for v in node.inputs if v is not None and v.producer() is not None)
     return found
 
 
