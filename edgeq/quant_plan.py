@@ -12,8 +12,13 @@ Rules (DESIGN.md, "Quantization conventions"):
   free (the runtimes drop the Relu/Clip only when the Q's range already implies it, so it is never removed
   when that would change the result).
 * Tensors joined by a scale-preserving op (MaxPool, AveragePool, Reshape, Flatten, Transpose, Squeeze,
-  Unsqueeze, Pad, Resize, Concat) share one encoding: the union of their calibrated ranges. TFLite requires
-  identical input and output encodings for pools and reshapes, and it makes Concat a plain copy.
+  Unsqueeze, Pad, Resize, Concat, Min, Max) share one encoding: the union of their calibrated ranges. TFLite
+  requires identical input and output encodings for pools, reshapes and MINIMUM/MAXIMUM, and it makes Concat a
+  plain copy.
+* A Min/Max with a constant operand is a per-channel clamp (equalization turns Relu6 into Relu + Min(x, 6/s)).
+  Its group takes the range of its output only: the constant and a data input read by nothing else do not widen
+  it. Saturating them at the output's range is exact: y = min(x, c) <= c, so wherever x or c exceeds the range,
+  y is c or saturates the output's Q too (Max likewise, mirrored).
 * Softmax, Sigmoid and Tanh outputs have fixed encodings (edgeq.qparams.fixed_output_encoding).
 * Every float tensor that is a data input or an output of a quantized node gets one Q/DQ pair.
 """
@@ -49,6 +54,8 @@ SHARED_ENCODING_OPS = {
     "Pad",
     "Resize",
     "Concat",
+    "Min",
+    "Max",
 }
 FOLLOWER_OPS = (SHARED_ENCODING_OPS - ANCHOR_OPS) | {
     "Relu",
@@ -64,7 +71,8 @@ QUANTIZABLE_OPS = ANCHOR_OPS | FOLLOWER_OPS
 FUSABLE_ACTIVATIONS = {"Relu", "Clip"}
 FUSING_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul"}
 # Inputs that carry data (the rest are shapes, pads, scales, axes, clip bounds, weights and biases).
-_ALL_INPUTS = {"Add", "Mul", "Concat", "MatMul"}
+_ALL_INPUTS = {"Add", "Mul", "Concat", "MatMul", "Min", "Max"}
+CLAMP_OPS = {"Min", "Max"}
 WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
 
@@ -92,8 +100,8 @@ def data_inputs(node: ir.Node) -> list[ir.Value]:
 
 
 def constant_data_inputs(node: ir.Node) -> list[ir.Value]:
-    """Float constants that an Add, Mul or Concat reads as data (quantized per tensor like activations)."""
-    if node.op_type not in {"Add", "Mul", "Concat"}:
+    """Float constants that an Add, Mul, Concat, Min or Max reads as data (quantized per tensor like activations)."""
+    if node.op_type not in {"Add", "Mul", "Concat", *CLAMP_OPS}:
         return []
     return [v for v in node.inputs if is_float(v) and is_constant(v)]
 
@@ -127,6 +135,7 @@ class QuantPlan:
     tensors: list[ir.Value] = field(default_factory=list)  # activations that get a Q/DQ pair
     constants: list[ir.Value] = field(default_factory=list)  # float constants read as data
     fixed_output: dict[str, str] = field(default_factory=dict)  # tensor name -> op type fixing it
+    range_free: set[str] = field(default_factory=set)  # group members whose range does not widen the group
     _parent: dict[str, str] = field(default_factory=dict)
 
     def group_of(self, name: str) -> str:
@@ -222,6 +231,9 @@ def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> Qua
         if op in SHARED_ENCODING_OPS:
             for v in [*inputs, *constant_data_inputs(node)]:
                 plan.share(v.name, node.outputs[0].name)
+        if op in CLAMP_OPS and constant_data_inputs(node):
+            plan.range_free.update(c.name for c in constant_data_inputs(node))
+            plan.range_free.update(v.name for v in inputs if len(list(v.uses())) == 1 and not v.is_graph_output())
         if op in ("Softmax", "Sigmoid", "Tanh"):
             plan.fixed_output[node.outputs[0].name] = op
 
@@ -247,7 +259,8 @@ def assign_encodings(
         if fixed_ops:
             encoding = fixed_output_encoding(fixed_ops[0], qtype)
         else:
-            member_ranges = [ranges[m] if m in ranges else constant_ranges[m] for m in members]
+            widening = [m for m in members if m not in plan.range_free]
+            member_ranges = [ranges[m] if m in ranges else constant_ranges[m] for m in widening]
             encoding = activation_encoding(
                 min(r[0] for r in member_ranges), max(r[1] for r in member_ranges), qtype
             )

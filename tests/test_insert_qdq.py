@@ -295,7 +295,9 @@ def _every_op_model() -> onnx.ModelProto:
         helper.make_node("LeakyRelu", ["rs"], ["lr"], name="lr", alpha=0.1),
         helper.make_node("Concat", ["hsw", "hsg", "lr"], ["cat"], name="cat", axis=1),  # 12 channels
         helper.make_node("Clip", ["cat", "lo", "hi"], ["clip"], name="clip"),
-        helper.make_node("Transpose", ["clip"], ["tr"], name="tr", perm=[0, 2, 3, 1]),
+        helper.make_node("Min", ["clip", "ceiling"], ["min"], name="min"),  # a per-channel clamp
+        helper.make_node("Max", ["min", "floor"], ["max"], name="max"),
+        helper.make_node("Transpose", ["max"], ["tr"], name="tr", perm=[0, 2, 3, 1]),
         helper.make_node("Reshape", ["tr", "shape"], ["rsh"], name="rsh"),  # [1, 25, 12]
         helper.make_node("MatMul", ["rsh", "mm.w"], ["mm"], name="mm"),  # [1, 25, 6]
         helper.make_node("Unsqueeze", ["mm", "axes"], ["unsq"], name="unsq"),  # [1, 1, 25, 6]
@@ -314,6 +316,8 @@ def _every_op_model() -> onnx.ModelProto:
         f32("scales", [1, 1, 0.5, 0.5]),
         f32("lo", 0.0),
         f32("hi", 6.0),
+        f32("ceiling", np.linspace(0.2, 30.0, 12).reshape(1, 12, 1, 1)),
+        f32("floor", 0.05),
         i64("shape", [1, 25, 12]),
         w("mm.w", 12, 6),
         i64("axes", [1]),
@@ -348,6 +352,9 @@ def test_every_listed_op_is_quantized_and_runs(activation_type):
     # data movement shares one encoding through the chain; concat inputs share theirs
     assert encodings["mp"] == encodings["ct"] == encodings["ap"] == encodings["pad"] == encodings["rs"]
     assert encodings["hsw"] == encodings["hsg"] == encodings["lr"] == encodings["cat"]
+    # a clamp's group takes its output's range: the ceiling's 30 and the clip's wider input do not widen it
+    assert encodings["clip"] == encodings["min"] == encodings["max"] == encodings["ceiling"]
+    assert encodings["max"].scale < 6.0 / 255
     for name in ("probs", "gap"):
         session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
         ref = session.run([name], {"input": x})[0]
