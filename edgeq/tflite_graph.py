@@ -86,8 +86,10 @@ OPTIONS = {
     ),
     "HARD_SWISH": ("HardSwishOptions", {}),
     "LOGISTIC": (None, {}),
+    "MAXIMUM": ("MaximumMinimumOptions", {}),
     "MAX_POOL_2D": None,  # filled below: same table as AVERAGE_POOL_2D
     "MEAN": ("ReducerOptions", {"KeepDims": None}),
+    "MINIMUM": ("MaximumMinimumOptions", {}),
     "MUL": ("MulOptions", {"FusedActivationFunction": "ActivationFunctionType"}),
     "PAD": ("PadOptions", {}),
     "PADV2": ("PadV2Options", {}),

@@ -264,6 +264,65 @@ def test_mul(shapes, s1, s2, factor, zp1, zp2, zp_out, act, seed):
     check(model, np.random.default_rng(seed))
 
 
+@SETTINGS
+@given(
+    broadcast_shapes(),
+    st.sampled_from(["MINIMUM", "MAXIMUM"]),
+    st.sampled_from([np.int8, np.float32]),
+    act_scales,
+    zero_points,
+    seeds,
+)
+def test_maximum_minimum(shapes, opcode, dtype, scale, zp, seed):
+    """Both operands and the output share one encoding (the validator's rule); int8 and float32."""
+    first, second, full = shapes
+
+    def tensor(name, shape):
+        return activation(name, shape, scale, zp) if dtype == np.int8 else Tensor(name, shape, dtype)
+
+    model = single_op(opcode, [tensor("a", first), tensor("b", second)], [tensor("y", full)])
+    assert read(model).operators[0].version == (2 if dtype == np.int8 else 1)
+    check(model, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("opcode", ["MINIMUM", "MAXIMUM"])
+def test_maximum_minimum_broadcasting_five_dimensions_is_version_3(opcode):
+    model = single_op(
+        opcode,
+        [activation("a", (1, 2, 3, 1, 5), 0.1, 4), activation("b", (2, 1, 1, 4, 1), 0.1, 4)],
+        [activation("y", (2, 2, 3, 4, 5), 0.1, 4)],
+    )
+    assert read(model).operators[0].version == 3
+    check(model, np.random.default_rng(0))
+
+
+@SETTINGS
+@given(
+    st.integers(1, 2),
+    st.integers(1, 6),
+    st.integers(1, 6),
+    st.integers(1, 8),
+    st.sampled_from(["MINIMUM", "MAXIMUM"]),
+    st.booleans(),
+    act_scales,
+    zero_points,
+    seeds,
+)
+def test_maximum_minimum_with_a_per_channel_constant(
+    batch, height, width, channels, opcode, first, scale, zp, seed
+):
+    """[N, H, W, C] against a constant [1, 1, 1, C] (equalization's per-channel bound laid out NHWC), on
+    either side; the output is the elementwise max/min of the stored integers."""
+    rng = np.random.default_rng(seed)
+    x = activation("x", (batch, height, width, channels), scale, zp)
+    bound = constant("bound", rng.integers(-128, 128, (1, 1, 1, channels)).astype(np.int8), scale, zp)
+    model = single_op(opcode, [x, bound] if first else [bound, x], [activation("y", x.shape, scale, zp)])
+    sample = random_input(x, rng)
+    [out] = assert_bit_exact(model, [sample])
+    select = np.minimum if opcode == "MINIMUM" else np.maximum
+    np.testing.assert_array_equal(out, select(sample, bound.data))
+
+
 # ------------------------------------------------------------------------------------------- pooling
 
 

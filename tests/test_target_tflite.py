@@ -27,6 +27,7 @@ from edgeq.recipe import Recipe
 from edgeq.targets.tflite.artifact import dequantized, float_outputs, model_inputs
 from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
 from edgeq.targets.tflite.lower import lower
+from edgeq.targets.tflite.validate import check_model
 from edgeq.tflite_graph import read, write
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -222,6 +223,110 @@ def test_add_and_mul(op, operand, relu, channels, seed):
         nodes.append(helper.make_node("Relu", ["z"], ["y"]))
         out = "y"
     check_against_onnxruntime(_model(nodes, inputs, out, inits), inputs, seed, start=("a3",))
+
+
+def _bounded_layers(op, layer, operand, rng):
+    """layer -> Relu -> op(x, bound) -> layer, as equalization writes a Relu6 between scaled layers: the bound
+    is per channel ([1, C, 1, 1] after a Conv, [C] after a Gemm) or a scalar."""
+    channels = 4
+    per_channel = (1, channels, 1, 1) if layer == "conv" else (channels,)
+    bound_shape = {"channel_constant": per_channel, "scalar_constant": ()}[operand]
+    if layer == "conv":
+        inputs = [("x", [1, 3, 6, 5])]
+        inits = [("w1", _weights(rng, channels, 3, 3, 3)), ("w2", _weights(rng, 5, channels, 1, 1))]
+        first = helper.make_node("Conv", ["x", "w1", "b1"], ["h"], pads=[1, 1, 1, 1])
+        second = helper.make_node("Conv", ["bounded", "w2", "b2"], ["y"])
+    else:
+        inputs = [("x", [1, 7])]
+        inits = [("w1", _weights(rng, channels, 7)), ("w2", _weights(rng, 5, channels))]
+        first = helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1)
+        second = helper.make_node("Gemm", ["bounded", "w2", "b2"], ["y"], transB=1)
+    inits += [("b1", _weights(rng, channels, scale=0.1)), ("b2", _weights(rng, 5, scale=0.1))]
+    # bounds inside the calibrated range, so the clamp is active on some elements
+    inits.append(("bound", rng.uniform(0.1, 0.8, bound_shape).astype(np.float32)))
+    relu = helper.make_node("Relu", ["h"], ["r"])
+    nodes = [first, relu, helper.make_node(op, ["r", "bound"], ["bounded"]), second]
+    return nodes, inputs, inits
+
+
+@SETTINGS
+@given(
+    op=st.sampled_from(["Min", "Max"]),
+    layer=st.sampled_from(["conv", "gemm"]),
+    operand=st.sampled_from(["channel_constant", "scalar_constant"]),
+    seed=st.integers(0, 1000),
+)
+def test_min_and_max_between_layers(op, layer, operand, seed):
+    """Conv/Gemm -> Relu -> Min(x, B) -> Conv/Gemm: MINIMUM/MAXIMUM with B laid out NHWC, exact everywhere."""
+    nodes, inputs, inits = _bounded_layers(op, layer, operand, np.random.default_rng(seed))
+    proto = _model(nodes, inputs, "y", inits)
+    check_against_onnxruntime(proto, inputs, seed, start=("bounded",))
+    lowered = lower(_quantize(proto, np.random.default_rng(seed), inputs))
+    opcode = "MINIMUM" if op == "Min" else "MAXIMUM"
+    assert lowered.ops == {"CONV_2D" if layer == "conv" else "FULLY_CONNECTED": 2, opcode: 1}
+
+
+@pytest.mark.parametrize("op", ["Min", "Max"])
+def test_min_and_max_clamp_exactly_against_onnxruntime(op):
+    """The clamp alone, from the tensor the .tflite computed before it: ORT's DQ -> Min -> Q of one encoding and
+    TFLite's integer MINIMUM agree exactly (0 LSB), and the bound really clamps some elements."""
+    rng = np.random.default_rng(3)
+    nodes, inputs, inits = _bounded_layers(op, "conv", "channel_constant", rng)
+    nodes = nodes[:-1]  # end at the clamp
+    proto = _model(nodes, inputs, "bounded", inits)
+    qdq = _quantize(proto, rng, inputs)
+    model_bytes = write(lower(qdq).graph)
+    graph = read(model_bytes)
+    by_name = {t.name: i for i, t in enumerate(graph.tensors)}
+    bound = graph.tensors[by_name["bound_dequantized_const"]]
+    assert bound.shape == (1, 1, 1, 4) and not bound.quantization.per_channel
+    qdq_proto = onnx.utils.Extractor(to_proto(qdq)).extract_model(["r_float"], ["bounded"])
+    session = ort.InferenceSession(qdq_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    interpreter = litert_interpreter(model_bytes, kernels="reference", preserve_all_tensors=True)
+    feeds = _on_grid(graph, rng, inputs)
+    tfl_inputs = model_inputs(graph, feeds)
+    [ints] = assert_bit_exact(model_bytes, tfl_inputs)
+    invoke_litert(interpreter, tfl_inputs)
+    r = dequantized(graph, by_name["r"], interpreter.get_tensor(by_name["r"]))
+    onnx_out = session.run(None, {"r_float": r})[0]
+    np.testing.assert_array_equal(float_outputs(graph, [ints])[0], onnx_out)
+    real_bound = dequantized(graph, by_name["bound_dequantized_const"], bound.data)
+    clamped = (r > real_bound) if op == "Min" else (r < real_bound)
+    assert 0 < np.count_nonzero(clamped) < r.size
+
+
+def test_min_with_a_bound_on_another_grid_is_refused():
+    rng = np.random.default_rng(0)
+    nodes, inputs, inits = _bounded_layers("Min", "conv", "channel_constant", rng)
+    qdq = _quantize(_model(nodes, inputs, "y", inits), rng, inputs)
+    bound_scale = qdq.graph.node("bound_DequantizeLinear").inputs[1]
+    bound_scale.const_value = ir.tensor(bound_scale.const_value.numpy() * 2)
+    with pytest.raises(EdgeqError, match="input and output encodings differ"):
+        lower(qdq)
+    lower(qdq, precision="float")  # float tensors have no encodings to share
+
+
+def test_min_lowers_to_float_minimum_with_the_dequantized_bound():
+    """precision="float": MINIMUM of float32 tensors; in LiteRT its output is exactly min(input, bound)."""
+    rng = np.random.default_rng(1)
+    nodes, inputs, inits = _bounded_layers("Min", "conv", "channel_constant", rng)
+    qdq = _quantize(_model(nodes, inputs, "y", inits), rng, inputs)
+    lowered = lower(qdq, precision="float")
+    model_bytes = write(lowered.graph)
+    check_model(model_bytes)
+    graph = read(model_bytes)
+    minimum = next(op for op in graph.operators if op.opcode == "MINIMUM")
+    assert minimum.version == 1 and all(graph.tensors[i].dtype == np.float32 for i in minimum.inputs)
+    bound = graph.tensors[minimum.inputs[1]].data
+    bound_dq = qdq.graph.node("bound_DequantizeLinear")
+    bound_q = bound_dq.inputs[0].const_value.numpy()
+    scale, zero = (float(bound_dq.inputs[i].const_value.numpy()) for i in (1, 2))
+    np.testing.assert_array_equal(bound, ((bound_q.astype(np.float32) - zero) * scale).reshape(1, 1, 1, -1))
+    interpreter = litert_interpreter(model_bytes, kernels="reference", preserve_all_tensors=True)
+    invoke_litert(interpreter, model_inputs(graph, {"x": rng.normal(0, 1, (1, 3, 6, 5)).astype(np.float32)}))
+    before, after = (interpreter.get_tensor(i) for i in (minimum.inputs[0], minimum.outputs[0]))
+    np.testing.assert_array_equal(after, np.minimum(before, bound))
+    assert np.count_nonzero(after != before) > 0
 
 
 @SETTINGS

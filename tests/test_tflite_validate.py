@@ -158,11 +158,17 @@ def test_fc_without_bias_is_sound():
 def single_op_cases() -> dict[str, tuple]:
     """A sound single-op model of each op (or variant) the main model lacks: (inputs, output, options)."""
     x = activation("x", (1, 4, 5, 3), 0.05, 1)
+
+    def x_like(name):
+        return activation(name, x.shape, 0.05, 1)
+
     paddings = constant("paddings", np.array([[0, 0], [1, 2], [0, 1], [0, 0]], np.int32))
     size = constant("size", np.array([8, 10], np.int32))
     return {
         "ADD": ([x, activation("b", (1, 1, 5, 1), 0.1, -3)], activation("y", (1, 4, 5, 3), 0.1, 0), {}),
         "MUL": ([x, activation("b", (1, 4, 5, 3), 0.02, 4)], activation("y", (1, 4, 5, 3), 0.01, -2), {}),
+        "MINIMUM": ([x, constant("bound", np.array([[[[9, -3, 120]]]], np.int8), 0.05, 1)], x_like("y"), {}),
+        "MAXIMUM": ([x, activation("b", (1, 1, 5, 1), 0.05, 1)], x_like("y"), {}),
         "TRANSPOSE": (
             [x, constant("perm", np.array([0, 2, 1, 3], np.int32))],
             activation("y", (1, 5, 4, 3), 0.05, 1),
@@ -561,6 +567,29 @@ def test_data_movers_keep_the_input_encoding(name):
     assert_reported(
         mutated(rescale), f"but output tensor '{name}' is (scale 0.100000001,", "does not rescale"
     )
+
+
+@pytest.mark.parametrize("opcode", ["MINIMUM", "MAXIMUM"])
+def test_minimum_maximum_on_different_grids_run_silently_wrong_in_litert_and_tflm(opcode):
+    """MINIMUM/MAXIMUM compare stored integers: with a bound on another grid both runtimes return the integer
+    min/max, not the min/max of the real values (edgeq's reference does the same; the validator refuses it)."""
+    rng = np.random.default_rng(4)
+    x = activation("x", (1, 4, 5, 8), 0.05, -20)
+    bound_ints = rng.integers(-128, 128, (1, 1, 1, 8)).astype(np.int8)
+    bound = constant("bound", bound_ints, 0.1, 10)
+    model = single_op(opcode, [x, bound], [activation("y", x.shape, 0.05, -20)])
+    assert validate_model(model) == [
+        f"op 0 {opcode}: input tensor 'bound' is (scale 0.100000001, zero point 10) but output tensor 'y' is "
+        f"(scale 0.0500000007, zero point -20) (must be identical: {opcode} does not rescale)"
+    ]
+    sample = rng.integers(-128, 128, x.shape).astype(np.int8)
+    select = np.minimum if opcode == "MINIMUM" else np.maximum
+    real = select((sample + 20) * 0.05, (bound_ints.astype(np.float64) - 10) * 0.1)
+    wanted = np.clip(np.round(real / 0.05) - 20, -128, 127)
+    for run in (run_litert, run_tflm):
+        got = run(model, [sample])[0]
+        np.testing.assert_array_equal(got, select(sample, bound_ints))
+        assert np.count_nonzero(got != wanted) > 0
 
 
 def test_reshape_encoding_change_runs_silently_wrong_in_litert_and_tflm(litert_expected, tflm_expected):

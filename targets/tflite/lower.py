@@ -18,6 +18,9 @@ pixel at the end, so symmetric pads with stride 2 are not SAME), VALID when zero
 (which pads int8 with the zero point, i.e. real 0) before a VALID op; before a MAX_POOL it is a PADV2 with the
 lowest integer (ONNX pads max pooling with -inf).
 
+Min and Max become MINIMUM and MAXIMUM, which compare the stored integers: a constant operand (equalization's
+per-channel bound) is laid out NHWC like ADD's, and both operands must carry the output's encoding.
+
 ``precision="float"`` lowers the same graph with float32 tensors and the dequantized weights, for speed
 comparisons; ``io`` chooses the model's input/output type: int8 (what MCUs want), uint8 (QUANTIZE requantizes
 at the edges) or float (QUANTIZE/DEQUANTIZE at the edges).
@@ -37,6 +40,7 @@ from edgeq.tflite_graph import Graph, Operator, Quantization, Tensor
 IO_TYPES = ("int8", "uint8", "float")
 TO_NHWC = (0, 2, 3, 1)
 _ELEMENTWISE = {"Add": "ADD", "Mul": "MUL"}
+_SELECTIONS = {"Min": "MINIMUM", "Max": "MAXIMUM"}
 _DATA_MOVEMENT = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 
 
@@ -464,6 +468,25 @@ class _Lowering:
 
     _lower_Add = _elementwise
     _lower_Mul = _elementwise
+
+    def _selection(self, node: ir.Node) -> None:
+        """Min/Max of two operands (e.g. Min(x, B), B a per-channel bound from equalization): TFLite compares the
+        stored integers, exact when both operands and the output share one encoding."""
+        if len(node.inputs) != 2:
+            raise EdgeqError(f"node {node.name}: {node.op_type} of {len(node.inputs)} inputs; TFLite has two")
+        out_value = node.outputs[0]
+        rank = len(out_value.shape)
+        perm = _layout_perm(rank)
+        inputs = [self._operand(v, node, rank, perm) for v in node.inputs]
+        out, activation = self.output(node, _static(out_value.shape), perm)
+        if activation != "NONE":
+            raise EdgeqError(f"node {node.name}: {_SELECTIONS[node.op_type]} has no fused activation in TFLite")
+        for index in inputs:
+            self._check_shared(node, index, out)
+        self._op(_SELECTIONS[node.op_type], inputs, [out])
+
+    _lower_Min = _selection
+    _lower_Max = _selection
 
     def _lower_Concat(self, node: ir.Node) -> None:
         out_value = node.outputs[0]

@@ -18,11 +18,13 @@ Operators  CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED: constant weights with ze
            dimension 0, 3 and 0 (the output channel); a bias (required for quantized conv) that is constant,
            int32 (int64 for int16 activations), zero point 0, scale[c] = float32(S_in * S_w[c]) to 1e-6;
            DEPTHWISE depth_multiplier = Cout / Cin.
-           Pooling, RESHAPE, PAD(V2), TRANSPOSE, RESIZE_*, CONCATENATION move values without rescaling: every
-           data input is encoded exactly like the output. SOFTMAX and LOGISTIC outputs are (1/256, -128) for int8.
+           Pooling, RESHAPE, PAD(V2), TRANSPOSE, RESIZE_*, CONCATENATION move values without rescaling, and
+           MINIMUM/MAXIMUM compare stored integers: every data input is encoded exactly like the output.
+           SOFTMAX and LOGISTIC outputs are (1/256, -128) for int8.
            Output shapes: SAME gives ceil(in / s), VALID floor((in - eff_k) / s) + 1 with
            eff_k = (k - 1) * dilation + 1; FC gives [elements / K, Cout] (or keeps the leading dimensions);
-           CONCATENATION sums the axis; the other supported ops by their definition.
+           CONCATENATION sums the axis; ADD, MUL, MINIMUM and MAXIMUM broadcast; the other supported ops by
+           their definition.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ REQUIRED_INPUTS = {
     "CONV_2D": 2,
     "DEPTHWISE_CONV_2D": 2,
     "FULLY_CONNECTED": 2,
+    "MAXIMUM": 2,
     "MEAN": 2,
+    "MINIMUM": 2,
     "MUL": 2,
     "PAD": 2,
     "PADV2": 2,
@@ -63,11 +67,13 @@ REQUIRED_INPUTS = {
 }
 # The quantized_dimension of per-channel weights: the output channel (conv OHWI, depthwise 1HWO, FC [out, in]).
 WEIGHT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
-# Ops whose kernels copy or interpolate quantized values without rescaling.
+# Ops whose kernels copy, interpolate or compare quantized values without rescaling.
 SAME_ENCODING = {
     "AVERAGE_POOL_2D",
     "CONCATENATION",
+    "MAXIMUM",
     "MAX_POOL_2D",
+    "MINIMUM",
     "PAD",
     "PADV2",
     "RESHAPE",
@@ -535,7 +541,7 @@ def _expected_shape(graph: Graph, op: Operator) -> tuple[int, ...] | str | None:
         if len(others) > 1:
             return f"input shapes {[t.shape for t in inputs]} differ outside axis {axis}"
         return (*x.shape[:axis], sum(t.shape[axis] for t in inputs), *x.shape[axis + 1 :])
-    if code in ("ADD", "MUL"):
+    if code in ("ADD", "MUL", "MAXIMUM", "MINIMUM"):
         other = tensors[op.inputs[1]]
         try:
             return tuple(np.broadcast_shapes(x.shape, other.shape))

@@ -55,6 +55,13 @@ def op_version(graph: Graph, op: Operator) -> int:
             multiplier = first.quantization.scale[0] * second.quantization.scale[0] / out.quantization.scale[0]
             return 3 if multiplier >= 1 else 2  # kernels before v3 assume a multiplier below one
         return 1
+    if code in {"MAXIMUM", "MINIMUM"}:
+        if int16:
+            return 4
+        second = tensors[op.inputs[1]]
+        if first.shape != second.shape and max(len(first.shape), len(second.shape)) > 4:
+            return 3  # 5-D broadcasting
+        return 2 if int8 else 1
     if code in {"AVERAGE_POOL_2D", "MAX_POOL_2D", "SOFTMAX"}:
         return 3 if int16 else 2 if int8 else 1
     rank = len(first.shape)
