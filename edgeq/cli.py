@@ -15,6 +15,7 @@ import click
 
 from edgeq.errors import EdgeqError
 from edgeq.files import check_output_path, prepare_output_dir, write_text_atomic
+from edgeq.recipe import EQUALIZE_CLIPS
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
@@ -129,9 +130,10 @@ def _quant_options(f):
         ),
         click.option(
             "--equalize-clip",
-            type=click.Choice(["bounded", "to-relu", "keep"]),
+            type=click.Choice(list(EQUALIZE_CLIPS)),
             default=None,
-            help="How equalization treats Relu6 between layers (see passes/equalize.py).",
+            help="Relu6 between equalized layers: exact (a per-channel Min, the default), to-relu (changes the "
+            "float model), keep (not equalized). See passes/equalize.py.",
         ),
         click.option(
             "--exclude", multiple=True, help="Keep nodes float: a node name, an op type or a regex."

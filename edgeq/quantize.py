@@ -19,7 +19,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 import onnxruntime as ort
 
-from edgeq.calibrate import collect
+from edgeq.calibrate import collect, fixed_batch_size
 from edgeq.data import CalibrationData
 from edgeq.metrics import sqnr_db
 from edgeq.modelio import model_bytes
@@ -74,11 +74,11 @@ def calibrate_model(
 
 
 def equalize(model: ir.Model, data: CalibrationData, recipe: Recipe) -> dict:
-    """Cross-layer equalization and high-bias absorption; the float model's change is measured on a data batch
-    (the clip policies other than "keep" may change the function where activations reach 6)."""
-    batch = next(iter(data.batches(8)))
+    """Cross-layer equalization and high-bias absorption (bounded by DATA); the float model's change is measured
+    on a data batch ("to-relu" changes the function where activations exceed 6, absorption off the data)."""
+    batch = next(iter(data.batches(fixed_batch_size(model) or 8)))
     before = ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"]).run(None, batch)
-    equalizer = EqualizePass(clipped=recipe.equalize_clip)
+    equalizer = EqualizePass(clipped=recipe.equalize_clip, data=data)
     equalizer(model)
     after = ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"]).run(None, batch)
     report = dict(equalizer.report)

@@ -12,7 +12,7 @@ A recipe file is a TOML table of the same names as the CLI options (underscores 
     exclude = ["head/.*", "Softmax"]
     passes = ["equalize"]           # optional passes: equalize, bias-correction, adaround (run in pipeline order)
     bias_correction = "empirical"   # empirical | analytic (data-free, from BatchNorm statistics)
-    equalize_clip = "bounded"       # Relu6 between equalized layers: bounded | to-relu | keep (see passes/equalize.py)
+    equalize_clip = "exact"         # Relu6 between equalized layers: exact | to-relu | keep (see passes/equalize.py)
     max_calib_samples = 512
 
 Options given on the command line override the file.
@@ -35,7 +35,7 @@ ACTIVATION_CHOICES = ("int8", "uint8", "int16", "auto")
 # equalize (float model, before calibration) -> calibration -> QDQ -> adaround -> bias-correction.
 KNOWN_PASSES: tuple[str, ...] = ("equalize", "adaround", "bias-correction")
 BIAS_CORRECTIONS = ("empirical", "analytic")
-EQUALIZE_CLIPS = ("bounded", "to-relu", "keep")
+EQUALIZE_CLIPS = ("exact", "to-relu", "keep")
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Recipe:
     exclude: list[str] = field(default_factory=list)
     passes: list[str] = field(default_factory=list)
     bias_correction: str = "empirical"
-    equalize_clip: str = "bounded"
+    equalize_clip: str = "exact"
     max_calib_samples: int | None = None
     batch_size: int | None = None
 

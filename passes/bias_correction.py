@@ -31,7 +31,7 @@ mode "analytic" (data-free): ``E[y_q - y]_c = sum_{i,k} (W_q - W)_{c,i,k} E[x_i]
 (the input's quantization error is taken as zero-mean). E[x_i] comes from the BatchNorm statistics that
 passes.fold_batchnorm keeps on the float layer producing x: its pre-activation output is taken as
 N(beta_i, gamma_i^2), so after Clip(lo, hi) (Relu: lo = 0, hi = inf; Relu6: Clip(0, 6)) the mean is the
-clipped Gaussian's
+clipped Gaussian's (equalization's Relu -> Min(x, h_i) is Clip(0, h_i) per channel)
 ``lo Phi(a) + mu (Phi(b) - Phi(a)) + sigma (phi(a) - phi(b)) + hi (1 - Phi(b))``, a = (lo - mu) / sigma,
 b = (hi - mu) / sigma, and without an activation it is beta. Means add through Add and pass unchanged through
 pooling averages and channel-preserving reshapes. A layer whose input has no such statistics (the graph
@@ -438,14 +438,15 @@ def _normal_pdf(x: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(x), np.exp(-0.5 * np.minimum(x * x, 1e4)) / math.sqrt(2 * math.pi), 0.0)
 
 
-def clipped_normal_mean(mean: np.ndarray, std: np.ndarray, low: float, high: float) -> np.ndarray:
-    """E[clip(z, LOW, HIGH)] for z ~ N(MEAN, STD^2), elementwise (LOW may be -inf, HIGH inf)."""
+def clipped_normal_mean(mean: np.ndarray, std: np.ndarray, low, high) -> np.ndarray:
+    """E[clip(z, LOW, HIGH)] for z ~ N(MEAN, STD^2), elementwise (bounds scalar or per channel, may be -inf/inf)."""
     mean, std = np.asarray(mean, np.float64), np.abs(np.asarray(std, np.float64))
+    low, high = (np.broadcast_to(np.asarray(b, np.float64), mean.shape) for b in (low, high))
     safe_std = np.where(std > 0, std, 1.0)
     a, b = (low - mean) / safe_std, (high - mean) / safe_std
     cdf_a, cdf_b = _normal_cdf(a), _normal_cdf(b)
-    below = low * cdf_a if math.isfinite(low) else 0.0
-    above = high * (1.0 - cdf_b) if math.isfinite(high) else 0.0
+    below = np.where(np.isfinite(low), low, 0.0) * cdf_a
+    above = np.where(np.isfinite(high), high, 0.0) * (1.0 - cdf_b)
     clipped = below + mean * (cdf_b - cdf_a) + std * (_normal_pdf(a) - _normal_pdf(b)) + above
     return np.where(std > 0, clipped, np.clip(mean, low, high))
 
@@ -462,6 +463,17 @@ def _clip_bounds(node: ir.Node) -> tuple[float, float]:
     return bounds[0], bounds[1]
 
 
+def _activated_mean(node: ir.Node, ceiling: np.ndarray | float = math.inf) -> np.ndarray:
+    """E[output] of the Relu/Clip NODE (then clamped at CEILING) after a layer with BatchNorm statistics."""
+    pre = node.inputs[0].producer()
+    statistics = batchnorm_statistics(pre) if pre is not None else None
+    if statistics is None:
+        raise _NoStatistics(f"{node.op_type} {node.name} does not follow a layer with BatchNorm statistics")
+    gamma, beta = statistics
+    low, high = _clip_bounds(node)
+    return clipped_normal_mean(beta, gamma, low, np.minimum(high, ceiling))
+
+
 def _input_mean(value: ir.Value) -> np.ndarray:
     """Per-channel E[VALUE] in the float model, from the BatchNorm statistics of the layers producing it."""
     node = value.producer()
@@ -472,14 +484,11 @@ def _input_mean(value: ir.Value) -> np.ndarray:
     if statistics is not None:
         return statistics[1].astype(np.float64)
     if node.op_type in ("Relu", "Clip"):
-        pre = node.inputs[0].producer()
-        statistics = batchnorm_statistics(pre) if pre is not None else None
-        if statistics is None:
-            raise _NoStatistics(
-                f"{node.op_type} {node.name} does not follow a layer with BatchNorm statistics"
-            )
-        gamma, beta = statistics
-        return clipped_normal_mean(beta, gamma, *_clip_bounds(node))
+        return _activated_mean(node)
+    activation = node.inputs[0].producer() if node.op_type == "Min" and len(node.inputs) == 2 else None
+    ceiling = node.inputs[1].const_value if activation is not None else None
+    if ceiling is not None and activation.op_type in ("Relu", "Clip"):
+        return _activated_mean(activation, ceiling.numpy().astype(np.float64).reshape(-1))
     if node.op_type == "Add":
         return _input_mean(node.inputs[0]) + _input_mean(node.inputs[1])
     if node.op_type in MEAN_PRESERVING_OPS:

@@ -13,10 +13,15 @@ per-tensor weight quantization of both layers. A depthwise convolution is both: 
 output channel i, so conv -> depthwise -> conv triplets equalize pair by pair. The pairs are swept until no scale
 moves by more than 0.1% (the paper's iteration).
 
-Relu6 / Clip(0, 6) is not positively homogeneous (the bound 6 would have to become 6 / s_i per channel). With
-``clipped="to-relu"`` (the default) such a Clip between two layers is replaced by Relu first, as the paper does for
-MobileNetV2; that changes the float model where activations exceed 6, and the pass measures and reports the change
-on a fixed random input. With ``clipped="keep"`` those pairs are left alone and the function is untouched.
+Relu6 / Clip(0, h) is not positively homogeneous: scaling channel i by 1/s_i turns the bound h into h / s_i,
+different per channel. With ``clipped="exact"`` (the default) such a Clip between two layers is rewritten as
+
+    Clip(z, 0, h) / s_i  =  Min(Relu(z / s_i), h / s_i)      (a per-channel constant bound, exact in float),
+
+so the function is unchanged; the quantized model pays one element-wise MINIMUM per rewritten Clip (its bound
+shares the activation's encoding, edgeq.quant_plan). ``clipped="to-relu"`` replaces the Clip by Relu first, as the
+paper does for MobileNetV2; that changes the float model where activations exceed h, and the pass measures and
+reports the change on a fixed random input. ``clipped="keep"`` leaves those pairs alone.
 
 High-bias absorption. After equalization some channels of the first layer carry large biases, which widen the
 activation ranges. If the folded BatchNorm says channel i's pre-activation is ~N(beta_i, gamma_i^2) and f is Relu,
@@ -24,12 +29,16 @@ then for c_i = max(0, beta_i - 3 |gamma_i|) almost every input satisfies f(z) = 
 
     b1[i] <- b1[i] - c_i,   b2 <- b2 + W2 c   (summed over the kernel)
 
-moves the constant into the next layer. It is exact except in the 3-sigma tail; it is applied only where the second
+moves the constant into the next layer (a per-channel bound h_i / s_i moves with it: min(z, h) = min(z - c, h - c) + c,
+with c_i capped at the bound). BatchNorm statistics describe the training data; real pre-activations are not
+Gaussian and fall below beta - 3 sigma more often than that (on MobileNetV2's photo views, absorbing with the
+statistics alone costs the float model 30 dB SQNR). Given calibration data, c_i is also capped at the smallest
+value channel i takes on it, so absorption is exact on that data. It is exact except in the 3-sigma tail; it is applied only where the second
 layer has no spatial padding (zero padding would see -c_i at the borders otherwise). The BatchNorm statistics kept
 by passes.fold_batchnorm are rescaled along with their layer.
 
-The equalized float model is checked against the original on a fixed random input: equalization alone must not
-change any output by more than 1e-4 relative (an internal error otherwise).
+The equalized float model is checked against the original (after ``to-relu``'s conversion) on a fixed random
+input: equalization must not change any output by more than 1e-4 relative (an internal error otherwise).
 """
 
 from __future__ import annotations
@@ -42,14 +51,16 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 import onnxruntime as ort
 
+from edgeq.calibrate import exposing_copy, fixed_batch_size
+from edgeq.data import CalibrationData
 from edgeq.errors import EdgeqError
 from edgeq.modelio import model_bytes
 from edgeq.passes.fold_batchnorm import BN_BETA_KEY, BN_GAMMA_KEY, batchnorm_statistics
+from edgeq.recipe import EQUALIZE_CLIPS
 
 HOMOGENEOUS = {"Relu", "PRelu", "LeakyRelu"}
 LAYERS = {"Conv", "Gemm"}
 TOLERANCE = 1e-4
-CLIP_POLICIES = ("bounded", "to-relu", "keep")
 
 
 @dataclass
@@ -57,6 +68,7 @@ class Pair:
     first: ir.Node
     activation: ir.Node | None
     second: ir.Node
+    ceiling: ir.Node | None = None  # the Min(x, h / s) that replaced a Clip(0, h), per channel
 
 
 def _constant(node: ir.Node, index: int) -> np.ndarray | None:
@@ -119,11 +131,14 @@ def _single_user(value: ir.Value, graph: ir.Graph) -> ir.Node | None:
     return users[0][0]
 
 
-def _is_relu6(node: ir.Node) -> bool:
+def _clip_ceiling(node: ir.Node) -> float | None:
+    """h for a Clip(0, h) with constant, positive h (Relu6 is h = 6); None for anything else."""
     if node.op_type != "Clip":
-        return False
-    bounds = [_constant(node, i) for i in (1, 2)]
-    return bounds[0] is not None and bounds[1] is not None and float(bounds[0]) == 0.0 and float(bounds[1]) == 6.0
+        return None
+    low, high = (_constant(node, i) for i in (1, 2))
+    if low is None or high is None or float(low) != 0.0 or not 0.0 < float(high) < np.inf:
+        return None
+    return float(high)
 
 
 def find_pairs(graph: ir.Graph, clipped: str) -> list[Pair]:
@@ -134,7 +149,7 @@ def find_pairs(graph: ir.Graph, clipped: str) -> list[Pair]:
             continue
         user = _single_user(first.outputs[0], graph)
         activation = None
-        if user is not None and (user.op_type in HOMOGENEOUS or (clipped != "keep" and _is_relu6(user))):
+        if user is not None and (user.op_type in HOMOGENEOUS or (clipped != "keep" and _clip_ceiling(user) is not None)):
             activation = user
             user = _single_user(user.outputs[0], graph)
         if user is None or user.op_type not in LAYERS or not _shareable(user.inputs[1]):
@@ -160,19 +175,7 @@ def _rescale_statistics(node: ir.Node, factors: np.ndarray) -> None:
         node.metadata_props[BN_BETA_KEY] = json.dumps((beta / factors).astype(np.float64).tolist())
 
 
-def _clip_safe_scales(pair: Pair, scales: np.ndarray, sigmas: float) -> np.ndarray:
-    """Scales that keep a Relu6 between the layers exact: channel i's pre-activation stays below
-    beta_i + SIGMAS |gamma_i| (its BatchNorm statistics); if that is below 6 the clip never acts, and stays
-    inactive after scaling while s_i >= (beta_i + SIGMAS |gamma_i|) / 6; other channels keep s_i = 1."""
-    statistics = batchnorm_statistics(pair.first)
-    if statistics is None:
-        return np.ones_like(scales)
-    gamma, beta = (x.astype(np.float64) for x in statistics)
-    peak = beta + sigmas * np.abs(gamma)
-    return np.where(peak < 6.0, np.maximum(scales, np.maximum(peak, 0.0) / 6.0), 1.0)
-
-
-def equalize_pair(pair: Pair, sigmas: float = 6.0) -> np.ndarray:
+def equalize_pair(pair: Pair) -> np.ndarray:
     """Equalize one pair in place; returns the scales s."""
     w1 = pair.first.inputs[1].const_value.numpy().astype(np.float64)
     w2 = pair.second.inputs[1].const_value.numpy().astype(np.float64)
@@ -181,8 +184,6 @@ def equalize_pair(pair: Pair, sigmas: float = 6.0) -> np.ndarray:
     scales = np.ones_like(r1)
     valid = (r1 > 0) & (r2 > 0)
     scales[valid] = np.sqrt(r1[valid] * r2[valid]) / r2[valid]
-    if pair.activation is not None and _is_relu6(pair.activation):
-        scales = _clip_safe_scales(pair, scales, sigmas)
     _set_constant(pair.first, 1, _scaled(w1, out_axis, 1.0 / scales))
     bias = _constant(pair.first, 2)
     if bias is not None:
@@ -192,18 +193,28 @@ def equalize_pair(pair: Pair, sigmas: float = 6.0) -> np.ndarray:
     return scales
 
 
-def absorb_high_bias(pair: Pair) -> np.ndarray | None:
-    """Move c = max(0, beta - 3|gamma|) from the first layer's bias into the second's; returns c (or None)."""
+def absorbable(pair: Pair) -> bool:
+    """A Relu pair whose first layer has a bias and BatchNorm statistics and whose second has no padding."""
     if pair.activation is None or pair.activation.op_type != "Relu":
+        return False
+    if batchnorm_statistics(pair.first) is None or _constant(pair.first, 2) is None:
+        return False
+    return not (pair.second.op_type == "Conv" and any(pair.second.attributes.get_ints("pads", [0])))
+
+
+def absorb_high_bias(pair: Pair, floor: np.ndarray | None = None) -> np.ndarray | None:
+    """Move c = max(0, min(beta - 3|gamma|, FLOOR)) from the first layer's bias into the second's, FLOOR being
+    the smallest pre-activation per channel seen on calibration data; returns c (or None)."""
+    if not absorbable(pair):
         return None
-    statistics = batchnorm_statistics(pair.first)
+    gamma, beta = batchnorm_statistics(pair.first)
     bias = _constant(pair.first, 2)
-    if statistics is None or bias is None:
-        return None
-    if pair.second.op_type == "Conv" and any(pair.second.attributes.get_ints("pads", [0])):
-        return None
-    gamma, beta = statistics
     shift = np.maximum(0.0, beta - 3.0 * np.abs(gamma))
+    if floor is not None:
+        shift = np.maximum(0.0, np.minimum(shift, floor))
+    ceiling = _constant(pair.ceiling, 1) if pair.ceiling is not None else None
+    if ceiling is not None:
+        shift = np.minimum(shift, ceiling.reshape(-1))  # keeps min(z - c, h - c) a clamp at h - c >= 0
     if not shift.any():
         return None
     w2 = pair.second.inputs[1].const_value.numpy().astype(np.float64)
@@ -214,12 +225,31 @@ def absorb_high_bias(pair: Pair) -> np.ndarray | None:
     delta = np.moveaxis(moved, out_axis, 0).reshape(moved.shape[out_axis], -1).sum(axis=1)
     second_bias = _constant(pair.second, 2)
     _set_constant(pair.first, 2, bias - shift)
+    if ceiling is not None:
+        _set_constant(pair.ceiling, 1, ceiling - shift.reshape(ceiling.shape))
     if second_bias is None:
         _add_bias(pair.second, delta)
     else:
         _set_constant(pair.second, 2, second_bias + delta)
     pair.first.metadata_props[BN_BETA_KEY] = json.dumps((beta - shift).astype(np.float64).tolist())
     return shift
+
+
+def _pre_activation_minima(model: ir.Model, pairs: list[Pair], data: CalibrationData) -> dict[str, np.ndarray]:
+    """Per first layer of PAIRS, the smallest value each output channel takes on DATA."""
+    values = [p.first.outputs[0] for p in pairs]
+    if not values:
+        return {}
+    session = ort.InferenceSession(
+        exposing_copy(model, values).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    names = [v.name for v in values]
+    minima: dict[str, np.ndarray] = {}
+    for batch in data.batches(fixed_batch_size(model) or 8):
+        for name, out in zip(names, session.run(names, batch), strict=True):
+            channel_minima = np.moveaxis(out, 1, 0).reshape(out.shape[1], -1).min(axis=1)
+            minima[name] = np.minimum(minima.get(name, np.inf), channel_minima)
+    return {p.first.name: minima[p.first.outputs[0].name] for p in pairs}
 
 
 def _outputs_on_random_input(model: ir.Model) -> list[np.ndarray]:
@@ -242,14 +272,19 @@ class EqualizePass(ir.passes.InPlacePass):
     """Cross-layer equalization (and, with ``absorb_bias``, high-bias absorption) of a float model."""
 
     def __init__(
-        self, *, clipped: str = "bounded", sigmas: float = 6.0, absorb_bias: bool = True, max_sweeps: int = 100
+        self,
+        *,
+        clipped: str = "exact",
+        absorb_bias: bool = True,
+        data: CalibrationData | None = None,
+        max_sweeps: int = 100,
     ):
         super().__init__()
-        if clipped not in CLIP_POLICIES:
-            raise EdgeqError(f"clipped must be one of {', '.join(CLIP_POLICIES)}")
-        self.sigmas = sigmas
+        if clipped not in EQUALIZE_CLIPS:
+            raise EdgeqError(f"clipped must be one of {', '.join(EQUALIZE_CLIPS)}")
         self.clipped = clipped
         self.absorb_bias = absorb_bias
+        self.data = data
         self.max_sweeps = max_sweeps
         self.report: dict = {}
         self.channel_scales: dict[str, np.ndarray] = {}
@@ -257,40 +292,45 @@ class EqualizePass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         original = _outputs_on_random_input(model)
         pairs = find_pairs(model.graph, self.clipped)
-        clips = [p.activation for p in pairs if p.activation is not None and _is_relu6(p.activation)]
+        clipped_pairs = [p for p in pairs if p.activation is not None and _clip_ceiling(p.activation) is not None]
         if self.clipped == "to-relu":
-            for clip in clips:
-                _replace_with_relu(model.graph, clip)
+            for pair in clipped_pairs:
+                _replace_with_relu(model.graph, pair.activation)
             common_passes.RemoveUnusedNodesPass()(model)  # the Clips' bounds
             pairs = find_pairs(model.graph, self.clipped)
-        # The scaling is exact up to the clips; check that part on a copy whose clips are Relu.
-        kept_clips = {c.name for c in clips} if self.clipped == "bounded" else set()
-        baseline = _outputs_on_random_input(_clips_as_relu(model, kept_clips))
+        baseline = _outputs_on_random_input(model) if self.clipped == "to-relu" else original
         total = [np.ones(1)] * len(pairs)
         sweeps = 0
         while sweeps < self.max_sweeps:
             sweeps += 1
-            scales = [equalize_pair(p, self.sigmas) for p in pairs]
+            scales = [equalize_pair(p) for p in pairs]
             total = [t * s for t, s in zip(total, scales, strict=True)]
             if max((float(np.abs(np.log(s)).max()) for s in scales), default=0.0) < 1e-3:
                 break
+        if self.clipped == "exact":
+            for pair, scale in zip(pairs, total, strict=True):
+                if pair.activation is not None and _clip_ceiling(pair.activation) is not None:
+                    _clip_to_relu_and_ceiling(model.graph, pair, scale)
+            common_passes.RemoveUnusedNodesPass()(model)
         # the tensors between two equalized layers now hold original / s per channel
         self.channel_scales = {}
         for pair, scale in zip(pairs, total, strict=True):
-            for node in (pair.first, pair.activation):
+            for node in (pair.first, pair.activation, pair.ceiling):
                 if node is not None:
                     self.channel_scales[node.outputs[0].name] = scale
-        change = _relative_change(_outputs_on_random_input(_clips_as_relu(model, kept_clips)), baseline)
+        change = _relative_change(_outputs_on_random_input(model), baseline)
         if change > TOLERANCE:
             raise EdgeqError(f"internal error: equalization changed the float model by {change:.2e} (relative)")
         equalized = _outputs_on_random_input(model)
-        absorbed = sum(absorb_high_bias(p) is not None for p in pairs) if self.absorb_bias else 0
+        candidates = [p for p in pairs if absorbable(p)] if self.absorb_bias else []
+        floors = _pre_activation_minima(model, candidates, self.data) if self.data is not None else {}
+        absorbed = sum(absorb_high_bias(p, floors.get(p.first.name)) is not None for p in candidates)
         self.report = {
             "pairs": len(pairs),
             "sweeps": sweeps,
             "clip_policy": self.clipped,
-            "relu6_between_pairs": len(clips),
-            "change_from_relu6_to_relu": _relative_change(baseline, original) if self.clipped == "to-relu" else 0.0,
+            "clips_between_pairs": len(clipped_pairs),
+            "change_from_clip_to_relu": _relative_change(baseline, original),
             "change_from_equalization": change,
             "high_bias_absorbed_pairs": absorbed,
             "change_from_bias_absorption": _relative_change(_outputs_on_random_input(model), equalized),
@@ -298,24 +338,41 @@ class EqualizePass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=bool(pairs))
 
 
-def _replace_with_relu(graph: ir.Graph, clip: ir.Node) -> None:
-    relu = ir.node("Relu", [clip.inputs[0]], name=clip.name)
-    graph.insert_after(clip, relu)
-    output = clip.outputs[0]
-    output.replace_all_uses_with(relu.outputs[0])
+def _replace_output(graph: ir.Graph, old: ir.Node, new_output: ir.Value) -> None:
+    """Make NEW_OUTPUT take over OLD's output (its uses, graph-output slot and name) and remove OLD."""
+    output = old.outputs[0]
+    output.replace_all_uses_with(new_output)
     for i, graph_output in enumerate(graph.outputs):
         if graph_output is output:
-            graph.outputs[i] = relu.outputs[0]
-    graph.remove(clip, safe=True)
-    relu.outputs[0].name = output.name
+            graph.outputs[i] = new_output
+    graph.remove(old, safe=True)
+    new_output.name = output.name
 
 
-def _clips_as_relu(model: ir.Model, names: set[str]) -> ir.Model:
-    """A copy of MODEL whose Clip nodes named in NAMES are Relu."""
-    if not names:
-        return model
-    copy = ir.serde.deserialize_model(ir.serde.serialize_model(model))
-    for node in [n for n in copy.graph if n.name in names]:
-        _replace_with_relu(copy.graph, node)
-    common_passes.RemoveUnusedNodesPass()(copy)
-    return copy
+def _replace_with_relu(graph: ir.Graph, clip: ir.Node) -> ir.Node:
+    relu = ir.node("Relu", [clip.inputs[0]], name=clip.name)
+    graph.insert_after(clip, relu)
+    _replace_output(graph, clip, relu.outputs[0])
+    return relu
+
+
+def _clip_to_relu_and_ceiling(graph: ir.Graph, pair: Pair, scale: np.ndarray) -> None:
+    """Rewrite the pair's Clip(0, h) as Relu -> Min(x, h / s), h / s shaped to broadcast over the channel axis."""
+    clip = pair.activation
+    ceiling = _clip_ceiling(clip) / scale
+    rank = len(pair.first.inputs[1].const_value.shape) if pair.first.op_type == "Conv" else 1
+    name = f"{clip.name}.ceiling"
+    shape = (1, -1, *([1] * (rank - 2))) if rank > 2 else (-1,)
+    bound = ir.Value(name=name, const_value=ir.tensor(ceiling.reshape(shape).astype(np.float32), name=name))
+    bound.shape = ir.Shape(bound.const_value.shape)
+    bound.dtype = ir.DataType.FLOAT
+    graph.register_initializer(bound)
+    output = clip.outputs[0]
+    relu = ir.node("Relu", [clip.inputs[0]], name=f"{clip.name}.relu")
+    minimum = ir.node("Min", [relu.outputs[0], bound], name=clip.name)
+    graph.insert_after(clip, [relu, minimum])
+    relu.outputs[0].name = f"{output.name}.relu"
+    for value in (relu.outputs[0], minimum.outputs[0]):
+        value.shape, value.dtype = output.shape, output.dtype
+    _replace_output(graph, clip, minimum.outputs[0])
+    pair.activation, pair.ceiling = relu, minimum

@@ -10,9 +10,11 @@ import onnxruntime as ort
 import pytest
 from conftest import make_convnet
 
+from edgeq.data import ArrayData, input_specs
 from edgeq.errors import EdgeqError
 from edgeq.modelio import model_bytes
 from edgeq.passes.equalize import EqualizePass
+from edgeq.passes.fold_batchnorm import BN_BETA_KEY, BN_GAMMA_KEY
 from edgeq.passes.preprocess import preprocess
 
 X = np.random.default_rng(0).normal(size=(16, 3, 8, 8)).astype(np.float32)
@@ -58,34 +60,66 @@ def test_clip_policies():
     EqualizePass(clipped="to-relu", absorb_bias=False)(relu)
     assert not any(n.op_type == "Clip" for n in relu.graph)
 
-    bounded = _model()
-    pass_ = EqualizePass(clipped="bounded", absorb_bias=False)
-    pass_(bounded)
-    assert pass_.report["pairs"] == 1 and pass_.report["change_from_equalization"] <= 1e-4
-    assert any(n.op_type == "Clip" for n in bounded.graph)
-    small = X * 0.05
-    np.testing.assert_allclose(_run(bounded, small), _run(_model(), small), rtol=1e-4, atol=1e-6)
 
 
-def test_high_bias_absorption_moves_bias_into_the_next_layer():
-    from edgeq.passes.fold_batchnorm import BN_BETA_KEY, BN_GAMMA_KEY
+def test_exact_policy_keeps_relu6_as_a_per_channel_ceiling():
+    model = _model()
+    large = X * 20.0  # activations far beyond 6: the clip acts, and must still act per channel
+    before = _run(model, large)
+    pass_ = EqualizePass(absorb_bias=False)
+    pass_(model)
+    assert pass_.report["pairs"] == 1 and pass_.report["clips_between_pairs"] == 1
+    np.testing.assert_allclose(_run(model, large), before, rtol=1e-5, atol=1e-5 * np.abs(before).max())
+    minimum = next(n for n in model.graph if n.op_type == "Min")
+    ceiling = minimum.inputs[1].const_value.numpy()
+    assert ceiling.shape == (1, 8, 1, 1) and np.ptp(ceiling) > 0  # 6 / s_i, different per channel
+    relu = minimum.inputs[0].producer()
+    assert relu.op_type == "Relu" and relu.inputs[0].producer().name == "dw"
+    scales = pass_.channel_scales[minimum.outputs[0].name]
+    np.testing.assert_allclose(ceiling.reshape(-1), 6.0 / scales, rtol=1e-6)
 
+
+def _model_claiming_high_bias() -> tuple[ir.Model, ir.Node, np.ndarray]:
+    """The model with the depthwise layer's bias raised by 5 and BatchNorm statistics saying its pre-activation
+    is ~N(bias, 0.5^2): beta >> 3|gamma|, so high-bias absorption applies; returns the model, dw and the bias."""
     model = _model()
     dw = next(n for n in model.graph if n.name == "dw")
-    # the depthwise layer's pre-activation as if a BatchNorm said ~N(beta, gamma^2) with beta >> 3|gamma|
     bias = dw.inputs[2].const_value.numpy() + 5.0
     dw.inputs[2].const_value = ir.tensor(bias, name=dw.inputs[2].name)
     dw.metadata_props[BN_BETA_KEY] = json.dumps(bias.astype(np.float64).tolist())
     dw.metadata_props[BN_GAMMA_KEY] = json.dumps([0.5] * 8)
+    return model, dw, bias
+
+
+def test_high_bias_absorption_moves_bias_into_the_next_layer():
+    model, dw, bias = _model_claiming_high_bias()
     x = X * 0.01  # inputs for which the shifted channels stay positive: absorption is exact there
     before = _run(model, x)
-    pass_ = EqualizePass(clipped="to-relu", absorb_bias=True)
+    pass_ = EqualizePass(absorb_bias=True)
     pass_(model)
     assert pass_.report["high_bias_absorbed_pairs"] == 1
     assert (dw.inputs[2].const_value.numpy() < bias - 1.0).all()
     np.testing.assert_allclose(_run(model, x), before, rtol=1e-4, atol=1e-4)
+    # the ceiling moved with the bias: min(z, h) = min(z - c, h - c) + c
+    scales = pass_.channel_scales["clip"]
+    shift = bias / scales - dw.inputs[2].const_value.numpy()
+    ceiling = next(n for n in model.graph if n.op_type == "Min").inputs[1].const_value.numpy().reshape(-1)
+    np.testing.assert_allclose(ceiling, 6.0 / scales - shift, rtol=1e-4, atol=1e-5)
 
 
 def test_bad_policy_is_refused():
     with pytest.raises(EdgeqError, match="clipped must be one of"):
         EqualizePass(clipped="sometimes")
+
+
+def test_calibration_data_caps_absorption_so_it_stays_exact_on_that_data():
+    # the statistics claim a narrow distribution; X spreads far below beta - 3 sigma
+    before = _run(_model_claiming_high_bias()[0])
+    statistics_only = _model_claiming_high_bias()[0]
+    EqualizePass()(statistics_only)
+    assert np.abs(_run(statistics_only) - before).max() > 1e-3 * np.abs(before).max()
+    capped = _model_claiming_high_bias()[0]
+    pass_ = EqualizePass(data=ArrayData({"input": X}, input_specs(capped), "X"))
+    pass_(capped)
+    assert pass_.report["high_bias_absorbed_pairs"] == 1  # some channels still move a part of their bias
+    np.testing.assert_allclose(_run(capped), before, rtol=1e-4, atol=1e-4 * np.abs(before).max())
