@@ -246,7 +246,7 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
         for batch in self.data.batches(size):
             for name, arrays in cache.items():
                 arrays.append(batch[name])
-        reference = _clipped_reference(model, self.float_model)
+        reference = clipped_reference(model, self.float_model)
         reference_nodes = {node.name: node for node in reference.graph}
         reference_means = _Segment(
             reference,
@@ -308,7 +308,7 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
                 bar.update(len(wave))
 
 
-def _clipped_reference(qdq_model: ir.Model, float_model: ir.Model) -> ir.Model:
+def clipped_reference(qdq_model: ir.Model, float_model: ir.Model) -> ir.Model:
     """QDQ_MODEL with float weights and every activation QuantizeLinear->DequantizeLinear pair a Clip to the
     pair's representable range: the float model with the quantized model's clipping and no rounding."""
     reference = ir.serde.deserialize_model(ir.serde.serialize_model(qdq_model))

@@ -132,30 +132,59 @@ def test_without_torch_the_error_names_the_extra(digits, monkeypatch):
         AdaRoundPass(calibration.model, data, progress=False)(qdq)
 
 
-@pytest.mark.slow
-def test_mobilenet_v2_w4a8_logits_improve(tmp_path):
-    """Measured (64 calibration views, 1000 steps or 10 s per layer, 256 evaluation views): W4A8 logits SQNR
-    4.3 -> 13.8 dB, top-1 agreement 0.39 -> 0.77. This cheaper setting (16 views, 150 steps or 0.5 s per layer,
-    64 evaluation views) measured 4.4 -> 8.6 dB."""
-    from conftest import calibrated_mobilenet_v2
+def test_loss_sees_the_output_as_the_next_layers_do(tmp_path):
+    """Equalized convnet: its depthwise Conv -> Relu6 becomes Relu -> Min(x, 6 / s_i); the loss clamps that
+    layer per channel at min(6 / s_i, its output range), and a layer without activation at its output range."""
+    path = tmp_path / "convnet.onnx"
+    onnx.save(make_convnet(), path)
+    model = load_model(path)
+    x = np.random.default_rng(1).normal(0, 1, (40, 3, 8, 8)).astype(np.float32)
+    data = ArrayData({"input": x}, input_specs(model), "random")
+    calibration = calibrate_model(model, data, Recipe(passes=["equalize"]), progress=False)
+    qdq, report = build_qdq(calibration, Recipe(passes=["equalize"]))
+    layers = {layer.node.name: layer for layer in AdaRoundPass(calibration.model, data)._layers(qdq)}
 
+    ceiling = next(n for n in calibration.model.graph if n.op_type == "Min").inputs[1].const_value.numpy()
+    assert np.ptp(ceiling) > 0  # equalization made the bound per channel
+    encodings = report["encodings"]
+
+    def output_range(name: str) -> tuple[float, float]:
+        scale, zero_point = encodings[name]["scale"], encodings[name]["zero_point"]
+        return scale * (-128 - zero_point), scale * (127 - zero_point)
+
+    low, high = layers["dw"].bounds
+    relu = next(n for n in calibration.model.graph if n.op_type == "Relu" and n.inputs[0].producer().name == "dw")
+    range_high = output_range(relu.outputs[0].name)[1]
+    np.testing.assert_array_equal(low.reshape(-1), 0.0)
+    np.testing.assert_allclose(high.reshape(-1), np.minimum(ceiling.reshape(-1), range_high), rtol=1e-6)
+    low, high = layers["pw"].bounds
+    np.testing.assert_allclose([low.max(), high.min()], output_range("pw"), rtol=1e-6)
+    assert low.min() == low.max() and high.min() == high.max()
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_equalized_w8a8_logits_improve(tmp_path):
+    """Per-channel W8A8 after equalization, the setting where AdaRound against the plain float model made
+    MobileNetV2 worse (32 calibration views, 128 evaluation views: 15.3 -> 14.0 dB; against the clipped
+    reference 18.4 dB). This cheaper setting (16 views, 100 steps or 0.3 s per layer, 64 evaluation views)
+    measured 15.1 -> 17.9 dB (14.0 dB before the fix)."""
+    from edgeq.export import export_module
+    from models.mobilenet_v2 import build
     from models.photos import calib_views, eval_views
 
-    float_path, calibration = calibrated_mobilenet_v2(tmp_path, calib_views=16)
-    data = ArrayData({"input": calib_views(16)}, input_specs(calibration.model), "views")
-    qdq, _ = build_qdq(calibration, Recipe(weight_bits=4))
+    module, example = build()
+    float_path = tmp_path / "mbv2.onnx"
+    export_module(module, example, float_path, input_names=["input"], output_names=["logits"])
+    model = load_model(float_path)
+    data = ArrayData({"input": calib_views(16)}, input_specs(model), "views")
+    recipe = Recipe(passes=["equalize"])
+    calibration = calibrate_model(model, data, recipe, progress=False)
+    qdq, _ = build_qdq(calibration, recipe)
     x = eval_views(64)
     reference = _run(load_model(float_path), x)
     rounded = _run(qdq, x)
     adaround = AdaRoundPass(
-        calibration.model,
-        data,
-        weight_bits=4,
-        iterations=150,
-        seconds_per_layer=0.5,
-        samples=512,
-        progress=False,
+        calibration.model, data, iterations=100, seconds_per_layer=0.3, samples=512, progress=False
     )
     adaround(qdq)
-    assert len(adaround.report) == 53
-    assert sqnr_db(reference, _run(qdq, x)) > sqnr_db(reference, rounded) + 3.0
+    assert sqnr_db(reference, _run(qdq, x)) > sqnr_db(reference, rounded) + 1.5

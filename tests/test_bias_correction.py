@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeq.data import ArrayData, input_specs
 from edgeq.metrics import sqnr_db, top1_agreement
 from edgeq.modelio import to_proto
-from edgeq.passes.bias_correction import BiasCorrectionPass, _clipped_reference, clipped_normal_mean
+from edgeq.passes.bias_correction import BiasCorrectionPass, clipped_normal_mean, clipped_reference
 from edgeq.passes.fold_batchnorm import batchnorm_statistics
 from edgeq.qparams import BIAS_LIMIT
 from edgeq.quantize import build_qdq, calibrate_model
@@ -69,7 +69,7 @@ def test_clipped_normal_mean_matches_sampling():
 def test_empirical_is_sequential_and_keeps_the_qdq_structure(convnet_qdq):
     float_model, data, qdq, x = convnet_qdq
     ops_before = sorted(node.op_type for node in qdq.graph)
-    reference = _clipped_reference(qdq, float_model)
+    reference = clipped_reference(qdq, float_model)
     float_before = _layer_means(float_model, LAYERS, x)
     quant_before = _layer_means(qdq, LAYERS, x)
 
