@@ -36,12 +36,8 @@ VARIANTS = {
         "per-tensor, naive (min/max, round to nearest)": ["--per-tensor", *NAIVE],
         "per-tensor + equalization": ["--per-tensor", *NAIVE, "--passes", "equalize"],
         "per-tensor + equalization + bias absorption + bias correction (analytic: data-free DFQ)": [
-            "--per-tensor",
-            *NAIVE,
-            "--passes",
-            "equalize",
-            "--bias-correction",
-            "analytic",
+            "--recipe",
+            "recipes/dfq.toml",
         ],
         "per-tensor + equalization + bias absorption + bias correction (empirical)": [
             "--per-tensor",
@@ -58,17 +54,13 @@ VARIANTS = {
         "per-channel default (sum-preserving rounding)": [],
         "+ bias correction": ["--bias-correction", "empirical"],
         "+ equalization + bias correction": ["--passes", "equalize", "--bias-correction", "empirical"],
-        "+ equalization + AdaRound + bias correction": [
-            "--passes",
-            "equalize,adaround",
-            "--bias-correction",
-            "empirical",
-        ],
+        "+ equalization + AdaRound + bias correction": ["--recipe", "recipes/w8a8.toml"],
     },
     "w4a8": {
         "W4A8 round to nearest": ["--weight-bits", "4", "--weight-rounding", "nearest"],
         "W4A8 sum-preserving rounding (default)": ["--weight-bits", "4"],
         "W4A8 AdaRound": ["--weight-bits", "4", "--passes", "adaround"],
+        "W4A8 AdaRound + bias correction": ["--recipe", "recipes/w4a8.toml"],
     },
     "data_free": {
         "calibrated (64 real views), default": [],
