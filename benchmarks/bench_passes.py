@@ -59,8 +59,8 @@ VARIANTS = {
     "w4a8": {
         "W4A8 round to nearest": ["--weight-bits", "4", "--weight-rounding", "nearest"],
         "W4A8 sum-preserving rounding (default)": ["--weight-bits", "4"],
-        "W4A8 AdaRound": ["--weight-bits", "4", "--passes", "adaround"],
-        "W4A8 AdaRound + bias correction": ["--recipe", "recipes/w4a8.toml"],
+        "W4A8 AdaRound": ["--recipe", "recipes/w4a8.toml"],
+        "W4A8 AdaRound + bias correction": ["--weight-bits", "4", "--passes", "adaround", "--bias-correction", "empirical"],
     },
     "data_free": {
         "calibrated (64 real views), default": [],

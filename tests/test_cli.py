@@ -432,3 +432,23 @@ def test_calib_synthetic_needs_batchnorm_statistics(tmp_path):
     onnx.save(proto, model)
     result = edgeq("quantize", model, "-o", tmp_path / "q.onnx", "--calib", "synthetic", "--no-progress")
     assert_one_line_error(result, "needs BatchNorm statistics")
+
+
+@pytest.mark.parametrize("name", ["dfq", "w8a8", "w4a8"])
+def test_shipped_recipes_are_valid(name):
+    from edgeq.recipe import load_recipe
+
+    recipe = load_recipe(REPO / "recipes" / f"{name}.toml")
+    assert recipe.passes and recipe.to_dict() != load_recipe(None).to_dict()
+
+
+def test_dfq_recipe_quantizes_per_tensor_with_its_passes(tmp_path):
+    report = tmp_path / "r.json"
+    result = edgeq(
+        "quantize", DIGITS, "-o", tmp_path / "q.onnx", "--calib", DIGITS_CALIB,
+        "--recipe", REPO / "recipes" / "dfq.toml", "--report", report, "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())
+    assert data["recipe"]["per_channel"] is False and data["recipe"]["bias_correction"] == "analytic"
+    assert set(data["passes"]) == {"equalize", "bias-correction"}
