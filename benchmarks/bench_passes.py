@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -97,10 +96,7 @@ def float_change(model: Path, views: np.ndarray, calib: np.ndarray) -> dict:
             options["data"] = ArrayData({"input": calib}, input_specs(ir_model), "calib64")
         equalizer = EqualizePass(**options)
         equalizer(ir_model)
-        session = ort.InferenceSession(model_bytes(ir_model), providers=["CPUExecutionProvider"])
-        out = np.concatenate(
-            [session.run(None, {"input": views[i : i + 32]})[0] for i in range(0, len(views), 32)]
-        )
+        out = run_model(model_bytes(ir_model), views)
         rows[name] = {
             "agreement": top1_agreement(ref, out),
             "sqnr_db": sqnr_db(ref, out),

@@ -53,10 +53,12 @@ def measured(cmd: list[str]) -> dict:
     return {"seconds": seconds, "peak_rss_mb": peak}
 
 
-def run_model(path: Path, x: np.ndarray, threads: int = 2) -> np.ndarray:
+def run_model(model: Path | bytes, x: np.ndarray, threads: int = 2) -> np.ndarray:
+    """MODEL (a file or serialized bytes) on X in batches of 32."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: x[i : i + 32]})[0] for i in range(0, len(x), 32)])
 
