@@ -318,10 +318,10 @@ class EqualizePass(ir.passes.InPlacePass):
             for node in (pair.first, pair.activation, pair.ceiling):
                 if node is not None:
                     self.channel_scales[node.outputs[0].name] = scale
-        change = _relative_change(_outputs_on_random_input(model), baseline)
+        equalized = _outputs_on_random_input(model)
+        change = _relative_change(equalized, baseline)
         if change > TOLERANCE:
             raise EdgeqError(f"internal error: equalization changed the float model by {change:.2e} (relative)")
-        equalized = _outputs_on_random_input(model)
         candidates = [p for p in pairs if absorbable(p)] if self.absorb_bias else []
         floors = _pre_activation_minima(model, candidates, self.data) if self.data is not None else {}
         absorbed = sum(absorb_high_bias(p, floors.get(p.first.name)) is not None for p in candidates)
