@@ -15,7 +15,14 @@ import click
 
 from edgeq.errors import EdgeqError
 from edgeq.files import check_output_path, prepare_output_dir, write_text_atomic
-from edgeq.recipe import EQUALIZE_CLIPS
+from edgeq.recipe import (
+    ACTIVATION_CHOICES,
+    BIAS_CORRECTIONS,
+    CALIB_METHODS,
+    EQUALIZE_CLIPS,
+    WEIGHT_RANGES,
+    WEIGHT_ROUNDINGS,
+)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
@@ -93,7 +100,7 @@ def _quant_options(f):
             help="A TOML recipe pinning every option below (options given here override it).",
         ),
         click.option(
-            "--activation-type", type=click.Choice(["int8", "uint8", "int16", "auto"]), default=None
+            "--activation-type", type=click.Choice(list(ACTIVATION_CHOICES)), default=None
         ),
         click.option("--weight-bits", type=click.Choice(["8", "4"]), default=None),
         click.option(
@@ -101,18 +108,18 @@ def _quant_options(f):
         ),
         click.option(
             "--weight-range",
-            type=click.Choice(["minmax", "mse"]),
+            type=click.Choice(list(WEIGHT_RANGES)),
             default=None,
             help="How weight scales are chosen (mse searches a clipping threshold per channel).",
         ),
         click.option(
             "--weight-rounding",
-            type=click.Choice(["nearest", "sum-preserving"]),
+            type=click.Choice(list(WEIGHT_ROUNDINGS)),
             default=None,
             help="Round weights to nearest, or keep each output channel's integer sum (default).",
         ),
         click.option(
-            "--calib-method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default=None
+            "--calib-method", type=click.Choice(list(CALIB_METHODS)), default=None
         ),
         click.option(
             "--percentile", type=float, default=None, help="Percentile for --calib-method percentile."
@@ -124,7 +131,7 @@ def _quant_options(f):
         ),
         click.option(
             "--bias-correction",
-            type=click.Choice(["empirical", "analytic"]),
+            type=click.Choice(list(BIAS_CORRECTIONS)),
             default=None,
             help="Add bias correction: measured on the calibration data, or from BatchNorm statistics (data-free).",
         ),

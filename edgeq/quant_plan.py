@@ -25,6 +25,7 @@ Rules (DESIGN.md, "Quantization conventions"):
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -162,6 +163,25 @@ class QuantPlan:
         return [v.name for v in self.tensors if self.group_of(v.name) not in fixed_groups]
 
 
+def activation_bounds(node: ir.Node) -> tuple[float, float] | None:
+    """(low, high) of a Relu or a Clip with constant bounds (a missing bound is -inf/inf; opset < 11 keeps them
+    in attributes); None for any other node."""
+    if node.op_type == "Relu":
+        return 0.0, math.inf
+    if node.op_type != "Clip":
+        return None
+    bounds = [-math.inf, math.inf]
+    for index, attribute in ((1, "min"), (2, "max")):
+        value = node.inputs[index] if len(node.inputs) > index else None
+        if value is None:
+            bounds[index - 1] = node.attributes.get_float(attribute, bounds[index - 1])
+        elif is_constant(value):
+            bounds[index - 1] = float(value.const_value.numpy())
+        else:
+            return None
+    return bounds[0], bounds[1]
+
+
 def _fused_activation(node: ir.Node, excluded: Exclusions) -> ir.Node | None:
     if node.op_type not in FUSING_OPS or len(node.outputs) != 1:
         return None
@@ -172,9 +192,7 @@ def _fused_activation(node: ir.Node, excluded: Exclusions) -> ir.Node | None:
     act = consumers[0]
     if act.op_type not in FUSABLE_ACTIVATIONS or act.domain not in ("", "ai.onnx") or excluded.match(act):
         return None
-    if act.op_type == "Clip" and not all(v is None or is_constant(v) for v in act.inputs[1:]):
-        return None
-    return act
+    return act if activation_bounds(act) is not None else None
 
 
 def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> QuantPlan:

@@ -72,7 +72,7 @@ from edgeq.data import CalibrationData
 from edgeq.errors import EdgeqError
 from edgeq.passes.bias_correction import clipped_reference
 from edgeq.qparams import weight_qmax
-from edgeq.quant_plan import BIAS_INPUT, is_constant
+from edgeq.quant_plan import BIAS_INPUT, activation_bounds, is_constant
 
 ZETA, GAMMA = 1.1, -0.1
 REGULARIZATION = 0.001  # lambda
@@ -220,18 +220,11 @@ def _activation_bounds(float_node: ir.Node, channels: int, channel_axis: int) ->
     """Bounds (low, high), one per output channel, of the activation that is FLOAT_NODE's only consumer: a
     Relu/Clip, then a Min with a constant if that is the activation's only consumer (equalization's per-channel
     Relu6 bound, Min(Relu(z), h / s_i)); -inf, inf without one. CHANNEL_AXIS counts from the output's last axis."""
-    bounds = [-math.inf, math.inf]
     consumers = list(float_node.outputs[0].consumers())
-    activation = consumers[0] if len(consumers) == 1 and consumers[0].op_type in ("Relu", "Clip") else None
-    if activation is not None and activation.op_type == "Relu":
-        bounds[0] = 0.0
-    elif activation is not None:
-        for index, attribute in ((1, "min"), (2, "max")):
-            value = activation.inputs[index] if len(activation.inputs) > index else None
-            if value is None:  # opset < 11 keeps the bounds in attributes
-                bounds[index - 1] = activation.attributes.get_float(attribute, bounds[index - 1])
-            elif is_constant(value):
-                bounds[index - 1] = float(value.const_value.numpy())
+    activation = consumers[0] if len(consumers) == 1 else None
+    bounds = activation_bounds(activation) if activation is not None else None
+    if bounds is None:
+        activation, bounds = None, (-math.inf, math.inf)
     low, high = np.full(channels, bounds[0], np.float32), np.full(channels, bounds[1], np.float32)
     ceiling = _channel_ceiling(activation, channels, channel_axis) if activation is not None else None
     return low, high if ceiling is None else np.minimum(high, ceiling)

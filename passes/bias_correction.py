@@ -66,8 +66,9 @@ from edgeq.modelio import to_proto
 from edgeq.passes.fold_batchnorm import batchnorm_statistics
 from edgeq.passes.insert_qdq import dequantize_constant
 from edgeq.qparams import BIAS_LIMIT
+from edgeq.quant_plan import activation_bounds
+from edgeq.recipe import BIAS_CORRECTIONS
 
-MODES = ("empirical", "analytic")
 LINEAR_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 MEAN_PRESERVING_OPS = {"GlobalAveragePool", "AveragePool"}
 LAYOUT_OPS = {"Flatten", "Reshape", "Squeeze"}
@@ -102,8 +103,8 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
         progress: bool = True,
     ):
         super().__init__()
-        if mode not in MODES:
-            raise EdgeqError(f"bias correction mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if mode not in BIAS_CORRECTIONS:
+            raise EdgeqError(f"bias correction mode must be one of {', '.join(BIAS_CORRECTIONS)}, not {mode!r}")
         if mode == "empirical" and data is None:
             raise EdgeqError("empirical bias correction needs calibration data (or use mode 'analytic')")
         self.float_model = float_model
@@ -451,18 +452,6 @@ def clipped_normal_mean(mean: np.ndarray, std: np.ndarray, low, high) -> np.ndar
     return np.where(std > 0, clipped, np.clip(mean, low, high))
 
 
-def _clip_bounds(node: ir.Node) -> tuple[float, float]:
-    if node.op_type == "Relu":
-        return 0.0, math.inf
-    bounds = [-math.inf, math.inf]
-    for i, value in enumerate(node.inputs[1:3]):
-        if value is not None:
-            if value.const_value is None:
-                raise _NoStatistics(f"Clip {node.name} has bounds that are not constant")
-            bounds[i] = float(value.const_value.numpy())
-    return bounds[0], bounds[1]
-
-
 def _activated_mean(node: ir.Node, ceiling: np.ndarray | float = math.inf) -> np.ndarray:
     """E[output] of the Relu/Clip NODE (then clamped at CEILING) after a layer with BatchNorm statistics."""
     pre = node.inputs[0].producer()
@@ -470,7 +459,10 @@ def _activated_mean(node: ir.Node, ceiling: np.ndarray | float = math.inf) -> np
     if statistics is None:
         raise _NoStatistics(f"{node.op_type} {node.name} does not follow a layer with BatchNorm statistics")
     gamma, beta = statistics
-    low, high = _clip_bounds(node)
+    bounds = activation_bounds(node)
+    if bounds is None:
+        raise _NoStatistics(f"Clip {node.name} has bounds that are not constant")
+    low, high = bounds
     return clipped_normal_mean(beta, gamma, low, np.minimum(high, ceiling))
 
 

@@ -56,6 +56,7 @@ from edgeq.data import CalibrationData
 from edgeq.errors import EdgeqError
 from edgeq.modelio import model_bytes
 from edgeq.passes.fold_batchnorm import BN_BETA_KEY, BN_GAMMA_KEY, batchnorm_statistics
+from edgeq.quant_plan import activation_bounds
 from edgeq.recipe import EQUALIZE_CLIPS
 
 HOMOGENEOUS = {"Relu", "PRelu", "LeakyRelu"}
@@ -133,12 +134,10 @@ def _single_user(value: ir.Value, graph: ir.Graph) -> ir.Node | None:
 
 def _clip_ceiling(node: ir.Node) -> float | None:
     """h for a Clip(0, h) with constant, positive h (Relu6 is h = 6); None for anything else."""
-    if node.op_type != "Clip":
+    bounds = activation_bounds(node) if node.op_type == "Clip" else None
+    if bounds is None or bounds[0] != 0.0 or not 0.0 < bounds[1] < np.inf:
         return None
-    low, high = (_constant(node, i) for i in (1, 2))
-    if low is None or high is None or float(low) != 0.0 or not 0.0 < float(high) < np.inf:
-        return None
-    return float(high)
+    return bounds[1]
 
 
 def find_pairs(graph: ir.Graph, clipped: str) -> list[Pair]:

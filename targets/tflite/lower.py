@@ -28,12 +28,14 @@ at the edges) or float (QUANTIZE/DEQUANTIZE at the edges).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
 
 from edgeq.errors import EdgeqError
+from edgeq.quant_plan import activation_bounds
 from edgeq.targets.tflite.versions import op_version
 from edgeq.tflite_graph import Graph, Operator, Quantization, Tensor
 
@@ -188,18 +190,16 @@ class _Lowering:
     def _fused_activation(node: ir.Node, act: ir.Node, encoding) -> str:
         """TFLite's fused activation for the Relu/Clip ACT after NODE. A Clip with other bounds is still exact when
         the output's integer grid saturates inside them (then the clamp is the int8 range itself)."""
-        if act.op_type == "Relu":
-            return "RELU"
-        lo, hi = (
-            float(act.inputs[i].const_value.numpy()) if len(act.inputs) > i and act.inputs[i] is not None else None
-            for i in (1, 2)
-        )
-        named = {(0.0, 6.0): "RELU6", (0.0, None): "RELU", (-1.0, 1.0): "RELU_N1_TO_1"}
-        if (lo, hi) in named:
-            return named[(lo, hi)]
+        bounds = activation_bounds(act)
+        if bounds is None:
+            raise EdgeqError(f"node {node.name}: {act.op_type} {act.name} has bounds that are not constant")
+        named = {(0.0, 6.0): "RELU6", (0.0, math.inf): "RELU", (-1.0, 1.0): "RELU_N1_TO_1"}
+        if bounds in named:
+            return named[bounds]
+        lo, hi = bounds
         scale, zero_point = float(encoding[0]), encoding[1]
         grid_lo, grid_hi = scale * (-128 - zero_point), scale * (127 - zero_point)
-        if (lo is None or grid_lo >= lo - 1e-6) and (hi is None or grid_hi <= hi + 1e-6):
+        if grid_lo >= lo - 1e-6 and grid_hi <= hi + 1e-6:
             return "NONE"
         raise EdgeqError(f"node {node.name}: Clip({lo}, {hi}) after {node.op_type} has no TFLite fused activation")
 
