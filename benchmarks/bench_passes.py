@@ -25,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_quantize import CACHE, EDGEQ, machine, measured, mobilenet_float_model, run_model  # noqa: E402
+from benchmarks.bench_quantize import EDGEQ, machine, measured, mobilenet_photo_setup, run_model  # noqa: E402
 from edgeq.metrics import sqnr_db, top1_agreement  # noqa: E402
 
 MARKER = "## Accuracy passes"
@@ -107,16 +107,9 @@ def float_change(model: Path, views: np.ndarray, calib: np.ndarray) -> dict:
 
 
 def main() -> None:
-    from models.photos import calib_views, eval_views
-
     start = time.perf_counter()
-    out = CACHE / "passes"
-    out.mkdir(parents=True, exist_ok=True)
-    model = mobilenet_float_model()
-    calib = out / "calib64.npz"
-    calib_inputs = calib_views(64)
-    np.savez(calib, input=calib_inputs)
-    views = eval_views(256)
+    model, calib, calib_inputs, views = mobilenet_photo_setup("passes")
+    out = calib.parent
     ref = run_model(model, views)
     results: dict = {"float_change": float_change(model, views, calib_inputs)}
     print(json.dumps(results, indent=1), flush=True)

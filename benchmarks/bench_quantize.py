@@ -142,6 +142,18 @@ def mobilenet_float_model() -> Path:
     return model
 
 
+def mobilenet_photo_setup(section: str) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    """MobileNetV2 on the photos, as the TFLite and passes benchmarks use it: the float model, 64 calibration views
+    (saved as CACHE/SECTION/calib64.npz for the CLI; the path and the array) and 256 evaluation views."""
+    from models.photos import calib_views, eval_views
+
+    calib = CACHE / section / "calib64.npz"
+    calib.parent.mkdir(parents=True, exist_ok=True)
+    calib_inputs = calib_views(64)
+    np.savez(calib, input=calib_inputs)
+    return mobilenet_float_model(), calib, calib_inputs, eval_views(256)
+
+
 def mobilenet(views: dict[str, np.ndarray]) -> dict:
     out = CACHE / "mobilenet"
     model = mobilenet_float_model()

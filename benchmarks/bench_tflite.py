@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_quantize import CACHE, EDGEQ, machine, measured, mobilenet_float_model, run_model  # noqa: E402
+from benchmarks.bench_quantize import EDGEQ, machine, measured, mobilenet_photo_setup, run_model  # noqa: E402
 from edgeq.metrics import sqnr_db, top1_agreement  # noqa: E402
 from edgeq.reference.executor import run_all_semantics  # noqa: E402
 from edgeq.targets import tflm  # noqa: E402
@@ -202,15 +202,11 @@ def layer_summary(rows: dict) -> str:
 
 
 def main() -> None:
-    from models.photos import calib_views, eval_views
+    from models.photos import eval_views
 
     start = time.perf_counter()
-    out = CACHE / "tflite"
-    out.mkdir(parents=True, exist_ok=True)
-    model = mobilenet_float_model()
-    calib = out / "calib64.npz"
-    np.savez(calib, input=calib_views(64))
-    views = eval_views(256)
+    model, calib, _, views = mobilenet_photo_setup("tflite")
+    out = calib.parent
 
     results: dict = {}
     mb_tflite = convert(model, calib, out / "mbv2_tflite", "tflite", "--precision", "float")
