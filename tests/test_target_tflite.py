@@ -509,3 +509,17 @@ def test_mobilenet_v2_is_bit_exact_and_as_accurate_as_the_onnx_model(tmp_path):
         to_proto(qdq).SerializeToString(), providers=["CPUExecutionProvider"]
     ).run(None, {"input": views})[0]
     assert abs(sqnr_db(fp32, tflite) - sqnr_db(fp32, qdq_onnx)) < 0.5
+
+
+def test_model_inputs_take_the_onnx_layout_when_the_shape_fits_both():
+    """C = H = W: an NCHW batch must still be transposed (it once was passed through as if NHWC)."""
+    from edgeq.tflite_graph import Graph, Quantization, Tensor
+
+    graph = Graph()
+    graph.inputs = [graph.add_tensor(Tensor("x", (1, 2, 2, 2), np.dtype(np.int8), Quantization(0.5, 0)))]
+    nchw = np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2)
+    (got,) = model_inputs(graph, {"x": nchw})
+    np.testing.assert_array_equal(got, (nchw * 2).transpose(0, 2, 3, 1).astype(np.int8))
+    nhwc = np.zeros((3, 4, 5, 2), np.float32)  # already NHWC for a [1, 4, 5, 2] input: accepted as it is
+    graph.tensors[0].shape = (1, 4, 5, 2)
+    assert model_inputs(graph, {"x": nhwc})[0].shape == (3, 4, 5, 2)

@@ -82,8 +82,10 @@ def _describe(tensor: Tensor, layout: str) -> dict:
 
 
 def _to_tflite_layout(array: np.ndarray, tensor: Tensor) -> np.ndarray:
-    """An ONNX-layout batch for TENSOR: rank-4 inputs given as NCHW are moved to the model's NHWC."""
-    if array.ndim == 4 and array.shape[1:] != tensor.shape[1:]:
+    """An ONNX-layout batch for TENSOR: rank-4 inputs given as NCHW are moved to the model's NHWC (every rank-4
+    activation of an edgeq .tflite is NHWC). Data already laid out NHWC is accepted where the shape says so: a
+    shape that fits both layouts (C = H = W) is taken as NCHW, the documented layout."""
+    if array.ndim == 4:
         moved = array.transpose(0, 2, 3, 1)
         if moved.shape[1:] == tensor.shape[1:]:
             return moved

@@ -1,0 +1,49 @@
+"""MEAN, int8 (edgeq/reference/mean.py, reference_ops::QuantizedMeanOrSum): ReduceSum + requantization.
+
+With n the number of reduced elements, (M0, shift) ~ double(S_in) / double(S_out) and 1/n folded in:
+
+    s   = min(floor(log2 n), 32, 31 + shift);   M' = (M0 * 2^s) / n   (integer division, done at build time)
+    out = clamp(MultiplyByQuantizedMultiplier(sum - zp_in * n, M', shift - s) + zp_out, qmin, qmax)
+
+The sum is an int64 ReduceSum over the reduced axes in the stored layout; without KeepDims the remaining axes
+keep their stored order, so the output's layout is the input's with the reduced axes removed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeq.errors import EdgeqError
+from edgeq.reference.arithmetic import quantize_multiplier
+from edgeq.targets.integer_onnx.requantize import multiply_by_quantized_multiplier, saturate
+
+
+def convert(b, op) -> None:
+    source, output = b.tensor(op.inputs[0]), b.tensor(op.outputs[0])
+    rank = len(source.shape)
+    axes = sorted({int(a) % rank for a in np.atleast_1d(b.tensor(op.inputs[1]).data)})
+    if 0 in axes:
+        raise EdgeqError("MEAN over the batch axis is not supported by the integer reference")
+    perm = b.perm_of(op.inputs[0])
+    keep_dims = bool(op.options.get("KeepDims", False))
+    total = b.node(
+        "ReduceSum",
+        [b.cast(b.operand(op.inputs[0]), np.int64), b.constant(np.array([perm.index(a) for a in axes]), "axes")],
+        "sum",
+        keepdims=int(keep_dims),
+    )
+    count = int(np.prod([source.shape[a] for a in axes]))
+    in_q, out_q = source.quantization, output.quantization
+    multiplier, shift = quantize_multiplier(float(np.float32(in_q.scale[0])) / float(np.float32(out_q.scale[0])))
+    fold = min(count.bit_length() - 1, 32, 31 + shift)
+    requantized = multiply_by_quantized_multiplier(
+        b, total, (multiplier << fold) // count, shift - fold,
+        centre=int(in_q.zero_point[0]) * count, zero_point=int(out_q.zero_point[0]),
+    )  # fmt: skip
+    info = np.iinfo(output.dtype)
+    if keep_dims:
+        out_perm = perm
+    else:
+        remaining = [a for a in perm if a not in axes]
+        out_perm = tuple(sorted(remaining).index(a) for a in remaining)
+    b.define(op.outputs[0], saturate(b, requantized, info.min, info.max, output.dtype), out_perm)
