@@ -1,12 +1,13 @@
 """The accuracy passes on MobileNetV2, every recipe in one run; writes the passes section of BENCHMARKS.md.
 
-    python benchmarks/bench_passes.py       # (make bench) about 15 minutes on 2 cores
+    python benchmarks/bench_passes.py       # (make bench) about 35 minutes on 2 cores
 
 Every variant is one `edgeq quantize` command on the same float model and the same 64 calibration views (or none,
 for --calib synthetic), evaluated in onnxruntime against fp32 on 256 photo views (top-1 agreement, logits SQNR).
 1. The DFQ experiment (Nagel et al. 2019) with per-tensor int8 weights: naive (min/max weights rounded to nearest)
    vs equalization vs equalization + high-bias absorption + bias correction, next to the per-channel default.
-2. Per-channel W8A8: round-to-nearest default vs bias correction and AdaRound (and equalization).
+2. Per-channel W8A8: round-to-nearest default vs bias correction and AdaRound, and equalization scaled by weight
+   ranges (the paper) vs by activation ranges (edgeq's default for per-channel weights).
 3. W4A8 (4-bit per-channel weights): round-to-nearest vs AdaRound.
 4. Data-free: --calib synthetic (distilled data, equalization, analytic bias correction) vs calibrated.
 5. Equalization's change of the float model on the photo views.
@@ -52,8 +53,22 @@ VARIANTS = {
         "per-channel, round to nearest": ["--weight-rounding", "nearest"],
         "per-channel default (sum-preserving rounding)": [],
         "+ bias correction": ["--bias-correction", "empirical"],
-        "+ equalization + bias correction": ["--passes", "equalize", "--bias-correction", "empirical"],
-        "+ equalization + AdaRound + bias correction": ["--recipe", "recipes/w8a8.toml"],
+        "+ equalization by weight ranges (the paper's CLE) + bias correction": [
+            "--passes",
+            "equalize",
+            "--equalize-scaling",
+            "weights",
+            "--bias-correction",
+            "empirical",
+        ],
+        "+ equalization by activation ranges": ["--passes", "equalize"],
+        "+ equalization by activation ranges + bias correction": [
+            "--passes",
+            "equalize",
+            "--bias-correction",
+            "empirical",
+        ],
+        "+ equalization by activation ranges + AdaRound + bias correction": ["--recipe", "recipes/w8a8.toml"],
     },
     "w4a8": {
         "W4A8 round to nearest": ["--weight-bits", "4", "--weight-rounding", "nearest"],
@@ -86,6 +101,11 @@ def float_change(model: Path, views: np.ndarray, calib: np.ndarray) -> dict:
         "exact (equalization only)": {"clipped": "exact", "absorb_bias": False},
         "exact + high-bias absorption from BatchNorm statistics only": {"clipped": "exact"},
         "exact + high-bias absorption capped by the 64 calibration views": {"clipped": "exact", "data": True},
+        "exact, scaled by activation ranges on the 64 views, capped absorption": {
+            "clipped": "exact",
+            "scaling": "activations",
+            "data": True,
+        },
         "to-relu (the paper's Relu6 -> Relu), no absorption": {"clipped": "to-relu", "absorb_bias": False},
     }
     rows = {}

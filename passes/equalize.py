@@ -13,6 +13,18 @@ per-tensor weight quantization of both layers. A depthwise convolution is both: 
 output channel i, so conv -> depthwise -> conv triplets equalize pair by pair. The pairs are swept until no scale
 moves by more than 0.1% (the paper's iteration).
 
+Scaling by activation ranges (``scaling="activations"``, for per-channel weights; needs calibration data). With one
+weight scale per output channel, dividing W1's output channel i by s_i costs the first layer nothing, and so does
+multiplying a depthwise W2's channel i. What the scales can still improve is the per-tensor quantized activation
+between the layers, whose channels span very different ranges a_i (MobileNetV2's first Relu6 output: 0.3 to 5.9;
+a channel with range 0.3 gets 13 of the 255 levels). With a_i = max |activation_i| on the calibration data:
+
+    second layer depthwise:   s_i = a_i / max_j a_j         every channel gets the full range, at no weight cost
+    otherwise:                s_i = sqrt(a_i / r2_i)        activation channel and W2 column both get sqrt(a_i r2_i)
+
+(the second is CLE's balance with the activation range in place of W1's weight range, SmoothQuant's alpha = 1/2,
+Xiao et al. 2023). The ranges are measured once, before any scaling; channels that never activate keep s_i = 1.
+
 Relu6 / Clip(0, h) is not positively homogeneous: scaling channel i by 1/s_i turns the bound h into h / s_i,
 different per channel. With ``clipped="exact"`` (the default) such a Clip between two layers is rewritten as
 
@@ -61,6 +73,7 @@ from edgeq.recipe import EQUALIZE_CLIPS
 
 HOMOGENEOUS = {"Relu", "PRelu", "LeakyRelu"}
 LAYERS = {"Conv", "Gemm"}
+SCALINGS = ("weights", "activations")
 TOLERANCE = 1e-4
 
 
@@ -174,22 +187,41 @@ def _rescale_statistics(node: ir.Node, factors: np.ndarray) -> None:
         node.metadata_props[BN_BETA_KEY] = json.dumps((beta / factors).astype(np.float64).tolist())
 
 
-def equalize_pair(pair: Pair) -> np.ndarray:
-    """Equalize one pair in place; returns the scales s."""
-    w1 = pair.first.inputs[1].const_value.numpy().astype(np.float64)
-    w2 = pair.second.inputs[1].const_value.numpy().astype(np.float64)
-    out_axis, in_axis = _output_axis(pair.first), _input_axis(pair.second, w2)
-    r1, r2 = _channel_max(w1, out_axis), _channel_max(w2, in_axis)
-    scales = np.ones_like(r1)
+def weight_scales(pair: Pair) -> np.ndarray:
+    """The paper's s_i = sqrt(r1_i * r2_i) / r2_i from the two layers' weight ranges."""
+    w1 = pair.first.inputs[1].const_value.numpy()
+    w2 = pair.second.inputs[1].const_value.numpy()
+    r1, r2 = _channel_max(w1, _output_axis(pair.first)), _channel_max(w2, _input_axis(pair.second, w2))
+    scales = np.ones(r1.shape, dtype=np.float64)
     valid = (r1 > 0) & (r2 > 0)
     scales[valid] = np.sqrt(r1[valid] * r2[valid]) / r2[valid]
-    _set_constant(pair.first, 1, _scaled(w1, out_axis, 1.0 / scales))
+    return scales
+
+
+def activation_scales(pair: Pair, activation_range: np.ndarray) -> np.ndarray:
+    """Scales for per-channel weights from the range a_i of the activation between the layers (see module doc)."""
+    w2 = pair.second.inputs[1].const_value.numpy()
+    scales = np.ones(activation_range.shape, dtype=np.float64)
+    if _is_depthwise(pair.second, w2):
+        valid = activation_range > 0
+        scales[valid] = activation_range[valid] / activation_range.max()
+        return scales
+    r2 = _channel_max(w2, _input_axis(pair.second, w2))
+    valid = (activation_range > 0) & (r2 > 0)
+    scales[valid] = np.sqrt(activation_range[valid] / r2[valid])
+    return scales
+
+
+def equalize_pair(pair: Pair, scales: np.ndarray) -> None:
+    """Divide the first layer's output channel i by s_i and multiply the second's input channel i by s_i."""
+    w1 = pair.first.inputs[1].const_value.numpy().astype(np.float64)
+    w2 = pair.second.inputs[1].const_value.numpy().astype(np.float64)
+    _set_constant(pair.first, 1, _scaled(w1, _output_axis(pair.first), 1.0 / scales))
     bias = _constant(pair.first, 2)
     if bias is not None:
         _set_constant(pair.first, 2, bias / scales)
-    _set_constant(pair.second, 1, _scaled(w2, in_axis, scales))
+    _set_constant(pair.second, 1, _scaled(w2, _input_axis(pair.second, w2), scales))
     _rescale_statistics(pair.first, scales)
-    return scales
 
 
 def absorbable(pair: Pair) -> bool:
@@ -234,21 +266,24 @@ def absorb_high_bias(pair: Pair, floor: np.ndarray | None = None) -> np.ndarray 
     return shift
 
 
-def _pre_activation_minima(model: ir.Model, pairs: list[Pair], data: CalibrationData) -> dict[str, np.ndarray]:
-    """Per first layer of PAIRS, the smallest value each output channel takes on DATA."""
-    values = [p.first.outputs[0] for p in pairs]
+def _channel_extrema(
+    model: ir.Model, values: list[ir.Value], data: CalibrationData
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per value (channels on axis 1), the smallest and largest value each channel takes on DATA."""
     if not values:
         return {}
     session = ort.InferenceSession(
         exposing_copy(model, values).SerializeToString(), providers=["CPUExecutionProvider"]
     )
     names = [v.name for v in values]
-    minima: dict[str, np.ndarray] = {}
+    lows: dict[str, np.ndarray] = {}
+    highs: dict[str, np.ndarray] = {}
     for batch in data.batches(fixed_batch_size(model) or 8):
         for name, out in zip(names, session.run(names, batch), strict=True):
-            channel_minima = np.moveaxis(out, 1, 0).reshape(out.shape[1], -1).min(axis=1)
-            minima[name] = np.minimum(minima.get(name, np.inf), channel_minima)
-    return {p.first.name: minima[p.first.outputs[0].name] for p in pairs}
+            channels = np.moveaxis(out, 1, 0).reshape(out.shape[1], -1)
+            lows[name] = np.minimum(lows.get(name, np.inf), channels.min(axis=1))
+            highs[name] = np.maximum(highs.get(name, -np.inf), channels.max(axis=1))
+    return {name: (lows[name], highs[name]) for name in names}
 
 
 def _outputs_on_random_input(model: ir.Model) -> list[np.ndarray]:
@@ -276,12 +311,18 @@ class EqualizePass(ir.passes.InPlacePass):
         clipped: str = "exact",
         absorb_bias: bool = True,
         data: CalibrationData | None = None,
+        scaling: str = "weights",
         max_sweeps: int = 100,
     ):
         super().__init__()
         if clipped not in EQUALIZE_CLIPS:
             raise EdgeqError(f"clipped must be one of {', '.join(EQUALIZE_CLIPS)}")
+        if scaling not in SCALINGS:
+            raise EdgeqError(f"scaling must be one of {', '.join(SCALINGS)}")
+        if scaling == "activations" and data is None:
+            raise EdgeqError("equalization by activation ranges needs calibration data")
         self.clipped = clipped
+        self.scaling = scaling
         self.absorb_bias = absorb_bias
         self.data = data
         self.max_sweeps = max_sweeps
@@ -298,14 +339,26 @@ class EqualizePass(ir.passes.InPlacePass):
             common_passes.RemoveUnusedNodesPass()(model)  # the Clips' bounds
             pairs = find_pairs(model.graph, self.clipped)
         baseline = _outputs_on_random_input(model) if self.clipped == "to-relu" else original
-        total = [np.ones(1)] * len(pairs)
         sweeps = 0
-        while sweeps < self.max_sweeps:
-            sweeps += 1
-            scales = [equalize_pair(p) for p in pairs]
-            total = [t * s for t, s in zip(total, scales, strict=True)]
-            if max((float(np.abs(np.log(s)).max()) for s in scales), default=0.0) < 1e-3:
-                break
+        if self.scaling == "activations":
+            # one pass: the ranges are measured once, on the model before any scaling
+            between = [(p.activation or p.first).outputs[0] for p in pairs]
+            extrema = _channel_extrema(model, between, self.data)
+            total = []
+            for pair, value in zip(pairs, between, strict=True):
+                low, high = extrema[value.name]
+                total.append(activation_scales(pair, np.maximum(np.abs(low), np.abs(high))))
+                equalize_pair(pair, total[-1])
+        else:
+            total = [np.ones(1)] * len(pairs)
+            while sweeps < self.max_sweeps:
+                sweeps += 1
+                scales = [weight_scales(p) for p in pairs]
+                for pair, scale in zip(pairs, scales, strict=True):
+                    equalize_pair(pair, scale)
+                total = [t * s for t, s in zip(total, scales, strict=True)]
+                if max((float(np.abs(np.log(s)).max()) for s in scales), default=0.0) < 1e-3:
+                    break
         if self.clipped == "exact":
             for pair, scale in zip(pairs, total, strict=True):
                 if pair.activation is not None and _clip_ceiling(pair.activation) is not None:
@@ -322,10 +375,14 @@ class EqualizePass(ir.passes.InPlacePass):
         if change > TOLERANCE:
             raise EdgeqError(f"internal error: equalization changed the float model by {change:.2e} (relative)")
         candidates = [p for p in pairs if absorbable(p)] if self.absorb_bias else []
-        floors = _pre_activation_minima(model, candidates, self.data) if self.data is not None else {}
+        floors = {}
+        if self.data is not None:
+            extrema = _channel_extrema(model, [p.first.outputs[0] for p in candidates], self.data)
+            floors = {p.first.name: extrema[p.first.outputs[0].name][0] for p in candidates}
         absorbed = sum(absorb_high_bias(p, floors.get(p.first.name)) is not None for p in candidates)
         self.report = {
             "pairs": len(pairs),
+            "scaling": self.scaling,
             "sweeps": sweeps,
             "clip_policy": self.clipped,
             "clips_between_pairs": len(clipped_pairs),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
@@ -123,3 +124,72 @@ def test_calibration_data_caps_absorption_so_it_stays_exact_on_that_data():
     pass_(capped)
     assert pass_.report["high_bias_absorbed_pairs"] == 1  # some channels still move a part of their bias
     np.testing.assert_allclose(_run(capped), before, rtol=1e-4, atol=1e-4 * np.abs(before).max())
+
+
+def _chain_model() -> ir.Model:
+    """conv -> Clip(0, 6) -> depthwise conv -> Relu -> pointwise conv: one pair of each kind."""
+    rng = np.random.default_rng(1)
+    c = 8
+    # channel gains from 0.05 to 2: activation ranges differing 40x, as in MobileNetV2's first layer
+    stem = rng.normal(0, 0.5, (c, 3, 3, 3)) * np.geomspace(0.05, 2.0, c)[:, None, None, None]
+    inits = [
+        onnx.numpy_helper.from_array(a.astype(np.float32), name)
+        for name, a in {
+            "conv.w": stem,
+            "conv.b": rng.normal(0, 0.1, c),
+            "low": np.array(0.0),
+            "high": np.array(6.0),
+            "dw.w": rng.normal(0, 0.5, (c, 1, 3, 3)),
+            "pw.w": rng.normal(0, 0.4, (4, c, 1, 1)),
+        }.items()
+    ]
+    nodes = [
+        onnx.helper.make_node("Conv", ["input", "conv.w", "conv.b"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+        onnx.helper.make_node("Clip", ["conv", "low", "high"], ["clip"], name="clip"),
+        onnx.helper.make_node("Conv", ["clip", "dw.w"], ["dw"], name="dw", pads=[1, 1, 1, 1], group=c),
+        onnx.helper.make_node("Relu", ["dw"], ["relu"], name="relu"),
+        onnx.helper.make_node("Conv", ["relu", "pw.w"], ["output"], name="pw"),
+    ]
+    graph = onnx.helper.make_graph(
+        nodes,
+        "chain",
+        [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["N", 4, 8, 8])],
+        initializer=inits,
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model = ir.serde.deserialize_model(model)
+    preprocess(model)
+    return model
+
+
+def _channel_max(model: ir.Model, name: str, x=X) -> np.ndarray:
+    proto = ir.serde.serialize_model(model)
+    proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    values = session.run([name], {"input": x})[0]
+    return np.abs(values).max(axis=(0, 2, 3))
+
+
+def test_activation_scaling_equalizes_activation_ranges_and_keeps_the_function():
+    model = _chain_model()
+    large = X * 20.0  # the Relu6 acts: the per-channel ceiling must keep it exact
+    before, before_large = _run(model), _run(model, large)
+    assert np.ptp(_channel_max(model, "clip")) > 1.0
+    pass_ = EqualizePass(scaling="activations", absorb_bias=False, data=ArrayData({"input": X}, input_specs(model), "X"))
+    pass_(model)
+    assert pass_.report["pairs"] == 2 and pass_.report["scaling"] == "activations"
+    np.testing.assert_allclose(_run(model), before, rtol=1e-5, atol=1e-5 * np.abs(before).max())
+    np.testing.assert_allclose(_run(model, large), before_large, rtol=1e-5, atol=1e-5 * np.abs(before_large).max())
+    # conv -> depthwise: every channel of the activation between them now spans the widest channel's range
+    ranges = _channel_max(model, "clip")
+    np.testing.assert_allclose(ranges, ranges.max(), rtol=1e-5)
+    # depthwise -> pointwise: activation channel i and the pointwise column i share the range sqrt(a_i r2_i)
+    pw = next(n for n in model.graph if n.name == "pw").inputs[1].const_value.numpy()
+    np.testing.assert_allclose(_channel_max(model, "relu"), np.abs(pw).max(axis=(0, 2, 3)), rtol=1e-5)
+
+
+def test_activation_scaling_needs_data():
+    with pytest.raises(EdgeqError, match="needs calibration data"):
+        EqualizePass(scaling="activations")
