@@ -20,6 +20,7 @@ from edgeq.recipe import (
     BIAS_CORRECTIONS,
     CALIB_METHODS,
     EQUALIZE_CLIPS,
+    EQUALIZE_SCALINGS,
     WEIGHT_RANGES,
     WEIGHT_ROUNDINGS,
 )
@@ -143,6 +144,23 @@ def _quant_options(f):
             "float model), keep (not equalized). See passes/equalize.py.",
         ),
         click.option(
+            "--equalize-scaling",
+            type=click.Choice(list(EQUALIZE_SCALINGS)),
+            default=None,
+            help="Equalization scales from weight ranges (the paper; for per-tensor weights) or from activation "
+            "ranges on the calibration data (for per-channel weights); auto (the default) picks by --per-tensor.",
+        ),
+        click.option(
+            "--dyadic-bits",
+            type=click.IntRange(1, 31),
+            default=None,
+            help="Significand width of every requantization multiplier (31, TFLite's, changes nothing; 16 or 8 "
+            "for integer accelerators). See passes/dyadic.py.",
+        ),
+        click.option(
+            "--pow2", is_flag=True, default=None, help="Power-of-two scales: every requantization is a shift."
+        ),
+        click.option(
             "--exclude", multiple=True, help="Keep nodes float: a node name, an op type or a regex."
         ),
         click.option("--max-calib-samples", type=int, default=None),
@@ -173,6 +191,9 @@ def _recipe_from(opts: dict):
         passes=_passes(opts["passes"], recipe.passes, opts["bias_correction"]),
         bias_correction=opts["bias_correction"],
         equalize_clip=opts["equalize_clip"],
+        equalize_scaling=opts["equalize_scaling"],
+        dyadic_bits=opts["dyadic_bits"],
+        pow2=opts["pow2"],
         exclude=list(opts["exclude"]) or None,
         max_calib_samples=opts["max_calib_samples"],
     )
@@ -294,11 +315,18 @@ def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
     help="float also writes <name>.float.tflite, the same graph in float32, for speed comparisons.",
 )
 @click.option(
+    "--integer-only",
+    is_flag=True,
+    help="Also write <name>.integer.onnx: integer arithmetic only between the input Quantize and the output "
+    "Dequantize, bit-exact with the integer reference (needs --target onnxruntime or all).",
+)
+@click.option(
     "--verify-samples",
     type=click.IntRange(0),
     default=4,
     show_default=True,
-    help="Samples on which TFLite Micro and LiteRT's reference kernels must match edgeq's integer reference.",
+    help="Samples on which TFLite Micro, LiteRT's reference kernels and the integer-only model must match "
+    "edgeq's integer reference.",
 )
 def convert(
     model: str,
@@ -308,6 +336,7 @@ def convert(
     ort_format: bool,
     io: str,
     precision: str,
+    integer_only: bool,
     verify_samples: int,
     **opts,
 ) -> None:
@@ -343,6 +372,7 @@ def convert(
         ort_format=ort_format,
         io=io,
         float_tflite=precision == "float",
+        integer_only=integer_only,
         verify_samples=verify_samples,
         progress=not opts["no_progress"],
     )
@@ -366,6 +396,14 @@ def _target_summary(name: str, result: dict) -> str:
         parts.append(f"accuracy float {acc['float']:.4f}, quantized {acc['quantized']:.4f}")
     if name == "onnxruntime":
         return f"{result['activation_type']} activations; " + "; ".join(parts)
+    if name == "onnxruntime-integer":
+        exact = validation.get("bit_exact")
+        if exact:
+            parts.append(
+                f"against the integer reference on {exact['samples']} samples: "
+                + ("bit-exact" if exact["bit_exact"] else "MISMATCHES (see report.json)")
+            )
+        return f"{result['nodes']} integer-only nodes; " + "; ".join(parts)
     inputs = ", ".join(f"{i['name']} {i['dtype']} {i['shape']} {i['layout']}" for i in result["inputs"])
     line = f"input {inputs}; " + "; ".join(parts)
     exact = validation.get("bit_exact")
@@ -473,6 +511,33 @@ def compare(
             cells = [results[p][section].get(name, {}).get("sqnr_db") for p in quantized]
             text = " ".join(f"{c:>18.2f}" if c is not None else f"{'-':>18}" for c in cells)
             click.echo(f"{shorten(name):<{width}} {text}")
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--data", "data_source", required=True, help="Float inputs: .npz, image folder or module:function.")
+@click.option("--image-spec", default=None)
+@click.option("--samples", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def verify(artifacts: tuple[str, ...], data_source: str, image_spec: str | None, samples: int, as_json: bool):
+    """Run ARTIFACTS (.tflite, <name>.integer.onnx, the QDQ .onnx) and edgeq's integer reference on the same
+    int8 inputs; report mismatching elements per runtime and output. Exits 1 unless every exact runtime (integer
+    reference, integer-only ONNX, LiteRT reference kernels, TFLite Micro) agrees.
+    """
+    from edgeq.data import open_data, parse_image_spec
+    from edgeq.verify import check_artifacts, data_specs, format_verification, reference_graph, verify
+
+    paths = check_artifacts(artifacts)
+    reference = reference_graph(paths)
+    spec = parse_image_spec(image_spec) if image_spec else None
+    data = open_data(data_source, data_specs(reference[0]), image_spec=spec, max_samples=samples)
+    report = verify(paths, data, samples=samples, reference=reference)
+    if as_json:
+        _emit_json(report, None)
+    else:
+        click.echo(format_verification(report))
+    if not report["bit_exact"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ fused is part of the report.
 TFLite and TFLite Micro: the int8 QDQ model (from the same calibration) is lowered to one .tflite; TFLite Micro
 uses that same file, plus a C array, the op resolver list and the measured arena. All targets share one
 calibration, so with ``--target all`` every artifact carries the same scales.
+
+Integer-only ONNX (``integer_only``, with the onnxruntime target): that same int8 QDQ model, lowered as for
+TFLite, becomes ``<name>.integer.onnx`` (edgeq.targets.integer_onnx), validated against the float model on the
+evaluation data and checked bit-exact against the integer reference (edgeq.verify) on the first samples.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ def convert(
     ort_format: bool = False,
     io: str = "int8",
     float_tflite: bool = False,
+    integer_only: bool = False,
     verify_samples: int = 4,
     progress: bool = True,
 ) -> dict:
@@ -59,6 +64,14 @@ def convert(
     unknown = set(targets) - set(TARGETS)
     if unknown:
         raise EdgeqError(f"unknown target(s) {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}")
+    if integer_only and "onnxruntime" not in targets:
+        raise EdgeqError("--integer-only is an ONNX Runtime artifact: use it with --target onnxruntime or all")
+    tflite = "tflite" in targets or "tflm" in targets
+    if (tflite or integer_only) and recipe.activation_type not in ("int8", "auto"):
+        raise EdgeqError(
+            f"the TFLite targets and --integer-only take int8 activations (TFLite's int8 kernels); "
+            f"--activation-type {recipe.activation_type} is for --target onnxruntime"
+        )
     calibration = calibrate_model(float_model, calib, recipe, progress=progress)
     name = Path(float_path).stem
     report = {"input": str(float_path), "recipe": recipe.to_dict(), "targets": {}}
@@ -66,31 +79,31 @@ def convert(
         report["targets"]["onnxruntime"] = _onnxruntime(
             calibration, recipe, float_path, eval_data, outdir, name, labels, ort_format
         )
-    if "tflite" in targets or "tflm" in targets:
-        if recipe.activation_type not in ("int8", "auto"):
-            raise EdgeqError(
-                f"the TFLite targets take int8 activations (TFLite's int8 kernels); "
-                f"--activation-type {recipe.activation_type} is for --target onnxruntime"
-            )
+    if tflite or integer_only:  # one int8 QDQ model for the .tflite and the integer-only model
         qdq, quant_report = build_qdq(calibration, recipe, "int8")
         with tempfile.TemporaryDirectory() as tmp:
             qdq_path = save_model(qdq, Path(tmp) / f"{name}.int8.qdq.onnx")
-            report["targets"].update(
-                _tflite(
-                    qdq,
-                    qdq_path,
-                    quant_report,
-                    float_path,
-                    eval_data,
-                    outdir,
-                    name,
-                    targets=targets,
-                    labels=labels,
-                    io=io,
-                    float_tflite=float_tflite,
-                    verify_samples=verify_samples,
+            if integer_only:
+                report["targets"]["onnxruntime-integer"] = _integer_onnx(
+                    qdq, qdq_path, quant_report, float_path, eval_data, outdir, name, labels, verify_samples
                 )
-            )
+            if tflite:
+                report["targets"].update(
+                    _tflite(
+                        qdq,
+                        qdq_path,
+                        quant_report,
+                        float_path,
+                        eval_data,
+                        outdir,
+                        name,
+                        targets=targets,
+                        labels=labels,
+                        io=io,
+                        float_tflite=float_tflite,
+                        verify_samples=verify_samples,
+                    )
+                )
     report["artifacts"] = [a for t in report["targets"].values() for a in t["artifacts"]]
     return report
 
@@ -114,6 +127,18 @@ def _onnxruntime(calibration, recipe, float_path, eval_data, outdir, name, label
         "fusion": fusion,
         "validation": validation,
     }
+
+
+def _integer_onnx(qdq, qdq_path, quant_report, float_path, eval_data, outdir, name, labels, verify_samples):
+    from edgeq.targets.integer_onnx import artifact as integer_target
+    from edgeq.verify import verify
+
+    emitted = integer_target.emit(qdq, outdir, name)
+    path = emitted.pop("path")
+    validation = ort_target.validate(float_path, path, eval_data, labels=labels)
+    if verify_samples:
+        validation["bit_exact"] = verify([path, qdq_path], eval_data, samples=verify_samples)
+    return {"artifacts": [str(path)], **emitted, **quant_report, "validation": validation}
 
 
 def _tflite(

@@ -26,6 +26,7 @@ from edgeq.modelio import model_bytes
 from edgeq.observers import TensorObserver
 from edgeq.passes.adaround import AdaRoundPass
 from edgeq.passes.bias_correction import BiasCorrectionPass
+from edgeq.passes.dyadic import DyadicPass
 from edgeq.passes.equalize import EqualizePass
 from edgeq.passes.insert_qdq import InsertQDQPass
 from edgeq.passes.preprocess import preprocess
@@ -75,10 +76,14 @@ def calibrate_model(
 
 def equalize(model: ir.Model, data: CalibrationData, recipe: Recipe) -> dict:
     """Cross-layer equalization and high-bias absorption (bounded by DATA); the float model's change is measured
-    on a data batch ("to-relu" changes the function where activations exceed 6, absorption off the data)."""
+    on a data batch ("to-relu" changes the function where activations exceed 6, absorption off the data).
+    With ``equalize_scaling="auto"``, per-channel weights are scaled by activation ranges, per-tensor by weights."""
     batch = next(iter(data.batches(fixed_batch_size(model) or 8)))
     before = ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"]).run(None, batch)
-    equalizer = EqualizePass(clipped=recipe.equalize_clip, data=data)
+    scaling = recipe.equalize_scaling
+    if scaling == "auto":
+        scaling = "activations" if recipe.per_channel else "weights"
+    equalizer = EqualizePass(clipped=recipe.equalize_clip, scaling=scaling, data=data)
     equalizer(model)
     after = ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"]).run(None, batch)
     report = dict(equalizer.report)
@@ -128,6 +133,10 @@ def build_qdq(
         )
         correction(model)
         passes["bias-correction"] = correction.summary()
+    if recipe.dyadic_bits < 31 or recipe.pow2:  # last: it moves the scales the passes above worked with
+        dyadic = DyadicPass(recipe.dyadic_bits, pow2=recipe.pow2)
+        dyadic(model)
+        passes["dyadic"] = dyadic.report
     # The BatchNorm statistics kept on folded nodes serve the passes that run before this point; in the
     # artifact they would only add ~20% to MobileNetV2's size.
     common_passes.ClearMetadataAndDocStringPass()(model)

@@ -13,6 +13,9 @@ A recipe file is a TOML table of the same names as the CLI options (underscores 
     passes = ["equalize"]           # optional passes: equalize, bias-correction, adaround (run in pipeline order)
     bias_correction = "empirical"   # empirical | analytic (data-free, from BatchNorm statistics)
     equalize_clip = "exact"         # Relu6 between equalized layers: exact | to-relu | keep (see passes/equalize.py)
+    equalize_scaling = "auto"       # weights | activations | auto (activations for per-channel weights)
+    dyadic_bits = 31                # significand width of every requantization multiplier (31: TFLite's own)
+    pow2 = false                    # power-of-two scales: every requantization is a pure shift
     max_calib_samples = 512
 
 Options given on the command line override the file.
@@ -36,6 +39,7 @@ ACTIVATION_CHOICES = ("int8", "uint8", "int16", "auto")
 KNOWN_PASSES: tuple[str, ...] = ("equalize", "adaround", "bias-correction")
 BIAS_CORRECTIONS = ("empirical", "analytic")
 EQUALIZE_CLIPS = ("exact", "to-relu", "keep")
+EQUALIZE_SCALINGS = ("auto", "weights", "activations")
 
 
 @dataclass
@@ -51,6 +55,9 @@ class Recipe:
     passes: list[str] = field(default_factory=list)
     bias_correction: str = "empirical"
     equalize_clip: str = "exact"
+    equalize_scaling: str = "auto"
+    dyadic_bits: int = 31
+    pow2: bool = False
     max_calib_samples: int | None = None
     batch_size: int | None = None
 
@@ -80,6 +87,10 @@ class Recipe:
             raise EdgeqError(f"bias_correction must be one of {', '.join(BIAS_CORRECTIONS)}")
         if self.equalize_clip not in EQUALIZE_CLIPS:
             raise EdgeqError(f"equalize_clip must be one of {', '.join(EQUALIZE_CLIPS)}")
+        if self.equalize_scaling not in EQUALIZE_SCALINGS:
+            raise EdgeqError(f"equalize_scaling must be one of {', '.join(EQUALIZE_SCALINGS)}")
+        if not 1 <= self.dyadic_bits <= 31:
+            raise EdgeqError("dyadic_bits must be between 1 and 31")
         if self.max_calib_samples is not None and self.max_calib_samples < 1:
             raise EdgeqError("max_calib_samples must be at least 1")
         return self

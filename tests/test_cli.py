@@ -74,7 +74,8 @@ def test_convert_onnxruntime_validates_and_reports(tmp_path):
 
 @pytest.mark.slow
 def test_convert_all_targets_from_one_calibration(tmp_path):
-    """--target all: the ORT artifact, the .tflite (bit-exact in three runtimes) and the TFLite Micro files."""
+    """--target all: the ORT artifact, the integer-only ONNX model and the .tflite (bit-exact in four runtimes),
+    and the TFLite Micro files; then `edgeq verify` on the artifacts."""
     result = edgeq(
         "convert",
         DIGITS,
@@ -88,12 +89,17 @@ def test_convert_all_targets_from_one_calibration(tmp_path):
         tmp_path / "out",
         "--precision",
         "float",
+        "--integer-only",
         "--verify-samples",
         "16",
         "--no-progress",
     )
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())["targets"]
+    integer = report["onnxruntime-integer"]
+    assert integer["ops"].get("ConvInteger") == 4 and "Conv" not in integer["ops"]
+    assert integer["validation"]["accuracy"]["quantized"] >= integer["validation"]["accuracy"]["float"] - 0.005
+    assert integer["validation"]["bit_exact"]["bit_exact"] and integer["validation"]["bit_exact"]["samples"] == 16
     tflite = report["tflite"]
     assert tflite["inputs"] == [
         {"name": "input", "shape": [1, 8, 8, 1], "dtype": "int8", "layout": "NHWC", **_encoding(tflite)}
@@ -111,6 +117,7 @@ def test_convert_all_targets_from_one_calibration(tmp_path):
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == [
         "digits_cnn.float.tflite",
+        "digits_cnn.integer.onnx",
         "digits_cnn.qdq.onnx",
         "digits_cnn.tflite",
         "digits_cnn_model_data.cc",
@@ -118,6 +125,59 @@ def test_convert_all_targets_from_one_calibration(tmp_path):
         "report.json",
     ]
     assert "tflite: wrote" in result.stdout and "tflm: wrote" in result.stdout
+
+    out = tmp_path / "out"
+    artifacts = [out / "digits_cnn.tflite", out / "digits_cnn.integer.onnx", out / "digits_cnn.qdq.onnx"]
+    verified = edgeq("verify", *artifacts, "--data", DIGITS_TEST, "--samples", "32", "--json")
+    assert verified.returncode == 0, verified.stderr
+    checks = json.loads(verified.stdout)
+    assert checks["bit_exact"] and checks["samples"] == 32
+    assert set(checks["exact"]) == {
+        "onnxruntime digits_cnn.integer.onnx",
+        "LiteRT reference kernels",
+        "TFLite Micro",
+    }
+    assert all(row["mismatches"] == 0 for rows in checks["exact"].values() for row in rows.values())
+    # float-scale requantization (the uint8 QDQ model in ORT, XNNPACK) may differ, by about a step
+    assert all(row["max_abs_diff"] <= 2 for rows in checks["float_scale"].values() for row in rows.values())
+    # a .tflite from other scales: verify finds the disagreement and exits 1
+    other = tmp_path / "other"
+    assert edgeq("convert", DIGITS, "--target", "onnxruntime", "--integer-only", "--calib", DIGITS_TEST,
+                 "-o", other, "--no-progress").returncode == 0
+    mixed = edgeq("verify", out / "digits_cnn.tflite", other / "digits_cnn.integer.onnx", "--data", DIGITS_TEST)
+    assert mixed.returncode == 1 and "bit-exact: NO" in mixed.stdout
+
+
+def test_dyadic_options_make_every_multiplier_narrow(tmp_path):
+    """--dyadic-bits 8 and --pow2 reach the QDQ model (the pass itself: tests/test_dyadic.py)."""
+    for flags, mode in ((["--dyadic-bits", "8"], 8), (["--pow2"], 1)):
+        out, report = tmp_path / f"q{mode}.onnx", tmp_path / f"r{mode}.json"
+        result = edgeq(
+            "quantize", DIGITS, "-o", out, "--calib", DIGITS_CALIB, "--report", report, "--no-progress", *flags
+        )
+        assert result.returncode == 0, result.stderr
+        dyadic = json.loads(report.read_text())["passes"]["dyadic"]
+        assert dyadic["significand_bits"] == mode
+    scales = [
+        float(onnx.numpy_helper.to_array(t))
+        for t in onnx.load(tmp_path / "q1.onnx").graph.initializer
+        if t.name.endswith("_scale") and not t.dims
+    ]
+    assert scales and all(np.log2(s) == np.round(np.log2(s)) for s in scales)  # powers of two
+
+
+def test_verify_and_integer_only_bad_input(tmp_path):
+    assert_one_line_error(edgeq("verify", tmp_path / "gone.tflite", "--data", DIGITS_TEST), "does not exist")
+    text = tmp_path / "model.txt"
+    text.write_text("x")
+    assert_one_line_error(edgeq("verify", text, "--data", DIGITS_TEST), "takes .onnx and .tflite")
+    assert_one_line_error(edgeq("verify", DIGITS, "--data", DIGITS_TEST), "is not a quantized")
+    assert_one_line_error(
+        edgeq("convert", DIGITS, "--target", "tflite", "--integer-only", "--calib", DIGITS_CALIB, "-o",
+              tmp_path / "o"),
+        "use it with --target onnxruntime or all",
+    )
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
 def _encoding(tflite_report: dict) -> dict:
