@@ -19,6 +19,7 @@ from tflite_cases import activation, assert_bit_exact, constant, random_input, s
 from edgeq import reference
 from edgeq.errors import EdgeqError
 from edgeq.reference.conv import output_size_and_padding
+from edgeq.reference.executor import run_all_semantics
 from edgeq.targets.tflite.interpreters import run_litert, run_tflm
 from edgeq.targets.tflite.versions import op_version
 from edgeq.tflite_graph import Graph, Operator, Tensor, read, write
@@ -193,6 +194,25 @@ def test_fully_connected(
         {"FusedActivationFunction": act, "KeepNumDims": keep_dims and len(lead) > 1},
     )
     assert_bit_exact(model, [random_input(read(model).tensors[0], rng)])
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fully_connected_ties_with_power_of_two_multipliers(per_channel):
+    """Power-of-two scales (passes/dyadic.py --pow2) make halves common: LiteRT's single rounding sends negative
+    halves away from zero (-13.5 -> -14), TFLite Micro's double rounding differs again; both are reproduced."""
+    rng = np.random.default_rng(7)
+    units = 6
+    w_scales = np.full(units if per_channel else 1, 2.0**-7, np.float32)
+    model = single_op(
+        "FULLY_CONNECTED",
+        [activation("x", (2048, 32), 2.0**-6, 1), constant("w", int8_weights(rng, (units, 32)), w_scales, 0, axis=0)],
+        [activation("y", (2048, units), 2.0**-3, 1)],  # M = 2^-10: acc / 1024, a half whenever acc = 512 mod 1024
+        {"FusedActivationFunction": "NONE"},
+    )
+    x = random_input(read(model).tensors[0], rng)
+    outputs = assert_bit_exact(model, [x])
+    by_semantics = run_all_semantics(read(model), [x])
+    assert np.count_nonzero(by_semantics["litert"][0] != outputs[0]) > 0  # the two roundings do differ here
 
 
 # ------------------------------------------------------------------------------------------- elementwise

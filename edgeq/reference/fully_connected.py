@@ -12,8 +12,10 @@ float32 first. The output is [rows, out], or the input shape with its last axis 
 KeepNumDims is set.
 
 LiteRT's own reference kernel (BUILTIN_REF, ai-edge-litert 2.3) rounds FULLY_CONNECTED once instead of twice:
-``(acc * M0 + 2^(30 - shift)) >> (31 - shift)`` with the same M0 and shift. It differs from TFLite Micro by one
-step on about 0.1 % of outputs. ``rounding="single"`` reproduces it, so that both runtimes can be checked exactly.
+acc * M0 / 2^(31 - shift), rounded half away from zero, with the same M0 and shift. It differs from TFLite Micro
+by one step on about 0.1 % of outputs. ``rounding="single"`` reproduces it, so that both runtimes can be checked
+exactly. (Halves are rare with TFLite's 31-bit multipliers; with power-of-two ones (passes/dyadic.py) they are
+common, and showed that negative halves go away from zero: -13.5 -> -14.)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from edgeq.reference.arithmetic import (
     multiply_by_quantized_multiplier,
     quantize_multiplier,
     requantize_multipliers,
+    rounding_divide_by_pot,
 )
 
 
@@ -51,8 +54,7 @@ def evaluate(graph, op, inputs, *, rounding: str = "double"):
         op.options.get("FusedActivationFunction", "NONE"), out_scale, out_zp, output.dtype
     )
     if rounding == "single":
-        right = 31 - np.asarray(shifts, np.int64)
-        scaled = (acc * np.asarray(multipliers, np.int64) + (np.int64(1) << (right - 1))) >> right
+        scaled = rounding_divide_by_pot(acc * np.asarray(multipliers, np.int64), 31 - np.asarray(shifts, np.int64))
     else:
         scaled = multiply_by_quantized_multiplier(acc, multipliers, shifts)
     result = np.clip(scaled + out_zp, act_min, act_max)
