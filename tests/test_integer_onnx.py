@@ -2,9 +2,10 @@
 
 Every model here is run by onnxruntime from float inputs and compared, integer for integer, with edgeq's integer
 reference (TFLite Micro semantics) run on the same inputs quantized the way TFLite quantizes them
-(artifact.model_inputs): the digits CNN on every test image, MobileNetV2 on real photos, and hypothesis-drawn
-single-op models (tests/tflite_cases builders) with random shapes, scales and zero points. The requantization
-subgraph and the input quantizer are also checked on their own, at the values where rounding is decided.
+(artifact.model_inputs): the digits CNN on every test image, the conftest convnet (ending in SOFTMAX) quantized by
+edgeq, MobileNetV2 on real photos, and hypothesis-drawn single-op models (tests/tflite_cases builders) with random
+shapes, scales and zero points. The requantization subgraph, the input quantizer and softmax's GetReciprocal are
+also checked on their own, at the values where rounding is decided.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ from edgeq.errors import EdgeqError
 from edgeq.reference.arithmetic import multiply_by_quantized_multiplier
 from edgeq.reference.conv import output_size_and_padding
 from edgeq.reference.executor import run
+from edgeq.reference.fixed_point import get_reciprocal
 from edgeq.targets.integer_onnx import integer_only_model, scan_integer_only
 from edgeq.targets.integer_onnx.builder import Builder
+from edgeq.targets.integer_onnx.fixed_point import get_reciprocal as get_reciprocal_subgraph
 from edgeq.targets.integer_onnx.quantize import quantization_thresholds, quantize_input, reference_quantize
 from edgeq.targets.integer_onnx.requantize import multiply_by_quantized_multiplier as requantize_subgraph
 from edgeq.targets.tflite.artifact import model_inputs
-from edgeq.tflite_graph import Graph, read
+from edgeq.tflite_graph import Graph, Operator, read
 
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MANY = settings(SETTINGS, max_examples=80)  # for single ops that run in ~20 ms
 scales = st.floats(1e-3, 0.5)
 zero_points = st.integers(-128, 127)
 seeds = st.integers(0, 2**32 - 1)
@@ -147,6 +151,29 @@ def test_input_quantizer_rounds_half_away_from_zero_like_tflite(scale, zero_poin
     assert np.count_nonzero(rounded_to_even != expected) > 0  # the correction is needed
 
 
+def test_get_reciprocal_subgraph_equals_the_reference_on_uint32_sums():
+    """CLZ by comparisons and the Newton-Raphson steps, over the whole uint32 range: every power of two and its
+    neighbours, 0 (a softmax row sum that wrapped), 2^32 - 1, and random sums of every bit length."""
+    rng = np.random.default_rng(0)
+    powers = np.int64(1) << np.arange(33, dtype=np.int64)
+    bit_lengths = rng.integers(0, 33, 200_000)
+    x = np.concatenate([
+        [0], powers[:-1], powers[1:] - 1, powers[1:-1] + 1,
+        rng.integers(0, np.iinfo(np.int64).max, bit_lengths.size) % np.maximum(powers[bit_lengths], 1),
+    ]).astype(np.int64)  # fmt: skip
+    b = Builder(Graph())
+    reciprocal, num_bits_over_unit = get_reciprocal_subgraph(b, "x", 12)
+    model = _tiny_model(
+        b,
+        [helper.make_tensor_value_info("x", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info(name, TensorProto.INT64, None) for name in (reciprocal, num_bits_over_unit)],
+    )
+    got_reciprocal, got_bits = _session(model).run(None, {"x": x})
+    want_reciprocal, want_bits = get_reciprocal(x, 12)
+    np.testing.assert_array_equal(got_bits, want_bits)
+    np.testing.assert_array_equal(got_reciprocal, want_reciprocal)
+
+
 # ------------------------------------------------------------------------------------------ real models
 
 
@@ -168,6 +195,31 @@ def test_digits_cnn_matches_the_reference_on_every_test_image():
     images = np.load(REPO / "models" / "digits_test.npz")["input"]
     assert len(images) > 400
     assert_matches_reference(lowered.graph, {"input": images})
+
+
+def test_convnet_with_softmax_matches_the_reference():
+    """The conftest convnet quantized by edgeq: conv, depthwise, residual ADD, MAX_POOL, MEAN, FULLY_CONNECTED and
+    SOFTMAX (10 classes, output 1/256, -128), every probability integer equal on 300 inputs."""
+    import onnx_ir as ir
+    from conftest import make_convnet
+
+    from edgeq.data import ArrayData, input_specs
+    from edgeq.quantize import build_qdq, calibrate_model
+    from edgeq.recipe import Recipe
+    from edgeq.targets.tflite.lower import lower
+
+    model = ir.serde.deserialize_model(make_convnet())
+    rng = np.random.default_rng(1)
+    calib = rng.normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
+    calibration = calibrate_model(
+        model, ArrayData({"input": calib}, input_specs(model), "calib"), Recipe(), progress=False
+    )
+    lowered = lower(build_qdq(calibration, Recipe(), "int8")[0])
+    assert lowered.ops["SOFTMAX"] == 1
+    inputs = rng.normal(0, 1.5, (300, 3, 8, 8)).astype(np.float32)
+    assert_matches_reference(lowered.graph, {"input": inputs})
+    probabilities = run(lowered.graph, model_inputs(lowered.graph, {"input": inputs}))[0]
+    assert len(np.unique(probabilities)) >= 20  # many output levels (rounding cases), not a saturated output
 
 
 @pytest.mark.slow
@@ -293,6 +345,95 @@ def test_lookup_table_ops(opcode, s_in, zp_in, s_out, zp_out, seed):
     assert_matches_reference(graph, _float_feeds(graph, np.random.default_rng(seed), spread=200))
 
 
+def _reference_aborts(error: EdgeqError) -> bool:
+    return "reaches 512" in str(error)
+
+
+@settings(MANY, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(st.lists(st.integers(1, 4), min_size=0, max_size=2), st.integers(1, 1000),
+       st.floats(np.log(1e-3), np.log(100.0)).map(np.exp), st.sampled_from([1.0, 1.0, 0.5, 1.7, 0.05]), zero_points,
+       st.sampled_from([2.0, 20.0, 200.0]), seeds)  # fmt: skip
+def test_softmax(leading, depth, scale, beta, zp, spread, seed):
+    """Rows of 1..1000 values; input scales up to 100 (beta * S_in * 2^26 saturates at 2^31 - 1 from S_in = 32);
+    spreads from near-ties (many values within diff_min of the row maximum) to far apart (exact zeros)."""
+    shape = (1, *leading, depth)
+    graph = read(
+        single_op("SOFTMAX", [activation("x", shape, scale, zp)], [activation("y", shape, 1 / 256, -128)], {"Beta": beta})
+    )
+    feeds = _float_feeds(graph, np.random.default_rng(seed), spread)
+    try:
+        assert_matches_reference(graph, {"x": feeds["x"].repeat(2, 0)})
+    except EdgeqError as error:  # a row sum of 512 or more: the runtimes abort, there is nothing to compare
+        assume(not _reference_aborts(error))
+        raise
+
+
+@pytest.mark.parametrize("depth", [256, 511, 8192, 8193, 8700])
+def test_softmax_rows_of_equal_values_up_to_the_abort_and_past_the_wrap_around(depth):
+    """Equal values: each exp is 1, 2^19 in Q12.19. 256 and 511 are the row sums closest to the runtimes' abort at
+    512 (RoundingDivideByPOT by 31, and probabilities 1/511 = half an output step); 8192 sum to 2^32, which wraps
+    to 0 in int32 (GetReciprocal(0), computed on by the runtimes); 8193 and 8700 wrap to small sums."""
+    graph = read(
+        single_op("SOFTMAX", [activation("x", (1, depth), 0.001, 0)], [activation("y", (1, depth), 1 / 256, -128)],
+                  {"Beta": 1.0})
+    )  # fmt: skip
+    assert_matches_reference(graph, {"x": np.full((2, depth), 0.007, np.float32)})
+
+
+@st.composite
+def mul_shapes(draw):
+    """(first, second, output, second is a constant): size-1 axes on either side; a constant may lack axes."""
+    full = [1, *draw(st.lists(st.integers(1, 5), min_size=1, max_size=3))]
+    first, second = list(full), list(full)
+    for axis in range(1, len(full)):
+        pick = draw(st.sampled_from(["both", "first", "second"]))
+        if pick == "first":
+            second[axis] = 1
+        elif pick == "second":
+            first[axis] = 1
+    second_is_constant = draw(st.booleans())
+    if second_is_constant:
+        second = second[draw(st.integers(0, len(full) - 1)):]
+    return tuple(first), tuple(second), tuple(full), second_is_constant
+
+
+@MANY
+@given(mul_shapes(), scales, scales, st.floats(np.log(1e-4), np.log(3.0)).map(np.exp), zero_points, zero_points,
+       zero_points, st.sampled_from(["NONE", "RELU", "RELU6"]), seeds)  # fmt: skip
+def test_mul(shapes, s1, s2, factor, zp1, zp2, zp_out, act, seed):
+    """Output scales from 3e-6 to 3 times the product's step scale: multipliers 2^-9 .. 2^7 (right and left shifts)."""
+    first, second, full, second_is_constant = shapes
+    rng = np.random.default_rng(seed)
+    second_tensor = (
+        constant("b", rng.integers(-128, 128, second).astype(np.int8), s2, zp2)
+        if second_is_constant
+        else activation("b", second, s2, zp2)
+    )
+    model = single_op(
+        "MUL",
+        [activation("a", first, s1, zp1), second_tensor],
+        [activation("y", full, s1 * s2 * 100 * factor, zp_out)],
+        {"FusedActivationFunction": act},
+    )
+    graph = read(model)
+    feeds = _float_feeds(graph, rng)
+    assert_matches_reference(graph, {name: x.repeat(2, 0) for name, x in feeds.items()})
+
+
+def test_mul_refuses_a_multiplier_that_overflows_the_kernels_int32_product():
+    graph = read(
+        single_op("MUL", [activation("a", (1, 4), 0.5, -128), activation("b", (1, 4), 0.5, -128)],
+                  [activation("y", (1, 4), 0.25 / 2**15, 0)])
+    )  # fmt: skip
+    with pytest.raises(EdgeqError, match="overflows the kernel's int32 product"):
+        integer_only_model(graph, input_layouts=["as ONNX"] * 2, output_layouts=["as ONNX"])
+    fits = read(
+        single_op("MUL", [activation("a", (1, 4), 0.5, -128), activation("b", (1, 4), 0.5, -128)],
+                  [activation("y", (1, 4), 0.25 / 2**14, 0)])
+    )  # fmt: skip
+    assert_matches_reference(fits, _float_feeds(fits, np.random.default_rng(0)))
+
+
 # --------------------------------------------------------------------------------------- the scan, errors
 
 
@@ -334,8 +475,7 @@ def test_scan_flags_a_float_model():
 
 
 def test_unsupported_op_is_named():
-    graph = read(
-        single_op("SOFTMAX", [activation("x", (1, 6), 0.05, 3)], [activation("y", (1, 6), 1 / 256, -128)], {"Beta": 1.0})
-    )
-    with pytest.raises(EdgeqError, match="SOFTMAX is not supported by the integer-only ONNX target"):
+    graph = Graph(tensors=[activation("x", (1, 6), 0.05, 3), activation("y", (1, 6), 1 / 128, 0)], inputs=[0],
+                  outputs=[1], operators=[Operator("TANH", [0], [1])])  # fmt: skip
+    with pytest.raises(EdgeqError, match="TANH is not supported by the integer-only ONNX target"):
         integer_only_model(graph, input_layouts=["as ONNX"], output_layouts=["as ONNX"])

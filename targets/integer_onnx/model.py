@@ -21,8 +21,10 @@ from edgeq.targets.integer_onnx import (
     elementwise,
     fully_connected,
     mean,
+    mul,
     pooling,
     quantize,
+    softmax,
 )
 from edgeq.targets.integer_onnx.builder import NCHW, Builder
 from edgeq.tflite_graph import Graph
@@ -44,10 +46,12 @@ CONVERTERS = {
     "MAX_POOL_2D": pooling.convert,
     "MEAN": mean.convert,
     "MINIMUM": elementwise.convert_selection,
+    "MUL": mul.convert,
     "PAD": data_movement.convert_pad,
     "PADV2": data_movement.convert_pad,
     "QUANTIZE": quantize.convert,
     "RESHAPE": data_movement.convert_reshape,
+    "SOFTMAX": softmax.convert,
     "TRANSPOSE": data_movement.convert_transpose,
 }
 

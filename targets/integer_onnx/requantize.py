@@ -48,7 +48,7 @@ def multiply_by_quantized_multiplier(
     # SRDHM: floor((a*M0 + 2^30) / 2^31), a = (x - centre) * 2^left
     product = b.node("Mul", [x, b.constant(factor, "multiplier")], "product")
     nudged = b.node("Add", [product, b.constant((1 << 30) + offset - centre * factor, "srdhm_nudge")], "nudged")
-    high = _shift_right(b, nudged, np.int64(31), "srdhm")  # SRDHM + 2^(62-31)
+    high = shift_right(b, nudged, np.int64(31), "srdhm")  # SRDHM + 2^(62-31)
     high_offset = np.int64(1) << (OFFSET_BITS - 31)
 
     # RDBPOT: floor((h + 2^(e-1) - [h < 0]) / 2^e), e = right (the [h < 0] term only where e >= 1)
@@ -61,15 +61,18 @@ def multiply_by_quantized_multiplier(
         "rounding_nudge",
     )
     nudged = b.node("Add", [high, rounding], "rounding")
-    shifted = _shift_right(b, nudged, right, "rdbpot")  # RDBPOT + 2^(62-e)
+    shifted = shift_right(b, nudged, right, "rdbpot")  # RDBPOT + 2^(62-e)
     return b.node("Add", [shifted, b.constant(zero_point - (offset >> right), "zero_point")], "requantized")
 
 
-def _shift_right(b, x: str, exponent: np.ndarray, hint: str) -> str:
-    """floor(X / 2^EXPONENT) + 2^(62 - EXPONENT) for int64 X = v + 2^62 >= 0 (the offset stays in the result)."""
-    unsigned = b.cast(x, np.uint64)
-    shifted = b.node("BitShift", [unsigned, b.constant(exponent.astype(np.uint64), f"{hint}_shift")], hint,
-                     direction="RIGHT")
+def shift_right(b, x: str, exponent, hint: str) -> str:
+    """floor(X / 2^EXPONENT) for an int64 X >= 0 (a signed v is shifted as v + 2^62: 2^(62 - EXPONENT) remains).
+
+    EXPONENT is a constant array or the name of a uint64 tensor.
+    """
+    if not isinstance(exponent, str):
+        exponent = b.constant(np.asarray(exponent).astype(np.uint64), f"{hint}_shift")
+    shifted = b.node("BitShift", [b.cast(x, np.uint64), exponent], hint, direction="RIGHT")
     return b.cast(shifted, np.int64)
 
 
