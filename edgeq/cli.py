@@ -422,18 +422,34 @@ def _target_summary(name: str, result: dict) -> str:
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def profile(artifact: str, runs: int, warmup: int, threads: int, as_json: bool) -> None:
-    """Measure latency (p50/p90), per-op time and size of an .onnx, .ort or .tflite artifact.
+    """Measure latency (p50/p90), per-op time and size of an .onnx, .ort or .tflite artifact, with its static
+    analysis (parameters, MACs and activation memory per layer, the liveness peak).
 
     A .tflite runs in LiteRT with default kernels (XNNPACK), without delegates and with reference kernels; with
-    the tflm extra installed, its TFLite Micro arena and flash size are measured too.
+    the tflm extra installed, its TFLite Micro arena and flash size are measured too, and its latency on
+    Cortex-M4F/M7/M55 is estimated from documented device profiles (edgeq/mcu.py).
     """
+    result, target = _profile(Path(artifact), runs=runs, warmup=warmup, threads=threads)
+    if as_json:
+        _emit_json(result, None)
+        return
+    from edgeq.analysis import format_analysis
+
+    click.echo(target.format_profile(result))
+    if "analysis" in result:
+        click.echo(format_analysis(result["analysis"]))
+    for device, row in result.get("mcu_estimate", {}).items():
+        click.echo(f"estimate on {device}: {row['latency_ms']:.1f} ms ({row['note']})")
+
+
+def _profile(path: Path, *, runs: int, warmup: int, threads: int):
+    """(profile result with "analysis" and, for a .tflite, "mcu_estimate"; the target module that made it)."""
     from edgeq.modelio import read_proto
 
-    path = Path(artifact)
     if path.suffix not in (".onnx", ".ort", ".tflite"):
-        raise EdgeqError(f"{artifact}: edgeq profile reads .onnx, .ort and .tflite files")
+        raise EdgeqError(f"{path}: edgeq profile reads .onnx, .ort and .tflite files")
     if not path.is_file():
-        raise EdgeqError(f"model file {artifact} does not exist")
+        raise EdgeqError(f"model file {path} does not exist")
     if path.suffix == ".tflite":
         from edgeq.targets.tflite import artifact as target
 
@@ -444,10 +460,15 @@ def profile(artifact: str, runs: int, warmup: int, threads: int, as_json: bool) 
         if path.suffix == ".onnx":
             read_proto(path)  # clear errors for a truncated or unsafe model before onnxruntime sees it
         result = target.profile(path, runs=runs, warmup=warmup, threads=threads)
-    if as_json:
-        _emit_json(result, None)
-        return
-    click.echo(target.format_profile(result))
+    if path.suffix != ".ort":  # onnxruntime has no public reader for .ort files
+        from edgeq.analysis import analyze
+
+        result["analysis"] = analyze(path)
+    if path.suffix == ".tflite":
+        from edgeq.mcu import PROFILES, estimate
+
+        result["mcu_estimate"] = {name: estimate(result["analysis"], device) for name, device in PROFILES.items()}
+    return result, target
 
 
 @main.command()
@@ -539,6 +560,64 @@ def verify(artifacts: tuple[str, ...], data_source: str, image_spec: str | None,
         click.echo(format_verification(report))
     if not (report["bit_exact"] and report["within_1_lsb_per_op"]):
         sys.exit(1)
+
+
+@main.command()
+@click.argument("float_model", type=click.Path(dir_okay=False))
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--data", "data_source", required=True, help="Inputs to compare on: .npz, image folder or module:function.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The HTML file to write.")
+@click.option("--image-spec", default=None)
+@click.option("--max-samples", type=click.IntRange(1), default=None)
+@click.option("--runs", type=click.IntRange(1), default=50, show_default=True, help="Latency runs per artifact.")
+@click.option(
+    "--quantize-report",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="report.json of `edgeq convert` or --report of `edgeq quantize`: adds the recipe, passes and warnings.",
+)
+def report(
+    float_model: str,
+    artifacts: tuple[str, ...],
+    data_source: str,
+    output: str,
+    image_spec: str | None,
+    max_samples: int | None,
+    runs: int,
+    quantize_report: str | None,
+) -> None:
+    """One self-contained HTML page on ARTIFACTS (.onnx/.tflite) of FLOAT_MODEL: per-layer SQNR against float,
+    latency per op type, MACs and activation memory per layer, sizes, recipe and warnings."""
+    from edgeq.compare import compare
+    from edgeq.modelio import load_model
+    from edgeq.report_html import write_report
+
+    check_output_path(output, float_model, *artifacts, quantize_report)
+    data = _open_data(data_source, load_model(float_model), image_spec, max_samples)
+    page: dict = {"title": f"edgeq report: {Path(float_model).name}"}
+    page["compare"] = {path: compare(float_model, path, data) for path in artifacts}
+    page["profiles"] = [_profile(Path(p), runs=runs, warmup=5, threads=1)[0] for p in artifacts]
+    page["analysis"] = page["profiles"][0].get("analysis")
+    page["artifacts"] = {path: Path(path).stat().st_size for path in artifacts}
+    if quantize_report:
+        page.update(_quantize_sections(quantize_report))
+    write_report(output, {k: v for k, v in page.items() if v is not None})
+    click.echo(f"wrote {output}")
+
+
+def _quantize_sections(path: str) -> dict:
+    """The recipe and the quantize report inside a quantize --report or convert report.json."""
+    try:
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EdgeqError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EdgeqError(f"{path} is not a JSON report: {exc}") from None
+    if not isinstance(saved, dict):
+        raise EdgeqError(f"{path} is not an edgeq report")
+    targets = saved.get("targets") or {}
+    quantize = next((t for t in targets.values() if isinstance(t, dict) and "passes" in t), saved)
+    return {"recipe": saved.get("recipe"), "quantize": quantize if "passes" in quantize else None}
 
 
 if __name__ == "__main__":

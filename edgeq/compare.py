@@ -24,7 +24,6 @@ import onnx
 import onnxruntime as ort
 
 from edgeq.data import CalibrationData
-from edgeq.errors import EdgeqError
 from edgeq.metrics import ErrorSums
 from edgeq.modelio import load_model, read_proto, to_proto
 from edgeq.passes.preprocess import preprocess
@@ -141,13 +140,11 @@ def compare_tflite(float_path, tflite_path, data: CalibrationData) -> dict:
 
 def plot_layers(results: dict[str, dict], path) -> None:
     """A PNG of per-layer SQNR: layers in graph order on the x-axis, one line per quantized model."""
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise EdgeqError("--plot needs matplotlib: pip install 'edgeq[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     from edgeq.files import atomic_path
 
     figure, axes = plt.subplots(figsize=(12, 4.5))

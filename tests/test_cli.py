@@ -227,6 +227,20 @@ def test_compare_and_profile(tmp_path):
     profile = json.loads(result.stdout)
     assert profile["latency_ms"]["p50"] > 0 and profile["per_op"]["by_op_type"]
     assert "QLinearConv" in profile["per_op"]["by_op_type"] or "Conv" in profile["per_op"]["by_op_type"]
+    assert profile["analysis"]["summary"]["macs"] == 230880  # the digits CNN's convolutions and classifier
+
+    report = tmp_path / "r.json"
+    assert edgeq("quantize", DIGITS, "-o", tmp_path / "b.onnx", "--calib", DIGITS_CALIB, "--report", report,
+                 "--bias-correction", "empirical").returncode == 0  # fmt: skip
+    page = tmp_path / "report.html"
+    result = edgeq("report", DIGITS, out, tmp_path / "b.onnx", "--data", DIGITS_TEST, "-o", page, "--runs", "5",
+                   "--quantize-report", report)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    html = page.read_text()
+    for section in ("Accuracy against the float model", "Latency", "Compute and activation memory", "Recipe"):
+        assert section in html
+    assert html.count("<img") == 4 and "bias-correction" in html  # SQNR, 2 op-type charts, MACs/memory; pass
+    assert_one_line_error(edgeq("report", DIGITS, out, "--data", DIGITS_TEST, "-o", out), "is the input file")
 
 
 @pytest.mark.slow
