@@ -419,17 +419,52 @@ def _target_summary(name: str, result: dict) -> str:
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--runs", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--warmup", type=click.IntRange(0), default=10, show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--threads", default="1", show_default=True, help="Thread counts, one latency row each: 2, 1,2,4 or 1-4."
+)
+@click.option(
+    "--compare",
+    "other",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Measure ARTIFACT and OTHER (.onnx/.ort/.tflite) alternately and print their latency ratio instead.",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def profile(artifact: str, runs: int, warmup: int, threads: int, as_json: bool) -> None:
-    """Measure latency (p50/p90), per-op time and size of an .onnx, .ort or .tflite artifact, with its static
-    analysis (parameters, MACs and activation memory per layer, the liveness peak).
+def profile(
+    artifact: str, runs: int, warmup: int, threads: str, other: str | None, no_progress: bool, as_json: bool
+) -> None:
+    """Measure latency (p50/p90/p99, spread) per thread count, per-op time and size of an .onnx, .ort or
+    .tflite artifact, with its static analysis (parameters, MACs and activation memory per layer, the liveness
+    peak).
 
-    A .tflite runs in LiteRT with default kernels (XNNPACK), without delegates and with reference kernels; with
-    the tflm extra installed, its TFLite Micro arena and flash size are measured too, and its latency on
-    Cortex-M4F/M7/M55 is estimated from documented device profiles (edgeq/mcu.py).
+    An .onnx/.ort runs in onnxruntime; its per-op breakdown comes from onnxruntime's profiler, with the share
+    of a run it accounts for (flagged under 90%), and the report says which nodes run as integer kernels. A
+    .tflite runs in LiteRT with default kernels (XNNPACK), without default delegates and with reference
+    kernels; with the tflm extra installed, its TFLite Micro arena and flash size are measured too, and its
+    latency on Cortex-M4F/M7/M55 is estimated from documented device profiles (edgeq/mcu.py).
+
+    With --compare OTHER, the two artifacts run alternately in one process (rounds of a few runs of each; a
+    .tflite with LiteRT's default kernels), and the result is the median over rounds of the latency ratio
+    ARTIFACT/OTHER, per thread count.
     """
-    result, target = _profile(Path(artifact), runs=runs, warmup=warmup, threads=threads)
+    counts = _thread_counts(threads)
+    if other is not None:
+        from edgeq.targets.onnxruntime import alternate, format_alternation
+
+        a, b = Path(artifact), Path(other)
+        target_a, target_b = _profile_target(a), _profile_target(b)
+        result = alternate(
+            artifact, lambda count: target_a.runner(a, count), other, lambda count: target_b.runner(b, count),
+            threads=counts, runs=runs, warmup=warmup, progress=not no_progress,
+        )  # fmt: skip
+        if as_json:
+            _emit_json(result, None)
+        else:
+            click.echo(format_alternation(result))
+        return
+    progress = not no_progress
+    result, target = _profile(Path(artifact), runs=runs, warmup=warmup, threads=counts, progress=progress)
     if as_json:
         _emit_json(result, None)
         return
@@ -442,8 +477,26 @@ def profile(artifact: str, runs: int, warmup: int, threads: int, as_json: bool) 
         click.echo(f"estimate on {device}: {row['latency_ms']:.1f} ms ({row['note']})")
 
 
-def _profile(path: Path, *, runs: int, warmup: int, threads: int):
-    """(profile result with "analysis" and, for a .tflite, "mcu_estimate"; the target module that made it)."""
+def _thread_counts(spec: str) -> list[int]:
+    """The counts in '2', '1,2,4', '1-4' or a mix ('1-2,4'), each once, in the order given; at most four
+    threads per core of this machine (more measures the scheduler, not the model)."""
+    limit = 4 * (os.cpu_count() or 1)
+    counts: list[int] = []
+    for part in spec.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            counts += range(int(low), int(high) + 1) if dash else [int(low)]
+        except ValueError:
+            raise EdgeqError(f"--threads {spec!r}: give thread counts as 2, 1,2,4 or 1-4") from None
+        if dash and int(high) < int(low):
+            raise EdgeqError(f"--threads {spec!r}: the range {part.strip()} is empty")
+    if min(counts) < 1 or max(counts) > limit:
+        raise EdgeqError(f"--threads {spec!r}: thread counts must be between 1 and {limit} on this machine")
+    return list(dict.fromkeys(counts))
+
+
+def _profile_target(path: Path):
+    """The target module that runs PATH, after the checks that turn a bad file into a one-line error."""
     from edgeq.modelio import read_proto
 
     if path.suffix not in (".onnx", ".ort", ".tflite"):
@@ -451,15 +504,20 @@ def _profile(path: Path, *, runs: int, warmup: int, threads: int):
     if not path.is_file():
         raise EdgeqError(f"model file {path} does not exist")
     if path.suffix == ".tflite":
-        from edgeq.targets.tflite import artifact as target
+        from edgeq.targets.tflite import artifact
 
-        result = target.profile(path, runs=runs, warmup=warmup, threads=threads)
-    else:
-        from edgeq.targets import onnxruntime as target
+        return artifact
+    if path.suffix == ".onnx":
+        read_proto(path)  # clear errors for a truncated or unsafe model before onnxruntime sees it
+    from edgeq.targets import onnxruntime
 
-        if path.suffix == ".onnx":
-            read_proto(path)  # clear errors for a truncated or unsafe model before onnxruntime sees it
-        result = target.profile(path, runs=runs, warmup=warmup, threads=threads)
+    return onnxruntime
+
+
+def _profile(path: Path, *, runs: int, warmup: int, threads: int | list[int], progress: bool = True):
+    """(profile result with "analysis" and, for a .tflite, "mcu_estimate"; the target module that made it)."""
+    target = _profile_target(path)
+    result = target.profile(path, runs=runs, warmup=warmup, threads=threads, progress=progress)
     if path.suffix != ".ort":  # onnxruntime has no public reader for .ort files
         from edgeq.analysis import analyze
 

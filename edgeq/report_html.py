@@ -235,7 +235,11 @@ def _per_op_html(artifact: str, profile: dict) -> str:
     axes.set_title(f"{artifact}: time per op type ({per_op['runs']} profiled runs)")
     axes.grid(axis="x", alpha=0.3)
     fraction = per_op["fraction_of_latency"]
-    covered = f" ({fraction:.0%} of the unprofiled p50 latency)" if fraction is not None else ""
+    covered = (
+        f" ({fraction:.0%} of the profiled runs' mean latency, measured in the same session)"
+        if fraction is not None
+        else ""
+    )
     total = per_op["sum_ms"]
     node_rows = [
         [row["node"], row["op_type"], row["ms"], row["ms"] / total if total else None]
@@ -245,8 +249,7 @@ def _per_op_html(artifact: str, profile: dict) -> str:
         [
             f"<h3>{_esc(artifact)}: time per op type</h3>",
             f"<p>ORT profiler, kernel time summed over nodes: {total:.4g} ms per run{covered}. Profiling adds "
-            "its own cost to every node, so the shares between op types are the figure to read; on small models "
-            "the sum can exceed the unprofiled latency.</p>",
+            "its own cost to every node, so the shares between op types are the figure to read.</p>",
             _image(_png(figure), f"{artifact}: time per op type"),
             f"<details><summary>slowest {len(node_rows)} of {len(per_op['by_node'])} nodes</summary>"
             f"{_table(['node', 'op type', 'ms', 'share of kernel time'], node_rows, {2, 3})}</details>",

@@ -8,8 +8,38 @@
   ``required_operators.config`` with onnxruntime's own ``convert_onnx_models_to_ort`` (for minimal mobile builds).
 * ``validate``: runs the float and the quantized model on the same data: SQNR, max abs error, top-1 agreement
   and (with labels) accuracy per output.
-* ``profile``: latency over N runs after warm-up (p50/p90/p99), and a per-node/per-op-type breakdown from ORT's
-  profiler, measured in a separate session so that profiling overhead does not touch the latency figures.
+* ``profile``: latency per thread count (``intra_op_num_threads``; one ``sweep`` row each): WARMUP untimed
+  runs, then RUNS timed ``session.run`` calls (wall clock, ``time.perf_counter``): p50/p90/p99 (numpy's linear
+  interpolation), mean, min, max, stdev and the spread (p90 - p10) / p50, the width of the central 80% of the
+  runs relative to the median (scale-free, and unmoved by the odd preempted run, unlike max - min). Then a
+  per-node and per-op-type breakdown from ORT's own profiler (``SessionOptions.enable_profiling``: a
+  Chrome-trace JSON with one ``<node>_kernel_time`` event per node and run and one ``model_run`` event per
+  run; onnxruntime.ai/docs/performance/tune-performance/profiling-tools.html), at the first thread count, in a
+  second session, so that the profiler's own cost stays out of the latency rows. The accounted share is the
+  per-node kernel time summed over nodes (a mean per run) divided by the mean wall time of the very same
+  profiled runs, timed around ``session.run`` in that session. The unprofiled p50 is not the right
+  denominator: profiling adds its own cost to every node (two clock reads and an event record), so on a small
+  model the kernel sum can exceed the unprofiled latency and the "share" says nothing; the other session runs
+  at another moment, with other caches and another load on a shared machine; and a sum of per-node means is a
+  mean, so the denominator must be a mean, not a median. Measured this way the share is at most 1 (the
+  sequential executor runs the kernels inside ``session.run``, one after another) and the rest is measured
+  too: ``in_onnxruntime`` = mean ``model_run`` duration - kernel sum (the executor walking the graph,
+  allocating intermediate tensors from the arena, the profiler's bookkeeping) and ``outside_onnxruntime`` =
+  wall time - ``model_run`` (the Python binding: wrapping the numpy inputs as OrtValues, copying the outputs
+  back to numpy). A share under 90% is flagged: the per-op table then misses too much of a run to guide
+  optimization. The report also gives the unprofiled mean at that thread count, since the profiler slows a run
+  down: measured on MobileNetV2 (int8 QDQ, 1 thread), 92% accounted (kernels 4.2 ms of 4.6 ms per profiled
+  run; unprofiled 3.8 ms); on the digits CNN, whose 27 kernels take microseconds each, 50-85% (profiled runs
+  0.24-1 ms, unprofiled 0.05-0.07 ms), so on such a model the per-op milliseconds are to be read as shares,
+  not as latencies.
+* ``alternate``: two artifacts (``.onnx``/``.ort``/``.tflite`` in any mix) measured in one process,
+  alternately: WARMUP runs each, then rounds of a few runs of A followed by as many of B; the result is the
+  median over rounds of the per-round ratio of mean latencies A/B, with its p10-p90 range over rounds.
+  Measuring one artifact after the other lets slow drifts (CPU frequency, heat, another job on the machine)
+  fall on one side only; alternating puts both under the same conditions within a round, and the median over
+  rounds ignores the rounds a burst of load hit (Kalibera and Jones 2013, "Rigorous Benchmarking in Reasonable
+  Time", ISMM; Google Benchmark's ``--benchmark_enable_random_interleaving`` reduces run-to-run variance the
+  same way).
 """
 
 from __future__ import annotations
@@ -23,12 +53,15 @@ import statistics
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from tqdm import tqdm
 
 from edgeq.data import CalibrationData
 from edgeq.errors import EdgeqError
@@ -97,16 +130,20 @@ def fusion_report(model_path: str | Path, *, threads: int = 1) -> FusionReport:
         _session(model_path, options=options)
         optimized = onnx.load(options.optimized_model_filepath)
     op_counts = Counter(n.op_type for n in optimized.graph.node)
-    quantized = {
-        op: c
-        for op, c in op_counts.items()
-        if op.startswith("QLinear")
-        or op.startswith("NhwcQLinear")
-        or op in ("QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat")
-    }
+    quantized = {op: c for op, c in op_counts.items() if _is_integer_kernel(op)}
     float_compute = [n.name for n in optimized.graph.node if n.op_type in FLOAT_COMPUTE_OPS]
     convs_fused = sum(c for op, c in op_counts.items() if op in INTEGER_CONV_OPS)
     return FusionReport(convs_total, convs_fused, dict(op_counts), quantized, float_compute)
+
+
+def _is_integer_kernel(op_type: str) -> bool:
+    """ORT's integer kernels: the QLinear family (NCHW and NHWC), QGemm and the integer-accumulating ops."""
+    return op_type.startswith(("QLinear", "NhwcQLinear")) or op_type in (
+        "QGemm",
+        "ConvInteger",
+        "MatMulInteger",
+        "MatMulIntegerToFloat",
+    )
 
 
 def write_ort_format(onnx_path: Path, outdir: Path) -> list[Path]:
@@ -215,8 +252,151 @@ def _random_inputs(session: ort.InferenceSession, seed: int = 0) -> dict[str, np
     return feeds
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
+# ------------------------------------------------------------------------------------------------ profile
+# The latency rows, progress bars and A/B alternation below are shared with targets/tflite/artifact.py.
+
+Run = Callable[[], object]
+ACCOUNTED_SHARE_BAR = 0.9  # the per-op table must explain at least this share of a run (edgeq issue 6)
+ROUND_RUNS_MAX = 5  # runs of one artifact per round when two are measured alternately
+SLOWEST_NODES = 10  # nodes listed by name in the text report (the JSON has them all)
+
+
+def thread_counts(threads: int | Sequence[int]) -> list[int]:
+    """THREADS as a list: one count, or several for a sweep."""
+    return [threads] if isinstance(threads, int) else list(threads)
+
+
+def progress_bar(total: int, desc: str, progress: bool) -> tqdm:
+    """A bar on stderr; tqdm's ``disable=None`` hides it when stderr is not a terminal."""
+    return tqdm(total=total, desc=desc, unit="run", leave=False, disable=None if progress else True)
+
+
+def timed_runs(run: Run, *, runs: int, warmup: int, bar: tqdm) -> list[float]:
+    """Milliseconds of each of RUNS calls of RUN, after WARMUP untimed calls."""
+    for _ in range(warmup):
+        run()
+        bar.update()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+        bar.update()
+    return times
+
+
+def latency_stats(times_ms: list[float]) -> dict:
+    """Percentiles (numpy's linear interpolation), mean, extremes and the spread (p90 - p10) / p50."""
+    p10, p50, p90, p99 = (float(v) for v in np.percentile(times_ms, [10, 50, 90, 99]))
+    return {
+        "runs": len(times_ms),
+        "p50": p50,
+        "p90": p90,
+        "p99": p99,
+        "mean": statistics.fmean(times_ms),
+        "min": min(times_ms),
+        "max": max(times_ms),
+        "stdev": statistics.stdev(times_ms) if len(times_ms) > 1 else 0.0,
+        "spread": (p90 - p10) / p50 if p50 else 0.0,
+    }
+
+
+def format_latency_table(rows: list[dict], label: str, labels: list[str]) -> list[str]:
+    """One line per row of latency_stats figures, LABELS in the first column headed LABEL."""
+    width = max(len(label), *(len(text) for text in labels))
+    lines = [
+        f"  {label:<{width}} {'runs':>5} {'p50 ms':>10} {'p90 ms':>10} {'p99 ms':>10} {'mean ms':>10} "
+        f"{'min ms':>10} {'spread':>7}"
+    ]
+    for text, row in zip(labels, rows, strict=True):
+        lines.append(
+            f"  {text:<{width}} {row['runs']:>5} {row['p50']:>10.3f} {row['p90']:>10.3f} {row['p99']:>10.3f} "
+            f"{row['mean']:>10.3f} {row['min']:>10.3f} {100 * row['spread']:>6.0f}%"
+        )
+    return lines
+
+
+def alternation_plan(runs: int) -> tuple[int, int]:
+    """(rounds, runs per round) for RUNS runs of each artifact: at least 10 rounds where RUNS allows it."""
+    per_round = min(ROUND_RUNS_MAX, max(1, runs // 10))
+    return runs // per_round, per_round
+
+
+def alternate(
+    artifact_a: str,
+    make_a: Callable[[int], tuple[Run, str]],
+    artifact_b: str,
+    make_b: Callable[[int], tuple[Run, str]],
+    *,
+    threads: Sequence[int],
+    runs: int,
+    warmup: int,
+    progress: bool = False,
+) -> dict:
+    """ARTIFACT_A and ARTIFACT_B measured alternately, per thread count: the median over rounds of the
+    per-round ratio of mean latencies A/B. MAKE_A and MAKE_B take a thread count and return (one inference per
+    call, the runtime's name)."""
+    rounds, per_round = alternation_plan(runs)
+    total = len(threads) * 2 * (warmup + rounds * per_round)
+    rows = []
+    with progress_bar(total, "alternating A/B", progress) as bar:
+        for count in threads:
+            (run_a, runtime_a), (run_b, runtime_b) = make_a(count), make_b(count)
+            timed_runs(run_a, runs=0, warmup=warmup, bar=bar)
+            timed_runs(run_b, runs=0, warmup=warmup, bar=bar)
+            times_a, times_b, ratios = [], [], []
+            for _ in range(rounds):
+                round_a = timed_runs(run_a, runs=per_round, warmup=0, bar=bar)
+                round_b = timed_runs(run_b, runs=per_round, warmup=0, bar=bar)
+                ratios.append(statistics.fmean(round_a) / statistics.fmean(round_b))
+                times_a += round_a
+                times_b += round_b
+            ratio_p10, ratio_p90 = (float(v) for v in np.percentile(ratios, [10, 90]))
+            rows.append(
+                {
+                    "threads": count,
+                    "ratio": statistics.median(ratios),
+                    "ratio_p10": ratio_p10,
+                    "ratio_p90": ratio_p90,
+                    "a_ms": latency_stats(times_a),
+                    "b_ms": latency_stats(times_b),
+                }
+            )
+    return {
+        "a": {"artifact": artifact_a, "runtime": runtime_a},
+        "b": {"artifact": artifact_b, "runtime": runtime_b},
+        "rounds": rounds,
+        "runs_per_round": per_round,
+        "warmup": warmup,
+        "rows": rows,
+    }
+
+
+def format_alternation(result: dict) -> str:
+    a, b = result["a"], result["b"]
+    lines = [
+        f"A: {a['artifact']} ({a['runtime']})",
+        f"B: {b['artifact']} ({b['runtime']})",
+        f"measured alternately, per thread count: {result['warmup']} warm-up runs each, then "
+        f"{result['rounds']} rounds of {result['runs_per_round']} run(s) of A and {result['runs_per_round']} of B",
+        f"  {'threads':>7} {'A p50 ms':>10} {'B p50 ms':>10} {'A/B':>7}  {'A/B p10-p90 over rounds':>23}",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"  {row['threads']:>7} {row['a_ms']['p50']:>10.3f} {row['b_ms']['p50']:>10.3f} "
+            f"{row['ratio']:>7.3f}  {row['ratio_p10']:>11.3f} - {row['ratio_p90']:.3f}"
+        )
+    lines.append("A/B: the median over rounds of (mean of A's runs) / (mean of B's runs); over 1, A is slower")
+    return "\n".join(lines)
+
+
+def runner(
+    model_path: str | Path, threads: int, inputs: dict[str, np.ndarray] | None = None
+) -> tuple[Run, str]:
+    """(one inference of the .onnx/.ort per call, on INPUTS or seeded random ones; the runtime's name)."""
+    session = _session(Path(model_path), threads)
+    feeds = inputs or _random_inputs(session)
+    return partial(session.run, None, feeds), f"onnxruntime {ort.__version__}, CPU"
 
 
 def profile(
@@ -224,114 +404,132 @@ def profile(
     *,
     runs: int = 100,
     warmup: int = 10,
-    threads: int = 1,
+    threads: int | Sequence[int] = 1,
     per_op: bool = True,
     inputs: dict[str, np.ndarray] | None = None,
+    progress: bool = False,
 ) -> dict:
-    """Latency statistics (ms) and, with PER_OP, the per-node and per-op-type time breakdown."""
+    """One latency row (ms) per thread count in THREADS (``sweep``) and, with PER_OP, the per-node and
+    per-op-type breakdown at the first thread count, whose row is also the headline ``latency_ms``."""
     model_path = Path(model_path)
-    session = _session(model_path, threads)
-    feeds = inputs or _random_inputs(session)
-    for _ in range(warmup):
-        session.run(None, feeds)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - start) * 1e3)
+    counts = thread_counts(threads)
+    profiled_runs = max(10, min(runs, 50))
+    total = len(counts) * (warmup + runs) + (warmup + profiled_runs if per_op else 0)
+    sweep = []
+    with progress_bar(total, f"profiling {model_path.name}", progress) as bar:
+        for count in counts:
+            run, runtime = runner(model_path, count, inputs)
+            times = timed_runs(run, runs=runs, warmup=warmup, bar=bar)
+            sweep.append({"threads": count, **latency_stats(times)})
+        breakdown = (
+            _per_op_breakdown(model_path, inputs, counts[0], runs=profiled_runs, warmup=warmup, bar=bar)
+            if per_op
+            else None
+        )
+    headline = {key: value for key, value in sweep[0].items() if key != "threads"}
     result = {
         "artifact": str(model_path),
-        "runtime": f"onnxruntime {ort.__version__}",
-        "threads": threads,
-        "runs": runs,
+        "runtime": runtime,
         "size_bytes": model_path.stat().st_size,
-        "latency_ms": {
-            "p50": _percentile(times, 50),
-            "p90": _percentile(times, 90),
-            "p99": _percentile(times, 99),
-            "mean": statistics.fmean(times),
-            "min": min(times),
-            "stdev": statistics.stdev(times) if len(times) > 1 else 0.0,
-        },
+        "warmup": warmup,
+        "threads": counts[0],
+        "runs": runs,
+        "latency_ms": headline,
+        "sweep": sweep,
     }
-    if per_op:
-        result["per_op"] = _per_op_breakdown(
-            model_path,
-            feeds,
-            threads,
-            runs=max(10, min(runs, 50)),
-            warmup=warmup,
-            latency_ms=result["latency_ms"]["p50"],
-        )
+    if breakdown is not None:
+        result["per_op"] = {**breakdown, "unprofiled_latency_ms": sweep[0]["mean"]}
     if model_path.suffix == ".onnx":
-        result["fusion"] = fusion_report(model_path, threads=threads).to_dict()
+        result["fusion"] = fusion_report(model_path, threads=counts[0]).to_dict()
     return result
 
 
 def _per_op_breakdown(
-    model_path: Path, feeds, threads: int, *, runs: int, warmup: int, latency_ms: float
+    model_path: Path, inputs: dict[str, np.ndarray] | None, threads: int, *, runs: int, warmup: int, bar: tqdm
 ) -> dict:
-    """Mean time per node over the last RUNS runs of a profiled session (the warm-up runs are dropped)."""
+    """Mean kernel time per node over RUNS profiled runs, and the share of those runs' own latency it explains
+    (the module docstring says why that is the denominator)."""
     with tempfile.TemporaryDirectory() as tmp:
         options = _session_options(threads)
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "edgeq_profile")
         session = _session(model_path, options=options)
-        for _ in range(warmup + runs):
-            session.run(None, feeds)
+        feeds = inputs or _random_inputs(session)
+        wall_ms = timed_runs(partial(session.run, None, feeds), runs=runs, warmup=warmup, bar=bar)
         trace = json.loads(Path(session.end_profiling()).read_text())
-    run_windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in trace if e.get("name") == "model_run")[-runs:]
-    start = run_windows[0][0] if run_windows else 0
+    model_runs = sorted((e for e in trace if e.get("name") == "model_run"), key=lambda e: e["ts"])[-runs:]
+    start = model_runs[0]["ts"]
     per_node: dict[str, float] = defaultdict(float)
     node_type: dict[str, str] = {}
     for event in trace:
-        if (
-            event.get("cat") != "Node"
-            or not event.get("name", "").endswith("_kernel_time")
-            or event["ts"] < start
-        ):
-            continue
-        name = event["name"][: -len("_kernel_time")]
-        per_node[name] += event["dur"] / 1e3 / runs
-        node_type[name] = event.get("args", {}).get("op_name", "?")
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= start:
+            name = event["name"][: -len("_kernel_time")]
+            per_node[name] += event["dur"] / 1e3 / runs
+            node_type[name] = event.get("args", {}).get("op_name", "?")
     per_type: dict[str, float] = defaultdict(float)
     for name, ms in per_node.items():
         per_type[node_type[name]] += ms
-    total = sum(per_node.values())
+    kernels_ms = sum(per_node.values())
+    latency_ms = statistics.fmean(wall_ms)
+    in_session_ms = statistics.fmean(e["dur"] for e in model_runs) / 1e3
+    share = kernels_ms / latency_ms
     return {
+        "threads": threads,
         "runs": runs,
-        "sum_ms": total,
-        "fraction_of_latency": total / latency_ms if latency_ms else None,
+        "sum_ms": kernels_ms,
+        "profiled_latency_ms": latency_ms,
+        "fraction_of_latency": share,
+        "outside_kernels_ms": {
+            "in_onnxruntime": in_session_ms - kernels_ms,
+            "outside_onnxruntime": latency_ms - in_session_ms,
+        },
+        "warning": None
+        if share >= ACCOUNTED_SHARE_BAR
+        else f"the node kernels account for {share:.0%} of a run, under {ACCOUNTED_SHARE_BAR:.0%}: "
+        "the rest is per-run overhead, which dominates small models",
         "by_op_type": dict(sorted(per_type.items(), key=lambda kv: -kv[1])),
         "by_node": [
-            {"node": n, "op_type": node_type[n], "ms": ms}
+            {"node": n, "op_type": node_type[n], "ms": ms, "integer": _is_integer_kernel(node_type[n])}
             for n, ms in sorted(per_node.items(), key=lambda kv: -kv[1])
         ],
     }
 
 
 def format_profile(result: dict) -> str:
-    lat = result["latency_ms"]
     lines = [
-        f"{result['artifact']}: {result['runtime']}, {result['threads']} thread(s), {result['runs']} runs, "
-        f"{result['size_bytes'] / 1024:.1f} KiB",
-        f"latency ms: p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  "
-        f"mean {lat['mean']:.3f}  min {lat['min']:.3f}",
+        f"{result['artifact']}: {result['runtime']}, {result['size_bytes'] / 1024:.1f} KiB, "
+        f"{result['runs']} runs after {result['warmup']} warm-up",
+        *format_latency_table(result["sweep"], "threads", [str(row["threads"]) for row in result["sweep"]]),
     ]
     if "fusion" in result:
-        f = result["fusion"]
+        fusion = result["fusion"]
+        left = fusion["float_compute"]
+        names = ", ".join(left[:SLOWEST_NODES]) + (", ..." if len(left) > SLOWEST_NODES else "")
         lines.append(
-            f"integer convs: {f['convs_fused']}/{f['convs_total']}; float compute ops left: "
-            f"{len(f['float_compute'])}"
+            f"integer convolutions: {fusion['convs_fused']}/{fusion['convs_total']}; compute ops left in "
+            f"float: {len(left)}" + (f" ({names})" if left else "")
         )
     if "per_op" in result:
         per_op = result["per_op"]
-        frac = per_op["fraction_of_latency"]
-        lines.append(
-            f"per op type (sum {per_op['sum_ms']:.3f} ms"
-            + (f" = {100 * frac:.0f}% of p50" if frac else "")
-            + "):"
-        )
+        rest = per_op["outside_kernels_ms"]
+        lines += [
+            f"per-op profile (onnxruntime's profiler, {per_op['threads']} thread(s), {per_op['runs']} runs): "
+            f"node kernels {per_op['sum_ms']:.3f} ms of {per_op['profiled_latency_ms']:.3f} ms per run = "
+            f"{per_op['fraction_of_latency']:.0%} accounted",
+            f"  the profiler's own cost: unprofiled runs take {per_op['unprofiled_latency_ms']:.3f} ms "
+            "(mean); read the per-op times as shares",
+            f"  not in a kernel: {rest['in_onnxruntime']:.3f} ms inside onnxruntime (executor, allocation, "
+            f"profiler), {rest['outside_onnxruntime']:.3f} ms outside it (Python binding, input/output "
+            "copies)",
+        ]
+        if per_op["warning"]:
+            lines.append(f"  WARNING: {per_op['warning']}")
+        lines.append(f"  {'op type (* integer kernel)':<34} {'ms/run':>9} {'share':>6}")
         for op, ms in per_op["by_op_type"].items():
-            lines.append(f"  {op:<28} {ms:8.3f} ms")
+            star = "*" if _is_integer_kernel(op) else " "
+            lines.append(f"  {op + star:<34} {ms:>9.3f} {ms / per_op['sum_ms']:>6.0%}")
+        nodes = per_op["by_node"]
+        lines.append(f"  slowest {min(SLOWEST_NODES, len(nodes))} of {len(nodes)} nodes:")
+        for row in nodes[:SLOWEST_NODES]:
+            lines.append(f"  {row['node'][:48]:<48} {row['op_type']:<20} {row['ms']:>9.3f}")
     return "\n".join(lines)

@@ -6,7 +6,12 @@
 * ``validate_on_data``: runs the .tflite in LiteRT's default kernels (what a CPU deployment computes) on the evaluation
   data against the float ONNX model (SQNR, top-1 agreement, accuracy), and checks bit-exactness on the first
   samples: edgeq's integer reference, LiteRT with reference kernels and TFLite Micro must give identical integers.
-* ``profile``: latency in LiteRT with default kernels (XNNPACK), without delegates, and with reference kernels.
+* ``profile``: latency in LiteRT with default kernels (XNNPACK), without default delegates (the builtin CPU
+  kernels) and with reference kernels (BUILTIN_REF, what TFLite Micro's kernels compute), each at every
+  requested thread count; the latency rows (warm-up, timed ``invoke`` calls, percentiles, spread) are those of
+  edgeq.targets.onnxruntime, whose docstring defines them. LiteRT's Python interpreter returns no per-op
+  timings, so there is no per-op breakdown here; edgeq.analysis gives the MACs per layer. ``runner`` hands one
+  configuration to ``edgeq.targets.onnxruntime.alternate`` for A/B ratios against another artifact.
 
 Inputs arrive in the ONNX layout (NCHW) as floats; :func:`model_inputs` lays them out NHWC and quantizes them the
 way TFLite's reference QUANTIZE does (round half away from zero), and :func:`float_outputs` turns the model's
@@ -16,8 +21,9 @@ outputs back into dequantized ONNX-layout arrays.
 from __future__ import annotations
 
 import importlib.util
-import statistics
-import time
+from collections import Counter
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +35,14 @@ from edgeq.files import write_bytes_atomic
 from edgeq.metrics import ErrorSums, accuracy
 from edgeq.reference.arithmetic import round_half_away
 from edgeq.reference.executor import run_all_semantics
+from edgeq.targets.onnxruntime import (
+    Run,
+    format_latency_table,
+    latency_stats,
+    progress_bar,
+    thread_counts,
+    timed_runs,
+)
 from edgeq.targets.tflite.interpreters import (
     LITERT_KERNELS,
     default_arena_size,
@@ -244,32 +258,68 @@ def validate_on_data(
 # ------------------------------------------------------------------------------------------------ profile
 
 
-def profile(path: str | Path, *, runs: int = 100, warmup: int = 10, threads: int = 1) -> dict:
-    """Latency of a .tflite in LiteRT: default kernels, without delegates, reference kernels (fewer runs)."""
+KERNEL_NAMES = {
+    "default": "default kernels (XNNPACK)",
+    "optimized": "builtin kernels, no default delegates",
+    "reference": "reference kernels",
+}
+REFERENCE_RUNS_DIVISOR = 20  # reference kernels are 10-100x slower: a twentieth of the runs (at least 3)
+
+
+def runner(path: str | Path, threads: int, kernels: str = "default") -> tuple[Run, str]:
+    """(one inference of the .tflite in LiteRT per call, on seeded random inputs; the runtime's name)."""
+    model_bytes = Path(path).read_bytes()
+    run = _litert_run(model_bytes, _random_inputs(read(model_bytes)), kernels, threads)
+    return run, f"LiteRT, {KERNEL_NAMES[kernels]}"
+
+
+def _litert_run(model_bytes: bytes, inputs: list[np.ndarray], kernels: str, threads: int) -> Run:
+    return partial(invoke_litert, litert_interpreter(model_bytes, kernels=kernels, threads=threads), inputs)
+
+
+def profile(
+    path: str | Path,
+    *,
+    runs: int = 100,
+    warmup: int = 10,
+    threads: int | Sequence[int] = 1,
+    progress: bool = False,
+) -> dict:
+    """Latency of a .tflite in LiteRT, one ``sweep`` row per kernel set (default, without default delegates,
+    reference with fewer runs) and thread count; ``latency_ms`` holds the first thread count's rows by
+    kernel set."""
     model_bytes = Path(path).read_bytes()
     graph = read(model_bytes)
-    rng = np.random.default_rng(0)
-    inputs = [_random_input(graph.tensors[i], rng) for i in graph.inputs]
-    result = {"artifact": str(path), "size_bytes": len(model_bytes), "threads": threads, "latency_ms": {}}
-    for kernels in LITERT_KERNELS:
-        interpreter = litert_interpreter(model_bytes, kernels=kernels, threads=threads)
-        count = runs if kernels != "reference" else max(3, runs // 20)
-        for _ in range(warmup if kernels != "reference" else 1):
-            invoke_litert(interpreter, inputs)
-        times = []
-        for _ in range(count):
-            start = time.perf_counter()
-            invoke_litert(interpreter, inputs)
-            times.append((time.perf_counter() - start) * 1000)
-        result["latency_ms"][kernels] = {
-            "runs": count,
-            "p50": statistics.median(times),
-            "p90": float(np.percentile(times, 90)),
-            "min": min(times),
-        }
-    result["ops"] = {}
-    for op in graph.operators:
-        result["ops"][op.opcode] = result["ops"].get(op.opcode, 0) + 1
+    inputs = _random_inputs(graph)
+    counts = thread_counts(threads)
+    plan = [  # (kernels, threads, timed runs, warm-up runs)
+        (kernels, count, max(3, runs // REFERENCE_RUNS_DIVISOR), 1)
+        if kernels == "reference"
+        else (kernels, count, runs, warmup)
+        for kernels in LITERT_KERNELS
+        for count in counts
+    ]
+    sweep = []
+    total = sum(timed + warm for _, _, timed, warm in plan)
+    with progress_bar(total, f"profiling {Path(path).name}", progress) as bar:
+        for kernels, count, kernel_runs, kernel_warmup in plan:
+            run = _litert_run(model_bytes, inputs, kernels, count)
+            times = timed_runs(run, runs=kernel_runs, warmup=kernel_warmup, bar=bar)
+            sweep.append({"kernels": kernels, "threads": count, **latency_stats(times)})
+    result = {
+        "artifact": str(path),
+        "runtime": "LiteRT",
+        "size_bytes": len(model_bytes),
+        "warmup": warmup,
+        "threads": counts[0],
+        "latency_ms": {
+            row["kernels"]: {k: v for k, v in row.items() if k not in ("kernels", "threads")}
+            for row in sweep
+            if row["threads"] == counts[0]
+        },
+        "sweep": sweep,
+        "ops": dict(sorted(Counter(op.opcode for op in graph.operators).items())),
+    }
     if importlib.util.find_spec("tflite_micro") is not None and any(t.dtype == np.int8 for t in graph.tensors):
         from edgeq.targets import tflm
 
@@ -283,6 +333,11 @@ def profile(path: str | Path, *, runs: int = 100, warmup: int = 10, threads: int
     return result
 
 
+def _random_inputs(graph: Graph) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [_random_input(graph.tensors[i], rng) for i in graph.inputs]
+
+
 def _random_input(tensor: Tensor, rng: np.random.Generator) -> np.ndarray:
     if tensor.dtype == np.float32:
         return rng.standard_normal(tensor.shape).astype(np.float32)
@@ -291,21 +346,19 @@ def _random_input(tensor: Tensor, rng: np.random.Generator) -> np.ndarray:
 
 
 def format_profile(result: dict) -> str:
-    lines = [f"{result['artifact']}: {result['size_bytes'] / 1e6:.2f} MB, {result['threads']} thread(s), LiteRT"]
-    names = {
-        "default": "default kernels (XNNPACK)",
-        "optimized": "builtin kernels, no delegates",
-        "reference": "reference kernels",
-    }
-    for kernels, row in result["latency_ms"].items():
-        lines.append(
-            f"  {names[kernels]:<32} p50 {row['p50']:9.3f} ms  p90 {row['p90']:9.3f} ms  ({row['runs']} runs)"
-        )
+    sweep = result["sweep"]
+    lines = [
+        f"{result['artifact']}: LiteRT, {result['size_bytes'] / 1e6:.2f} MB, {result['warmup']} warm-up runs "
+        "(1 for reference kernels)",
+        *format_latency_table(
+            sweep, "kernels, threads", [f"{KERNEL_NAMES[row['kernels']]}, {row['threads']}" for row in sweep]
+        ),
+    ]
     if "tflm" in result:
         tflm = result["tflm"]
         lines.append(
             f"  TFLite Micro: arena {tflm['arena_bytes']} B (smallest that runs), flash {tflm['flash_bytes']} B, "
             f"resolver: {', '.join(tflm['resolver_ops'])}"
         )
-    lines.append("  ops: " + ", ".join(f"{k} {v}" for k, v in sorted(result["ops"].items())))
+    lines.append("  ops: " + ", ".join(f"{k} {v}" for k, v in result["ops"].items()))
     return "\n".join(lines)
