@@ -189,8 +189,8 @@ def _rescale_statistics(node: ir.Node, factors: np.ndarray) -> None:
 
 def weight_scales(pair: Pair) -> np.ndarray:
     """The paper's s_i = sqrt(r1_i * r2_i) / r2_i from the two layers' weight ranges."""
-    w1 = pair.first.inputs[1].const_value.numpy()
-    w2 = pair.second.inputs[1].const_value.numpy()
+    w1 = pair.first.inputs[1].const_value.numpy().astype(np.float64)
+    w2 = pair.second.inputs[1].const_value.numpy().astype(np.float64)
     r1, r2 = _channel_max(w1, _output_axis(pair.first)), _channel_max(w2, _input_axis(pair.second, w2))
     scales = np.ones(r1.shape, dtype=np.float64)
     valid = (r1 > 0) & (r2 > 0)

@@ -513,6 +513,20 @@ def test_calib_synthetic_needs_batchnorm_statistics(tmp_path):
     assert_one_line_error(result, "needs BatchNorm statistics")
 
 
+def test_calib_synthetic_recipe(tmp_path):
+    """Data-free: equalization (by weight ranges: 8 distilled inputs are too few for activation ranges) and
+    analytic bias correction are added; an explicit --equalize-scaling wins."""
+    for flags, scaling in (([], "weights"), (["--equalize-scaling", "activations"], "activations")):
+        report = tmp_path / f"{scaling}.json"
+        result = edgeq("quantize", DIGITS, "-o", tmp_path / f"{scaling}.onnx", "--calib", "synthetic",
+                       "--report", report, "--no-progress", *flags)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        data = json.loads(report.read_text())
+        assert data["recipe"]["passes"] == ["equalize", "bias-correction"]
+        assert data["recipe"]["bias_correction"] == "analytic"
+        assert data["passes"]["equalize"]["scaling"] == scaling
+
+
 @pytest.mark.parametrize("name", ["dfq", "w8a8", "w4a8"])
 def test_shipped_recipes_are_valid(name):
     from edgeq.recipe import load_recipe
