@@ -32,6 +32,7 @@ from benchmarks.bench_quantize import (  # noqa: E402
     machine,
     measured,
     mobilenet_photo_setup,
+    replace_section,
     run_model,
 )
 from edgeq.metrics import sqnr_db, top1_agreement  # noqa: E402
@@ -193,13 +194,7 @@ def write_section(results: dict, seconds: float) -> None:
         "its grouped ConvInteger (depthwise) is slow.",
         "",
     ]
-    path = REPO / "BENCHMARKS.md"
-    text = path.read_text()
-    if MARKER in text:
-        begin = text.index(MARKER)
-        end = text.find("\n## ", begin + 1)
-        text = text[:begin] + (text[end + 1 :] if end != -1 else "")
-    path.write_text(text.rstrip() + "\n\n" + "\n".join(lines))
+    replace_section(MARKER, lines)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_quantize import EDGEQ, machine, measured, mobilenet_photo_setup, run_model  # noqa: E402
+from benchmarks.bench_quantize import (  # noqa: E402
+    EDGEQ,
+    machine,
+    measured,
+    mobilenet_photo_setup,
+    replace_section,
+    run_model,
+)
 from edgeq.metrics import sqnr_db, top1_agreement  # noqa: E402
 
 MARKER = "## Accuracy passes"
@@ -193,13 +200,7 @@ def write_section(results: dict, seconds: float) -> None:
             f"{row['absorbed_pairs']} |"
         )
     lines.append("")
-    path = REPO / "BENCHMARKS.md"
-    text = path.read_text()
-    if MARKER in text:
-        start = text.index(MARKER)
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + (text[end + 1 :] if end != -1 else "")
-    path.write_text(text.rstrip() + "\n\n" + "\n".join(lines))
+    replace_section(MARKER, lines)
 
 
 if __name__ == "__main__":

@@ -262,6 +262,17 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
 
 
+def replace_section(marker: str, lines: list[str]) -> None:
+    """Write LINES as BENCHMARKS.md's section that starts with MARKER, replacing only that section."""
+    path = REPO / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    if marker in text:
+        start = text.index(marker)
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + (text[end + 1 :] if end != -1 else "")
+    path.write_text(text.rstrip() + "\n\n" + "\n".join(lines))
+
+
 def write_markdown(results: dict, command: str, seconds: float) -> str:
     import edgeq
 

@@ -27,7 +27,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_quantize import EDGEQ, machine, measured, mobilenet_photo_setup, run_model  # noqa: E402
+from benchmarks.bench_quantize import (  # noqa: E402
+    EDGEQ,
+    machine,
+    measured,
+    mobilenet_photo_setup,
+    replace_section,
+    run_model,
+)
 from edgeq.metrics import sqnr_db, top1_agreement  # noqa: E402
 from edgeq.reference.executor import run_all_semantics  # noqa: E402
 from edgeq.targets import tflm  # noqa: E402
@@ -379,13 +386,7 @@ def write_section(results: dict, seconds: float) -> None:
             f"{row['runs_with_arena']} | {row['runs_with_16_bytes_less']} |"
         )
     lines.append("")
-    path = REPO / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if MARKER in text:  # replace this script's own section, keep the others
-        start = text.index(MARKER)
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + (text[end + 1 :] if end != -1 else "")
-    path.write_text(text.rstrip() + "\n\n" + "\n".join(lines))
+    replace_section(MARKER, lines)
 
 
 if __name__ == "__main__":
