@@ -318,6 +318,12 @@ def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
     help="float also writes <name>.float.tflite, the same graph in float32, for speed comparisons.",
 )
 @click.option(
+    "--report-html",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write this self-contained HTML report on the artifacts (see `edgeq report`).",
+)
+@click.option(
     "--integer-only",
     is_flag=True,
     help="Also write <name>.integer.onnx: integer arithmetic only between the input Quantize and the output "
@@ -339,6 +345,7 @@ def convert(
     ort_format: bool,
     io: str,
     precision: str,
+    report_html: str | None,
     integer_only: bool,
     verify_samples: int,
     **opts,
@@ -349,6 +356,8 @@ def convert(
     from edgeq.modelio import load_model
 
     out = prepare_output_dir(outdir, model)
+    if report_html:
+        check_output_path(report_html, model)
     targets = TARGETS if target == "all" else (target,)
     recipe = _recipe_from(opts)
     if opts["activation_type"] is None and opts["recipe"] is None:
@@ -383,6 +392,12 @@ def convert(
     for name, result in report["targets"].items():
         click.echo(f"{name}: wrote {', '.join(result['artifacts'])}")
         click.echo(f"  {_target_summary(name, result)}")
+    if report_html:
+        from edgeq.report_html import write_report
+
+        shown = [a for a in dict.fromkeys(report["artifacts"]) if a.endswith((".onnx", ".tflite")) and ".float." not in a]
+        write_report(report_html, _report_page(model, shown, eval_source, runs=20, saved=report))
+        click.echo(f"report: wrote {report_html}")
 
 
 def _target_summary(name: str, result: dict) -> str:
@@ -649,25 +664,35 @@ def report(
 ) -> None:
     """One self-contained HTML page on ARTIFACTS (.onnx/.tflite) of FLOAT_MODEL: per-layer SQNR against float,
     latency per op type, MACs and activation memory per layer, sizes, recipe and warnings."""
-    from edgeq.compare import compare
     from edgeq.modelio import load_model
     from edgeq.report_html import write_report
 
     check_output_path(output, float_model, *artifacts, quantize_report)
     data = _open_data(data_source, load_model(float_model), image_spec, max_samples)
-    page: dict = {"title": f"edgeq report: {Path(float_model).name}"}
-    page["compare"] = {path: compare(float_model, path, data) for path in artifacts}
-    page["profiles"] = [_profile(Path(p), runs=runs, warmup=5, threads=1)[0] for p in artifacts]
-    page["analysis"] = page["profiles"][0].get("analysis")
-    page["artifacts"] = {path: Path(path).stat().st_size for path in artifacts}
-    if quantize_report:
-        page.update(_quantize_sections(quantize_report))
-    write_report(output, {k: v for k, v in page.items() if v is not None})
+    saved = _load_report(quantize_report) if quantize_report else None
+    write_report(output, _report_page(float_model, list(artifacts), data, runs=runs, saved=saved))
     click.echo(f"wrote {output}")
 
 
-def _quantize_sections(path: str) -> dict:
-    """The recipe and the quantize report inside a quantize --report or convert report.json."""
+def _report_page(float_model: str, artifacts: list[str], data, *, runs: int, saved: dict | None) -> dict:
+    """The HTML report's data: compare, profile and analyse each artifact; recipe and passes from SAVED (a quantize
+    --report or convert report.json)."""
+    from edgeq.compare import compare
+
+    page: dict = {"title": f"edgeq report: {Path(float_model).name}"}
+    page["compare"] = {path: compare(float_model, path, data) for path in artifacts}
+    page["profiles"] = [_profile(Path(p), runs=runs, warmup=5, threads=1, progress=False)[0] for p in artifacts]
+    page["analysis"] = page["profiles"][0].get("analysis")
+    page["artifacts"] = {path: Path(path).stat().st_size for path in artifacts}
+    if saved is not None:
+        targets = saved.get("targets") or {}
+        quantize = next((t for t in targets.values() if isinstance(t, dict) and "passes" in t), saved)
+        page["recipe"] = saved.get("recipe")
+        page["quantize"] = quantize if "passes" in quantize else None
+    return {k: v for k, v in page.items() if v is not None}
+
+
+def _load_report(path: str) -> dict:
     try:
         saved = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -676,9 +701,7 @@ def _quantize_sections(path: str) -> dict:
         raise EdgeqError(f"{path} is not a JSON report: {exc}") from None
     if not isinstance(saved, dict):
         raise EdgeqError(f"{path} is not an edgeq report")
-    targets = saved.get("targets") or {}
-    quantize = next((t for t in targets.values() if isinstance(t, dict) and "passes" in t), saved)
-    return {"recipe": saved.get("recipe"), "quantize": quantize if "passes" in quantize else None}
+    return saved
 
 
 if __name__ == "__main__":

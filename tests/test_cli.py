@@ -92,9 +92,15 @@ def test_convert_all_targets_from_one_calibration(tmp_path):
         "--integer-only",
         "--verify-samples",
         "16",
+        "--report-html",
+        tmp_path / "report.html",
         "--no-progress",
     )
     assert result.returncode == 0, result.stderr
+    page = (tmp_path / "report.html").read_text()
+    for artifact in ("digits_cnn.qdq.onnx", "digits_cnn.integer.onnx", "digits_cnn.tflite"):
+        assert artifact in page
+    assert "digits_cnn.float.tflite" not in page and "Recipe" in page
     report = json.loads((tmp_path / "out" / "report.json").read_text())["targets"]
     integer = report["onnxruntime-integer"]
     assert integer["ops"].get("ConvInteger") == 4 and "Conv" not in integer["ops"]
