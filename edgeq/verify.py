@@ -32,9 +32,9 @@ import onnxruntime as ort
 
 from edgeq.data import CalibrationData, InputSpec
 from edgeq.errors import EdgeqError
-from edgeq.reference.arithmetic import round_half_away
+from edgeq.modelio import read_proto
 from edgeq.reference.executor import kernel, run_all_semantics
-from edgeq.targets.tflite.artifact import dequantized, model_inputs
+from edgeq.targets.tflite.artifact import dequantized, model_inputs, quantized
 from edgeq.targets.tflite.interpreters import (
     default_arena_size,
     invoke_litert,
@@ -78,10 +78,7 @@ def _integers(graph: Graph, index: int, real: np.ndarray) -> np.ndarray:
         real = real.transpose(0, 2, 3, 1)
     if tensor.quantization is None or tensor.dtype == np.float32:
         return real
-    q = tensor.quantization
-    info = np.iinfo(tensor.dtype)
-    steps = round_half_away(np.asarray(real, np.float32) / np.float32(q.scale[0]))
-    return np.clip(steps + q.zero_point[0], info.min, info.max).astype(tensor.dtype)
+    return quantized(tensor, real)
 
 
 def _differences(got: list[np.ndarray], want: list[np.ndarray], names: list[str]) -> dict:
@@ -91,17 +88,6 @@ def _differences(got: list[np.ndarray], want: list[np.ndarray], names: list[str]
         diff = np.abs(np.asarray(g, np.float64) - np.asarray(w, np.float64))
         rows[name] = {"mismatches": int(np.count_nonzero(diff)), "max_abs_diff": float(diff.max(initial=0.0))}
     return rows
-
-
-def _load_onnx(path: Path) -> onnx.ModelProto:
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-        onnx.checker.check_model(model)
-    except (onnx.checker.ValidationError, OSError, onnx.onnx_cpp2py_export.shape_inference.InferenceError) as exc:
-        raise EdgeqError(f"{path} is not a valid ONNX model: {str(exc).splitlines()[0]}") from None
-    except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file at all
-        raise EdgeqError(f"{path} is not an ONNX model ({type(exc).__name__})") from None
-    return model
 
 
 def _onnx_session(model: onnx.ModelProto) -> ort.InferenceSession:
@@ -222,7 +208,7 @@ def verify(
     exact, float_scale, per_op = {}, {}, {}
     for path in paths:
         if path.suffix == ".onnx":
-            model = _load_onnx(path)
+            model = read_proto(path)  # the safe loader: external data only from its folder
             outputs = _onnx_session(model).run(names, float_feeds)
             integers = [_integers(graph, i, o) for i, o in zip(graph.outputs, outputs, strict=True)]
             rows = _differences(integers, reference["tflite-micro"], names)

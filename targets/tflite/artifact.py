@@ -124,11 +124,17 @@ def model_inputs(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]
         if tensor.dtype == np.float32:
             arrays.append(array.astype(np.float32))
             continue
-        q = tensor.quantization
-        info = np.iinfo(tensor.dtype)
-        scaled = round_half_away(np.asarray(array, np.float32) / np.float32(q.scale[0]))
-        arrays.append(np.clip(scaled + q.zero_point[0], info.min, info.max).astype(tensor.dtype))
+        arrays.append(quantized(tensor, array))
     return arrays
+
+
+def quantized(tensor: Tensor, real: np.ndarray) -> np.ndarray:
+    """REAL (in TENSOR's layout) quantized with TENSOR's encoding as TFLite's QUANTIZE does: float32 division,
+    rounded half away from zero, saturated."""
+    q = tensor.quantization
+    info = np.iinfo(tensor.dtype)
+    scaled = round_half_away(np.asarray(real, np.float32) / np.float32(q.scale[0]))
+    return np.clip(scaled + q.zero_point[0], info.min, info.max).astype(tensor.dtype)
 
 
 def float_outputs(graph: Graph, outputs: list[np.ndarray]) -> list[np.ndarray]:
