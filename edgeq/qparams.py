@@ -70,9 +70,10 @@ def activation_encoding(lo: float, hi: float, qtype: QType) -> Encoding:
     if qtype.symmetric:
         scale = np.float32(max(-lo, hi) / qtype.qmax)
         return Encoding(scale if scale > 0 else np.float32(1.0), 0, qtype)
-    scale = np.float32((hi - lo) / (qtype.qmax - qtype.qmin))
-    if not scale > 0:  # an all-zero tensor: any scale represents it exactly
+    if not hi > lo:  # an all-zero tensor: any scale represents it exactly
         return Encoding(np.float32(1.0), int(np.clip(0, qtype.qmin, qtype.qmax)), qtype)
+    # at least the smallest normal float32: a subnormal scale rounds so coarsely that the grid misses the range
+    scale = np.float32(max((hi - lo) / (qtype.qmax - qtype.qmin), float(np.finfo(np.float32).tiny)))
     zero_point = int(np.clip(np.rint(qtype.qmin - lo / float(scale)), qtype.qmin, qtype.qmax))
     return Encoding(scale, zero_point, qtype)
 
