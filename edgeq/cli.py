@@ -468,7 +468,7 @@ def profile(
     """
     counts = _thread_counts(threads)
     if other is not None:
-        from edgeq.targets.onnxruntime import alternate, format_alternation
+        from edgeq.latency import alternate, format_alternation
 
         a, b = Path(artifact), Path(other)
         target_a, target_b = _profile_target(a), _profile_target(b)

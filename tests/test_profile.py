@@ -17,6 +17,7 @@ from functools import partial
 import pytest
 from test_cli import DIGITS, DIGITS_CALIB, assert_one_line_error, edgeq
 
+from edgeq import latency
 from edgeq.data import input_specs, load_npz
 from edgeq.modelio import load_model, save_model
 from edgeq.quantize import quantize_model
@@ -95,7 +96,7 @@ def test_alternation_order_rounds_and_ratio(digits):
     def make(name: str, threads: int):
         return (lambda: calls.append(name)), name
 
-    result = ort_target.alternate(
+    result = latency.alternate(
         "A", partial(make, "a"), "B", partial(make, "b"), threads=[1], runs=20, warmup=3
     )
     rounds, per_round = result["rounds"], result["runs_per_round"]
@@ -103,7 +104,7 @@ def test_alternation_order_rounds_and_ratio(digits):
     assert "".join(calls) == "aaabbb" + ("aa" + "bb") * rounds  # warm-up, then A B A B ...
 
     qdq_path, tflite_path = digits  # a real mixed pair: onnxruntime against LiteRT
-    result = ort_target.alternate(
+    result = latency.alternate(
         str(qdq_path), partial(ort_target.runner, qdq_path),
         str(tflite_path), partial(tflite_target.runner, tflite_path),
         threads=[1, 2], runs=12, warmup=1,

@@ -9,9 +9,9 @@
 * ``profile``: latency in LiteRT with default kernels (XNNPACK), without default delegates (the builtin CPU
   kernels) and with reference kernels (BUILTIN_REF, what TFLite Micro's kernels compute), each at every
   requested thread count; the latency rows (warm-up, timed ``invoke`` calls, percentiles, spread) are those of
-  edgeq.targets.onnxruntime, whose docstring defines them. LiteRT's Python interpreter returns no per-op
-  timings, so there is no per-op breakdown here; edgeq.analysis gives the MACs per layer. ``runner`` hands one
-  configuration to ``edgeq.targets.onnxruntime.alternate`` for A/B ratios against another artifact.
+  edgeq.latency, whose docstring defines them. LiteRT's Python interpreter returns no per-op timings, so there
+  is no per-op breakdown here; edgeq.analysis gives the MACs per layer. ``runner`` hands one configuration to
+  ``edgeq.latency.alternate`` for A/B ratios against another artifact.
 
 Inputs arrive in the ONNX layout (NCHW) as floats; :func:`model_inputs` lays them out NHWC and quantizes them the
 way TFLite's reference QUANTIZE does (round half away from zero), and :func:`float_outputs` turns the model's
@@ -32,10 +32,7 @@ import onnxruntime as ort
 from edgeq.data import CalibrationData
 from edgeq.errors import EdgeqError
 from edgeq.files import write_bytes_atomic
-from edgeq.metrics import ErrorSums, accuracy
-from edgeq.reference.arithmetic import round_half_away
-from edgeq.reference.executor import run_all_semantics
-from edgeq.targets.onnxruntime import (
+from edgeq.latency import (
     Run,
     format_latency_table,
     latency_stats,
@@ -43,6 +40,9 @@ from edgeq.targets.onnxruntime import (
     thread_counts,
     timed_runs,
 )
+from edgeq.metrics import ErrorSums, accuracy
+from edgeq.reference.arithmetic import round_half_away
+from edgeq.reference.executor import run_all_semantics
 from edgeq.targets.tflite.interpreters import (
     LITERT_KERNELS,
     default_arena_size,
