@@ -44,6 +44,7 @@ bench: install-dev
 	$(BIN)/python benchmarks/bench_tflite.py
 	$(BIN)/python benchmarks/bench_passes.py
 	$(BIN)/python benchmarks/bench_integer.py
+	$(BIN)/python benchmarks/bench_profile.py
 
 lint: install-dev
 	$(BIN)/ruff check edgeq passes targets models benchmarks tests
