@@ -38,7 +38,35 @@ the N(0, 1) starting noise: 0.31 / 12.8 dB; CPU seconds of distillation on one t
 
 (CPU seconds measured on a machine shared with other jobs: the same run varied 63-98 s.)
 
-Hence 8 samples x 30 iterations with class_weight 4: about 30 s on 2 cores.
+What the remaining gap to real photos was: the range of the logits. Calibrated on the distilled samples, every
+other tensor's range can be swapped for the one 64 real views give without moving agreement (0.73 -> 0.72-0.75;
+too wide in the first blocks, too narrow in the last), but the logits' range alone takes it to 0.81, the
+real-data value: with class_weight 4 the 8 samples' winning logits reach 11.8-14.4, real views' 11 (median) to
+21, so the winning logit of a quarter of the views was clipped. A heavier class term drives the samples further
+into their classes. 8 samples x 30 iterations, calibrated with the CLI's data-free recipe (equalization by weight
+ranges + analytic bias correction), top-1 agreement / logits SQNR on 256 views of eval_views(seed=11) (tuning
+views, not the benchmark's; 64 real views with the default recipe: 0.809 / 15.3 dB, with the data-free recipe
+0.809 / 16.0 dB); distillation seed 0 unless stated:
+
+    variant                       winning logits   agreement   SQNR dB   agreement with the default recipe
+    class_weight 4                11.8-14.4        0.727       15.4      0.734
+    class_weight 4, TV prior 50   11.1-13.7        0.688       15.4      0.699
+    class_weight 16               11.7-15.1        0.773       15.6      0.754
+    class_weight 40               12.7-16.8        0.809       15.6      0.785
+    class_weight 40, seed 1                        0.816       15.6
+    class_weight 100              13.5-19.7        0.816       15.5      0.785
+    class_weight 100, seed 1      up to 20.1       0.844       15.8
+    class_weight 100, seed 2      up to 19.4       0.789       15.6
+
+The TV prior is DeepInversion's total variation (weight 50 on the mean squared neighbour difference, which
+makes its gradient comparable to the BatchNorm terms'); it smoothed the input (range 1.35x real instead of
+1.67x) but did not help. With class_weight 40-100 the data-free recipe beats the default recipe on the same
+samples by 2-3 points, and analytic bias correction alone did no better (0.789 / 0.797). Hence class_weight 100,
+8 samples x 30 iterations: the cost is that of class_weight 4 (the class term adds nothing to the forward pass).
+Checked once at the end on the benchmark's own views (eval_views(256), bench_passes.py's data-free row):
+`edgeq quantize --calib synthetic` 0.840 / 15.11 dB against 0.820 / 15.09 dB calibrated on 64 real views (was
+0.758 / 15.03 dB with class_weight 4). The whole command took 149 CPU s (2.5 min wall on 2 cores shared with
+other jobs, load average 3-4), nearly all of it distillation.
 """
 
 from __future__ import annotations
@@ -83,7 +111,7 @@ def distill(
     iterations: int = 30,
     seed: int = 0,
     progress: bool = True,
-    class_weight: float = 4.0,
+    class_weight: float = 100.0,
 ) -> CalibrationData:
     """NUM_SAMPLES inputs for the preprocessed FLOAT_MODEL whose folded-BatchNorm statistics match the model's.
 

@@ -239,7 +239,8 @@ def test_distill_runs_a_fixed_batch_model_in_batches_of_its_size(tmp_path):
     with pytest.raises(EdgeqError, match="multiple of 4"):
         distill(model, 6, iterations=1, progress=False)
     noise = distill(model, 8, iterations=0, progress=False).arrays["input"]
-    samples = distill(model, 8, iterations=40, progress=False).arrays["input"]
+    # ZeroQ's loss alone: the default class term (weighted for MobileNetV2) outweighs it on this two-layer model
+    samples = distill(model, 8, iterations=40, progress=False, class_weight=0.0).arrays["input"]
     assert _zeroq_loss(model, samples, chunk=4) < 0.3 * _zeroq_loss(model, noise, chunk=4)
 
 
@@ -286,17 +287,17 @@ def test_evaluator_matches_onnxruntime_on_mobilenet_v2(mobilenet_v2):
 
 @pytest.mark.slow
 def test_mobilenet_v2_calibrated_on_distilled_data_keeps_top1_agreement(mobilenet_v2):
-    """Distilled data calibrates MobileNetV2 far better than the N(0, 1) noise it starts from (measured on 256
-    eval views: noise 0.31, the default 8 samples x 30 iterations 0.80, real photos 0.82; see the module report)."""
+    """Distilled data calibrates MobileNetV2 far better than the N(0, 1) noise it starts from, and its winning
+    logits reach the photos' upper range, so calibration does not clip the photos' winning logits (the class
+    term's weight: 4 gave 14.4, short of the photos' 90th percentile 17.3; see the module report)."""
     from edgeq.metrics import top1_agreement
     from edgeq.quantize import build_qdq, calibrate_model
     from edgeq.recipe import Recipe
     from models.photos import eval_views
 
     views = eval_views(128, seed=5)
-    reference = ort.InferenceSession(str(mobilenet_v2), providers=["CPUExecutionProvider"]).run(
-        None, {"input": views}
-    )[0]
+    float_session = ort.InferenceSession(str(mobilenet_v2), providers=["CPUExecutionProvider"])
+    reference = float_session.run(None, {"input": views})[0]
     agreement = {}
     for iterations in (0, 30):
         model = preprocess(load_model(mobilenet_v2))
@@ -304,7 +305,10 @@ def test_mobilenet_v2_calibrated_on_distilled_data_keeps_top1_agreement(mobilene
         qdq, _ = build_qdq(calibrate_model(model, data, Recipe(), progress=False), Recipe())
         quantized = _session(qdq).run(None, {"input": views})[0]
         agreement[iterations] = top1_agreement(reference, quantized)
-    assert agreement[30] > 0.7 and agreement[30] > agreement[0] + 0.3, agreement  # measured 0.80 and 0.32
+    distilled_logits = float_session.run(None, {"input": data.arrays["input"]})[0]
+    photos_top = np.percentile(reference.max(1), 90)
+    assert distilled_logits.max() > photos_top, (distilled_logits.max(1), photos_top)  # measured 19.7 vs 17.3
+    assert agreement[30] > 0.75 and agreement[30] > agreement[0] + 0.3, agreement  # measured 0.84 and 0.32
 
 
 def test_channel_moments_gradient_matches_autograd():
