@@ -128,7 +128,7 @@ def _quant_options(f):
         click.option(
             "--passes",
             default=None,
-            help="Optional passes to add, comma-separated: equalize,bias-correction,adaround (run in pipeline order).",
+            help="Optional passes to add, comma-separated: equalize,range-search,adaround,bias-correction (run in pipeline order).",
         ),
         click.option(
             "--bias-correction",
@@ -574,7 +574,7 @@ def compare(
 
     Give several quantized models (e.g. one per recipe) to see what each pass changes, layer by layer.
     """
-    from edgeq.compare import compare, plot_layers
+    from edgeq.compare import compare, layer_order, plot_layers
     from edgeq.modelio import load_model
 
     if plot_path:
@@ -587,7 +587,8 @@ def compare(
         _emit_json(results if len(quantized) > 1 else results[quantized[0]], None)
         return
     first = results[quantized[0]]
-    names = [*first["outputs"], *first["layers"]]
+    rows = {"outputs": list(first["outputs"]), "layers": layer_order(results)}
+    names = [*rows["outputs"], *rows["layers"]]
     width = min(72, max(len("tensor"), *(len(n) for n in names)))
 
     def shorten(name: str) -> str:  # keep the end of long names: it says which layer
@@ -604,7 +605,7 @@ def compare(
     click.echo(f"{'SQNR dB':<{width}} " + " ".join(f"{label[-18:]:>18}" for label in labels))
     for section in ("outputs", "layers"):
         click.echo(f"-- {section}")
-        for name in first[section]:
+        for name in rows[section]:
             cells = [results[p][section].get(name, {}).get("sqnr_db") for p in quantized]
             text = " ".join(f"{c:>18.2f}" if c is not None else f"{'-':>18}" for c in cells)
             click.echo(f"{shorten(name):<{width}} {text}")

@@ -16,6 +16,8 @@ at a time, and rank-4 NHWC tensors are moved back to NCHW before they are compar
 
 from __future__ import annotations
 
+import graphlib
+import itertools
 import json
 from pathlib import Path
 
@@ -138,6 +140,20 @@ def compare_tflite(float_path, tflite_path, data: CalibrationData) -> dict:
     }
 
 
+def layer_order(results: dict[str, dict]) -> list[str]:
+    """Every compared layer of RESULTS in the float model's graph order. Each result lists the float tensors its
+    model also has (an equalized model has tensors the default one lacks, and the reverse), each list in graph
+    order, so one layer keeps one x position across models: the union, ordered by every list's succession."""
+    order = graphlib.TopologicalSorter()
+    for result in results.values():
+        names = list(result["layers"])
+        for name in names[:1]:
+            order.add(name)
+        for before, after in itertools.pairwise(names):
+            order.add(after, before)
+    return list(order.static_order())
+
+
 def plot_layers(results: dict[str, dict], path) -> None:
     """A PNG of per-layer SQNR: layers in graph order on the x-axis, one line per quantized model."""
     import matplotlib
@@ -148,9 +164,11 @@ def plot_layers(results: dict[str, dict], path) -> None:
     from edgeq.files import atomic_path
 
     figure, axes = plt.subplots(figsize=(12, 4.5))
+    position = {name: i for i, name in enumerate(layer_order(results))}
     for label, result in results.items():
+        x = [position[name] for name in result["layers"]]
         values = [row["sqnr_db"] for row in result["layers"].values()]
-        axes.plot(range(len(values)), values, marker=".", label=Path(label).name)
+        axes.plot(x, values, marker=".", label=Path(label).name)
     axes.set_xlabel("layer (graph order)")
     axes.set_ylabel("SQNR vs float (dB)")
     axes.grid(alpha=0.3)

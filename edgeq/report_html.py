@@ -39,7 +39,7 @@ import tempfile
 from pathlib import Path
 
 from edgeq import __version__
-from edgeq.compare import plot_layers
+from edgeq.compare import layer_order, plot_layers
 from edgeq.files import write_text_atomic
 
 SLOWEST_NODES = 10  # rows of the per-node latency table; the bar chart has every op type
@@ -167,7 +167,7 @@ def _accuracy_section(results: dict[str, dict]) -> str:
             plot_path = Path(tmp) / "sqnr.png"
             plot_layers(results, plot_path)
             parts.append(_image(plot_path.read_bytes(), "per-layer SQNR against the float model"))
-        layer_names = list(dict.fromkeys(name for result in results.values() for name in result["layers"]))
+        layer_names = layer_order(results)
         layer_rows = [
             [i, name, *(result["layers"].get(name, {}).get("sqnr_db") for result in results.values())]
             for i, name in enumerate(layer_names)
