@@ -264,9 +264,13 @@ def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> Qua
 
 
 def assign_encodings(
-    plan: QuantPlan, ranges: dict[str, tuple[float, float]], qtype: QType
+    plan: QuantPlan,
+    ranges: dict[str, tuple[float, float]],
+    qtype: QType,
+    range_factors: dict[str, float] | None = None,
 ) -> dict[str, Encoding]:
-    """One encoding per group: a fixed output encoding if the group has one, else the union of ranges."""
+    """One encoding per group: a fixed output encoding if the group has one, else the union of ranges, scaled by
+    the group's factor in RANGE_FACTORS (group root -> f, passes.range_search) if it has one."""
     constant_ranges = {
         c.name: (float(c.const_value.numpy().min()), float(c.const_value.numpy().max()))
         for c in plan.constants
@@ -279,8 +283,9 @@ def assign_encodings(
         else:
             widening = [m for m in members if m not in plan.range_free]
             member_ranges = [ranges[m] if m in ranges else constant_ranges[m] for m in widening]
+            factor = (range_factors or {}).get(plan.group_of(members[0]), 1.0)
             encoding = activation_encoding(
-                min(r[0] for r in member_ranges), max(r[1] for r in member_ranges), qtype
+                factor * min(r[0] for r in member_ranges), factor * max(r[1] for r in member_ranges), qtype
             )
         for m in members:
             encodings[m] = encoding

@@ -30,6 +30,7 @@ from edgeq.passes.dyadic import DyadicPass
 from edgeq.passes.equalize import EqualizePass
 from edgeq.passes.insert_qdq import InsertQDQPass
 from edgeq.passes.preprocess import preprocess
+from edgeq.passes.range_search import search_ranges, searchable_groups
 from edgeq.qparams import ACTIVATION_TYPES
 from edgeq.quant_plan import Exclusions, assign_encodings, plan_quantization
 from edgeq.recipe import Recipe
@@ -99,23 +100,46 @@ def build_qdq(
 ) -> tuple[ir.Model, dict]:
     """The QDQ model for CALIBRATION's model with RECIPE's options; returns it with a JSON-able report."""
     qtype = ACTIVATION_TYPES[activation_type or recipe.activation_type]
-    model = clone_model(calibration.model)
-    plan = plan_quantization(model.graph, Exclusions(recipe.exclude))
-    ranges = {
-        name: calibration.observers[name].range(recipe.calib_method, num_bits=8, percentile=recipe.percentile)
-        for name in plan.calibration_tensors()
-    }
-    encodings = assign_encodings(plan, ranges, qtype)
-    qdq = InsertQDQPass(
-        plan,
-        encodings,
-        weight_bits=recipe.weight_bits,
-        per_channel=recipe.per_channel,
-        weight_range=recipe.weight_range,
-        weight_rounding=recipe.weight_rounding,
-    )
-    qdq(model)
+
+    def insert_qdq(range_factors: dict[str, float] | None = None):
+        model = clone_model(calibration.model)
+        plan = plan_quantization(model.graph, Exclusions(recipe.exclude))
+        ranges = {
+            name: calibration.observers[name].range(recipe.calib_method, num_bits=8, percentile=recipe.percentile)
+            for name in plan.calibration_tensors()
+        }
+        encodings = assign_encodings(plan, ranges, qtype, range_factors)
+        tensor_groups = searchable_groups(plan)
+        qdq = InsertQDQPass(
+            plan,
+            encodings,
+            weight_bits=recipe.weight_bits,
+            per_channel=recipe.per_channel,
+            weight_range=recipe.weight_range,
+            weight_rounding=recipe.weight_rounding,
+        )
+        qdq(model)
+        return model, plan, encodings, qdq, tensor_groups
+
+    model, plan, encodings, qdq, tensor_groups = insert_qdq()
     passes = dict(calibration.passes)
+
+    def correct_biases(model: ir.Model) -> dict:
+        correction = BiasCorrectionPass(
+            calibration.model, calibration.data, mode=recipe.bias_correction, progress=progress
+        )
+        correction(model)
+        return correction.summary()
+
+    if "range-search" in recipe.passes:
+        # Searched with the biases corrected, when the recipe corrects them: clipping shifts a tensor's mean,
+        # which bias correction removes. The QDQ model is then rebuilt from the chosen ranges (bias scales
+        # follow) and the passes below run on it.
+        if "bias-correction" in recipe.passes:
+            correct_biases(model)
+        search = search_ranges(model, tensor_groups, calibration.model, calibration.data, progress=progress)
+        model, plan, encodings, qdq, _ = insert_qdq(search.factors)
+        passes["range-search"] = search.summary()
     if "adaround" in recipe.passes:
         adaround = AdaRoundPass(
             calibration.model, calibration.data, weight_bits=recipe.weight_bits, progress=progress
@@ -128,11 +152,7 @@ def build_qdq(
             "seconds": round(sum(row["seconds"] + row.get("data_seconds", 0.0) for row in adaround.report.values()), 1),
         }
     if "bias-correction" in recipe.passes:
-        correction = BiasCorrectionPass(
-            calibration.model, calibration.data, mode=recipe.bias_correction, progress=progress
-        )
-        correction(model)
-        passes["bias-correction"] = correction.summary()
+        passes["bias-correction"] = correct_biases(model)
     if recipe.dyadic_bits < 31 or recipe.pow2:  # last: it moves the scales the passes above worked with
         before = clone_model(model)
         dyadic = DyadicPass(recipe.dyadic_bits, pow2=recipe.pow2)

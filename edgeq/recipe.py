@@ -10,7 +10,7 @@ A recipe file is a TOML table of the same names as the CLI options (underscores 
     calib_method = "percentile"     # minmax | percentile | entropy | mse
     percentile = 99.99
     exclude = ["head/.*", "Softmax"]
-    passes = ["equalize"]           # optional passes: equalize, bias-correction, adaround (run in pipeline order)
+    passes = ["equalize"]           # optional passes: equalize, range-search, adaround, bias-correction (pipeline order)
     bias_correction = "empirical"   # empirical | analytic (data-free, from BatchNorm statistics)
     equalize_clip = "exact"         # Relu6 between equalized layers: exact | to-relu | keep (see passes/equalize.py)
     equalize_scaling = "auto"       # weights | activations | auto (activations for per-channel weights)
@@ -35,8 +35,8 @@ WEIGHT_RANGES = ("minmax", "mse")
 WEIGHT_ROUNDINGS = ("nearest", "sum-preserving")
 ACTIVATION_CHOICES = ("int8", "uint8", "int16", "auto")
 # The optional passes, in the order the pipeline runs them (whatever order a user lists them in):
-# equalize (float model, before calibration) -> calibration -> QDQ -> adaround -> bias-correction.
-KNOWN_PASSES: tuple[str, ...] = ("equalize", "adaround", "bias-correction")
+# equalize (float model, before calibration) -> calibration -> range-search -> QDQ -> adaround -> bias-correction.
+KNOWN_PASSES: tuple[str, ...] = ("equalize", "range-search", "adaround", "bias-correction")
 BIAS_CORRECTIONS = ("empirical", "analytic")
 EQUALIZE_CLIPS = ("exact", "to-relu", "keep")
 EQUALIZE_SCALINGS = ("auto", "weights", "activations")

@@ -26,6 +26,11 @@ from edgeq.qparams import Encoding, quantize_linear_layer
 from edgeq.quant_plan import BIAS_INPUT, WEIGHT_INPUT, QuantPlan, is_constant
 
 
+def activation_scale_name(tensor: str) -> str:
+    """The initializer that holds the scale of TENSOR's Q/DQ pair (both nodes read it)."""
+    return f"{tensor}_scale"
+
+
 def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
     value.shape = ir.Shape(array.shape)
@@ -165,7 +170,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
     @staticmethod
     def _insert_pair(graph: ir.Graph, value: ir.Value, encoding: Encoding) -> None:
         name = value.name
-        scale = _initializer(graph, f"{name}_scale", np.asarray(encoding.scale, np.float32))
+        scale = _initializer(graph, activation_scale_name(name), np.asarray(encoding.scale, np.float32))
         zero_point = _initializer(
             graph, f"{name}_zero_point", np.asarray(encoding.zero_point, encoding.qtype.dtype)
         )
