@@ -338,6 +338,9 @@ def test_pooling(opcode, height, width, channels, fh, fw, sh, sw, padding, scale
 @SETTINGS
 @given(st.sampled_from(["LOGISTIC", "HARD_SWISH"]), scales, zero_points, st.floats(0.002, 0.1), zero_points, seeds)
 def test_lookup_table_ops(opcode, s_in, zp_in, s_out, zp_out, seed):
+    # HARD_SWISH's Prepare rejects S_in / S_out >= 128 (edgeq.reference.hard_swish raises): not a valid
+    # model; a margin below 128 keeps the int16 multiplier from rounding up to 1
+    assume(opcode != "HARD_SWISH" or s_in / s_out < 127)
     output = activation("y", (1, 4, 5, 3), 1 / 256, -128) if opcode == "LOGISTIC" else activation(
         "y", (1, 4, 5, 3), s_out, zp_out
     )
