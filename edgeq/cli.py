@@ -214,8 +214,8 @@ def _open_data(source: str, model, image_spec: str | None, max_samples: int | No
     from edgeq.data import input_specs, open_data, parse_image_spec
 
     if source == "synthetic":  # data-free: inputs distilled from the model's BatchNorm statistics (ZeroQ)
+        from edgeq.modelio import clone_model
         from edgeq.passes.preprocess import preprocess
-        from edgeq.quantize import clone_model
         from edgeq.synthetic import distill
 
         preprocessed = clone_model(model)

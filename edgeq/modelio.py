@@ -110,6 +110,11 @@ def to_proto(model: ir.Model) -> onnx.ModelProto:
     return proto
 
 
+def clone_model(model: ir.Model) -> ir.Model:
+    """An independent copy of MODEL (passes that measure variants of a model change their copy in place)."""
+    return ir.serde.deserialize_model(ir.serde.serialize_model(model))
+
+
 def model_bytes(model: ir.Model) -> bytes:
     proto = to_proto(model)
     if proto.ByteSize() > _PROTOBUF_LIMIT:

@@ -22,7 +22,7 @@ import onnxruntime as ort
 from edgeq.calibrate import collect, fixed_batch_size
 from edgeq.data import CalibrationData
 from edgeq.metrics import sqnr_db
-from edgeq.modelio import model_bytes
+from edgeq.modelio import clone_model, model_bytes
 from edgeq.observers import TensorObserver
 from edgeq.passes.adaround import AdaRoundPass
 from edgeq.passes.bias_correction import BiasCorrectionPass
@@ -36,10 +36,6 @@ from edgeq.quant_plan import Exclusions, assign_encodings, plan_quantization
 from edgeq.recipe import Recipe
 
 CHANNEL_SCALES_KEY = "edgeq.channel_scales"
-
-
-def clone_model(model: ir.Model) -> ir.Model:
-    return ir.serde.deserialize_model(ir.serde.serialize_model(model))
 
 
 @dataclass

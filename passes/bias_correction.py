@@ -62,7 +62,7 @@ from tqdm import tqdm
 from edgeq.calibrate import budget_batch, fixed_batch_size
 from edgeq.data import CalibrationData
 from edgeq.errors import EdgeqError
-from edgeq.modelio import to_proto
+from edgeq.modelio import clone_model, to_proto
 from edgeq.passes.fold_batchnorm import batchnorm_statistics
 from edgeq.passes.insert_qdq import dequantize_constant
 from edgeq.qparams import BIAS_LIMIT
@@ -312,7 +312,7 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
 def clipped_reference(qdq_model: ir.Model, float_model: ir.Model) -> ir.Model:
     """QDQ_MODEL with float weights and every activation QuantizeLinear->DequantizeLinear pair a Clip to the
     pair's representable range: the float model with the quantized model's clipping and no rounding."""
-    reference = ir.serde.deserialize_model(ir.serde.serialize_model(qdq_model))
+    reference = clone_model(qdq_model)
     graph = reference.graph
     float_nodes = {node.name: node for node in float_model.graph}
     for node in list(graph):

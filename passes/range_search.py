@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from edgeq.calibrate import fixed_batch_size
 from edgeq.data import CalibrationData
-from edgeq.modelio import model_bytes
+from edgeq.modelio import clone_model, model_bytes
 from edgeq.passes.insert_qdq import activation_scale_name
 from edgeq.quant_plan import QuantPlan
 
@@ -120,7 +120,7 @@ def searchable_groups(plan: QuantPlan) -> dict[str, str]:
 def _factor_inputs(qdq_model: ir.Model, tensor_groups: dict[str, str]) -> tuple[ir.Model, list[str]]:
     """A copy of QDQ_MODEL where every searched group's activation scales are multiplied by a scalar graph input;
     returns it with the groups in graph order (input i is group i's factor)."""
-    model = ir.serde.deserialize_model(ir.serde.serialize_model(qdq_model))
+    model = clone_model(qdq_model)
     graph = model.graph
     scale_group = {activation_scale_name(name): group for name, group in tensor_groups.items()}
     factor_of: dict[str, ir.Value] = {}  # group -> its factor input, in topological order

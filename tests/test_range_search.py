@@ -15,11 +15,11 @@ from test_cli import DIGITS, DIGITS_CALIB, edgeq
 from edgeq import quantize
 from edgeq.data import ArrayData, input_specs, load_npz
 from edgeq.metrics import sqnr_db
-from edgeq.modelio import load_model, model_bytes
+from edgeq.modelio import clone_model, load_model, model_bytes
 from edgeq.passes.range_search import _factor_inputs, search_ranges, searchable_groups
 from edgeq.qparams import ACTIVATION_TYPES
 from edgeq.quant_plan import Exclusions, assign_encodings, plan_quantization
-from edgeq.quantize import build_qdq, calibrate_model, clone_model
+from edgeq.quantize import build_qdq, calibrate_model
 from edgeq.recipe import Recipe
 
 INT8 = ACTIVATION_TYPES["int8"]
