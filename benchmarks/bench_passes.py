@@ -1,6 +1,6 @@
 """The accuracy passes on MobileNetV2, every recipe in one run; writes the passes section of BENCHMARKS.md.
 
-    python benchmarks/bench_passes.py       # (make bench) about an hour on 2 cores
+    python benchmarks/bench_passes.py       # (make bench) about 40 minutes on 2 cores
 
 Every variant is one `edgeq quantize` command on the same float model and the same 64 calibration views (or none,
 for --calib synthetic), evaluated in onnxruntime against fp32 on 256 photo views (top-1 agreement, logits SQNR) and on
