@@ -75,12 +75,13 @@ def convert(
     calibration = calibrate_model(float_model, calib, recipe, progress=progress)
     name = Path(float_path).stem
     report = {"input": str(float_path), "recipe": recipe.to_dict(), "targets": {}}
+    built: dict[str, tuple[ir.Model, dict]] = {}  # activation type -> QDQ model and report, built once each
     if "onnxruntime" in targets:
         report["targets"]["onnxruntime"] = _onnxruntime(
-            calibration, recipe, float_path, eval_data, outdir, name, labels, ort_format
+            calibration, recipe, float_path, eval_data, outdir, name, labels, ort_format, built
         )
     if tflite or integer_only:  # one int8 QDQ model for the .tflite and the integer-only model
-        qdq, quant_report = build_qdq(calibration, recipe, "int8")
+        qdq, quant_report = built["int8"] if "int8" in built else build_qdq(calibration, recipe, "int8")
         with tempfile.TemporaryDirectory() as tmp:
             qdq_path = save_model(qdq, Path(tmp) / f"{name}.int8.qdq.onnx")
             if integer_only:
@@ -108,22 +109,22 @@ def convert(
     return report
 
 
-def _onnxruntime(calibration, recipe, float_path, eval_data, outdir, name, labels, ort_format) -> dict:
+def _onnxruntime(calibration, recipe, float_path, eval_data, outdir, name, labels, ort_format, built) -> dict:
+    """The ONNX Runtime artifact; the QDQ models it builds are left in BUILT for the other targets."""
     candidates = ["int8", "uint8"] if recipe.activation_type == "auto" else [recipe.activation_type]
-    built: dict[str, tuple[ir.Model, dict, dict]] = {}
+    fusions: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for activation_type in candidates:
-            model, report = build_qdq(calibration, recipe, activation_type)
-            fusion = _fusion_of(model, Path(tmp), activation_type).to_dict()
-            built[activation_type] = (model, report, fusion)
-    chosen = max(candidates, key=lambda t: _fusion_score(built[t][2], candidates.index(t)))
-    model, report, fusion = built[chosen]
+            built[activation_type] = build_qdq(calibration, recipe, activation_type)
+            fusions[activation_type] = _fusion_of(built[activation_type][0], Path(tmp), activation_type).to_dict()
+    chosen = max(candidates, key=lambda t: _fusion_score(fusions[t], candidates.index(t)))
+    (model, report), fusion = built[chosen], fusions[chosen]
     artifacts = ort_target.emit(model_bytes(model), outdir, f"{name}.qdq", ort_format=ort_format)
     validation = ort_target.validate(float_path, artifacts[0], eval_data, labels=labels)
     return {
         "artifacts": [str(p) for p in artifacts],
         **report,
-        "activation_type_choice": {t: built[t][2] for t in candidates},
+        "activation_type_choice": fusions,
         "fusion": fusion,
         "validation": validation,
     }
