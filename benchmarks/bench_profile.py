@@ -30,7 +30,6 @@ import datetime
 import importlib.metadata
 import json
 import statistics
-import subprocess
 import sys
 import time
 from functools import partial
@@ -41,7 +40,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_quantize import CACHE, machine, mobilenet_photo_setup, replace_section  # noqa: E402
+from benchmarks.bench_quantize import (  # noqa: E402
+    CACHE,
+    edgeq_stdout,
+    machine,
+    mobilenet_photo_setup,
+    replace_section,
+)
 from edgeq import mcu  # noqa: E402
 from edgeq.analysis import analyze_tflite  # noqa: E402
 from edgeq.latency import latency_stats, progress_bar, timed_runs  # noqa: E402
@@ -66,22 +71,15 @@ PLAN = {
 }
 
 
-def edgeq(*args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "edgeq.cli", *args], cwd=REPO, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"edgeq {' '.join(args)} failed:\n{proc.stderr}")
-    return proc.stdout
-
-
 def edgeq_json(*args: str) -> dict:
-    return json.loads(edgeq(*args, "--json"))
+    return json.loads(edgeq_stdout(*args, "--json"))
 
 
 def converted(name: str, model: Path, calib: Path, eval_data: Path) -> dict[str, Path]:
     """The artifacts of `edgeq convert --target all --precision float` (cached), by kind."""
     out = OUT / name
     if not (out / "report.json").exists():
-        edgeq(
+        edgeq_stdout(
             "convert", str(model), "--target", "all", "--precision", "float", "--calib", str(calib),
             "--eval-data", str(eval_data), "-o", str(out), "--no-progress",
         )  # fmt: skip

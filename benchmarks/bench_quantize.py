@@ -42,6 +42,14 @@ EDGEQ = [*MEASURE, "edgeq.cli"]
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
+def edgeq_stdout(*args: str, accept: tuple[int, ...] = (0,)) -> str:
+    """The output of `edgeq ARGS`, run as users run it; an exit code outside ACCEPT raises with its messages."""
+    proc = subprocess.run([sys.executable, "-m", "edgeq.cli", *args], cwd=REPO, capture_output=True, text=True)
+    if proc.returncode not in accept:
+        raise RuntimeError(f"edgeq {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
 def measured(cmd: list[str]) -> dict:
     """Run CMD (under peak_rss.py): its wall time, and the peak RSS it reports for itself."""
     start = time.perf_counter()
