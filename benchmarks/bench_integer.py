@@ -35,7 +35,7 @@ from benchmarks.bench_quantize import (  # noqa: E402
     replace_section,
     run_model,
 )
-from edgeq.metrics import sqnr_db, top1_agreement  # noqa: E402
+from edgeq.measure.metrics import sqnr_db, top1_agreement  # noqa: E402
 
 MARKER = "## Integer-only arithmetic"
 MODES = {

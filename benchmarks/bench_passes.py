@@ -36,7 +36,7 @@ from benchmarks.bench_quantize import (  # noqa: E402
     replace_section,
     run_model,
 )
-from edgeq.metrics import sqnr_db, top1_agreement  # noqa: E402
+from edgeq.measure.metrics import sqnr_db, top1_agreement  # noqa: E402
 from models.photos import eval_views  # noqa: E402
 
 MARKER = "## Accuracy passes"
@@ -116,8 +116,8 @@ VARIANTS = {
 
 def float_change(model: Path, views: np.ndarray, calib: np.ndarray) -> dict:
     """How much equalization (each Relu6 policy) and high-bias absorption change the float model on real photos."""
-    from edgeq.data import ArrayData, input_specs
-    from edgeq.modelio import load_model, model_bytes
+    from edgeq.data.sources import ArrayData, input_specs
+    from edgeq.io.onnx_model import load_model, model_bytes
     from edgeq.passes.equalize import EqualizePass
     from edgeq.passes.preprocess import preprocess
 

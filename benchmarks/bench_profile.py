@@ -14,12 +14,12 @@
      nothing about a microcontroller's latency; the MCU estimate below does).
    The box is shared and noisy: every `edgeq profile` runs REPEATS times (separate processes, the artifacts in
    turn) and each cell is the median over repeats; ratios come from `edgeq profile A --compare B` (A and B in
-   alternating rounds, the median of the per-round ratios; edgeq/latency.py).
-2. The Cortex-M4F estimate of edgeq/mcu.py (its public PROFILES and estimate()) on the four MLPerf Tiny v0.5 models
+   alternating rounds, the median of the per-round ratios; edgeq/measure/latency.py).
+2. The Cortex-M4F estimate of targets/tflm/mcu.py (its public PROFILES and estimate()) on the four MLPerf Tiny v0.5 models
    rebuilt by models/mlperf_tiny.py, against the published latencies (models.mlperf_tiny.PUBLISHED_LATENCY_MS;
    fitted on models.mlperf_tiny.FIT, the others held back); the M7 and M55 estimates, which no measurement fits,
    beside them.
-3. TFLite Micro's arena against the liveness lower bound of edgeq/analysis.py, for the digits CNN, MobileNetV2 and
+3. TFLite Micro's arena against the liveness lower bound of edgeq/reports/analysis.py, for the digits CNN, MobileNetV2 and
    the four MLPerf Tiny models: arena, its planned (head) and persistent (tail) parts as TFLite Micro's recording
    allocator reports them, and the bound.
 """
@@ -47,14 +47,14 @@ from benchmarks.bench_quantize import (  # noqa: E402
     mobilenet_photo_setup,
     replace_section,
 )
-from edgeq import mcu  # noqa: E402
-from edgeq.analysis import analyze_tflite  # noqa: E402
-from edgeq.latency import latency_stats, progress_bar, timed_runs  # noqa: E402
-from edgeq.targets import tflm  # noqa: E402
-from edgeq.targets.onnxruntime import ACCOUNTED_SHARE_BAR  # noqa: E402
+from edgeq.targets.tflm import mcu  # noqa: E402
+from edgeq.reports.analysis import analyze_tflite  # noqa: E402
+from edgeq.measure.latency import latency_stats, progress_bar, timed_runs  # noqa: E402
+from edgeq.targets.tflm import artifact as tflm  # noqa: E402
+from edgeq.targets.onnxruntime.artifact import ACCOUNTED_SHARE_BAR  # noqa: E402
 from edgeq.targets.tflite.artifact import KERNEL_NAMES, model_inputs  # noqa: E402
 from edgeq.targets.tflite.interpreters import invoke_tflm, tflm_interpreter  # noqa: E402
-from edgeq.tflite_graph import read  # noqa: E402
+from edgeq.tflite_format.flatbuffer import read  # noqa: E402
 from models.mlperf_tiny import FIT, PUBLISHED_LATENCY_MS, tflite_model  # noqa: E402
 from models.mlperf_tiny import MODELS as MLPERF_MODELS  # noqa: E402
 
@@ -345,12 +345,12 @@ def mcu_lines(results: dict) -> list[str]:
     devices = list(mcu.PROFILES)
     lines = [
         "",
-        "### MCU latency estimate (edgeq/mcu.py) against MLPerf Tiny v0.5",
+        "### MCU latency estimate (targets/tflm/mcu.py) against MLPerf Tiny v0.5",
         "",
         "Published: the MLPerf Tiny v0.5 reference submission, TFLite Micro on a Cortex-M4F at 120 MHz (NUCLEO-L4R5ZI;",
         "Banbury et al. 2021, table 4). The four models rebuilt by models/mlperf_tiny.py (random weights: latency",
         f"depends on shapes); the Cortex-M4F profile is fitted on {' and '.join(FIT)}, the others are held back (how",
-        "the form and the pair were chosen, and what that means for the held-back errors: edgeq/mcu.py's docstring).",
+        "the form and the pair were chosen, and what that means for the held-back errors: targets/tflm/mcu.py's docstring).",
         "The Cortex-M7 and Cortex-M55 columns are not fitted to any measurement (architecture ratios).",
         "",
         "| model | MACs | Cortex-M4F estimate ms | published ms | error | fit | "
@@ -392,9 +392,9 @@ def arena_lines(arena: dict) -> list[str]:
         "",
         "### TFLite Micro arena vs the liveness lower bound",
         "",
-        "Arena: the smallest that allocates and invokes (edgeq.targets.tflm.measure_arena); head and tail: the planned",
+        "Arena: the smallest that allocates and invokes (edgeq.targets.tflm.artifact.measure_arena); head and tail: the planned",
         "activations (with kernel scratch buffers) and the persistent data, as the recording allocator reports them;",
-        "bound: edgeq.analysis' peak of live activation bytes in execution order, a lower bound of the head.",
+        "bound: edgeq.reports.analysis' peak of live activation bytes in execution order, a lower bound of the head.",
         "",
         "| model | arena B | planned (head) B | persistent (tail) B | liveness bound B | arena / bound | head / bound |",
         "|---|---|---|---|---|---|---|",

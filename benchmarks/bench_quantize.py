@@ -32,8 +32,8 @@ import onnxruntime as ort
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgeq.metrics import accuracy, sqnr_db, top1_agreement  # noqa: E402
-from edgeq.targets.onnxruntime import fusion_report  # noqa: E402
+from edgeq.measure.metrics import accuracy, sqnr_db, top1_agreement  # noqa: E402
+from edgeq.targets.onnxruntime.artifact import fusion_report  # noqa: E402
 
 CACHE = REPO / "benchmarks" / ".cache"
 # Every measured command runs under peak_rss.py, which reports the process's own peak RSS.
@@ -139,7 +139,7 @@ def digits() -> dict:
 
 def mobilenet_float_model() -> Path:
     """MobileNetV2 (torchvision weights) exported once to the benchmark cache."""
-    from edgeq.export import export_module
+    from edgeq.api.export import export_module
     from models.mobilenet_v2 import build
 
     model = CACHE / "mobilenet" / "mobilenet_v2.onnx"

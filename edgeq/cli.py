@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 
 from edgeq.errors import EdgeqError
-from edgeq.files import check_output_path, prepare_output_dir, write_text_atomic
-from edgeq.recipe import (
+from edgeq.io.files import check_output_path, prepare_output_dir, write_text_atomic
+from edgeq.quantization.recipe import (
     ACTIVATION_CHOICES,
     BIAS_CORRECTIONS,
     CALIB_METHODS,
@@ -172,7 +172,7 @@ def _quant_options(f):
 
 
 def _recipe_from(opts: dict):
-    from edgeq.recipe import load_recipe
+    from edgeq.quantization.recipe import load_recipe
 
     recipe = load_recipe(opts["recipe"])
     if opts["calib"] == "synthetic":  # data-free mode: equalization and analytic bias correction by default
@@ -211,12 +211,12 @@ def _passes(option: str | None, recipe_passes: list[str], bias_correction: str |
 
 
 def _open_data(source: str, model, image_spec: str | None, max_samples: int | None, *, progress: bool = True):
-    from edgeq.data import input_specs, open_data, parse_image_spec
+    from edgeq.data.sources import input_specs, open_data, parse_image_spec
 
     if source == "synthetic":  # data-free: inputs distilled from the model's BatchNorm statistics (ZeroQ)
-        from edgeq.modelio import clone_model
+        from edgeq.io.onnx_model import clone_model
         from edgeq.passes.preprocess import preprocess
-        from edgeq.synthetic import distill
+        from edgeq.calibration.synthetic import distill
 
         preprocessed = clone_model(model)
         preprocess(preprocessed)
@@ -238,7 +238,7 @@ def _open_data(source: str, model, image_spec: str | None, max_samples: int | No
 @click.option("--static-batch", is_flag=True, help="Keep the batch dimension fixed.")
 def export(factory: str, output: str, input_shape: str | None, opset: int, static_batch: bool) -> None:
     """Export a PyTorch module (MODULE:FACTORY) to ONNX, checked against torch."""
-    from edgeq.export import export_factory
+    from edgeq.api.export import export_factory
 
     check_output_path(output)
     result = export_factory(
@@ -258,8 +258,8 @@ def export(factory: str, output: str, input_shape: str | None, opset: int, stati
 )
 def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
     """Calibrate MODEL and write its QDQ (QuantizeLinear/DequantizeLinear) int8 model."""
-    from edgeq.modelio import load_model, save_model
-    from edgeq.quantize import quantize_model
+    from edgeq.io.onnx_model import load_model, save_model
+    from edgeq.pipeline.quantize import quantize_model
 
     check_output_path(output, model, opts["calib"])
     if report_path:
@@ -351,9 +351,9 @@ def convert(
     **opts,
 ) -> None:
     """Quantize MODEL for target runtimes, validate each artifact by running it, and write report.json."""
-    from edgeq.convert import TARGETS, convert
-    from edgeq.data import load_arrays
-    from edgeq.modelio import load_model
+    from edgeq.api.convert import TARGETS, convert
+    from edgeq.data.sources import load_arrays
+    from edgeq.io.onnx_model import load_model
 
     out = prepare_output_dir(outdir, model)
     if report_html:
@@ -393,7 +393,7 @@ def convert(
         click.echo(f"{name}: wrote {', '.join(result['artifacts'])}")
         click.echo(f"  {_target_summary(name, result)}")
     if report_html:
-        from edgeq.report_html import write_report
+        from edgeq.reports.html import write_report
 
         shown = [a for a in dict.fromkeys(report["artifacts"]) if a.endswith((".onnx", ".tflite")) and ".float." not in a]
         write_report(report_html, _report_page(model, shown, eval_source, runs=20, saved=report))
@@ -460,7 +460,7 @@ def profile(
     of a run it accounts for (flagged under 90%), and the report says which nodes run as integer kernels. A
     .tflite runs in LiteRT with default kernels (XNNPACK), without default delegates and with reference
     kernels; with the tflm extra installed, its TFLite Micro arena and flash size are measured too, and its
-    latency on Cortex-M4F/M7/M55 is estimated from documented device profiles (edgeq/mcu.py).
+    latency on Cortex-M4F/M7/M55 is estimated from documented device profiles (targets/tflm/mcu.py).
 
     With --compare OTHER, the two artifacts run alternately in one process (rounds of a few runs of each; a
     .tflite with LiteRT's default kernels), and the result is the median over rounds of the latency ratio
@@ -468,7 +468,7 @@ def profile(
     """
     counts = _thread_counts(threads)
     if other is not None:
-        from edgeq.latency import alternate, format_alternation
+        from edgeq.measure.latency import alternate, format_alternation
 
         a, b = Path(artifact), Path(other)
         target_a, target_b = _profile_target(a), _profile_target(b)
@@ -486,7 +486,7 @@ def profile(
     if as_json:
         _emit_json(result, None)
         return
-    from edgeq.analysis import format_analysis
+    from edgeq.reports.analysis import format_analysis
 
     click.echo(target.format_profile(result))
     if "analysis" in result:
@@ -515,7 +515,7 @@ def _thread_counts(spec: str) -> list[int]:
 
 def _profile_target(path: Path):
     """The target module that runs PATH, after the checks that turn a bad file into a one-line error."""
-    from edgeq.modelio import read_proto
+    from edgeq.io.onnx_model import read_proto
 
     if path.suffix not in (".onnx", ".ort", ".tflite"):
         raise EdgeqError(f"{path}: edgeq profile reads .onnx, .ort and .tflite files")
@@ -527,7 +527,7 @@ def _profile_target(path: Path):
         return artifact
     if path.suffix == ".onnx":
         read_proto(path)  # clear errors for a truncated or unsafe model before onnxruntime sees it
-    from edgeq.targets import onnxruntime
+    from edgeq.targets.onnxruntime import artifact as onnxruntime
 
     return onnxruntime
 
@@ -537,11 +537,11 @@ def _profile(path: Path, *, runs: int, warmup: int, threads: int | list[int], pr
     target = _profile_target(path)
     result = target.profile(path, runs=runs, warmup=warmup, threads=threads, progress=progress)
     if path.suffix != ".ort":  # onnxruntime has no public reader for .ort files
-        from edgeq.analysis import analyze
+        from edgeq.reports.analysis import analyze
 
         result["analysis"] = analyze(path)
     if path.suffix == ".tflite":
-        from edgeq.mcu import PROFILES, estimate
+        from edgeq.targets.tflm.mcu import PROFILES, estimate
 
         result["mcu_estimate"] = {name: estimate(result["analysis"], device) for name, device in PROFILES.items()}
     return result, target
@@ -574,8 +574,8 @@ def compare(
 
     Give several quantized models (e.g. one per recipe) to see what each pass changes, layer by layer.
     """
-    from edgeq.compare import compare, layer_order, plot_layers
-    from edgeq.modelio import load_model
+    from edgeq.reports.compare import compare, layer_order, plot_layers
+    from edgeq.io.onnx_model import load_model
 
     if plot_path:
         check_output_path(plot_path, float_model, *quantized)
@@ -623,8 +623,8 @@ def verify(artifacts: tuple[str, ...], data_source: str, image_spec: str | None,
     reference, integer-only ONNX, LiteRT reference kernels, TFLite Micro) agrees and the float-scale ones (the QDQ
     model in onnxruntime, LiteRT's optimized kernels) stay within 1 LSB of the reference kernel at every op.
     """
-    from edgeq.data import open_data, parse_image_spec
-    from edgeq.verify import check_artifacts, data_specs, format_verification, reference_graph, verify
+    from edgeq.data.sources import open_data, parse_image_spec
+    from edgeq.reports.verify import check_artifacts, data_specs, format_verification, reference_graph, verify
 
     paths = check_artifacts(artifacts)
     reference = reference_graph(paths)
@@ -665,8 +665,8 @@ def report(
 ) -> None:
     """One self-contained HTML page on ARTIFACTS (.onnx/.tflite) of FLOAT_MODEL: per-layer SQNR against float,
     latency per op type, MACs and activation memory per layer, sizes, recipe and warnings."""
-    from edgeq.modelio import load_model
-    from edgeq.report_html import write_report
+    from edgeq.io.onnx_model import load_model
+    from edgeq.reports.html import write_report
 
     check_output_path(output, float_model, *artifacts, quantize_report)
     data = _open_data(data_source, load_model(float_model), image_spec, max_samples)
@@ -678,7 +678,7 @@ def report(
 def _report_page(float_model: str, artifacts: list[str], data, *, runs: int, saved: dict | None) -> dict:
     """The HTML report's data: compare, profile and analyse each artifact; recipe and passes from SAVED (a quantize
     --report or convert report.json)."""
-    from edgeq.compare import compare
+    from edgeq.reports.compare import compare
 
     page: dict = {"title": f"edgeq report: {Path(float_model).name}"}
     page["compare"] = {path: compare(float_model, path, data) for path in artifacts}

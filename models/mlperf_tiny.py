@@ -31,9 +31,9 @@ Checked against the published descriptions (the MLPerf Tiny paper's table of the
 ~12.5M), DS-CNN 2.66M (~2.7M), MobileNetV1-0.25 VWW 7.49M (~7.5M), autoencoder 0.264M (~0.26M); parameters
 of the int8 .tflite (BatchNorm folded) 77.7k, 22.6k, 211k and 266k.
 
-``python -m models.mlperf_tiny`` builds the four .tflite files and prints their analysis, edgeq.mcu's derived
+``python -m models.mlperf_tiny`` builds the four .tflite files and prints their analysis, edgeq.targets.tflm.mcu's derived
 Cortex-M4 cycles, the ratio of the published cycles to them, the Cortex-M4F estimate against the published
-latency, and the fit of edgeq.mcu's two factors (``fit_factors``) on the two ``FIT`` models.
+latency, and the fit of edgeq.targets.tflm.mcu's two factors (``fit_factors``) on the two ``FIT`` models.
 """
 
 from __future__ import annotations
@@ -211,13 +211,13 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor]]:
 
 def tflite_model(name: str, folder: Path | None = None, samples: int = 16) -> bytes:
     """NAME exported to ONNX, calibrated on random data, quantized (int8) and lowered to a .tflite (bytes)."""
-    from edgeq.data import ArrayData, input_specs
-    from edgeq.export import export_module
-    from edgeq.modelio import load_model
-    from edgeq.quantize import build_qdq, calibrate_model
-    from edgeq.recipe import Recipe
+    from edgeq.data.sources import ArrayData, input_specs
+    from edgeq.api.export import export_module
+    from edgeq.io.onnx_model import load_model
+    from edgeq.pipeline.quantize import build_qdq, calibrate_model
+    from edgeq.quantization.recipe import Recipe
     from edgeq.targets.tflite.lower import lower
-    from edgeq.tflite_graph import write
+    from edgeq.tflite_format.flatbuffer import write
 
     module, example = build(name)
     with tempfile.TemporaryDirectory() as tmp:
@@ -237,13 +237,13 @@ def tflite_model(name: str, folder: Path | None = None, samples: int = 16) -> by
     return write(lower(qdq).graph)
 
 
-# The fit of edgeq.mcu's two Cortex-M4F factors (its docstring says how the pair was chosen).
+# The fit of edgeq.targets.tflm.mcu's two Cortex-M4F factors (its docstring says how the pair was chosen).
 FIT = ("resnet8", "fc_autoencoder")
 
 
 def derived_cycles(analysis: dict) -> tuple[float, float]:
-    """(FULLY_CONNECTED, every other operator) derived Cortex-M4 cycles of ANALYSIS, edgeq.mcu's counts."""
-    from edgeq.mcu import derived_cycles as layer_cycles
+    """(FULLY_CONNECTED, every other operator) derived Cortex-M4 cycles of ANALYSIS, edgeq.targets.tflm.mcu's counts."""
+    from edgeq.targets.tflm.mcu import derived_cycles as layer_cycles
 
     fc = other = 0.0
     for layer in analysis["layers"]:
@@ -264,9 +264,9 @@ def fit_factors(analyses: dict[str, dict], clock_hz: float = 120e6) -> tuple[flo
 
 
 def main() -> None:
-    from edgeq.analysis import analyze_tflite
-    from edgeq.mcu import PROFILES, estimate
-    from edgeq.tflite_graph import read
+    from edgeq.reports.analysis import analyze_tflite
+    from edgeq.targets.tflm.mcu import PROFILES, estimate
+    from edgeq.tflite_format.flatbuffer import read
 
     analyses = {name: analyze_tflite(read(tflite_model(name))) for name in MODELS}
     print(
@@ -285,7 +285,7 @@ def main() -> None:
         )
     factor, fc_factor = fit_factors(analyses)
     print(
-        f"fit on {' + '.join(FIT)}: factor {factor:.3f}, fc_factor {fc_factor:.3f} (edgeq/mcu.py's constants)"
+        f"fit on {' + '.join(FIT)}: factor {factor:.3f}, fc_factor {fc_factor:.3f} (targets/tflm/mcu.py's constants)"
     )
 
 

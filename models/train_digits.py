@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from edgeq.export import export_module  # noqa: E402
+from edgeq.api.export import export_module  # noqa: E402
 from models.digits_cnn import MEAN, STD, DigitsCNN  # noqa: E402
 
 EPOCHS = 40

@@ -67,12 +67,12 @@ import onnx_ir as ir
 import onnxruntime as ort
 from tqdm import tqdm
 
-from edgeq.calibrate import budget_batch, exposing_copy, fixed_batch_size
-from edgeq.data import CalibrationData
+from edgeq.calibration.collect import budget_batch, exposing_copy, fixed_batch_size
+from edgeq.data.sources import CalibrationData
 from edgeq.errors import EdgeqError
 from edgeq.passes.bias_correction import clipped_reference
-from edgeq.qparams import weight_qmax
-from edgeq.quant_plan import BIAS_INPUT, activation_bounds, is_constant
+from edgeq.quantization.qparams import weight_qmax
+from edgeq.quantization.plan import BIAS_INPUT, activation_bounds, is_constant
 
 ZETA, GAMMA = 1.1, -0.1
 REGULARIZATION = 0.001  # lambda

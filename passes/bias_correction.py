@@ -41,7 +41,7 @@ is not approximated away: a padded tap reads an exact 0 in both models, so tap k
 the fraction of output positions where it reads the input, which makes the correction the exact mean over
 all output positions under that assumption (when the input's spatial size is known; else every tap counts).
 
-The corrected bias keeps its scale float32(s_in * s_w[c]) and stays within +-edgeq.qparams.BIAS_LIMIT
+The corrected bias keeps its scale float32(s_in * s_w[c]) and stays within +-edgeq.quantization.qparams.BIAS_LIMIT
 (channels clipped there are recorded). A quantized Conv or Gemm without a bias gets an int32 bias behind a
 DequantizeLinear with that scale. MatMul has no bias input and ConvTranspose is not handled: both are recorded
 as skipped, as are Gemms whose bias stayed float.
@@ -59,15 +59,15 @@ import onnx_ir.passes.common as common_passes
 import onnxruntime as ort
 from tqdm import tqdm
 
-from edgeq.calibrate import budget_batch, fixed_batch_size
-from edgeq.data import CalibrationData
+from edgeq.calibration.collect import budget_batch, fixed_batch_size
+from edgeq.data.sources import CalibrationData
 from edgeq.errors import EdgeqError
-from edgeq.modelio import clone_model, to_proto
+from edgeq.io.onnx_model import clone_model, to_proto
 from edgeq.passes.fold_batchnorm import batchnorm_statistics
 from edgeq.passes.insert_qdq import dequantize_constant
-from edgeq.qparams import BIAS_LIMIT
-from edgeq.quant_plan import activation_bounds
-from edgeq.recipe import BIAS_CORRECTIONS
+from edgeq.quantization.qparams import BIAS_LIMIT
+from edgeq.quantization.plan import activation_bounds
+from edgeq.quantization.recipe import BIAS_CORRECTIONS
 
 LINEAR_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 MEAN_PRESERVING_OPS = {"GlobalAveragePool", "AveragePool"}

@@ -27,9 +27,9 @@ Resize, Min and Max have none: their encodings are equal and must stay equal.
    s_in s'_w[c] = n_in n_out j_c 2^(...) is exact in float32 (per-tensor FULLY_CONNECTED's product, and the bias
    scale float32(s_in s'_w[c]) of DESIGN.md); and double(s_in) * double(s'_w[c]) / double(s_out) is exactly
    n_in j_c 2^(e_c), at most W bits. s'_w >= s_w (by less than a factor 1 + 2^(1-J)), so the weights,
-   re-quantized from their dequantized values with edgeq.qparams.quantize_weights (channel sums kept), never
+   re-quantized from their dequantized values with edgeq.quantization.qparams.quantize_weights (channel sums kept), never
    clip; the int32 bias is re-rounded to its new scale, and a channel whose bias would pass
-   edgeq.qparams.BIAS_LIMIT gets its weight scale doubled (recorded in the report).
+   edgeq.quantization.qparams.BIAS_LIMIT gets its weight scale doubled (recorded in the report).
 4. pow2 (W = P = J = 1): every activation, weight and bias scale is a power of two and every multiplier is
    2^e (M0 = 2^30): requantization is a pure shift, as AMD Vitis AI / Quark's XINT8 scheme does.
 
@@ -48,8 +48,8 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.errors import EdgeqError
-from edgeq.qparams import BIAS_LIMIT, quantize_weights
-from edgeq.quant_plan import BIAS_INPUT, FUSABLE_ACTIVATIONS, WEIGHT_INPUT
+from edgeq.quantization.qparams import BIAS_LIMIT, quantize_weights
+from edgeq.quantization.plan import BIAS_INPUT, FUSABLE_ACTIVATIONS, WEIGHT_INPUT
 
 TFLITE_SIGNIFICAND_BITS = 31
 FLOAT32_SIGNIFICAND_BITS = 24

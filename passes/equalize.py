@@ -31,7 +31,7 @@ different per channel. With ``clipped="exact"`` (the default) such a Clip betwee
     Clip(z, 0, h) / s_i  =  Min(Relu(z / s_i), h / s_i)      (a per-channel constant bound, exact in float),
 
 so the function is unchanged; the quantized model pays one element-wise MINIMUM per rewritten Clip (its bound
-shares the activation's encoding, edgeq.quant_plan). ``clipped="to-relu"`` replaces the Clip by Relu first, as the
+shares the activation's encoding, edgeq.quantization.plan). ``clipped="to-relu"`` replaces the Clip by Relu first, as the
 paper does for MobileNetV2; that changes the float model where activations exceed h, and the pass measures and
 reports the change on a fixed random input. ``clipped="keep"`` leaves those pairs alone.
 
@@ -63,13 +63,13 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 import onnxruntime as ort
 
-from edgeq.calibrate import exposing_copy, fixed_batch_size
-from edgeq.data import CalibrationData
+from edgeq.calibration.collect import exposing_copy, fixed_batch_size
+from edgeq.data.sources import CalibrationData
 from edgeq.errors import EdgeqError
-from edgeq.modelio import model_bytes
+from edgeq.io.onnx_model import model_bytes
 from edgeq.passes.fold_batchnorm import BN_BETA_KEY, BN_GAMMA_KEY, batchnorm_statistics
-from edgeq.quant_plan import activation_bounds
-from edgeq.recipe import EQUALIZE_CLIPS
+from edgeq.quantization.plan import activation_bounds
+from edgeq.quantization.recipe import EQUALIZE_CLIPS
 
 HOMOGENEOUS = {"Relu", "PRelu", "LeakyRelu"}
 LAYERS = {"Conv", "Gemm"}

@@ -1,6 +1,6 @@
 """Insert QuantizeLinear/DequantizeLinear pairs: turn a float graph into edgeq's QDQ interchange model.
 
-For every activation tensor t in the plan (edgeq.quant_plan) with encoding (s, z):
+For every activation tensor t in the plan (edgeq.quantization.plan) with encoding (s, z):
 
     t  ->  QuantizeLinear(t, s, z)  ->  DequantizeLinear(., s, z)  ->  every former consumer of t
 
@@ -9,7 +9,7 @@ the float tensor is renamed ``<t>_float``. Graph inputs keep their names.
 
 Weights are stored as integers behind a DequantizeLinear (per output channel, symmetric, narrow range; axis 0 for
 Conv and Gemm with transB, 1 for ConvTranspose and Gemm without transB, the last axis for MatMul), rounded to
-nearest or, by default, so that each output channel's integer sum is preserved (edgeq.qparams.quantize_weights). Biases are
+nearest or, by default, so that each output channel's integer sum is preserved (edgeq.quantization.qparams.quantize_weights). Biases are
 int32 with scale float32(s_in * s_w[c]) and zero point 0, where s_in is the encoding of the layer's input.
 Gemm's alpha and beta are folded into the weights and bias first (Y = alpha*A*B + beta*C), so the integer
 kernel needs neither. Float constants that Add, Mul or Concat read as data are stored quantized with their
@@ -22,8 +22,8 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
-from edgeq.qparams import Encoding, quantize_linear_layer
-from edgeq.quant_plan import BIAS_INPUT, WEIGHT_INPUT, QuantPlan, is_constant
+from edgeq.quantization.qparams import Encoding, quantize_linear_layer
+from edgeq.quantization.plan import BIAS_INPUT, WEIGHT_INPUT, QuantPlan, is_constant
 
 
 def activation_scale_name(tensor: str) -> str:

@@ -17,7 +17,7 @@ keeping the lowest loss, so the loss on the search samples never rises. Scaling 
 scale by f and keeps the zero point, so the search model feeds each group's factor as a graph input that
 multiplies the group's stored scales (one onnxruntime session for the whole search; the model runs Q/DQ in
 float, as onnxruntime does when scales are not constant). The biases keep their stored integers during the
-search; the caller rebuilds the QDQ model from the chosen factors (``edgeq.quant_plan.assign_encodings``), so
+search; the caller rebuilds the QDQ model from the chosen factors (``edgeq.quantization.plan.assign_encodings``), so
 the artifact's bias scales are s_in * s_w exactly.
 
 Groups with a fixed encoding (Softmax, Sigmoid, Tanh outputs) are not searched. Cost: groups x len(FACTORS) runs
@@ -38,11 +38,11 @@ import onnx_ir as ir
 import onnxruntime as ort
 from tqdm import tqdm
 
-from edgeq.calibrate import fixed_batch_size
-from edgeq.data import CalibrationData
-from edgeq.modelio import clone_model, model_bytes
+from edgeq.calibration.collect import fixed_batch_size
+from edgeq.data.sources import CalibrationData
+from edgeq.io.onnx_model import clone_model, model_bytes
 from edgeq.passes.insert_qdq import activation_scale_name
-from edgeq.quant_plan import QuantPlan
+from edgeq.quantization.plan import QuantPlan
 
 FACTORS = (0.7, 0.5, 0.35, 0.25, 0.18)
 SAMPLES = 32

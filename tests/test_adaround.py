@@ -12,13 +12,13 @@ import onnxruntime as ort
 import pytest
 from conftest import make_convnet
 
-from edgeq.data import ArrayData, input_specs, load_npz
+from edgeq.data.sources import ArrayData, input_specs, load_npz
 from edgeq.errors import EdgeqError
-from edgeq.metrics import sqnr_db, top1_agreement
-from edgeq.modelio import load_model, model_bytes
+from edgeq.measure.metrics import sqnr_db, top1_agreement
+from edgeq.io.onnx_model import load_model, model_bytes
 from edgeq.passes.adaround import AdaRoundPass
-from edgeq.quantize import build_qdq, calibrate_model
-from edgeq.recipe import Recipe
+from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.quantization.recipe import Recipe
 
 MODELS = __import__("pathlib").Path(__file__).resolve().parents[1] / "models"
 
@@ -169,7 +169,7 @@ def test_mobilenet_v2_equalized_w8a8_logits_improve(tmp_path):
     reference 18.4 dB). This cheaper setting: 16 views, 64 evaluation views, 100 steps per layer (bounded by
     steps, not seconds, so that machine load cannot change the result: with 0.3 s per layer a loaded CI machine
     gained only 1.3 dB after activation-scaled equalization)."""
-    from edgeq.export import export_module
+    from edgeq.api.export import export_module
     from models.mobilenet_v2 import build
     from models.photos import calib_views, eval_views
 

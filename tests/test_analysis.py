@@ -1,4 +1,4 @@
-"""edgeq.analysis: MACs, parameters and liveness against hand-computed values, and the liveness bound against
+"""edgeq.reports.analysis: MACs, parameters and liveness against hand-computed values, and the liveness bound against
 TFLite Micro's measured arena on real models."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ import onnx
 import pytest
 from conftest import REPO, calibrated_mobilenet_v2, make_convnet
 
-from edgeq.analysis import analyze, analyze_onnx, analyze_tflite
-from edgeq.data import input_specs, load_npz
+from edgeq.reports.analysis import analyze, analyze_onnx, analyze_tflite
+from edgeq.data.sources import input_specs, load_npz
 from edgeq.errors import EdgeqError
-from edgeq.modelio import load_model, save_model
-from edgeq.quantize import build_qdq, calibrate_model
-from edgeq.recipe import Recipe
-from edgeq.targets import tflm
+from edgeq.io.onnx_model import load_model, save_model
+from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.quantization.recipe import Recipe
+from edgeq.targets.tflm import artifact as tflm
 from edgeq.targets.tflite.lower import lower
-from edgeq.tflite_graph import read, write
+from edgeq.tflite_format.flatbuffer import read, write
 
 # make_convnet: input [1, 3, 8, 8], 8 channels, 3x3 pads 1, so every conv writes 8 x 8 x 8 = 512 elements.
 CONVNET_MACS = {"stem": 512 * 3 * 3 * 3, "dw": 512 * 3 * 3, "pw": 512 * 8, "fc": 10 * 8}

@@ -9,14 +9,14 @@ import pytest
 from conftest import make_convnet
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeq.data import ArrayData, input_specs
-from edgeq.metrics import sqnr_db, top1_agreement
-from edgeq.modelio import to_proto
+from edgeq.data.sources import ArrayData, input_specs
+from edgeq.measure.metrics import sqnr_db, top1_agreement
+from edgeq.io.onnx_model import to_proto
 from edgeq.passes.bias_correction import BiasCorrectionPass, clipped_normal_mean, clipped_reference
 from edgeq.passes.fold_batchnorm import batchnorm_statistics
-from edgeq.qparams import BIAS_LIMIT
-from edgeq.quantize import build_qdq, calibrate_model
-from edgeq.recipe import Recipe
+from edgeq.quantization.qparams import BIAS_LIMIT
+from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.quantization.recipe import Recipe
 
 LAYERS = ("node_Conv_0", "dw", "pw", "fc")  # BatchNorm folding renamed the stem conv
 STEM = LAYERS[0]

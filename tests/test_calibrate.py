@@ -14,10 +14,10 @@ import pytest
 from conftest import make_convnet
 from onnx import TensorProto, helper
 
-from edgeq.calibrate import collect
-from edgeq.data import ArrayData, CalibrationData, input_specs
+from edgeq.calibration.collect import collect
+from edgeq.data.sources import ArrayData, CalibrationData, input_specs
 from edgeq.errors import EdgeqError
-from edgeq.observers import METHODS, TensorObserver
+from edgeq.calibration.observers import METHODS, TensorObserver
 from edgeq.passes.preprocess import preprocess
 
 X = np.random.default_rng(0).normal(size=(20, 3, 8, 8)).astype(np.float32)
@@ -136,8 +136,8 @@ _MEMORY_SCRIPT = """
 import sys, numpy as np, onnx_ir as ir
 sys.path.insert(0, {tests!r})
 from conftest import make_convnet
-from edgeq.calibrate import collect
-from edgeq.data import CalibrationData, input_specs, load_npz
+from edgeq.calibration.collect import collect
+from edgeq.data.sources import CalibrationData, input_specs, load_npz
 from edgeq.passes.preprocess import preprocess
 
 class Stream(CalibrationData):

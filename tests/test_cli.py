@@ -537,7 +537,7 @@ def test_calib_synthetic_recipe(tmp_path):
 
 @pytest.mark.parametrize("name", ["dfq", "w8a8", "w4a8"])
 def test_shipped_recipes_are_valid(name):
-    from edgeq.recipe import load_recipe
+    from edgeq.quantization.recipe import load_recipe
 
     recipe = load_recipe(REPO / "recipes" / f"{name}.toml")
     assert recipe.passes and recipe.to_dict() != load_recipe(None).to_dict()

@@ -1,8 +1,8 @@
-"""edgeq.compare.layer_order: one x position per layer across models with different tensors."""
+"""edgeq.reports.compare.layer_order: one x position per layer across models with different tensors."""
 
 from __future__ import annotations
 
-from edgeq.compare import layer_order
+from edgeq.reports.compare import layer_order
 
 
 def _result(*names: str) -> dict:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeq.data import (
+from edgeq.data.sources import (
     ArrayData,
     CallableData,
     DeflatedArray,
@@ -24,7 +24,7 @@ from edgeq.data import (
     parse_image_spec,
 )
 from edgeq.errors import EdgeqError
-from edgeq.modelio import load_model
+from edgeq.io.onnx_model import load_model
 
 SPECS = [InputSpec("input", ("N", 3, 8, 8), np.dtype(np.float32))]
 

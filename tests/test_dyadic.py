@@ -15,16 +15,16 @@ import onnxruntime as ort
 import pytest
 from conftest import REPO, make_convnet
 
-from edgeq.data import ArrayData, input_specs
-from edgeq.modelio import load_model, to_proto
+from edgeq.data.sources import ArrayData, input_specs
+from edgeq.io.onnx_model import load_model, to_proto
 from edgeq.passes.dyadic import DyadicPass
-from edgeq.quantize import build_qdq, calibrate_model
-from edgeq.recipe import Recipe
+from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.quantization.recipe import Recipe
 from edgeq.reference.add import LEFT_SHIFT
 from edgeq.reference.arithmetic import quantize_multiplier, requantize_multipliers
 from edgeq.targets.tflite.artifact import bit_exactness, model_inputs
 from edgeq.targets.tflite.lower import lower
-from edgeq.tflite_graph import read, write
+from edgeq.tflite_format.flatbuffer import read, write
 
 MODES = [(16, False), (8, False), (31, True)]  # (significand_bits, pow2)
 
@@ -165,7 +165,7 @@ def test_mobilenet_v2_8_bits_is_bit_exact_and_close_to_the_default(tmp_path):
     logits SQNR against fp32 within 1.5 dB of the default model (measured: 15.1 -> 14.2 dB on 256 views)."""
     from conftest import calibrated_mobilenet_v2
 
-    from edgeq.metrics import sqnr_db
+    from edgeq.measure.metrics import sqnr_db
     from models.photos import eval_views
 
     float_path, calibration = calibrated_mobilenet_v2(tmp_path)

@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 from conftest import make_convnet
 
-from edgeq.data import ArrayData, input_specs
+from edgeq.data.sources import ArrayData, input_specs
 from edgeq.errors import EdgeqError
-from edgeq.modelio import model_bytes
+from edgeq.io.onnx_model import model_bytes
 from edgeq.passes.equalize import EqualizePass
 from edgeq.passes.fold_batchnorm import BN_BETA_KEY, BN_GAMMA_KEY
 from edgeq.passes.preprocess import preprocess

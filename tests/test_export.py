@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from edgeq.errors import EdgeqError
-from edgeq.export import export_factory, export_module
+from edgeq.api.export import export_factory, export_module
 
 
 class Tiny(nn.Module):

@@ -10,11 +10,11 @@ import pytest
 from conftest import make_convnet
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeq.modelio import to_proto
+from edgeq.io.onnx_model import to_proto
 from edgeq.passes.insert_qdq import InsertQDQPass
 from edgeq.passes.preprocess import preprocess
-from edgeq.qparams import ACTIVATION_TYPES
-from edgeq.quant_plan import QUANTIZABLE_OPS, Exclusions, assign_encodings, plan_quantization
+from edgeq.quantization.qparams import ACTIVATION_TYPES
+from edgeq.quantization.plan import QUANTIZABLE_OPS, Exclusions, assign_encodings, plan_quantization
 
 RNG = np.random.default_rng(0)
 

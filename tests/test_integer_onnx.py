@@ -38,7 +38,7 @@ from edgeq.targets.integer_onnx.fixed_point import get_reciprocal as get_recipro
 from edgeq.targets.integer_onnx.quantize import quantization_thresholds, quantize_input, reference_quantize
 from edgeq.targets.integer_onnx.requantize import multiply_by_quantized_multiplier as requantize_subgraph
 from edgeq.targets.tflite.artifact import model_inputs
-from edgeq.tflite_graph import Graph, Operator, read
+from edgeq.tflite_format.flatbuffer import Graph, Operator, read
 
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MANY = settings(SETTINGS, max_examples=80)  # for single ops that run in ~20 ms
@@ -180,10 +180,10 @@ def test_get_reciprocal_subgraph_equals_the_reference_on_uint32_sums():
 def test_digits_cnn_matches_the_reference_on_every_test_image():
     from conftest import REPO
 
-    from edgeq.data import ArrayData, input_specs
-    from edgeq.modelio import load_model
-    from edgeq.quantize import build_qdq, calibrate_model
-    from edgeq.recipe import Recipe
+    from edgeq.data.sources import ArrayData, input_specs
+    from edgeq.io.onnx_model import load_model
+    from edgeq.pipeline.quantize import build_qdq, calibrate_model
+    from edgeq.quantization.recipe import Recipe
     from edgeq.targets.tflite.lower import lower
 
     model = load_model(REPO / "models" / "digits_cnn.onnx")
@@ -203,9 +203,9 @@ def test_convnet_with_softmax_matches_the_reference():
     import onnx_ir as ir
     from conftest import make_convnet
 
-    from edgeq.data import ArrayData, input_specs
-    from edgeq.quantize import build_qdq, calibrate_model
-    from edgeq.recipe import Recipe
+    from edgeq.data.sources import ArrayData, input_specs
+    from edgeq.pipeline.quantize import build_qdq, calibrate_model
+    from edgeq.quantization.recipe import Recipe
     from edgeq.targets.tflite.lower import lower
 
     model = ir.serde.deserialize_model(make_convnet())
@@ -226,8 +226,8 @@ def test_convnet_with_softmax_matches_the_reference():
 def test_mobilenet_v2_matches_the_reference_on_photos(tmp_path):
     from conftest import calibrated_mobilenet_v2
 
-    from edgeq.quantize import build_qdq
-    from edgeq.recipe import Recipe
+    from edgeq.pipeline.quantize import build_qdq
+    from edgeq.quantization.recipe import Recipe
     from edgeq.targets.tflite.lower import lower
     from models.photos import eval_views
 

@@ -1,6 +1,6 @@
-"""edgeq.latency on a fake clock: exact latency rows, the alternation plan, and A/B ratios of known latencies.
+"""edgeq.measure.latency on a fake clock: exact latency rows, the alternation plan, and A/B ratios of known latencies.
 
-Each fake run advances the clock edgeq.latency reads (``perf_counter``) by a scripted number of milliseconds, so every figure is known in
+Each fake run advances the clock edgeq.measure.latency reads (``perf_counter``) by a scripted number of milliseconds, so every figure is known in
 advance: the percentiles are numpy's linear interpolation of the scripted times, and an A/B ratio is the median
 over rounds of the per-round ratio of mean latencies, unmoved by a round a burst of load hit.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeq import latency
+from edgeq.measure import latency
 
 
 class FakeClock:

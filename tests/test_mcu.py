@@ -1,14 +1,14 @@
-"""edgeq.mcu: the cycle model on a hand-made analysis, and the Cortex-M4F estimate against MLPerf Tiny's published
-latencies: the fit reproduces edgeq.mcu's constants, and the two models held back from it keep their measured
+"""edgeq.targets.tflm.mcu: the cycle model on a hand-made analysis, and the Cortex-M4F estimate against MLPerf Tiny's published
+latencies: the fit reproduces edgeq.targets.tflm.mcu's constants, and the two models held back from it keep their measured
 errors."""
 
 from __future__ import annotations
 
 import pytest
 
-from edgeq.analysis import analyze_tflite
-from edgeq.mcu import PROFILES, estimate
-from edgeq.tflite_graph import read
+from edgeq.reports.analysis import analyze_tflite
+from edgeq.targets.tflm.mcu import PROFILES, estimate
+from edgeq.tflite_format.flatbuffer import read
 from models.mlperf_tiny import MODELS, PUBLISHED_LATENCY_MS, fit_factors, tflite_model
 
 # a 3x3 conv over 4 channels into 8 channels on 2x2 output pixels, a PAD and a 64 -> 10 fully-connected layer

@@ -12,7 +12,7 @@ from conftest import make_convnet
 from onnx import external_data_helper
 
 from edgeq.errors import EdgeqError
-from edgeq.modelio import load_model, save_model, to_proto
+from edgeq.io.onnx_model import load_model, save_model, to_proto
 
 
 def test_round_trip_runs_in_onnxruntime(tmp_path, convnet_path):

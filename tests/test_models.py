@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from conftest import REPO, calibrated_mobilenet_v2
 
-from edgeq.metrics import accuracy
+from edgeq.measure.metrics import accuracy
 
 MODELS = REPO / "models"
 
@@ -43,7 +43,7 @@ def test_mobilenet_v2_weights_load_and_export_matches_torch(tmp_path):
     import torch
 
     sys.path.insert(0, str(REPO))
-    from edgeq.export import export_module
+    from edgeq.api.export import export_module
     from models.mobilenet_v2 import build
     from models.photos import eval_views
 
@@ -67,11 +67,11 @@ def test_mobilenet_v2_weights_load_and_export_matches_torch(tmp_path):
 def test_mobilenet_v2_end_to_end_beats_minmax_and_fuses_every_conv(tmp_path):
     """The default recipe on real photo views: every conv runs as an integer kernel and the logits keep
     their SQNR (BENCHMARKS.md has the full comparison; these bounds leave room for run-to-run noise)."""
-    from edgeq.metrics import sqnr_db
-    from edgeq.modelio import save_model
-    from edgeq.quantize import build_qdq
-    from edgeq.recipe import Recipe
-    from edgeq.targets.onnxruntime import fusion_report
+    from edgeq.measure.metrics import sqnr_db
+    from edgeq.io.onnx_model import save_model
+    from edgeq.pipeline.quantize import build_qdq
+    from edgeq.quantization.recipe import Recipe
+    from edgeq.targets.onnxruntime.artifact import fusion_report
     from models.photos import eval_views
 
     float_path, calibration = calibrated_mobilenet_v2(tmp_path)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from edgeq.observers import METHODS, TensorObserver
+from edgeq.calibration.observers import METHODS, TensorObserver
 
 RNG = np.random.default_rng(0)
 

@@ -9,7 +9,7 @@ import onnxruntime as ort
 from conftest import make_convnet
 from onnx import TensorProto, helper
 
-from edgeq.modelio import to_proto
+from edgeq.io.onnx_model import to_proto
 from edgeq.passes.fold_batchnorm import batchnorm_statistics
 from edgeq.passes.preprocess import preprocess
 

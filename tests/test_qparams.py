@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from edgeq.qparams import (
+from edgeq.quantization.qparams import (
     ACTIVATION_TYPES,
     activation_encoding,
     fixed_output_encoding,

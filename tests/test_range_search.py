@@ -12,15 +12,15 @@ import pytest
 from conftest import make_convnet
 from test_cli import DIGITS, DIGITS_CALIB, edgeq
 
-from edgeq import quantize
-from edgeq.data import ArrayData, input_specs, load_npz
-from edgeq.metrics import sqnr_db
-from edgeq.modelio import clone_model, load_model, model_bytes
+from edgeq.pipeline import quantize
+from edgeq.data.sources import ArrayData, input_specs, load_npz
+from edgeq.measure.metrics import sqnr_db
+from edgeq.io.onnx_model import clone_model, load_model, model_bytes
 from edgeq.passes.range_search import _factor_inputs, search_ranges, searchable_groups
-from edgeq.qparams import ACTIVATION_TYPES
-from edgeq.quant_plan import Exclusions, assign_encodings, plan_quantization
-from edgeq.quantize import build_qdq, calibrate_model
-from edgeq.recipe import Recipe
+from edgeq.quantization.qparams import ACTIVATION_TYPES
+from edgeq.quantization.plan import Exclusions, assign_encodings, plan_quantization
+from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.quantization.recipe import Recipe
 
 INT8 = ACTIVATION_TYPES["int8"]
 

@@ -24,7 +24,7 @@ from tflite_cases import activation, assert_bit_exact, constant, outputs_of_all,
 from edgeq import reference
 from edgeq.errors import EdgeqError
 from edgeq.reference import fixed_point, hard_swish, logistic
-from edgeq.tflite_graph import read
+from edgeq.tflite_format.flatbuffer import read
 
 TESTS = Path(__file__).resolve().parent
 

@@ -22,7 +22,7 @@ from edgeq.reference.conv import output_size_and_padding
 from edgeq.reference.executor import run_all_semantics
 from edgeq.targets.tflite.interpreters import run_litert, run_tflm
 from edgeq.targets.tflite.versions import op_version
-from edgeq.tflite_graph import Graph, Operator, Tensor, read, write
+from edgeq.tflite_format.flatbuffer import Graph, Operator, Tensor, read, write
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

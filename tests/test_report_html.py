@@ -24,14 +24,14 @@ import pytest
 from conftest import REPO
 from PIL import Image
 
-from edgeq.analysis import analyze
-from edgeq.compare import compare_onnx
-from edgeq.data import input_specs, load_npz
-from edgeq.modelio import load_model, save_model
-from edgeq.quantize import build_qdq, calibrate_model
-from edgeq.recipe import Recipe
-from edgeq.report_html import render, write_report
-from edgeq.targets.onnxruntime import profile as ort_profile
+from edgeq.reports.analysis import analyze
+from edgeq.reports.compare import compare_onnx
+from edgeq.data.sources import input_specs, load_npz
+from edgeq.io.onnx_model import load_model, save_model
+from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.quantization.recipe import Recipe
+from edgeq.reports.html import render, write_report
+from edgeq.targets.onnxruntime.artifact import profile as ort_profile
 from edgeq.targets.tflite.artifact import emit
 from edgeq.targets.tflite.artifact import profile as tflite_profile
 
@@ -48,7 +48,7 @@ PNG_SRC = re.compile(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/
 @pytest.fixture(scope="module")
 def digits_data(tmp_path_factory):
     """Quantize the digits CNN with two recipes, compare both with float, profile in ORT and LiteRT, analyse
-    the .tflite (edgeq.analysis)."""
+    the .tflite (edgeq.reports.analysis)."""
     folder = tmp_path_factory.mktemp("report")
     float_path = MODELS / "digits_cnn.onnx"
     model = load_model(float_path)

@@ -1,4 +1,4 @@
-"""Data-free calibration (edgeq.synthetic) and the torch evaluator it relies on (edgeq.torch_graph).
+"""Data-free calibration (edgeq.calibration.synthetic) and the torch evaluator it relies on (edgeq.calibration.torch_graph).
 
 Every check runs the models in onnxruntime as the reference: the evaluator must agree with it, and the
 distilled data's statistics are measured there, not in torch.
@@ -19,10 +19,10 @@ from onnx import TensorProto, helper, numpy_helper
 torch = pytest.importorskip("torch")
 
 from edgeq.errors import EdgeqError  # noqa: E402
-from edgeq.modelio import load_model, to_proto  # noqa: E402
+from edgeq.io.onnx_model import load_model, to_proto  # noqa: E402
 from edgeq.passes.preprocess import preprocess  # noqa: E402
-from edgeq.synthetic import batchnorm_targets, distill  # noqa: E402
-from edgeq.torch_graph import TorchGraph  # noqa: E402
+from edgeq.calibration.synthetic import batchnorm_targets, distill  # noqa: E402
+from edgeq.calibration.torch_graph import TorchGraph  # noqa: E402
 
 
 def _session(model: ir.Model, exposed=()) -> ort.InferenceSession:
@@ -41,7 +41,7 @@ def _torch_outputs(model: ir.Model, feeds: dict[str, np.ndarray]) -> list[np.nda
 def _export_bn_model(path, fixed_batch: int | None = None):
     """Conv-BN-Relu, strided Conv-BN-Relu6, GAP, Linear, exported to PATH, with BatchNorm statistics measured on
     "training data" unlike N(0, 1) (smooth images with per-channel offsets), so that they can be matched."""
-    from edgeq.export import export_module
+    from edgeq.api.export import export_module
 
     torch.manual_seed(0)
     module = torch.nn.Sequential(
@@ -265,7 +265,7 @@ def test_distill_refuses_models_it_cannot_serve(bn_model_path, monkeypatch):
 # ---- MobileNetV2 ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mobilenet_v2(tmp_path_factory):
-    from edgeq.export import export_module
+    from edgeq.api.export import export_module
     from models.mobilenet_v2 import build
 
     module, example = build()
@@ -290,9 +290,9 @@ def test_mobilenet_v2_calibrated_on_distilled_data_keeps_top1_agreement(mobilene
     """Distilled data calibrates MobileNetV2 far better than the N(0, 1) noise it starts from, and its winning
     logits reach the photos' upper range, so calibration does not clip the photos' winning logits (the class
     term's weight: 4 gave 14.4, short of the photos' 90th percentile 17.3; see the module report)."""
-    from edgeq.metrics import top1_agreement
-    from edgeq.quantize import build_qdq, calibrate_model
-    from edgeq.recipe import Recipe
+    from edgeq.measure.metrics import top1_agreement
+    from edgeq.pipeline.quantize import build_qdq, calibrate_model
+    from edgeq.quantization.recipe import Recipe
     from models.photos import eval_views
 
     views = eval_views(128, seed=5)
@@ -312,7 +312,7 @@ def test_mobilenet_v2_calibrated_on_distilled_data_keeps_top1_agreement(mobilene
 
 
 def test_channel_moments_gradient_matches_autograd():
-    from edgeq.synthetic import _moments_function
+    from edgeq.calibration.synthetic import _moments_function
 
     value = torch.randn(3, 4, 5, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(_moments_function(torch), (value,))

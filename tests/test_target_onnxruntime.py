@@ -7,12 +7,12 @@ import onnxruntime as ort
 import pytest
 from conftest import REPO
 
-from edgeq.data import ArrayData, input_specs, load_npz
-from edgeq.metrics import accuracy, sqnr_db, top1_agreement
-from edgeq.modelio import load_model, model_bytes
-from edgeq.quantize import build_qdq, calibrate_model
-from edgeq.recipe import Recipe
-from edgeq.targets import onnxruntime as target
+from edgeq.data.sources import ArrayData, input_specs, load_npz
+from edgeq.measure.metrics import accuracy, sqnr_db, top1_agreement
+from edgeq.io.onnx_model import load_model, model_bytes
+from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.quantization.recipe import Recipe
+from edgeq.targets.onnxruntime import artifact as target
 
 DIGITS = REPO / "models" / "digits_cnn.onnx"
 

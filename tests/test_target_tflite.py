@@ -19,16 +19,16 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from tflite_cases import assert_bit_exact
 
-from edgeq.data import ArrayData, input_specs
+from edgeq.data.sources import ArrayData, input_specs
 from edgeq.errors import EdgeqError
-from edgeq.modelio import to_proto
-from edgeq.quantize import build_qdq, calibrate_model
-from edgeq.recipe import Recipe
+from edgeq.io.onnx_model import to_proto
+from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.quantization.recipe import Recipe
 from edgeq.targets.tflite.artifact import dequantized, float_outputs, model_inputs
 from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
 from edgeq.targets.tflite.lower import lower
 from edgeq.targets.tflite.validate import check_model
-from edgeq.tflite_graph import read, write
+from edgeq.tflite_format.flatbuffer import read, write
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -457,7 +457,7 @@ def _bit_exact_on(model_bytes: bytes, x: np.ndarray) -> None:
 def test_digits_cnn_is_bit_exact_on_every_test_image():
     from conftest import REPO
 
-    from edgeq.modelio import load_model
+    from edgeq.io.onnx_model import load_model
 
     model = load_model(REPO / "models" / "digits_cnn.onnx")
     calib = np.load(REPO / "models" / "digits_calib.npz")["input"]
@@ -478,7 +478,7 @@ def test_mobilenet_v2_is_bit_exact_and_as_accurate_as_the_onnx_model(tmp_path):
     logits SQNR of the ONNX Runtime QDQ model with the same scales."""
     from conftest import calibrated_mobilenet_v2
 
-    from edgeq.metrics import sqnr_db
+    from edgeq.measure.metrics import sqnr_db
     from models.photos import eval_views
 
     float_path, calibration = calibrated_mobilenet_v2(tmp_path)
@@ -513,7 +513,7 @@ def test_mobilenet_v2_is_bit_exact_and_as_accurate_as_the_onnx_model(tmp_path):
 
 def test_model_inputs_take_the_onnx_layout_when_the_shape_fits_both():
     """C = H = W: an NCHW batch must still be transposed (it once was passed through as if NHWC)."""
-    from edgeq.tflite_graph import Graph, Quantization, Tensor
+    from edgeq.tflite_format.flatbuffer import Graph, Quantization, Tensor
 
     graph = Graph()
     graph.inputs = [graph.add_tensor(Tensor("x", (1, 2, 2, 2), np.dtype(np.int8), Quantization(0.5, 0)))]

@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tflite_cases import activation, constant, random_input, single_op
 
-from edgeq import files
+from edgeq.io import files
 from edgeq.errors import EdgeqError
-from edgeq.targets import tflm
+from edgeq.targets.tflm import artifact as tflm
 from edgeq.targets.tflite.interpreters import run_litert
 from edgeq.targets.tflite.versions import op_version
-from edgeq.tflite_graph import OPTIONS, Graph, Operator, Tensor, write
+from edgeq.tflite_format.flatbuffer import OPTIONS, Graph, Operator, Tensor, write
 
 SETTINGS = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -17,12 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tflite_cases import activation, constant, single_op
 
-from edgeq import tflite_graph
+from edgeq.tflite_format import flatbuffer as tflite_graph
 from edgeq.errors import EdgeqError
 from edgeq.targets.tflite.interpreters import run_litert, run_tflm
 from edgeq.targets.tflite.validate import check_model, validate_model
 from edgeq.targets.tflite.versions import op_version
-from edgeq.tflite_graph import Graph, Operator, Tensor, read, write
+from edgeq.tflite_format.flatbuffer import Graph, Operator, Tensor, read, write
 
 OUTPUTS = ["conv1", "dw", "logits", "probs", "sigmoid"]
 

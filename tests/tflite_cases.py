@@ -11,7 +11,7 @@ import numpy as np
 from edgeq.reference.executor import run_all_semantics
 from edgeq.targets.tflite.interpreters import run_litert, run_tflm
 from edgeq.targets.tflite.versions import op_version
-from edgeq.tflite_graph import Graph, Operator, Quantization, Tensor, read, write
+from edgeq.tflite_format.flatbuffer import Graph, Operator, Quantization, Tensor, read, write
 
 
 def activation(name, shape, scale, zero_point, dtype=np.int8) -> Tensor:

@@ -22,7 +22,7 @@ import importlib
 import numpy as np
 
 from edgeq.errors import EdgeqError
-from edgeq.tflite_graph import Graph
+from edgeq.tflite_format.flatbuffer import Graph
 
 KERNEL_MODULES = {
     "ADD": "add",

@@ -36,7 +36,7 @@ from edgeq.reference.fixed_point import (
     saturating_rounding_doubling_high_mul_int16,
     truncating_divide,
 )
-from edgeq.tflite_graph import Graph, Operator
+from edgeq.tflite_format.flatbuffer import Graph, Operator
 
 RELUISH_SCALE = np.float32(3.0) / np.float32(32768.0)
 

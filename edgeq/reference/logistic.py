@@ -27,7 +27,7 @@ from edgeq.reference.arithmetic import (
     rounding_divide_by_pot,
 )
 from edgeq.reference.fixed_point import logistic
-from edgeq.tflite_graph import Graph, Operator
+from edgeq.tflite_format.flatbuffer import Graph, Operator
 
 INPUT_INTEGER_BITS = 4
 OUTPUT_INTEGER_BITS = 8

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeq.errors import EdgeqError
 from edgeq.reference.fixed_point import truncating_divide
-from edgeq.tflite_graph import Graph, Operator
+from edgeq.tflite_format.flatbuffer import Graph, Operator
 
 FRACTION_BITS = 10
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.reference.arithmetic import round_half_away
-from edgeq.tflite_graph import Graph, Operator
+from edgeq.tflite_format.flatbuffer import Graph, Operator
 
 
 def nearest_indices(

@@ -29,7 +29,7 @@ from edgeq.reference.arithmetic import (
     saturating_rounding_doubling_high_mul,
 )
 from edgeq.reference.fixed_point import exp_on_negative_values, get_reciprocal, rescale, wrap_int32
-from edgeq.tflite_graph import Graph, Operator
+from edgeq.tflite_format.flatbuffer import Graph, Operator
 
 SCALED_DIFF_INTEGER_BITS = 5
 ACCUMULATION_INTEGER_BITS = 12

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeq.errors import EdgeqError
-from edgeq.files import write_bytes_atomic
+from edgeq.io.files import write_bytes_atomic
 from edgeq.targets.integer_onnx.model import integer_only_model
 from edgeq.targets.integer_onnx.scan import scan_integer_only
 from edgeq.targets.tflite.lower import lower

@@ -18,7 +18,7 @@ import numpy as np
 from onnx import helper, numpy_helper
 
 from edgeq.errors import EdgeqError
-from edgeq.tflite_graph import Graph, Operator, Tensor
+from edgeq.tflite_format.flatbuffer import Graph, Operator, Tensor
 
 NCHW = (0, 3, 1, 2)  # TFLite NHWC axes stored on ONNX axes 0..3
 

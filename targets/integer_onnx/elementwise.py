@@ -19,7 +19,7 @@ import numpy as np
 from edgeq.errors import EdgeqError
 from edgeq.reference.executor import kernel
 from edgeq.targets.integer_onnx.quantize import lookup_table
-from edgeq.tflite_graph import Graph, Operator
+from edgeq.tflite_format.flatbuffer import Graph, Operator
 
 
 def output_layout(b, op) -> tuple[int, ...]:

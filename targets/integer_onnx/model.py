@@ -27,7 +27,7 @@ from edgeq.targets.integer_onnx import (
     softmax,
 )
 from edgeq.targets.integer_onnx.builder import NCHW, Builder
-from edgeq.tflite_graph import Graph
+from edgeq.tflite_format.flatbuffer import Graph
 
 OPSET = 21
 IR_VERSION = 10

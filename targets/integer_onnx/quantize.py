@@ -35,7 +35,7 @@ from edgeq.errors import EdgeqError
 from edgeq.reference.arithmetic import quantize_multiplier
 from edgeq.reference.executor import kernel
 from edgeq.targets.integer_onnx.requantize import multiply_by_quantized_multiplier, saturate
-from edgeq.tflite_graph import Graph, Operator, Quantization, Tensor
+from edgeq.tflite_format.flatbuffer import Graph, Operator, Quantization, Tensor
 
 FLOAT32_KEYS = (-0x7F800000, 0x7F800000)  # ordered keys of -inf and +inf
 

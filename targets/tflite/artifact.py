@@ -1,6 +1,6 @@
 """TFLite artifacts: emit, validate on data, profile (see the package docstring for the other modules).
 
-* ``emit``: lowers the QDQ model (lower.py), serializes it (edgeq.tflite_graph), checks every file rule the
+* ``emit``: lowers the QDQ model (lower.py), serializes it (edgeq.tflite_format.flatbuffer), checks every file rule the
   runtimes rely on (validate.py) and writes ``<name>.tflite`` atomically; with ``float_model=True`` also
   ``<name>.float.tflite``, the same graph in float32 for speed comparisons.
 * ``validate_on_data``: runs the .tflite in LiteRT's default kernels (what a CPU deployment computes) on the evaluation
@@ -9,9 +9,9 @@
 * ``profile``: latency in LiteRT with default kernels (XNNPACK), without default delegates (the builtin CPU
   kernels) and with reference kernels (BUILTIN_REF, what TFLite Micro's kernels compute), each at every
   requested thread count; the latency rows (warm-up, timed ``invoke`` calls, percentiles, spread) are those of
-  edgeq.latency, whose docstring defines them. LiteRT's Python interpreter returns no per-op timings, so there
-  is no per-op breakdown here; edgeq.analysis gives the MACs per layer. ``runner`` hands one configuration to
-  ``edgeq.latency.alternate`` for A/B ratios against another artifact.
+  edgeq.measure.latency, whose docstring defines them. LiteRT's Python interpreter returns no per-op timings, so there
+  is no per-op breakdown here; edgeq.reports.analysis gives the MACs per layer. ``runner`` hands one configuration to
+  ``edgeq.measure.latency.alternate`` for A/B ratios against another artifact.
 
 Inputs arrive in the ONNX layout (NCHW) as floats; :func:`model_inputs` lays them out NHWC and quantizes them the
 way TFLite's reference QUANTIZE does (round half away from zero), and :func:`float_outputs` turns the model's
@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgeq.data import CalibrationData
+from edgeq.data.sources import CalibrationData
 from edgeq.errors import EdgeqError
-from edgeq.files import write_bytes_atomic
-from edgeq.latency import (
+from edgeq.io.files import write_bytes_atomic
+from edgeq.measure.latency import (
     Run,
     format_latency_table,
     latency_stats,
@@ -40,7 +40,7 @@ from edgeq.latency import (
     thread_counts,
     timed_runs,
 )
-from edgeq.metrics import ErrorSums, accuracy
+from edgeq.measure.metrics import ErrorSums, accuracy
 from edgeq.reference.arithmetic import round_half_away
 from edgeq.reference.executor import run_all_semantics
 from edgeq.targets.tflite.interpreters import (
@@ -52,7 +52,7 @@ from edgeq.targets.tflite.interpreters import (
     tflm_interpreter,
 )
 from edgeq.targets.tflite.lower import lower
-from edgeq.tflite_graph import Graph, Tensor, read, write
+from edgeq.tflite_format.flatbuffer import Graph, Tensor, read, write
 
 
 def emit(qdq_model, outdir: Path, name: str, *, io: str = "int8", float_model: bool = False) -> dict:
@@ -327,7 +327,7 @@ def profile(
         "ops": dict(sorted(Counter(op.opcode for op in graph.operators).items())),
     }
     if importlib.util.find_spec("tflite_micro") is not None and any(t.dtype == np.int8 for t in graph.tensors):
-        from edgeq.targets import tflm
+        from edgeq.targets.tflm import artifact as tflm
 
         arena = tflm.measure_arena(model_bytes)
         result["tflm"] = {

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.errors import EdgeqError
-from edgeq.tflite_graph import Graph, read
+from edgeq.tflite_format.flatbuffer import Graph, read
 
 LITERT_KERNELS = ("default", "optimized", "reference")
 

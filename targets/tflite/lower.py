@@ -35,9 +35,9 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.errors import EdgeqError
-from edgeq.quant_plan import activation_bounds
+from edgeq.quantization.plan import activation_bounds
 from edgeq.targets.tflite.versions import op_version
-from edgeq.tflite_graph import Graph, Operator, Quantization, Tensor
+from edgeq.tflite_format.flatbuffer import Graph, Operator, Quantization, Tensor
 
 IO_TYPES = ("int8", "uint8", "float")
 TO_NHWC = (0, 2, 3, 1)

@@ -34,7 +34,7 @@ import tflite
 
 from edgeq.errors import EdgeqError
 from edgeq.targets.tflite.versions import op_version
-from edgeq.tflite_graph import DTYPES, OPCODE_NAMES, OPTIONS, Graph, Operator, Tensor, raw_builtin_code, read
+from edgeq.tflite_format.flatbuffer import DTYPES, OPCODE_NAMES, OPTIONS, Graph, Operator, Tensor, raw_builtin_code, read
 
 ALIGNMENT = 16  # what the converter and tflite_flatbuffer_align produce; MCUs and DMA rely on it
 SCHEMA_VERSION = 3

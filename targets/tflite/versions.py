@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.tflite_graph import Graph, Operator
+from edgeq.tflite_format.flatbuffer import Graph, Operator
 
 
 def op_version(graph: Graph, op: Operator) -> int:

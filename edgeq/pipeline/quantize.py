@@ -1,6 +1,6 @@
 """The quantization pipeline: float model + calibration data + recipe -> QDQ model + report.
 
-    preprocess (passes.preprocess) -> plan (edgeq.quant_plan) -> calibrate (edgeq.calibrate)
+    preprocess (passes.preprocess) -> plan (edgeq.quantization.plan) -> calibrate (edgeq.calibration.collect)
     -> encodings from the recipe's range method -> InsertQDQPass
 
 Calibration is the expensive step and does not depend on the activation type (int8 and uint8 encodings of one
@@ -19,11 +19,11 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 import onnxruntime as ort
 
-from edgeq.calibrate import collect, fixed_batch_size
-from edgeq.data import CalibrationData
-from edgeq.metrics import sqnr_db
-from edgeq.modelio import clone_model, model_bytes
-from edgeq.observers import TensorObserver
+from edgeq.calibration.collect import collect, fixed_batch_size
+from edgeq.data.sources import CalibrationData
+from edgeq.measure.metrics import sqnr_db
+from edgeq.io.onnx_model import clone_model, model_bytes
+from edgeq.calibration.observers import TensorObserver
 from edgeq.passes.adaround import AdaRoundPass
 from edgeq.passes.bias_correction import BiasCorrectionPass
 from edgeq.passes.dyadic import DyadicPass
@@ -31,9 +31,9 @@ from edgeq.passes.equalize import EqualizePass
 from edgeq.passes.insert_qdq import InsertQDQPass
 from edgeq.passes.preprocess import preprocess
 from edgeq.passes.range_search import search_ranges, searchable_groups
-from edgeq.qparams import ACTIVATION_TYPES
-from edgeq.quant_plan import Exclusions, assign_encodings, plan_quantization
-from edgeq.recipe import Recipe
+from edgeq.quantization.qparams import ACTIVATION_TYPES
+from edgeq.quantization.plan import Exclusions, assign_encodings, plan_quantization
+from edgeq.quantization.recipe import Recipe
 
 CHANNEL_SCALES_KEY = "edgeq.channel_scales"
 

@@ -9,7 +9,7 @@
 * ``validate``: runs the float and the quantized model on the same data: SQNR, max abs error, top-1 agreement
   and (with labels) accuracy per output.
 * ``profile``: latency per thread count (``intra_op_num_threads``; one ``sweep`` row each): WARMUP untimed
-  runs, then RUNS timed ``session.run`` calls, one latency row of edgeq.latency (p50/p90/p99, spread). Then a
+  runs, then RUNS timed ``session.run`` calls, one latency row of edgeq.measure.latency (p50/p90/p99, spread). Then a
   per-node and per-op-type breakdown from ORT's own profiler (``SessionOptions.enable_profiling``: a
   Chrome-trace JSON with one ``<node>_kernel_time`` event per node and run and one ``model_run`` event per
   run; onnxruntime.ai/docs/performance/tune-performance/profiling-tools.html), at the first thread count, in a
@@ -30,7 +30,7 @@
   run; unprofiled 3.8 ms); on the digits CNN, whose 27 kernels take microseconds each, 20-85% across runs (profiled
   runs 0.24-1 ms, unprofiled 0.02-0.07 ms; BENCHMARKS.md, Profiling): the profiler's cost per node exceeds the
   kernels' own time, so on such a model the per-op milliseconds are to be read as shares, not as latencies.
-* ``runner``: one inference per call, for edgeq.latency.alternate (A/B ratios against another artifact).
+* ``runner``: one inference per call, for edgeq.measure.latency.alternate (A/B ratios against another artifact).
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ import onnx
 import onnxruntime as ort
 from tqdm import tqdm
 
-from edgeq.data import CalibrationData
+from edgeq.data.sources import CalibrationData
 from edgeq.errors import EdgeqError
-from edgeq.files import write_bytes_atomic
-from edgeq.latency import (
+from edgeq.io.files import write_bytes_atomic
+from edgeq.measure.latency import (
     Run,
     format_latency_table,
     latency_stats,
@@ -64,7 +64,7 @@ from edgeq.latency import (
     thread_counts,
     timed_runs,
 )
-from edgeq.metrics import ErrorSums, accuracy
+from edgeq.measure.metrics import ErrorSums, accuracy
 
 CONV_OPS = {"Conv", "ConvTranspose", "FusedConv"}
 INTEGER_CONV_OPS = {"QLinearConv", "NhwcQLinearConv", "ConvInteger"}

@@ -10,7 +10,7 @@ outputs look like that:
 
 with mean_l and std_l per channel over the batch and every other axis (the paper's equation 2). x starts from
 N(0, 1) -- the statistics of inputs normalized by their mean and std, as image models expect -- and Adam
-updates it, with the model evaluated in torch (edgeq.torch_graph) so that gradients reach the input.
+updates it, with the model evaluated in torch (edgeq.calibration.torch_graph) so that gradients reach the input.
 
 The BatchNorm terms say nothing about the layers after the last BatchNorm: on MobileNetV2 the distilled
 logits span about 0.6x the range real photos give, so calibrating on them clips the winning logit. For a
@@ -77,7 +77,7 @@ import numpy as np
 import onnx_ir as ir
 from tqdm import tqdm
 
-from edgeq.data import ArrayData, CalibrationData, input_specs
+from edgeq.data.sources import ArrayData, CalibrationData, input_specs
 from edgeq.errors import EdgeqError
 from edgeq.passes.fold_batchnorm import batchnorm_statistics
 
@@ -145,7 +145,7 @@ def distill(
         )
 
     torch = _torch()
-    from edgeq.torch_graph import TorchGraph
+    from edgeq.calibration.torch_graph import TorchGraph
 
     graph = TorchGraph(float_model)
     names = list(targets)

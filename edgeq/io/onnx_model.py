@@ -20,7 +20,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from edgeq.errors import EdgeqError
-from edgeq.files import check_output_path, write_bytes_atomic
+from edgeq.io.files import check_output_path, write_bytes_atomic
 
 MIN_OPSET = 11
 MAX_OPSET = 21

@@ -1,6 +1,6 @@
 """Evaluate a preprocessed float ONNX model in PyTorch, differentiably.
 
-Data-free calibration (edgeq.synthetic) optimizes the model's *input* by gradient descent, which onnxruntime
+Data-free calibration (edgeq.calibration.synthetic) optimizes the model's *input* by gradient descent, which onnxruntime
 cannot do. ``TorchGraph`` runs the graph node by node with torch functions, so autograd reaches the input:
 the ops that edgeq's models contain after preprocessing (Conv with groups, pads, strides and dilations; Gemm,
 MatMul; Relu, Clip, Sigmoid, HardSwish, Softmax; Add, Mul, Sub, Div; GlobalAveragePool, AveragePool,

@@ -19,7 +19,7 @@ Rules (DESIGN.md, "Quantization conventions"):
   Its group takes the range of its output only: the constant and a data input read by nothing else do not widen
   it. Saturating them at the output's range is exact: y = min(x, c) <= c, so wherever x or c exceeds the range,
   y is c or saturates the output's Q too (Max likewise, mirrored).
-* Softmax, Sigmoid and Tanh outputs have fixed encodings (edgeq.qparams.fixed_output_encoding).
+* Softmax, Sigmoid and Tanh outputs have fixed encodings (edgeq.quantization.qparams.fixed_output_encoding).
 * Every float tensor that is a data input or an output of a quantized node gets one Q/DQ pair.
 """
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
-from edgeq.qparams import Encoding, QType, activation_encoding, fixed_output_encoding
+from edgeq.quantization.qparams import Encoding, QType, activation_encoding, fixed_output_encoding
 
 ANCHOR_OPS = {
     "Conv",

@@ -4,18 +4,18 @@
 and rendered only when its key is in DATA:
 
     "title"      str
-    "compare"    {label: edgeq.compare.compare() result}: per-output SQNR / max error / top-1 agreement, and
-                 per-layer SQNR against the float model, one line per label (edgeq.compare.plot_layers) and a
+    "compare"    {label: edgeq.reports.compare.compare() result}: per-output SQNR / max error / top-1 agreement, and
+                 per-layer SQNR against the float model, one line per label (edgeq.reports.compare.plot_layers) and a
                  table with one column per label
     "profiles"   [targets.onnxruntime.profile() or targets.tflite.artifact.profile() result, ...]: latency
                  percentiles; for ORT profiles with "per_op" (ORT's own profiler, mean kernel time per node) a
                  bar chart of the time per op type and the slowest nodes
     "analysis"   {"layers": [{"name", "op", "macs", "params", "output_bytes"}, ...],
                   "summary": {"params", "param_bytes", "macs", "peak_activation_bytes", "peak_at"}}
-                 (edgeq.analysis): MACs and output bytes per layer as bars, the totals and the activation peak
+                 (edgeq.reports.analysis): MACs and output bytes per layer as bars, the totals and the activation peak
     "artifacts"  {path or label: size in bytes}
-    "recipe"     edgeq.recipe.Recipe.to_dict()
-    "quantize"   the quantize report (edgeq.quantize.build_qdq): the passes that ran and what they did, the
+    "recipe"     edgeq.quantization.recipe.Recipe.to_dict()
+    "quantize"   the quantize report (edgeq.pipeline.quantize.build_qdq): the passes that ran and what they did, the
                  quantized op counts, the calibration, and the "warnings" and "float_nodes" (ops left float,
                  biases whose weight scale was raised or that stayed float), which the design requires to be
                  listed, never silent
@@ -39,8 +39,8 @@ import tempfile
 from pathlib import Path
 
 from edgeq import __version__
-from edgeq.compare import layer_order, plot_layers
-from edgeq.files import write_text_atomic
+from edgeq.reports.compare import layer_order, plot_layers
+from edgeq.io.files import write_text_atomic
 
 SLOWEST_NODES = 10  # rows of the per-node latency table; the bar chart has every op type
 

@@ -7,7 +7,7 @@ is accumulated over all samples as
 
     SQNR = 10 log10( sum x_float^2 / sum (x_float - x_quant)^2 )   [dB]
 
-(edgeq.metrics.ErrorSums: streaming sums, so memory does not grow with the data).
+(edgeq.measure.metrics.ErrorSums: streaming sums, so memory does not grow with the data).
 
 A .tflite written by edgeq keeps the ONNX tensor names, so it is compared the same way: it runs in LiteRT's
 builtin kernels without delegates (XNNPACK fuses tensors away; these kernels keep every intermediate), one sample
@@ -25,12 +25,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edgeq.data import CalibrationData
-from edgeq.metrics import ErrorSums
-from edgeq.modelio import load_model, read_proto, to_proto
+from edgeq.data.sources import CalibrationData
+from edgeq.measure.metrics import ErrorSums
+from edgeq.io.onnx_model import load_model, read_proto, to_proto
 from edgeq.passes.preprocess import preprocess
-from edgeq.quantize import CHANNEL_SCALES_KEY
-from edgeq.targets.onnxruntime import run_batches
+from edgeq.pipeline.quantize import CHANNEL_SCALES_KEY
+from edgeq.targets.onnxruntime.artifact import run_batches
 
 
 def _float_tensor_names(proto: onnx.ModelProto) -> list[str]:
@@ -107,7 +107,7 @@ def compare(float_path, quant_path, data: CalibrationData, *, batch_size: int = 
 def compare_tflite(float_path, tflite_path, data: CalibrationData) -> dict:
     from edgeq.targets.tflite.artifact import dequantized, float_outputs, model_inputs
     from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
-    from edgeq.tflite_graph import read
+    from edgeq.tflite_format.flatbuffer import read
 
     model_bytes = Path(tflite_path).read_bytes()
     graph = read(model_bytes)
@@ -161,7 +161,7 @@ def plot_layers(results: dict[str, dict], path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from edgeq.files import atomic_path
+    from edgeq.io.files import atomic_path
 
     figure, axes = plt.subplots(figsize=(12, 4.5))
     position = {name: i for i, name in enumerate(layer_order(results))}

@@ -4,7 +4,7 @@ torch 2.13's ``torch.onnx.export`` defaults to the dynamo exporter, which may em
 and writes weights to a separate ``.onnx.data`` file. edgeq uses the TorchScript exporter (``dynamo=False``),
 which honours the opset, keeps BatchNorm nodes when asked (edgeq folds them itself and keeps their statistics)
 and needs no external data below 2 GB; it exports into a temporary folder, loads the result back through
-edgeq.modelio (opset check included), saves one file atomically and then runs it in onnxruntime on the
+edgeq.io.onnx_model (opset check included), saves one file atomically and then runs it in onnxruntime on the
 example input and on a second random input, refusing the export if the outputs differ from torch by more than
 ``atol + rtol * |torch|``.
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgeq.data import load_callable
+from edgeq.data.sources import load_callable
 from edgeq.errors import EdgeqError
-from edgeq.files import check_output_path
-from edgeq.modelio import load_model, save_model
+from edgeq.io.files import check_output_path
+from edgeq.io.onnx_model import load_model, save_model
 
 
 def _torch():

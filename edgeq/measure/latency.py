@@ -1,7 +1,7 @@
 """Latency measurement shared by every runtime: timed runs, latency rows, and two artifacts measured alternately.
 
 A runtime hands over ``Run``, a callable that does one inference; everything here is independent of what it runs
-(onnxruntime sessions in edgeq.targets.onnxruntime, LiteRT interpreters in edgeq.targets.tflite.artifact).
+(onnxruntime sessions in edgeq.targets.onnxruntime.artifact, LiteRT interpreters in edgeq.targets.tflite.artifact).
 
 * ``timed_runs``: WARMUP untimed calls (first-run allocation, lazy kernel set-up, cold caches), then RUNS calls,
   each timed on the wall clock (``time.perf_counter``) around the call alone.

@@ -29,7 +29,7 @@ tensorflow/lite/micro/micro_allocation_info.cc; the installed tflite-micro does 
 bound exceeds its planned activations by exactly the 1000-byte logits.) The peak is the largest sum of the
 live tensors' sizes over the operators. No allocator can place the live tensors of one step in less memory, so
 the peak is a lower bound of TFLite Micro's arena (which adds persistent data, kernel scratch buffers and the
-planner's packing losses; edgeq.targets.tflm measures the real arena). For a ``.tflite`` every buffer size is
+planner's packing losses; edgeq.targets.tflm.artifact measures the real arena). For a ``.tflite`` every buffer size is
 rounded up to 16 bytes, TFLite Micro's buffer alignment (MicroArenaBufferAlignment), which keeps the bound valid.
 Data-movement operators get their own output buffer, as TFLite Micro plans them: its memory planner gives every
 non-constant tensor its own buffer, RESHAPE included (the RESHAPE kernel copies when the two buffers differ),
@@ -47,12 +47,12 @@ import onnx
 from onnx import helper, shape_inference
 
 from edgeq.errors import EdgeqError
-from edgeq.modelio import read_proto
-from edgeq.tflite_graph import Graph, read
+from edgeq.io.onnx_model import read_proto
+from edgeq.tflite_format.flatbuffer import Graph, read
 
 TFLM_BUFFER_ALIGNMENT = 16
 
-# TFLite: the kind of work each builtin does (edgeq.mcu prices each kind).
+# TFLite: the kind of work each builtin does (edgeq.targets.tflm.mcu prices each kind).
 _TFLITE_KINDS = {
     "CONV_2D": "conv",
     "DEPTHWISE_CONV_2D": "depthwise",

@@ -31,10 +31,10 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from tqdm import tqdm
 
-from edgeq.data import CalibrationData
+from edgeq.data.sources import CalibrationData
 from edgeq.errors import EdgeqError
-from edgeq.modelio import to_proto
-from edgeq.observers import TensorObserver
+from edgeq.io.onnx_model import to_proto
+from edgeq.calibration.observers import TensorObserver
 
 MAX_BATCH = 32
 _UNKNOWN_DIM = 64

@@ -12,7 +12,7 @@ calibration, so with ``--target all`` every artifact carries the same scales.
 
 Integer-only ONNX (``integer_only``, with the onnxruntime target): that same int8 QDQ model, lowered as for
 TFLite, becomes ``<name>.integer.onnx`` (edgeq.targets.integer_onnx), validated against the float model on the
-evaluation data and checked bit-exact against the integer reference (edgeq.verify) on the first samples.
+evaluation data and checked bit-exact against the integer reference (edgeq.reports.verify) on the first samples.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from edgeq.data import CalibrationData
+from edgeq.data.sources import CalibrationData
 from edgeq.errors import EdgeqError
-from edgeq.modelio import model_bytes, save_model
-from edgeq.quantize import build_qdq, calibrate_model
-from edgeq.recipe import Recipe
-from edgeq.targets import onnxruntime as ort_target
+from edgeq.io.onnx_model import model_bytes, save_model
+from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.quantization.recipe import Recipe
+from edgeq.targets.onnxruntime import artifact as ort_target
 
 TARGETS = ("onnxruntime", "tflite", "tflm")
 
@@ -132,7 +132,7 @@ def _onnxruntime(calibration, recipe, float_path, eval_data, outdir, name, label
 
 def _integer_onnx(qdq, qdq_path, quant_report, float_path, eval_data, outdir, name, labels, verify_samples):
     from edgeq.targets.integer_onnx import artifact as integer_target
-    from edgeq.verify import verify
+    from edgeq.reports.verify import verify
 
     emitted = integer_target.emit(qdq, outdir, name)
     path = emitted.pop("path")
@@ -178,7 +178,7 @@ def _tflite(
             "validation": validation,
         }
     if "tflm" in targets:
-        from edgeq.targets import tflm
+        from edgeq.targets.tflm import artifact as tflm
 
         tflm_report = tflm.emit(model_bytes_, outdir, tflm.c_identifier(name))
         tflm_report["artifacts"] = [str(p) for p in tflm_report.pop("files")]

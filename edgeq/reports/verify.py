@@ -30,9 +30,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edgeq.data import CalibrationData, InputSpec
+from edgeq.data.sources import CalibrationData, InputSpec
 from edgeq.errors import EdgeqError
-from edgeq.modelio import read_proto
+from edgeq.io.onnx_model import read_proto
 from edgeq.reference.executor import kernel, run_all_semantics
 from edgeq.targets.tflite.artifact import dequantized, model_inputs, quantized
 from edgeq.targets.tflite.interpreters import (
@@ -42,7 +42,7 @@ from edgeq.targets.tflite.interpreters import (
     litert_interpreter,
     tflm_interpreter,
 )
-from edgeq.tflite_graph import Graph, read
+from edgeq.tflite_format.flatbuffer import Graph, read
 
 INTEGER_ONNX_SUFFIX = ".integer.onnx"
 
@@ -62,7 +62,7 @@ def reference_graph(artifacts: list[Path]) -> tuple[Graph, bytes | None]:
     qdq = [p for p in artifacts if p.suffix == ".onnx" and not _is_integer_only(p)]
     if not qdq:
         raise EdgeqError("verify needs the .tflite or the QDQ .onnx the other artifacts were built from")
-    from edgeq.modelio import load_model
+    from edgeq.io.onnx_model import load_model
     from edgeq.targets.tflite.lower import lower
 
     model = load_model(qdq[0])

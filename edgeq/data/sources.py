@@ -591,7 +591,7 @@ def open_data(
 ) -> CalibrationData:
     """The data source named by SOURCE: an .npz file, an image folder, or module:function."""
     text = str(source)
-    if text == "synthetic":  # only `--calib` knows how to distill data (edgeq/synthetic.py)
+    if text == "synthetic":  # only `--calib` knows how to distill data (edgeq/calibration/synthetic.py)
         raise EdgeqError("'synthetic' data is for --calib only; give real data here")
     path = Path(text)
     if path.is_dir():

@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.errors import EdgeqError
-from edgeq.files import prepare_output_dir, write_bytes_atomic, write_text_atomic
+from edgeq.io.files import prepare_output_dir, write_bytes_atomic, write_text_atomic
 from edgeq.targets.tflite.interpreters import default_arena_size, invoke_tflm, tflm_interpreter
-from edgeq.tflite_graph import read
+from edgeq.tflite_format.flatbuffer import read
 
 ARENA_ALIGNMENT = 16
 MAX_ARENA = 1 << 30
