@@ -1,8 +1,52 @@
-"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+"""The exceptions edgeq raises for problems with what it was given; the CLI prints each as one line and exits 2.
+
+Every message is one line that names the file or option at fault and what is wrong with it, the same text from
+the Python API and the command line. Catch ``EdgeqError`` for all of them, or one subclass for one kind:
+
+* ``ModelError``: a model file or graph edgeq cannot read, check or trust (not ONNX, invalid, external data
+  outside its folder, an unsupported opset, a .tflite that is not a flatbuffer);
+* ``DataError``: calibration or evaluation data that does not fit the model (missing inputs, wrong shapes or
+  dtypes, NaN/Inf, no samples);
+* ``RecipeError``: an option or recipe value out of range, an unknown pass or target;
+* ``OutputError``: an output path that would overwrite an input, or cannot be written;
+* ``UnsupportedError``: a model that is valid but uses something a pass or target cannot express (an operator
+  TFLite has no kernel for, a padding no TFLite op computes);
+* ``ExecutionError``: a runtime (onnxruntime, LiteRT, TFLite Micro) that refused to load or run a model.
+
+Anything else that escapes is a bug in edgeq; the CLI shows it as an internal error (exit 3) and ``--debug``
+prints its traceback.
+"""
 
 
 class EdgeqError(Exception):
-    """A problem with the user's input or environment, stated in one line.
+    """A problem with the user's input or environment, stated in one line."""
 
-    Anything else that escapes is a bug in edgeq and is shown as a traceback with --debug.
-    """
+
+class ModelError(EdgeqError):
+    """A model file or graph that cannot be read, checked or trusted."""
+
+
+class DataError(EdgeqError):
+    """Calibration or evaluation data that does not fit the model."""
+
+
+class RecipeError(EdgeqError):
+    """An option or recipe value that is not allowed."""
+
+
+class OutputError(EdgeqError):
+    """An output path that cannot be written, or would overwrite an input."""
+
+
+class UnsupportedError(EdgeqError):
+    """A valid model that uses something a pass or target cannot express."""
+
+
+class ExecutionError(EdgeqError):
+    """A runtime that refused to load or run a model."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of EXC's message (runtimes raise multi-line messages), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
