@@ -47,13 +47,13 @@ from benchmarks.bench_quantize import (  # noqa: E402
     mobilenet_photo_setup,
     replace_section,
 )
-from edgeq.targets.tflm import mcu  # noqa: E402
-from edgeq.reports.analysis import analyze_tflite  # noqa: E402
 from edgeq.measure.latency import latency_stats, progress_bar, timed_runs  # noqa: E402
-from edgeq.targets.tflm import artifact as tflm  # noqa: E402
+from edgeq.reports.analysis import analyze_tflite  # noqa: E402
 from edgeq.targets.onnxruntime.artifact import ACCOUNTED_SHARE_BAR  # noqa: E402
 from edgeq.targets.tflite.artifact import KERNEL_NAMES, model_inputs  # noqa: E402
 from edgeq.targets.tflite.interpreters import invoke_tflm, tflm_interpreter  # noqa: E402
+from edgeq.targets.tflm import artifact as tflm  # noqa: E402
+from edgeq.targets.tflm import mcu  # noqa: E402
 from edgeq.tflite_format.flatbuffer import read  # noqa: E402
 from models.mlperf_tiny import FIT, PUBLISHED_LATENCY_MS, tflite_model  # noqa: E402
 from models.mlperf_tiny import MODELS as MLPERF_MODELS  # noqa: E402

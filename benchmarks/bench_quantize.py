@@ -32,6 +32,7 @@ import onnxruntime as ort
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from edgeq.io.session import session  # noqa: E402
 from edgeq.measure.metrics import accuracy, sqnr_db, top1_agreement  # noqa: E402
 from edgeq.targets.onnxruntime.artifact import fusion_report  # noqa: E402
 
@@ -63,12 +64,9 @@ def measured(cmd: list[str]) -> dict:
 
 def run_model(model: Path | bytes, x: np.ndarray, threads: int = 2) -> np.ndarray:
     """MODEL (a file or serialized bytes) on X in batches of 32."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    source = model if isinstance(model, bytes) else str(model)
-    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[i : i + 32]})[0] for i in range(0, len(x), 32)])
+    runner = session(model, threads=threads)
+    name = runner.get_inputs()[0].name
+    return np.concatenate([runner.run(None, {name: x[i : i + 32]})[0] for i in range(0, len(x), 32)])
 
 
 def ort_quantize_cmd(
@@ -85,19 +83,17 @@ def interleaved_latency(paths: dict[str, Path], threads: int, rounds: int = 30, 
     """
     sessions, feeds = {}, {}
     for name, path in paths.items():
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        sessions[name] = session(path, threads=threads)
         feeds[name] = {"input": np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)}
         for _ in range(5):
             sessions[name].run(None, feeds[name])
     per_round: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(rounds):
-        for name, session in sessions.items():
+        for name, runner in sessions.items():
             times = []
             for _ in range(runs):
                 start = time.perf_counter()
-                session.run(None, feeds[name])
+                runner.run(None, feeds[name])
                 times.append((time.perf_counter() - start) * 1e3)
             per_round[name].append(float(np.median(times)))
     fp32 = np.array(per_round["fp32"])

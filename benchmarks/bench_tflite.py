@@ -37,7 +37,6 @@ from benchmarks.bench_quantize import (  # noqa: E402
 )
 from edgeq.measure.metrics import sqnr_db, top1_agreement  # noqa: E402
 from edgeq.reference.executor import run_all_semantics  # noqa: E402
-from edgeq.targets.tflm import artifact as tflm  # noqa: E402
 from edgeq.targets.tflite.artifact import float_outputs, model_inputs  # noqa: E402
 from edgeq.targets.tflite.interpreters import (  # noqa: E402
     invoke_litert,
@@ -46,6 +45,7 @@ from edgeq.targets.tflite.interpreters import (  # noqa: E402
     run_tflm,
 )
 from edgeq.targets.tflite.versions import op_version  # noqa: E402
+from edgeq.targets.tflm import artifact as tflm  # noqa: E402
 from edgeq.tflite_format.flatbuffer import Graph, Operator, Quantization, Tensor, read, write  # noqa: E402
 
 MARKER = "## TFLite and TFLite Micro"

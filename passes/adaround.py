@@ -64,15 +64,14 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 from tqdm import tqdm
 
-from edgeq.calibration.collect import budget_batch, exposing_copy, fixed_batch_size
 from edgeq.data.sources import CalibrationData
 from edgeq.errors import EdgeqError
+from edgeq.io.session import budget_batch, exposing_copy, fixed_batch_size, session
 from edgeq.passes.bias_correction import clipped_reference
-from edgeq.quantization.qparams import weight_qmax
 from edgeq.quantization.plan import BIAS_INPUT, activation_bounds, is_constant
+from edgeq.quantization.qparams import weight_qmax
 
 ZETA, GAMMA = 1.1, -0.1
 REGULARIZATION = 0.001  # lambda
@@ -526,10 +525,7 @@ def _runner(proto: onnx.ModelProto, name: str):
     pruned.graph.node.extend(reversed(kept))
     del pruned.graph.output[:]
     pruned.graph.output.extend(o for o in proto.graph.output if o.name == name)
-    options = ort.SessionOptions()
     # All optimizations: a QDQ model runs its integer kernels (3x faster than the float simulation for
     # MobileNetV2, and what the ONNX Runtime target runs); the exposed tensor is a graph output, never fused away.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # the initializers the pruned graph no longer reads are expected
-    session = ort.InferenceSession(pruned.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return lambda batch: session.run([name], batch)[0]
+    runner = session(pruned)
+    return lambda batch: runner.run([name], batch)[0]

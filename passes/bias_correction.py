@@ -56,17 +56,16 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
-import onnxruntime as ort
 from tqdm import tqdm
 
-from edgeq.calibration.collect import budget_batch, fixed_batch_size
 from edgeq.data.sources import CalibrationData
 from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import clone_model, to_proto
+from edgeq.io.session import budget_batch, fixed_batch_size, session
 from edgeq.passes.fold_batchnorm import batchnorm_statistics
 from edgeq.passes.insert_qdq import dequantize_constant
-from edgeq.quantization.qparams import BIAS_LIMIT
 from edgeq.quantization.plan import activation_bounds
+from edgeq.quantization.qparams import BIAS_LIMIT
 from edgeq.quantization.recipe import BIAS_CORRECTIONS
 
 LINEAR_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
@@ -395,11 +394,7 @@ class _Segment:
             initializer=[t for t in proto.graph.initializer if t.name in used],
         )
         segment = onnx.helper.make_model(graph, opset_imports=proto.opset_import, ir_version=proto.ir_version)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        self.session = ort.InferenceSession(
-            segment.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = session(segment, optimization="basic")
         self.input_names = [v.name for v in inputs]
         self.output_names = [v.name for v in outputs]
 

@@ -48,8 +48,8 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.errors import EdgeqError
-from edgeq.quantization.qparams import BIAS_LIMIT, quantize_weights
 from edgeq.quantization.plan import BIAS_INPUT, FUSABLE_ACTIVATIONS, WEIGHT_INPUT
+from edgeq.quantization.qparams import BIAS_LIMIT, quantize_weights
 
 TFLITE_SIGNIFICAND_BITS = 31
 FLOAT32_SIGNIFICAND_BITS = 24

@@ -61,12 +61,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
-import onnxruntime as ort
 
-from edgeq.calibration.collect import exposing_copy, fixed_batch_size
 from edgeq.data.sources import CalibrationData
 from edgeq.errors import EdgeqError
-from edgeq.io.onnx_model import model_bytes
+from edgeq.io.session import exposing_copy, fixed_batch_size, random_inputs, session
 from edgeq.passes.fold_batchnorm import BN_BETA_KEY, BN_GAMMA_KEY, batchnorm_statistics
 from edgeq.quantization.plan import activation_bounds
 from edgeq.quantization.recipe import EQUALIZE_CLIPS
@@ -272,14 +270,12 @@ def _channel_extrema(
     """Per value (channels on axis 1), the smallest and largest value each channel takes on DATA."""
     if not values:
         return {}
-    session = ort.InferenceSession(
-        exposing_copy(model, values).SerializeToString(), providers=["CPUExecutionProvider"]
-    )
+    runner = session(exposing_copy(model, values))
     names = [v.name for v in values]
     lows: dict[str, np.ndarray] = {}
     highs: dict[str, np.ndarray] = {}
     for batch in data.batches(fixed_batch_size(model) or 8):
-        for name, out in zip(names, session.run(names, batch), strict=True):
+        for name, out in zip(names, runner.run(names, batch), strict=True):
             channels = np.moveaxis(out, 1, 0).reshape(out.shape[1], -1)
             lows[name] = np.minimum(lows.get(name, np.inf), channels.min(axis=1))
             highs[name] = np.maximum(highs.get(name, -np.inf), channels.max(axis=1))
@@ -287,13 +283,8 @@ def _channel_extrema(
 
 
 def _outputs_on_random_input(model: ir.Model) -> list[np.ndarray]:
-    session = ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for spec in session.get_inputs():
-        shape = [d if isinstance(d, int) else 2 for d in spec.shape]
-        feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
-    return session.run(None, feeds)
+    runner = session(model)
+    return runner.run(None, random_inputs(runner, symbolic=2))
 
 
 def _relative_change(before: list[np.ndarray], after: list[np.ndarray]) -> float:

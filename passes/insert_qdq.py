@@ -22,8 +22,8 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
-from edgeq.quantization.qparams import Encoding, quantize_linear_layer
 from edgeq.quantization.plan import BIAS_INPUT, WEIGHT_INPUT, QuantPlan, is_constant
+from edgeq.quantization.qparams import Encoding, quantize_linear_layer
 
 
 def activation_scale_name(tensor: str) -> str:

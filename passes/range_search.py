@@ -35,12 +35,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
-import onnxruntime as ort
 from tqdm import tqdm
 
-from edgeq.calibration.collect import fixed_batch_size
 from edgeq.data.sources import CalibrationData
-from edgeq.io.onnx_model import clone_model, model_bytes
+from edgeq.io.onnx_model import clone_model
+from edgeq.io.session import fixed_batch_size, session
 from edgeq.passes.insert_qdq import activation_scale_name
 from edgeq.quantization.plan import QuantPlan
 
@@ -86,16 +85,16 @@ def search_ranges(
     start = time.perf_counter()
     search_model, groups = _factor_inputs(qdq_model, tensor_groups)
     batches = _first_samples(qdq_model, data, samples)
-    reference = ort.InferenceSession(model_bytes(float_model), providers=["CPUExecutionProvider"])
+    reference = session(float_model)
     expected = [reference.run(None, batch) for batch in batches]
-    session = ort.InferenceSession(model_bytes(search_model), providers=["CPUExecutionProvider"])
+    search = session(search_model)
 
     def loss(choice: dict[str, float]) -> float:
         feeds = {_FACTOR_INPUT.format(i): np.array(choice[g], np.float32) for i, g in enumerate(groups)}
         errors = np.zeros(len(expected[0]))
         powers = np.zeros(len(expected[0]))
         for batch, wanted in zip(batches, expected, strict=True):
-            for o, (y, r) in enumerate(zip(session.run(None, {**batch, **feeds}), wanted, strict=True)):
+            for o, (y, r) in enumerate(zip(search.run(None, {**batch, **feeds}), wanted, strict=True)):
                 errors[o] += float(np.sum((y.astype(np.float64) - r) ** 2))
                 powers[o] += float(np.sum(np.square(r, dtype=np.float64)))
         return float(np.sum(errors / np.maximum(powers, np.finfo(np.float64).tiny)))

@@ -8,14 +8,14 @@ import sys
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 from conftest import make_convnet
 
 from edgeq.data.sources import ArrayData, input_specs, load_npz
 from edgeq.errors import EdgeqError
+from edgeq.io.onnx_model import load_model
+from edgeq.io.session import session as ort_session
 from edgeq.measure.metrics import sqnr_db, top1_agreement
-from edgeq.io.onnx_model import load_model, model_bytes
 from edgeq.passes.adaround import AdaRoundPass
 from edgeq.pipeline.quantize import build_qdq, calibrate_model
 from edgeq.quantization.recipe import Recipe
@@ -24,7 +24,7 @@ MODELS = __import__("pathlib").Path(__file__).resolve().parents[1] / "models"
 
 
 def _run(model: ir.Model, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"])
+    session = ort_session(model)
     return session.run(None, {"input": x})[0]
 
 

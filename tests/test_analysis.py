@@ -7,14 +7,14 @@ import onnx
 import pytest
 from conftest import REPO, calibrated_mobilenet_v2, make_convnet
 
-from edgeq.reports.analysis import analyze, analyze_onnx, analyze_tflite
 from edgeq.data.sources import input_specs, load_npz
 from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import load_model, save_model
 from edgeq.pipeline.quantize import build_qdq, calibrate_model
 from edgeq.quantization.recipe import Recipe
-from edgeq.targets.tflm import artifact as tflm
+from edgeq.reports.analysis import analyze, analyze_onnx, analyze_tflite
 from edgeq.targets.tflite.lower import lower
+from edgeq.targets.tflm import artifact as tflm
 from edgeq.tflite_format.flatbuffer import read, write
 
 # make_convnet: input [1, 3, 8, 8], 8 channels, 3x3 pads 1, so every conv writes 8 x 8 x 8 = 512 elements.

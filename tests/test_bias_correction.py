@@ -10,12 +10,13 @@ from conftest import make_convnet
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeq.data.sources import ArrayData, input_specs
-from edgeq.measure.metrics import sqnr_db, top1_agreement
 from edgeq.io.onnx_model import to_proto
+from edgeq.io.session import session as ort_session
+from edgeq.measure.metrics import sqnr_db, top1_agreement
 from edgeq.passes.bias_correction import BiasCorrectionPass, clipped_normal_mean, clipped_reference
 from edgeq.passes.fold_batchnorm import batchnorm_statistics
-from edgeq.quantization.qparams import BIAS_LIMIT
 from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.quantization.qparams import BIAS_LIMIT
 from edgeq.quantization.recipe import Recipe
 
 LAYERS = ("node_Conv_0", "dw", "pw", "fc")  # BatchNorm folding renamed the stem conv
@@ -27,7 +28,7 @@ def _session(model: ir.Model, outputs: list[str]) -> ort.InferenceSession:
     del proto.graph.output[:]
     for name in outputs:
         proto.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return ort_session(proto)
 
 
 def _layer_means(model: ir.Model, layers, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -115,7 +116,7 @@ def _conv_channel_means(weight: np.ndarray, x: np.ndarray, **attributes) -> np.n
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_session(model)
     return session.run(None, {"x": x})[0].mean(axis=(0, 2, 3), dtype=np.float64)
 
 
@@ -188,5 +189,5 @@ def _calib_views(n: int) -> np.ndarray:
 
 
 def _run(model: ir.Model, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_session(to_proto(model))
     return np.concatenate([session.run(None, {"input": x[i : i + 16]})[0] for i in range(0, len(x), 16)])

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 from conftest import make_convnet
 from onnx import TensorProto, helper
 
 from edgeq.calibration.collect import collect
+from edgeq.calibration.observers import METHODS, TensorObserver
 from edgeq.data.sources import ArrayData, CalibrationData, input_specs
 from edgeq.errors import EdgeqError
-from edgeq.calibration.observers import METHODS, TensorObserver
+from edgeq.io.session import session as ort_session
 from edgeq.passes.preprocess import preprocess
 
 X = np.random.default_rng(0).normal(size=(20, 3, 8, 8)).astype(np.float32)
@@ -32,10 +32,8 @@ def _reference(proto: onnx.ModelProto, names: list[str], x: np.ndarray) -> dict[
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
     del proto.graph.output[:]
     proto.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    runs = [session.run(names, {"input": x[i : i + 1]}) for i in range(len(x))]
+    runner = ort_session(proto, optimization="disabled")
+    runs = [runner.run(names, {"input": x[i : i + 1]}) for i in range(len(x))]
     return {name: np.concatenate([run[k] for run in runs]) for k, name in enumerate(names)}
 
 

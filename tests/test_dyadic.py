@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 from conftest import REPO, make_convnet
 
 from edgeq.data.sources import ArrayData, input_specs
 from edgeq.io.onnx_model import load_model, to_proto
+from edgeq.io.session import session as ort_session
 from edgeq.passes.dyadic import DyadicPass
 from edgeq.pipeline.quantize import build_qdq, calibrate_model
 from edgeq.quantization.recipe import Recipe
@@ -85,7 +85,7 @@ def _dyadic(calibration, width: int, pow2: bool) -> tuple[ir.Model, DyadicPass]:
 
 
 def _accuracy(qdq: ir.Model, x: np.ndarray, labels: np.ndarray) -> float:
-    session = ort.InferenceSession(to_proto(qdq).SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_session(to_proto(qdq))
     return float(np.mean(session.run(None, {"input": x})[0].argmax(axis=1) == labels))
 
 
@@ -181,7 +181,7 @@ def test_mobilenet_v2_8_bits_is_bit_exact_and_close_to_the_default(tmp_path):
 
     def logits(model) -> np.ndarray:
         proto = model if isinstance(model, bytes) else to_proto(model).SerializeToString()
-        return ort.InferenceSession(proto, providers=["CPUExecutionProvider"]).run(None, {"input": views})[0]
+        return ort_session(proto).run(None, {"input": views})[0]
 
     fp32 = logits(float_path.read_bytes())
     assert sqnr_db(fp32, logits(qdq)) > sqnr_db(fp32, logits(default)) - 1.5

@@ -7,13 +7,12 @@ import json
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 from conftest import make_convnet
 
 from edgeq.data.sources import ArrayData, input_specs
 from edgeq.errors import EdgeqError
-from edgeq.io.onnx_model import model_bytes
+from edgeq.io.session import session as ort_session
 from edgeq.passes.equalize import EqualizePass
 from edgeq.passes.fold_batchnorm import BN_BETA_KEY, BN_GAMMA_KEY
 from edgeq.passes.preprocess import preprocess
@@ -28,7 +27,7 @@ def _model() -> ir.Model:
 
 
 def _run(model: ir.Model, x=X) -> np.ndarray:
-    return ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    return ort_session(model).run(None, {"input": x})[0]
 
 
 def _weights(model: ir.Model) -> dict[str, np.ndarray]:
@@ -167,7 +166,7 @@ def _chain_model() -> ir.Model:
 def _channel_max(model: ir.Model, name: str, x=X) -> np.ndarray:
     proto = ir.serde.serialize_model(model)
     proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_session(proto)
     values = session.run([name], {"input": x})[0]
     return np.abs(values).max(axis=(0, 2, 3))
 

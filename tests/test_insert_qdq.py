@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 from conftest import make_convnet
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeq.io.onnx_model import to_proto
+from edgeq.io.session import session as ort_session
 from edgeq.passes.insert_qdq import InsertQDQPass
 from edgeq.passes.preprocess import preprocess
-from edgeq.quantization.qparams import ACTIVATION_TYPES
 from edgeq.quantization.plan import QUANTIZABLE_OPS, Exclusions, assign_encodings, plan_quantization
+from edgeq.quantization.qparams import ACTIVATION_TYPES
 
 RNG = np.random.default_rng(0)
 
@@ -24,7 +24,7 @@ def _minmax_ranges(model: ir.Model, names: list[str], x: np.ndarray) -> dict[str
     del proto.graph.output[:]
     for name in names:
         proto.graph.output.append(helper.make_empty_tensor_value_info(name))
-    outs = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+    outs = ort_session(proto).run(
         None, {"input": x}
     )
     return {n: (float(o.min()), float(o.max())) for n, o in zip(names, outs, strict=True)}
@@ -45,7 +45,7 @@ def _quantize(
 
 
 def _run(proto, x):
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_session(proto)
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
@@ -356,9 +356,9 @@ def test_every_listed_op_is_quantized_and_runs(activation_type):
     assert encodings["clip"] == encodings["min"] == encodings["max"] == encodings["ceiling"]
     assert encodings["max"].scale < 6.0 / 255
     for name in ("probs", "gap"):
-        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = ort_session(proto)
         ref = session.run([name], {"input": x})[0]
-        out = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        out = ort_session(qdq).run(
             [name], {"input": x}
         )[0]
         assert np.abs(ref - out).max() < 0.05 * max(1.0, np.abs(ref).max()), name

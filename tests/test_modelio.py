@@ -6,21 +6,21 @@ import os
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from conftest import make_convnet
 from onnx import external_data_helper
 
 from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import load_model, save_model, to_proto
+from edgeq.io.session import session as ort_session
 
 
 def test_round_trip_runs_in_onnxruntime(tmp_path, convnet_path):
     model = load_model(convnet_path)
     out = save_model(model, tmp_path / "copy.onnx", convnet_path)
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    session = ort_session(out)
     x = np.random.default_rng(0).normal(size=(2, 3, 8, 8)).astype(np.float32)
-    ref = ort.InferenceSession(str(convnet_path), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    ref = ort_session(convnet_path).run(None, {"input": x})
     np.testing.assert_array_equal(session.run(None, {"input": x})[0], ref[0])
     assert onnx.load(out).ir_version <= 10
 
@@ -142,4 +142,4 @@ def test_save_refuses_missing_folder(tmp_path, convnet_path):
 
 def test_ir_version_is_readable_by_onnxruntime(convnet_path):
     proto = to_proto(load_model(convnet_path))
-    ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    ort_session(proto)

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from conftest import REPO, calibrated_mobilenet_v2
 
+from edgeq.io.session import session as ort_session
 from edgeq.measure.metrics import accuracy
 
 MODELS = REPO / "models"
@@ -20,7 +20,7 @@ def test_digits_model_reaches_its_recorded_accuracy():
     test = np.load(MODELS / "digits_test.npz")
     assert test["input"].dtype == np.float32 and test["input"].shape[1:] == (1, 8, 8)
     assert test["label"].dtype == np.int64 and len(test["label"]) == info["test_samples"] == 450
-    session = ort.InferenceSession(str(MODELS / "digits_cnn.onnx"), providers=["CPUExecutionProvider"])
+    session = ort_session(MODELS / "digits_cnn.onnx")
     acc = accuracy(session.run(None, {"input": test["input"]})[0], test["label"])
     assert acc == pytest.approx(info["float_test_accuracy"], abs=0.005)
     assert acc >= 0.97
@@ -57,7 +57,7 @@ def test_mobilenet_v2_weights_load_and_export_matches_torch(tmp_path):
         module, example, tmp_path / "mbv2.onnx", input_names=["input"], output_names=["logits"]
     )
     assert result["opset"] == 17
-    got = ort.InferenceSession(str(tmp_path / "mbv2.onnx"), providers=["CPUExecutionProvider"]).run(
+    got = ort_session(tmp_path / "mbv2.onnx").run(
         None, {"input": views}
     )[0]
     np.testing.assert_allclose(got, expected, atol=2e-3, rtol=1e-3)
@@ -67,8 +67,8 @@ def test_mobilenet_v2_weights_load_and_export_matches_torch(tmp_path):
 def test_mobilenet_v2_end_to_end_beats_minmax_and_fuses_every_conv(tmp_path):
     """The default recipe on real photo views: every conv runs as an integer kernel and the logits keep
     their SQNR (BENCHMARKS.md has the full comparison; these bounds leave room for run-to-run noise)."""
-    from edgeq.measure.metrics import sqnr_db
     from edgeq.io.onnx_model import save_model
+    from edgeq.measure.metrics import sqnr_db
     from edgeq.pipeline.quantize import build_qdq
     from edgeq.quantization.recipe import Recipe
     from edgeq.targets.onnxruntime.artifact import fusion_report
@@ -76,7 +76,7 @@ def test_mobilenet_v2_end_to_end_beats_minmax_and_fuses_every_conv(tmp_path):
 
     float_path, calibration = calibrated_mobilenet_v2(tmp_path)
     views = eval_views(64, seed=7)
-    session = ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"])
+    session = ort_session(float_path)
     ref = session.run(None, {"input": views})[0]
     sqnr = {}
     for name, recipe in {
@@ -85,7 +85,7 @@ def test_mobilenet_v2_end_to_end_beats_minmax_and_fuses_every_conv(tmp_path):
     }.items():
         qdq, report = build_qdq(calibration, recipe, "uint8")
         path = save_model(qdq, tmp_path / f"{name}.onnx")
-        out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": views})[
+        out = ort_session(path).run(None, {"input": views})[
             0
         ]
         sqnr[name] = sqnr_db(ref, out)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 from conftest import make_convnet
 from onnx import TensorProto, helper
 
 from edgeq.io.onnx_model import to_proto
+from edgeq.io.session import session as ort_session
 from edgeq.passes.fold_batchnorm import batchnorm_statistics
 from edgeq.passes.preprocess import preprocess
 
 
 def _run(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_session(proto)
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 

@@ -17,9 +17,9 @@ from functools import partial
 import pytest
 from test_cli import DIGITS, DIGITS_CALIB, assert_one_line_error, edgeq
 
-from edgeq.measure import latency
 from edgeq.data.sources import input_specs, load_npz
 from edgeq.io.onnx_model import load_model, save_model
+from edgeq.measure import latency
 from edgeq.pipeline.quantize import quantize_model
 from edgeq.quantization.recipe import Recipe
 from edgeq.targets.onnxruntime import artifact as ort_target

@@ -7,19 +7,19 @@ from functools import partial
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from conftest import make_convnet
 from test_cli import DIGITS, DIGITS_CALIB, edgeq
 
-from edgeq.pipeline import quantize
 from edgeq.data.sources import ArrayData, input_specs, load_npz
+from edgeq.io.onnx_model import clone_model, load_model
+from edgeq.io.session import session as ort_session
 from edgeq.measure.metrics import sqnr_db
-from edgeq.io.onnx_model import clone_model, load_model, model_bytes
 from edgeq.passes.range_search import _factor_inputs, search_ranges, searchable_groups
-from edgeq.quantization.qparams import ACTIVATION_TYPES
-from edgeq.quantization.plan import Exclusions, assign_encodings, plan_quantization
+from edgeq.pipeline import quantize
 from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.quantization.plan import Exclusions, assign_encodings, plan_quantization
+from edgeq.quantization.qparams import ACTIVATION_TYPES
 from edgeq.quantization.recipe import Recipe
 
 INT8 = ACTIVATION_TYPES["int8"]
@@ -58,10 +58,10 @@ def test_search_model_at_factor_one_is_the_qdq_model(convnet):
     plan, _ = _plan_and_ranges(calibration)
     search_model, groups = _factor_inputs(qdq, searchable_groups(plan))
     assert len(groups) == len(set(searchable_groups(plan).values()))
-    expected = ort.InferenceSession(model_bytes(qdq), providers=["CPUExecutionProvider"]).run(
+    expected = ort_session(qdq).run(
         None, {"input": x}
     )
-    session = ort.InferenceSession(model_bytes(search_model), providers=["CPUExecutionProvider"])
+    session = ort_session(search_model)
     ones = {f"range_search.factor.{i}": np.array(1.0, np.float32) for i in range(len(groups))}
     np.testing.assert_array_equal(session.run(None, {"input": x, **ones})[0], expected[0])
     halved = session.run(None, {"input": x, **ones, "range_search.factor.0": np.array(0.5, np.float32)})[0]
@@ -150,5 +150,5 @@ def test_digits_held_out_logits_do_not_get_worse():
 
 
 def _run(model, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"])
+    session = ort_session(model)
     return np.concatenate([session.run(None, {"input": x[i : i + 16]})[0] for i in range(0, len(x), 16)])

@@ -24,12 +24,12 @@ import pytest
 from conftest import REPO
 from PIL import Image
 
-from edgeq.reports.analysis import analyze
-from edgeq.reports.compare import compare_onnx
 from edgeq.data.sources import input_specs, load_npz
 from edgeq.io.onnx_model import load_model, save_model
 from edgeq.pipeline.quantize import build_qdq, calibrate_model
 from edgeq.quantization.recipe import Recipe
+from edgeq.reports.analysis import analyze
+from edgeq.reports.compare import compare_onnx
 from edgeq.reports.html import render, write_report
 from edgeq.targets.onnxruntime.artifact import profile as ort_profile
 from edgeq.targets.tflite.artifact import emit

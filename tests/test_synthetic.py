@@ -18,18 +18,19 @@ from onnx import TensorProto, helper, numpy_helper
 
 torch = pytest.importorskip("torch")
 
-from edgeq.errors import EdgeqError  # noqa: E402
-from edgeq.io.onnx_model import load_model, to_proto  # noqa: E402
-from edgeq.passes.preprocess import preprocess  # noqa: E402
 from edgeq.calibration.synthetic import batchnorm_targets, distill  # noqa: E402
 from edgeq.calibration.torch_graph import TorchGraph  # noqa: E402
+from edgeq.errors import EdgeqError  # noqa: E402
+from edgeq.io.onnx_model import load_model, to_proto  # noqa: E402
+from edgeq.io.session import session as ort_session  # noqa: E402
+from edgeq.passes.preprocess import preprocess  # noqa: E402
 
 
 def _session(model: ir.Model, exposed=()) -> ort.InferenceSession:
     proto = to_proto(model)
     for name in exposed:
         proto.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return ort_session(proto)
 
 
 def _torch_outputs(model: ir.Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -186,7 +187,7 @@ def test_evaluator_matches_onnxruntime_per_op(case):
     proto = _single_op_model(*SINGLE_OPS[case])
     model = ir.serde.deserialize_model(proto)
     x = np.random.default_rng(0).normal(size=(2, 4, 7, 6)).astype(np.float32)
-    expected = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+    expected = ort_session(proto).run(
         None, {"x": x}
     )[0]
     got = _torch_outputs(model, {"x": x})[0]
@@ -296,7 +297,7 @@ def test_mobilenet_v2_calibrated_on_distilled_data_keeps_top1_agreement(mobilene
     from models.photos import eval_views
 
     views = eval_views(128, seed=5)
-    float_session = ort.InferenceSession(str(mobilenet_v2), providers=["CPUExecutionProvider"])
+    float_session = ort_session(mobilenet_v2)
     reference = float_session.run(None, {"input": views})[0]
     agreement = {}
     for iterations in (0, 30):

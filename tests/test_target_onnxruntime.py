@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from conftest import REPO
 
 from edgeq.data.sources import ArrayData, input_specs, load_npz
-from edgeq.measure.metrics import accuracy, sqnr_db, top1_agreement
 from edgeq.io.onnx_model import load_model, model_bytes
+from edgeq.io.session import session as ort_session
+from edgeq.measure.metrics import accuracy, sqnr_db, top1_agreement
 from edgeq.pipeline.quantize import build_qdq, calibrate_model
 from edgeq.quantization.recipe import Recipe
 from edgeq.targets.onnxruntime import artifact as target
@@ -48,10 +48,10 @@ def test_ort_format_runs_like_the_onnx_model(tmp_path, digits_qdq):
     assert [p.name for p in written] == ["digits_uint8.ort", "required_operators.config"]
     assert "QuantizeLinear" in written[1].read_text()
     x = np.load(REPO / "models" / "digits_test.npz")["input"][:16]
-    onnx_out = ort.InferenceSession(str(digits_qdq["uint8"]), providers=["CPUExecutionProvider"]).run(
+    onnx_out = ort_session(digits_qdq["uint8"]).run(
         None, {"input": x}
     )
-    ort_out = ort.InferenceSession(str(written[0]), providers=["CPUExecutionProvider"]).run(
+    ort_out = ort_session(written[0]).run(
         None, {"input": x}
     )
     np.testing.assert_array_equal(onnx_out[0], ort_out[0])
@@ -63,7 +63,7 @@ def test_validate_matches_hand_computed_metrics(digits_qdq):
     report = target.validate(DIGITS, digits_qdq["uint8"], data, labels=test["label"], batch_size=50)
 
     def run(p):
-        return ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
+        return ort_session(p).run(
             None, {"input": test["input"]}
         )[0]
 

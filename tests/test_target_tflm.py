@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tflite_cases import activation, constant, random_input, single_op
 
-from edgeq.io import files
 from edgeq.errors import EdgeqError
-from edgeq.targets.tflm import artifact as tflm
+from edgeq.io import files
 from edgeq.targets.tflite.interpreters import run_litert
 from edgeq.targets.tflite.versions import op_version
+from edgeq.targets.tflm import artifact as tflm
 from edgeq.tflite_format.flatbuffer import OPTIONS, Graph, Operator, Tensor, write
 
 SETTINGS = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -131,8 +131,8 @@ def _onnxruntime(calibration, recipe, float_path, eval_data, outdir, name, label
 
 
 def _integer_onnx(qdq, qdq_path, quant_report, float_path, eval_data, outdir, name, labels, verify_samples):
-    from edgeq.targets.integer_onnx import artifact as integer_target
     from edgeq.reports.verify import verify
+    from edgeq.targets.integer_onnx import artifact as integer_target
 
     emitted = integer_target.emit(qdq, outdir, name)
     path = emitted.pop("path")

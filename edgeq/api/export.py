@@ -16,12 +16,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from edgeq.data.sources import load_callable
 from edgeq.errors import EdgeqError
 from edgeq.io.files import check_output_path
 from edgeq.io.onnx_model import load_model, save_model
+from edgeq.io.session import session
 
 
 def _torch():
@@ -94,7 +94,7 @@ def export_module(
 
 
 def _check_numerics(module, example_inputs, path: Path, input_names, rtol, atol, torch) -> float:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    runner = session(path)
     generator = torch.Generator().manual_seed(0)
     trials = [
         example_inputs,
@@ -108,7 +108,7 @@ def _check_numerics(module, example_inputs, path: Path, input_names, rtol, atol,
         with torch.no_grad():
             expected = module(*inputs)
         expected = [t.numpy() for t in (expected if isinstance(expected, tuple | list) else (expected,))]
-        got = session.run(None, {n: x.numpy() for n, x in zip(input_names, inputs, strict=True)})
+        got = runner.run(None, {n: x.numpy() for n, x in zip(input_names, inputs, strict=True)})
         for e, g in zip(expected, got, strict=True):
             err = np.abs(e - g)
             worst = max(worst, float(err.max(initial=0.0)))

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
-import onnxruntime as ort
 
-from edgeq.calibration.collect import collect, fixed_batch_size
-from edgeq.data.sources import CalibrationData
-from edgeq.measure.metrics import sqnr_db
-from edgeq.io.onnx_model import clone_model, model_bytes
+from edgeq.calibration.collect import collect
 from edgeq.calibration.observers import TensorObserver
+from edgeq.data.sources import CalibrationData
+from edgeq.io.onnx_model import clone_model
+from edgeq.io.session import fixed_batch_size, session
+from edgeq.measure.metrics import sqnr_db
 from edgeq.passes.adaround import AdaRoundPass
 from edgeq.passes.bias_correction import BiasCorrectionPass
 from edgeq.passes.dyadic import DyadicPass
@@ -31,8 +31,8 @@ from edgeq.passes.equalize import EqualizePass
 from edgeq.passes.insert_qdq import InsertQDQPass
 from edgeq.passes.preprocess import preprocess
 from edgeq.passes.range_search import search_ranges, searchable_groups
-from edgeq.quantization.qparams import ACTIVATION_TYPES
 from edgeq.quantization.plan import Exclusions, assign_encodings, plan_quantization
+from edgeq.quantization.qparams import ACTIVATION_TYPES
 from edgeq.quantization.recipe import Recipe
 
 CHANNEL_SCALES_KEY = "edgeq.channel_scales"
@@ -76,13 +76,13 @@ def equalize(model: ir.Model, data: CalibrationData, recipe: Recipe) -> dict:
     on a data batch ("to-relu" changes the function where activations exceed 6, absorption off the data).
     With ``equalize_scaling="auto"``, per-channel weights are scaled by activation ranges, per-tensor by weights."""
     batch = next(iter(data.batches(fixed_batch_size(model) or 8)))
-    before = ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"]).run(None, batch)
+    before = session(model).run(None, batch)
     scaling = recipe.equalize_scaling
     if scaling == "auto":
         scaling = "activations" if recipe.per_channel else "weights"
     equalizer = EqualizePass(clipped=recipe.equalize_clip, scaling=scaling, data=data)
     equalizer(model)
-    after = ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"]).run(None, batch)
+    after = session(model).run(None, batch)
     report = dict(equalizer.report)
     report["float_sqnr_db_on_calibration_batch"] = min(
         sqnr_db(b, a) for b, a in zip(before, after, strict=True)
@@ -191,8 +191,7 @@ def _dyadic_cost(calibration: Calibration, before: ir.Model, after: ir.Model) ->
     batch = next(iter(calibration.data.batches(fixed_batch_size(calibration.model) or 8)))
 
     def outputs(model: ir.Model) -> list:
-        session = ort.InferenceSession(model_bytes(model), providers=["CPUExecutionProvider"])
-        return session.run(None, batch)
+        return session(model).run(None, batch)
 
     reference = outputs(calibration.model)
     return {

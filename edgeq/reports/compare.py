@@ -26,11 +26,11 @@ import onnx
 import onnxruntime as ort
 
 from edgeq.data.sources import CalibrationData
-from edgeq.measure.metrics import ErrorSums
 from edgeq.io.onnx_model import load_model, read_proto, to_proto
+from edgeq.io.session import run_batches, session
+from edgeq.measure.metrics import ErrorSums
 from edgeq.passes.preprocess import preprocess
 from edgeq.pipeline.quantize import CHANNEL_SCALES_KEY
-from edgeq.targets.onnxruntime.artifact import run_batches
 
 
 def _float_tensor_names(proto: onnx.ModelProto) -> list[str]:
@@ -46,9 +46,7 @@ def _exposing(proto: onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
     for name in names:
         if name not in existing:
             proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session(proto, optimization="disabled")
 
 
 def channel_scales(proto: onnx.ModelProto) -> dict[str, np.ndarray]:

@@ -39,8 +39,8 @@ import tempfile
 from pathlib import Path
 
 from edgeq import __version__
-from edgeq.reports.compare import layer_order, plot_layers
 from edgeq.io.files import write_text_atomic
+from edgeq.reports.compare import layer_order, plot_layers
 
 SLOWEST_NODES = 10  # rows of the per-node latency table; the bar chart has every op type
 

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from edgeq.data.sources import CalibrationData, InputSpec
 from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import read_proto
+from edgeq.io.session import session
 from edgeq.reference.executor import kernel, run_all_semantics
 from edgeq.targets.tflite.artifact import dequantized, model_inputs, quantized
 from edgeq.targets.tflite.interpreters import (
@@ -90,12 +90,6 @@ def _differences(got: list[np.ndarray], want: list[np.ndarray], names: list[str]
     return rows
 
 
-def _onnx_session(model: onnx.ModelProto) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 def per_op_steps(graph: Graph, inputs: list[np.ndarray], observed: dict[int, np.ndarray]) -> dict[str, float]:
     """For each op whose output the runtime exposed (OBSERVED: tensor index -> integers, TFLite layout): the largest
     difference between that output and the reference kernel run on the runtime's own inputs of the op. Ops whose
@@ -126,7 +120,7 @@ def _qdq_integers(model: onnx.ModelProto, graph: Graph, feeds: dict[str, np.ndar
     exposing.CopyFrom(model)
     del exposing.graph.output[:]
     exposing.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in wanted.values())
-    arrays = _onnx_session(exposing).run(list(wanted.values()), feeds)
+    arrays = session(exposing).run(list(wanted.values()), feeds)
     integers = {}
     for (index, _), array in zip(wanted.items(), arrays, strict=True):
         if array.dtype == np.uint8 and graph.tensors[index].dtype == np.int8:
@@ -209,7 +203,7 @@ def verify(
     for path in paths:
         if path.suffix == ".onnx":
             model = read_proto(path)  # the safe loader: external data only from its folder
-            outputs = _onnx_session(model).run(names, float_feeds)
+            outputs = session(model).run(names, float_feeds)
             integers = [_integers(graph, i, o) for i, o in zip(graph.outputs, outputs, strict=True)]
             rows = _differences(integers, reference["tflite-micro"], names)
             (exact if _is_integer_only(path) else float_scale)[f"onnxruntime {path.name}"] = rows

@@ -56,6 +56,7 @@ from tqdm import tqdm
 from edgeq.data.sources import CalibrationData
 from edgeq.errors import EdgeqError
 from edgeq.io.files import write_bytes_atomic
+from edgeq.io.session import random_inputs, run_batches, session
 from edgeq.measure.latency import (
     Run,
     format_latency_table,
@@ -95,38 +96,15 @@ class FusionReport:
         return asdict(self)
 
 
-def _session_options(threads: int, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = level
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return options
-
-
-def _session(model, threads: int = 1, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
-    source = str(model) if isinstance(model, Path) else model
-    try:
-        return ort.InferenceSession(
-            source, options or _session_options(threads), providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:  # onnxruntime raises its own exception types, none of them exported
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeqError(
-            f"onnxruntime cannot load {model if isinstance(model, Path) else 'the model'}: {first}"
-        ) from None
-
-
 def fusion_report(model_path: str | Path, *, threads: int = 1) -> FusionReport:
     """What onnxruntime's optimizer turned into integer kernels, from the optimized graph it saves."""
     model_path = Path(model_path)
     source = onnx.load(model_path)
     convs_total = sum(1 for n in source.graph.node if n.op_type in CONV_OPS)
     with tempfile.TemporaryDirectory() as tmp:
-        options = _session_options(threads)
-        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        _session(model_path, options=options)
-        optimized = onnx.load(options.optimized_model_filepath)
+        optimized_path = Path(tmp) / "optimized.onnx"
+        session(model_path, threads=threads, optimized_model_path=optimized_path)
+        optimized = onnx.load(optimized_path)
     op_counts = Counter(n.op_type for n in optimized.graph.node)
     quantized = {op: c for op, c in op_counts.items() if _is_integer_kernel(op)}
     float_compute = [n.name for n in optimized.graph.node if n.op_type in FLOAT_COMPUTE_OPS]
@@ -181,19 +159,6 @@ def emit(model_bytes: bytes, outdir: Path, name: str, *, ort_format: bool = Fals
     return [path, *(write_ort_format(path, Path(outdir)) if ort_format else [])]
 
 
-def run_batches(session: ort.InferenceSession, names: list[str], data: CalibrationData, batch_size: int):
-    """Yield (batch, outputs) over DATA in batches the model accepts: BATCH_SIZE samples, or exactly the
-    model's batch dimension where that is fixed."""
-    fixed = {i.shape[0] for i in session.get_inputs() if i.shape and isinstance(i.shape[0], int)}
-    size = next(iter(fixed)) if len(fixed) == 1 else batch_size
-    for batch in data.batches(size):
-        if fixed and next(iter(batch.values())).shape[0] != size:
-            raise EdgeqError(
-                f"the model's batch dimension is fixed to {size}; give a multiple of {size} samples"
-            )
-        yield batch, session.run(names, batch)
-
-
 def validate(
     float_model: str | Path,
     quant_model: str | Path,
@@ -204,8 +169,8 @@ def validate(
     threads: int = 2,
 ) -> dict:
     """Run both models on DATA: per-output SQNR, max abs error, top-1 agreement, and accuracy with LABELS."""
-    reference = _session(Path(float_model), threads)
-    quantized = _session(Path(quant_model), threads)
+    reference = session(Path(float_model), threads=threads)
+    quantized = session(Path(quant_model), threads=threads)
     names = [o.name for o in reference.get_outputs()]
     sums = {name: ErrorSums() for name in names}
     first_scores: dict[str, list[np.ndarray]] = defaultdict(list)
@@ -225,31 +190,6 @@ def validate(
     return result
 
 
-_ORT_TYPES = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(int16)": np.int16,
-    "tensor(bool)": np.bool_,
-}
-
-
-def _random_inputs(session: ort.InferenceSession, seed: int = 0) -> dict[str, np.ndarray]:
-    """Standard-normal floats or small integers for every input; symbolic dimensions become 1."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in session.get_inputs():
-        shape = [d if isinstance(d, int) else 1 for d in spec.shape]
-        dtype = np.dtype(_ORT_TYPES.get(spec.type, np.float32))
-        values = rng.standard_normal(shape) if dtype.kind == "f" else rng.integers(0, 10, shape)
-        feeds[spec.name] = values.astype(dtype)
-    return feeds
-
-
 # ------------------------------------------------------------------------------------------------ profile
 
 ACCOUNTED_SHARE_BAR = 0.9  # the per-op table must explain at least this share of a run (edgeq issue 6)
@@ -260,9 +200,9 @@ def runner(
     model_path: str | Path, threads: int, inputs: dict[str, np.ndarray] | None = None
 ) -> tuple[Run, str]:
     """(one inference of the .onnx/.ort per call, on INPUTS or seeded random ones; the runtime's name)."""
-    session = _session(Path(model_path), threads)
-    feeds = inputs or _random_inputs(session)
-    return partial(session.run, None, feeds), f"onnxruntime {ort.__version__}, CPU"
+    runner = session(Path(model_path), threads=threads)
+    feeds = inputs or random_inputs(runner)
+    return partial(runner.run, None, feeds), f"onnxruntime {ort.__version__}, CPU"
 
 
 def profile(
@@ -316,13 +256,10 @@ def _per_op_breakdown(
     """Mean kernel time per node over RUNS profiled runs, and the share of those runs' own latency it explains
     (the module docstring says why that is the denominator)."""
     with tempfile.TemporaryDirectory() as tmp:
-        options = _session_options(threads)
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "edgeq_profile")
-        session = _session(model_path, options=options)
-        feeds = inputs or _random_inputs(session)
-        wall_ms = timed_runs(partial(session.run, None, feeds), runs=runs, warmup=warmup, bar=bar)
-        trace = json.loads(Path(session.end_profiling()).read_text())
+        profiled = session(model_path, threads=threads, profile_prefix=Path(tmp) / "edgeq_profile")
+        feeds = inputs or random_inputs(profiled)
+        wall_ms = timed_runs(partial(profiled.run, None, feeds), runs=runs, warmup=warmup, bar=bar)
+        trace = json.loads(Path(profiled.end_profiling()).read_text())
     model_runs = sorted((e for e in trace if e.get("name") == "model_run"), key=lambda e: e["ts"])[-runs:]
     start = model_runs[0]["ts"]
     per_node: dict[str, float] = defaultdict(float)

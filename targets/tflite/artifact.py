@@ -27,11 +27,11 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from edgeq.data.sources import CalibrationData
 from edgeq.errors import EdgeqError
 from edgeq.io.files import write_bytes_atomic
+from edgeq.io.session import session
 from edgeq.measure.latency import (
     Run,
     format_latency_table,
@@ -220,12 +220,10 @@ def validate_on_data(
 ) -> dict:
     """Run the .tflite (LiteRT default kernels) against the float ONNX model on DATA; check bit-exactness."""
     graph = read(model_bytes)
-    session = ort.InferenceSession(str(float_model), providers=["CPUExecutionProvider"])
-    qdq_session = (
-        ort.InferenceSession(str(quantized_onnx), providers=["CPUExecutionProvider"]) if quantized_onnx else None
-    )
-    input_names = [i.name for i in session.get_inputs()]
-    output_names = [o.name for o in session.get_outputs()]
+    reference = session(Path(float_model))
+    qdq_session = session(Path(quantized_onnx)) if quantized_onnx else None
+    input_names = [i.name for i in reference.get_inputs()]
+    output_names = [o.name for o in reference.get_outputs()]
     if len(output_names) != len(graph.outputs):
         raise EdgeqError(f"the float model has {len(output_names)} outputs, the .tflite {len(graph.outputs)}")
     interpreter = litert_interpreter(model_bytes, kernels="default")
@@ -238,7 +236,7 @@ def validate_on_data(
         if len(verify_inputs) < verify_samples:
             verify_inputs.append(inputs)
         test = float_outputs(graph, invoke_litert(interpreter, inputs))
-        ref = session.run(output_names, feeds)
+        ref = reference.run(output_names, feeds)
         for name, r, t in zip(output_names, ref, test, strict=True):
             sums[name].add(r, t)
         if qdq_session is not None:
