@@ -55,7 +55,7 @@ def dyadic_modes(model: Path, calib: Path, views: np.ndarray, ref: np.ndarray) -
         cmd = ["quantize", str(model), "-o", str(path), "--calib", str(calib), "--report", str(report)]
         cost = measured([*EDGEQ, *cmd, "--no-progress", *flags])
         scores = run_model(path, views)
-        dyadic = json.loads(report.read_text())["passes"].get("dyadic", {})
+        dyadic = json.loads(report.read_text())["stages"].get("dyadic", {})
         rows[name] = {
             **cost,
             "agreement": top1_agreement(ref, scores),

@@ -139,14 +139,13 @@ def float_change(model: Path, views: np.ndarray, calib: np.ndarray) -> dict:
         preprocess(ir_model)
         if options.pop("data", False):
             options["data"] = ArrayData({"input": calib}, input_specs(ir_model), "calib64")
-        equalizer = EqualizePass(**options)
-        equalizer(ir_model)
+        equalized = EqualizePass(**options)(ir_model)
         out = run_model(model_bytes(ir_model), views)
         rows[name] = {
             "agreement": top1_agreement(ref, out),
             "sqnr_db": sqnr_db(ref, out),
             "max_relative_change": float(np.abs(out - ref).max() / np.abs(ref).max()),
-            "absorbed_pairs": equalizer.report["high_bias_absorbed_pairs"],
+            "absorbed_pairs": equalized.report["high_bias_absorbed_pairs"],
         }
     return rows
 

@@ -214,9 +214,9 @@ def _open_data(source: str, model, image_spec: str | None, max_samples: int | No
     from edgeq.data.sources import input_specs, open_data, parse_image_spec
 
     if source == "synthetic":  # data-free: inputs distilled from the model's BatchNorm statistics (ZeroQ)
+        from edgeq.calibration.synthetic import distill
         from edgeq.io.onnx_model import clone_model
         from edgeq.passes.preprocess import preprocess
-        from edgeq.calibration.synthetic import distill
 
         preprocessed = clone_model(model)
         preprocess(preprocessed)
@@ -259,7 +259,7 @@ def export(factory: str, output: str, input_shape: str | None, opset: int, stati
 def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
     """Calibrate MODEL and write its QDQ (QuantizeLinear/DequantizeLinear) int8 model."""
     from edgeq.io.onnx_model import load_model, save_model
-    from edgeq.pipeline.quantize import quantize_model
+    from edgeq.pipeline import Pipeline
 
     check_output_path(output, model, opts["calib"])
     if report_path:
@@ -277,7 +277,7 @@ def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
         recipe.max_calib_samples,
         progress=not opts["no_progress"],
     )
-    qdq, report = quantize_model(float_model, data, recipe, progress=not opts["no_progress"])
+    qdq, report = Pipeline(recipe, progress=not opts["no_progress"]).run(float_model, data)
     save_model(qdq, output, model, opts["calib"])
     report = {"input": model, "output": output, "recipe": recipe.to_dict(), **report}
     if report_path:
@@ -574,8 +574,8 @@ def compare(
 
     Give several quantized models (e.g. one per recipe) to see what each pass changes, layer by layer.
     """
-    from edgeq.reports.compare import compare, layer_order, plot_layers
     from edgeq.io.onnx_model import load_model
+    from edgeq.reports.compare import compare, layer_order, plot_layers
 
     if plot_path:
         check_output_path(plot_path, float_model, *quantized)
@@ -687,9 +687,9 @@ def _report_page(float_model: str, artifacts: list[str], data, *, runs: int, sav
     page["artifacts"] = {path: Path(path).stat().st_size for path in artifacts}
     if saved is not None:
         targets = saved.get("targets") or {}
-        quantize = next((t for t in targets.values() if isinstance(t, dict) and "passes" in t), saved)
+        quantize = next((t for t in targets.values() if isinstance(t, dict) and "stages" in t), saved)
         page["recipe"] = saved.get("recipe")
-        page["quantize"] = quantize if "passes" in quantize else None
+        page["quantize"] = quantize if "stages" in quantize else None
     return {k: v for k, v in page.items() if v is not None}
 
 

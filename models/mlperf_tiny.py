@@ -211,10 +211,10 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor]]:
 
 def tflite_model(name: str, folder: Path | None = None, samples: int = 16) -> bytes:
     """NAME exported to ONNX, calibrated on random data, quantized (int8) and lowered to a .tflite (bytes)."""
-    from edgeq.data.sources import ArrayData, input_specs
     from edgeq.api.export import export_module
+    from edgeq.data.sources import ArrayData, input_specs
     from edgeq.io.onnx_model import load_model
-    from edgeq.pipeline.quantize import build_qdq, calibrate_model
+    from edgeq.pipeline import Pipeline
     from edgeq.quantization.recipe import Recipe
     from edgeq.targets.tflite.lower import lower
     from edgeq.tflite_format.flatbuffer import write
@@ -232,8 +232,7 @@ def tflite_model(name: str, folder: Path | None = None, samples: int = 16) -> by
         input_specs(model),
         "random calibration data (latency only)",
     )
-    recipe = Recipe()
-    qdq, _ = build_qdq(calibrate_model(model, data, recipe, progress=False), recipe, "int8")
+    qdq, _ = Pipeline(Recipe(), progress=False).run(model, data, "int8")
     return write(lower(qdq).graph)
 
 

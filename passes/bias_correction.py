@@ -29,13 +29,9 @@ most ~80 MB of uint8).
 
 mode "analytic" (data-free): ``E[y_q - y]_c = sum_{i,k} (W_q - W)_{c,i,k} E[x_i]``, the weight error only
 (the input's quantization error is taken as zero-mean). E[x_i] comes from the BatchNorm statistics that
-passes.fold_batchnorm keeps on the float layer producing x: its pre-activation output is taken as
-N(beta_i, gamma_i^2), so after Clip(lo, hi) (Relu: lo = 0, hi = inf; Relu6: Clip(0, 6)) the mean is the
-clipped Gaussian's (equalization's Relu -> Min(x, h_i) is Clip(0, h_i) per channel)
-``lo Phi(a) + mu (Phi(b) - Phi(a)) + sigma (phi(a) - phi(b)) + hi (1 - Phi(b))``, a = (lo - mu) / sigma,
-b = (hi - mu) / sigma, and without an activation it is beta. Means add through Add and pass unchanged through
-pooling averages and channel-preserving reshapes. A layer whose input has no such statistics (the graph
-input, a Relu after an Add, a MaxPool...) is skipped, with the reason recorded.
+passes.fold_batchnorm keeps on the float layer producing x, through the layer's activation as a clipped Gaussian
+(passes.batchnorm_moments). A layer whose input has no such statistics (the graph input, a Relu after an Add, a
+MaxPool...) is skipped, with the reason recorded.
 Approximation: E[x_i] is the same at every position (BatchNorm statistics are per channel). Zero padding
 is not approximated away: a padded tap reads an exact 0 in both models, so tap k of a Conv is weighted by
 the fraction of output positions where it reads the input, which makes the correction the exact mean over
@@ -45,32 +41,33 @@ The corrected bias keeps its scale float32(s_in * s_w[c]) and stays within +-edg
 (channels clipped there are recorded). A quantized Conv or Gemm without a bias gets an int32 bias behind a
 DequantizeLinear with that scale. MatMul has no bias input and ConvTranspose is not handled: both are recorded
 as skipped, as are Gemms whose bias stayed float.
+
+Pipeline stage (passes.stage): phase "quantized", when the recipe lists "bias-correction", in the recipe's
+``bias_correction`` mode, against the calibrated float model on the calibration data.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnx_ir.passes.common as common_passes
 from tqdm import tqdm
 
 from edgeq.data.sources import CalibrationData
 from edgeq.errors import EdgeqError
-from edgeq.io.onnx_model import clone_model, to_proto
+from edgeq.io.onnx_model import to_proto
 from edgeq.io.session import budget_batch, fixed_batch_size, session
-from edgeq.passes.fold_batchnorm import batchnorm_statistics
+from edgeq.passes.batchnorm_moments import NoStatistics, input_mean, tap_weights
+from edgeq.passes.clipped_reference import clipped_reference
 from edgeq.passes.insert_qdq import dequantize_constant
-from edgeq.quantization.plan import activation_bounds
+from edgeq.passes.stage import StageContext, StageResult
 from edgeq.quantization.qparams import BIAS_LIMIT
 from edgeq.quantization.recipe import BIAS_CORRECTIONS
 
+PHASE = "quantized"
 LINEAR_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
-MEAN_PRESERVING_OPS = {"GlobalAveragePool", "AveragePool"}
-LAYOUT_OPS = {"Flatten", "Reshape", "Squeeze"}
 
 
 @dataclass
@@ -81,17 +78,41 @@ class _Layer:
     bias_scale: np.ndarray  # float32, one per channel or one for all
 
 
-class _NoStatistics(Exception):
-    """The mean of a layer's input cannot be derived from BatchNorm statistics (the message says why)."""
+@dataclass
+class BiasCorrectionResult(StageResult):
+    """``corrections``: node name -> the per-channel change of the dequantized bias; ``skipped``: node name -> why
+    it was left alone; ``clipped``: node name -> channels held at BIAS_LIMIT; ``passes``: passes over the data
+    (empirical mode)."""
+
+    mode: str = "empirical"
+    corrections: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    clipped: dict[str, list[int]] = field(default_factory=dict)
+    passes: int = 0
+
+    def summary(self) -> dict:
+        return {
+            "mode": self.mode,
+            "corrected_layers": len(self.corrections),
+            "passes_over_data": self.passes,
+            "mean_abs_shift": {
+                name: float(np.mean(np.abs(shift))) for name, shift in self.corrections.items()
+            },
+            "skipped": dict(self.skipped),
+            "clipped_channels": {name: list(channels) for name, channels in self.clipped.items()},
+        }
+
+
+def stage(context: StageContext) -> BiasCorrectionPass | None:
+    if "bias-correction" not in context.recipe.passes:
+        return None
+    return BiasCorrectionPass(
+        context.float_model, context.data, mode=context.recipe.bias_correction, progress=context.progress
+    )
 
 
 class BiasCorrectionPass(ir.passes.InPlacePass):
-    """Correct the int32 bias of every quantized Conv/Gemm of a QDQ model built from FLOAT_MODEL.
-
-    After the pass: ``corrections`` maps node name -> the per-channel change of the dequantized bias,
-    ``skipped`` node name -> why it was left alone, ``clipped`` node name -> channels held at BIAS_LIMIT,
-    ``passes`` the number of passes over the data (empirical mode); ``summary()`` is JSON-able.
-    """
+    """Correct the int32 bias of every quantized Conv/Gemm of a QDQ model built from FLOAT_MODEL."""
 
     def __init__(
         self,
@@ -110,35 +131,21 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
         self.data = data
         self.mode = mode
         self.progress = progress
-        self.corrections: dict[str, np.ndarray] = {}
-        self.skipped: dict[str, str] = {}
-        self.clipped: dict[str, list[int]] = {}
-        self.passes = 0
 
-    def summary(self) -> dict:
-        return {
-            "mode": self.mode,
-            "corrected_layers": len(self.corrections),
-            "passes_over_data": self.passes,
-            "mean_abs_shift": {
-                name: float(np.mean(np.abs(shift))) for name, shift in self.corrections.items()
-            },
-            "skipped": dict(self.skipped),
-            "clipped_channels": {name: list(channels) for name, channels in self.clipped.items()},
-        }
-
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> BiasCorrectionResult:
+        self.result = BiasCorrectionResult(model, False, self.mode)
         layers = self._layers(model)
         model.graph.sort()
         if self.mode == "analytic":
             for layer in layers:
                 try:
                     self._apply(layer, -self._analytic_error(layer))
-                except _NoStatistics as reason:
-                    self.skipped[layer.node.name] = str(reason)
+                except NoStatistics as reason:
+                    self.result.skipped[layer.node.name] = str(reason)
         else:
             self._correct_empirically(model, layers)
-        return ir.passes.PassResult(model, modified=bool(layers))
+        self.result.modified = bool(layers)
+        return self.result
 
     # ---- the layers and their biases ------------------------------------------------------------------
     def _layers(self, model: ir.Model) -> list[_Layer]:
@@ -151,11 +158,11 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
                 continue  # not a layer with quantized weights
             float_node = float_nodes.get(node.name)
             if node.op_type == "MatMul":
-                self.skipped[node.name] = "MatMul has no bias input"
+                self.result.skipped[node.name] = "MatMul has no bias input"
             elif node.op_type == "ConvTranspose":
-                self.skipped[node.name] = "ConvTranspose is not handled"
+                self.result.skipped[node.name] = "ConvTranspose is not handled"
             elif float_node is None or float_node.op_type != node.op_type:
-                self.skipped[node.name] = "no node of that name and type in the float model"
+                self.result.skipped[node.name] = "no node of that name and type in the float model"
             else:
                 layer = self._with_bias(model.graph, node, float_node, weight_dq)
                 if layer is not None:
@@ -169,13 +176,13 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
         if len(node.inputs) > 2 and node.inputs[2] is not None:
             bias_dq = node.inputs[2].producer()
             if bias_dq is None or bias_dq.op_type != "DequantizeLinear":
-                self.skipped[node.name] = "its bias is float"
+                self.result.skipped[node.name] = "its bias is float"
                 return None
             bias_scale = bias_dq.inputs[1].const_value.numpy()
             return _Layer(node, float_node, bias_dq.inputs[0], bias_scale)
         input_dq = node.inputs[0].producer()
         if input_dq is None or input_dq.op_type != "DequantizeLinear":
-            self.skipped[node.name] = "its input is not quantized, so it has no bias scale"
+            self.result.skipped[node.name] = "its input is not quantized, so it has no bias scale"
             return None
         weight_scale = weight_dq.inputs[1].const_value.numpy()
         bias_scale = (np.float32(input_dq.inputs[1].const_value.numpy()) * weight_scale).astype(np.float32)
@@ -205,9 +212,9 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
         new = np.clip(wanted, -BIAS_LIMIT, BIAS_LIMIT)
         layer.bias.const_value = ir.tensor(new.astype(np.int32), name=layer.bias.name)
         name = layer.node.name
-        self.corrections[name] = ((new - old) * layer.bias_scale).astype(np.float32)
+        self.result.corrections[name] = ((new - old) * layer.bias_scale).astype(np.float32)
         if (new != wanted).any():
-            self.clipped[name] = np.flatnonzero(new != wanted).tolist()
+            self.result.clipped[name] = np.flatnonzero(new != wanted).tolist()
 
     # ---- analytic -------------------------------------------------------------------------------------
     def _analytic_error(self, layer: _Layer) -> np.ndarray:
@@ -220,20 +227,20 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
             shape[weight_dq.attributes.get_int("axis", 1)] = -1
         w_q = (q.astype(np.float64) - zero_point.reshape(shape)) * scale.reshape(shape)
         if float_node.inputs[1].const_value is None:
-            raise _NoStatistics("its float weights are not constant")
+            raise NoStatistics("its float weights are not constant")
         w = float_node.inputs[1].const_value.numpy().astype(np.float64)
-        x_mean = _input_mean(float_node.inputs[0]).astype(np.float64)
+        x_mean = input_mean(float_node.inputs[0]).astype(np.float64)
         if node.op_type == "Gemm":
             w = w * float_node.attributes.get_float("alpha", 1.0)
             error = w_q - w if node.attributes.get_int("transB", 0) else (w_q - w).T
             if x_mean.size != error.shape[1]:
-                raise _NoStatistics(f"its input mean has {x_mean.size} channels, not {error.shape[1]}")
+                raise NoStatistics(f"its input mean has {x_mean.size} channels, not {error.shape[1]}")
             return error @ x_mean
         groups = node.attributes.get_int("group", 1)
-        error = np.tensordot(w_q - w, _tap_weights(float_node, q.shape[2:]), axes=q.ndim - 2)
+        error = np.tensordot(w_q - w, tap_weights(float_node, q.shape[2:]), axes=q.ndim - 2)
         out_channels, in_per_group = error.shape
         if x_mean.size != in_per_group * groups:
-            raise _NoStatistics(f"its input mean has {x_mean.size} channels, not {in_per_group * groups}")
+            raise NoStatistics(f"its input mean has {x_mean.size} channels, not {in_per_group * groups}")
         group_of_channel = np.arange(out_channels) // (out_channels // groups)
         return np.sum(error * x_mean.reshape(groups, in_per_group)[group_of_channel], axis=1)
 
@@ -254,7 +261,7 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
             inputs,
             [reference_nodes[layer.node.name].outputs[0] for layer in layers],
         ).channel_means(cache)
-        self.passes = 1
+        self.result.passes = 1
         expected = dict(zip((layer.node for layer in layers), reference_means, strict=True))
         values = {v.name: v for v in inputs} | {v.name: v for node in graph for v in node.outputs}
 
@@ -291,7 +298,7 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
                     [layer.node.outputs[0] for layer in wave] + cut,
                 )
                 means, cut_arrays = segment.run(cache, len(wave))
-                self.passes += 1
+                self.result.passes += 1
                 for layer, mean in zip(wave, means, strict=True):
                     self._apply(layer, expected[layer.node] - mean)
                     corrected.add(layer.node)
@@ -306,47 +313,6 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
                 for name in [n for n in cache if all(c in final for c in values[n].consumers())]:
                     del cache[name]
                 bar.update(len(wave))
-
-
-def clipped_reference(qdq_model: ir.Model, float_model: ir.Model) -> ir.Model:
-    """QDQ_MODEL with float weights and every activation QuantizeLinear->DequantizeLinear pair a Clip to the
-    pair's representable range: the float model with the quantized model's clipping and no rounding."""
-    reference = clone_model(qdq_model)
-    graph = reference.graph
-    float_nodes = {node.name: node for node in float_model.graph}
-    for node in list(graph):
-        source = node.inputs[0].producer() if node.op_type == "DequantizeLinear" else None
-        if source is not None and source.op_type == "QuantizeLinear" and source.inputs[1].shape.rank() == 0:
-            scale = float(source.inputs[1].const_value.numpy())
-            zero_point = source.inputs[2].const_value.numpy()
-            limits = np.iinfo(zero_point.dtype)
-            bounds = [
-                _constant(graph, f"{node.name}.{end}", scale * (q - int(zero_point)))
-                for end, q in (("min", limits.min), ("max", limits.max))
-            ]
-            clip = ir.node("Clip", [source.inputs[0], *bounds], name=f"{node.name}.clip")
-            clip.outputs[0].dtype, clip.outputs[0].shape = ir.DataType.FLOAT, node.outputs[0].shape
-            graph.insert_before(node, clip)
-            dequantized = node.outputs[0]
-            clip.outputs[0].name, dequantized.name = dequantized.name, f"{dequantized.name}.dequantized"
-            dequantized.replace_all_uses_with(clip.outputs[0], replace_graph_outputs=True)
-        elif source is None and node.name.endswith(".weight_DequantizeLinear"):
-            layer = float_nodes.get(node.name.removesuffix(".weight_DequantizeLinear"))
-            if layer is None or layer.inputs[1].const_value is None:
-                continue  # no float weights to compare with: the layer keeps its quantized ones
-            weight = layer.inputs[1].const_value.numpy() * layer.attributes.get_float("alpha", 1.0)
-            node.outputs[0].replace_all_uses_with(_constant(graph, f"{layer.name}.float_weight", weight))
-    common_passes.RemoveUnusedNodesPass()(reference)
-    graph.sort()
-    return reference
-
-
-def _constant(graph: ir.Graph, name: str, value) -> ir.Value:
-    array = np.asarray(value, np.float32)
-    constant = ir.Value(name=name, const_value=ir.tensor(array, name=name))
-    constant.dtype, constant.shape = ir.DataType.FLOAT, ir.Shape(array.shape)
-    graph.register_initializer(constant)
-    return constant
 
 
 def _upstream_layers(graph: ir.Graph, layer_nodes: set[ir.Node]) -> dict[ir.Node, set[ir.Node]]:
@@ -422,95 +388,3 @@ def _value_info(value: ir.Value) -> onnx.ValueInfoProto:
     if value.dtype is None:
         return onnx.helper.make_empty_tensor_value_info(value.name)
     return onnx.helper.make_tensor_value_info(value.name, value.dtype.value, None)
-
-
-# ---- analytic helpers: input means from BatchNorm statistics -------------------------------------------
-def _normal_cdf(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.vectorize(math.erf)(np.asarray(x, np.float64) / math.sqrt(2.0)))
-
-
-def _normal_pdf(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return np.where(np.isfinite(x), np.exp(-0.5 * np.minimum(x * x, 1e4)) / math.sqrt(2 * math.pi), 0.0)
-
-
-def clipped_normal_mean(mean: np.ndarray, std: np.ndarray, low, high) -> np.ndarray:
-    """E[clip(z, LOW, HIGH)] for z ~ N(MEAN, STD^2), elementwise (bounds scalar or per channel, may be -inf/inf)."""
-    mean, std = np.asarray(mean, np.float64), np.abs(np.asarray(std, np.float64))
-    low, high = (np.broadcast_to(np.asarray(b, np.float64), mean.shape) for b in (low, high))
-    safe_std = np.where(std > 0, std, 1.0)
-    a, b = (low - mean) / safe_std, (high - mean) / safe_std
-    cdf_a, cdf_b = _normal_cdf(a), _normal_cdf(b)
-    below = np.where(np.isfinite(low), low, 0.0) * cdf_a
-    above = np.where(np.isfinite(high), high, 0.0) * (1.0 - cdf_b)
-    clipped = below + mean * (cdf_b - cdf_a) + std * (_normal_pdf(a) - _normal_pdf(b)) + above
-    return np.where(std > 0, clipped, np.clip(mean, low, high))
-
-
-def _activated_mean(node: ir.Node, ceiling: np.ndarray | float = math.inf) -> np.ndarray:
-    """E[output] of the Relu/Clip NODE (then clamped at CEILING) after a layer with BatchNorm statistics."""
-    pre = node.inputs[0].producer()
-    statistics = batchnorm_statistics(pre) if pre is not None else None
-    if statistics is None:
-        raise _NoStatistics(f"{node.op_type} {node.name} does not follow a layer with BatchNorm statistics")
-    gamma, beta = statistics
-    bounds = activation_bounds(node)
-    if bounds is None:
-        raise _NoStatistics(f"Clip {node.name} has bounds that are not constant")
-    low, high = bounds
-    return clipped_normal_mean(beta, gamma, low, np.minimum(high, ceiling))
-
-
-def _input_mean(value: ir.Value) -> np.ndarray:
-    """Per-channel E[VALUE] in the float model, from the BatchNorm statistics of the layers producing it."""
-    node = value.producer()
-    if node is None:
-        what = "a graph input" if not value.is_initializer() else "a constant"
-        raise _NoStatistics(f"its input {value.name!r} is {what}, with no BatchNorm statistics")
-    statistics = batchnorm_statistics(node)
-    if statistics is not None:
-        return statistics[1].astype(np.float64)
-    if node.op_type in ("Relu", "Clip"):
-        return _activated_mean(node)
-    activation = node.inputs[0].producer() if node.op_type == "Min" and len(node.inputs) == 2 else None
-    ceiling = node.inputs[1].const_value if activation is not None else None
-    if ceiling is not None and activation.op_type in ("Relu", "Clip"):
-        return _activated_mean(activation, ceiling.numpy().astype(np.float64).reshape(-1))
-    if node.op_type == "Add":
-        return _input_mean(node.inputs[0]) + _input_mean(node.inputs[1])
-    if node.op_type in MEAN_PRESERVING_OPS:
-        return _input_mean(node.inputs[0])
-    if node.op_type in LAYOUT_OPS:
-        mean = _input_mean(node.inputs[0])
-        dims = list(value.shape or ())[1:]
-        if value.shape is None or not all(isinstance(d, int) for d in dims) or math.prod(dims) != mean.size:
-            raise _NoStatistics(f"{node.op_type} {node.name} does not keep one value per channel")
-        return mean
-    raise _NoStatistics(f"its input comes from {node.op_type} {node.name}, with no BatchNorm statistics")
-
-
-def _tap_weights(conv: ir.Node, kernel: tuple[int, ...]) -> np.ndarray:
-    """Per kernel tap, the fraction of output positions at which it reads the input rather than padding."""
-    input_shape = conv.inputs[0].shape
-    spatial = list(input_shape)[2:] if input_shape is not None else []
-    if len(spatial) != len(kernel) or not all(isinstance(d, int) for d in spatial):
-        return np.ones(kernel)
-    dims = len(kernel)
-    strides = conv.attributes.get_ints("strides", [1] * dims)
-    dilations = conv.attributes.get_ints("dilations", [1] * dims)
-    pads = conv.attributes.get_ints("pads", [0] * (2 * dims))
-    auto_pad = conv.attributes.get_string("auto_pad", "NOTSET")
-    weights = np.ones(())
-    for d in range(dims):
-        size, k, stride, dilation = spatial[d], kernel[d], strides[d], dilations[d]
-        begin, end = pads[d], pads[d + dims]
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            total = max(0, (math.ceil(size / stride) - 1) * stride + (k - 1) * dilation + 1 - size)
-            begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
-            end = total - begin
-        elif auto_pad == "VALID":
-            begin = end = 0
-        positions = np.arange((size + begin + end - dilation * (k - 1) - 1) // stride + 1)
-        reads = positions[None, :] * stride + np.arange(k)[:, None] * dilation - begin
-        weights = np.multiply.outer(weights, np.mean((reads >= 0) & (reads < size), axis=1))
-    return weights

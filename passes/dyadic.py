@@ -43,14 +43,20 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
 
 from edgeq.errors import EdgeqError
+from edgeq.io.onnx_model import clone_model
+from edgeq.io.session import fixed_batch_size, session
+from edgeq.measure.metrics import sqnr_db
+from edgeq.passes.stage import StageContext, StageResult
 from edgeq.quantization.plan import BIAS_INPUT, FUSABLE_ACTIVATIONS, WEIGHT_INPUT
 from edgeq.quantization.qparams import BIAS_LIMIT, quantize_weights
 
+PHASE = "quantized"
 TFLITE_SIGNIFICAND_BITS = 31
 FLOAT32_SIGNIFICAND_BITS = 24
 ADD_LEFT_SHIFT = 20  # edgeq.reference.add: int8 ADD brings both inputs to 20 extra fractional bits
@@ -152,20 +158,54 @@ class _Layer:
         self.bias_dq = _dequantizer(node.inputs[bias_index]) if bias_index and len(node.inputs) > bias_index else None
 
 
-class DyadicPass(ir.passes.InPlacePass):
-    """Make every requantization multiplier of a QDQ model a SIGNIFICAND_BITS-bit dyadic number (see above)."""
+@dataclass
+class DyadicResult(StageResult):
+    """What the pass moved: the requantization points and multipliers it saw, the largest relative change of a
+    multiplier, an activation scale and a weight scale, the channels whose weight scale was raised to keep the
+    bias in range, the ops whose arithmetic is not dyadic; with a reference, the accuracy cost."""
 
-    def __init__(self, significand_bits: int = TFLITE_SIGNIFICAND_BITS, pow2: bool = False):
+    report: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return dict(self.report)
+
+
+def stage(context: StageContext) -> DyadicPass | None:
+    """Last of the pipeline's passes, when the recipe narrows the multipliers: it moves the scales the passes
+    before it worked with."""
+    recipe = context.recipe
+    if recipe.dyadic_bits >= TFLITE_SIGNIFICAND_BITS and not recipe.pow2:
+        return None
+    return DyadicPass(recipe.dyadic_bits, pow2=recipe.pow2, reference=context.float_model, data=context.data)
+
+
+class DyadicPass(ir.passes.InPlacePass):
+    """Make every requantization multiplier of a QDQ model a SIGNIFICAND_BITS-bit dyadic number (see above).
+
+    With a float REFERENCE model and DATA, the report also gives the cost: the lowest output SQNR against the
+    reference on the first data batch, before and after the pass.
+    """
+
+    def __init__(
+        self,
+        significand_bits: int = TFLITE_SIGNIFICAND_BITS,
+        pow2: bool = False,
+        *,
+        reference: ir.Model | None = None,
+        data=None,
+    ):
         super().__init__()
         if not 1 <= significand_bits <= TFLITE_SIGNIFICAND_BITS:
             raise EdgeqError(f"significand_bits must be in 1..{TFLITE_SIGNIFICAND_BITS}, not {significand_bits}")
         self.width = 1 if pow2 else significand_bits
         self.activation_bits = 1 if pow2 else min(self.width // 2, 8)
-        mode = "pow2" if pow2 else f"{self.width}-bit"
-        self.report: dict = {"mode": mode, "significand_bits": self.width}
-        self.raised_bias_channels: dict[str, list[int]] = {}
+        self.mode = "pow2" if pow2 else f"{self.width}-bit"
+        self.reference = reference
+        self.data = data
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> DyadicResult:
+        before_pass = clone_model(model) if self.reference is not None else None
+        self.raised_bias_channels: dict[str, list[int]] = {}
         groups, pinned, layers, points, not_dyadic = self._collect(model.graph)
         before = {key: _scale(value) for key, value in groups.values.items()}
         before.update({id(layer.weight_dq.inputs[1]): _scale(layer.weight_dq.inputs[1]) for layer in layers})
@@ -185,7 +225,8 @@ class DyadicPass(ir.passes.InPlacePass):
         def largest_change(keys) -> float:
             return max((float(np.max(np.abs(after[k] / before[k] - 1.0))) for k in keys), default=0.0)
 
-        self.report.update(
+        report = {"mode": self.mode, "significand_bits": self.width}
+        report.update(
             {
                 "activation_significand_bits": self.activation_bits if modified else FLOAT32_SIGNIFICAND_BITS,
                 "requantization_points": dict(Counter(kind for kind, *_ in points)),
@@ -198,7 +239,20 @@ class DyadicPass(ir.passes.InPlacePass):
                 "not_dyadic": not_dyadic,
             }
         )
-        return ir.passes.PassResult(model, modified=modified)
+        if self.reference is not None:
+            report.update(self._cost(before_pass, model))
+        return DyadicResult(model, modified, report)
+
+    def _cost(self, before: ir.Model, after: ir.Model) -> dict:
+        """Output SQNR against the float reference on the first data batch, before and after the pass."""
+        batch = next(iter(self.data.batches(fixed_batch_size(self.reference) or 8)))
+        reference = session(self.reference).run(None, batch)
+        return {
+            f"sqnr_db_on_calibration_batch_{name}": min(
+                sqnr_db(r, q) for r, q in zip(reference, session(model).run(None, batch), strict=True)
+            )
+            for name, model in (("before", before), ("after", after))
+        }
 
     # ----------------------------------------------------------------------------------------- the graph
 

@@ -50,13 +50,18 @@ layer has no spatial padding (zero padding would see -c_i at the borders otherwi
 by passes.fold_batchnorm are rescaled along with their layer.
 
 The equalized float model is checked against the original (after ``to-relu``'s conversion) on a fixed random
-input: equalization must not change any output by more than 1e-4 relative (an internal error otherwise).
+input: equalization must not change any output by more than 1e-4 relative (an internal error otherwise). With
+calibration data, the report also gives the output SQNR of the equalized model against the original on the first
+calibration batch ("to-relu" changes the function where activations exceed 6, absorption off the data).
+
+Pipeline stage (passes.stage): phase "float", when the recipe lists "equalize"; ``equalize_scaling="auto"``
+scales by activation ranges for per-channel weights and by weight ranges for per-tensor ones.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
@@ -65,10 +70,13 @@ import onnx_ir.passes.common as common_passes
 from edgeq.data.sources import CalibrationData
 from edgeq.errors import EdgeqError
 from edgeq.io.session import exposing_copy, fixed_batch_size, random_inputs, session
+from edgeq.measure.metrics import sqnr_db
 from edgeq.passes.fold_batchnorm import BN_BETA_KEY, BN_GAMMA_KEY, batchnorm_statistics
+from edgeq.passes.stage import StageContext, StageResult
 from edgeq.quantization.plan import activation_bounds
 from edgeq.quantization.recipe import EQUALIZE_CLIPS
 
+PHASE = "float"
 HOMOGENEOUS = {"Relu", "PRelu", "LeakyRelu"}
 LAYERS = {"Conv", "Gemm"}
 SCALINGS = ("weights", "activations")
@@ -293,6 +301,27 @@ def _relative_change(before: list[np.ndarray], after: list[np.ndarray]) -> float
     )
 
 
+@dataclass
+class EqualizeResult(StageResult):
+    """What equalization did, and the per-channel factor s of every tensor it left as original / s."""
+
+    report: dict = field(default_factory=dict)
+    channel_scales: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return dict(self.report)
+
+
+def stage(context: StageContext) -> EqualizePass | None:
+    recipe = context.recipe
+    if "equalize" not in recipe.passes:
+        return None
+    scaling = recipe.equalize_scaling
+    if scaling == "auto":
+        scaling = "activations" if recipe.per_channel else "weights"
+    return EqualizePass(clipped=recipe.equalize_clip, scaling=scaling, data=context.data)
+
+
 class EqualizePass(ir.passes.InPlacePass):
     """Cross-layer equalization (and, with ``absorb_bias``, high-bias absorption) of a float model."""
 
@@ -317,10 +346,10 @@ class EqualizePass(ir.passes.InPlacePass):
         self.absorb_bias = absorb_bias
         self.data = data
         self.max_sweeps = max_sweeps
-        self.report: dict = {}
-        self.channel_scales: dict[str, np.ndarray] = {}
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> EqualizeResult:
+        batch = next(iter(self.data.batches(fixed_batch_size(model) or 8))) if self.data is not None else None
+        before_on_data = session(model).run(None, batch) if batch is not None else None
         original = _outputs_on_random_input(model)
         pairs = find_pairs(model.graph, self.clipped)
         clipped_pairs = [p for p in pairs if p.activation is not None and _clip_ceiling(p.activation) is not None]
@@ -356,11 +385,11 @@ class EqualizePass(ir.passes.InPlacePass):
                     _clip_to_relu_and_ceiling(model.graph, pair, scale)
             common_passes.RemoveUnusedNodesPass()(model)
         # the tensors between two equalized layers now hold original / s per channel
-        self.channel_scales = {}
+        channel_scales = {}
         for pair, scale in zip(pairs, total, strict=True):
             for node in (pair.first, pair.activation, pair.ceiling):
                 if node is not None:
-                    self.channel_scales[node.outputs[0].name] = scale
+                    channel_scales[node.outputs[0].name] = scale
         equalized = _outputs_on_random_input(model)
         change = _relative_change(equalized, baseline)
         if change > TOLERANCE:
@@ -371,7 +400,7 @@ class EqualizePass(ir.passes.InPlacePass):
             extrema = _channel_extrema(model, [p.first.outputs[0] for p in candidates], self.data)
             floors = {p.first.name: extrema[p.first.outputs[0].name][0] for p in candidates}
         absorbed = sum(absorb_high_bias(p, floors.get(p.first.name)) is not None for p in candidates)
-        self.report = {
+        report = {
             "pairs": len(pairs),
             "scaling": self.scaling,
             "sweeps": sweeps,
@@ -382,7 +411,12 @@ class EqualizePass(ir.passes.InPlacePass):
             "high_bias_absorbed_pairs": absorbed,
             "change_from_bias_absorption": _relative_change(_outputs_on_random_input(model), equalized),
         }
-        return ir.passes.PassResult(model, modified=bool(pairs))
+        if batch is not None:
+            after_on_data = session(model).run(None, batch)
+            report["float_sqnr_db_on_calibration_batch"] = min(
+                sqnr_db(b, a) for b, a in zip(before_on_data, after_on_data, strict=True)
+            )
+        return EqualizeResult(model, bool(pairs), report, channel_scales)
 
 
 def _replace_output(graph: ir.Graph, old: ir.Node, new_output: ir.Value) -> None:

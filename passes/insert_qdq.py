@@ -18,10 +18,13 @@ group's encoding.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
+from edgeq.passes.stage import StageResult
 from edgeq.quantization.plan import BIAS_INPUT, WEIGHT_INPUT, QuantPlan, is_constant
 from edgeq.quantization.qparams import Encoding, quantize_linear_layer
 
@@ -55,6 +58,15 @@ def dequantize_constant(graph: ir.Graph, name: str, q: np.ndarray, scale, zero_p
     return node.outputs[0]
 
 
+@dataclass
+class InsertQDQResult(StageResult):
+    """``raised_bias_channels``: node -> channels whose weight scale was raised so their int32 bias fits;
+    ``float_biases``: nodes whose bias stayed float (a full [M, N] Gemm bias)."""
+
+    raised_bias_channels: dict[str, list[int]] = field(default_factory=dict)
+    float_biases: list[str] = field(default_factory=list)
+
+
 class InsertQDQPass(ir.passes.InPlacePass):
     """Quantize the nodes and tensors chosen by PLAN with the given ENCODINGS."""
 
@@ -75,10 +87,9 @@ class InsertQDQPass(ir.passes.InPlacePass):
         self.per_channel = per_channel
         self.weight_range = weight_range
         self.weight_rounding = weight_rounding
-        self.raised_bias_channels: dict[str, list[int]] = {}
-        self.float_biases: list[str] = []
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> InsertQDQResult:
+        self.result = InsertQDQResult(model, True)
         graph = model.graph
         for node in self.plan.quantized:
             weight_index = WEIGHT_INPUT.get(node.op_type)
@@ -99,7 +110,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
             self._insert_pair(graph, value, self.encodings[value.name])
         graph.sort()
         common_passes.RemoveUnusedNodesPass()(model)
-        return ir.passes.PassResult(model, modified=True)
+        return self.result
 
     def _layer_weights(self, node: ir.Node) -> tuple[np.ndarray, np.ndarray | None, int, int]:
         """Weights, bias, channel axis and bias-channel repeat of a Conv/ConvTranspose/Gemm/MatMul."""
@@ -128,7 +139,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
             else:  # a full [M, N] bias stays float, and so does its beta
                 b = None
         if bias_value is not None and b is None:
-            self.float_biases.append(node.name)
+            self.result.float_biases.append(node.name)
         return w, b, axis, repeat
 
     def _quantize_layer(self, graph: ir.Graph, node: ir.Node) -> None:
@@ -146,7 +157,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
             bias_channel_repeat=repeat,
         )
         if layer.raised_channels:
-            self.raised_bias_channels[node.name] = layer.raised_channels
+            self.result.raised_bias_channels[node.name] = layer.raised_channels
         per_channel_axis = axis if self.per_channel else None
         scale = layer.weight_scale if self.per_channel else layer.weight_scale[0]
         zero = np.zeros_like(scale, dtype=np.int8)

@@ -71,7 +71,7 @@ def calibrated_mobilenet_v2(folder, calib_views: int = 32):
     from edgeq.api.export import export_module
     from edgeq.data.sources import ArrayData, input_specs
     from edgeq.io.onnx_model import load_model
-    from edgeq.pipeline.quantize import calibrate_model
+    from edgeq.pipeline import Pipeline
     from edgeq.quantization.recipe import Recipe
     from models.mobilenet_v2 import build
     from models.photos import calib_views as photo_views
@@ -81,7 +81,7 @@ def calibrated_mobilenet_v2(folder, calib_views: int = 32):
     export_module(module, example, float_path, input_names=["input"], output_names=["logits"])
     model = load_model(float_path)
     data = ArrayData({"input": photo_views(calib_views)}, input_specs(model), "views")
-    return float_path, calibrate_model(model, data, Recipe(), progress=False)
+    return float_path, Pipeline(Recipe(), progress=False).calibrate(model, data)
 
 
 @pytest.fixture

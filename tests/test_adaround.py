@@ -17,7 +17,7 @@ from edgeq.io.onnx_model import load_model
 from edgeq.io.session import session as ort_session
 from edgeq.measure.metrics import sqnr_db, top1_agreement
 from edgeq.passes.adaround import AdaRoundPass
-from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
 
 MODELS = __import__("pathlib").Path(__file__).resolve().parents[1] / "models"
@@ -40,7 +40,7 @@ def _integers(model: ir.Model) -> dict[str, np.ndarray]:
 def digits():
     model = load_model(MODELS / "digits_cnn.onnx")
     data = load_npz(MODELS / "digits_calib.npz", input_specs(model))
-    calibration = calibrate_model(model, data, Recipe(), progress=False)
+    calibration = Pipeline(Recipe(), progress=False).calibrate(model, data)
     return calibration, data, np.load(MODELS / "digits_test.npz")["input"]
 
 
@@ -52,15 +52,14 @@ def test_weights_stay_on_the_grid_and_layer_errors_fall(tmp_path):
     model = load_model(path)
     x = np.random.default_rng(1).normal(0, 1, (40, 3, 8, 8)).astype(np.float32)
     data = ArrayData({"input": x}, input_specs(model), "random")
-    calibration = calibrate_model(model, data, Recipe(), progress=False)
-    qdq, _ = build_qdq(calibration, Recipe(weight_bits=4))
+    calibration = Pipeline(Recipe(), progress=False).calibrate(model, data)
+    qdq, _ = Pipeline(Recipe(weight_bits=4)).quantize(calibration)
     before = _integers(qdq)
     others = {n: v.const_value.numpy().copy() for n, v in qdq.graph.initializers.items() if n not in before}
-    adaround = AdaRoundPass(calibration.model, data, weight_bits=4, iterations=200, progress=False)
-    adaround(qdq)
+    adaround = AdaRoundPass(calibration.model, data, weight_bits=4, iterations=200, progress=False)(qdq)
 
     float_nodes = {node.name: node for node in calibration.model.graph}
-    assert set(adaround.report) == {name.removesuffix(".weight_quantized") for name in before}
+    assert set(adaround.layers) == {name.removesuffix(".weight_quantized") for name in before}
     assert not adaround.skipped
     for name, q in _integers(qdq).items():
         node = float_nodes[name.removesuffix(".weight_quantized")]
@@ -74,14 +73,14 @@ def test_weights_stay_on_the_grid_and_layer_errors_fall(tmp_path):
     for name, array in others.items():  # scales, zero points, biases, activation encodings
         np.testing.assert_array_equal(qdq.graph.initializers[name].const_value.numpy(), array)
     # 32 training rows for the 80 weights of fc: its rounding overfits and the held-out check must refuse it
-    assert adaround.report["fc"]["error_after"] > adaround.report["fc"]["error_before"]
-    assert not adaround.report["fc"]["adopted"]
-    rows = adaround.report.values()
+    assert adaround.layers["fc"]["error_after"] > adaround.layers["fc"]["error_before"]
+    assert not adaround.layers["fc"]["adopted"]
+    rows = adaround.layers.values()
     assert all(row["error_after"] < row["error_before"] for row in rows if row["adopted"])
     assert any(row["adopted"] for row in rows)
     changed = [name for name, q in _integers(qdq).items() if not np.array_equal(q, before[name])]
     assert sorted(changed) == sorted(
-        f"{n}.weight_quantized" for n, row in adaround.report.items() if row["adopted"]
+        f"{n}.weight_quantized" for n, row in adaround.layers.items() if row["adopted"]
     )
 
 
@@ -90,12 +89,11 @@ def test_four_bit_digits_cnn_gets_closer_to_float(digits):
     15.4 dB from the float logits; AdaRound brings them to ~23.8 dB."""
     calibration, data, x = digits
     reference = _run(calibration.model, x)
-    qdq, _ = build_qdq(calibration, Recipe(weight_bits=4))
+    qdq, _ = Pipeline(Recipe(weight_bits=4)).quantize(calibration)
     rounded = _run(qdq, x)
-    adaround = AdaRoundPass(calibration.model, data, weight_bits=4, iterations=300, progress=False)
-    adaround(qdq)
+    adaround = AdaRoundPass(calibration.model, data, weight_bits=4, iterations=300, progress=False)(qdq)
     adarounded = _run(qdq, x)
-    errors = np.array([(row["error_before"], row["error_after"]) for row in adaround.report.values()])
+    errors = np.array([(row["error_before"], row["error_after"]) for row in adaround.layers.values()])
     assert len(errors) == 5 and np.all(errors[:, 1] < errors[:, 0])  # held-out layer errors
     assert sqnr_db(reference, adarounded) > sqnr_db(reference, rounded) + 4.0
     assert top1_agreement(reference, adarounded) >= top1_agreement(reference, rounded) - 0.005
@@ -104,29 +102,27 @@ def test_four_bit_digits_cnn_gets_closer_to_float(digits):
 def test_eight_bit_weights_do_not_get_worse(digits):
     calibration, data, x = digits
     reference = _run(calibration.model, x)
-    qdq, _ = build_qdq(calibration, Recipe())
+    qdq, _ = Pipeline(Recipe()).quantize(calibration)
     rounded = _run(qdq, x)
-    adaround = AdaRoundPass(calibration.model, data, iterations=200, progress=False)
-    adaround(qdq)
+    AdaRoundPass(calibration.model, data, iterations=200, progress=False)(qdq)
     assert sqnr_db(reference, _run(qdq, x)) > sqnr_db(reference, rounded)
     assert all(np.abs(q).max() <= 127 for q in _integers(qdq).values())
 
 
 def test_time_budget_bounds_each_layer(digits):
     calibration, data, _ = digits
-    qdq, _ = build_qdq(calibration, Recipe(weight_bits=4))
+    qdq, _ = Pipeline(Recipe(weight_bits=4)).quantize(calibration)
     adaround = AdaRoundPass(
         calibration.model, data, weight_bits=4, iterations=10**6, seconds_per_layer=0.3, progress=False
-    )
-    adaround(qdq)
-    for row in adaround.report.values():
+    )(qdq)
+    for row in adaround.layers.values():
         assert 0 < row["iterations"] < 10**6
         assert row["seconds"] < 2.0  # 0.3 s of steps plus the final evaluation
 
 
 def test_without_torch_the_error_names_the_extra(digits, monkeypatch):
     calibration, data, _ = digits
-    qdq, _ = build_qdq(calibration, Recipe())
+    qdq, _ = Pipeline(Recipe()).quantize(calibration)
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(EdgeqError, match=r"pip install 'edgeq\[torch\]'"):
         AdaRoundPass(calibration.model, data, progress=False)(qdq)
@@ -140,9 +136,9 @@ def test_loss_sees_the_output_as_the_next_layers_do(tmp_path):
     model = load_model(path)
     x = np.random.default_rng(1).normal(0, 1, (40, 3, 8, 8)).astype(np.float32)
     data = ArrayData({"input": x}, input_specs(model), "random")
-    calibration = calibrate_model(model, data, Recipe(passes=["equalize"]), progress=False)
-    qdq, report = build_qdq(calibration, Recipe(passes=["equalize"]))
-    layers = {layer.node.name: layer for layer in AdaRoundPass(calibration.model, data)._layers(qdq)}
+    calibration = Pipeline(Recipe(passes=["equalize"]), progress=False).calibrate(model, data)
+    qdq, report = Pipeline(Recipe(passes=["equalize"])).quantize(calibration)
+    layers = {layer.node.name: layer for layer in AdaRoundPass(calibration.model, data)._layers(qdq)[0]}
 
     ceiling = next(n for n in calibration.model.graph if n.op_type == "Min").inputs[1].const_value.numpy()
     assert np.ptp(ceiling) > 0  # equalization made the bound per channel
@@ -179,13 +175,12 @@ def test_mobilenet_v2_equalized_w8a8_logits_improve(tmp_path):
     model = load_model(float_path)
     data = ArrayData({"input": calib_views(16)}, input_specs(model), "views")
     recipe = Recipe(passes=["equalize"])
-    calibration = calibrate_model(model, data, recipe, progress=False)
-    qdq, _ = build_qdq(calibration, recipe)
+    calibration = Pipeline(recipe, progress=False).calibrate(model, data)
+    qdq, _ = Pipeline(recipe).quantize(calibration)
     x = eval_views(64)
     reference = _run(load_model(float_path), x)
     rounded = _run(qdq, x)
-    adaround = AdaRoundPass(
+    AdaRoundPass(
         calibration.model, data, iterations=100, seconds_per_layer=60.0, samples=512, progress=False
-    )
-    adaround(qdq)
+    )(qdq)
     assert sqnr_db(reference, _run(qdq, x)) > sqnr_db(reference, rounded) + 1.5

@@ -10,7 +10,7 @@ from conftest import REPO, calibrated_mobilenet_v2, make_convnet
 from edgeq.data.sources import input_specs, load_npz
 from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import load_model, save_model
-from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
 from edgeq.reports.analysis import analyze, analyze_onnx, analyze_tflite
 from edgeq.targets.tflite.lower import lower
@@ -49,7 +49,7 @@ def test_float_onnx_counts_match_hand_computed_values():
 def digits_tflite():
     model = load_model(REPO / "models" / "digits_cnn.onnx")
     data = load_npz(REPO / "models" / "digits_calib.npz", input_specs(model))
-    qdq, _ = build_qdq(calibrate_model(model, data, Recipe(), progress=False), Recipe(), "int8")
+    qdq, _ = Pipeline(Recipe(), progress=False).run(model, data, "int8")
     return qdq, write(lower(qdq).graph)
 
 
@@ -81,7 +81,7 @@ def test_liveness_bound_is_below_the_tflm_arena_on_the_digits_cnn(digits_tflite)
 @pytest.mark.slow
 def test_liveness_bound_is_below_the_tflm_arena_on_mobilenet_v2(tmp_path):
     _, calibration = calibrated_mobilenet_v2(tmp_path, calib_views=8)
-    qdq, _ = build_qdq(calibration, Recipe(), "int8")
+    qdq, _ = Pipeline(Recipe()).quantize(calibration, "int8")
     model_bytes = write(lower(qdq).graph)
     bound = analyze_tflite(read(model_bytes))["summary"]["peak_activation_bytes"]
     arena = tflm.measure_arena(model_bytes)

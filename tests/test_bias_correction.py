@@ -13,9 +13,11 @@ from edgeq.data.sources import ArrayData, input_specs
 from edgeq.io.onnx_model import to_proto
 from edgeq.io.session import session as ort_session
 from edgeq.measure.metrics import sqnr_db, top1_agreement
-from edgeq.passes.bias_correction import BiasCorrectionPass, clipped_normal_mean, clipped_reference
+from edgeq.passes.batchnorm_moments import clipped_normal_mean
+from edgeq.passes.bias_correction import BiasCorrectionPass
+from edgeq.passes.clipped_reference import clipped_reference
 from edgeq.passes.fold_batchnorm import batchnorm_statistics
-from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.pipeline import Pipeline
 from edgeq.quantization.qparams import BIAS_LIMIT
 from edgeq.quantization.recipe import Recipe
 
@@ -52,8 +54,8 @@ def convnet_qdq():
     x = np.random.default_rng(1).normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
     model = ir.serde.deserialize_model(make_convnet())
     data = ArrayData({"input": x}, input_specs(model), "samples")
-    calibration = calibrate_model(model, data, Recipe(), progress=False)
-    qdq, _ = build_qdq(calibration, Recipe())
+    calibration = Pipeline(Recipe(), progress=False).calibrate(model, data)
+    qdq, _ = Pipeline(Recipe()).quantize(calibration)
     return calibration.model, data, qdq, x
 
 
@@ -74,8 +76,7 @@ def test_empirical_is_sequential_and_keeps_the_qdq_structure(convnet_qdq):
     float_before = _layer_means(float_model, LAYERS, x)
     quant_before = _layer_means(qdq, LAYERS, x)
 
-    correction = BiasCorrectionPass(float_model, data, progress=False)
-    correction(qdq)
+    correction = BiasCorrectionPass(float_model, data, progress=False)(qdq)
 
     # the bias-less pointwise conv got an int32 bias with scale s_in * s_w; nothing else changed
     assert sorted(node.op_type for node in qdq.graph) == sorted([*ops_before, "DequantizeLinear"])
@@ -124,8 +125,7 @@ def test_analytic_matches_the_weight_error_on_inputs_with_the_batchnorm_statisti
     float_model, _, qdq, _ = convnet_qdq
     float_nodes = {node.name: node for node in float_model.graph}
     dw_float = float_nodes["dw"].inputs[1].const_value.numpy()
-    correction = BiasCorrectionPass(float_model, None, mode="analytic", progress=False)
-    correction(qdq)
+    correction = BiasCorrectionPass(float_model, None, mode="analytic", progress=False)(qdq)
 
     assert set(correction.corrections) == {"dw"}
     assert "graph input" in correction.skipped[STEM]
@@ -172,7 +172,7 @@ def test_mobilenet_v2_logits_improve(tmp_path):
     views = eval_views(48, seed=7)
     reference = _run(calibration.model, views)
     for recipe, mode, gain in ((Recipe(), "empirical", 0.8), (Recipe(per_channel=False), "analytic", 0.6)):
-        qdq, _ = build_qdq(calibration, recipe, "uint8")
+        qdq, _ = Pipeline(recipe).quantize(calibration, "uint8")
         before = _run(qdq, views)
         BiasCorrectionPass(
             calibration.model, data if mode == "empirical" else None, mode=mode, progress=False

@@ -17,8 +17,8 @@ from conftest import REPO, make_convnet
 from edgeq.data.sources import ArrayData, input_specs
 from edgeq.io.onnx_model import load_model, to_proto
 from edgeq.io.session import session as ort_session
-from edgeq.passes.dyadic import DyadicPass
-from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.passes.dyadic import DyadicPass, DyadicResult
+from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
 from edgeq.reference.add import LEFT_SHIFT
 from edgeq.reference.arithmetic import quantize_multiplier, requantize_multipliers
@@ -70,18 +70,14 @@ def too_wide(graph, width: int) -> int:
 def digits():
     model = load_model(REPO / "models" / "digits_cnn.onnx")
     calib = np.load(REPO / "models" / "digits_calib.npz")["input"]
-    calibration = calibrate_model(
-        model, ArrayData({"input": calib}, input_specs(model), "calib"), Recipe(), progress=False
-    )
+    calibration = Pipeline(Recipe(), progress=False).calibrate(model, ArrayData({"input": calib}, input_specs(model), "calib"))
     test = np.load(REPO / "models" / "digits_test.npz")
     return calibration, test["input"], test["label"]
 
 
-def _dyadic(calibration, width: int, pow2: bool) -> tuple[ir.Model, DyadicPass]:
-    qdq, _ = build_qdq(calibration, Recipe(), "int8")
-    dyadic = DyadicPass(width, pow2=pow2)
-    dyadic(qdq)
-    return qdq, dyadic
+def _dyadic(calibration, width: int, pow2: bool) -> tuple[ir.Model, DyadicResult]:
+    qdq, _ = Pipeline(Recipe()).quantize(calibration, "int8")
+    return qdq, DyadicPass(width, pow2=pow2)(qdq)
 
 
 def _accuracy(qdq: ir.Model, x: np.ndarray, labels: np.ndarray) -> float:
@@ -92,7 +88,7 @@ def _accuracy(qdq: ir.Model, x: np.ndarray, labels: np.ndarray) -> float:
 @pytest.mark.parametrize("width, pow2", MODES)
 def test_every_multiplier_meets_the_width(digits, width, pow2):
     calibration, _, _ = digits
-    default, _ = build_qdq(calibration, Recipe(), "int8")
+    default, _ = Pipeline(Recipe()).quantize(calibration, "int8")
     narrow = 1 if pow2 else width
     assert too_wide(lower(default).graph, narrow) > 100  # calibrated scales give full 31-bit multipliers
 
@@ -114,7 +110,7 @@ def test_every_multiplier_meets_the_width(digits, width, pow2):
 
 def test_width_31_changes_nothing(digits):
     calibration, _, _ = digits
-    default, _ = build_qdq(calibration, Recipe(), "int8")
+    default, _ = Pipeline(Recipe()).quantize(calibration, "int8")
     qdq, dyadic = _dyadic(calibration, 31, False)
     assert to_proto(qdq).SerializeToString() == to_proto(default).SerializeToString()
     assert dyadic.report["max_multiplier_change"] == 0.0
@@ -124,7 +120,7 @@ def test_width_31_changes_nothing(digits):
 def test_accuracy_stays_close_to_the_default_model(digits, width, pow2):
     """450 held-out digits: the default model scores 98.0%; 16 and 8 bits may lose one point, pow2 two."""
     calibration, x, labels = digits
-    default, _ = build_qdq(calibration, Recipe(), "int8")
+    default, _ = Pipeline(Recipe()).quantize(calibration, "int8")
     qdq, _ = _dyadic(calibration, width, pow2)
     assert _accuracy(qdq, x, labels) >= _accuracy(default, x, labels) - (0.02 if pow2 else 0.01)
 
@@ -145,9 +141,7 @@ def test_fixed_softmax_scale_and_maxpool_encodings_are_kept(tmp_path):
     pool's input and output keep one encoding, and the model still lowers with 8-bit multipliers."""
     model = ir.serde.deserialize_model(make_convnet())
     calib = np.random.default_rng(1).normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
-    calibration = calibrate_model(
-        model, ArrayData({"input": calib}, input_specs(model), "calib"), Recipe(), progress=False
-    )
+    calibration = Pipeline(Recipe(), progress=False).calibrate(model, ArrayData({"input": calib}, input_specs(model), "calib"))
     qdq, dyadic = _dyadic(calibration, 8, False)
     assert dyadic.report["not_dyadic"] == ["softmax"]
     onnx.checker.check_model(to_proto(qdq))
@@ -169,7 +163,7 @@ def test_mobilenet_v2_8_bits_is_bit_exact_and_close_to_the_default(tmp_path):
     from models.photos import eval_views
 
     float_path, calibration = calibrated_mobilenet_v2(tmp_path)
-    default, _ = build_qdq(calibration, Recipe(), "int8")
+    default, _ = Pipeline(Recipe()).quantize(calibration, "int8")
     qdq, dyadic = _dyadic(calibration, 8, False)
     assert dyadic.report["requantization_points"] == {"Conv": 52, "Add": 10, "Mean": 1, "Gemm": 1}
     model_bytes = write(lower(qdq).graph)

@@ -38,9 +38,8 @@ def test_depthwise_pointwise_pair_is_equalized_and_the_function_kept():
     model = _model()
     small = X * 0.05  # no activation reaches 6 here, so Relu6 -> Relu changes nothing on these inputs
     before = _run(model, small)
-    pass_ = EqualizePass(clipped="to-relu", absorb_bias=False)
-    pass_(model)
-    assert pass_.report["pairs"] == 1 and pass_.report["change_from_equalization"] <= 1e-4
+    result = EqualizePass(clipped="to-relu", absorb_bias=False)(model)
+    assert result.report["pairs"] == 1 and result.report["change_from_equalization"] <= 1e-4
     after = _run(model, small)
     assert np.abs(after - before).max() <= 1e-4 * np.abs(before).max()
     weights = _weights(model)
@@ -66,16 +65,15 @@ def test_exact_policy_keeps_relu6_as_a_per_channel_ceiling():
     model = _model()
     large = X * 20.0  # activations far beyond 6: the clip acts, and must still act per channel
     before = _run(model, large)
-    pass_ = EqualizePass(absorb_bias=False)
-    pass_(model)
-    assert pass_.report["pairs"] == 1 and pass_.report["clips_between_pairs"] == 1
+    result = EqualizePass(absorb_bias=False)(model)
+    assert result.report["pairs"] == 1 and result.report["clips_between_pairs"] == 1
     np.testing.assert_allclose(_run(model, large), before, rtol=1e-5, atol=1e-5 * np.abs(before).max())
     minimum = next(n for n in model.graph if n.op_type == "Min")
     ceiling = minimum.inputs[1].const_value.numpy()
     assert ceiling.shape == (1, 8, 1, 1) and np.ptp(ceiling) > 0  # 6 / s_i, different per channel
     relu = minimum.inputs[0].producer()
     assert relu.op_type == "Relu" and relu.inputs[0].producer().name == "dw"
-    scales = pass_.channel_scales[minimum.outputs[0].name]
+    scales = result.channel_scales[minimum.outputs[0].name]
     np.testing.assert_allclose(ceiling.reshape(-1), 6.0 / scales, rtol=1e-6)
 
 
@@ -95,13 +93,12 @@ def test_high_bias_absorption_moves_bias_into_the_next_layer():
     model, dw, bias = _model_claiming_high_bias()
     x = X * 0.01  # inputs for which the shifted channels stay positive: absorption is exact there
     before = _run(model, x)
-    pass_ = EqualizePass(absorb_bias=True)
-    pass_(model)
-    assert pass_.report["high_bias_absorbed_pairs"] == 1
+    result = EqualizePass(absorb_bias=True)(model)
+    assert result.report["high_bias_absorbed_pairs"] == 1
     assert (dw.inputs[2].const_value.numpy() < bias - 1.0).all()
     np.testing.assert_allclose(_run(model, x), before, rtol=1e-4, atol=1e-4)
     # the ceiling moved with the bias: min(z, h) = min(z - c, h - c) + c
-    scales = pass_.channel_scales["clip"]
+    scales = result.channel_scales["clip"]
     shift = bias / scales - dw.inputs[2].const_value.numpy()
     ceiling = next(n for n in model.graph if n.op_type == "Min").inputs[1].const_value.numpy().reshape(-1)
     np.testing.assert_allclose(ceiling, 6.0 / scales - shift, rtol=1e-4, atol=1e-5)
@@ -119,9 +116,8 @@ def test_calibration_data_caps_absorption_so_it_stays_exact_on_that_data():
     EqualizePass()(statistics_only)
     assert np.abs(_run(statistics_only) - before).max() > 1e-3 * np.abs(before).max()
     capped = _model_claiming_high_bias()[0]
-    pass_ = EqualizePass(data=ArrayData({"input": X}, input_specs(capped), "X"))
-    pass_(capped)
-    assert pass_.report["high_bias_absorbed_pairs"] == 1  # some channels still move a part of their bias
+    result = EqualizePass(data=ArrayData({"input": X}, input_specs(capped), "X"))(capped)
+    assert result.report["high_bias_absorbed_pairs"] == 1  # some channels still move a part of their bias
     np.testing.assert_allclose(_run(capped), before, rtol=1e-4, atol=1e-4 * np.abs(before).max())
 
 
@@ -176,9 +172,9 @@ def test_activation_scaling_equalizes_activation_ranges_and_keeps_the_function()
     large = X * 20.0  # the Relu6 acts: the per-channel ceiling must keep it exact
     before, before_large = _run(model), _run(model, large)
     assert np.ptp(_channel_max(model, "clip")) > 1.0
-    pass_ = EqualizePass(scaling="activations", absorb_bias=False, data=ArrayData({"input": X}, input_specs(model), "X"))
-    pass_(model)
-    assert pass_.report["pairs"] == 2 and pass_.report["scaling"] == "activations"
+    data = ArrayData({"input": X}, input_specs(model), "X")
+    result = EqualizePass(scaling="activations", absorb_bias=False, data=data)(model)
+    assert result.report["pairs"] == 2 and result.report["scaling"] == "activations"
     np.testing.assert_allclose(_run(model), before, rtol=1e-5, atol=1e-5 * np.abs(before).max())
     np.testing.assert_allclose(_run(model, large), before_large, rtol=1e-5, atol=1e-5 * np.abs(before_large).max())
     # conv -> depthwise: every channel of the activation between them now spans the widest channel's range

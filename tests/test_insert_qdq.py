@@ -37,11 +37,10 @@ def _quantize(
     plan = plan_quantization(model.graph, Exclusions(list(exclude)))
     ranges = _minmax_ranges(model, plan.calibration_tensors(), x)
     encodings = assign_encodings(plan, ranges, ACTIVATION_TYPES[activation_type])
-    qdq = InsertQDQPass(plan, encodings, per_channel=per_channel, weight_bits=weight_bits)
-    qdq(model)
+    inserted = InsertQDQPass(plan, encodings, per_channel=per_channel, weight_bits=weight_bits)(model)
     out = to_proto(model)
     onnx.checker.check_model(out)
-    return out, plan, encodings, qdq
+    return out, plan, encodings, inserted
 
 
 def _run(proto, x):
@@ -207,8 +206,8 @@ def test_bias_overflow_raises_weight_scale_and_is_reported():
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
     )
     x = RNG.normal(size=(1, 3, 4, 4)).astype(np.float32)
-    qdq, _, _, qdq_pass = _quantize(proto, x)
-    assert list(qdq_pass.raised_bias_channels.values()) == [[0]]
+    qdq, _, _, inserted = _quantize(proto, x)
+    assert list(inserted.raised_bias_channels.values()) == [[0]]
     b_q = next(v for k, v in _initializers(qdq).items() if k.endswith("bias_quantized"))
     assert np.abs(b_q.astype(np.int64)).max() <= 2**30
     np.testing.assert_allclose(_run(qdq, x), _run(proto, x), rtol=1e-3, atol=1e-3)
@@ -375,7 +374,7 @@ def test_gemm_with_a_full_bias_keeps_it_float_and_exact():
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(c, "c")],
     )
     x = RNG.normal(size=(4, 7)).astype(np.float32)
-    qdq, _, _, qdq_pass = _quantize(proto, x)
-    assert len(qdq_pass.float_biases) == 1
+    qdq, _, _, inserted = _quantize(proto, x)
+    assert len(inserted.float_biases) == 1
     ref, out = _run(proto, x), _run(qdq, x)
     assert np.abs(ref - out).max() < 0.03 * np.abs(ref).max()

@@ -69,7 +69,7 @@ def test_mobilenet_v2_end_to_end_beats_minmax_and_fuses_every_conv(tmp_path):
     their SQNR (BENCHMARKS.md has the full comparison; these bounds leave room for run-to-run noise)."""
     from edgeq.io.onnx_model import save_model
     from edgeq.measure.metrics import sqnr_db
-    from edgeq.pipeline.quantize import build_qdq
+    from edgeq.pipeline import Pipeline
     from edgeq.quantization.recipe import Recipe
     from edgeq.targets.onnxruntime.artifact import fusion_report
     from models.photos import eval_views
@@ -83,7 +83,7 @@ def test_mobilenet_v2_end_to_end_beats_minmax_and_fuses_every_conv(tmp_path):
         "default": Recipe(),
         "minmax": Recipe(calib_method="minmax", weight_range="minmax", weight_rounding="nearest"),
     }.items():
-        qdq, report = build_qdq(calibration, recipe, "uint8")
+        qdq, report = Pipeline(recipe).quantize(calibration, "uint8")
         path = save_model(qdq, tmp_path / f"{name}.onnx")
         out = ort_session(path).run(None, {"input": views})[
             0

@@ -20,7 +20,7 @@ from test_cli import DIGITS, DIGITS_CALIB, assert_one_line_error, edgeq
 from edgeq.data.sources import input_specs, load_npz
 from edgeq.io.onnx_model import load_model, save_model
 from edgeq.measure import latency
-from edgeq.pipeline.quantize import quantize_model
+from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
 from edgeq.targets.onnxruntime import artifact as ort_target
 from edgeq.targets.tflite import artifact as tflite_target
@@ -33,7 +33,7 @@ def digits(tmp_path_factory):
     folder = tmp_path_factory.mktemp("digits")
     float_model = load_model(DIGITS)
     data = load_npz(DIGITS_CALIB, input_specs(float_model))
-    qdq, _ = quantize_model(float_model, data, Recipe(), progress=False)
+    qdq, _ = Pipeline(Recipe(), progress=False).run(float_model, data)
     qdq_path = save_model(qdq, folder / "digits.qdq.onnx")
     tflite_path = tflite_target.emit(qdq, folder, "digits")["artifacts"][0]
     return qdq_path, tflite_path

@@ -3,8 +3,6 @@ real models."""
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import onnx
 import pytest
@@ -15,9 +13,9 @@ from edgeq.data.sources import ArrayData, input_specs, load_npz
 from edgeq.io.onnx_model import clone_model, load_model
 from edgeq.io.session import session as ort_session
 from edgeq.measure.metrics import sqnr_db
-from edgeq.passes.range_search import _factor_inputs, search_ranges, searchable_groups
-from edgeq.pipeline import quantize
-from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.passes import range_search
+from edgeq.passes.range_search import _factor_inputs, searchable_groups
+from edgeq.pipeline import Pipeline
 from edgeq.quantization.plan import Exclusions, assign_encodings, plan_quantization
 from edgeq.quantization.qparams import ACTIVATION_TYPES
 from edgeq.quantization.recipe import Recipe
@@ -32,7 +30,7 @@ def convnet(tmp_path_factory):
     model = load_model(path)
     x = np.random.default_rng(1).normal(0, 1, (40, 3, 8, 8)).astype(np.float32)
     data = ArrayData({"input": x}, input_specs(model), "random")
-    return calibrate_model(model, data, Recipe(), progress=False), x
+    return Pipeline(Recipe(), progress=False).calibrate(model, data), x
 
 
 def _plan_and_ranges(calibration):
@@ -54,7 +52,7 @@ def test_groups_share_one_factor_and_fixed_encodings_are_left_out(convnet):
 
 def test_search_model_at_factor_one_is_the_qdq_model(convnet):
     calibration, x = convnet
-    qdq, _ = build_qdq(calibration, Recipe())
+    qdq, _ = Pipeline(Recipe()).quantize(calibration)
     plan, _ = _plan_and_ranges(calibration)
     search_model, groups = _factor_inputs(qdq, searchable_groups(plan))
     assert len(groups) == len(set(searchable_groups(plan).values()))
@@ -84,8 +82,8 @@ def test_range_factors_scale_the_group_and_keep_its_zero_point(convnet):
 
 def test_search_never_raises_the_loss_and_the_model_is_rebuilt(convnet):
     calibration, _ = convnet
-    qdq, report = build_qdq(calibration, Recipe(passes=["range-search"]))
-    search = report["passes"]["range-search"]
+    qdq, report = Pipeline(Recipe(passes=["range-search"])).quantize(calibration)
+    search = report["stages"]["range-search"]
     before, after = search["output_loss_on_search_samples"]
     assert after <= before
     assert search["samples"] == 32 and search["groups"] == len(
@@ -126,13 +124,14 @@ def test_mobilenet_v2_residual_stream_is_clipped_and_logits_improve(tmp_path, mo
 
     from models.photos import eval_views
 
-    monkeypatch.setattr(quantize, "search_ranges", partial(search_ranges, factors=(0.5, 0.25), samples=8))
+    monkeypatch.setattr(range_search, "FACTORS", (0.5, 0.25))
+    monkeypatch.setattr(range_search, "SAMPLES", 8)
     _, calibration = calibrated_mobilenet_v2(tmp_path, calib_views=32)
     views = eval_views(48, seed=7)
     reference = _run(calibration.model, views)
-    default, _ = build_qdq(calibration, Recipe())
-    searched, report = build_qdq(calibration, Recipe(passes=["range-search"]))
-    clipped = report["passes"]["range-search"]["clipped_groups"]
+    default, _ = Pipeline(Recipe()).quantize(calibration)
+    searched, report = Pipeline(Recipe(passes=["range-search"])).quantize(calibration)
+    clipped = report["stages"]["range-search"]["clipped_groups"]
     assert any("features.1" in group and "Add" in group for group in clipped), clipped
     # measured: 15.6 -> 17.0 dB; the late residual stream (features.16 Add) clipped to a quarter of its range
     assert sqnr_db(reference, _run(searched, views)) > sqnr_db(reference, _run(default, views)) + 0.8
@@ -141,11 +140,11 @@ def test_mobilenet_v2_residual_stream_is_clipped_and_logits_improve(tmp_path, mo
 def test_digits_held_out_logits_do_not_get_worse():
     model = load_model(DIGITS)
     data = load_npz(DIGITS_CALIB, input_specs(model))
-    calibration = calibrate_model(model, data, Recipe(), progress=False)
+    calibration = Pipeline(Recipe(), progress=False).calibrate(model, data)
     x = np.load(DIGITS.parent / "digits_test.npz")["input"]
     reference = _run(calibration.model, x)
-    default, _ = build_qdq(calibration, Recipe())
-    searched, _ = build_qdq(calibration, Recipe(passes=["range-search"]))
+    default, _ = Pipeline(Recipe()).quantize(calibration)
+    searched, _ = Pipeline(Recipe(passes=["range-search"])).quantize(calibration)
     assert sqnr_db(reference, _run(searched, x)) > sqnr_db(reference, _run(default, x)) - 0.3
 
 

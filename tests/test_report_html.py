@@ -26,7 +26,7 @@ from PIL import Image
 
 from edgeq.data.sources import input_specs, load_npz
 from edgeq.io.onnx_model import load_model, save_model
-from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
 from edgeq.reports.analysis import analyze
 from edgeq.reports.compare import compare_onnx
@@ -53,14 +53,14 @@ def digits_data(tmp_path_factory):
     float_path = MODELS / "digits_cnn.onnx"
     model = load_model(float_path)
     specs = input_specs(model)
-    calibration = calibrate_model(model, load_npz(MODELS / "digits_calib.npz", specs), Recipe(), progress=False)
+    calibration = Pipeline(Recipe(), progress=False).calibrate(model, load_npz(MODELS / "digits_calib.npz", specs))
     test_data = load_npz(MODELS / "digits_test.npz", specs)
     # the second recipe leaves the classifier float and runs a pass, so the report has float nodes and passes
     excluding = Recipe(per_channel=False, calib_method="minmax", exclude=["/classifier/.*"], passes=["bias-correction"])
     recipes = {"per-channel": Recipe(), "per-tensor <minmax>": excluding}
     results, paths, reports = {}, {}, {}
     for label, recipe in recipes.items():
-        qdq, reports[label] = build_qdq(calibration, recipe)
+        qdq, reports[label] = Pipeline(recipe).quantize(calibration)
         paths[label] = save_model(qdq, folder / f"digits_{len(paths)}.qdq.onnx")
         results[label] = compare_onnx(float_path, paths[label], test_data)
     tflite_path = emit(load_model(paths["per-channel"]), folder, "digits_cnn")["artifacts"][0]
@@ -132,7 +132,7 @@ def test_user_text_is_escaped():
         "quantized_tensors": 1,
         "fused_activations": 0,
         "quantized_nodes": {hostile: 1},
-        "passes": {hostile: {hostile: hostile}},
+        "stages": {hostile: {hostile: hostile}},
         "warnings": [f"node {hostile}: bias kept float"],
         "float_nodes": {hostile: 'Custom" onerror="x is not quantized'},
     }

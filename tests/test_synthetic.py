@@ -292,7 +292,7 @@ def test_mobilenet_v2_calibrated_on_distilled_data_keeps_top1_agreement(mobilene
     logits reach the photos' upper range, so calibration does not clip the photos' winning logits (the class
     term's weight: 4 gave 14.4, short of the photos' 90th percentile 17.3; see the module report)."""
     from edgeq.measure.metrics import top1_agreement
-    from edgeq.pipeline.quantize import build_qdq, calibrate_model
+    from edgeq.pipeline import Pipeline
     from edgeq.quantization.recipe import Recipe
     from models.photos import eval_views
 
@@ -303,7 +303,7 @@ def test_mobilenet_v2_calibrated_on_distilled_data_keeps_top1_agreement(mobilene
     for iterations in (0, 30):
         model = preprocess(load_model(mobilenet_v2))
         data = distill(model, 8, iterations=iterations, progress=False)
-        qdq, _ = build_qdq(calibrate_model(model, data, Recipe(), progress=False), Recipe())
+        qdq, _ = Pipeline(Recipe(), progress=False).run(model, data)
         quantized = _session(qdq).run(None, {"input": views})[0]
         agreement[iterations] = top1_agreement(reference, quantized)
     distilled_logits = float_session.run(None, {"input": data.arrays["input"]})[0]

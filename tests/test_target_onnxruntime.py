@@ -10,7 +10,7 @@ from edgeq.data.sources import ArrayData, input_specs, load_npz
 from edgeq.io.onnx_model import load_model, model_bytes
 from edgeq.io.session import session as ort_session
 from edgeq.measure.metrics import accuracy, sqnr_db, top1_agreement
-from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
 from edgeq.targets.onnxruntime import artifact as target
 
@@ -22,12 +22,10 @@ def digits_qdq(tmp_path_factory):
     """int8 and uint8 QDQ digits models from one calibration."""
     folder = tmp_path_factory.mktemp("qdq")
     model = load_model(DIGITS)
-    calibration = calibrate_model(
-        model, load_npz(REPO / "models" / "digits_calib.npz", input_specs(model)), Recipe(), progress=False
-    )
+    calibration = Pipeline(Recipe(), progress=False).calibrate(model, load_npz(REPO / "models" / "digits_calib.npz", input_specs(model)))
     paths = {}
     for activation_type in ("int8", "uint8"):
-        qdq, _ = build_qdq(calibration, Recipe(), activation_type)
+        qdq, _ = Pipeline(Recipe()).quantize(calibration, activation_type)
         paths[activation_type] = target.emit(model_bytes(qdq), folder, f"digits_{activation_type}")[0]
     return paths
 

@@ -25,7 +25,7 @@ import onnx_ir as ir
 from edgeq.data.sources import CalibrationData
 from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import model_bytes, save_model
-from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
 from edgeq.targets.onnxruntime import artifact as ort_target
 
@@ -72,7 +72,8 @@ def convert(
             f"the TFLite targets and --integer-only take int8 activations (TFLite's int8 kernels); "
             f"--activation-type {recipe.activation_type} is for --target onnxruntime"
         )
-    calibration = calibrate_model(float_model, calib, recipe, progress=progress)
+    pipeline = Pipeline(recipe, progress=progress)
+    calibration = pipeline.calibrate(float_model, calib)
     name = Path(float_path).stem
     report = {"input": str(float_path), "recipe": recipe.to_dict(), "targets": {}}
     built: dict[str, tuple[ir.Model, dict]] = {}  # activation type -> QDQ model and report, built once each
@@ -81,7 +82,7 @@ def convert(
             calibration, recipe, float_path, eval_data, outdir, name, labels, ort_format, built
         )
     if tflite or integer_only:  # one int8 QDQ model for the .tflite and the integer-only model
-        qdq, quant_report = built["int8"] if "int8" in built else build_qdq(calibration, recipe, "int8")
+        qdq, quant_report = built["int8"] if "int8" in built else pipeline.quantize(calibration, "int8")
         with tempfile.TemporaryDirectory() as tmp:
             qdq_path = save_model(qdq, Path(tmp) / f"{name}.int8.qdq.onnx")
             if integer_only:
@@ -115,7 +116,7 @@ def _onnxruntime(calibration, recipe, float_path, eval_data, outdir, name, label
     fusions: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for activation_type in candidates:
-            built[activation_type] = build_qdq(calibration, recipe, activation_type)
+            built[activation_type] = Pipeline(recipe, progress=False).quantize(calibration, activation_type)
             fusions[activation_type] = _fusion_of(built[activation_type][0], Path(tmp), activation_type).to_dict()
     chosen = max(candidates, key=lambda t: _fusion_score(fusions[t], candidates.index(t)))
     (model, report), fusion = built[chosen], fusions[chosen]

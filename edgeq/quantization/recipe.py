@@ -28,15 +28,18 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import RecipeError
 
 CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
 WEIGHT_RANGES = ("minmax", "mse")
 WEIGHT_ROUNDINGS = ("nearest", "sum-preserving")
 ACTIVATION_CHOICES = ("int8", "uint8", "int16", "auto")
-# The optional passes, in the order the pipeline runs them (whatever order a user lists them in):
-# equalize (float model, before calibration) -> calibration -> range-search -> QDQ -> adaround -> bias-correction.
+# The optional passes a recipe lists, in the order the pipeline runs them whatever order they are listed in; each
+# is the module edgeq.passes.<name> (dashes as underscores; passes/stage.py says what such a module defines):
+# equalize (float model, before calibration) -> calibration -> QDQ -> range-search -> adaround -> bias-correction.
 KNOWN_PASSES: tuple[str, ...] = ("equalize", "range-search", "adaround", "bias-correction")
+# Every pass module the pipeline asks, in order: dyadic runs last, when dyadic_bits < 31 or pow2.
+PASS_ORDER: tuple[str, ...] = (*KNOWN_PASSES, "dyadic")
 BIAS_CORRECTIONS = ("empirical", "analytic")
 EQUALIZE_CLIPS = ("exact", "to-relu", "keep")
 EQUALIZE_SCALINGS = ("auto", "weights", "activations")
@@ -63,36 +66,36 @@ class Recipe:
 
     def validate(self) -> Recipe:
         if self.activation_type not in ACTIVATION_CHOICES:
-            raise EdgeqError(f"activation_type must be one of {', '.join(ACTIVATION_CHOICES)}")
+            raise RecipeError(f"activation_type must be one of {', '.join(ACTIVATION_CHOICES)}")
         if self.activation_type == "int16":
             # ONNX QuantizeLinear takes int16 only from opset 21, and no edgeq target runs A16W8 yet.
-            raise EdgeqError("int16 activations are not supported yet (int8, uint8 or auto)")
+            raise RecipeError("int16 activations are not supported yet (int8, uint8 or auto)")
         if self.weight_bits not in (4, 8):
-            raise EdgeqError("weight_bits must be 8 or 4")
+            raise RecipeError("weight_bits must be 8 or 4")
         if self.weight_range not in WEIGHT_RANGES:
-            raise EdgeqError(f"weight_range must be one of {', '.join(WEIGHT_RANGES)}")
+            raise RecipeError(f"weight_range must be one of {', '.join(WEIGHT_RANGES)}")
         if self.weight_rounding not in WEIGHT_ROUNDINGS:
-            raise EdgeqError(f"weight_rounding must be one of {', '.join(WEIGHT_ROUNDINGS)}")
+            raise RecipeError(f"weight_rounding must be one of {', '.join(WEIGHT_ROUNDINGS)}")
         if self.calib_method not in CALIB_METHODS:
-            raise EdgeqError(f"calib_method must be one of {', '.join(CALIB_METHODS)}")
+            raise RecipeError(f"calib_method must be one of {', '.join(CALIB_METHODS)}")
         if not 50.0 < self.percentile <= 100.0:
-            raise EdgeqError("percentile must be in (50, 100]")
+            raise RecipeError("percentile must be in (50, 100]")
         unknown = [p for p in self.passes if p not in KNOWN_PASSES]
         if unknown:
-            raise EdgeqError(
+            raise RecipeError(
                 f"unknown pass(es): {', '.join(unknown)} (available: {', '.join(KNOWN_PASSES) or 'none yet'})"
             )
         self.passes = [p for p in KNOWN_PASSES if p in self.passes]
         if self.bias_correction not in BIAS_CORRECTIONS:
-            raise EdgeqError(f"bias_correction must be one of {', '.join(BIAS_CORRECTIONS)}")
+            raise RecipeError(f"bias_correction must be one of {', '.join(BIAS_CORRECTIONS)}")
         if self.equalize_clip not in EQUALIZE_CLIPS:
-            raise EdgeqError(f"equalize_clip must be one of {', '.join(EQUALIZE_CLIPS)}")
+            raise RecipeError(f"equalize_clip must be one of {', '.join(EQUALIZE_CLIPS)}")
         if self.equalize_scaling not in EQUALIZE_SCALINGS:
-            raise EdgeqError(f"equalize_scaling must be one of {', '.join(EQUALIZE_SCALINGS)}")
+            raise RecipeError(f"equalize_scaling must be one of {', '.join(EQUALIZE_SCALINGS)}")
         if not 1 <= self.dyadic_bits <= 31:
-            raise EdgeqError("dyadic_bits must be between 1 and 31")
+            raise RecipeError("dyadic_bits must be between 1 and 31")
         if self.max_calib_samples is not None and self.max_calib_samples < 1:
-            raise EdgeqError("max_calib_samples must be at least 1")
+            raise RecipeError("max_calib_samples must be at least 1")
         return self
 
     def updated(self, **overrides) -> Recipe:
@@ -111,17 +114,17 @@ def load_recipe(path: str | Path | None) -> Recipe:
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise EdgeqError(f"recipe file {path} does not exist") from None
+        raise RecipeError(f"recipe file {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise EdgeqError(f"recipe file {path} is not valid TOML: {exc}") from None
+        raise RecipeError(f"recipe file {path} is not valid TOML: {exc}") from None
     names = {f.name for f in dataclasses.fields(Recipe)}
     options = {}
     for key, value in table.items():
         name = key.replace("-", "_")
         if name not in names:
-            raise EdgeqError(f"recipe file {path}: unknown option {key!r}")
+            raise RecipeError(f"recipe file {path}: unknown option {key!r}")
         options[name] = value
     try:
         return Recipe(**options).validate()
     except TypeError as exc:
-        raise EdgeqError(f"recipe file {path}: {exc}") from None
+        raise RecipeError(f"recipe file {path}: {exc}") from None

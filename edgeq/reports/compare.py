@@ -30,7 +30,7 @@ from edgeq.io.onnx_model import load_model, read_proto, to_proto
 from edgeq.io.session import run_batches, session
 from edgeq.measure.metrics import ErrorSums
 from edgeq.passes.preprocess import preprocess
-from edgeq.pipeline.quantize import CHANNEL_SCALES_KEY
+from edgeq.pipeline.stages import CHANNEL_SCALES_KEY
 
 
 def _float_tensor_names(proto: onnx.ModelProto) -> list[str]:

@@ -15,7 +15,7 @@ and rendered only when its key is in DATA:
                  (edgeq.reports.analysis): MACs and output bytes per layer as bars, the totals and the activation peak
     "artifacts"  {path or label: size in bytes}
     "recipe"     edgeq.quantization.recipe.Recipe.to_dict()
-    "quantize"   the quantize report (edgeq.pipeline.quantize.build_qdq): the passes that ran and what they did, the
+    "quantize"   the quantize report (edgeq.pipeline.Pipeline.quantize): every stage that ran and what it did, the
                  quantized op counts, the calibration, and the "warnings" and "float_nodes" (ops left float,
                  biases whose weight scale was raised or that stayed float), which the design requires to be
                  listed, never silent
@@ -326,11 +326,8 @@ def _quantization_section(recipe: dict | None, report: dict | None) -> str:
         )
         parts.append("<h3>Quantized ops</h3>")
         parts.append(_table(["op type", "nodes"], list(map(list, report["quantized_nodes"].items())), {1}))
-        parts.append("<h3>Passes</h3>")
-        if report["passes"]:
-            parts.append(_key_values(report["passes"]))
-        else:
-            parts.append("<p>No optional passes ran (preprocessing, calibration and QDQ insertion only).</p>")
+        parts.append("<h3>Stages</h3>")
+        parts.append(_key_values(report["stages"]))
     parts.append("</section>")
     return "\n".join(parts)
 

@@ -1,0 +1,177 @@
+"""The quantization pipeline: a recipe's stages, run as onnx_ir passes by PassManagers, and one report of them all.
+
+    float phase       preprocess -> [equalize] -> plan -> calibrate                 (Pipeline.calibrate, once)
+    quantized phase   quantize -> [range-search] -> [adaround] -> [bias-correction]
+                      -> [dyadic] -> finalize                                        (Pipeline.quantize, per type)
+
+Bracketed stages are the optional passes, edgeq.passes.<name>, each built by its module's ``stage(context)``
+from the recipe (passes/stage.py); the fixed stages are in edgeq.pipeline.stages. Each phase is one
+``onnx_ir.passes.PassManager`` over ``Stage`` wrappers that keep every stage's typed result and wall time, and
+the report is built from those records alone: ``report["stages"][name]`` holds each stage's seconds and
+summary, in the order they ran.
+
+Calibration is the expensive step and does not depend on the activation type (int8 and uint8 encodings of one
+range share the scale; the zero point moves by 128), so ``calibrate`` runs once and ``quantize`` can be called
+for several activation types, as the ONNX Runtime target does to pick the one it fuses, and with other recipes
+whose float phase is the same (their weight options, range method and quantized-phase passes may differ).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeq.calibration.observers import TensorObserver
+from edgeq.data.sources import CalibrationData
+from edgeq.passes.stage import StageContext, StageResult
+from edgeq.pipeline.stages import (
+    CalibrateStage,
+    FinalizeStage,
+    PlanStage,
+    PreprocessStage,
+    QuantizeStage,
+)
+from edgeq.quantization.plan import QuantPlan
+from edgeq.quantization.qparams import ACTIVATION_TYPES
+from edgeq.quantization.recipe import PASS_ORDER, Recipe
+
+
+class Stage(ir.passes.PassBase):
+    """A named stage of the pipeline: runs PASS_ and keeps its result and wall time for the report."""
+
+    def __init__(self, name: str, pass_: ir.passes.PassBase):
+        super().__init__()
+        self.name, self.pass_ = name, pass_
+        self.result: StageResult | None = None
+        self.seconds = 0.0
+
+    @property
+    def in_place(self) -> bool:
+        return self.pass_.in_place
+
+    @property
+    def changes_input(self) -> bool:
+        return self.pass_.changes_input
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        start = time.perf_counter()
+        self.result = self.pass_(model)
+        self.seconds = time.perf_counter() - start
+        return self.result
+
+    def record(self) -> dict:
+        summary = self.result.summary() if isinstance(self.result, StageResult) else {}
+        return {"seconds": round(self.seconds, 3), **summary}
+
+
+@dataclass
+class Calibrated:
+    """The preprocessed float model, its plan and the statistics of every tensor the plan calibrates."""
+
+    model: ir.Model
+    data: CalibrationData
+    recipe: Recipe
+    plan: QuantPlan
+    observers: dict[str, TensorObserver]
+    stages: list[Stage] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(stage.seconds for stage in self.stages)
+
+    @property
+    def channel_scales(self) -> dict[str, np.ndarray]:
+        """Per-channel factors s of the tensors a float-phase pass left as original / s (equalization's)."""
+        scales: dict[str, np.ndarray] = {}
+        for stage in self.stages:
+            scales.update(getattr(stage.result, "channel_scales", {}))
+        return scales
+
+
+class Quantized(NamedTuple):
+    """A QDQ model and the report of every stage that made it."""
+
+    model: ir.Model
+    report: dict
+
+
+def _run(stages: list[Stage], model: ir.Model) -> ir.Model:
+    """STAGES on MODEL with one PassManager; a failing stage's own exception is re-raised, not PassError's."""
+    try:
+        return ir.passes.PassManager(stages)(model).model
+    except ir.passes.PassError as exc:
+        error: BaseException = exc
+        while isinstance(error, ir.passes.PassError) and error.__cause__ is not None:
+            error = error.__cause__
+        raise error from None
+
+
+def _optional(phase: str, context: StageContext) -> Iterator[Stage]:
+    """The recipe's optional passes of PHASE, in pipeline order (passes/stage.py)."""
+    for name in PASS_ORDER:
+        module = importlib.import_module(f"edgeq.passes.{name.replace('-', '_')}")
+        if module.PHASE == phase and (pass_ := module.stage(context)) is not None:
+            yield Stage(name, pass_)
+
+
+class Pipeline:
+    """RECIPE's stages (see the module docstring). ``progress`` shows progress bars on long stages."""
+
+    def __init__(self, recipe: Recipe, *, progress: bool = True):
+        self.recipe = recipe
+        self.progress = progress
+
+    def calibrate(self, model: ir.Model, data: CalibrationData) -> Calibrated:
+        """The float phase, on MODEL in place: preprocess, the float-phase passes, plan and calibrate on DATA."""
+        context = StageContext(self.recipe, data, self.progress)
+        plan = PlanStage(self.recipe.exclude)
+        calibrate = CalibrateStage(plan, data, self.recipe, progress=self.progress)
+        stages = [
+            Stage("preprocess", PreprocessStage()),
+            *_optional("float", context),
+            Stage("plan", plan),
+            Stage("calibrate", calibrate),
+        ]
+        _run(stages, model)
+        return Calibrated(model, data, self.recipe, plan.plan, stages[-1].result.observers, stages)
+
+    def quantize(self, calibrated: Calibrated, activation_type: str | None = None) -> Quantized:
+        """The quantized phase on a copy of CALIBRATED's model, with activations of ACTIVATION_TYPE (default: the
+        recipe's): the QDQ model and the report of both phases."""
+        qtype = ACTIVATION_TYPES[activation_type or self.recipe.activation_type]
+        quantize = QuantizeStage(calibrated.observers, self.recipe, qtype)
+        context = StageContext(
+            self.recipe,
+            calibrated.data,
+            self.progress,
+            float_model=calibrated.model,
+            plan=calibrated.plan,
+            rebuild=quantize.rebuild,
+        )
+        stages = [
+            Stage("quantize", quantize),
+            *_optional("quantized", context),
+            Stage("finalize", FinalizeStage(calibrated.channel_scales)),
+        ]
+        model = _run(stages, calibrated.model)
+        report = {
+            "activation_type": qtype.name,
+            "stages": {stage.name: stage.record() for stage in [*calibrated.stages, *stages]},
+            **quantize.report(),
+            "calibration": {
+                "samples": calibrated.data.num_samples,
+                "method": self.recipe.calib_method,
+                "seconds": round(calibrated.seconds, 3),
+            },
+        }
+        return Quantized(model, report)
+
+    def run(self, model: ir.Model, data: CalibrationData, activation_type: str | None = None) -> Quantized:
+        """Both phases: MODEL (preprocessed in place) calibrated on DATA and quantized."""
+        return self.quantize(self.calibrate(model, data), activation_type)
