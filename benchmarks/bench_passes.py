@@ -116,7 +116,7 @@ VARIANTS = {
 
 def float_change(model: Path, views: np.ndarray, calib: np.ndarray) -> dict:
     """How much equalization (each Relu6 policy) and high-bias absorption change the float model on real photos."""
-    from edgeq.data.sources import ArrayData, input_specs
+    from edgeq.data import ArrayData, input_specs
     from edgeq.io.onnx_model import load_model, model_bytes
     from edgeq.passes.equalize import EqualizePass
     from edgeq.passes.preprocess import preprocess

@@ -19,7 +19,7 @@
    rebuilt by models/mlperf_tiny.py, against the published latencies (models.mlperf_tiny.PUBLISHED_LATENCY_MS;
    fitted on models.mlperf_tiny.FIT, the others held back); the M7 and M55 estimates, which no measurement fits,
    beside them.
-3. TFLite Micro's arena against the liveness lower bound of edgeq/reports/analysis.py, for the digits CNN, MobileNetV2 and
+3. TFLite Micro's arena against the liveness lower bound of targets/tflite/analysis.py, for the digits CNN, MobileNetV2 and
    the four MLPerf Tiny models: arena, its planned (head) and persistent (tail) parts as TFLite Micro's recording
    allocator reports them, and the bound.
 """
@@ -48,12 +48,13 @@ from benchmarks.bench_quantize import (  # noqa: E402
     replace_section,
 )
 from edgeq.measure.latency import latency_stats, progress_bar, timed_runs  # noqa: E402
-from edgeq.reports.analysis import analyze_tflite  # noqa: E402
-from edgeq.targets.onnxruntime.artifact import ACCOUNTED_SHARE_BAR  # noqa: E402
-from edgeq.targets.tflite.artifact import KERNEL_NAMES, model_inputs  # noqa: E402
+from edgeq.reference.interface import model_inputs  # noqa: E402
+from edgeq.targets.onnxruntime.profile import ACCOUNTED_SHARE_BAR  # noqa: E402
+from edgeq.targets.tflite.analysis import analyze_tflite  # noqa: E402
 from edgeq.targets.tflite.interpreters import invoke_tflm, tflm_interpreter  # noqa: E402
-from edgeq.targets.tflm import artifact as tflm  # noqa: E402
+from edgeq.targets.tflite.profile import KERNEL_NAMES  # noqa: E402
 from edgeq.targets.tflm import mcu  # noqa: E402
+from edgeq.targets.tflm.arena import measure_arena  # noqa: E402
 from edgeq.tflite_format.flatbuffer import read  # noqa: E402
 from models.mlperf_tiny import FIT, PUBLISHED_LATENCY_MS, tflite_model  # noqa: E402
 from models.mlperf_tiny import MODELS as MLPERF_MODELS  # noqa: E402
@@ -134,7 +135,7 @@ def median(values) -> float:
 
 
 def arena_row(model_bytes: bytes) -> dict:
-    report = tflm.measure_arena(model_bytes)
+    report = measure_arena(model_bytes)
     return {
         "arena": report.arena_bytes,
         "head": report.recorded_head,
@@ -392,9 +393,9 @@ def arena_lines(arena: dict) -> list[str]:
         "",
         "### TFLite Micro arena vs the liveness lower bound",
         "",
-        "Arena: the smallest that allocates and invokes (edgeq.targets.tflm.artifact.measure_arena); head and tail: the planned",
+        "Arena: the smallest that allocates and invokes (edgeq.targets.tflm.arena.measure_arena); head and tail: the planned",
         "activations (with kernel scratch buffers) and the persistent data, as the recording allocator reports them;",
-        "bound: edgeq.reports.analysis' peak of live activation bytes in execution order, a lower bound of the head.",
+        "bound: edgeq.targets.tflite.analysis' peak of live activation bytes in execution order, a lower bound of the head.",
         "",
         "| model | arena B | planned (head) B | persistent (tail) B | liveness bound B | arena / bound | head / bound |",
         "|---|---|---|---|---|---|---|",

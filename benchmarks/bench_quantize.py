@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from edgeq.io.session import session  # noqa: E402
 from edgeq.measure.metrics import accuracy, sqnr_db, top1_agreement  # noqa: E402
-from edgeq.targets.onnxruntime.artifact import fusion_report  # noqa: E402
+from edgeq.targets.onnxruntime.fusion import fusion_report  # noqa: E402
 
 CACHE = REPO / "benchmarks" / ".cache"
 # Every measured command runs under peak_rss.py, which reports the process's own peak RSS.

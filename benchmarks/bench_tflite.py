@@ -37,15 +37,15 @@ from benchmarks.bench_quantize import (  # noqa: E402
 )
 from edgeq.measure.metrics import sqnr_db, top1_agreement  # noqa: E402
 from edgeq.reference.executor import run_all_semantics  # noqa: E402
-from edgeq.targets.tflite.artifact import float_outputs, model_inputs  # noqa: E402
+from edgeq.reference.interface import float_outputs, model_inputs  # noqa: E402
+from edgeq.targets.tflite.builtins import op_version  # noqa: E402
 from edgeq.targets.tflite.interpreters import (  # noqa: E402
     invoke_litert,
     litert_interpreter,
     run_litert,
     run_tflm,
 )
-from edgeq.targets.tflite.versions import op_version  # noqa: E402
-from edgeq.targets.tflm import artifact as tflm  # noqa: E402
+from edgeq.targets.tflm.arena import measure_arena  # noqa: E402
 from edgeq.tflite_format.flatbuffer import Graph, Operator, Quantization, Tensor, read, write  # noqa: E402
 
 MARKER = "## TFLite and TFLite Micro"
@@ -97,7 +97,7 @@ def bit_exact(model_bytes: bytes, x: np.ndarray) -> dict:
     reference_s = time.perf_counter() - start
     expected = {k: np.concatenate(v) for k, v in expected.items()}
     litert = np.concatenate([run_litert(model_bytes, s, kernels="reference")[0] for s in samples])
-    arena = tflm.measure_arena(model_bytes).arena_bytes
+    arena = measure_arena(model_bytes).arena_bytes
     micro = np.concatenate([run_tflm(model_bytes, s, arena_size=arena)[0] for s in samples])
     return {
         "samples": len(samples),
@@ -158,7 +158,7 @@ def runs_with_arena(model_path: Path, arena: int) -> bool:
 
 def arena_check(model_path: Path) -> dict:
     model_bytes = model_path.read_bytes()
-    report = tflm.measure_arena(model_bytes)
+    report = measure_arena(model_bytes)
     return {
         "flash_bytes": len(model_bytes),
         "arena_bytes": report.arena_bytes,

@@ -1,6 +1,57 @@
-"""edgeq: quantize trained models into verified integer artifacts for edge devices."""
+"""edgeq: quantize trained models into verified integer artifacts for edge devices.
 
-from edgeq.errors import EdgeqError
+The Python API (edgeq.api) is available here: ``edgeq.quantize``, ``edgeq.convert``, ``edgeq.verify``,
+``edgeq.compare``, ``edgeq.profile``, ``edgeq.report``, ``edgeq.export`` and their result types, imported on first
+use so that ``import edgeq`` stays light. ``edgeq.Recipe`` holds every quantization option; errors are
+``edgeq.EdgeqError`` and its subclasses (edgeq.errors).
+"""
+
+from edgeq.errors import (
+    DataError,
+    EdgeqError,
+    ExecutionError,
+    ModelError,
+    OutputError,
+    RecipeError,
+    UnsupportedError,
+)
 
 __version__ = "0.1.0"
-__all__ = ["EdgeqError", "__version__"]
+_API = {
+    "CompareResult",
+    "ConvertResult",
+    "ProfileResult",
+    "QuantizeResult",
+    "VerifyResult",
+    "compare",
+    "convert",
+    "export",
+    "profile",
+    "quantize",
+    "report",
+    "verify",
+}
+__all__ = [
+    "DataError",
+    "EdgeqError",
+    "ExecutionError",
+    "ModelError",
+    "OutputError",
+    "Recipe",
+    "RecipeError",
+    "UnsupportedError",
+    "__version__",
+    *sorted(_API),
+]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from edgeq import api
+
+        return getattr(api, name)
+    if name == "Recipe":
+        from edgeq.quantization.recipe import Recipe
+
+        return Recipe
+    raise AttributeError(f"module 'edgeq' has no attribute {name!r}")

@@ -212,7 +212,7 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor]]:
 def tflite_model(name: str, folder: Path | None = None, samples: int = 16) -> bytes:
     """NAME exported to ONNX, calibrated on random data, quantized (int8) and lowered to a .tflite (bytes)."""
     from edgeq.api.export import export_module
-    from edgeq.data.sources import ArrayData, input_specs
+    from edgeq.data import ArrayData, input_specs
     from edgeq.io.onnx_model import load_model
     from edgeq.pipeline import Pipeline
     from edgeq.quantization.recipe import Recipe
@@ -263,7 +263,7 @@ def fit_factors(analyses: dict[str, dict], clock_hz: float = 120e6) -> tuple[flo
 
 
 def main() -> None:
-    from edgeq.reports.analysis import analyze_tflite
+    from edgeq.targets.tflite.analysis import analyze_tflite
     from edgeq.targets.tflm.mcu import PROFILES, estimate
     from edgeq.tflite_format.flatbuffer import read
 

@@ -69,7 +69,7 @@ import onnx
 import onnx_ir as ir
 from tqdm import tqdm
 
-from edgeq.data.sources import CalibrationData
+from edgeq.data import CalibrationData
 from edgeq.errors import EdgeqError
 from edgeq.io.session import budget_batch, exposing_copy, fixed_batch_size, session
 from edgeq.passes.adaround_layers import Layer, layer_of, unsupported

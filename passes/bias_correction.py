@@ -55,7 +55,7 @@ import onnx
 import onnx_ir as ir
 from tqdm import tqdm
 
-from edgeq.data.sources import CalibrationData
+from edgeq.data import CalibrationData
 from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import to_proto
 from edgeq.io.session import budget_batch, fixed_batch_size, session

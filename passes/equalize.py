@@ -67,7 +67,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
-from edgeq.data.sources import CalibrationData
+from edgeq.data import CalibrationData
 from edgeq.errors import EdgeqError
 from edgeq.io.session import exposing_copy, fixed_batch_size, random_inputs, session
 from edgeq.measure.metrics import sqnr_db

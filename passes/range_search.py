@@ -42,7 +42,7 @@ import numpy as np
 import onnx_ir as ir
 from tqdm import tqdm
 
-from edgeq.data.sources import CalibrationData
+from edgeq.data import CalibrationData
 from edgeq.io.onnx_model import clone_model
 from edgeq.io.session import fixed_batch_size, session
 from edgeq.passes import bias_correction

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from edgeq.data.sources import CalibrationData
+from edgeq.data import CalibrationData
 from edgeq.quantization.plan import QuantPlan
 from edgeq.quantization.recipe import Recipe
 

@@ -69,7 +69,7 @@ def make_convnet(seed: int = 0, opset: int = 13, batch: int | str = "N") -> onnx
 def calibrated_mobilenet_v2(folder, calib_views: int = 32):
     """torchvision MobileNetV2 exported to FOLDER/mbv2.onnx, and its edgeq calibration on real photo views."""
     from edgeq.api.export import export_module
-    from edgeq.data.sources import ArrayData, input_specs
+    from edgeq.data import ArrayData, input_specs
     from edgeq.io.onnx_model import load_model
     from edgeq.pipeline import Pipeline
     from edgeq.quantization.recipe import Recipe

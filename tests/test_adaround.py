@@ -11,7 +11,7 @@ import onnx_ir as ir
 import pytest
 from conftest import make_convnet
 
-from edgeq.data.sources import ArrayData, input_specs, load_npz
+from edgeq.data import ArrayData, input_specs, load_npz
 from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import load_model
 from edgeq.io.session import session as ort_session

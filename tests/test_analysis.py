@@ -1,4 +1,4 @@
-"""edgeq.reports.analysis: MACs, parameters and liveness against hand-computed values, and the liveness bound against
+"""Static analysis (edgeq.measure.footprint and the targets' readers): MACs, parameters and liveness against hand-computed values, and the liveness bound against
 TFLite Micro's measured arena on real models."""
 
 from __future__ import annotations
@@ -7,14 +7,16 @@ import onnx
 import pytest
 from conftest import REPO, calibrated_mobilenet_v2, make_convnet
 
-from edgeq.data.sources import input_specs, load_npz
+from edgeq.data import input_specs, load_npz
 from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import load_model, save_model
 from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
-from edgeq.reports.analysis import analyze, analyze_onnx, analyze_tflite
+from edgeq.reports.profile import analyze
+from edgeq.targets.onnxruntime.analysis import analyze_onnx
+from edgeq.targets.tflite.analysis import analyze_tflite
 from edgeq.targets.tflite.lower import lower
-from edgeq.targets.tflm import artifact as tflm
+from edgeq.targets.tflm.arena import measure_arena
 from edgeq.tflite_format.flatbuffer import read, write
 
 # make_convnet: input [1, 3, 8, 8], 8 channels, 3x3 pads 1, so every conv writes 8 x 8 x 8 = 512 elements.
@@ -72,7 +74,7 @@ def test_qdq_onnx_and_tflite_agree_on_the_digits_cnn(digits_tflite, tmp_path):
 def test_liveness_bound_is_below_the_tflm_arena_on_the_digits_cnn(digits_tflite):
     _, model_bytes = digits_tflite
     bound = analyze_tflite(read(model_bytes))["summary"]["peak_activation_bytes"]
-    arena = tflm.measure_arena(model_bytes)
+    arena = measure_arena(model_bytes)
     # measured: bound 4608 B, planned activations (head) 5472 B, arena 9152 B (ratio 0.50)
     assert bound <= arena.recorded_head <= arena.arena_bytes
     assert bound / arena.arena_bytes > 0.4
@@ -84,17 +86,17 @@ def test_liveness_bound_is_below_the_tflm_arena_on_mobilenet_v2(tmp_path):
     qdq, _ = Pipeline(Recipe()).quantize(calibration, "int8")
     model_bytes = write(lower(qdq).graph)
     bound = analyze_tflite(read(model_bytes))["summary"]["peak_activation_bytes"]
-    arena = tflm.measure_arena(model_bytes)
+    arena = measure_arena(model_bytes)
     # measured: bound 2451840 B (at a PAD) equals the planned activations (head); arena 2612768 B (ratio 0.94)
     assert bound <= arena.recorded_head <= arena.arena_bytes
     assert bound / arena.arena_bytes > 0.9
 
 
 def test_ort_and_unknown_files_are_refused(tmp_path):
-    for name in ("model.ort", "model.pb"):
+    for name, message in (("model.ort", "static analysis"), ("model.pb", "edgeq reads .onnx, .ort and .tflite")):
         path = tmp_path / name
         path.write_bytes(b"x")
-        with pytest.raises(EdgeqError, match="static analysis"):
+        with pytest.raises(EdgeqError, match=message):
             analyze(path)
 
 

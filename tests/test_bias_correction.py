@@ -9,7 +9,7 @@ import pytest
 from conftest import make_convnet
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeq.data.sources import ArrayData, input_specs
+from edgeq.data import ArrayData, input_specs
 from edgeq.io.onnx_model import to_proto
 from edgeq.io.session import session as ort_session
 from edgeq.measure.metrics import sqnr_db, top1_agreement

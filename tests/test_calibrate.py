@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 from edgeq.calibration.collect import collect
 from edgeq.calibration.observers import METHODS, TensorObserver
-from edgeq.data.sources import ArrayData, CalibrationData, input_specs
+from edgeq.data import ArrayData, CalibrationData, input_specs
 from edgeq.errors import EdgeqError
 from edgeq.io.session import session as ort_session
 from edgeq.passes.preprocess import preprocess
@@ -135,7 +135,7 @@ import sys, numpy as np, onnx_ir as ir
 sys.path.insert(0, {tests!r})
 from conftest import make_convnet
 from edgeq.calibration.collect import collect
-from edgeq.data.sources import CalibrationData, input_specs, load_npz
+from edgeq.data import CalibrationData, input_specs, load_npz
 from edgeq.passes.preprocess import preprocess
 
 class Stream(CalibrationData):

@@ -105,16 +105,18 @@ def test_convert_all_targets_from_one_calibration(tmp_path):
     integer = report["onnxruntime-integer"]
     assert integer["ops"].get("ConvInteger") == 4 and "Conv" not in integer["ops"]
     assert integer["validation"]["accuracy"]["quantized"] >= integer["validation"]["accuracy"]["float"] - 0.005
-    assert integer["validation"]["bit_exact"]["bit_exact"] and integer["validation"]["bit_exact"]["samples"] == 16
+    assert integer["verification"]["bit_exact"] and integer["verification"]["samples"] == 16
+    assert set(integer["verification"]["exact"]) == {"onnxruntime digits_cnn.integer.onnx"}
     tflite = report["tflite"]
     assert tflite["inputs"] == [
         {"name": "input", "shape": [1, 8, 8, 1], "dtype": "int8", "layout": "NHWC", **_encoding(tflite)}
     ]
     accuracy = tflite["validation"]["accuracy"]
     assert accuracy["quantized"] >= accuracy["float"] - 0.005
-    exact = tflite["validation"]["bit_exact"]
-    assert exact["samples"] == 16
-    assert exact["litert_reference"]["mismatches"] == exact["tflite_micro"]["mismatches"] == 0
+    verification = tflite["verification"]
+    assert verification["samples"] == 16 and verification["bit_exact"]
+    assert set(verification["exact"]) == {"LiteRT reference kernels", "TFLite Micro"}
+    assert report["tflm"]["verification"] == verification  # one check of the one .tflite both targets wrote
     # the same scales as the ORT artifact where both are int8: the outputs agree to about one step
     assert tflite["validation"]["against_qdq_onnx"]["logits"]["sqnr_db"] > 30
     tflm = report["tflm"]
@@ -183,7 +185,7 @@ def test_verify_and_integer_only_bad_input(tmp_path):
     assert_one_line_error(edgeq("verify", tmp_path / "gone.tflite", "--data", DIGITS_TEST), "does not exist")
     text = tmp_path / "model.txt"
     text.write_text("x")
-    assert_one_line_error(edgeq("verify", text, "--data", DIGITS_TEST), "takes .onnx and .tflite")
+    assert_one_line_error(edgeq("verify", text, "--data", DIGITS_TEST), "reads .onnx, .ort and .tflite")
     assert_one_line_error(edgeq("verify", DIGITS, "--data", DIGITS_TEST), "is not a quantized")
     assert_one_line_error(
         edgeq("convert", DIGITS, "--target", "tflite", "--integer-only", "--calib", DIGITS_CALIB, "-o",

@@ -8,14 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeq.data.sources import (
+from edgeq.data import (
     ArrayData,
     CallableData,
-    DeflatedArray,
-    ImageFolderData,
     ImageSpec,
     InputSpec,
-    StoredArray,
     image_spec_from_table,
     input_specs,
     load_arrays,
@@ -23,6 +20,8 @@ from edgeq.data.sources import (
     open_data,
     parse_image_spec,
 )
+from edgeq.data.images import ImageFolderData
+from edgeq.data.npz import DeflatedArray, StoredArray
 from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import load_model
 

@@ -14,7 +14,7 @@ import onnx_ir as ir
 import pytest
 from conftest import REPO, make_convnet
 
-from edgeq.data.sources import ArrayData, input_specs
+from edgeq.data import ArrayData, input_specs
 from edgeq.io.onnx_model import load_model, to_proto
 from edgeq.io.session import session as ort_session
 from edgeq.passes.dyadic import DyadicPass, DyadicResult
@@ -22,7 +22,7 @@ from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
 from edgeq.reference.add import LEFT_SHIFT
 from edgeq.reference.arithmetic import quantize_multiplier, requantize_multipliers
-from edgeq.targets.tflite.artifact import bit_exactness, model_inputs
+from edgeq.reports.verify import verify
 from edgeq.targets.tflite.lower import lower
 from edgeq.tflite_format.flatbuffer import read, write
 
@@ -126,14 +126,13 @@ def test_accuracy_stays_close_to_the_default_model(digits, width, pow2):
 
 
 @pytest.mark.parametrize("width, pow2", MODES)
-def test_tflite_is_bit_exact_in_every_integer_runtime(digits, width, pow2):
+def test_tflite_is_bit_exact_in_every_integer_runtime(digits, width, pow2, tmp_path):
     calibration, x, _ = digits
     qdq, _ = _dyadic(calibration, width, pow2)
-    model_bytes = write(lower(qdq).graph)
-    graph = read(model_bytes)
-    result = bit_exactness(model_bytes, [model_inputs(graph, {"input": x[i : i + 1]}) for i in range(16)])
-    assert result["litert_reference"]["mismatches"] == 0
-    assert result["tflite_micro"]["mismatches"] == 0
+    path = tmp_path / "dyadic.tflite"
+    path.write_bytes(write(lower(qdq).graph))
+    result = verify([path], ArrayData({"input": x}, input_specs(calibration.model), "digits"), samples=16)
+    assert set(result["exact"]) == {"LiteRT reference kernels", "TFLite Micro"} and result["bit_exact"]
 
 
 def test_fixed_softmax_scale_and_maxpool_encodings_are_kept(tmp_path):
@@ -166,12 +165,12 @@ def test_mobilenet_v2_8_bits_is_bit_exact_and_close_to_the_default(tmp_path):
     default, _ = Pipeline(Recipe()).quantize(calibration, "int8")
     qdq, dyadic = _dyadic(calibration, 8, False)
     assert dyadic.report["requantization_points"] == {"Conv": 52, "Add": 10, "Mean": 1, "Gemm": 1}
-    model_bytes = write(lower(qdq).graph)
-    graph = read(model_bytes)
-    assert too_wide(graph, 8) == 0
+    path = tmp_path / "mbv2.tflite"
+    path.write_bytes(write(lower(qdq).graph))
+    assert too_wide(read(path.read_bytes()), 8) == 0
     views = eval_views(32, seed=5)
-    result = bit_exactness(model_bytes, [model_inputs(graph, {"input": views[i : i + 1]}) for i in range(2)])
-    assert result["litert_reference"]["mismatches"] == 0 and result["tflite_micro"]["mismatches"] == 0
+    result = verify([path], ArrayData({"input": views}, input_specs(calibration.model), "views"), samples=2, per_op=False)
+    assert set(result["exact"]) == {"LiteRT reference kernels", "TFLite Micro"} and result["bit_exact"]
 
     def logits(model) -> np.ndarray:
         proto = model if isinstance(model, bytes) else to_proto(model).SerializeToString()

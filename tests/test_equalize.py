@@ -10,7 +10,7 @@ import onnx_ir as ir
 import pytest
 from conftest import make_convnet
 
-from edgeq.data.sources import ArrayData, input_specs
+from edgeq.data import ArrayData, input_specs
 from edgeq.errors import EdgeqError
 from edgeq.io.session import session as ort_session
 from edgeq.passes.equalize import EqualizePass

@@ -180,18 +180,16 @@ def test_get_reciprocal_subgraph_equals_the_reference_on_uint32_sums():
 def test_digits_cnn_matches_the_reference_on_every_test_image():
     from conftest import REPO
 
-    from edgeq.data.sources import ArrayData, input_specs
+    from edgeq.data import ArrayData, input_specs
     from edgeq.io.onnx_model import load_model
-    from edgeq.pipeline.quantize import build_qdq, calibrate_model
+    from edgeq.pipeline import Pipeline
     from edgeq.quantization.recipe import Recipe
     from edgeq.targets.tflite.lower import lower
 
     model = load_model(REPO / "models" / "digits_cnn.onnx")
     calib = np.load(REPO / "models" / "digits_calib.npz")["input"]
-    calibration = calibrate_model(
-        model, ArrayData({"input": calib}, input_specs(model), "calib"), Recipe(), progress=False
-    )
-    lowered = lower(build_qdq(calibration, Recipe(), "int8")[0])
+    calibration = Pipeline(Recipe(), progress=False).calibrate(model, ArrayData({"input": calib}, input_specs(model), "calib"))
+    lowered = lower(Pipeline(Recipe()).quantize(calibration, "int8").model)
     images = np.load(REPO / "models" / "digits_test.npz")["input"]
     assert len(images) > 400
     assert_matches_reference(lowered.graph, {"input": images})
@@ -203,18 +201,16 @@ def test_convnet_with_softmax_matches_the_reference():
     import onnx_ir as ir
     from conftest import make_convnet
 
-    from edgeq.data.sources import ArrayData, input_specs
-    from edgeq.pipeline.quantize import build_qdq, calibrate_model
+    from edgeq.data import ArrayData, input_specs
+    from edgeq.pipeline import Pipeline
     from edgeq.quantization.recipe import Recipe
     from edgeq.targets.tflite.lower import lower
 
     model = ir.serde.deserialize_model(make_convnet())
     rng = np.random.default_rng(1)
     calib = rng.normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
-    calibration = calibrate_model(
-        model, ArrayData({"input": calib}, input_specs(model), "calib"), Recipe(), progress=False
-    )
-    lowered = lower(build_qdq(calibration, Recipe(), "int8")[0])
+    calibration = Pipeline(Recipe(), progress=False).calibrate(model, ArrayData({"input": calib}, input_specs(model), "calib"))
+    lowered = lower(Pipeline(Recipe()).quantize(calibration, "int8").model)
     assert lowered.ops["SOFTMAX"] == 1
     inputs = rng.normal(0, 1.5, (300, 3, 8, 8)).astype(np.float32)
     assert_matches_reference(lowered.graph, {"input": inputs})
@@ -226,13 +222,13 @@ def test_convnet_with_softmax_matches_the_reference():
 def test_mobilenet_v2_matches_the_reference_on_photos(tmp_path):
     from conftest import calibrated_mobilenet_v2
 
-    from edgeq.pipeline.quantize import build_qdq
+    from edgeq.pipeline import Pipeline
     from edgeq.quantization.recipe import Recipe
     from edgeq.targets.tflite.lower import lower
     from models.photos import eval_views
 
     _, calibration = calibrated_mobilenet_v2(tmp_path, calib_views=8)
-    lowered = lower(build_qdq(calibration, Recipe(), "int8")[0])
+    lowered = lower(Pipeline(Recipe()).quantize(calibration, "int8").model)
     assert lowered.ops["CONV_2D"] == 35 and lowered.ops["DEPTHWISE_CONV_2D"] == 17
     assert_matches_reference(lowered.graph, {"input": eval_views(3, seed=5)})
 
@@ -336,7 +332,7 @@ def test_pooling(opcode, height, width, channels, fh, fw, sh, sw, padding, scale
 
 
 @SETTINGS
-@given(st.sampled_from(["LOGISTIC", "HARD_SWISH"]), scales, zero_points, st.floats(0.002, 0.1), zero_points, seeds)
+@given(st.sampled_from(["LOGISTIC", "HARD_SWISH", "LEAKY_RELU"]), scales, zero_points, st.floats(0.002, 0.1), zero_points, seeds)
 def test_lookup_table_ops(opcode, s_in, zp_in, s_out, zp_out, seed):
     # HARD_SWISH's Prepare rejects S_in / S_out >= 128 (edgeq.reference.hard_swish raises): not a valid
     # model; a margin below 128 keeps the int16 multiplier from rounding up to 1
@@ -344,7 +340,8 @@ def test_lookup_table_ops(opcode, s_in, zp_in, s_out, zp_out, seed):
     output = activation("y", (1, 4, 5, 3), 1 / 256, -128) if opcode == "LOGISTIC" else activation(
         "y", (1, 4, 5, 3), s_out, zp_out
     )
-    graph = read(single_op(opcode, [activation("x", (1, 4, 5, 3), s_in, zp_in)], [output]))
+    options = {"Alpha": 0.1} if opcode == "LEAKY_RELU" else {}
+    graph = read(single_op(opcode, [activation("x", (1, 4, 5, 3), s_in, zp_in)], [output], options))
     assert_matches_reference(graph, _float_feeds(graph, np.random.default_rng(seed), spread=200))
 
 

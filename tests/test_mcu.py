@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeq.reports.analysis import analyze_tflite
+from edgeq.targets.tflite.analysis import analyze_tflite
 from edgeq.targets.tflm.mcu import PROFILES, estimate
 from edgeq.tflite_format.flatbuffer import read
 from models.mlperf_tiny import MODELS, PUBLISHED_LATENCY_MS, fit_factors, tflite_model

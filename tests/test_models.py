@@ -71,7 +71,7 @@ def test_mobilenet_v2_end_to_end_beats_minmax_and_fuses_every_conv(tmp_path):
     from edgeq.measure.metrics import sqnr_db
     from edgeq.pipeline import Pipeline
     from edgeq.quantization.recipe import Recipe
-    from edgeq.targets.onnxruntime.artifact import fusion_report
+    from edgeq.targets.onnxruntime.fusion import fusion_report
     from models.photos import eval_views
 
     float_path, calibration = calibrated_mobilenet_v2(tmp_path)

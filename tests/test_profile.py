@@ -17,13 +17,14 @@ from functools import partial
 import pytest
 from test_cli import DIGITS, DIGITS_CALIB, assert_one_line_error, edgeq
 
-from edgeq.data.sources import input_specs, load_npz
+from edgeq.data import input_specs, load_npz
 from edgeq.io.onnx_model import load_model, save_model
 from edgeq.measure import latency
 from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
-from edgeq.targets.onnxruntime import artifact as ort_target
-from edgeq.targets.tflite import artifact as tflite_target
+from edgeq.targets.onnxruntime import profile as ort_target
+from edgeq.targets.tflite import profile as tflite_target
+from edgeq.targets.tflite.artifact import build
 from edgeq.targets.tflite.interpreters import LITERT_KERNELS
 
 
@@ -35,7 +36,8 @@ def digits(tmp_path_factory):
     data = load_npz(DIGITS_CALIB, input_specs(float_model))
     qdq, _ = Pipeline(Recipe(), progress=False).run(float_model, data)
     qdq_path = save_model(qdq, folder / "digits.qdq.onnx")
-    tflite_path = tflite_target.emit(qdq, folder, "digits")["artifacts"][0]
+    tflite_path = folder / "digits.tflite"
+    tflite_path.write_bytes(build(qdq).data)
     return qdq_path, tflite_path
 
 

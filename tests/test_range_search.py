@@ -9,7 +9,7 @@ import pytest
 from conftest import make_convnet
 from test_cli import DIGITS, DIGITS_CALIB, edgeq
 
-from edgeq.data.sources import ArrayData, input_specs, load_npz
+from edgeq.data import ArrayData, input_specs, load_npz
 from edgeq.io.onnx_model import clone_model, load_model
 from edgeq.io.session import session as ort_session
 from edgeq.measure.metrics import sqnr_db

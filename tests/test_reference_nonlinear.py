@@ -1,11 +1,11 @@
 """The nonlinear integer reference kernels against LiteRT BUILTIN_REF and TFLite Micro, bit for bit.
 
-SOFTMAX, LOGISTIC, HARD_SWISH, RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR, int8, on hypothesis-generated shapes,
-quantization and resize flags, with random inputs that always include -128 and 127. Two ops cannot be three-way
-equal because the runtimes themselves disagree by 1 LSB on rare inputs: LOGISTIC (LiteRT's reference kernel
-evaluates a float lookup table, TFLite Micro gemmlowp fixed point) and HARD_SWISH (the output multiplier is a
-float32 quotient in LiteRT, a double one in TFLite Micro). The reference follows TFLite Micro and has each
-LiteRT variant as a kernel option; both are checked exactly against their runtime.
+SOFTMAX, LOGISTIC, HARD_SWISH, LEAKY_RELU, RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR, int8, on hypothesis-generated
+shapes, quantization and resize flags, with random inputs that always include -128 and 127. Three ops cannot be
+three-way equal because the runtimes themselves disagree by 1 LSB on rare inputs: LOGISTIC (LiteRT's reference
+kernel evaluates a float lookup table, TFLite Micro gemmlowp fixed point), HARD_SWISH (the output multiplier is a
+float32 quotient in LiteRT, a double one in TFLite Micro) and LEAKY_RELU (both multipliers likewise). The reference
+follows TFLite Micro and has each LiteRT variant as a kernel option; both are checked exactly against their runtime.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from tflite_cases import activation, assert_bit_exact, constant, outputs_of_all,
 
 from edgeq import reference
 from edgeq.errors import EdgeqError
-from edgeq.reference import fixed_point, hard_swish, logistic
+from edgeq.reference import fixed_point, hard_swish, leaky_relu, logistic
+from edgeq.targets.tflite.interpreters import run_litert
 from edgeq.tflite_format.flatbuffer import read
 
 TESTS = Path(__file__).resolve().parent
@@ -60,6 +61,7 @@ def assert_exact_per_runtime(model: bytes, inputs: list[np.ndarray], litert_vari
 
 LITERT_LOGISTIC = (logistic, {"method": "float-table"})
 LITERT_HARD_SWISH = (hard_swish, {"output_multiplier_division": "float32"})
+LITERT_LEAKY_RELU = (leaky_relu, {"multiplier_arithmetic": "float32"})
 
 
 def assert_batched_like_single(model: bytes, x: np.ndarray) -> None:
@@ -225,6 +227,71 @@ def test_hard_swish_follows_tflite_micro_where_litert_rounds_its_multiplier_in_f
     assert results["tflm"][0][0, 0] == results["reference"][0][0, 0] == 39
     assert results["litert_ref"][0][0, 0] == 40
     assert_exact_per_runtime(model, [x], LITERT_HARD_SWISH)
+
+
+@EXAMPLES
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple),
+    scale=input_scales,
+    zero_point=zero_points,
+    output_ratio=st.floats(np.log(0.05), np.log(4.0)).map(np.exp),
+    output_zero_point=zero_points,
+    alpha=st.one_of(st.sampled_from([0.01, 0.1, 0.2, 0.0, -0.25, 1.5]), st.floats(-1.0, 2.0, width=32)),
+    seed=seeds,
+)
+def test_leaky_relu(shape, scale, zero_point, output_ratio, output_zero_point, alpha, seed):
+    """Each input and output has its own encoding; alpha of any sign, zero and above one."""
+    full_range = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
+    for x in (full_range, int8_input(shape, seed)):
+        model = single_op(
+            "LEAKY_RELU",
+            [activation("x", x.shape, scale, zero_point)],
+            [activation("y", x.shape, float(scale * output_ratio), output_zero_point)],
+            {"Alpha": alpha},
+        )
+        assert_exact_per_runtime(model, [x], LITERT_LEAKY_RELU)
+        reference_output = reference.run(read(model), [x])[0]
+        default = run_litert(model, [x], kernels="default")[0]  # XNNPACK
+        assert np.abs(default.astype(np.int64) - reference_output).max() <= 1
+    if len(shape) > 1:
+        assert_batched_like_single(model, x)
+
+
+@pytest.mark.parametrize("alpha", [-0.25, -0.5, -1.5])
+@pytest.mark.parametrize("output_scale", [0.05, 0.1, 0.2])
+def test_leaky_relu_with_a_negative_power_of_two_multiplier(alpha, output_scale):
+    """alpha * S_in / S_out a (negative) power of two: d * M0 hits the rounding ties of the doubling high
+    multiplication, where the runtimes round the magnitude, not the signed product."""
+    x = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
+    model = single_op(
+        "LEAKY_RELU",
+        [activation("x", x.shape, 0.1, 3)],
+        [activation("y", x.shape, output_scale, -5)],
+        {"Alpha": alpha},
+    )
+    assert_exact_per_runtime(model, [x], LITERT_LEAKY_RELU)
+
+
+@pytest.mark.parametrize(
+    ("scales", "zero_points", "alpha", "x", "tflm", "litert"),
+    [
+        ((0.2865736186504364, 0.24868762493133545), (-70, -101), 0.2, 58, 46, 47),  # the identity branch
+        ((0.04604470357298851, 0.026366177946329117), (-10, 43), 0.6548944711685181, -97, -56, -57),  # alpha
+    ],
+)
+def test_leaky_relu_follows_tflite_micro_where_litert_divides_in_float32(scales, zero_points, alpha, x, tflm, litert):
+    """Measured: the float32 quotient moves M0 across a rounding boundary of the output that the double does not."""
+    inputs = [np.array([[x, -128, 0, 127]], np.int8)]
+    model = single_op(
+        "LEAKY_RELU",
+        [activation("x", (1, 4), scales[0], zero_points[0])],
+        [activation("y", (1, 4), scales[1], zero_points[1])],
+        {"Alpha": alpha},
+    )
+    results = outputs_of_all(model, inputs)
+    assert results["tflm"][0][0, 0] == results["reference"][0][0, 0] == tflm
+    assert results["litert_ref"][0][0, 0] == litert
+    assert_exact_per_runtime(model, inputs, LITERT_LEAKY_RELU)
 
 
 resize_sizes = st.integers(1, 9)

@@ -24,16 +24,14 @@ import pytest
 from conftest import REPO
 from PIL import Image
 
-from edgeq.data.sources import input_specs, load_npz
+from edgeq.data import input_specs, load_npz
 from edgeq.io.onnx_model import load_model, save_model
 from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
-from edgeq.reports.analysis import analyze
-from edgeq.reports.compare import compare_onnx
+from edgeq.reports.compare import compare
 from edgeq.reports.html import render, write_report
-from edgeq.targets.onnxruntime.artifact import profile as ort_profile
-from edgeq.targets.tflite.artifact import emit
-from edgeq.targets.tflite.artifact import profile as tflite_profile
+from edgeq.reports.profile import analyze, profile
+from edgeq.targets.tflite.artifact import build
 
 MODELS = REPO / "models"
 # Debian's package is "chromium"; Ubuntu's is "chromium-browser", and CI images often ship Google Chrome
@@ -48,7 +46,7 @@ PNG_SRC = re.compile(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/
 @pytest.fixture(scope="module")
 def digits_data(tmp_path_factory):
     """Quantize the digits CNN with two recipes, compare both with float, profile in ORT and LiteRT, analyse
-    the .tflite (edgeq.reports.analysis)."""
+    the .tflite (edgeq.reports.profile.analyze)."""
     folder = tmp_path_factory.mktemp("report")
     float_path = MODELS / "digits_cnn.onnx"
     model = load_model(float_path)
@@ -62,14 +60,15 @@ def digits_data(tmp_path_factory):
     for label, recipe in recipes.items():
         qdq, reports[label] = Pipeline(recipe).quantize(calibration)
         paths[label] = save_model(qdq, folder / f"digits_{len(paths)}.qdq.onnx")
-        results[label] = compare_onnx(float_path, paths[label], test_data)
-    tflite_path = emit(load_model(paths["per-channel"]), folder, "digits_cnn")["artifacts"][0]
+        results[label] = compare(float_path, paths[label], test_data)
+    tflite_path = folder / "digits_cnn.tflite"
+    tflite_path.write_bytes(build(load_model(paths["per-channel"])).data)
     return {
         "title": "digits CNN <int8> & friends",
         "compare": results,
         "profiles": [
-            ort_profile(paths["per-channel"], runs=20, warmup=3),
-            tflite_profile(tflite_path, runs=20, warmup=3),
+            profile(paths["per-channel"], runs=20, warmup=3, progress=False),
+            profile(tflite_path, runs=20, warmup=3, progress=False),
         ],
         "analysis": analyze(tflite_path),
         "artifacts": {str(p): p.stat().st_size for p in [float_path, *paths.values(), tflite_path]},

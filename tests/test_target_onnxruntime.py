@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from edgeq.data.sources import ArrayData, input_specs, load_npz
+from edgeq.data import ArrayData, input_specs, load_npz
 from edgeq.io.onnx_model import load_model, model_bytes
 from edgeq.io.session import session as ort_session
 from edgeq.measure.metrics import accuracy, sqnr_db, top1_agreement
 from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
 from edgeq.targets.onnxruntime import artifact as target
+from edgeq.targets.onnxruntime import profile
+from edgeq.targets.onnxruntime.fusion import fusion_report
 
 DIGITS = REPO / "models" / "digits_cnn.onnx"
 
@@ -33,8 +35,8 @@ def digits_qdq(tmp_path_factory):
 def test_uint8_fuses_every_conv_and_int8_does_not(digits_qdq):
     # Measured with onnxruntime 1.31 on x86: QDQ Conv with int8 activations followed by Relu/Clip stays
     # float, uint8 becomes QLinearConv. The ORT target chooses by this report, not by this expectation.
-    uint8 = target.fusion_report(digits_qdq["uint8"])
-    int8 = target.fusion_report(digits_qdq["int8"])
+    uint8 = fusion_report(digits_qdq["uint8"])
+    int8 = fusion_report(digits_qdq["int8"])
     assert uint8.convs_total == int8.convs_total == 4
     assert uint8.convs_fused == 4 and uint8.float_compute == []
     assert int8.convs_fused < 4 and int8.float_compute
@@ -74,7 +76,7 @@ def test_validate_matches_hand_computed_metrics(digits_qdq):
 
 
 def test_profile_reports_latency_and_per_op_time(digits_qdq):
-    result = target.profile(digits_qdq["uint8"], runs=30, warmup=5)
+    result = profile.profile(digits_qdq["uint8"], runs=30, warmup=5)
     latency = result["latency_ms"]
     assert 0 < latency["min"] <= latency["p50"] <= latency["p90"] <= latency["p99"]
     per_op = result["per_op"]
@@ -82,7 +84,7 @@ def test_profile_reports_latency_and_per_op_time(digits_qdq):
     assert sum(per_op["by_op_type"].values()) == pytest.approx(per_op["sum_ms"])
     assert "QLinearConv" in per_op["by_op_type"]
     assert result["fusion"]["convs_fused"] == 4
-    assert "p50" in target.format_profile(result)
+    assert "p50" in profile.format_profile(result)
 
 
 def test_metrics_edge_cases():

@@ -4,7 +4,8 @@ Every single-op model is built in ONNX, calibrated and quantized by edgeq (int8)
 twice: (1) edgeq's integer reference, LiteRT's reference kernels and TFLite Micro give identical integers;
 (2) against the ONNX Runtime QDQ model with the same scales the final layer differs by at most 1 LSB per element
 (TFLite requantizes with a dyadic multiplier and rounds half away from zero, ORT with a float scale and half even).
-Inputs are on the input's quantization grid, so both runtimes start from the same integers.
+Inputs are on the input's quantization grid, so both runtimes start from the same integers. Whole models are in
+test_target_tflite_models.py.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from tflite_cases import assert_bit_exact
 
-from edgeq.data.sources import ArrayData, input_specs
+from edgeq.data import ArrayData, input_specs
 from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import to_proto
-from edgeq.pipeline.quantize import build_qdq, calibrate_model
+from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
-from edgeq.targets.tflite.artifact import dequantized, float_outputs, model_inputs
+from edgeq.reference.interface import dequantized, float_outputs, model_inputs
 from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
 from edgeq.targets.tflite.lower import lower
 from edgeq.targets.tflite.validate import check_model
@@ -49,10 +50,8 @@ def _model(nodes, inputs, output, inits=(), opset=17) -> onnx.ModelProto:
 def _quantize(proto: onnx.ModelProto, rng: np.random.Generator, inputs) -> ir.Model:
     model = ir.serde.deserialize_model(proto)
     calib = {name: rng.normal(0, 1, (24, *shape[1:])).astype(np.float32) for name, shape in inputs}
-    calibration = calibrate_model(
-        model, ArrayData(calib, input_specs(model), "calib"), Recipe(), progress=False
-    )
-    qdq, _ = build_qdq(calibration, Recipe(), "int8")
+    calibration = Pipeline(Recipe(), progress=False).calibrate(model, ArrayData(calib, input_specs(model), "calib"))
+    qdq, _ = Pipeline(Recipe()).quantize(calibration, "int8")
     return qdq
 
 
@@ -379,6 +378,8 @@ def test_concat_global_average_pool_then_flatten_and_gemm():
         ("Sigmoid", {}),
         ("Softmax", {"axis": -1}),
         ("HardSwish", {}),
+        ("LeakyRelu", {"alpha": 0.1}),
+        ("LeakyRelu", {}),  # ONNX's default alpha, 0.01
     ],
 )
 @pytest.mark.parametrize("seed", [0, 1])
@@ -386,6 +387,31 @@ def test_nonlinear(op, attributes, seed):
     inputs = [("x", [1, 10])] if op == "Softmax" else [("x", [1, 3, 4, 5])]
     nodes, inits = _scaled_input([helper.make_node(op, ["m"], ["y"], **attributes)], [])
     check_against_onnxruntime(_model(nodes, inputs, "y", inits), inputs, seed, start=("m",))
+
+
+def test_leaky_relu_lowers_with_its_own_output_encoding_and_to_float():
+    """LEAKY_RELU reads alpha from the ONNX node and rescales to the encoding of its own Q; at float precision it
+    is float32 LEAKY_RELU, and LiteRT computes exactly x if x > 0 else float32(alpha) * x."""
+    inputs = [("x", [1, 3, 4, 5])]
+    nodes, inits = _scaled_input([helper.make_node("LeakyRelu", ["m"], ["y"], alpha=0.3)], [])
+    qdq = _quantize(_model(nodes, inputs, "y", inits), np.random.default_rng(0), inputs)
+    graph = read(write(lower(qdq).graph))
+    leaky = next(op for op in graph.operators if op.opcode == "LEAKY_RELU")
+    assert leaky.options_type == "LeakyReluOptions" and leaky.options["Alpha"] == np.float32(0.3)
+    assert leaky.version == 1
+    x, y = (graph.tensors[leaky.inputs[0]], graph.tensors[leaky.outputs[0]])
+    assert x.quantization.scale[0] != y.quantization.scale[0]
+    model_bytes = write(lower(qdq, precision="float").graph)
+    check_model(model_bytes)
+    graph = read(model_bytes)
+    leaky = next(op for op in graph.operators if op.opcode == "LEAKY_RELU")
+    assert all(graph.tensors[i].dtype == np.float32 for i in [*leaky.inputs, *leaky.outputs])
+    interpreter = litert_interpreter(model_bytes, kernels="reference", preserve_all_tensors=True)
+    feeds = {"x": np.random.default_rng(1).normal(0, 1, (1, 3, 4, 5)).astype(np.float32)}
+    invoke_litert(interpreter, model_inputs(graph, feeds))
+    before, after = (interpreter.get_tensor(i) for i in (leaky.inputs[0], leaky.outputs[0]))
+    np.testing.assert_array_equal(after, np.where(before > 0, before, before * np.float32(0.3)))
+    assert np.count_nonzero(before < 0) > 0
 
 
 @pytest.mark.parametrize(
@@ -445,81 +471,3 @@ def test_unsupported_op_is_named():
     qdq = _quantize(_model(nodes, inputs, "y", inits), np.random.default_rng(0), inputs)
     with pytest.raises(EdgeqError, match="Tanh is not supported by the TFLite target"):
         lower(qdq)
-
-
-def _bit_exact_on(model_bytes: bytes, x: np.ndarray) -> None:
-    graph = read(model_bytes)
-    for i in range(len(x)):
-        assert_bit_exact(model_bytes, model_inputs(graph, {"input": x[i : i + 1]}))
-
-
-@pytest.mark.slow
-def test_digits_cnn_is_bit_exact_on_every_test_image():
-    from conftest import REPO
-
-    from edgeq.io.onnx_model import load_model
-
-    model = load_model(REPO / "models" / "digits_cnn.onnx")
-    calib = np.load(REPO / "models" / "digits_calib.npz")["input"]
-    calibration = calibrate_model(
-        model, ArrayData({"input": calib}, input_specs(model), "calib"), Recipe(), progress=False
-    )
-    qdq, _ = build_qdq(calibration, Recipe(), "int8")
-    lowered = lower(qdq)
-    assert lowered.ops == {
-        "ADD": 1, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "MEAN": 1, "PAD": 1, "RESHAPE": 1
-    }  # fmt: skip
-    _bit_exact_on(write(lowered.graph), np.load(REPO / "models" / "digits_test.npz")["input"])
-
-
-@pytest.mark.slow
-def test_mobilenet_v2_is_bit_exact_and_as_accurate_as_the_onnx_model(tmp_path):
-    """torchvision MobileNetV2: the three integer runtimes agree exactly, and LiteRT's default kernels keep the
-    logits SQNR of the ONNX Runtime QDQ model with the same scales."""
-    from conftest import calibrated_mobilenet_v2
-
-    from edgeq.measure.metrics import sqnr_db
-    from models.photos import eval_views
-
-    float_path, calibration = calibrated_mobilenet_v2(tmp_path)
-    qdq, _ = build_qdq(calibration, Recipe(), "int8")
-    lowered = lower(qdq)
-    assert (
-        lowered.ops["CONV_2D"] == 35
-        and lowered.ops["DEPTHWISE_CONV_2D"] == 17
-        and "TRANSPOSE" not in lowered.ops
-    )
-    model_bytes = write(lowered.graph)
-    views = eval_views(24, seed=5)
-    _bit_exact_on(model_bytes, views[:2])
-    graph = read(model_bytes)
-    from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
-
-    interpreter = litert_interpreter(model_bytes, kernels="default")
-    tflite = np.concatenate(
-        [
-            float_outputs(graph, invoke_litert(interpreter, model_inputs(graph, {"input": v[None]})))[0]
-            for v in views
-        ]
-    )
-    fp32 = ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"]).run(
-        None, {"input": views}
-    )[0]
-    qdq_onnx = ort.InferenceSession(
-        to_proto(qdq).SerializeToString(), providers=["CPUExecutionProvider"]
-    ).run(None, {"input": views})[0]
-    assert abs(sqnr_db(fp32, tflite) - sqnr_db(fp32, qdq_onnx)) < 0.5
-
-
-def test_model_inputs_take_the_onnx_layout_when_the_shape_fits_both():
-    """C = H = W: an NCHW batch must still be transposed (it once was passed through as if NHWC)."""
-    from edgeq.tflite_format.flatbuffer import Graph, Quantization, Tensor
-
-    graph = Graph()
-    graph.inputs = [graph.add_tensor(Tensor("x", (1, 2, 2, 2), np.dtype(np.int8), Quantization(0.5, 0)))]
-    nchw = np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2)
-    (got,) = model_inputs(graph, {"x": nchw})
-    np.testing.assert_array_equal(got, (nchw * 2).transpose(0, 2, 3, 1).astype(np.int8))
-    nhwc = np.zeros((3, 4, 5, 2), np.float32)  # already NHWC for a [1, 4, 5, 2] input: accepted as it is
-    graph.tensors[0].shape = (1, 4, 5, 2)
-    assert model_inputs(graph, {"x": nhwc})[0].shape == (3, 4, 5, 2)

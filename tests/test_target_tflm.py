@@ -19,10 +19,12 @@ from tflite_cases import activation, constant, random_input, single_op
 
 from edgeq.errors import EdgeqError
 from edgeq.io import files
+from edgeq.targets.tflite.builtins import op_version
 from edgeq.targets.tflite.interpreters import run_litert
-from edgeq.targets.tflite.versions import op_version
+from edgeq.targets.tflm import arena as arenas
 from edgeq.targets.tflm import artifact as tflm
-from edgeq.tflite_format.flatbuffer import OPTIONS, Graph, Operator, Tensor, write
+from edgeq.targets.tflm import sources
+from edgeq.tflite_format.flatbuffer import Graph, Operator, Tensor, write
 
 SETTINGS = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -204,7 +206,7 @@ def runs_at(tmp_path, model_bytes: bytes, *sizes: int) -> list[bool]:
     return [answers.get(str(size)) == "ok" for size in sizes]
 
 
-def assert_smallest(tmp_path, model_bytes: bytes, report: tflm.ArenaReport) -> None:
+def assert_smallest(tmp_path, model_bytes: bytes, report: arenas.ArenaReport) -> None:
     assert report.arena_bytes % 16 == 0
     assert runs_at(tmp_path, model_bytes, report.arena_bytes, report.arena_bytes - 16) == [True, False]
     assert report.recorded_head + report.recorded_tail == report.recorded_total
@@ -228,7 +230,7 @@ def assert_smallest(tmp_path, model_bytes: bytes, report: tflm.ArenaReport) -> N
 )
 def test_arena_is_the_smallest_working(tmp_path, build, relation):
     model_bytes = build(np.random.default_rng(0))
-    report = tflm.measure_arena(model_bytes)
+    report = arenas.measure_arena(model_bytes)
     assert_smallest(tmp_path, model_bytes, report)
     if relation == "equals":
         assert report.arena_bytes == report.recorded_total and "equals" in report.explanation
@@ -249,12 +251,12 @@ def test_arena_is_the_smallest_working_for_drawn_models(tmp_path_factory, kind, 
         model_bytes = conv_model(rng, channels_in=int(rng.integers(1, 9)), channels_out=channels, size=size)
     else:
         model_bytes = fc_chain(rng, layers=int(rng.integers(1, 4)), width=channels * size)
-    assert_smallest(tmp_path_factory.mktemp("arena"), model_bytes, tflm.measure_arena(model_bytes))
+    assert_smallest(tmp_path_factory.mktemp("arena"), model_bytes, arenas.measure_arena(model_bytes))
 
 
 def test_failed_probes_print_nothing(capfd):
     # Probes below the minimum of this model crash the interpreter and print TFLM errors: none may show.
-    report = tflm.measure_arena(fc_chain(np.random.default_rng(0)))
+    report = arenas.measure_arena(fc_chain(np.random.default_rng(0)))
     assert report.probes > 3
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
@@ -263,7 +265,7 @@ def test_failed_probes_print_nothing(capfd):
 def test_search_on_a_model_with_megabytes_of_weights_is_fast():
     model_bytes = fc_chain(np.random.default_rng(0), layers=4, width=1024)
     assert len(model_bytes) > 4_000_000
-    report = tflm.measure_arena(model_bytes)
+    report = arenas.measure_arena(model_bytes)
     # Galloping from the recorded total: a few probes instead of ~20 bisection steps from 64 KiB, no more
     # than one invoke; about 1 s measured, mostly the probe process starting.
     assert report.probes <= 24 and report.seconds < 15, report
@@ -275,25 +277,25 @@ def test_a_model_tflm_rejects_is_an_error_not_a_search():
         "SOFTMAX", [activation("x", (1, 10), 0.1, 0)], [activation("y", (1, 10), 0.1, 0)], dict(Beta=1.0)
     )
     with pytest.raises(EdgeqError, match="TFLite Micro cannot allocate the model"):
-        tflm.measure_arena(model_bytes)
+        arenas.measure_arena(model_bytes)
 
 
 def test_a_too_small_starting_arena_is_doubled(monkeypatch, tmp_path):
     # From 1 KiB the first probes crash the interpreter or run out of memory; the search doubles past them.
     model_bytes = conv_model(np.random.default_rng(4))
-    expected = tflm.measure_arena(model_bytes).arena_bytes
-    monkeypatch.setattr(tflm, "default_arena_size", lambda _: 1000)
-    assert tflm.measure_arena(model_bytes).arena_bytes == expected
+    expected = arenas.measure_arena(model_bytes).arena_bytes
+    monkeypatch.setattr(arenas, "default_arena_size", lambda _: 1000)
+    assert arenas.measure_arena(model_bytes).arena_bytes == expected
 
 
 def test_a_broken_probe_process_is_an_error(monkeypatch):
-    monkeypatch.setattr(tflm, "_PROBE_CHILD", "import sys; sys.exit('no interpreter here')")
+    monkeypatch.setattr(arenas, "_PROBE_CHILD", "import sys; sys.exit('no interpreter here')")
     with pytest.raises(EdgeqError, match="probe process failed: no interpreter here"):
-        tflm.measure_arena(conv_model(np.random.default_rng(0)))
+        arenas.measure_arena(conv_model(np.random.default_rng(0)))
 
 
 def test_stderr_is_restored_after_an_error(capfd):
-    with pytest.raises(RuntimeError), tflm._captured_stderr() as log:
+    with pytest.raises(RuntimeError), arenas.captured_stderr() as log:
         os.write(2, b"captured\n")
         raise RuntimeError
     os.write(2, b"visible\n")
@@ -321,13 +323,13 @@ int main(int, char** argv) {
 @pytest.fixture(scope="module")
 def mixed():
     model_bytes = mixed_model(np.random.default_rng(0))
-    return model_bytes, tflm.measure_arena(model_bytes)
+    return model_bytes, arenas.measure_arena(model_bytes)
 
 
 def test_sources_compile_and_hold_the_model(tmp_path, mixed):
     model_bytes, arena = mixed
     name = "mixed_net2"
-    header, source = tflm.c_source(model_bytes, name, arena=arena)
+    header, source = sources.c_source(model_bytes, name, arena=arena)
     (tmp_path / f"{name}_model_data.h").write_text(header)
     (tmp_path / f"{name}_model_data.cc").write_text(source)
     (tmp_path / "main.cc").write_text(_MAIN.replace("NAME", name).replace("MACRO", name.upper()))
@@ -364,21 +366,14 @@ def test_op_list_and_resolver(mixed):
         "AddSoftmax",
         "AddDequantize",
     ]  # first use; the second conv adds nothing
-    assert tflm.resolver_ops(model_bytes) == expected
-    header, _ = tflm.c_source(model_bytes, "mixed", arena=arena)
+    assert sources.resolver_ops(model_bytes) == expected
+    header, _ = sources.c_source(model_bytes, "mixed", arena=arena)
     assert "//   tflite::MicroMutableOpResolver<8> mixed_op_resolver;" in header
     calls = [
         line.split(".", 1)[1] for line in header.splitlines() if line.startswith("//   mixed_op_resolver.")
     ]
     assert calls == [f"{method}();" for method in expected]
     assert f"#define MIXED_ARENA_SIZE {arena.arena_bytes}\n" in header
-
-
-def test_every_op_the_writer_knows_has_a_resolver_method(monkeypatch, mixed):
-    assert set(OPTIONS) | {"QUANTIZE", "DEQUANTIZE"} <= set(tflm.RESOLVER_METHODS)
-    monkeypatch.delitem(tflm.RESOLVER_METHODS, "SOFTMAX")
-    with pytest.raises(EdgeqError, match="no MicroMutableOpResolver method for SOFTMAX"):
-        tflm.resolver_ops(mixed[0])
 
 
 @pytest.mark.parametrize(
@@ -391,29 +386,29 @@ def test_every_op_the_writer_knows_has_a_resolver_method(monkeypatch, mixed):
     ],
 )
 def test_identifier_from_a_file_stem(stem, identifier):
-    assert tflm.c_identifier(stem) == identifier
+    assert sources.c_identifier(stem) == identifier
 
 
 @pytest.mark.parametrize("name", ["my-model", "9lives", "_x", "a__b", "x_", "", "../evil", "naïve"])
 def test_bad_names_are_refused(tmp_path, mixed, name):
     with pytest.raises(EdgeqError, match="not a C identifier"):
-        tflm.c_source(mixed[0], name, arena=mixed[1])
+        sources.c_source(mixed[0], name, arena=mixed[1])
     with pytest.raises(EdgeqError, match="not a C identifier"):
         tflm.emit(mixed[0], tmp_path / "out", name, arena=mixed[1])
     assert not (tmp_path / "out").exists()
     with pytest.raises(EdgeqError, match="cannot make a C identifier"):
-        tflm.c_identifier("-.-")
+        sources.c_identifier("-.-")
 
 
 @settings(max_examples=30, deadline=None)
 @given(st.text(min_size=1, max_size=20))
 def test_derived_identifiers_are_valid(stem):
     try:
-        name = tflm.c_identifier(stem)
+        name = sources.c_identifier(stem)
     except EdgeqError:
         assert not any(c.isascii() and c.isalnum() for c in stem)
         return
-    tflm._check_name(name)
+    sources.check_name(name)
 
 
 # ------------------------------------------------------------------------------------------------ runs and emit
@@ -460,7 +455,7 @@ def test_validate_refuses_bad_samples(mixed, capfd):
 def test_emit_writes_the_three_files(tmp_path, mixed):
     model_bytes, arena = mixed
     report = tflm.emit(model_bytes, tmp_path / "out", "mixed", float_samples(2), arena=arena)
-    header, source = tflm.c_source(model_bytes, "mixed", arena=arena)
+    header, source = sources.c_source(model_bytes, "mixed", arena=arena)
     out = tmp_path / "out"
     assert sorted(os.listdir(out)) == ["mixed.tflite", "mixed_model_data.cc", "mixed_model_data.h"]
     assert (out / "mixed.tflite").read_bytes() == model_bytes
@@ -468,7 +463,7 @@ def test_emit_writes_the_three_files(tmp_path, mixed):
     assert (out / "mixed_model_data.cc").read_text() == source
     assert report["flash_bytes"] == len(model_bytes) and report["arena_bytes"] == arena.arena_bytes
     assert report["recorded_total"] == arena.recorded_total and report["samples_run"] == 2
-    assert report["ops"] == tflm.resolver_ops(model_bytes)
+    assert report["ops"] == sources.resolver_ops(model_bytes)
     assert report["op_resolver"] == "tflite::MicroMutableOpResolver<8>"
     assert report["files"] == {
         "tflite": str(out / "mixed.tflite"),

@@ -7,10 +7,12 @@ LiteRT with BUILTIN_REF kernels and TFLite Micro; :func:`assert_bit_exact` requi
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from edgeq.reference.executor import run_all_semantics
+from edgeq.targets.tflite.builtins import op_version
 from edgeq.targets.tflite.interpreters import run_litert, run_tflm
-from edgeq.targets.tflite.versions import op_version
 from edgeq.tflite_format.flatbuffer import Graph, Operator, Quantization, Tensor, read, write
 
 
@@ -69,3 +71,30 @@ def assert_bit_exact(model_bytes: bytes, inputs: list[np.ndarray]) -> list[np.nd
                 diff = np.abs(got.astype(np.int64) - want.astype(np.int64)).max()
                 raise AssertionError(f"{runtime} output {i}: {mismatches}/{want.size} elements differ, max {diff}")
     return results["reference"]
+
+
+# ----------------------------------------------------------------------------- hypothesis strategies and checks
+
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+act_scales = st.floats(1e-3, 0.5)
+zero_points = st.integers(-128, 127)
+fused = st.sampled_from(["NONE", "RELU", "RELU6", "RELU_N1_TO_1"])
+paddings = st.sampled_from(["SAME", "VALID"])
+seeds = st.integers(0, 2**32 - 1)
+
+
+def int8_weights(rng, shape):
+    return rng.integers(-127, 128, shape).astype(np.int8)
+
+
+def bias_for(rng, s_in, w_scales, size, magnitude=3000):
+    scale = (np.float32(s_in) * np.asarray(w_scales, np.float32)).astype(np.float32)
+    return constant("bias", rng.integers(-magnitude, magnitude + 1, size).astype(np.int32), scale)
+
+
+def check(model, rng):
+    """assert_bit_exact on random inputs of MODEL's input types; returns the reference outputs."""
+    graph = read(model)
+    inputs = [random_input(graph.tensors[i], rng) for i in graph.inputs]
+    return assert_bit_exact(model, inputs)

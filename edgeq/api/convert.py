@@ -1,188 +1,137 @@
-"""``edgeq convert``: calibrate once, build the artifact of each target, validate each by running it.
+"""``edgeq.convert``: calibrate once, build every target's artifacts, validate each by running it.
 
-ONNX Runtime (``activation_type = "auto"``): both int8 and uint8 activation models are built from the same
-calibration (same scales; the zero point moves by 128), each is loaded by onnxruntime with all graph
-optimizations, and the one whose optimized graph runs more convolutions as fused integer kernels wins, then the one
-that leaves fewer compute ops in float (for models without convolutions), then int8 (what TFLite wants). What ran
-fused is part of the report.
-
-TFLite and TFLite Micro: the int8 QDQ model (from the same calibration) is lowered to one .tflite; TFLite Micro
-uses that same file, plus a C array, the op resolver list and the measured arena. All targets share one
-calibration, so with ``--target all`` every artifact carries the same scales.
-
-Integer-only ONNX (``integer_only``, with the onnxruntime target): that same int8 QDQ model, lowered as for
-TFLite, becomes ``<name>.integer.onnx`` (edgeq.targets.integer_onnx), validated against the float model on the
-evaluation data and checked bit-exact against the integer reference (edgeq.reports.verify) on the first samples.
+The float model is calibrated once (edgeq.pipeline); each target asks the conversion for the QDQ model of the
+activation type it needs, built once per type, so with several targets every artifact carries the same scales.
+Targets come from the registry (edgeq.targets) by name; each writes its artifacts, then validates them on the
+evaluation data against the float model. Artifacts that implement an integer TFLite graph (the .tflite, the
+TFLite Micro sources, the integer-only .onnx) are then checked against edgeq's integer reference on the first
+``verify_samples`` evaluation samples (edgeq.reports.verify, outputs only: `edgeq verify` also checks every op).
+Everything goes into ``<outdir>/report.json``.
 """
 
 from __future__ import annotations
 
-import tempfile
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
-import onnx_ir as ir
-
-from edgeq.data.sources import CalibrationData
-from edgeq.errors import EdgeqError
-from edgeq.io.onnx_model import model_bytes, save_model
-from edgeq.pipeline import Pipeline
-from edgeq.quantization.recipe import Recipe
-from edgeq.targets.onnxruntime import artifact as ort_target
-
-TARGETS = ("onnxruntime", "tflite", "tflm")
-
-
-def _fusion_of(model: ir.Model, workdir: Path, name: str):
-    path = workdir / f"{name}.onnx"
-    path.write_bytes(model_bytes(model))
-    return ort_target.fusion_report(path)
+from edgeq import targets as registry
+from edgeq.api.inputs import SYNTHETIC, data_of, float_model, labels_of, recipe_of
+from edgeq.data import CalibrationData
+from edgeq.errors import RecipeError
+from edgeq.io.files import json_text, prepare_output_dir, write_text_atomic
+from edgeq.io.onnx_model import load_model
+from edgeq.pipeline import Pipeline, Quantized
+from edgeq.reports.verify import verify
+from edgeq.targets.target import Build, Emitted, Target
 
 
-def _fusion_score(fusion: dict, order: int) -> tuple:
-    """More integer convolutions first, then fewer compute ops left in float, then the earlier candidate."""
-    return (fusion["convs_fused"], -len(fusion["float_compute"]), -order)
+@dataclass
+class ConvertResult:
+    """What a conversion wrote: per target its report (``artifacts``, what it built, ``validation``, and
+    ``verification`` against the integer reference where it has one), the whole report and where it is, and the
+    evaluation data it validated on."""
+
+    outdir: Path
+    targets: dict[str, dict]
+    report: dict
+    report_path: Path
+    eval_data: CalibrationData
+
+    @property
+    def artifacts(self) -> list[Path]:
+        return [Path(p) for result in self.targets.values() for p in result["artifacts"]]
+
+
+def _targets(names, recipe) -> list[Target]:
+    names = [names] if isinstance(names, str) else list(names)
+    chosen = registry.registered() if names == ["all"] else [registry.get(name) for name in dict.fromkeys(names)]
+    for target in chosen:
+        if recipe.activation_type not in ("auto", *target.activation_types):
+            raise RecipeError(
+                f"the {target.name} target takes {' or '.join(target.activation_types)} activations; "
+                f"activation type {recipe.activation_type} is for the onnxruntime target"
+            )
+    return chosen
 
 
 def convert(
-    float_model: ir.Model,
-    float_path: str | Path,
-    calib: CalibrationData,
-    eval_data: CalibrationData,
-    recipe: Recipe,
-    outdir: Path,
+    model,
+    calib,
     *,
-    targets: tuple[str, ...] = ("onnxruntime",),
+    outdir: str | os.PathLike,
+    targets=("onnxruntime",),
+    eval_data=None,
     labels=None,
-    ort_format: bool = False,
-    io: str = "int8",
-    float_tflite: bool = False,
-    integer_only: bool = False,
+    recipe=None,
     verify_samples: int = 4,
-    progress: bool = True,
-) -> dict:
-    """Calibrate FLOAT_MODEL once and build, write and validate the artifact of every target in TARGETS."""
-    unknown = set(targets) - set(TARGETS)
-    if unknown:
-        raise EdgeqError(f"unknown target(s) {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}")
-    if integer_only and "onnxruntime" not in targets:
-        raise EdgeqError("--integer-only is an ONNX Runtime artifact: use it with --target onnxruntime or all")
-    tflite = "tflite" in targets or "tflm" in targets
-    if (tflite or integer_only) and recipe.activation_type not in ("int8", "auto"):
-        raise EdgeqError(
-            f"the TFLite targets and --integer-only take int8 activations (TFLite's int8 kernels); "
-            f"--activation-type {recipe.activation_type} is for --target onnxruntime"
+    example_inputs=None,
+    image_spec=None,
+    progress: bool = False,
+    **options,
+) -> ConvertResult:
+    """Quantize MODEL for TARGETS (names from ``edgeq.targets.names()``, or "all"), write every artifact into OUTDIR,
+    validate each on EVAL_DATA (default: the calibration data; LABELS, or an .npz's "label" key, add accuracy) and
+    check the integer artifacts against the integer reference on VERIFY_SAMPLES samples.
+
+    MODEL, CALIB, RECIPE and the recipe OPTIONS are as for ``edgeq.quantize``; without an activation type the
+    onnxruntime target picks the one onnxruntime fuses ("auto"). OPTIONS also take each target's own options
+    (``io="float"``, ``precision="float"``, ``ort_format=True``: ``Target.options``). Returns a ConvertResult; writes
+    ``report.json`` into OUTDIR. Raises an ``EdgeqError`` subclass for any bad input.
+    """
+    target_options = {o.name for t in registry.registered() for o in t.options}
+    given = {k: v for k, v in options.items() if k in target_options}
+    recipe_options = {k: v for k, v in options.items() if k not in target_options}
+    if recipe is None and recipe_options.get("activation_type") is None:
+        recipe_options["activation_type"] = "auto"
+    synthetic = isinstance(calib, str) and calib == SYNTHETIC
+    recipe = recipe_of(recipe, synthetic=synthetic, **recipe_options)
+    chosen = _targets(targets, recipe)
+    out = prepare_output_dir(outdir, model if isinstance(model, str | os.PathLike) else None)
+    with float_model(model, example_inputs=example_inputs) as source:
+        data = data_of(
+            calib, source.model, image_spec=image_spec, max_samples=recipe.max_calib_samples,
+            what="calibration data", progress=progress,
+        )  # fmt: skip
+        evaluation = (
+            data_of(eval_data, load_model(source.path), image_spec=image_spec, what="evaluation data")
+            if eval_data is not None
+            else data
         )
-    pipeline = Pipeline(recipe, progress=progress)
-    calibration = pipeline.calibrate(float_model, calib)
-    name = Path(float_path).stem
-    report = {"input": str(float_path), "recipe": recipe.to_dict(), "targets": {}}
-    built: dict[str, tuple[ir.Model, dict]] = {}  # activation type -> QDQ model and report, built once each
-    if "onnxruntime" in targets:
-        report["targets"]["onnxruntime"] = _onnxruntime(
-            calibration, recipe, float_path, eval_data, outdir, name, labels, ort_format, built
-        )
-    if tflite or integer_only:  # one int8 QDQ model for the .tflite and the integer-only model
-        qdq, quant_report = built["int8"] if "int8" in built else pipeline.quantize(calibration, "int8")
-        with tempfile.TemporaryDirectory() as tmp:
-            qdq_path = save_model(qdq, Path(tmp) / f"{name}.int8.qdq.onnx")
-            if integer_only:
-                report["targets"]["onnxruntime-integer"] = _integer_onnx(
-                    qdq, qdq_path, quant_report, float_path, eval_data, outdir, name, labels, verify_samples
-                )
-            if tflite:
-                report["targets"].update(
-                    _tflite(
-                        qdq,
-                        qdq_path,
-                        quant_report,
-                        float_path,
-                        eval_data,
-                        outdir,
-                        name,
-                        targets=targets,
-                        labels=labels,
-                        io=io,
-                        float_tflite=float_tflite,
-                        verify_samples=verify_samples,
-                    )
-                )
-    report["artifacts"] = [a for t in report["targets"].values() for a in t["artifacts"]]
-    return report
+        labels = labels if labels is not None else labels_of(eval_data)
+        pipeline = Pipeline(recipe, progress=progress)
+        calibrated = pipeline.calibrate(source.model, data)
+        built: dict[str, Quantized] = {}
+
+        def quantized(activation_type: str) -> Quantized:
+            if activation_type not in built:
+                built[activation_type] = pipeline.quantize(calibrated, activation_type)
+            return built[activation_type]
+
+        build = Build(source.name, out, source.path, recipe, quantized, evaluation, labels, given, progress)
+        emitted = {target.name: target.emit(build) for target in chosen}
+        results = {}
+        for target in chosen:
+            results[target.name] = {**emitted[target.name].to_dict(), "validation": target.validate(build, emitted[target.name])}
+        for target_names, verification in _verifications(emitted, evaluation, verify_samples):
+            for name in target_names:
+                results[name]["verification"] = verification
+    report = {"input": str(source.path), "recipe": recipe.to_dict(), "targets": results}
+    report["artifacts"] = [a for result in results.values() for a in result["artifacts"]]
+    report_path = out / "report.json"
+    write_text_atomic(report_path, json_text(report) + "\n")
+    return ConvertResult(out, results, report, report_path, evaluation)
 
 
-def _onnxruntime(calibration, recipe, float_path, eval_data, outdir, name, labels, ort_format, built) -> dict:
-    """The ONNX Runtime artifact; the QDQ models it builds are left in BUILT for the other targets."""
-    candidates = ["int8", "uint8"] if recipe.activation_type == "auto" else [recipe.activation_type]
-    fusions: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for activation_type in candidates:
-            built[activation_type] = Pipeline(recipe, progress=False).quantize(calibration, activation_type)
-            fusions[activation_type] = _fusion_of(built[activation_type][0], Path(tmp), activation_type).to_dict()
-    chosen = max(candidates, key=lambda t: _fusion_score(fusions[t], candidates.index(t)))
-    (model, report), fusion = built[chosen], fusions[chosen]
-    artifacts = ort_target.emit(model_bytes(model), outdir, f"{name}.qdq", ort_format=ort_format)
-    validation = ort_target.validate(float_path, artifacts[0], eval_data, labels=labels)
-    return {
-        "artifacts": [str(p) for p in artifacts],
-        **report,
-        "activation_type_choice": fusions,
-        "fusion": fusion,
-        "validation": validation,
-    }
-
-
-def _integer_onnx(qdq, qdq_path, quant_report, float_path, eval_data, outdir, name, labels, verify_samples):
-    from edgeq.reports.verify import verify
-    from edgeq.targets.integer_onnx import artifact as integer_target
-
-    emitted = integer_target.emit(qdq, outdir, name)
-    path = emitted.pop("path")
-    validation = ort_target.validate(float_path, path, eval_data, labels=labels)
-    if verify_samples:
-        validation["bit_exact"] = verify([path, qdq_path], eval_data, samples=verify_samples)
-    return {"artifacts": [str(path)], **emitted, **quant_report, "validation": validation}
-
-
-def _tflite(
-    qdq,
-    qdq_path,
-    quant_report,
-    float_path,
-    eval_data,
-    outdir,
-    name,
-    *,
-    targets,
-    labels,
-    io,
-    float_tflite,
-    verify_samples,
-) -> dict:
-    from edgeq.targets.tflite import artifact as tflite_target
-
-    emitted = tflite_target.emit(qdq, outdir, name, io=io, float_model=float_tflite)
-    model_bytes_ = emitted.pop("bytes")
-    validation = tflite_target.validate_on_data(
-        float_path,
-        model_bytes_,
-        eval_data,
-        labels=labels,
-        verify_samples=verify_samples,
-        quantized_onnx=qdq_path,
-    )
-    result = {}
-    if "tflite" in targets:
-        result["tflite"] = {
-            **emitted,
-            "artifacts": [str(p) for p in emitted["artifacts"]],
-            **quant_report,
-            "validation": validation,
-        }
-    if "tflm" in targets:
-        from edgeq.targets.tflm import artifact as tflm
-
-        tflm_report = tflm.emit(model_bytes_, outdir, tflm.c_identifier(name))
-        tflm_report["artifacts"] = [str(p) for p in tflm_report.pop("files")]
-        tflm_report["validation"] = {"bit_exact": validation.get("bit_exact")}
-        result["tflm"] = tflm_report
-    return result
+def _verifications(emitted: dict[str, Emitted], data, samples: int):
+    """(target names, verification) for each integer graph the conversion's artifacts implement: the main artifact
+    of each target that implements it, run against the reference on SAMPLES samples."""
+    if not samples:
+        return
+    groups: dict[int, tuple[object, list[str]]] = {}
+    for name, result in emitted.items():
+        if result.integer_graph is not None:
+            groups.setdefault(id(result.integer_graph), (result.integer_graph, []))[1].append(name)
+    for graph, names in groups.values():
+        paths = list(dict.fromkeys(emitted[name].artifacts[0] for name in names))
+        yield names, verify(paths, data, samples=samples, graph=graph, per_op=False)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.data.sources import load_callable
+from edgeq.data import load_callable
 from edgeq.errors import EdgeqError
 from edgeq.io.files import check_output_path
 from edgeq.io.onnx_model import load_model, save_model

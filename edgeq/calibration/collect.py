@@ -27,7 +27,7 @@ import onnx_ir as ir
 from tqdm import tqdm
 
 from edgeq.calibration.observers import TensorObserver
-from edgeq.data.sources import CalibrationData
+from edgeq.data import CalibrationData
 from edgeq.errors import DataError, first_line
 from edgeq.io.session import (
     ORT_ERRORS,

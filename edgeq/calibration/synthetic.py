@@ -77,7 +77,7 @@ import numpy as np
 import onnx_ir as ir
 from tqdm import tqdm
 
-from edgeq.data.sources import ArrayData, CalibrationData, input_specs
+from edgeq.data import ArrayData, CalibrationData, input_specs
 from edgeq.errors import EdgeqError
 from edgeq.passes.fold_batchnorm import batchnorm_statistics
 

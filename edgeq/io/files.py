@@ -7,12 +7,13 @@ so a reader (or a crash) never sees a partial file.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import OutputError
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -26,14 +27,14 @@ def check_output_path(output: str | os.PathLike, *inputs: str | os.PathLike | No
     out = Path(output)
     for src in inputs:
         if src is not None and _same_file(out, Path(src)):
-            raise EdgeqError(f"output path {out} is the input file; choose another output")
+            raise OutputError(f"output path {out} is the input file; choose another output")
     if out.is_dir():
-        raise EdgeqError(f"output path {out} is a directory; give a file name")
+        raise OutputError(f"output path {out} is a directory; give a file name")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
-        raise EdgeqError(f"output folder {parent} does not exist")
+        raise OutputError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise EdgeqError(f"output folder {parent} is not writable")
+        raise OutputError(f"output folder {parent} is not writable")
     return out
 
 
@@ -41,13 +42,13 @@ def prepare_output_dir(outdir: str | os.PathLike, *inputs: str | os.PathLike | N
     """Create OUTDIR if needed and check that it is writable and holds none of the inputs' paths."""
     out = Path(outdir)
     if out.exists() and not out.is_dir():
-        raise EdgeqError(f"output directory {out} exists and is not a directory")
+        raise OutputError(f"output directory {out} exists and is not a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EdgeqError(f"cannot create output directory {out}: {exc.strerror}") from None
+        raise OutputError(f"cannot create output directory {out}: {exc.strerror}") from None
     if not os.access(out, os.W_OK | os.X_OK):
-        raise EdgeqError(f"output directory {out} is not writable")
+        raise OutputError(f"output directory {out} is not writable")
     return out
 
 
@@ -58,7 +59,7 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent or ".")
     except OSError as exc:
-        raise EdgeqError(f"cannot write {dest}: {exc.strerror}") from None
+        raise OutputError(f"cannot write {dest}: {exc.strerror}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -82,3 +83,16 @@ def write_bytes_atomic(destination: str | os.PathLike, data: bytes) -> None:
 
 def write_text_atomic(destination: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(destination, text.encode("utf-8"))
+
+
+def json_text(data) -> str:
+    """DATA as indented JSON: numpy arrays and scalars become lists and numbers, paths strings (NaN allowed)."""
+
+    def default(obj):
+        if hasattr(obj, "tolist"):
+            return obj.tolist()
+        if isinstance(obj, Path):
+            return str(obj)
+        raise TypeError(f"cannot serialize {type(obj).__name__}")
+
+    return json.dumps(data, indent=2, default=default, allow_nan=True)

@@ -110,6 +110,12 @@ def to_proto(model: ir.Model) -> onnx.ModelProto:
     return proto
 
 
+def float_tensor_names(proto: onnx.ModelProto) -> list[str]:
+    """Node outputs of PROTO typed float (in its value_info or outputs), in graph order."""
+    typed = {v.name: v.type.tensor_type.elem_type for v in [*proto.graph.value_info, *proto.graph.output]}
+    return [out for node in proto.graph.node for out in node.output if typed.get(out) == onnx.TensorProto.FLOAT]
+
+
 def clone_model(model: ir.Model) -> ir.Model:
     """An independent copy of MODEL (passes that measure variants of a model change their copy in place)."""
     return ir.serde.deserialize_model(ir.serde.serialize_model(model))

@@ -31,7 +31,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from edgeq.data.sources import CalibrationData
+from edgeq.data import CalibrationData
 from edgeq.errors import DataError, ExecutionError, first_line
 from edgeq.io.onnx_model import to_proto
 
@@ -122,6 +122,14 @@ def exposing_copy(model: ir.Model, values: Sequence[ir.Value]) -> onnx.ModelProt
         else:  # typed, shape left to onnxruntime's inference
             proto.graph.output.append(onnx.helper.make_tensor_value_info(value.name, value.dtype.value, None))
     return proto
+
+
+def exposing(proto: onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
+    """An unoptimized session of a copy of PROTO with NAMES added to its outputs (every value as computed)."""
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    existing = {o.name for o in proto.graph.output}
+    proto.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in existing)
+    return session(proto, optimization="disabled")
 
 
 def fixed_batch_size(model: ir.Model) -> int | None:

@@ -28,7 +28,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.calibration.observers import TensorObserver
-from edgeq.data.sources import CalibrationData
+from edgeq.data import CalibrationData
 from edgeq.passes.stage import StageContext, StageResult
 from edgeq.pipeline.stages import (
     CalibrateStage,

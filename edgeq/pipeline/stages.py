@@ -25,7 +25,7 @@ import onnx_ir.passes.common as common_passes
 
 from edgeq.calibration.collect import collect
 from edgeq.calibration.observers import TensorObserver
-from edgeq.data.sources import CalibrationData
+from edgeq.data import CalibrationData
 from edgeq.io.onnx_model import clone_model
 from edgeq.passes.insert_qdq import InsertQDQPass, InsertQDQResult
 from edgeq.passes.preprocess import preprocess_pipeline

@@ -22,6 +22,8 @@ from edgeq.reference.arithmetic import (
     quantize_multiplier_smaller_than_one,
 )
 
+OPCODES = ("ADD",)
+
 LEFT_SHIFT = 20  # int8; int16 would use 15
 
 

@@ -1,4 +1,4 @@
-"""TFLite's integer requantization, bit for bit (tensorflow/lite/kernels/internal/common.h, TFLITE_FACTS.md §4).
+"""TFLite's integer requantization, bit for bit (tensorflow/lite/kernels/internal/common.h, docs/integer-arithmetic.md).
 
 A real multiplier M > 0 is stored as an int32 significand M0 in [2^30, 2^31) and a shift, M ~ M0 * 2^(shift - 31)
 (QuantizeMultiplier: frexp(M) = q * 2^shift, M0 = round_half_away(q * 2^31)). It is applied to an int32 x as

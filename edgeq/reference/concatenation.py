@@ -14,6 +14,8 @@ import numpy as np
 
 from edgeq.errors import EdgeqError
 
+OPCODES = ("CONCATENATION",)
+
 
 def evaluate(graph, op, inputs):
     output = graph.tensors[op.outputs[0]]

@@ -26,6 +26,8 @@ from edgeq.reference.arithmetic import (
     requantize_multipliers,
 )
 
+OPCODES = ("CONV_2D",)
+
 
 def output_size_and_padding(padding: str, in_size: int, filter_size: int, stride: int, dilation: int = 1):
     """(output size, padding before, padding after) of one spatial axis for TFLite's SAME/VALID."""

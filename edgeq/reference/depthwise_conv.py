@@ -18,6 +18,8 @@ import numpy as np
 from edgeq.errors import EdgeqError
 from edgeq.reference.conv import requantize_output, window_taps
 
+OPCODES = ("DEPTHWISE_CONV_2D",)
+
 
 def evaluate(graph, op, inputs):
     x, weights = inputs[0], inputs[1]

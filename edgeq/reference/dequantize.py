@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+OPCODES = ("DEQUANTIZE",)
+
 
 def evaluate(graph, op, inputs):
     q = graph.tensors[op.inputs[0]].quantization

@@ -1,74 +1,60 @@
 """Run a TFLite graph with TFLite's reference integer kernels, in numpy: the oracle every target is checked against.
 
-Each builtin has one kernel module in this package (one op per file, like TFLite Micro's reference kernels) with
+Each builtin has one kernel module in this package (one op per file, like TFLite Micro's reference kernels; a
+module may serve closely related opcodes) that declares ``OPCODES``, the builtins it computes, and
 
     evaluate(graph: Graph, op: Operator, inputs: list[np.ndarray | None]) -> list[np.ndarray]
 
 ``inputs`` follows ``op.inputs`` (None for an absent optional input; constants are their stored arrays). Kernels read
 shapes, quantization and options from ``graph.tensors`` and ``op.options``. Activations carry a leading batch axis
 that may be larger than the graph's (the executor runs many samples at once): kernels never hard-code the batch.
+:func:`kernel` finds a module by its ``OPCODES`` (the package is scanned once), so adding a kernel is adding a
+module.
 
 ``semantics`` picks whose reference kernels to follow where they differ: "tflite-micro" (the default, and the
-contract of every edgeq target) or "litert": LiteRT's BUILTIN_REF FULLY_CONNECTED rounds once, its LOGISTIC looks
-up a float table and its HARD_SWISH computes one multiplier in float32 (LITERT_VARIANTS; each differs from TFLite
-Micro by one step on rare inputs). Everything else is the same in both.
+contract of every edgeq target) or "litert". A module whose kernel LiteRT's BUILTIN_REF computes differently
+declares ``LITERT_VARIANT``, the keyword options of its ``evaluate`` that reproduce LiteRT (FULLY_CONNECTED rounds
+once, LOGISTIC looks up a float table, HARD_SWISH computes one multiplier in float32; each differs from TFLite
+Micro by one step on rare inputs; docs/runtimes.md). Everything else is the same in both.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import pkgutil
+from types import ModuleType
 
 import numpy as np
 
+import edgeq.reference
 from edgeq.errors import EdgeqError
-from edgeq.tflite_format.flatbuffer import Graph
-
-KERNEL_MODULES = {
-    "ADD": "add",
-    "AVERAGE_POOL_2D": "pooling",
-    "CONCATENATION": "concatenation",
-    "CONV_2D": "conv",
-    "DEPTHWISE_CONV_2D": "depthwise_conv",
-    "DEQUANTIZE": "dequantize",
-    "FULLY_CONNECTED": "fully_connected",
-    "HARD_SWISH": "hard_swish",
-    "LOGISTIC": "logistic",
-    "MAXIMUM": "maximum_minimum",
-    "MAX_POOL_2D": "pooling",
-    "MEAN": "mean",
-    "MINIMUM": "maximum_minimum",
-    "MUL": "mul",
-    "PAD": "pad",
-    "PADV2": "pad",
-    "QUANTIZE": "quantize",
-    "RESHAPE": "reshape",
-    "RESIZE_BILINEAR": "resize_bilinear",
-    "RESIZE_NEAREST_NEIGHBOR": "resize_nearest_neighbor",
-    "SOFTMAX": "softmax",
-    "TRANSPOSE": "transpose",
-}
-
+from edgeq.tflite_format.graph import Graph
 
 SEMANTICS = ("tflite-micro", "litert")
-# Where LiteRT 2.3's BUILTIN_REF kernels compute differently from TFLite Micro (each measured; see the kernels).
-LITERT_VARIANTS = {
-    "FULLY_CONNECTED": {"rounding": "single"},
-    "LOGISTIC": {"method": "float-table"},
-    "HARD_SWISH": {"output_multiplier_division": "float32"},
-}
+
+
+@functools.cache
+def kernel_modules() -> dict[str, ModuleType]:
+    """Opcode -> the module of this package that declares it in ``OPCODES``."""
+    modules: dict[str, ModuleType] = {}
+    for info in pkgutil.iter_modules(edgeq.reference.__path__):
+        module = importlib.import_module(f"edgeq.reference.{info.name}")
+        for opcode in getattr(module, "OPCODES", ()):
+            if opcode in modules:
+                raise EdgeqError(f"{opcode} has two reference kernels: {modules[opcode].__name__}, {module.__name__}")
+            modules[opcode] = module
+    return modules
 
 
 def kernel(opcode: str, semantics: str = "tflite-micro"):
-    module = KERNEL_MODULES.get(opcode)
+    module = kernel_modules().get(opcode)
     if module is None:
         raise EdgeqError(f"the integer reference has no kernel for {opcode}")
-    evaluate = importlib.import_module(f"edgeq.reference.{module}").evaluate
-    if semantics == "litert":
-        litert_variant = LITERT_VARIANTS.get(opcode)
-        if litert_variant is not None:
-            return functools.partial(evaluate, **litert_variant)
-    return evaluate
+    litert_variant = getattr(module, "LITERT_VARIANT", None)
+    if semantics == "litert" and litert_variant is not None:
+        return functools.partial(module.evaluate, **litert_variant)
+    return module.evaluate
 
 
 def _feeds(graph: Graph, inputs: list[np.ndarray]) -> dict[int, np.ndarray]:

@@ -30,6 +30,9 @@ from edgeq.reference.arithmetic import (
     rounding_divide_by_pot,
 )
 
+OPCODES = ("FULLY_CONNECTED",)
+LITERT_VARIANT = {"rounding": "single"}  # LiteRT BUILTIN_REF rounds once
+
 
 def evaluate(graph, op, inputs, *, rounding: str = "double"):
     x, weights = inputs[0], inputs[1]

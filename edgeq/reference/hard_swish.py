@@ -38,6 +38,9 @@ from edgeq.reference.fixed_point import (
 )
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 
+OPCODES = ("HARD_SWISH",)
+LITERT_VARIANT = {"output_multiplier_division": "float32"}  # LiteRT BUILTIN_REF divides in float32
+
 RELUISH_SCALE = np.float32(3.0) / np.float32(32768.0)
 
 

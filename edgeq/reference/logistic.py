@@ -29,6 +29,9 @@ from edgeq.reference.arithmetic import (
 from edgeq.reference.fixed_point import logistic
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 
+OPCODES = ("LOGISTIC",)
+LITERT_VARIANT = {"method": "float-table"}  # LiteRT BUILTIN_REF looks up a float table
+
 INPUT_INTEGER_BITS = 4
 OUTPUT_INTEGER_BITS = 8
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+OPCODES = ("MAXIMUM", "MINIMUM")
+
 OPERATIONS = {"MAXIMUM": np.maximum, "MINIMUM": np.minimum}
 
 

@@ -20,6 +20,8 @@ import numpy as np
 from edgeq.errors import EdgeqError
 from edgeq.reference.arithmetic import multiply_by_quantized_multiplier, quantize_multiplier
 
+OPCODES = ("MEAN",)
+
 
 def evaluate(graph, op, inputs):
     x = inputs[0]

@@ -14,6 +14,8 @@ import numpy as np
 
 from edgeq.reference.arithmetic import activation_range, multiply_by_quantized_multiplier, quantize_multiplier
 
+OPCODES = ("MUL",)
+
 
 def evaluate(graph, op, inputs):
     q1 = graph.tensors[op.inputs[0]].quantization

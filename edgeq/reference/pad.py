@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+OPCODES = ("PAD", "PADV2")
+
 
 def evaluate(graph, op, inputs):
     x, paddings = inputs[0], np.asarray(inputs[1], np.int64).reshape(-1, 2)

@@ -18,6 +18,8 @@ import numpy as np
 from edgeq.reference.arithmetic import activation_range
 from edgeq.reference.conv import window_taps
 
+OPCODES = ("AVERAGE_POOL_2D", "MAX_POOL_2D")
+
 BELOW_INT8 = np.iinfo(np.int16).min  # fills padding for MAX: smaller than any int8 value
 
 

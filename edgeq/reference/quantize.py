@@ -18,6 +18,8 @@ import numpy as np
 
 from edgeq.reference.arithmetic import multiply_by_quantized_multiplier, quantize_multiplier, round_half_away
 
+OPCODES = ("QUANTIZE",)
+
 
 def evaluate(graph, op, inputs):
     x = inputs[0]

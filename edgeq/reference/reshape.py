@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+OPCODES = ("RESHAPE",)
+
 
 def evaluate(graph, op, inputs):
     x = inputs[0]

@@ -21,6 +21,8 @@ from edgeq.errors import EdgeqError
 from edgeq.reference.fixed_point import truncating_divide
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 
+OPCODES = ("RESIZE_BILINEAR",)
+
 FRACTION_BITS = 10
 
 

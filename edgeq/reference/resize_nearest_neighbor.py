@@ -15,6 +15,8 @@ import numpy as np
 from edgeq.reference.arithmetic import round_half_away
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 
+OPCODES = ("RESIZE_NEAREST_NEIGHBOR",)
+
 
 def nearest_indices(
     input_size: int, output_size: int, align_corners: bool, half_pixel_centers: bool

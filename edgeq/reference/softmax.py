@@ -31,6 +31,8 @@ from edgeq.reference.arithmetic import (
 from edgeq.reference.fixed_point import exp_on_negative_values, get_reciprocal, rescale, wrap_int32
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 
+OPCODES = ("SOFTMAX",)
+
 SCALED_DIFF_INTEGER_BITS = 5
 ACCUMULATION_INTEGER_BITS = 12
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+OPCODES = ("TRANSPOSE",)
+
 
 def evaluate(graph, op, inputs):
     x, perm = inputs[0], [int(p) for p in np.asarray(inputs[1]).reshape(-1)]

@@ -1,141 +1,53 @@
-"""Per-output and per-layer error of a quantized model against its float model.
+"""``edgeq compare``: per-output and per-layer error of a quantized artifact against its float model.
 
-Both models run in onnxruntime on the same data with every tensor they share (by name) exposed. The QDQ
-model's DequantizeLinear outputs carry the float tensors' names (passes.insert_qdq), and the float model is
-preprocessed exactly as ``edgeq quantize`` preprocesses it, so the names line up. For each tensor the error
-is accumulated over all samples as
+The float model is preprocessed exactly as ``edgeq quantize`` preprocesses it, so its tensor names are those the
+QDQ model and the .tflite keep; it runs in onnxruntime with every float tensor exposed. The artifact runs in the
+target that claims it (edgeq.targets), which exposes the float model's tensors it holds (``Target.probe``):
+dequantized, in the ONNX layout and the float model's units. For each tensor the error is accumulated over all
+samples as
 
     SQNR = 10 log10( sum x_float^2 / sum (x_float - x_quant)^2 )   [dB]
 
 (edgeq.measure.metrics.ErrorSums: streaming sums, so memory does not grow with the data).
-
-A .tflite written by edgeq keeps the ONNX tensor names, so it is compared the same way: it runs in LiteRT's
-builtin kernels without delegates (XNNPACK fuses tensors away; these kernels keep every intermediate), one sample
-at a time, and rank-4 NHWC tensors are moved back to NCHW before they are compared.
 """
 
 from __future__ import annotations
 
 import graphlib
 import itertools
-import json
 from pathlib import Path
 
-import numpy as np
-import onnx
-import onnxruntime as ort
-
-from edgeq.data.sources import CalibrationData
-from edgeq.io.onnx_model import load_model, read_proto, to_proto
-from edgeq.io.session import run_batches, session
+from edgeq import targets
+from edgeq.data import CalibrationData
+from edgeq.io.onnx_model import float_tensor_names, load_model, to_proto
+from edgeq.io.session import exposing, run_batches
 from edgeq.measure.metrics import ErrorSums
 from edgeq.passes.preprocess import preprocess
-from edgeq.pipeline.stages import CHANNEL_SCALES_KEY
-
-
-def _float_tensor_names(proto: onnx.ModelProto) -> list[str]:
-    typed = {v.name: v.type.tensor_type.elem_type for v in [*proto.graph.value_info, *proto.graph.output]}
-    return [
-        out for node in proto.graph.node for out in node.output if typed.get(out) == onnx.TensorProto.FLOAT
-    ]
-
-
-def _exposing(proto: onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
-    proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    existing = {o.name for o in proto.graph.output}
-    for name in names:
-        if name not in existing:
-            proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    return session(proto, optimization="disabled")
-
-
-def channel_scales(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Per-channel factors s of tensors that equalization left as original / s (passes/equalize.py)."""
-    for entry in proto.metadata_props:
-        if entry.key == CHANNEL_SCALES_KEY:
-            return {name: np.asarray(v, np.float32) for name, v in json.loads(entry.value).items()}
-    return {}
-
-
-def unscaled(value: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
-    """VALUE in the float model's units: channels (axis 1) multiplied back by their equalization scale."""
-    if scale is None:
-        return value
-    shape = [1] * value.ndim
-    shape[1] = -1
-    return value * scale.reshape(shape)
-
-
-def compare_onnx(float_path, quant_path, data: CalibrationData, *, batch_size: int = 16) -> dict:
-    """SQNR and max abs error per graph output and per shared intermediate tensor."""
-    float_model = load_model(float_path)
-    preprocess(float_model)
-    float_proto = to_proto(float_model)
-    quant_proto = read_proto(quant_path)
-    outputs = [o.name for o in float_proto.graph.output]
-    quant_names = set(_float_tensor_names(quant_proto)) | {o.name for o in quant_proto.graph.output}
-    layers = [n for n in _float_tensor_names(float_proto) if n in quant_names and n not in outputs]
-    names = outputs + layers
-    float_session = _exposing(float_proto, names)
-    quant_session = _exposing(quant_proto, names)
-    sums = {name: ErrorSums() for name in names}
-    scales = channel_scales(quant_proto)
-    float_names = [o.name for o in float_session.get_outputs()]
-    quant_outputs = [o.name for o in quant_session.get_outputs()]
-    for batch, float_outputs in run_batches(float_session, float_names, data, batch_size):
-        ref = dict(zip(float_names, float_outputs, strict=True))
-        test = dict(zip(quant_outputs, quant_session.run(quant_outputs, batch), strict=True))
-        for name in names:
-            sums[name].add(ref[name], unscaled(test[name], scales.get(name)))
-
-    return {
-        "samples": data.num_samples,
-        "outputs": {name: sums[name].to_dict() for name in outputs},
-        "layers": {name: sums[name].to_dict() for name in layers},
-    }
 
 
 def compare(float_path, quant_path, data: CalibrationData, *, batch_size: int = 16) -> dict:
-    """compare_onnx for .onnx, compare_tflite for .tflite."""
-    if Path(quant_path).suffix == ".tflite":
-        return compare_tflite(float_path, quant_path, data)
-    return compare_onnx(float_path, quant_path, data, batch_size=batch_size)
-
-
-def compare_tflite(float_path, tflite_path, data: CalibrationData) -> dict:
-    from edgeq.targets.tflite.artifact import dequantized, float_outputs, model_inputs
-    from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
-    from edgeq.tflite_format.flatbuffer import read
-
-    model_bytes = Path(tflite_path).read_bytes()
-    graph = read(model_bytes)
+    """SQNR and max abs error per graph output and per float tensor the artifact at QUANT_PATH keeps."""
     float_model = load_model(float_path)
     preprocess(float_model)
     float_proto = to_proto(float_model)
     outputs = [o.name for o in float_proto.graph.output]
-    by_name = {t.name: i for i, t in enumerate(graph.tensors) if not t.is_constant}
-    layers = [n for n in _float_tensor_names(float_proto) if n in by_name and n not in outputs]
-    float_session = _exposing(float_proto, outputs + layers)
-    interpreter = litert_interpreter(model_bytes, kernels="optimized", preserve_all_tensors=True)
-    sums = {name: ErrorSums() for name in outputs + layers}
-    for batch, float_values in run_batches(float_session, outputs + layers, data, 16):
-        ref = dict(zip(outputs + layers, float_values, strict=True))
-        count = len(next(iter(batch.values())))
-        for i in range(count):
-            feeds = {name: array[i : i + 1] for name, array in batch.items()}
-            tested = float_outputs(graph, invoke_litert(interpreter, model_inputs(graph, feeds)))
-            for name, value in zip(outputs, tested, strict=True):
-                sums[name].add(ref[name][i : i + 1], value)
-            for name in layers:
-                index = by_name[name]
-                value = dequantized(graph, index, interpreter.get_tensor(index))
-                sums[name].add(ref[name][i : i + 1], value)
-    return {
+    probe = targets.claiming(quant_path)[0].probe(Path(quant_path), [*outputs, *float_tensor_names(float_proto)])
+    layers = [name for name in probe.names if name not in outputs]
+    names = outputs + layers
+    float_session = exposing(float_proto, names)
+    sums = {name: ErrorSums() for name in names}
+    for batch, float_values in run_batches(float_session, names, data, batch_size):
+        tested = probe.run(batch)
+        for name, value in zip(names, float_values, strict=True):
+            sums[name].add(value, tested[name])
+    result = {
         "samples": data.num_samples,
-        "kernels": "LiteRT builtin kernels, no delegates",
         "outputs": {name: sums[name].to_dict() for name in outputs},
         "layers": {name: sums[name].to_dict() for name in layers},
     }
+    if probe.kernels:
+        result["kernels"] = probe.kernels
+    return result
 
 
 def layer_order(results: dict[str, dict]) -> list[str]:
@@ -175,3 +87,34 @@ def plot_layers(results: dict[str, dict], path) -> None:
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110)
     plt.close(figure)
+
+
+def format_comparison(results: dict[str, dict]) -> str:
+    """A text table of RESULTS (artifact -> compare result): SQNR and max error per tensor for one artifact, SQNR
+    per tensor and artifact (layers in graph order) for several."""
+    paths = list(results)
+    first = results[paths[0]]
+    rows = {"outputs": list(first["outputs"]), "layers": layer_order(results)}
+    names = [*rows["outputs"], *rows["layers"]]
+    width = min(72, max(len("tensor"), *(len(n) for n in names)))
+
+    def shorten(name: str) -> str:  # keep the end of long names: it says which layer
+        return name if len(name) <= width else "..." + name[-(width - 3) :]
+
+    lines = []
+    if len(paths) == 1:
+        lines.append(f"{'tensor':<{width}} {'SQNR dB':>9} {'max abs err':>12}")
+        for section in ("outputs", "layers"):
+            lines.append(f"-- {section}")
+            for name, row in first[section].items():
+                lines.append(f"{shorten(name):<{width}} {row['sqnr_db']:>9.2f} {row['max_abs_error']:>12.4g}")
+        return "\n".join(lines)
+    labels = [Path(p).name for p in paths]
+    lines.append(f"{'SQNR dB':<{width}} " + " ".join(f"{label[-18:]:>18}" for label in labels))
+    for section in ("outputs", "layers"):
+        lines.append(f"-- {section}")
+        for name in rows[section]:
+            cells = [results[p][section].get(name, {}).get("sqnr_db") for p in paths]
+            text = " ".join(f"{c:>18.2f}" if c is not None else f"{'-':>18}" for c in cells)
+            lines.append(f"{shorten(name):<{width}} {text}")
+    return "\n".join(lines)

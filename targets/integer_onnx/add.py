@@ -14,9 +14,11 @@ import numpy as np
 from edgeq.reference.add import LEFT_SHIFT
 from edgeq.reference.arithmetic import activation_range, quantize_multiplier_smaller_than_one
 from edgeq.targets.integer_onnx.elementwise import output_layout
+from edgeq.targets.integer_onnx.registry import converts
 from edgeq.targets.integer_onnx.requantize import multiply_by_quantized_multiplier, saturate
 
 
+@converts("ADD")
 def convert(b, op) -> None:
     output = b.tensor(op.outputs[0])
     perm = output_layout(b, op)

@@ -13,7 +13,7 @@ from edgeq.targets.tflite.lower import lower
 
 def emit(qdq_model, outdir: Path, name: str) -> dict:
     """Lower QDQ_MODEL (int8 activations) as the .tflite target does, build the integer-only model, check it
-    has nothing but integers inside, and write it; returns the path and the op counts."""
+    has nothing but integers inside, and write it; returns the path, the lowered TFLite graph and the op counts."""
     lowered = lower(qdq_model)
     model = integer_only_model(
         lowered.graph, input_layouts=lowered.input_layouts, output_layouts=lowered.output_layouts
@@ -26,4 +26,4 @@ def emit(qdq_model, outdir: Path, name: str) -> dict:
     ops: dict[str, int] = {}
     for node in model.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return {"path": path, "nodes": len(model.graph.node), "ops": dict(sorted(ops.items()))}
+    return {"path": path, "graph": lowered.graph, "nodes": len(model.graph.node), "ops": dict(sorted(ops.items()))}

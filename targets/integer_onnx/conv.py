@@ -18,9 +18,11 @@ from edgeq.errors import EdgeqError
 from edgeq.reference.arithmetic import activation_range, requantize_multipliers
 from edgeq.reference.conv import output_size_and_padding
 from edgeq.targets.integer_onnx.builder import NCHW
+from edgeq.targets.integer_onnx.registry import converts
 from edgeq.targets.integer_onnx.requantize import multiply_by_quantized_multiplier, saturate
 
 
+@converts("CONV_2D", "DEPTHWISE_CONV_2D")
 def convert(b, op) -> None:
     source, weight_tensor, output = b.tensor(op.inputs[0]), b.tensor(op.inputs[1]), b.tensor(op.outputs[0])
     weights = np.asarray(weight_tensor.data)

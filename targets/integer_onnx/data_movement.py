@@ -14,8 +14,10 @@ import numpy as np
 
 from edgeq.errors import EdgeqError
 from edgeq.targets.integer_onnx.builder import layout_for_rank
+from edgeq.targets.integer_onnx.registry import converts
 
 
+@converts("RESHAPE")
 def convert_reshape(b, op) -> None:
     source, output = b.tensor(op.inputs[0]), b.tensor(op.outputs[0])
     if any(d < 0 for d in output.shape):
@@ -25,6 +27,7 @@ def convert_reshape(b, op) -> None:
     b.define(op.outputs[0], reshaped, tuple(range(len(output.shape))))
 
 
+@converts("TRANSPOSE")
 def convert_transpose(b, op) -> None:
     source = b.tensor(op.inputs[0])
     perm = [int(p) % len(source.shape) for p in np.asarray(b.tensor(op.inputs[1]).data).reshape(-1)]
@@ -34,6 +37,7 @@ def convert_transpose(b, op) -> None:
     b.define(op.outputs[0], b.node("Transpose", [ordered], "transpose", perm=perm), tuple(range(len(perm))))
 
 
+@converts("PAD", "PADV2")
 def convert_pad(b, op) -> None:
     output = b.tensor(op.outputs[0])
     paddings = np.asarray(b.tensor(op.inputs[1]).data, np.int64).reshape(-1, 2)
@@ -57,6 +61,7 @@ def convert_pad(b, op) -> None:
     b.define(op.outputs[0], padded, perm)
 
 
+@converts("CONCATENATION")
 def convert_concatenation(b, op) -> None:
     output = b.tensor(op.outputs[0])
     if op.options.get("FusedActivationFunction", "NONE") != "NONE":

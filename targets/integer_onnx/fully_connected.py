@@ -16,9 +16,11 @@ import numpy as np
 
 from edgeq.errors import EdgeqError
 from edgeq.reference.arithmetic import activation_range, quantize_multiplier, requantize_multipliers
+from edgeq.targets.integer_onnx.registry import converts
 from edgeq.targets.integer_onnx.requantize import multiply_by_quantized_multiplier, saturate
 
 
+@converts("FULLY_CONNECTED")
 def convert(b, op) -> None:
     source, weight_tensor, output = b.tensor(op.inputs[0]), b.tensor(op.inputs[1]), b.tensor(op.outputs[0])
     weights = np.asarray(weight_tensor.data)

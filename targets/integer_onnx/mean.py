@@ -15,9 +15,11 @@ import numpy as np
 
 from edgeq.errors import EdgeqError
 from edgeq.reference.arithmetic import quantize_multiplier
+from edgeq.targets.integer_onnx.registry import converts
 from edgeq.targets.integer_onnx.requantize import multiply_by_quantized_multiplier, saturate
 
 
+@converts("MEAN")
 def convert(b, op) -> None:
     source, output = b.tensor(op.inputs[0]), b.tensor(op.outputs[0])
     rank = len(source.shape)

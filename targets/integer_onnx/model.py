@@ -4,7 +4,8 @@ Interface: the float model's. Each float input (ONNX layout: NCHW for an input t
 through the exact input quantizer (quantize.py: QuantizeLinear plus a comparison-only correction to TFLite's
 rounding); each output is a DequantizeLinear of the final integer tensor, in the ONNX layout. In between, every
 TFLite operator becomes integer ONNX ops that compute its reference kernel bit for bit (one module per op
-family; requantize.py holds the shared MultiplyByQuantizedMultiplier subgraph). Opset 21, IR version 10.
+family, each registering the opcodes it converts with ``@converts``, registry.py; requantize.py holds the shared
+MultiplyByQuantizedMultiplier subgraph). Opset 21, IR version 10.
 """
 
 from __future__ import annotations
@@ -13,47 +14,14 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeq.errors import EdgeqError
-from edgeq.targets.integer_onnx import (
-    add,
-    conv,
-    data_movement,
-    elementwise,
-    fully_connected,
-    mean,
-    mul,
-    pooling,
-    quantize,
-    softmax,
-)
+from edgeq.errors import EdgeqError, UnsupportedError
+from edgeq.targets.integer_onnx import quantize
 from edgeq.targets.integer_onnx.builder import NCHW, Builder
+from edgeq.targets.integer_onnx.registry import converter_for
 from edgeq.tflite_format.flatbuffer import Graph
 
 OPSET = 21
 IR_VERSION = 10
-
-CONVERTERS = {
-    "ADD": add.convert,
-    "AVERAGE_POOL_2D": pooling.convert,
-    "CONCATENATION": data_movement.convert_concatenation,
-    "CONV_2D": conv.convert,
-    "DEPTHWISE_CONV_2D": conv.convert,
-    "DEQUANTIZE": quantize.convert_dequantize,
-    "FULLY_CONNECTED": fully_connected.convert,
-    "HARD_SWISH": elementwise.convert_table,
-    "LOGISTIC": elementwise.convert_table,
-    "MAXIMUM": elementwise.convert_selection,
-    "MAX_POOL_2D": pooling.convert,
-    "MEAN": mean.convert,
-    "MINIMUM": elementwise.convert_selection,
-    "MUL": mul.convert,
-    "PAD": data_movement.convert_pad,
-    "PADV2": data_movement.convert_pad,
-    "QUANTIZE": quantize.convert,
-    "RESHAPE": data_movement.convert_reshape,
-    "SOFTMAX": softmax.convert,
-    "TRANSPOSE": data_movement.convert_transpose,
-}
 
 _LAYOUTS = {"NHWC": NCHW}  # a rank-4 TFLite tensor laid out NHWC is NCHW in ONNX, and stored NCHW here
 
@@ -97,9 +65,9 @@ def integer_only_model(
         b.define(index, quantize.quantize_input(b, tensor.name, tensor), perm)
 
     for number, op in enumerate(graph.operators):
-        convert = CONVERTERS.get(op.opcode)
+        convert = converter_for(op.opcode)
         if convert is None:
-            raise EdgeqError(f"{op.opcode} is not supported by the integer-only ONNX target")
+            raise UnsupportedError(f"{op.opcode} is not supported by the integer-only ONNX target")
         b.start(number, op)
         convert(b, op)
 

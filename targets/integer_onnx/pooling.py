@@ -20,9 +20,11 @@ from edgeq.errors import EdgeqError
 from edgeq.reference.arithmetic import activation_range
 from edgeq.reference.conv import output_size_and_padding, window_taps
 from edgeq.targets.integer_onnx.builder import NCHW
+from edgeq.targets.integer_onnx.registry import converts
 from edgeq.targets.integer_onnx.requantize import saturate
 
 
+@converts("AVERAGE_POOL_2D", "MAX_POOL_2D")
 def convert(b, op) -> None:
     source, output = b.tensor(op.inputs[0]), b.tensor(op.outputs[0])
     options = op.options

@@ -34,6 +34,7 @@ import numpy as np
 from edgeq.errors import EdgeqError
 from edgeq.reference.arithmetic import quantize_multiplier
 from edgeq.reference.executor import kernel
+from edgeq.targets.integer_onnx.registry import converts
 from edgeq.targets.integer_onnx.requantize import multiply_by_quantized_multiplier, saturate
 from edgeq.tflite_format.flatbuffer import Graph, Operator, Quantization, Tensor
 
@@ -102,6 +103,7 @@ def quantize_input(b, x: str, tensor: Tensor) -> str:
     return b.cast(saturated, dtype)
 
 
+@converts("QUANTIZE")
 def convert(b, op: Operator) -> None:
     source, output = b.tensor(op.inputs[0]), b.tensor(op.outputs[0])
     perm = b.perm_of(op.inputs[0])
@@ -130,6 +132,7 @@ def dequantize(b, x: str, tensor: Tensor, output: str) -> str:
     )
 
 
+@converts("DEQUANTIZE")
 def convert_dequantize(b, op: Operator) -> None:
     index = op.outputs[0]
     if index not in b.graph.outputs:

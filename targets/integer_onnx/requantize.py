@@ -1,6 +1,6 @@
 """TFLite's requantization as an ONNX integer subgraph: MultiplyByQuantizedMultiplier in int64, bit for bit.
 
-edgeq.reference.arithmetic (TFLITE_FACTS.md §4) defines, for an int32 a = x * 2^left and M0 in [0, 2^31):
+edgeq.reference.arithmetic (docs/integer-arithmetic.md) defines, for an int32 a = x * 2^left and M0 in [0, 2^31):
 
     SRDHM(a, M0) = (a*M0 + (a*M0 >= 0 ? 2^30 : 1 - 2^30)) / 2^31       C++ division: truncates toward zero
     RDBPOT(h, e) = round_half_away(h / 2^e)

@@ -29,6 +29,7 @@ from edgeq.reference.arithmetic import saturating_rounding_doubling_high_mul
 from edgeq.reference.fixed_point import exp_on_negative_values, rescale
 from edgeq.reference.softmax import ACCUMULATION_INTEGER_BITS, SCALED_DIFF_INTEGER_BITS, softmax_parameters
 from edgeq.targets.integer_onnx import fixed_point
+from edgeq.targets.integer_onnx.registry import converts
 from edgeq.targets.integer_onnx.requantize import saturate, shift_right
 
 OUTPUT_BITS = 8
@@ -44,6 +45,7 @@ def exponential_tables(beta: float, input_scale: float) -> tuple[np.ndarray, np.
     return exp_in_q0, rescale(exp_in_q0, 0, ACCUMULATION_INTEGER_BITS)
 
 
+@converts("SOFTMAX")
 def convert(b, op) -> None:
     source, output = b.tensor(op.inputs[0]), b.tensor(op.outputs[0])
     if source.dtype != np.int8 or output.dtype != np.int8:

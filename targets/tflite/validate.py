@@ -1,30 +1,28 @@
-"""The validator edgeq runs on every .tflite it emits: the rules of TFLITE_FACTS.md §3.2, checked rather than trusted.
+"""The validator edgeq runs on every .tflite it emits: the file rules of docs/tflite-format.md, checked rather
+than trusted.
 
 TFLite Micro checks almost none of them and silently computes garbage when one is broken (weights without data,
 a weight zero point of 3, a wrong depth_multiplier, operators out of order, a wrong output shape); LiteRT rejects
-some, ignores others and aborts the process on a few. The rules:
+some, ignores others and aborts the process on a few. The generic rules:
 
 File       ``TFL3`` identifier; Model.version 3; buffer 0 empty; every constant in its own non-empty buffer of
            prod(shape) * itemsize bytes starting on a 16-byte boundary; every opcode with
-           deprecated_builtin_code = min(code, 127) and builtin_code = code; only ops edgeq supports
-           (tflite_graph.OPTIONS), each at the minimum version for its signature (versions.op_version).
+           deprecated_builtin_code = min(code, 127) and builtin_code = code.
 Graph      operators in topological order: each input is a graph input, a constant or an earlier operator's
            output; each graph output is produced; graph inputs, graph outputs and operator outputs hold no data.
-Tensors    int8/uint8/int16/int32 tensors are quantized (int32 shape/padding/permutation/axis operands aside);
-           the scale and zero-point vectors have the same length; scales are positive and finite; zero points
-           lie in the dtype's range (and are 0 for int16); a per-channel tensor has one scale per slice along
+Tensors    int8/uint8/int16/int32 tensors are quantized (an operator's int32 parameter operand aside); the scale
+           and zero-point vectors have the same length; scales are positive and finite; zero points lie in the
+           dtype's range (and are 0 for int16); a per-channel tensor has one scale per slice along
            quantized_dimension.
-Operators  CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED: constant weights with zero point 0, per channel along
-           dimension 0, 3 and 0 (the output channel); a bias (required for quantized conv) that is constant,
-           int32 (int64 for int16 activations), zero point 0, scale[c] = float32(S_in * S_w[c]) to 1e-6;
-           DEPTHWISE depth_multiplier = Cout / Cin.
-           Pooling, RESHAPE, PAD(V2), TRANSPOSE, RESIZE_*, CONCATENATION move values without rescaling, and
-           MINIMUM/MAXIMUM compare stored integers: every data input is encoded exactly like the output.
-           SOFTMAX and LOGISTIC outputs are (1/256, -128) for int8.
-           Output shapes: SAME gives ceil(in / s), VALID floor((in - eff_k) / s) + 1 with
-           eff_k = (k - 1) * dilation + 1; FC gives [elements / K, Cout] (or keeps the leading dimensions);
-           CONCATENATION sums the axis; ADD, MUL, MINIMUM and MAXIMUM broadcast; the other supported ops by
-           their definition.
+Weights    constant weights with zero point 0, per channel along the output channel; a bias that is constant,
+           int32 (int64 for int16 activations), zero point 0, scale[c] = float32(S_in * S_w[c]) to 1e-6.
+
+Every per-operator fact comes from the operator's registered Builtin (edgeq.targets.tflite.builtins): an opcode
+edgeq does not register is unsupported; the rest are checked for their required inputs, options table, weight
+axis and bias (``weight_axis``, ``bias_required``), shared encoding (``same_encoding``: the kernel copies,
+interpolates or compares stored values), fixed output encoding (``fixed_output``), output shape
+(``output_shape``), further rules (``rules``, e.g. DEPTHWISE's depth_multiplier) and minimum version
+(``version``).
 """
 
 from __future__ import annotations
@@ -33,62 +31,13 @@ import numpy as np
 import tflite
 
 from edgeq.errors import EdgeqError
-from edgeq.targets.tflite.versions import op_version
-from edgeq.tflite_format.flatbuffer import DTYPES, OPCODE_NAMES, OPTIONS, Graph, Operator, Tensor, raw_builtin_code, read
+from edgeq.targets.tflite.builtins import Builtin, find
+from edgeq.tflite_format.graph import DTYPES, OPCODE_NAMES, Graph, Operator, Tensor
+from edgeq.tflite_format.reader import raw_builtin_code, read
 
 ALIGNMENT = 16  # what the converter and tflite_flatbuffer_align produce; MCUs and DMA rely on it
 SCHEMA_VERSION = 3
 QUANTIZEDDTYPES = {np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16), np.dtype(np.int32)}
-# The input that holds a shape, paddings, a permutation, axes or a size: plain int32, not quantized data.
-PARAMETER_INPUT = {
-    "MEAN": 1,
-    "PAD": 1,
-    "PADV2": 1,
-    "RESHAPE": 1,
-    "RESIZE_BILINEAR": 1,
-    "RESIZE_NEAREST_NEIGHBOR": 1,
-    "TRANSPOSE": 1,
-}
-# Inputs an operator cannot run without (a bias, a RESHAPE shape tensor are optional).
-REQUIRED_INPUTS = {
-    "ADD": 2,
-    "CONV_2D": 2,
-    "DEPTHWISE_CONV_2D": 2,
-    "FULLY_CONNECTED": 2,
-    "MAXIMUM": 2,
-    "MEAN": 2,
-    "MINIMUM": 2,
-    "MUL": 2,
-    "PAD": 2,
-    "PADV2": 2,
-    "RESIZE_BILINEAR": 2,
-    "RESIZE_NEAREST_NEIGHBOR": 2,
-    "TRANSPOSE": 2,
-}
-# The quantized_dimension of per-channel weights: the output channel (conv OHWI, depthwise 1HWO, FC [out, in]).
-WEIGHT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
-# Ops whose kernels copy, interpolate or compare quantized values without rescaling.
-SAME_ENCODING = {
-    "AVERAGE_POOL_2D",
-    "CONCATENATION",
-    "MAXIMUM",
-    "MAX_POOL_2D",
-    "MINIMUM",
-    "PAD",
-    "PADV2",
-    "RESHAPE",
-    "RESIZE_BILINEAR",
-    "RESIZE_NEAREST_NEIGHBOR",
-    "TRANSPOSE",
-}
-# Ops whose quantized output encoding TFLite fixes (a probability in [0, 1)): dtype -> (scale, zero point).
-PROBABILITY_ENCODING = {
-    np.dtype(np.int8): (1 / 256, -128),
-    np.dtype(np.uint8): (1 / 256, 0),
-    np.dtype(np.int16): (1 / 32768, 0),
-}
-FIXED_OUTPUT = {"LOGISTIC": PROBABILITY_ENCODING, "SOFTMAX": PROBABILITY_ENCODING}
-SHAPE_PRESERVING = {"DEQUANTIZE", "HARD_SWISH", "LOGISTIC", "QUANTIZE", "SOFTMAX"}
 BIAS_SCALE_RTOL = 1e-6
 
 
@@ -118,7 +67,8 @@ def validate_model(model_bytes: bytes) -> list[str]:
         if not well_formed[index]:
             continue
         prefix = f"op {index} {op.opcode}: "
-        for role, tensor_index in _operands(op):
+        builtin = find(op.opcode)
+        for role, tensor_index in _operands(op, builtin):
             if tensor_index not in seen:
                 seen.add(tensor_index)
                 tensor = graph.tensors[tensor_index]
@@ -126,7 +76,7 @@ def validate_model(model_bytes: bytes) -> list[str]:
                 violations += [
                     f"{prefix}{role} tensor '{tensor.name}' {v}" for v in _encoding(tensor, parameter)
                 ]
-        violations += [prefix + v for v in _operator_violations(graph, op)]
+        violations += [prefix + v for v in _operator_violations(graph, op, builtin)]
     for tensor_index, tensor in enumerate(graph.tensors):
         if tensor_index not in seen:
             violations += [f"tensor '{tensor.name}' {v}" for v in _encoding(tensor, parameter=False)]
@@ -267,8 +217,9 @@ def _structure_violations(graph: Graph) -> tuple[list[str], list[bool]]:
                 )
             writer[t] = index
         available.update(op.outputs)
-        needed = REQUIRED_INPUTS.get(op.opcode, 1)
-        supported = op.opcode in OPTIONS
+        builtin = find(op.opcode)
+        supported = builtin is not None
+        needed = builtin.required_inputs if supported else 1
         complete = len(op.inputs) >= needed and min(op.inputs[:needed]) >= 0 and bool(op.outputs)
         if not supported:
             violations.append(f"{prefix}edgeq does not support this operator")
@@ -281,15 +232,15 @@ def _structure_violations(graph: Graph) -> tuple[list[str], list[bool]]:
     return violations, well_formed
 
 
-def _operands(op: Operator) -> list[tuple[str, int]]:
+def _operands(op: Operator, builtin: Builtin) -> list[tuple[str, int]]:
     """(role, tensor index) of every present operand, the role as messages name it."""
     roles = []
     for position, t in enumerate(op.inputs):
         if t < 0:
             continue
-        if op.opcode in WEIGHT_AXIS and position in (1, 2):
+        if builtin.weight_axis is not None and position in (1, 2):
             roles.append(("weight" if position == 1 else "bias", t))
-        elif PARAMETER_INPUT.get(op.opcode) == position:
+        elif builtin.parameter_input == position:
             roles.append(("parameter", t))
         else:
             roles.append(("input", t))
@@ -329,30 +280,31 @@ def _encoding(tensor: Tensor, parameter: bool) -> list[str]:
 # --------------------------------------------------------------------------------------------------- operators
 
 
-def _operator_violations(graph: Graph, op: Operator) -> list[str]:
+def _operator_violations(graph: Graph, op: Operator, builtin: Builtin) -> list[str]:
     violations = []
-    if op.opcode in WEIGHT_AXIS:
-        violations += _weight_violations(graph, op)
-    if op.opcode == "DEPTHWISE_CONV_2D":
-        violations += _depth_multiplier_violations(graph, op)
-    if op.opcode in SAME_ENCODING:
-        violations += _same_encoding_violations(graph, op)
-    if op.opcode in FIXED_OUTPUT:
-        violations += _fixed_output_violations(graph, op)
-    shape = _shape_violations(graph, op)
+    if op.options_type is not None and op.options_type != builtin.options:
+        violations.append(f"options table {op.options_type}, must be {builtin.options or 'none'}")
+    if builtin.weight_axis is not None:
+        violations += _weight_violations(graph, op, builtin)
+    violations += builtin.rules(graph, op)
+    if builtin.same_encoding:
+        violations += _same_encoding_violations(graph, op, builtin)
+    if builtin.fixed_output:
+        violations += _fixed_output_violations(graph, op, builtin)
+    shape = _shape_violations(graph, op, builtin)
     violations += shape
-    if not shape:  # op_version reads the operand shapes
-        minimum = op_version(graph, op)
+    if not shape:  # the version functions read the operand shapes
+        minimum = builtin.version(graph, op)
         if op.version != minimum:
             violations.append(f"version {op.version}, must be {minimum} (the minimum for its signature)")
     return violations
 
 
-def _weight_violations(graph: Graph, op: Operator) -> list[str]:
-    """Weights and bias of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED."""
+def _weight_violations(graph: Graph, op: Operator, builtin: Builtin) -> list[str]:
+    """Constant weights (input 1) and bias (input 2) of an operator with a weight axis."""
     x, weights = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
     bias = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
-    axis = WEIGHT_AXIS[op.opcode]
+    axis = builtin.weight_axis
     violations = []
     if not weights.is_constant:
         violations.append(f"weight tensor '{weights.name}' has no data")
@@ -372,7 +324,7 @@ def _weight_violations(graph: Graph, op: Operator) -> list[str]:
                 f"weight tensor '{weights.name}' has quantized_dimension {w_q.axis} (must be {axis})"
             )
     if bias is None:
-        if op.opcode != "FULLY_CONNECTED":
+        if builtin.bias_required:
             violations.append("has no bias (TFLite requires one for a quantized convolution; write zeros)")
         return violations
     bias_dtype = np.dtype(np.int32 if x.dtype == np.int8 else np.int64)
@@ -406,23 +358,6 @@ def _weight_violations(graph: Graph, op: Operator) -> list[str]:
     return violations
 
 
-def _depth_multiplier_violations(graph: Graph, op: Operator) -> list[str]:
-    x, weights = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
-    if len(x.shape) != 4 or len(weights.shape) != 4:
-        return []  # reported by the shape rules
-    cin, cout = x.shape[3], weights.shape[3]
-    if weights.shape[0] != 1:
-        return [f"weight tensor '{weights.name}' has shape {weights.shape}, must be [1, KH, KW, Cout]"]
-    if cout % cin:
-        return [
-            f"weight tensor '{weights.name}' has {cout} output channels, not a multiple of {cin} input channels"
-        ]
-    multiplier = op.options.get("DepthMultiplier")
-    if multiplier != cout // cin:
-        return [f"depth_multiplier {multiplier}, must be Cout / Cin = {cout} / {cin} = {cout // cin}"]
-    return []
-
-
 def _describe(tensor: Tensor) -> str:
     q = tensor.quantization
     if q is None:
@@ -432,11 +367,11 @@ def _describe(tensor: Tensor) -> str:
     return f"(scale {q.scale[0]:.9g}, zero point {q.zero_point[0]})"
 
 
-def _same_encoding_violations(graph: Graph, op: Operator) -> list[str]:
+def _same_encoding_violations(graph: Graph, op: Operator, builtin: Builtin) -> list[str]:
     output = graph.tensors[op.outputs[0]]
     violations = []
     for position, t in enumerate(op.inputs):
-        if t < 0 or PARAMETER_INPUT.get(op.opcode) == position:
+        if t < 0 or builtin.parameter_input == position:
             continue
         tensor = graph.tensors[t]
         a, b = tensor.quantization, output.quantization
@@ -454,9 +389,9 @@ def _same_encoding_violations(graph: Graph, op: Operator) -> list[str]:
     return violations
 
 
-def _fixed_output_violations(graph: Graph, op: Operator) -> list[str]:
+def _fixed_output_violations(graph: Graph, op: Operator, builtin: Builtin) -> list[str]:
     output = graph.tensors[op.outputs[0]]
-    expected = FIXED_OUTPUT[op.opcode].get(output.dtype)
+    expected = builtin.fixed_output.get(output.dtype)
     q = output.quantization
     if expected is None or q is None:
         return []
@@ -472,122 +407,11 @@ def _fixed_output_violations(graph: Graph, op: Operator) -> list[str]:
 # --------------------------------------------------------------------------------------------------- shapes
 
 
-def _window_output(size: int, kernel: int, stride: int, dilation: int, padding: str) -> int:
-    """Output length along one spatial axis: SAME ceil(in / s), VALID floor((in - eff_k) / s) + 1."""
-    if padding == "SAME":
-        return -(-size // stride)
-    return (size - ((kernel - 1) * dilation + 1)) // stride + 1
-
-
-def _constant_values(graph: Graph, op: Operator, position: int) -> np.ndarray | None:
-    if len(op.inputs) <= position or op.inputs[position] < 0:
-        return None
-    return graph.tensors[op.inputs[position]].data
-
-
-def _expected_shape(graph: Graph, op: Operator) -> tuple[int, ...] | str | None:
-    """The output shape the operator computes, a reason it cannot compute one, or None where not checked."""
-    tensors = graph.tensors
-    x = tensors[op.inputs[0]]
-    options = op.options
-    code = op.opcode
-    if code in ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D"):
-        if code in WEIGHT_AXIS:
-            weights = tensors[op.inputs[1]]
-            kernel = weights.shape[1:3]
-            dilation = (options.get("DilationHFactor", 1), options.get("DilationWFactor", 1))
-            channels = weights.shape[0] if code == "CONV_2D" else weights.shape[3]
-            ranks = (len(x.shape), len(weights.shape))
-        else:
-            kernel = (options.get("FilterHeight", 1), options.get("FilterWidth", 1))
-            dilation = (1, 1)
-            channels = x.shape[-1] if x.shape else 0
-            ranks = (len(x.shape),)
-        if ranks != (4,) * len(ranks):
-            return f"needs 4-D input{' and weights' if len(ranks) == 2 else ''}, has ranks {ranks}"
-        if code == "CONV_2D" and x.shape[3] % weights.shape[3]:
-            return f"input has {x.shape[3]} channels, not a multiple of the weights' {weights.shape[3]}"
-        strides = (options.get("StrideH", 1), options.get("StrideW", 1))
-        if min(strides) < 1 or min(dilation) < 1 or min(kernel) < 1:
-            return f"needs positive strides {strides}, dilations {dilation} and window {tuple(kernel)}"
-        padding = options.get("Padding", "SAME")
-        spatial = tuple(
-            _window_output(x.shape[1 + i], kernel[i], strides[i], dilation[i], padding) for i in range(2)
-        )
-        if min(spatial) < 1:
-            return f"VALID window {tuple(kernel)} (dilation {dilation}) does not fit the input {x.shape}"
-        return (x.shape[0], *spatial, channels)
-    if code == "FULLY_CONNECTED":
-        weights = tensors[op.inputs[1]]
-        if len(weights.shape) != 2:
-            return f"weights must be 2-D [out, in], have shape {weights.shape}"
-        units, depth = weights.shape
-        if options.get("KeepNumDims"):
-            if not x.shape or x.shape[-1] != depth:
-                return f"input shape {x.shape} does not end in the weights' {depth} inputs (KeepNumDims)"
-            return (*x.shape[:-1], units)
-        elements = int(np.prod(x.shape, dtype=np.int64))
-        if elements % depth:
-            return f"input shape {x.shape} does not split into rows of the weights' {depth} inputs"
-        return (elements // depth, units)
-    if code == "CONCATENATION":
-        inputs = [tensors[t] for t in op.inputs if t >= 0]
-        rank = len(x.shape)
-        axis = options.get("Axis", 0)
-        axis = axis + rank if axis < 0 else axis
-        if not 0 <= axis < rank or any(len(t.shape) != rank for t in inputs):
-            return f"inputs of ranks {[len(t.shape) for t in inputs]} cannot be joined along axis {options.get('Axis')}"
-        others = {t.shape[:axis] + t.shape[axis + 1 :] for t in inputs}
-        if len(others) > 1:
-            return f"input shapes {[t.shape for t in inputs]} differ outside axis {axis}"
-        return (*x.shape[:axis], sum(t.shape[axis] for t in inputs), *x.shape[axis + 1 :])
-    if code in ("ADD", "MUL", "MAXIMUM", "MINIMUM"):
-        other = tensors[op.inputs[1]]
-        try:
-            return tuple(np.broadcast_shapes(x.shape, other.shape))
-        except ValueError:
-            return f"input shapes {x.shape} and {other.shape} do not broadcast"
-    if code == "RESHAPE":
-        return None  # any shape with the same number of elements; checked below
-    if code in ("PAD", "PADV2"):
-        paddings = _constant_values(graph, op, 1)
-        if paddings is None or paddings.shape != (len(x.shape), 2):
-            return None
-        return tuple(int(d + before + after) for d, (before, after) in zip(x.shape, paddings, strict=True))
-    if code == "TRANSPOSE":
-        permutation = _constant_values(graph, op, 1)
-        if permutation is None or sorted(permutation.tolist()) != list(range(len(x.shape))):
-            return None
-        return tuple(x.shape[p] for p in permutation)
-    if code in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
-        size = _constant_values(graph, op, 1)
-        if size is None or size.shape != (2,) or len(x.shape) != 4:
-            return None
-        return (x.shape[0], int(size[0]), int(size[1]), x.shape[3])
-    if code == "MEAN":
-        axes = _constant_values(graph, op, 1)
-        if axes is None:
-            return None
-        reduced = {int(a) % len(x.shape) for a in np.atleast_1d(axes)} if x.shape else set()
-        if options.get("KeepDims"):
-            return tuple(1 if i in reduced else d for i, d in enumerate(x.shape))
-        return tuple(d for i, d in enumerate(x.shape) if i not in reduced)
-    if code in SHAPE_PRESERVING:
-        return x.shape
-    return None
-
-
-def _shape_violations(graph: Graph, op: Operator) -> list[str]:
+def _shape_violations(graph: Graph, op: Operator, builtin: Builtin) -> list[str]:
     output = graph.tensors[op.outputs[0]]
-    expected = _expected_shape(graph, op)
+    expected = builtin.output_shape(graph, op)
     if isinstance(expected, str):
         return [expected]
     if expected is not None and output.shape != expected:
         return [f"output tensor '{output.name}' has shape {output.shape}, the operator computes {expected}"]
-    if op.opcode == "RESHAPE":
-        x = graph.tensors[op.inputs[0]]
-        if np.prod(x.shape, dtype=np.int64) != np.prod(output.shape, dtype=np.int64):
-            return [
-                f"output tensor '{output.name}' has shape {output.shape}, input {x.shape}: element counts differ"
-            ]
     return []

@@ -1,0 +1,123 @@
+"""``edgeq.verify``, ``edgeq.compare``, ``edgeq.profile`` and ``edgeq.report``: measure artifacts already written."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeq.api.inputs import data_of, image_spec_of
+from edgeq.data import open_data
+from edgeq.errors import DataError, ModelError
+from edgeq.io.files import check_output_path
+from edgeq.io.onnx_model import load_model
+from edgeq.reports import compare as comparing
+from edgeq.reports import page
+from edgeq.reports import profile as profiling
+from edgeq.reports.verify import data_specs, reference_graph
+from edgeq.reports.verify import verify as verifying
+
+
+@dataclass
+class VerifyResult:
+    """``bit_exact``: every exact runtime matched the integer reference; ``within_1_lsb_per_op``: every float-scale
+    runtime stayed within 1 LSB of the reference kernel at every op; ``report``: the counts per runtime."""
+
+    bit_exact: bool
+    within_1_lsb_per_op: bool
+    report: dict
+
+    @property
+    def passed(self) -> bool:
+        return self.bit_exact and self.within_1_lsb_per_op
+
+
+def verify(artifacts, data, *, samples: int = 16, image_spec=None) -> VerifyResult:
+    """Run ARTIFACTS (the .tflite, ``<name>.integer.onnx`` and QDQ .onnx of one model) and edgeq's integer reference
+    on the first SAMPLES samples of DATA (float inputs: a path or source as for quantize, or arrays)."""
+    paths = [Path(p) for p in ([artifacts] if isinstance(artifacts, str | os.PathLike) else artifacts)]
+    graph = reference_graph(paths)
+    specs = data_specs(graph)
+    if isinstance(data, str | os.PathLike):
+        source = open_data(data, specs, image_spec=image_spec_of(image_spec), max_samples=samples)
+    else:
+        from edgeq.data import ArrayData
+
+        arrays = data if isinstance(data, dict) else {specs[0].name: data}
+        source = ArrayData(arrays, specs, "verification data", samples)
+    report = verifying(paths, source, samples=samples, graph=graph)
+    return VerifyResult(report["bit_exact"], report["within_1_lsb_per_op"], report)
+
+
+@dataclass
+class CompareResult:
+    """Per graph output and per layer (float tensor the artifact keeps): SQNR in dB, max abs error, and top-1
+    agreement for class scores."""
+
+    outputs: dict[str, dict]
+    layers: dict[str, dict]
+    report: dict
+
+
+def compare(float_model, artifact, data, *, image_spec=None, max_samples: int | None = None) -> CompareResult:
+    """The error of ARTIFACT (a QDQ .onnx or a .tflite) against FLOAT_MODEL (an .onnx path) on DATA."""
+    data = data_of(data, load_model(float_model), image_spec=image_spec, max_samples=max_samples)
+    report = comparing.compare(float_model, artifact, data)
+    return CompareResult(report["outputs"], report["layers"], report)
+
+
+@dataclass
+class ProfileResult:
+    """``latency_ms`` is the first thread count's latency row (per kernel set for a .tflite); ``report`` holds
+    every row, the per-op profile, the runtime's fusion, the static analysis and, for a .tflite, TFLite Micro's
+    arena and the Cortex-M estimate."""
+
+    latency_ms: dict
+    report: dict
+
+    def text(self, path) -> str:
+        return profiling.format_profile(path, self.report)
+
+
+def profile(artifact, *, runs: int = 100, warmup: int = 10, threads=1, progress: bool = False) -> ProfileResult:
+    """Measure ARTIFACT (.onnx, .ort or .tflite) in every runtime that runs it; THREADS is a count or a list."""
+    result = profiling.profile(artifact, runs=runs, warmup=warmup, threads=threads, progress=progress)
+    return ProfileResult(result.get("latency_ms", {}), result)
+
+
+def report(
+    float_model,
+    artifacts,
+    data,
+    output: str | os.PathLike,
+    *,
+    quantize_report: str | os.PathLike | dict | None = None,
+    runs: int = 50,
+    image_spec=None,
+    max_samples: int | None = None,
+) -> Path:
+    """Write one self-contained HTML page on ARTIFACTS of FLOAT_MODEL (per-layer SQNR, latency, MACs and memory,
+    sizes; the recipe, stages and warnings of QUANTIZE_REPORT, a quantize or convert report) to OUTPUT."""
+    artifacts = [str(a) for a in ([artifacts] if isinstance(artifacts, str | os.PathLike) else artifacts)]
+    saved = quantize_report
+    if isinstance(quantize_report, str | os.PathLike):
+        check_output_path(output, float_model, *artifacts, quantize_report)
+        saved = load_report(quantize_report)
+    else:
+        check_output_path(output, float_model, *artifacts)
+    data = data_of(data, load_model(float_model), image_spec=image_spec, max_samples=max_samples)
+    return page.write_page(output, float_model, artifacts, data, runs=runs, saved=saved)
+
+
+def load_report(path: str | os.PathLike) -> dict:
+    """A JSON report written by quantize or convert."""
+    try:
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path} is not a JSON report: {exc}") from None
+    if not isinstance(saved, dict):
+        raise ModelError(f"{path} is not an edgeq report")
+    return saved

@@ -1,0 +1,79 @@
+"""``edgeq.quantize``: calibrate a float model and return (and optionally write) its QDQ model."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from edgeq.api.inputs import SYNTHETIC, data_of, float_model, recipe_of
+from edgeq.errors import RecipeError
+from edgeq.io.files import check_output_path, json_text, write_text_atomic
+from edgeq.io.onnx_model import save_model, to_proto
+from edgeq.pipeline import Pipeline
+from edgeq.quantization.recipe import Recipe
+
+
+@dataclass
+class QuantizeResult:
+    """The QDQ model, where it was written (None if not), and the report of every pipeline stage."""
+
+    model: onnx.ModelProto
+    path: Path | None
+    report: dict
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.report["warnings"]
+
+
+def quantize(
+    model,
+    calib,
+    *,
+    output: str | os.PathLike | None = None,
+    report: str | os.PathLike | None = None,
+    recipe: Recipe | str | os.PathLike | dict | None = None,
+    example_inputs=None,
+    image_spec=None,
+    progress: bool = False,
+    **options,
+) -> QuantizeResult:
+    """Calibrate MODEL on CALIB and build its QDQ (QuantizeLinear/DequantizeLinear) model.
+
+    MODEL: an .onnx path, an ``onnx.ModelProto`` or a ``torch.nn.Module`` with ``example_inputs``. CALIB: an .npz
+    path, an image folder (with ``image_spec``, e.g. "resize=256,crop=224,mean=0.485/0.456/0.406,
+    std=0.229/0.224/0.225"), 'module:function', "synthetic", an array, a dict of arrays, a callable or an
+    iterable of samples (edgeq.api.inputs). RECIPE: a ``Recipe``, a TOML file or a dict; OPTIONS are recipe fields
+    (``activation_type="uint8"``, ``passes=["equalize", "bias-correction"]``, ``per_channel=False``, ...) that
+    override it. OUTPUT (an .onnx path, never the input) and REPORT (a JSON path) are written atomically.
+
+    Raises an ``EdgeqError`` subclass, with the message the command line prints, for any bad input.
+    """
+    if output is not None:
+        check_output_path(output, model if isinstance(model, str | os.PathLike) else None, _path_or_none(calib))
+    if report is not None:
+        check_output_path(report, model if isinstance(model, str | os.PathLike) else None, output)
+    recipe = recipe_of(recipe, synthetic=isinstance(calib, str) and calib == SYNTHETIC, **options)
+    if recipe.activation_type == "auto":
+        raise RecipeError("activation_type 'auto' is chosen per target: use convert with the onnxruntime target")
+    with float_model(model, example_inputs=example_inputs) as source:
+        data = data_of(
+            calib, source.model, image_spec=image_spec, max_samples=recipe.max_calib_samples,
+            what="calibration data", progress=progress,
+        )  # fmt: skip
+        qdq, stages = Pipeline(recipe, progress=progress).run(source.model, data)
+        full_report = {"input": str(source.path), "recipe": recipe.to_dict(), **stages}
+        if output is not None:
+            save_model(qdq, output, source.path, _path_or_none(calib))
+            full_report["output"] = str(output)
+    if report is not None:
+        write_text_atomic(report, json_text(full_report) + "\n")
+    return QuantizeResult(to_proto(qdq), Path(output) if output is not None else None, full_report)
+
+
+def _path_or_none(source) -> str | os.PathLike | None:
+    return source if isinstance(source, str | os.PathLike) and source != SYNTHETIC else None
+

@@ -1,0 +1,261 @@
+"""``edgeq export``, ``edgeq quantize`` and ``edgeq convert``: the commands that make models and artifacts."""
+
+from __future__ import annotations
+
+import click
+
+from edgeq.cli import main
+from edgeq.quantization.recipe import (
+    ACTIVATION_CHOICES,
+    BIAS_CORRECTIONS,
+    CALIB_METHODS,
+    EQUALIZE_CLIPS,
+    EQUALIZE_SCALINGS,
+    WEIGHT_RANGES,
+    WEIGHT_ROUNDINGS,
+)
+
+# The recipe options as flags: each (flag, click options); the flag's name is the recipe field's.
+RECIPE_FLAGS = [
+    ("--activation-type", {"type": click.Choice(list(ACTIVATION_CHOICES))}),
+    ("--weight-bits", {"type": click.Choice(["8", "4"])}),
+    ("--per-tensor", {"is_flag": True, "help": "Per-tensor weights (default per channel)."}),
+    (
+        "--weight-range",
+        {
+            "type": click.Choice(list(WEIGHT_RANGES)),
+            "help": "How weight scales are chosen (mse searches a clipping threshold per channel).",
+        },
+    ),
+    (
+        "--weight-rounding",
+        {
+            "type": click.Choice(list(WEIGHT_ROUNDINGS)),
+            "help": "Round weights to nearest, or keep each output channel's integer sum (default).",
+        },
+    ),
+    ("--calib-method", {"type": click.Choice(list(CALIB_METHODS))}),
+    ("--percentile", {"type": float, "help": "Percentile for --calib-method percentile."}),
+    (
+        "--passes",
+        {
+            "help": "Optional passes, comma-separated: equalize,range-search,adaround,bias-correction (they run "
+            "in pipeline order; this list replaces the recipe's)."
+        },
+    ),
+    (
+        "--bias-correction",
+        {
+            "type": click.Choice(list(BIAS_CORRECTIONS)),
+            "help": "Add bias correction: measured on the calibration data, or from BatchNorm statistics "
+            "(data-free).",
+        },
+    ),
+    (
+        "--equalize-clip",
+        {
+            "type": click.Choice(list(EQUALIZE_CLIPS)),
+            "help": "Relu6 between equalized layers: exact (a per-channel Min, the default), to-relu (changes "
+            "the float model), keep (not equalized). See passes/equalize.py.",
+        },
+    ),
+    (
+        "--equalize-scaling",
+        {
+            "type": click.Choice(list(EQUALIZE_SCALINGS)),
+            "help": "Equalization scales from weight ranges (the paper; for per-tensor weights) or from "
+            "activation ranges on the calibration data (for per-channel weights); auto (the default) picks by "
+            "--per-tensor.",
+        },
+    ),
+    (
+        "--dyadic-bits",
+        {
+            "type": click.IntRange(1, 31),
+            "help": "Significand width of every requantization multiplier (31, TFLite's, changes nothing; 16 "
+            "or 8 for integer accelerators). See passes/dyadic.py.",
+        },
+    ),
+    ("--pow2", {"is_flag": True, "help": "Power-of-two scales: every requantization is a shift."}),
+    ("--exclude", {"multiple": True, "help": "Keep nodes float: a node name, an op type or a regex."}),
+    ("--max-calib-samples", {"type": int}),
+]
+
+
+def quant_options(f):
+    """The options every calibrating command takes: data, recipe, the recipe's fields, progress."""
+    options = [
+        click.option(
+            "--calib",
+            required=True,
+            help="Calibration data: an .npz (keys = input names), an image folder, module:function, or "
+            "'synthetic' (distilled from the model's BatchNorm statistics).",
+        ),
+        click.option(
+            "--image-spec",
+            default=None,
+            help="Preprocessing for an image folder, e.g. 'resize=256,crop=224,mean=0.485/0.456/0.406,"
+            "std=0.229/0.224/0.225,layout=NCHW'.",
+        ),
+        click.option(
+            "--recipe",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="A TOML recipe pinning every option below (options given here override it).",
+        ),
+        *(click.option(flag, default=None, **extra) for flag, extra in RECIPE_FLAGS),
+        click.option("--no-progress", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def recipe_options(opts: dict) -> dict:
+    """The recipe fields the flags in OPTS give (None: not given), popped from OPTS."""
+    given = {flag[2:].replace("-", "_"): opts.pop(flag[2:].replace("-", "_")) for flag, _ in RECIPE_FLAGS}
+    per_tensor = given.pop("per_tensor")
+    given["per_channel"] = False if per_tensor else None
+    given["weight_bits"] = int(given["weight_bits"]) if given["weight_bits"] else None
+    if given["passes"] is not None:
+        given["passes"] = [p.strip() for p in given["passes"].split(",") if p.strip()]
+    given["exclude"] = list(given["exclude"]) or None
+    return given
+
+
+@main.command()
+@click.argument("factory")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The ONNX file to write.")
+@click.option("--input-shape", default=None, help="Example input shape, e.g. 1,3,224,224 (if the factory gives none).")
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--static-batch", is_flag=True, help="Keep the batch dimension fixed.")
+def export(factory: str, output: str, input_shape: str | None, opset: int, static_batch: bool) -> None:
+    """Export a PyTorch module (MODULE:FACTORY) to ONNX, checked against torch."""
+    from edgeq.api.export import export_factory
+
+    result = export_factory(factory, output, input_shape=input_shape, opset=opset, dynamic_batch=not static_batch)
+    click.echo(f"wrote {output} ({result})")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The QDQ ONNX file to write.")
+@quant_options
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write a JSON report.")
+def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
+    """Calibrate MODEL and write its QDQ (QuantizeLinear/DequantizeLinear) int8 model."""
+    from edgeq.api.quantize import quantize as quantize_model
+
+    options = recipe_options(opts)
+    result = quantize_model(
+        model, opts["calib"], output=output, report=report_path, recipe=opts["recipe"],
+        image_spec=opts["image_spec"], progress=not opts["no_progress"], **options,
+    )  # fmt: skip
+    report = result.report
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report["quantized_nodes"].items()))
+    click.echo(f"wrote {output}: quantized {counts}; {len(report['float_nodes'])} node(s) left float")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+class _ConvertCommand(click.Command):
+    """convert's parameters plus every target's own options (edgeq.targets), added when the command is used."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not getattr(self, "_with_targets", False):
+            from edgeq import targets
+
+            seen = {p.name for p in self.params}
+            for target in targets.registered():
+                for option in target.options:
+                    if option.name in seen:
+                        continue
+                    seen.add(option.name)
+                    flag = "--" + option.name.replace("_", "-")
+                    if option.choices is None:
+                        self.params.append(click.Option([flag], is_flag=True, help=option.help))
+                    else:
+                        kind = click.Choice(list(option.choices))
+                        self.params.append(
+                            click.Option([flag], type=kind, default=option.default, show_default=True, help=option.help)
+                        )
+            self._with_targets = True
+        return super().get_params(ctx)
+
+
+def _target_names(ctx, param, value: str) -> str:
+    from edgeq import targets
+
+    if value != "all" and value not in targets.names():
+        raise click.BadParameter(f"choose from all, {', '.join(targets.names())}")
+    return value
+
+
+@main.command(cls=_ConvertCommand)
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--target",
+    default="onnxruntime",
+    show_default=True,
+    callback=_target_names,
+    help="onnxruntime, tflite, tflm (the .tflite plus a C array, the op list and the measured arena), "
+    "onnxruntime-integer, or all (every target but onnxruntime-integer).",
+)
+@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False), help="Folder for the artifacts.")
+@quant_options
+@click.option("--eval-data", default=None, help="Data to validate on (default: the calibration data).")
+@click.option(
+    "--report-html",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write this self-contained HTML report on the artifacts (see `edgeq report`).",
+)
+@click.option(
+    "--integer-only",
+    is_flag=True,
+    help="Also write <name>.integer.onnx (the onnxruntime-integer target): integer arithmetic only between the "
+    "input Quantize and the output Dequantize, bit-exact with the integer reference (with --target onnxruntime "
+    "or all).",
+)
+@click.option(
+    "--verify-samples",
+    type=click.IntRange(0),
+    default=4,
+    show_default=True,
+    help="Samples on which TFLite Micro, LiteRT's reference kernels and the integer-only model must match "
+    "edgeq's integer reference.",
+)
+def convert(
+    model: str, target: str, outdir: str, eval_data, report_html, integer_only: bool, verify_samples: int, **opts
+) -> None:
+    """Quantize MODEL for target runtimes, validate each artifact by running it, and write report.json."""
+    from edgeq import targets
+    from edgeq.api.convert import convert as convert_model
+    from edgeq.api.inspect import report as write_html
+    from edgeq.errors import RecipeError
+    from edgeq.io.files import check_output_path
+    from edgeq.reports.verify import one_line
+
+    if report_html:
+        check_output_path(report_html, model)
+    names = [t.name for t in targets.registered() if not t.on_request] if target == "all" else [target]
+    if integer_only:
+        if "onnxruntime" not in names:
+            raise RecipeError("--integer-only is an ONNX Runtime artifact: use it with --target onnxruntime or all")
+        names.append("onnxruntime-integer")
+    options = recipe_options(opts)
+    target_options = {k: v for k, v in opts.items() if k not in ("calib", "image_spec", "recipe", "no_progress")}
+    result = convert_model(
+        model, opts["calib"], outdir=outdir, targets=names, eval_data=eval_data, recipe=opts["recipe"],
+        verify_samples=verify_samples, image_spec=opts["image_spec"], progress=not opts["no_progress"],
+        **options, **target_options,
+    )  # fmt: skip
+    for name, report in result.targets.items():
+        click.echo(f"{name}: wrote {', '.join(report['artifacts'])}")
+        click.echo(f"  {targets.get(name).summary(report)}")
+        if "verification" in report:
+            click.echo(f"  {one_line(report['verification'])}")
+    if report_html:
+        shown = [str(a) for a in dict.fromkeys(result.artifacts) if a.suffix in (".onnx", ".tflite") and ".float." not in a.name]
+        write_html(model, shown, result.eval_data, report_html, quantize_report=result.report, runs=20)
+        click.echo(f"report: wrote {report_html}")

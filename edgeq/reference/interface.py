@@ -1,0 +1,82 @@
+"""The integer graph's interface to float data: ONNX-layout reals in and out of a TFLite graph's integer tensors.
+
+Data arrives as the ONNX model sees it (rank-4 tensors NCHW, floats). An edgeq TFLite graph holds every rank-4
+activation NHWC, so ``model_inputs`` lays such inputs out NHWC (data already NHWC is accepted where the shape
+says so; a shape that fits both, C = H = W, is taken as NCHW, the documented layout) and quantizes them as
+TFLite's reference QUANTIZE does: float32 division, rounded half away from zero, saturated (``quantized``).
+``dequantized`` turns a tensor's integers back into reals in the ONNX layout, and ``integers`` recovers a
+tensor's stored integers from such reals exactly (y = (q - zp) * s in float32, so round(y / s) + zp is q).
+Every target and check that feeds or reads an integer graph goes through these, so all of them see the same
+integers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeq.errors import DataError
+from edgeq.reference.arithmetic import round_half_away
+from edgeq.tflite_format.flatbuffer import Graph, Tensor
+
+
+def _to_tflite_layout(array: np.ndarray, tensor: Tensor) -> np.ndarray:
+    if array.ndim == 4:
+        moved = array.transpose(0, 2, 3, 1)
+        if moved.shape[1:] == tensor.shape[1:]:
+            return moved
+    if array.shape[1:] != tensor.shape[1:]:
+        raise DataError(
+            f"input {tensor.name}: the .tflite wants [N, {', '.join(map(str, tensor.shape[1:]))}], "
+            f"the data has {list(array.shape)}"
+        )
+    return array
+
+
+def model_inputs(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The graph's input arrays (batch first) for float FEEDS keyed by input name (or in input order)."""
+    arrays = []
+    values = list(feeds.values())
+    for position, index in enumerate(graph.inputs):
+        tensor = graph.tensors[index]
+        array = feeds.get(tensor.name, values[position] if position < len(values) else None)
+        if array is None:
+            raise DataError(f"no data for the model's input {tensor.name}")
+        array = _to_tflite_layout(np.asarray(array), tensor)
+        if tensor.dtype == np.float32:
+            arrays.append(array.astype(np.float32))
+            continue
+        arrays.append(quantized(tensor, array))
+    return arrays
+
+
+def quantized(tensor: Tensor, real: np.ndarray) -> np.ndarray:
+    """REAL (in TENSOR's layout) quantized with TENSOR's encoding as TFLite's QUANTIZE does."""
+    q = tensor.quantization
+    info = np.iinfo(tensor.dtype)
+    scaled = round_half_away(np.asarray(real, np.float32) / np.float32(q.scale[0]))
+    return np.clip(scaled + q.zero_point[0], info.min, info.max).astype(tensor.dtype)
+
+
+def dequantized(graph: Graph, index: int, array: np.ndarray) -> np.ndarray:
+    """The real values of tensor INDEX in the ONNX layout."""
+    tensor = graph.tensors[index]
+    real = np.asarray(array, np.float32)
+    if tensor.quantization is not None and tensor.dtype != np.float32:
+        q = tensor.quantization
+        real = (array.astype(np.float32) - np.float32(q.zero_point[0])) * np.float32(q.scale[0])
+    return real.transpose(0, 3, 1, 2) if real.ndim == 4 else real
+
+
+def float_outputs(graph: Graph, outputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The graph's outputs dequantized, in the ONNX layout."""
+    return [dequantized(graph, index, array) for index, array in zip(graph.outputs, outputs, strict=True)]
+
+
+def integers(graph: Graph, index: int, real: np.ndarray) -> np.ndarray:
+    """The stored integers of tensor INDEX from its dequantized ONNX-layout values (floats stay floats)."""
+    tensor = graph.tensors[index]
+    if real.ndim == 4:
+        real = real.transpose(0, 2, 3, 1)
+    if tensor.quantization is None or tensor.dtype == np.float32:
+        return real
+    return quantized(tensor, real)

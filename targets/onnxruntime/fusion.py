@@ -1,0 +1,70 @@
+"""What onnxruntime fuses: it rewrites ``DQ -> Conv -> Q`` units into integer kernels (QLinearConv and friends)
+only when it can; on x86 that depends on the activation type. ``fusion_report`` loads the model with every graph
+optimization, saves the optimized graph (``SessionOptions.optimized_model_filepath``) and counts which
+convolutions and other compute ops became integer kernels and which still run in float.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import onnx
+
+from edgeq.io.session import session
+
+CONV_OPS = {"Conv", "ConvTranspose", "FusedConv"}
+INTEGER_CONV_OPS = {"QLinearConv", "NhwcQLinearConv", "ConvInteger"}
+FLOAT_COMPUTE_OPS = CONV_OPS | {
+    "Gemm",
+    "MatMul",
+    "FusedMatMul",
+    "FusedGemm",
+    "Add",
+    "Mul",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Softmax",
+    "Sigmoid",
+    "Concat",
+}
+
+
+@dataclass
+class FusionReport:
+    convs_total: int
+    convs_fused: int
+    op_counts: dict[str, int]
+    quantized_kernels: dict[str, int]
+    float_compute: list[str] = field(default_factory=list)  # node names of compute ops left in float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fusion_report(model_path: str | Path, *, threads: int = 1) -> FusionReport:
+    """What onnxruntime's optimizer turned into integer kernels, from the optimized graph it saves."""
+    model_path = Path(model_path)
+    source = onnx.load(model_path)
+    convs_total = sum(1 for n in source.graph.node if n.op_type in CONV_OPS)
+    with tempfile.TemporaryDirectory() as tmp:
+        optimized_path = Path(tmp) / "optimized.onnx"
+        session(model_path, threads=threads, optimized_model_path=optimized_path)
+        optimized = onnx.load(optimized_path)
+    op_counts = Counter(n.op_type for n in optimized.graph.node)
+    quantized = {op: c for op, c in op_counts.items() if is_integer_kernel(op)}
+    float_compute = [n.name for n in optimized.graph.node if n.op_type in FLOAT_COMPUTE_OPS]
+    convs_fused = sum(c for op, c in op_counts.items() if op in INTEGER_CONV_OPS)
+    return FusionReport(convs_total, convs_fused, dict(op_counts), quantized, float_compute)
+
+
+def is_integer_kernel(op_type: str) -> bool:
+    """ORT's integer kernels: the QLinear family (NCHW and NHWC), QGemm and the integer-accumulating ops."""
+    return op_type.startswith(("QLinear", "NhwcQLinear")) or op_type in (
+        "QGemm",
+        "ConvInteger",
+        "MatMulInteger",
+        "MatMulIntegerToFloat",
+    )

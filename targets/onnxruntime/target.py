@@ -1,0 +1,174 @@
+"""The ONNX Runtime target: the QDQ ``<name>.qdq.onnx`` (and ``.ort``), run in onnxruntime.
+
+Activation type. With the recipe's ``activation_type = "auto"`` (convert's default), both int8 and uint8
+activation models are built from the same calibration (same scales; the zero point moves by 128), each is loaded
+by onnxruntime with all graph optimizations, and the one whose optimized graph runs more convolutions as fused
+integer kernels wins, then the one that leaves fewer compute ops in float (for models without convolutions), then
+int8 (what TFLite wants). What ran fused is part of the report.
+
+For `edgeq compare` the QDQ model's DequantizeLinear outputs carry the float tensors' names (passes.insert_qdq),
+so every float tensor the QDQ model keeps is exposed; tensors that equalization left scaled per channel are
+multiplied back (the channel scales the pipeline records in the metadata). For `edgeq verify` the reference graph
+of a QDQ model is its TFLite lowering, and onnxruntime's integers of each op are its ``<tensor>_quantized``
+QuantizeLinear outputs (a uint8 model's moved by 128 to the int8 encoding); being a float-scale runtime it is held
+to 1 LSB per op.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgeq.errors import UnsupportedError
+from edgeq.io.onnx_model import float_tensor_names, load_model, model_bytes, read_proto
+from edgeq.io.session import exposing, session
+from edgeq.pipeline.stages import CHANNEL_SCALES_KEY
+from edgeq.reference.interface import dequantized, integers
+from edgeq.targets import register
+from edgeq.targets.onnxruntime import artifact, profile
+from edgeq.targets.onnxruntime.analysis import analyze_onnx
+from edgeq.targets.onnxruntime.fusion import fusion_report
+from edgeq.targets.target import Build, Emitted, IntegerRun, Option, Target, output_summary
+from edgeq.targets.tflite.lower import lower
+from edgeq.tflite_format.flatbuffer import Graph
+
+INTEGER_ONNX_SUFFIX = ".integer.onnx"
+
+
+def _fusion_score(fusion: dict, order: int) -> tuple:
+    """More integer convolutions first, then fewer compute ops left in float, then the earlier candidate."""
+    return (fusion["convs_fused"], -len(fusion["float_compute"]), -order)
+
+
+class OnnxProbe:
+    """The float tensors a QDQ (or float) .onnx shares with the float model, in the float model's units."""
+
+    kernels = None
+
+    def __init__(self, path: Path, names: list[str]):
+        proto = read_proto(path)
+        kept = set(float_tensor_names(proto)) | {o.name for o in proto.graph.output}
+        self.names = [name for name in names if name in kept]
+        self.session = exposing(proto, self.names)
+        metadata = {entry.key: entry.value for entry in proto.metadata_props}
+        self.scales = {
+            name: np.asarray(scale, np.float32)
+            for name, scale in json.loads(metadata.get(CHANNEL_SCALES_KEY, "{}")).items()
+        }
+
+    def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = dict(zip(self.names, self.session.run(self.names, batch), strict=True))
+        for name, scale in self.scales.items():  # tensors equalization left as original / s, per channel (axis 1)
+            if name in values:
+                shape = [1] * values[name].ndim
+                shape[1] = -1
+                values[name] = values[name] * scale.reshape(shape)
+        return values
+
+
+def _qdq_integers(model: onnx.ModelProto, graph: Graph, feeds: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+    """The QDQ model's integers of every TFLite tensor it quantizes (its <name>_quantized), int8 encoding, NHWC."""
+    produced = {out for node in model.graph.node if node.op_type == "QuantizeLinear" for out in node.output}
+    wanted = {
+        index: f"{tensor.name}_quantized"
+        for index, tensor in enumerate(graph.tensors)
+        if f"{tensor.name}_quantized" in produced and tensor.quantization is not None
+    }
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    del exposed.graph.output[:]
+    exposed.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in wanted.values())
+    arrays = session(exposed).run(list(wanted.values()), feeds)
+    found = {}
+    for (index, _), array in zip(wanted.items(), arrays, strict=True):
+        if array.dtype == np.uint8 and graph.tensors[index].dtype == np.int8:
+            array = (array.astype(np.int16) - 128).astype(np.int8)  # the same scale, the zero point moved by 128
+        found[index] = array.transpose(0, 2, 3, 1) if array.ndim == 4 else array
+    return found
+
+
+def float_feeds(graph: Graph, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The integer inputs dequantized, ONNX layout: an ONNX model's QuantizeLinear maps them back exactly."""
+    return {graph.tensors[i].name: dequantized(graph, i, array) for i, array in zip(graph.inputs, inputs, strict=True)}
+
+
+def output_integers(graph: Graph, outputs: list[np.ndarray]) -> list[np.ndarray]:
+    return [integers(graph, i, o) for i, o in zip(graph.outputs, outputs, strict=True)]
+
+
+class OnnxRuntimeTarget(Target):
+    name = "onnxruntime"
+    description = "QDQ .onnx for onnxruntime (and the .ort format for minimal mobile builds)"
+    options = (Option("ort_format", "Also write .ort and required_operators.config."),)
+    suffixes = (".onnx", ".ort")
+    activation_types = ("int8", "uint8")
+
+    def claims(self, path: Path) -> bool:
+        return super().claims(path) and not path.name.endswith(INTEGER_ONNX_SUFFIX)
+
+    def emit(self, build: Build) -> Emitted:
+        recipe_type = build.recipe.activation_type
+        candidates = ["int8", "uint8"] if recipe_type == "auto" else [recipe_type]
+        fusions: dict[str, dict] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for activation_type in candidates:
+                path = Path(tmp) / f"{activation_type}.onnx"
+                path.write_bytes(model_bytes(build.quantized(activation_type).model))
+                fusions[activation_type] = fusion_report(path).to_dict()
+        chosen = max(candidates, key=lambda t: _fusion_score(fusions[t], candidates.index(t)))
+        model, report = build.quantized(chosen)
+        written = artifact.emit(
+            model_bytes(model), build.outdir, f"{build.name}.qdq", ort_format=build.option(self, "ort_format")
+        )
+        return Emitted(written, {**report, "activation_type_choice": fusions, "fusion": fusions[chosen]})
+
+    def validate(self, build: Build, emitted: Emitted) -> dict:
+        return artifact.validate(build.float_path, emitted.artifacts[0], build.eval_data, labels=build.labels)
+
+    def summary(self, report: dict) -> str:
+        return f"{report['activation_type']} activations; " + output_summary(report["validation"])
+
+    def profile(self, path: Path, *, runs: int, warmup: int, threads: list[int], progress: bool) -> dict:
+        if path.suffix == ".onnx":
+            read_proto(path)  # clear errors for a truncated or unsafe model before onnxruntime sees it
+        return profile.profile(path, runs=runs, warmup=warmup, threads=threads, progress=progress)
+
+    def format_profile(self, result: dict) -> str:
+        return profile.format_profile(result)
+
+    def runner(self, path: Path, threads: int):
+        return profile.runner(path, threads)
+
+    def analyze(self, path: Path) -> dict | None:
+        return analyze_onnx(read_proto(path)) if path.suffix == ".onnx" else None
+
+    def probe(self, path: Path, names: list[str]) -> OnnxProbe:
+        return OnnxProbe(path, names)
+
+    def integer_graph(self, path: Path) -> Graph:
+        model = load_model(path)
+        if not any(node.op_type == "QuantizeLinear" for node in model.graph):
+            raise UnsupportedError(f"{path} is not a quantized (QDQ) model: verify compares quantized artifacts")
+        return lower(model).graph
+
+    def integer_runs(self, path: Path, graph: Graph, inputs: list[list[np.ndarray]]) -> list[IntegerRun]:
+        model = read_proto(path)  # the safe loader: external data only from its folder
+        batch = [np.concatenate(parts) for parts in zip(*inputs, strict=True)]
+        feeds = float_feeds(graph, batch)
+        names = [graph.tensors[i].name for i in graph.outputs]
+        outputs = session(model).run(names, feeds)
+        return [
+            IntegerRun(
+                f"onnxruntime {path.name}",
+                exact=False,
+                outputs=output_integers(graph, outputs),
+                per_op=_qdq_integers(model, graph, feeds),
+            )
+        ]
+
+
+register(OnnxRuntimeTarget())

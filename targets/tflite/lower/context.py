@@ -1,0 +1,225 @@
+"""The state of one lowering: the TFLite graph being built and where each quantized ONNX value lives in it.
+
+A QDQ model quantizes every activation as ``x_float -> QuantizeLinear -> x_q -> DequantizeLinear -> x``. The
+lowering maps each such pair to one int8 TFLite tensor with the Q's encoding (scale, zero point; a uint8 Q is the
+same grid with the zero point shifted by -128), and each compute node between pairs to TFLite operators:
+
+* :meth:`LoweringContext.activation` is the tensor of a node's activation input (the output of a Q/DQ pair);
+* :meth:`LoweringContext.constant` is (integers, scales, zero points) of a constant behind a DequantizeLinear;
+* :meth:`LoweringContext.output` creates the node's output tensor with the encoding of the Q after it; a Relu or
+  Clip between the node and that Q becomes the operator's fused activation (RELU, RELU6, RELU_N1_TO_1, or NONE
+  where the output's integer grid already saturates inside the Clip's bounds);
+* :meth:`LoweringContext.add_op` emits an operator of a registered Builtin (its options table and minimum version).
+
+Layout: every rank-4 activation is NHWC in the TFLite graph (``perm`` TO_NHWC maps ONNX axes to TFLite axes), every
+other tensor keeps the ONNX order. ``precision="float"`` builds the same graph with float32 tensors and the real
+values of the constants (int8 requests become float32 tensors without quantization).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeq.errors import RecipeError, UnsupportedError
+from edgeq.quantization.plan import activation_bounds
+from edgeq.targets.tflite.builtins import Builtin
+from edgeq.tflite_format.graph import Graph, Operator, Quantization, Tensor
+
+IO_TYPES = ("int8", "uint8", "float")
+TO_NHWC = (0, 2, 3, 1)
+
+
+@dataclass
+class Activation:
+    """A TFLite tensor holding an ONNX activation; ``perm`` maps ONNX axes to the TFLite layout."""
+
+    index: int
+    perm: tuple[int, ...]
+    column_order: np.ndarray | None = None  # set when a Flatten was absorbed into the next FC's weights
+
+
+def static_shape(shape) -> list[int]:
+    """ONNX shape with symbolic dimensions (the batch) set to 1: TFLite graphs are built for one sample."""
+    return [d if isinstance(d, int) else 1 for d in shape]
+
+
+def layout_perm(rank: int) -> tuple[int, ...]:
+    return TO_NHWC if rank == 4 else tuple(range(rank))
+
+
+def is_identity(perm) -> bool:
+    return tuple(perm) == tuple(range(len(perm)))
+
+
+def moves_data(shape: tuple[int, ...], perm) -> bool:
+    """A transpose moves data unless the axes longer than 1 keep their order."""
+    kept = [axis for axis in perm if shape[axis] != 1]
+    return kept != sorted(kept)
+
+
+class LoweringContext:
+    def __init__(self, model: ir.Model, io: str, precision: str):
+        if io not in IO_TYPES:
+            raise RecipeError(f"--io must be one of {', '.join(IO_TYPES)}, not {io!r}")
+        self.model = model
+        self.onnx = model.graph
+        self.float = precision == "float"
+        self.io = "float" if self.float else io
+        self.graph = Graph(description=f"edgeq {'float' if self.float else 'int8'} (NHWC)")
+        self.values: dict[int, Activation] = {}  # id(ir.Value) of a Q output -> its TFLite tensor
+        self.ops: dict[str, int] = {}
+        self.fused: set[int] = set()  # ids of Relu/Clip nodes folded into the op before them
+
+    # ----------------------------------------------------------------------------------- tensors, operators
+
+    def tensor(self, name, shape, dtype, encoding=None, data=None) -> int:
+        """A new tensor; ENCODING (scale, zero point) is dropped and int8/uint8 become float32 at float precision."""
+        quantization = None
+        if encoding is not None and not self.float:
+            quantization = Quantization(*encoding)
+        if self.float and dtype in (np.int8, np.uint8):
+            dtype = np.float32
+        return self.graph.add_tensor(Tensor(name, shape, dtype, quantization, data))
+
+    def add_op(self, builtin: Builtin, inputs, outputs, options=None) -> None:
+        op = Operator(builtin.opcode, list(inputs), list(outputs), dict(options or {}), options_type=builtin.options)
+        op.version = builtin.version(self.graph, op)
+        self.graph.add_operator(op)
+        self.ops[builtin.opcode] = self.ops.get(builtin.opcode, 0) + 1
+
+    def encoding_of(self, index: int):
+        """(scale, zero point) of tensor INDEX, or None for a float tensor."""
+        q = self.graph.tensors[index].quantization
+        return None if q is None else (q.scale[0], int(q.zero_point[0]))
+
+    def check_shared(self, node: ir.Node, src: int, out: int) -> None:
+        """SRC and OUT must carry one encoding: the operator copies, compares or interpolates stored values."""
+        if not self.float and self.encoding_of(src) != self.encoding_of(out):
+            raise UnsupportedError(
+                f"node {node.name} ({node.op_type}): input and output encodings differ; TFLite requires them equal"
+            )
+
+    # ----------------------------------------------------------------------------------- reading the QDQ model
+
+    @staticmethod
+    def producer(value: ir.Value | None) -> ir.Node | None:
+        return None if value is None else value.producer()
+
+    @staticmethod
+    def encoding(q_node: ir.Node) -> tuple[float, int]:
+        scale = float(q_node.inputs[1].const_value.numpy())
+        zero = q_node.inputs[2]
+        return scale, int(zero.const_value.numpy()) if zero is not None else 0
+
+    def int8_encoding(self, q_node: ir.Node) -> tuple[np.float32, int]:
+        """The int8 encoding of Q_NODE's output (a uint8 Q is the same grid with its zero point shifted)."""
+        scale, zero_point = self.encoding(q_node)
+        dtype = q_node.outputs[0].dtype
+        if dtype == ir.DataType.UINT8:
+            zero_point -= 128  # the same grid shifted: TFLite int8 kernels
+        elif dtype != ir.DataType.INT8:
+            raise UnsupportedError(f"{q_node.name}: the TFLite target needs 8-bit activations, got {dtype}")
+        return np.float32(scale), zero_point
+
+    def activation(self, value: ir.Value, node: ir.Node) -> Activation:
+        """The TFLite tensor of an activation input: the output of an activation Q/DQ pair."""
+        dq = self.producer(value)
+        if dq is None or dq.op_type != "DequantizeLinear" or id(dq.inputs[0]) not in self.values:
+            raise UnsupportedError(
+                f"node {node.name} ({node.op_type}) reads {value.name}, which is not quantized; "
+                "the TFLite target needs every op between the input and output quantized"
+            )
+        return self.values[id(dq.inputs[0])]
+
+    def constant(self, value: ir.Value, node: ir.Node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(integers, scales, zero points) of a constant behind a DequantizeLinear."""
+        dq = self.producer(value)
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.inputs[0].const_value is None:
+            raise UnsupportedError(
+                f"node {node.name} ({node.op_type}): input {value.name} is not a quantized constant"
+            )
+        q = dq.inputs[0].const_value.numpy()
+        scale = dq.inputs[1].const_value.numpy().astype(np.float32)
+        zero = dq.inputs[2].const_value.numpy() if len(dq.inputs) > 2 and dq.inputs[2] is not None else 0
+        return q, np.atleast_1d(scale), np.atleast_1d(np.asarray(zero, np.int64))
+
+    def is_quantized_constant(self, value: ir.Value) -> bool:
+        dq = self.producer(value)
+        return dq is not None and dq.op_type == "DequantizeLinear" and dq.inputs[0].const_value is not None
+
+    def operand(self, value: ir.Value, node: ir.Node, out_rank: int, perm) -> int:
+        """The tensor of an operand of a multi-input op: an activation in the output's layout, or a per-tensor
+        quantized constant laid out like the output (leading 1s added, then PERM)."""
+        if not self.is_quantized_constant(value):
+            act = self.activation(value, node)
+            if len(value.shape) != out_rank or tuple(act.perm) != tuple(perm):
+                raise UnsupportedError(f"node {node.name}: broadcasting between feature maps of different rank")
+            return act.index
+        q, scale, zero = self.constant(value, node)
+        if scale.size != 1:
+            raise UnsupportedError(f"node {node.name}: a per-channel quantized constant operand is not supported")
+        q = q.reshape((1,) * (out_rank - q.ndim) + q.shape).transpose(perm)
+        encoding = (scale[0], int(zero[0]))
+        if self.float:
+            q = (q.astype(np.float32) - encoding[1]) * encoding[0]
+        return self.tensor(f"{value.name}_const", q.shape, q.dtype, encoding, np.ascontiguousarray(q))
+
+    @staticmethod
+    def name_of(q_node: ir.Node) -> str:
+        """The TFLite name of the tensor Q_NODE quantizes: the float value's name without "_float"."""
+        return q_node.inputs[0].name.removesuffix("_float")
+
+    def q_after(self, node: ir.Node) -> ir.Node:
+        """The QuantizeLinear that NODE's output feeds (directly)."""
+        users = [user for user, _ in node.outputs[0].uses()]
+        if len(users) != 1 or users[0].op_type != "QuantizeLinear":
+            raise UnsupportedError(f"node {node.name} ({node.op_type}): its output is not quantized")
+        return users[0]
+
+    # ----------------------------------------------------------------------------------- outputs
+
+    def output(self, node: ir.Node, shape_onnx, perm) -> tuple[int, str]:
+        """The TFLite output tensor of NODE (through a fused Relu/Clip) and the fused activation's name."""
+        value = node.outputs[0]
+        fused = None
+        consumers = [user for user, _ in value.uses()]
+        if len(consumers) == 1 and consumers[0].op_type in ("Relu", "Clip"):
+            fused = consumers[0]
+            self.fused.add(id(fused))
+            value = fused.outputs[0]
+            consumers = [user for user, _ in value.uses()]
+        if len(consumers) != 1 or consumers[0].op_type != "QuantizeLinear":
+            raise UnsupportedError(
+                f"node {node.name} ({node.op_type}): its output is not quantized by a single QuantizeLinear; "
+                "the TFLite target needs every op quantized (check --exclude)"
+            )
+        q_node = consumers[0]
+        encoding = self.int8_encoding(q_node)
+        activation = "NONE" if fused is None else self._fused_activation(node, fused, encoding)
+        shape = tuple(int(shape_onnx[p]) for p in perm)
+        index = self.tensor(self.name_of(q_node), shape, np.int8, encoding)
+        self.values[id(q_node.outputs[0])] = Activation(index, tuple(perm))
+        return index, activation
+
+    @staticmethod
+    def _fused_activation(node: ir.Node, act: ir.Node, encoding) -> str:
+        """TFLite's fused activation for the Relu/Clip ACT after NODE. A Clip with other bounds is still exact when
+        the output's integer grid saturates inside them (then the clamp is the int8 range itself)."""
+        bounds = activation_bounds(act)
+        if bounds is None:
+            raise UnsupportedError(f"node {node.name}: {act.op_type} {act.name} has bounds that are not constant")
+        named = {(0.0, 6.0): "RELU6", (0.0, math.inf): "RELU", (-1.0, 1.0): "RELU_N1_TO_1"}
+        if bounds in named:
+            return named[bounds]
+        lo, hi = bounds
+        scale, zero_point = float(encoding[0]), encoding[1]
+        grid_lo, grid_hi = scale * (-128 - zero_point), scale * (127 - zero_point)
+        if grid_lo >= lo - 1e-6 and grid_hi <= hi + 1e-6:
+            return "NONE"
+        raise UnsupportedError(
+            f"node {node.name}: Clip({lo}, {hi}) after {node.op_type} has no TFLite fused activation"
+        )

@@ -1,0 +1,124 @@
+"""The graph's edges: each ONNX input enters through its QuantizeLinear, each output leaves through its
+DequantizeLinear; with io other than int8 a TFLite QUANTIZE or DEQUANTIZE converts at the edge.
+
+    io="int8"   the int8 tensors with the Q's encoding are the model's inputs and outputs (what MCUs want)
+    io="uint8"  QUANTIZE requantizes uint8 <-> int8: the same grid with the zero point shifted by 128, exact
+    io="float"  QUANTIZE: q = clamp(round_half_away(x / S) + zp) (float32 division); DEQUANTIZE: S * (q - zp)
+
+A rank-4 input or output is NHWC in the .tflite ("NHWC"), any other keeps the ONNX order ("as ONNX"). A symbolic
+ONNX dimension (the batch) is 1 in the shape and -1 in the shape signature.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeq.errors import UnsupportedError
+from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, input_shape, register
+from edgeq.targets.tflite.lower.context import Activation, LoweringContext, layout_perm, static_shape
+from edgeq.tflite_format.graph import Graph, Operator
+
+
+def _quantize_version(graph: Graph, op: Operator) -> int:
+    out = graph.tensors[op.outputs[0]]
+    if out.quantization is not None and out.quantization.per_channel:
+        return 3
+    return 2 if out.dtype == np.int16 else 1
+
+
+def _dequantize_version(graph: Graph, op: Operator) -> int:
+    first = graph.tensors[op.inputs[0]]
+    if first.dtype == np.int16:
+        return 3
+    if first.dtype == np.int8:
+        return 5 if first.quantization is not None and first.quantization.per_channel else 2
+    return 1
+
+
+QUANTIZE = register(
+    Builtin(
+        "QUANTIZE",
+        options="QuantizeOptions",
+        micro_resolver="AddQuantize",
+        kind="elementwise",
+        version=_quantize_version,
+        output_shape=input_shape,
+        verified={
+            "int8": BIT_EXACT.format("quantize.py") + ", from float32 and from int8/uint8",
+            "uint8": "uint8 <-> int8 bit-exact with TFLite Micro and LiteRT BUILTIN_REF; float32 -> uint8 with "
+            "LiteRT BUILTIN_REF (TFLite Micro has no float -> uint8 QUANTIZE)",
+        },
+    )
+)
+DEQUANTIZE = register(
+    Builtin(
+        "DEQUANTIZE",
+        options="DequantizeOptions",
+        micro_resolver="AddDequantize",
+        kind="elementwise",
+        version=_dequantize_version,
+        output_shape=input_shape,
+        verified={"int8": BIT_EXACT.format("dequantize.py")},
+    )
+)
+
+
+def _layout_name(rank: int) -> str:
+    return "NHWC" if rank == 4 else "as ONNX"
+
+
+def graph_input(ctx: LoweringContext, value: ir.Value) -> str:
+    """Add ONNX graph input VALUE (and its QUANTIZE for uint8/float io); returns its layout."""
+    consumers = [user for user, _ in value.uses()]
+    if len(consumers) != 1 or consumers[0].op_type != "QuantizeLinear":
+        raise UnsupportedError(
+            f"graph input {value.name} is not quantized: the TFLite target needs quantized inputs"
+        )
+    q_node = consumers[0]
+    shape = static_shape(value.shape)
+    perm = layout_perm(len(shape))
+    tfl_shape = tuple(shape[p] for p in perm)
+    signature = tuple(-1 if not isinstance(value.shape[p], int) else shape[p] for p in perm)
+    encoding = ctx.int8_encoding(q_node)
+    if ctx.io == "int8":
+        index = ctx.tensor(value.name, tfl_shape, np.int8, encoding)
+        internal = index
+    else:
+        dtype = np.float32 if ctx.io == "float" else np.uint8
+        io_encoding = None if ctx.io == "float" else (encoding[0], encoding[1] + 128)
+        index = ctx.tensor(value.name, tfl_shape, dtype, io_encoding)
+        internal = index if ctx.float else ctx.tensor(f"{value.name}_int8", tfl_shape, np.int8, encoding)
+        if not ctx.float:
+            ctx.add_op(QUANTIZE, [index], [internal])
+    if any(s < 0 for s in signature):
+        ctx.graph.tensors[index].shape_signature = signature
+    ctx.graph.inputs.append(index)
+    ctx.values[id(q_node.outputs[0])] = Activation(internal, perm)
+    return _layout_name(len(shape))
+
+
+def graph_output(ctx: LoweringContext, value: ir.Value) -> str:
+    """Make ONNX graph output VALUE a graph output (through QUANTIZE/DEQUANTIZE for uint8/float io)."""
+    dq = ctx.producer(value)
+    if dq is None or dq.op_type != "DequantizeLinear" or id(dq.inputs[0]) not in ctx.values:
+        raise UnsupportedError(
+            f"graph output {value.name} is not quantized: the TFLite target needs quantized outputs"
+        )
+    act = ctx.values[id(dq.inputs[0])]
+    if act.column_order is not None:
+        raise UnsupportedError(
+            f"graph output {value.name} is a flattened feature map; end the model with a layer"
+        )
+    internal = ctx.graph.tensors[act.index]
+    if ctx.io == "int8" or ctx.float:
+        index = act.index
+        internal.name = value.name
+    else:
+        dtype = np.float32 if ctx.io == "float" else np.uint8
+        scale, zero = ctx.encoding_of(act.index)
+        encoding = None if ctx.io == "float" else (scale, zero + 128)
+        index = ctx.tensor(value.name, internal.shape, dtype, encoding)
+        ctx.add_op(DEQUANTIZE if ctx.io == "float" else QUANTIZE, [act.index], [index])
+    ctx.graph.outputs.append(index)
+    return _layout_name(len(internal.shape))

@@ -1,0 +1,145 @@
+"""The TFLite target: ``<name>.tflite`` (int8, NHWC), written without TensorFlow and run in LiteRT.
+
+The int8 QDQ model is lowered (targets/tflite/lower), serialized and checked once per conversion (``tflite_of``;
+the TFLite Micro target embeds the same bytes). In LiteRT it runs with three kernel sets (targets/tflite/
+interpreters.py): the default (XNNPACK, what a CPU deployment computes: the validation on data and the speed),
+the builtin kernels without delegates (which keep every intermediate tensor: `edgeq compare` and the per-op check
+of `edgeq verify`) and the reference kernels (held to the integer reference bit for bit, under LiteRT's own
+semantics: edgeq/reference/executor.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.io.files import write_bytes_atomic
+from edgeq.reference.interface import dequantized, model_inputs
+from edgeq.targets import register
+from edgeq.targets.target import Build, Emitted, IntegerRun, Option, Target, output_summary
+from edgeq.targets.tflite import profile
+from edgeq.targets.tflite.analysis import analyze_tflite
+from edgeq.targets.tflite.artifact import TfliteModel, build, validate_on_data
+from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
+from edgeq.targets.tflite.lower import IO_TYPES
+from edgeq.tflite_format.flatbuffer import Graph, read
+
+
+def tflite_of(target: Target, conversion: Build) -> TfliteModel:
+    """The conversion's int8 .tflite, built once and shared by the targets that embed it."""
+    if "tflite" not in conversion.shared:
+        qdq = conversion.quantized("int8").model
+        conversion.shared["tflite"] = build(qdq, io=conversion.option(target, "io"))
+    return conversion.shared["tflite"]
+
+
+class _LiteRTProbe:
+    """The float model's tensors a .tflite keeps (edgeq keeps the ONNX names), from LiteRT's builtin kernels
+    without delegates, one sample at a time (TFLite graphs are built for a batch of one)."""
+
+    kernels = "LiteRT builtin kernels, no delegates"
+
+    def __init__(self, path: Path, names: list[str]):
+        data = path.read_bytes()
+        self.graph = read(data)
+        by_name = {t.name: i for i, t in enumerate(self.graph.tensors) if not t.is_constant}
+        self.index = {name: by_name[name] for name in names if name in by_name}
+        self.names = list(self.index)
+        self.interpreter = litert_interpreter(data, kernels="optimized", preserve_all_tensors=True)
+
+    def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        per_sample = []
+        for i in range(len(next(iter(batch.values())))):
+            sample = {name: array[i : i + 1] for name, array in batch.items()}
+            invoke_litert(self.interpreter, model_inputs(self.graph, sample))
+            per_sample.append(
+                [dequantized(self.graph, index, self.interpreter.get_tensor(index)) for index in self.index.values()]
+            )
+        return {name: np.concatenate(parts) for name, parts in zip(self.names, zip(*per_sample, strict=True), strict=True)}
+
+
+def _litert_outputs(data: bytes, kernels: str, inputs: list[list[np.ndarray]]) -> list[np.ndarray]:
+    interpreter = litert_interpreter(data, kernels=kernels)
+    per_sample = [invoke_litert(interpreter, sample) for sample in inputs]
+    return [np.concatenate(parts) for parts in zip(*per_sample, strict=True)]
+
+
+def _litert_tensors(data: bytes, graph: Graph, inputs: list[list[np.ndarray]]) -> dict[int, np.ndarray]:
+    """Every op output of LiteRT's builtin optimized kernels (preserve_all_tensors drops the XNNPACK delegate)."""
+    interpreter = litert_interpreter(data, kernels="optimized", preserve_all_tensors=True)
+    produced = [i for op in graph.operators for i in op.outputs]
+    per_sample = []
+    for sample in inputs:
+        invoke_litert(interpreter, sample)
+        per_sample.append([interpreter.get_tensor(i).copy() for i in produced])
+    return {i: np.concatenate(parts) for i, parts in zip(produced, zip(*per_sample, strict=True), strict=True)}
+
+
+class TfliteTarget(Target):
+    name = "tflite"
+    description = "int8 .tflite (NHWC), written without TensorFlow, validated in LiteRT"
+    options = (
+        Option("io", "Input/output type of the .tflite (int8 is what microcontrollers want).", "int8", IO_TYPES),
+        Option(
+            "precision",
+            "float also writes <name>.float.tflite, the same graph in float32, for speed comparisons.",
+            "int8",
+            ("int8", "float"),
+        ),
+    )
+    suffixes = (".tflite",)
+    stores_integer_graph = True
+
+    def emit(self, conversion: Build) -> Emitted:
+        tflite = tflite_of(self, conversion)
+        path = conversion.outdir / f"{conversion.name}.tflite"
+        write_bytes_atomic(path, tflite.data)
+        artifacts = [path]
+        if conversion.option(self, "precision") == "float":
+            float_model = build(conversion.quantized("int8").model, precision="float")
+            artifacts.append(conversion.outdir / f"{conversion.name}.float.tflite")
+            write_bytes_atomic(artifacts[-1], float_model.data)
+        return Emitted(artifacts, {**tflite.describe(), **conversion.quantized("int8").report}, tflite.lowered.graph)
+
+    def validate(self, conversion: Build, emitted: Emitted) -> dict:
+        return validate_on_data(
+            conversion.float_path,
+            tflite_of(self, conversion).data,
+            conversion.eval_data,
+            labels=conversion.labels,
+            quantized_onnx=conversion.quantized("int8").model,
+        )
+
+    def summary(self, report: dict) -> str:
+        inputs = ", ".join(f"{i['name']} {i['dtype']} {i['shape']} {i['layout']}" for i in report["inputs"])
+        return f"input {inputs}; " + output_summary(report["validation"])
+
+    def profile(self, path: Path, *, runs: int, warmup: int, threads: list[int], progress: bool) -> dict:
+        return profile.profile(path, runs=runs, warmup=warmup, threads=threads, progress=progress)
+
+    def format_profile(self, result: dict) -> str:
+        return profile.format_profile(result)
+
+    def runner(self, path: Path, threads: int):
+        return profile.runner(path, threads)
+
+    def analyze(self, path: Path) -> dict:
+        return analyze_tflite(read(path.read_bytes()))
+
+    def probe(self, path: Path, names: list[str]) -> _LiteRTProbe:
+        return _LiteRTProbe(path, names)
+
+    def integer_graph(self, path: Path) -> Graph:
+        return read(path.read_bytes())
+
+    def integer_runs(self, path: Path, graph: Graph, inputs: list[list[np.ndarray]]) -> list[IntegerRun]:
+        data = path.read_bytes()
+        return [
+            IntegerRun("LiteRT reference kernels", True, "litert", _litert_outputs(data, "reference", inputs)),
+            IntegerRun("LiteRT default kernels (XNNPACK)", False, outputs=_litert_outputs(data, "default", inputs)),
+            IntegerRun("LiteRT optimized kernels", False, per_op=_litert_tensors(data, graph, inputs)),
+        ]
+
+
+register(TfliteTarget())
