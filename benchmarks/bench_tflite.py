@@ -38,7 +38,7 @@ from benchmarks.bench_quantize import (  # noqa: E402
 from edgeq.measure.metrics import sqnr_db, top1_agreement  # noqa: E402
 from edgeq.reference.executor import run_all_semantics  # noqa: E402
 from edgeq.reference.interface import float_outputs, model_inputs  # noqa: E402
-from edgeq.targets.tflite.builtins import op_version  # noqa: E402
+from edgeq.targets.tflite.builtins import lookup  # noqa: E402
 from edgeq.targets.tflite.interpreters import (  # noqa: E402
     invoke_litert,
     litert_interpreter,
@@ -46,7 +46,7 @@ from edgeq.targets.tflite.interpreters import (  # noqa: E402
     run_tflm,
 )
 from edgeq.targets.tflm.arena import measure_arena  # noqa: E402
-from edgeq.tflite_format.flatbuffer import Graph, Operator, Quantization, Tensor, read, write  # noqa: E402
+from edgeq.tflite_format.flatbuffer import Graph, Quantization, Tensor, read, write  # noqa: E402
 
 MARKER = "## TFLite and TFLite Micro"
 # Quoted from issue 3 (measured on this machine when the issue was filed; TensorFlow is not installed here).
@@ -192,9 +192,7 @@ def single_layer(opcode: str, size: int, channels: int, out_channels: int, preci
     options["FusedActivationFunction"] = "RELU6"
     if depthwise:
         options["DepthMultiplier"] = 1
-    op = Operator(opcode, [0, 1, 2], [3], options)
-    op.version = op_version(graph, op)
-    graph.operators.append(op)
+    lookup(opcode).add_to(graph, [0, 1, 2], [3], options)
     return write(graph)
 
 

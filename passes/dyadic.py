@@ -1,7 +1,7 @@
 """Dyadic requantization: every multiplier the integer kernels derive from the scales has at most W significant bits.
 
 HAWQ-V3 (Yao et al. 2021, "HAWQ-V3: Dyadic Neural Network Quantization", section 3.2): integer-only inference
-requantizes with dyadic numbers b / 2^c. TFLite already does (TFLITE_FACTS.md section 4): the real multiplier M is
+requantizes with dyadic numbers b / 2^c. TFLite already does (docs/integer-arithmetic.md §3-§4): the real multiplier M is
 computed in double from the float32 scales stored in the file and stored as M0 * 2^(shift - 31), M0 =
 round(frexp(M).q * 2^31) in [2^30, 2^31), a 31-bit significand. An integer accelerator with a W-bit multiplier
 (or a shifter only, W = 1) needs M0's low 31 - W bits to be zero, i.e. M = m * 2^e with m an integer of at most W
@@ -25,7 +25,7 @@ Resize, Min and Max have none: their encodings are equal and must stay equal.
    j_c < 2^J, J the largest width with n_in (2^J - 1) < 2^W and n_in n_out (2^J - 1) < 2^24. The new weight scale
    s'_w[c] = M'_c s_out / s_in = j_c n_out 2^(e_c + y - x) has at most 24 bits, so it is a float32 exactly;
    s_in s'_w[c] = n_in n_out j_c 2^(...) is exact in float32 (per-tensor FULLY_CONNECTED's product, and the bias
-   scale float32(s_in s'_w[c]) of DESIGN.md); and double(s_in) * double(s'_w[c]) / double(s_out) is exactly
+   scale float32(s_in s'_w[c]) of docs/quantization-conventions.md §5); and double(s_in) * double(s'_w[c]) / double(s_out) is exactly
    n_in j_c 2^(e_c), at most W bits. s'_w >= s_w (by less than a factor 1 + 2^(1-J)), so the weights,
    re-quantized from their dequantized values with edgeq.quantization.qparams.quantize_weights (channel sums kept), never
    clip; the int32 bias is re-rounded to its new scale, and a channel whose bias would pass

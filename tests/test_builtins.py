@@ -18,7 +18,16 @@ from edgeq.quantization.plan import QUANTIZABLE_OPS
 from edgeq.reference.executor import kernel, kernel_modules
 from edgeq.targets.integer_onnx.registry import converted_opcodes
 from edgeq.targets.tflite import builtins
-from edgeq.targets.tflite.builtins import BUILTINS, KINDS, Builtin, lookup, op_version, register, registered
+from edgeq.targets.tflite.builtins import (
+    BUILTINS,
+    KINDS,
+    Builtin,
+    find,
+    lookup,
+    op_version,
+    register,
+    registered,
+)
 from edgeq.targets.tflite.lower.registry import lowered_op_types
 from edgeq.tflite_format import options as tflite_options
 from edgeq.tflite_format.flatbuffer import Graph, Operator, read, write
@@ -90,8 +99,11 @@ def test_macs_of_the_weighted_builtins():
 
 
 def _round_trip(opcode: str, options: dict, options_type: str | None = None) -> Operator:
+    """OPCODE written with OPTIONS in the table OPTIONS_TYPE (default: its registered builtin's) and read back."""
     graph = Graph(tensors=[activation("x", (1, 4), 0.1, 0), activation("y", (1, 4), 0.1, 0)], inputs=[0], outputs=[1])
-    graph.operators.append(Operator(opcode, [0], [1], dict(options), options_type=options_type))
+    builtin = find(opcode)
+    table = options_type or (builtin.options if builtin is not None else None)
+    graph.operators.append(Operator(opcode, [0], [1], dict(options), options_type=table))
     return read(write(graph)).operators[0]
 
 
@@ -115,7 +127,7 @@ def _round_trip(opcode: str, options: dict, options_type: str | None = None) -> 
     ],
 )  # fmt: skip
 def test_options_round_trip_through_the_schema(opcode, options):
-    """The writer writes the table the registered builtin names; the reader reads the table the file names, with
+    """The writer writes the table the operator names; the reader reads the table the file names, with
     every field of it (schema defaults for the rest; an absent vector stays absent) and enums by name."""
     op = _round_trip(opcode, options)
     assert op.options_type == lookup(opcode).options

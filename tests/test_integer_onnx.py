@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -28,6 +27,7 @@ from test_reference_ops import (
 from tflite_cases import activation, constant, single_op
 
 from edgeq.errors import EdgeqError
+from edgeq.io.session import session as ort_session
 from edgeq.reference.arithmetic import multiply_by_quantized_multiplier
 from edgeq.reference.conv import output_size_and_padding
 from edgeq.reference.executor import run
@@ -47,10 +47,8 @@ zero_points = st.integers(-128, 127)
 seeds = st.integers(0, 2**32 - 1)
 
 
-def _session(model: onnx.ModelProto) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+def _session(model: onnx.ModelProto):
+    return ort_session(model, threads=1)
 
 
 def _tiny_model(b: Builder, inputs, outputs) -> onnx.ModelProto:

@@ -30,9 +30,9 @@ from tflite_cases import (
 from edgeq import reference
 from edgeq.errors import EdgeqError
 from edgeq.reference.conv import output_size_and_padding
-from edgeq.targets.tflite.builtins import op_version
+from edgeq.targets.tflite.builtins import lookup
 from edgeq.targets.tflite.interpreters import run_litert, run_tflm
-from edgeq.tflite_format.flatbuffer import Graph, Operator, Tensor, read, write
+from edgeq.tflite_format.flatbuffer import Graph, Tensor, read, write
 
 # ------------------------------------------------------------------------------------------- pooling
 
@@ -285,9 +285,7 @@ def batch_graph() -> Graph:
         return graph.add_tensor(t)
 
     def op(opcode, inputs, output, **options):
-        operator = Operator(opcode, inputs, [output], options)
-        operator.version = op_version(graph, operator)
-        graph.add_operator(operator)
+        lookup(opcode).add_to(graph, inputs, [output], options)
         return output
 
     w1_scales = rng.uniform(0.002, 0.02, 4).astype(np.float32)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,6 +22,7 @@ from tflite_cases import assert_bit_exact
 from edgeq.data import ArrayData, input_specs
 from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import to_proto
+from edgeq.io.session import session as ort_session
 from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
 from edgeq.reference.interface import dequantized, float_outputs, model_inputs
@@ -82,7 +82,7 @@ def check_against_onnxruntime(
     if start:  # ORT starts at the float tensors that the Q of each START tensor quantizes
         sources = [f"{name}_float" for name in start] + [n for n, _ in inputs if n not in start]
         qdq_proto = onnx.utils.Extractor(qdq_proto).extract_model(sources, [o.name for o in qdq_proto.graph.output])
-    session = ort.InferenceSession(qdq_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_session(qdq_proto)
     interpreter = litert_interpreter(model_bytes, kernels="reference", preserve_all_tensors=True)
     by_name = {t.name: i for i, t in enumerate(graph.tensors)}
     out_q = graph.tensors[graph.outputs[0]].quantization
@@ -280,7 +280,7 @@ def test_min_and_max_clamp_exactly_against_onnxruntime(op):
     bound = graph.tensors[by_name["bound_dequantized_const"]]
     assert bound.shape == (1, 1, 1, 4) and not bound.quantization.per_channel
     qdq_proto = onnx.utils.Extractor(to_proto(qdq)).extract_model(["r_float"], ["bounded"])
-    session = ort.InferenceSession(qdq_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_session(qdq_proto)
     interpreter = litert_interpreter(model_bytes, kernels="reference", preserve_all_tensors=True)
     feeds = _on_grid(graph, rng, inputs)
     tfl_inputs = model_inputs(graph, feeds)

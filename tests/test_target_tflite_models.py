@@ -6,12 +6,11 @@ Single ops are in test_target_tflite.py.
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from tflite_cases import assert_bit_exact
 
 from edgeq.data import ArrayData, input_specs
-from edgeq.io.onnx_model import to_proto
+from edgeq.io.session import session as ort_session
 from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
 from edgeq.reference.interface import float_outputs, model_inputs
@@ -72,12 +71,8 @@ def test_mobilenet_v2_is_bit_exact_and_as_accurate_as_the_onnx_model(tmp_path):
             for v in views
         ]
     )
-    fp32 = ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"]).run(
-        None, {"input": views}
-    )[0]
-    qdq_onnx = ort.InferenceSession(
-        to_proto(qdq).SerializeToString(), providers=["CPUExecutionProvider"]
-    ).run(None, {"input": views})[0]
+    fp32 = ort_session(float_path).run(None, {"input": views})[0]
+    qdq_onnx = ort_session(qdq).run(None, {"input": views})[0]
     assert abs(sqnr_db(fp32, tflite) - sqnr_db(fp32, qdq_onnx)) < 0.5
 
 

@@ -19,12 +19,12 @@ from tflite_cases import activation, constant, random_input, single_op
 
 from edgeq.errors import EdgeqError
 from edgeq.io import files
-from edgeq.targets.tflite.builtins import op_version
+from edgeq.targets.tflite.builtins import lookup
 from edgeq.targets.tflite.interpreters import run_litert
 from edgeq.targets.tflm import arena as arenas
 from edgeq.targets.tflm import artifact as tflm
 from edgeq.targets.tflm import sources
-from edgeq.tflite_format.flatbuffer import Graph, Operator, Tensor, write
+from edgeq.tflite_format.flatbuffer import Graph, Tensor, write
 
 SETTINGS = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -63,9 +63,7 @@ def conv_model(rng, channels_in=8, channels_out=16, size=16, kernel=3) -> bytes:
 
 def _add(graph: Graph, opcode: str, inputs: list[int], output, options=None) -> int:
     out = graph.add_tensor(output)
-    op = Operator(opcode, inputs, [out], dict(options or {}))
-    op.version = op_version(graph, op)
-    graph.operators.append(op)
+    lookup(opcode).add_to(graph, inputs, [out], options)
     return out
 
 

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from edgeq.reference.executor import run_all_semantics
-from edgeq.targets.tflite.builtins import op_version
+from edgeq.targets.tflite.builtins import lookup
 from edgeq.targets.tflite.interpreters import run_litert, run_tflm
-from edgeq.tflite_format.flatbuffer import Graph, Operator, Quantization, Tensor, read, write
+from edgeq.tflite_format.flatbuffer import Graph, Quantization, Tensor, read, write
 
 
 def activation(name, shape, scale, zero_point, dtype=np.int8) -> Tensor:
@@ -33,9 +33,7 @@ def single_op(opcode: str, inputs: list[Tensor | None], outputs: list[Tensor], o
     for tensor in inputs:
         input_indices.append(-1 if tensor is None else graph.add_tensor(tensor))
     output_indices = [graph.add_tensor(t) for t in outputs]
-    op = Operator(opcode, input_indices, output_indices, dict(options or {}))
-    op.version = op_version(graph, op)
-    graph.operators.append(op)
+    lookup(opcode).add_to(graph, input_indices, output_indices, options)
     graph.inputs = [i for i, t in zip(input_indices, inputs, strict=True) if t is not None and not t.is_constant]
     graph.outputs = output_indices
     return write(graph)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from tflite_cases import activation, constant
 
-from edgeq.targets.tflite.builtins import op_version
+from edgeq.targets.tflite.builtins import lookup
 from edgeq.targets.tflite.validate import validate_model
 from edgeq.tflite_format.flatbuffer import Graph, Operator, Tensor, write
 
@@ -27,9 +27,7 @@ def sound_graph() -> Graph:
         return graph.add_tensor(tensor)
 
     def op(opcode: str, inputs: list[int], outputs: list[int], **options) -> None:
-        operator = Operator(opcode, inputs, outputs, options)
-        operator.version = op_version(graph, operator)
-        graph.operators.append(operator)
+        lookup(opcode).add_to(graph, inputs, outputs, options)
 
     def weights(name, shape, input_scale, axis):
         channels = shape[axis]

@@ -1,6 +1,6 @@
 """Which nodes edgeq quantizes, which tensors carry Q/DQ pairs, and which tensors share one encoding.
 
-Rules (DESIGN.md, "Quantization conventions"):
+Rules (docs/quantization-conventions.md §7-§9):
 * Anchor ops are quantized wherever they appear (unless excluded): the ops with weights or integer
   arithmetic of their own (Conv, ConvTranspose, Gemm, MatMul, Add, Mul, Concat, AveragePool,
   GlobalAveragePool).

@@ -6,10 +6,11 @@ A real multiplier M > 0 is stored as an int32 significand M0 in [2^30, 2^31) and
     MultiplyByQuantizedMultiplier(x, M0, shift)
         = RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x * 2^max(shift, 0), M0), max(-shift, 0))
 
-SaturatingRoundingDoublingHighMul(a, b) = round_half_away(a * b / 2^31), saturated at INT32_MAX for
-a = b = INT32_MIN; RoundingDivideByPOT(x, e) = round_half_away(x / 2^e). Both round, so a value can be rounded
-twice (TFLITE_SINGLE_ROUNDING is not defined in the reference builds). Multipliers are computed in double from
-the float32 scales stored in the file.
+SaturatingRoundingDoublingHighMul(a, b) = a * b / 2^31 rounded to nearest with ties toward +infinity (gemmlowp
+nudges by 2^30, or by 1 - 2^30 below zero, then divides truncating: -2.5 becomes -2, 2.5 becomes 3), saturated at
+INT32_MAX for a = b = INT32_MIN; RoundingDivideByPOT(x, e) = round_half_away(x / 2^e). Both round, so a value can
+be rounded twice (TFLITE_SINGLE_ROUNDING is not defined in the reference builds; docs/integer-arithmetic.md §4).
+Multipliers are computed in double from the float32 scales stored in the file.
 
 All functions take and return numpy int64 arrays holding int32 values, so intermediate products never overflow.
 """

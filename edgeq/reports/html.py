@@ -36,9 +36,9 @@ import json
 import math
 import os
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
-from edgeq import __version__
 from edgeq.io.files import write_text_atomic
 from edgeq.reports.compare import layer_order, plot_layers
 
@@ -82,7 +82,7 @@ def render(data: dict) -> str:
             f"<title>{_esc(title)}</title><style>{STYLE}</style></head><body>",
             f"<h1>{_esc(title)}</h1>",
             *sections,
-            f"<footer>written by edgeq {_esc(__version__)}</footer>",
+            f"<footer>written by edgeq {_esc(version('edgeq'))}</footer>",
             "</body></html>",
             "",
         ]

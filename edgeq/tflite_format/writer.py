@@ -6,8 +6,8 @@ buffer 0 is the empty sentinel and every constant has its own non-empty buffer, 
 (min(code, 127)) and ``builtin_code``, and the scale and zero-point vectors have the same length.
 
 Each operator's options are written as the table its ``options_type`` names, with the fields it holds
-(options.py). An operator that does not name a table (a hand-built one) gets the table edgeq's builtin registry
-(edgeq.targets.tflite.builtins) declares for its opcode, and none for an opcode the registry does not know.
+(options.py); an operator that names no table is written without options. The lowering takes the table from each
+operator's builtin declaration (edgeq.targets.tflite.builtins, ``Builtin.add_to``).
 """
 
 from __future__ import annotations
@@ -55,22 +55,10 @@ def _aligned_bytes(b: flatbuffers.Builder, data: bytes) -> int:
     return b.EndVector()
 
 
-def options_table(op: Operator) -> str | None:
-    """The options table OP is written with: the one it names, else the one its registered builtin declares."""
-    if op.options_type is not None:
-        return op.options_type
-    # imported here: the registry imports the lowering modules, which import this one
-    from edgeq.targets.tflite.builtins import find
-
-    builtin = find(op.opcode)
-    table = None if builtin is None else builtin.options
+def _write_options(b, op: Operator) -> tuple[int, int | None]:
+    table = op.options_type
     if table is None and op.options:
         raise EdgeqError(f"{op.opcode}: options {sorted(op.options)} but no options table to write them in")
-    return table
-
-
-def _write_options(b, op: Operator) -> tuple[int, int | None]:
-    table = options_table(op)
     if table is None:
         return 0, None
     if table not in OPTIONS_TYPES:

@@ -75,6 +75,13 @@ class Builtin:
         if self.kind not in KINDS:
             raise ValueError(f"{self.opcode}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
 
+    def add_to(self, graph: Graph, inputs, outputs, options=None) -> Operator:
+        """Append an operator of this builtin to GRAPH, with its options table and its minimum version."""
+        op = Operator(self.opcode, list(inputs), list(outputs), dict(options or {}), options_type=self.options)
+        op.version = self.version(graph, op)
+        graph.add_operator(op)
+        return op
+
 
 _REGISTRY: dict[str, Builtin] = {}
 _LOADED = False

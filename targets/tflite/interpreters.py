@@ -4,7 +4,7 @@ Both are optional extras (``edgeq[litert]``, ``edgeq[tflm]``); a missing one is 
 Inputs and outputs are lists of arrays in the model's input/output order, one sample per call for TFLM and any batch
 that matches the model for LiteRT.
 
-Kernel choices for LiteRT (TFLITE_FACTS.md §1.3): "reference" (BUILTIN_REF, bit-exact with TFLM and edgeq's
+Kernel choices for LiteRT (docs/runtimes.md §3.2): "reference" (BUILTIN_REF, bit-exact with TFLM and edgeq's
 integer reference), "optimized" (BUILTIN_WITHOUT_DEFAULT_DELEGATES: the CPU kernels without XNNPACK) and "default"
 (XNNPACK, what a CPU deployment computes and the fast path).
 """

@@ -27,7 +27,7 @@ import onnx_ir as ir
 from edgeq.errors import RecipeError, UnsupportedError
 from edgeq.quantization.plan import activation_bounds
 from edgeq.targets.tflite.builtins import Builtin
-from edgeq.tflite_format.graph import Graph, Operator, Quantization, Tensor
+from edgeq.tflite_format.graph import Graph, Quantization, Tensor
 
 IO_TYPES = ("int8", "uint8", "float")
 TO_NHWC = (0, 2, 3, 1)
@@ -86,9 +86,7 @@ class LoweringContext:
         return self.graph.add_tensor(Tensor(name, shape, dtype, quantization, data))
 
     def add_op(self, builtin: Builtin, inputs, outputs, options=None) -> None:
-        op = Operator(builtin.opcode, list(inputs), list(outputs), dict(options or {}), options_type=builtin.options)
-        op.version = builtin.version(self.graph, op)
-        self.graph.add_operator(op)
+        builtin.add_to(self.graph, inputs, outputs, options)
         self.ops[builtin.opcode] = self.ops.get(builtin.opcode, 0) + 1
 
     def encoding_of(self, index: int):
