@@ -6,6 +6,8 @@ use so that ``import edgeq`` stays light. ``edgeq.Recipe`` holds every quantizat
 ``edgeq.EdgeqError`` and its subclasses (edgeq.errors).
 """
 
+import importlib
+
 from edgeq.errors import (
     DataError,
     EdgeqError,
@@ -17,7 +19,8 @@ from edgeq.errors import (
 )
 
 __version__ = "0.1.0"
-_API = {
+# The Python API (edgeq.api), loaded on first use of one of these names.
+API = (
     "CompareResult",
     "ConvertResult",
     "ProfileResult",
@@ -30,7 +33,7 @@ _API = {
     "quantize",
     "report",
     "verify",
-}
+)
 __all__ = [
     "DataError",
     "EdgeqError",
@@ -41,17 +44,15 @@ __all__ = [
     "RecipeError",
     "UnsupportedError",
     "__version__",
-    *sorted(_API),
+    *API,
 ]
 
 
 def __getattr__(name: str):
-    if name in _API:
-        from edgeq import api
-
-        return getattr(api, name)
     if name == "Recipe":
         from edgeq.quantization.recipe import Recipe
 
         return Recipe
+    if name in API:
+        return getattr(importlib.import_module("edgeq.api"), name)
     raise AttributeError(f"module 'edgeq' has no attribute {name!r}")

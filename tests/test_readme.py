@@ -26,3 +26,11 @@ def test_the_python_api_example_runs(tmp_path, monkeypatch, capsys):
     assert "True" in printed[0] and "bias-correction" in printed[1]
     assert printed[-1].startswith("calibration data: input 'input' has dtype float64")
     assert os.listdir(tmp_path / "out" / "api")
+
+
+def test_the_package_offers_the_whole_api():
+    import edgeq
+    import edgeq.api
+
+    assert set(edgeq.API) == set(edgeq.api.__all__)
+    assert all(getattr(edgeq, name) is getattr(edgeq.api, name) for name in edgeq.API)

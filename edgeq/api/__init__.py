@@ -18,7 +18,7 @@ from edgeq.api.export import export_module as export
 from edgeq.api.inspect import CompareResult, ProfileResult, VerifyResult, compare, profile, report, verify
 from edgeq.api.quantize import QuantizeResult, quantize
 
-__all__ = [
+__all__ = [  # also edgeq.API, which makes them attributes of the edgeq package (tests/test_readme.py)
     "CompareResult",
     "ConvertResult",
     "ProfileResult",

@@ -1,9 +1,9 @@
 """The integer-only ONNX target: ``<name>.integer.onnx``, the .tflite's integer arithmetic as an ONNX model.
 
 Built from the int8 QDQ model lowered as for TFLite (targets/tflite/lower), so it computes what the .tflite
-computes in TFLite Micro, in any ONNX runtime (the package docstring says how). It is an .onnx run in onnxruntime:
-profiling and static analysis are the ONNX Runtime target's. `edgeq verify` holds it to the integer reference
-bit for bit.
+computes in TFLite Micro, in any ONNX runtime (the package docstring says how). It is an .onnx run in onnxruntime,
+so it is the ONNX Runtime target in everything but what it emits and how `edgeq verify` holds it: to the integer
+reference bit for bit.
 """
 
 from __future__ import annotations
@@ -16,22 +16,29 @@ from edgeq.io.onnx_model import read_proto
 from edgeq.io.session import session
 from edgeq.targets import register
 from edgeq.targets.integer_onnx import artifact
-from edgeq.targets.onnxruntime import artifact as onnxruntime_artifact
-from edgeq.targets.onnxruntime import profile
-from edgeq.targets.onnxruntime.analysis import analyze_onnx
-from edgeq.targets.onnxruntime.target import INTEGER_ONNX_SUFFIX, OnnxProbe, float_feeds, output_integers
-from edgeq.targets.target import Build, Emitted, IntegerRun, Target, output_summary
+from edgeq.targets.onnxruntime.target import (
+    INTEGER_ONNX_SUFFIX,
+    OnnxRuntimeTarget,
+    float_feeds,
+    output_integers,
+)
+from edgeq.targets.target import Build, Emitted, IntegerRun, output_summary
 from edgeq.tflite_format.flatbuffer import Graph
 
 
-class IntegerOnnxTarget(Target):
+class IntegerOnnxTarget(OnnxRuntimeTarget):
     name = "onnxruntime-integer"
     description = (
         "integer-only .onnx: integer arithmetic only between the input Quantize and the output Dequantize, "
         "bit-exact with the integer reference"
     )
+    options = ()
     suffixes = (INTEGER_ONNX_SUFFIX,)
+    activation_types = ("int8",)
     on_request = True  # `edgeq convert --integer-only`
+
+    def claims(self, path: Path) -> bool:
+        return path.name.endswith(self.suffixes)
 
     def emit(self, build: Build) -> Emitted:
         model, report = build.quantized("int8")
@@ -39,29 +46,11 @@ class IntegerOnnxTarget(Target):
         path, graph = emitted.pop("path"), emitted.pop("graph")
         return Emitted([path], {**emitted, **report}, graph)
 
-    def validate(self, build: Build, emitted: Emitted) -> dict:
-        return onnxruntime_artifact.validate(
-            build.float_path, emitted.artifacts[0], build.eval_data, labels=build.labels
-        )
-
     def summary(self, report: dict) -> str:
         return f"{report['nodes']} integer-only nodes; " + output_summary(report["validation"])
 
-    def profile(self, path: Path, *, runs: int, warmup: int, threads: list[int], progress: bool) -> dict:
-        read_proto(path)
-        return profile.profile(path, runs=runs, warmup=warmup, threads=threads, progress=progress)
-
-    def format_profile(self, result: dict) -> str:
-        return profile.format_profile(result)
-
-    def runner(self, path: Path, threads: int):
-        return profile.runner(path, threads)
-
-    def analyze(self, path: Path) -> dict:
-        return analyze_onnx(read_proto(path))
-
-    def probe(self, path: Path, names: list[str]) -> OnnxProbe:
-        return OnnxProbe(path, names)  # its float tensors are its outputs
+    def integer_graph(self, path: Path) -> Graph | None:
+        return None  # the graph it was built from is not in the file: verify it with the .tflite or QDQ .onnx
 
     def integer_runs(self, path: Path, graph: Graph, inputs: list[list[np.ndarray]]) -> list[IntegerRun]:
         batch = [np.concatenate(parts) for parts in zip(*inputs, strict=True)]
