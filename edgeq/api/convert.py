@@ -44,8 +44,11 @@ class ConvertResult:
 
 
 def _targets(names, recipe) -> list[Target]:
+    """The targets NAMES name; "all" is every target but those built only on request (onnxruntime-integer)."""
     names = [names] if isinstance(names, str) else list(names)
-    chosen = registry.registered() if names == ["all"] else [registry.get(name) for name in dict.fromkeys(names)]
+    everyday = [t.name for t in registry.registered() if not t.on_request]
+    expanded = [n for name in names for n in (everyday if name == "all" else [name])]
+    chosen = [registry.get(name) for name in dict.fromkeys(expanded)]
     for target in chosen:
         if recipe.activation_type not in ("auto", *target.activation_types):
             raise RecipeError(
@@ -70,7 +73,8 @@ def convert(
     progress: bool = False,
     **options,
 ) -> ConvertResult:
-    """Quantize MODEL for TARGETS (names from ``edgeq.targets.names()``, or "all"), write every artifact into OUTDIR,
+    """Quantize MODEL for TARGETS (names from ``edgeq.targets.names()``; "all" is every target but
+    onnxruntime-integer, which is built when named), write every artifact into OUTDIR,
     validate each on EVAL_DATA (default: the calibration data; LABELS, or an .npz's "label" key, add accuracy) and
     check the integer artifacts against the integer reference on VERIFY_SAMPLES samples.
 

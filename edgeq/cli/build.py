@@ -238,9 +238,9 @@ def convert(
 
     if report_html:
         check_output_path(report_html, model)
-    names = [t.name for t in targets.registered() if not t.on_request] if target == "all" else [target]
+    names = [target]
     if integer_only:
-        if "onnxruntime" not in names:
+        if target not in ("onnxruntime", "all"):
             raise RecipeError("--integer-only is an ONNX Runtime artifact: use it with --target onnxruntime or all")
         names.append("onnxruntime-integer")
     options = recipe_options(opts)

@@ -1,5 +1,4 @@
-"""The TFLite target: lower edgeq's QDQ ONNX model to an int8 .tflite, check it, run it, profile it.
-
-lower.py (QDQ ONNX -> TFLite graph), validate.py (the file rules the runtimes rely on), versions.py (minimum op
-versions), interpreters.py (LiteRT and TFLite Micro runners), artifact.py (emit, validate on data, profile).
-"""
+"""The TFLite target (target.py): the builtins edgeq writes (builtins.py), the lowering of the QDQ model to a
+TFLite graph, one module per op family (lower/), the file rules checked on every model (validate.py), the LiteRT
+and TFLite Micro runners (interpreters.py), building and validating the .tflite (artifact.py), profiling
+(profile.py) and static analysis (analysis.py)."""
