@@ -1,4 +1,4 @@
-"""What `edgeq profile` reports for real models, and the MCU estimate against published measurements (edgeq issue 6).
+"""What `edgeq profile` reports for real models, and the MCU estimate against published measurements.
 
     python benchmarks/bench_profile.py      # about 3 minutes on 2 cores; writes "## Profiling" in BENCHMARKS.md
 
@@ -6,7 +6,7 @@
    made once with `edgeq convert --target all --precision float` (cached in benchmarks/.cache/profile/; delete the
    folder to rebuild) and measured with `edgeq profile --json`, the command users run:
    * ONNX Runtime, fp32 and the int8 QDQ artifact: p50/p90/p99 at 1 and 2 threads, and the per-op breakdown of
-     onnxruntime's profiler at 1 thread with the share of a profiled run it accounts for (issue 6: >= 90%);
+     onnxruntime's profiler at 1 thread with the share of a profiled run it accounts for (the goal: >= 90%);
    * LiteRT, the int8 and the float .tflite: default kernels (XNNPACK), builtin kernels without default delegates,
      reference kernels, at 1 and 2 threads;
    * TFLite Micro: the arena (the smallest that runs), flash, the ops the resolver needs, and runs of the int8
@@ -51,10 +51,10 @@ from edgeq.measure.latency import latency_stats, progress_bar, timed_runs  # noq
 from edgeq.reference.interface import model_inputs  # noqa: E402
 from edgeq.targets.onnxruntime.profile import ACCOUNTED_SHARE_BAR  # noqa: E402
 from edgeq.targets.tflite.analysis import analyze_tflite  # noqa: E402
-from edgeq.targets.tflite.interpreters import invoke_tflm, tflm_interpreter  # noqa: E402
 from edgeq.targets.tflite.profile import KERNEL_NAMES  # noqa: E402
 from edgeq.targets.tflm import mcu  # noqa: E402
 from edgeq.targets.tflm.arena import measure_arena  # noqa: E402
+from edgeq.targets.tflm.interpreter import invoke_tflm, tflm_interpreter  # noqa: E402
 from edgeq.tflite_format.flatbuffer import read  # noqa: E402
 from models.mlperf_tiny import FIT, PUBLISHED_LATENCY_MS, tflite_model  # noqa: E402
 from models.mlperf_tiny import MODELS as MLPERF_MODELS  # noqa: E402
@@ -64,7 +64,7 @@ OUT = CACHE / "profile"
 REPEATS = 5  # `edgeq profile` processes per artifact; cells are medians over them
 THREADS = (1, 2)
 TOP_OP_TYPES = 4
-ERROR_GOAL = 0.30  # issue 6: the estimate within +-30% of the held-back published latencies
+ERROR_GOAL = 0.30  # the goal: the estimate within +-30% of the held-back published latencies
 # (runs, warm-up runs) per `edgeq profile`, and timed runs in TFLite Micro (warm-up 1)
 PLAN = {
     "digits CNN": {"runs": 50, "warmup": 10, "tflm_runs": 50},

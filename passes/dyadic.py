@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import RecipeError, UnsupportedError
 from edgeq.io.onnx_model import clone_model
 from edgeq.io.session import fixed_batch_size, session
 from edgeq.measure.metrics import sqnr_db
@@ -196,7 +196,7 @@ class DyadicPass(ir.passes.InPlacePass):
     ):
         super().__init__()
         if not 1 <= significand_bits <= TFLITE_SIGNIFICAND_BITS:
-            raise EdgeqError(f"significand_bits must be in 1..{TFLITE_SIGNIFICAND_BITS}, not {significand_bits}")
+            raise RecipeError(f"significand_bits must be in 1..{TFLITE_SIGNIFICAND_BITS}, not {significand_bits}")
         self.width = 1 if pow2 else significand_bits
         self.activation_bits = 1 if pow2 else min(self.width // 2, 8)
         self.mode = "pow2" if pow2 else f"{self.width}-bit"
@@ -310,7 +310,7 @@ class DyadicPass(ir.passes.InPlacePass):
         if input_dq is None or weight_dq is None or weight_dq.inputs[0].const_value is None or output_scale is None:
             return None
         if node.op_type == "ConvTranspose":  # its weight channels are not its bias channels (groups)
-            raise EdgeqError(f"node {node.name}: the dyadic pass does not handle ConvTranspose")
+            raise UnsupportedError(f"node {node.name}: the dyadic pass does not handle ConvTranspose")
         return _Layer(node, input_dq.inputs[1], output_scale, weight_dq)
 
     @staticmethod
@@ -345,7 +345,7 @@ class DyadicPass(ir.passes.InPlacePass):
             for value, old in zip(members, scales, strict=True):
                 new = round_up_on_grid(old, n)
                 if id(value) in pinned and new != old:
-                    raise EdgeqError(f"{value.name}: fixed output scales {fixed} cannot share a dyadic grid")
+                    raise UnsupportedError(f"{value.name}: fixed output scales {fixed} cannot share a dyadic grid")
                 if new != old:
                     _set(value, new, np.float32)
                     self._requantize_constants(value, old, new)

@@ -68,7 +68,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from edgeq.data import CalibrationData
-from edgeq.errors import EdgeqError
+from edgeq.errors import EdgeqError, RecipeError
 from edgeq.io.session import exposing_copy, fixed_batch_size, random_inputs, session
 from edgeq.measure.metrics import sqnr_db
 from edgeq.passes.fold_batchnorm import BN_BETA_KEY, BN_GAMMA_KEY, batchnorm_statistics
@@ -336,11 +336,11 @@ class EqualizePass(ir.passes.InPlacePass):
     ):
         super().__init__()
         if clipped not in EQUALIZE_CLIPS:
-            raise EdgeqError(f"clipped must be one of {', '.join(EQUALIZE_CLIPS)}")
+            raise RecipeError(f"clipped must be one of {', '.join(EQUALIZE_CLIPS)}")
         if scaling not in SCALINGS:
-            raise EdgeqError(f"scaling must be one of {', '.join(SCALINGS)}")
+            raise RecipeError(f"scaling must be one of {', '.join(SCALINGS)}")
         if scaling == "activations" and data is None:
-            raise EdgeqError("equalization by activation ranges needs calibration data")
+            raise RecipeError("equalization by activation ranges needs calibration data")
         self.clipped = clipped
         self.scaling = scaling
         self.absorb_bias = absorb_bias

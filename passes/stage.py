@@ -9,7 +9,8 @@ underscores: "range-search" is passes/range_search.py), that defines
 
 and whose pass returns a ``StageResult``: the model, whether it changed, and ``summary()``, the JSON-able record
 the quantize report keeps under the stage's name. The pipeline runs the passes in the order of
-``edgeq.quantization.recipe.PASS_ORDER``; adding a pass is its module plus its name in that order.
+``edgeq.quantization.recipe.PASS_ORDER``, which is ``KNOWN_PASSES`` (the names a recipe may list) and then
+dyadic; adding a pass is its module plus its name in ``KNOWN_PASSES``.
 """
 
 from __future__ import annotations

@@ -66,7 +66,6 @@ class Build:
     eval_data: CalibrationData
     labels: np.ndarray | None = None
     options: dict = field(default_factory=dict)
-    progress: bool = True
     shared: dict = field(default_factory=dict)
 
     def option(self, target: Target, name: str):

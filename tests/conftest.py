@@ -97,3 +97,31 @@ def convnet_calib(tmp_path):
     path = tmp_path / "calib.npz"
     np.savez(path, input=rng.normal(0, 1, (64, 3, 8, 8)).astype(np.float32))
     return path
+
+
+# The validator tests' sound model (tests/tflite_validate_cases.py) and what each reference runtime computes on it.
+@pytest.fixture(scope="module")
+def sound_model() -> bytes:
+    from tflite_validate_cases import sound_graph
+
+    from edgeq.tflite_format.flatbuffer import write
+
+    return write(sound_graph())
+
+
+@pytest.fixture(scope="module")
+def tflm_expected(sound_model) -> list[np.ndarray]:
+    from tflite_validate_cases import SAMPLE
+
+    from edgeq.targets.tflm.interpreter import run_tflm
+
+    return run_tflm(sound_model, [SAMPLE])
+
+
+@pytest.fixture(scope="module")
+def litert_expected(sound_model) -> list[np.ndarray]:
+    from tflite_validate_cases import SAMPLE
+
+    from edgeq.targets.tflite.interpreters import run_litert
+
+    return run_litert(sound_model, [SAMPLE], kernels="reference")

@@ -144,12 +144,12 @@ def test_softmax_aborts_where_the_runtimes_abort():
     x = np.full((1, 600), 7, np.int8)
     with pytest.raises(EdgeqError, match="reaches 512"):
         reference.run(read(softmax_row_model(600)), [x])
-    for runner in ("run_litert", "run_tflm"):
+    for module, runner in (("edgeq.targets.tflite.interpreters", "run_litert"), ("edgeq.targets.tflm.interpreter", "run_tflm")):
         script = (
             "import sys, numpy as np\n"
             f"sys.path.insert(0, {str(TESTS)!r})\n"
             "from test_reference_nonlinear import softmax_row_model\n"
-            f"from edgeq.targets.tflite.interpreters import {runner}\n"
+            f"from {module} import {runner}\n"
             f"{runner}(softmax_row_model(600), [np.full((1, 600), 7, np.int8)])\n"
         )
         process = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=TESTS.parent)

@@ -31,7 +31,8 @@ from edgeq import reference
 from edgeq.errors import EdgeqError
 from edgeq.reference.conv import output_size_and_padding
 from edgeq.targets.tflite.builtins import lookup
-from edgeq.targets.tflite.interpreters import run_litert, run_tflm
+from edgeq.targets.tflite.interpreters import run_litert
+from edgeq.targets.tflm.interpreter import run_tflm
 from edgeq.tflite_format.flatbuffer import Graph, Tensor, read, write
 
 # ------------------------------------------------------------------------------------------- pooling

@@ -28,26 +28,11 @@ from tflite_validate_cases import (
 )
 
 from edgeq.errors import EdgeqError
-from edgeq.targets.tflite.interpreters import run_litert, run_tflm
+from edgeq.targets.tflite.interpreters import run_litert
 from edgeq.targets.tflite.validate import check_model, validate_model
+from edgeq.targets.tflm.interpreter import run_tflm
 from edgeq.tflite_format import writer as tflite_writer
 from edgeq.tflite_format.flatbuffer import Tensor, read, write
-
-
-@pytest.fixture(scope="module")
-def sound_model() -> bytes:
-    return write(sound_graph())
-
-
-@pytest.fixture(scope="module")
-def tflm_expected(sound_model) -> list[np.ndarray]:
-    return run_tflm(sound_model, [SAMPLE])
-
-
-@pytest.fixture(scope="module")
-def litert_expected(sound_model) -> list[np.ndarray]:
-    return run_litert(sound_model, [SAMPLE], kernels="reference")
-
 
 # ------------------------------------------------------------------------------------------- the sound model
 

@@ -16,30 +16,13 @@ from tflite_validate_cases import (
     differs,
     mutated,
     operator,
-    sound_graph,
     tensor,
 )
 
 from edgeq.errors import EdgeqError
-from edgeq.targets.tflite.interpreters import run_litert, run_tflm
+from edgeq.targets.tflite.interpreters import run_litert
 from edgeq.targets.tflite.validate import validate_model
-from edgeq.tflite_format.flatbuffer import write
-
-
-@pytest.fixture(scope="module")
-def sound_model() -> bytes:
-    return write(sound_graph())
-
-
-@pytest.fixture(scope="module")
-def tflm_expected(sound_model) -> list[np.ndarray]:
-    return run_tflm(sound_model, [SAMPLE])
-
-
-@pytest.fixture(scope="module")
-def litert_expected(sound_model) -> list[np.ndarray]:
-    return run_litert(sound_model, [SAMPLE], kernels="reference")
-
+from edgeq.targets.tflm.interpreter import run_tflm
 
 # ------------------------------------------------------------------------------------------- tensor rules
 

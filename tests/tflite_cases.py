@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from edgeq.reference.executor import run_all_semantics
 from edgeq.targets.tflite.builtins import lookup
-from edgeq.targets.tflite.interpreters import run_litert, run_tflm
+from edgeq.targets.tflite.interpreters import run_litert
+from edgeq.targets.tflm.interpreter import run_tflm
 from edgeq.tflite_format.flatbuffer import Graph, Quantization, Tensor, read, write
 
 

@@ -15,32 +15,33 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from edgeq import targets as registry
 from edgeq.api.inputs import SYNTHETIC, data_of, float_model, labels_of, recipe_of
 from edgeq.data import CalibrationData
-from edgeq.errors import RecipeError
-from edgeq.io.files import json_text, prepare_output_dir, write_text_atomic
+from edgeq.errors import DataError, OutputError, RecipeError
+from edgeq.io.files import check_output_path, json_text, prepare_output_dir, write_text_atomic
 from edgeq.io.onnx_model import load_model
 from edgeq.pipeline import Pipeline, Quantized
+from edgeq.reports.page import write_page
 from edgeq.reports.verify import verify
-from edgeq.targets.target import Build, Emitted, Target
+from edgeq.targets.target import Build, Emitted, Option, Target
 
 
 @dataclass
 class ConvertResult:
     """What a conversion wrote: per target its report (``artifacts``, what it built, ``validation``, and
-    ``verification`` against the integer reference where it has one), the whole report and where it is, and the
-    evaluation data it validated on."""
+    ``verification`` against the integer reference where it has one), the whole report and where it is."""
 
     outdir: Path
     targets: dict[str, dict]
     report: dict
     report_path: Path
-    eval_data: CalibrationData
 
     @property
     def artifacts(self) -> list[Path]:
-        return [Path(p) for result in self.targets.values() for p in result["artifacts"]]
+        return [Path(p) for p in self.report["artifacts"]]
 
 
 def _targets(names, recipe) -> list[Target]:
@@ -68,6 +69,7 @@ def convert(
     labels=None,
     recipe=None,
     verify_samples: int = 4,
+    report_html: str | os.PathLike | None = None,
     example_inputs=None,
     image_spec=None,
     progress: bool = False,
@@ -81,17 +83,24 @@ def convert(
     MODEL, CALIB, RECIPE and the recipe OPTIONS are as for ``edgeq.quantize``; without an activation type the
     onnxruntime target picks the one onnxruntime fuses ("auto"). OPTIONS also take each target's own options
     (``io="float"``, ``precision="float"``, ``ort_format=True``: ``Target.options``). Returns a ConvertResult; writes
-    ``report.json`` into OUTDIR. Raises an ``EdgeqError`` subclass for any bad input.
+    ``report.json`` into OUTDIR and, with REPORT_HTML (an .html path), the HTML report on the artifacts
+    (``edgeq.report``). A ``recipe`` without an activation type gives int8 activations, as in ``edgeq.quantize``.
+    Raises an ``EdgeqError`` subclass for any bad input.
     """
-    target_options = {o.name for t in registry.registered() for o in t.options}
-    given = {k: v for k, v in options.items() if k in target_options}
-    recipe_options = {k: v for k, v in options.items() if k not in target_options}
+    declared = {o.name: o for t in registry.registered() for o in t.options}
+    given = {k: _option(declared[k], v) for k, v in options.items() if k in declared}
+    recipe_options = {k: v for k, v in options.items() if k not in declared}
     if recipe is None and recipe_options.get("activation_type") is None:
         recipe_options["activation_type"] = "auto"
     synthetic = isinstance(calib, str) and calib == SYNTHETIC
     recipe = recipe_of(recipe, synthetic=synthetic, **recipe_options)
     chosen = _targets(targets, recipe)
-    out = prepare_output_dir(outdir, model if isinstance(model, str | os.PathLike) else None)
+    inputs = [p for p in (model, calib, eval_data) if isinstance(p, str | os.PathLike) and p != SYNTHETIC]
+    out = prepare_output_dir(outdir, *inputs)
+    if report_html is not None:
+        if Path(report_html).suffix not in (".html", ".htm"):
+            raise OutputError(f"report {report_html} must be an .html file")
+        check_output_path(report_html, *inputs)
     with float_model(model, example_inputs=example_inputs) as source:
         data = data_of(
             calib, source.model, image_spec=image_spec, max_samples=recipe.max_calib_samples,
@@ -102,7 +111,7 @@ def convert(
             if eval_data is not None
             else data
         )
-        labels = labels if labels is not None else labels_of(eval_data)
+        labels = _labels(labels if labels is not None else labels_of(eval_data), evaluation)
         pipeline = Pipeline(recipe, progress=progress)
         calibrated = pipeline.calibrate(source.model, data)
         built: dict[str, Quantized] = {}
@@ -112,7 +121,7 @@ def convert(
                 built[activation_type] = pipeline.quantize(calibrated, activation_type)
             return built[activation_type]
 
-        build = Build(source.name, out, source.path, recipe, quantized, evaluation, labels, given, progress)
+        build = Build(source.name, out, source.path, recipe, quantized, evaluation, labels, given)
         emitted = {target.name: target.emit(build) for target in chosen}
         results = {}
         for target in chosen:
@@ -120,11 +129,35 @@ def convert(
         for target_names, verification in _verifications(emitted, evaluation, verify_samples):
             for name in target_names:
                 results[name]["verification"] = verification
-    report = {"input": str(source.path), "recipe": recipe.to_dict(), "targets": results}
-    report["artifacts"] = [a for result in results.values() for a in result["artifacts"]]
-    report_path = out / "report.json"
-    write_text_atomic(report_path, json_text(report) + "\n")
-    return ConvertResult(out, results, report, report_path, evaluation)
+        report = {"input": source.label, "recipe": recipe.to_dict(), "targets": results}
+        report["artifacts"] = list(dict.fromkeys(a for result in results.values() for a in result["artifacts"]))
+        report_path = out / "report.json"
+        write_text_atomic(report_path, json_text(report) + "\n")
+        if report_html is not None:
+            shown = [a for a in report["artifacts"] if a.endswith((".onnx", ".tflite")) and ".float." not in a]
+            write_page(report_html, source.path, shown, evaluation, runs=20, saved=report)
+    return ConvertResult(out, results, report, report_path)
+
+
+def _option(option: Option, value):
+    """VALUE for OPTION, checked: one of its choices, or a yes/no flag."""
+    if value is None:
+        return None
+    if option.choices is None and not isinstance(value, bool):
+        raise RecipeError(f"option {option.name} is a flag: give True or False, not {value!r}")
+    if option.choices is not None and value not in option.choices:
+        raise RecipeError(f"option {option.name} must be one of {', '.join(option.choices)}, not {value!r}")
+    return value
+
+
+def _labels(labels, data: CalibrationData):
+    """LABELS as an array with at least one label per evaluation sample (None without labels)."""
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if data.num_samples is not None and len(labels) < data.num_samples:
+        raise DataError(f"evaluation data: {len(labels)} labels for {data.num_samples} samples")
+    return labels
 
 
 def _verifications(emitted: dict[str, Emitted], data, samples: int):

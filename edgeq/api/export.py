@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.data import load_callable
-from edgeq.errors import EdgeqError
+from edgeq.errors import EdgeqError, ModelError, RecipeError
 from edgeq.io.files import check_output_path
 from edgeq.io.onnx_model import load_model, save_model
 from edgeq.io.session import session
@@ -36,9 +36,9 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(d) for d in text.replace("x", ",").split(","))
     except ValueError:
-        raise EdgeqError(f"--input-shape {text!r} is not a list of integers like 1,3,224,224") from None
+        raise RecipeError(f"--input-shape {text!r} is not a list of integers like 1,3,224,224") from None
     if not shape or any(d <= 0 for d in shape):
-        raise EdgeqError(f"--input-shape {text!r} must have positive dimensions")
+        raise RecipeError(f"--input-shape {text!r} must have positive dimensions")
     return shape
 
 
@@ -54,8 +54,10 @@ def export_module(
     rtol: float = 1e-3,
     atol: float = 1e-4,
 ) -> dict:
-    """Export MODULE (eval mode) traced on EXAMPLE_INPUTS to OUTPUT; returns the numeric check."""
+    """Export MODULE (eval mode) traced on EXAMPLE_INPUTS (a tensor or a tuple of them) to OUTPUT; returns the
+    numeric check."""
     torch = _torch()
+    example_inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     out = check_output_path(output)
     module = module.eval()
     input_names = input_names or (
@@ -86,7 +88,7 @@ def export_module(
                     do_constant_folding=False,
                 )
             except Exception as exc:  # the exporter raises many unrelated types for unsupported modules
-                raise EdgeqError(f"torch.onnx.export failed: {str(exc).strip().splitlines()[0]}") from None
+                raise ModelError(f"torch.onnx.export failed: {str(exc).strip().splitlines()[0]}") from None
         model = load_model(raw)
     save_model(model, out)
     check = _check_numerics(module, example_inputs, out, input_names, rtol, atol, torch)
@@ -114,7 +116,7 @@ def _check_numerics(module, example_inputs, path: Path, input_names, rtol, atol,
             worst = max(worst, float(err.max(initial=0.0)))
             if np.any(err > atol + rtol * np.abs(e)):
                 path.unlink(missing_ok=True)
-                raise EdgeqError(f"exported model differs from torch by up to {float(err.max()):.3g}")
+                raise ModelError(f"exported model differs from torch by up to {float(err.max()):.3g}")
     return worst
 
 
@@ -132,10 +134,10 @@ def export_factory(
     made = load_callable(spec)()
     module, example = made if isinstance(made, tuple) else (made, None)
     if not isinstance(module, torch.nn.Module):
-        raise EdgeqError(f"{spec} did not return a torch.nn.Module")
+        raise ModelError(f"{spec} did not return a torch.nn.Module")
     if input_shape:
         example = (torch.randn(_parse_shape(input_shape), generator=torch.Generator().manual_seed(0)),)
     if example is None:
-        raise EdgeqError(f"{spec} returned no example input: pass --input-shape")
+        raise RecipeError(f"{spec} returned no example input: pass --input-shape")
     example = example if isinstance(example, tuple) else (example,)
     return export_module(module, example, output, opset=opset, dynamic_batch=dynamic_batch)

@@ -45,11 +45,13 @@ SYNTHETIC = "synthetic"
 
 @dataclass
 class FloatModel:
-    """The user's float model: in memory (``model``), as a file (``path``) and by name (the artifacts' stem)."""
+    """The user's float model: in memory (``model``), as a file (``path``, temporary for an in-memory model), by
+    name (the artifacts' stem) and as the report names it (``label``: the path, or what was given)."""
 
     model: ir.Model
     path: Path
     name: str
+    label: str
 
 
 @contextmanager
@@ -57,11 +59,12 @@ def float_model(model, *, example_inputs=None) -> Iterator[FloatModel]:
     """MODEL (see the module docstring) for the duration of the block."""
     if isinstance(model, str | os.PathLike):
         path = Path(model)
-        yield FloatModel(load_model(path), path, path.stem)
+        yield FloatModel(load_model(path), path, path.stem, str(path))
         return
     with tempfile.TemporaryDirectory(prefix="edgeq-") as tmp:
         if isinstance(model, onnx.ModelProto):
             name = model.graph.name or "model"
+            label = f"onnx.ModelProto {name!r}"
             path = Path(tmp) / f"{name}.onnx"
             onnx.save(model, path)
         elif _is_torch_module(model):
@@ -70,6 +73,7 @@ def float_model(model, *, example_inputs=None) -> Iterator[FloatModel]:
             from edgeq.api.export import export_module
 
             name = type(model).__name__
+            label = f"torch module {name}"
             path = Path(tmp) / f"{name}.onnx"
             inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
             export_module(model, inputs, path)
@@ -77,7 +81,7 @@ def float_model(model, *, example_inputs=None) -> Iterator[FloatModel]:
             raise ModelError(
                 f"model must be an .onnx path, an onnx.ModelProto or a torch.nn.Module, not {type(model).__name__}"
             )
-        yield FloatModel(load_model(path), path, name)
+        yield FloatModel(load_model(path), path, name, label)
 
 
 def _is_torch_module(value) -> bool:
@@ -98,13 +102,24 @@ def data_of(
     progress: bool = False,
 ) -> CalibrationData:
     """SOURCE (see the module docstring) as checked data for MODEL's inputs."""
-    specs = input_specs(model)
-    if isinstance(source, CalibrationData):
-        return source
     if isinstance(source, str) and source == SYNTHETIC:
         preprocessed = clone_model(model)
         preprocess(preprocessed)
         return distill(preprocessed, progress=progress)
+    return data_for(source, input_specs(model), image_spec=image_spec, max_samples=max_samples, what=what)
+
+
+def data_for(
+    source,
+    specs: list[InputSpec],
+    *,
+    image_spec: str | ImageSpec | None = None,
+    max_samples: int | None = None,
+    what: str = "the data",
+) -> CalibrationData:
+    """SOURCE (anything but "synthetic") as checked data for inputs SPECS."""
+    if isinstance(source, CalibrationData):
+        return source
     if isinstance(source, str | os.PathLike):
         return open_data(source, specs, image_spec=image_spec_of(image_spec), max_samples=max_samples)
     if isinstance(source, np.ndarray):

@@ -7,11 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeq.api.inputs import data_of, image_spec_of
-from edgeq.data import open_data
+from edgeq.api.inputs import data_for, data_of
+from edgeq.api.inputs import float_model as float_model_of
 from edgeq.errors import DataError, ModelError
 from edgeq.io.files import check_output_path
-from edgeq.io.onnx_model import load_model
 from edgeq.reports import compare as comparing
 from edgeq.reports import page
 from edgeq.reports import profile as profiling
@@ -38,14 +37,7 @@ def verify(artifacts, data, *, samples: int = 16, image_spec=None) -> VerifyResu
     on the first SAMPLES samples of DATA (float inputs: a path or source as for quantize, or arrays)."""
     paths = [Path(p) for p in ([artifacts] if isinstance(artifacts, str | os.PathLike) else artifacts)]
     graph = reference_graph(paths)
-    specs = data_specs(graph)
-    if isinstance(data, str | os.PathLike):
-        source = open_data(data, specs, image_spec=image_spec_of(image_spec), max_samples=samples)
-    else:
-        from edgeq.data import ArrayData
-
-        arrays = data if isinstance(data, dict) else {specs[0].name: data}
-        source = ArrayData(arrays, specs, "verification data", samples)
+    source = data_for(data, data_specs(graph), image_spec=image_spec, max_samples=samples, what="verification data")
     report = verifying(paths, source, samples=samples, graph=graph)
     return VerifyResult(report["bit_exact"], report["within_1_lsb_per_op"], report)
 
@@ -60,10 +52,13 @@ class CompareResult:
     report: dict
 
 
-def compare(float_model, artifact, data, *, image_spec=None, max_samples: int | None = None) -> CompareResult:
-    """The error of ARTIFACT (a QDQ .onnx or a .tflite) against FLOAT_MODEL (an .onnx path) on DATA."""
-    data = data_of(data, load_model(float_model), image_spec=image_spec, max_samples=max_samples)
-    report = comparing.compare(float_model, artifact, data)
+def compare(
+    float_model, artifact, data, *, example_inputs=None, image_spec=None, max_samples: int | None = None
+) -> CompareResult:
+    """The error of ARTIFACT (a QDQ .onnx or a .tflite) against FLOAT_MODEL (as for ``edgeq.quantize``) on DATA."""
+    with float_model_of(float_model, example_inputs=example_inputs) as source:
+        data = data_of(data, source.model, image_spec=image_spec, max_samples=max_samples, what="comparison data")
+        report = comparing.compare(source.path, artifact, data)
     return CompareResult(report["outputs"], report["layers"], report)
 
 
@@ -94,20 +89,21 @@ def report(
     *,
     quantize_report: str | os.PathLike | dict | None = None,
     runs: int = 50,
+    example_inputs=None,
     image_spec=None,
     max_samples: int | None = None,
 ) -> Path:
     """Write one self-contained HTML page on ARTIFACTS of FLOAT_MODEL (per-layer SQNR, latency, MACs and memory,
     sizes; the recipe, stages and warnings of QUANTIZE_REPORT, a quantize or convert report) to OUTPUT."""
     artifacts = [str(a) for a in ([artifacts] if isinstance(artifacts, str | os.PathLike) else artifacts)]
-    saved = quantize_report
-    if isinstance(quantize_report, str | os.PathLike):
-        check_output_path(output, float_model, *artifacts, quantize_report)
-        saved = load_report(quantize_report)
-    else:
-        check_output_path(output, float_model, *artifacts)
-    data = data_of(data, load_model(float_model), image_spec=image_spec, max_samples=max_samples)
-    return page.write_page(output, float_model, artifacts, data, runs=runs, saved=saved)
+    given = [p for p in (float_model, data, quantize_report) if isinstance(p, str | os.PathLike)]
+    check_output_path(output, *given, *artifacts)
+    saved = load_report(quantize_report) if isinstance(quantize_report, str | os.PathLike) else quantize_report
+    if saved is not None and not isinstance(saved, dict):
+        raise DataError("quantize_report must be a report (a dict) or the path of a JSON report")
+    with float_model_of(float_model, example_inputs=example_inputs) as source:
+        data = data_of(data, source.model, image_spec=image_spec, max_samples=max_samples, what="report data")
+        return page.write_page(output, source.path, artifacts, data, runs=runs, saved=saved)
 
 
 def load_report(path: str | os.PathLike) -> dict:

@@ -52,10 +52,11 @@ def quantize(
 
     Raises an ``EdgeqError`` subclass, with the message the command line prints, for any bad input.
     """
+    inputs = (model if isinstance(model, str | os.PathLike) else None, _path_or_none(calib))
     if output is not None:
-        check_output_path(output, model if isinstance(model, str | os.PathLike) else None, _path_or_none(calib))
+        check_output_path(output, *inputs)
     if report is not None:
-        check_output_path(report, model if isinstance(model, str | os.PathLike) else None, output)
+        check_output_path(report, *inputs, output)
     recipe = recipe_of(recipe, synthetic=isinstance(calib, str) and calib == SYNTHETIC, **options)
     if recipe.activation_type == "auto":
         raise RecipeError("activation_type 'auto' is chosen per target: use convert with the onnxruntime target")
@@ -65,7 +66,7 @@ def quantize(
             what="calibration data", progress=progress,
         )  # fmt: skip
         qdq, stages = Pipeline(recipe, progress=progress).run(source.model, data)
-        full_report = {"input": str(source.path), "recipe": recipe.to_dict(), **stages}
+        full_report = {"input": source.label, "recipe": recipe.to_dict(), **stages}
         if output is not None:
             save_model(qdq, output, source.path, _path_or_none(calib))
             full_report["output"] = str(output)

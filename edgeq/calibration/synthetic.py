@@ -78,7 +78,7 @@ import onnx_ir as ir
 from tqdm import tqdm
 
 from edgeq.data import ArrayData, CalibrationData, input_specs
-from edgeq.errors import EdgeqError
+from edgeq.errors import DataError, EdgeqError, UnsupportedError
 from edgeq.passes.fold_batchnorm import batchnorm_statistics
 
 LEARNING_RATE = 0.1  # Adam step on N(0, 1) inputs, decayed to 0 on a cosine
@@ -119,28 +119,28 @@ def distill(
     """
     specs = input_specs(float_model)
     if len(specs) != 1:
-        raise EdgeqError(
+        raise UnsupportedError(
             f"--calib synthetic needs a model with one input; this model has {len(specs)} "
             f"({', '.join(s.name for s in specs)})"
         )
     spec = specs[0]
     if not np.issubdtype(spec.dtype, np.floating):
-        raise EdgeqError(f"--calib synthetic needs a float input; input {spec.name!r} is {spec.dtype}")
+        raise UnsupportedError(f"--calib synthetic needs a float input; input {spec.name!r} is {spec.dtype}")
     sample_shape = spec.shape[1:]
     if not all(isinstance(d, int) for d in sample_shape):
-        raise EdgeqError(
+        raise UnsupportedError(
             f"--calib synthetic needs fixed input dimensions; input {spec.name!r} is "
             f"[{', '.join(str(d) for d in spec.shape)}]"
         )
     targets = batchnorm_targets(float_model)
     if not targets:
-        raise EdgeqError("--calib synthetic needs BatchNorm statistics; this model has none")
+        raise DataError("--calib synthetic needs BatchNorm statistics; this model has none")
     if num_samples < 2:
-        raise EdgeqError("--calib synthetic needs at least 2 samples (a standard deviation over the batch)")
+        raise DataError("--calib synthetic needs at least 2 samples (a standard deviation over the batch)")
     # A model exported with a fixed batch size B may bake B into reshapes: run it B samples at a time.
     fixed_batch = spec.shape[0] if isinstance(spec.shape[0], int) else num_samples
     if num_samples % fixed_batch:
-        raise EdgeqError(
+        raise DataError(
             f"the model's batch dimension is fixed to {fixed_batch}: ask for a multiple of {fixed_batch} samples"
         )
 

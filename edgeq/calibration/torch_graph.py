@@ -29,7 +29,7 @@ import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import DataError, UnsupportedError
 
 
 def _attr(node: ir.Node, name: str, default=None):
@@ -102,7 +102,7 @@ def _drop_windows_in_end_padding(node, y, x, kernel, strides, dilations):
 
 def _max_pool(node, x):
     if len(node.outputs) > 1 and node.outputs[1].name:
-        raise EdgeqError(f"node {node.name}: MaxPool's Indices output is not supported in torch evaluation")
+        raise UnsupportedError(f"node {node.name}: MaxPool's Indices output is not supported in torch evaluation")
     rank, kernel, strides, dilations, pads = _pool_geometry(node, x)
     pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[rank - 1]
     ceil_mode = bool(_attr(node, "ceil_mode", 0))
@@ -113,7 +113,7 @@ def _max_pool(node, x):
 def _average_pool(node, x):
     rank, kernel, strides, dilations, pads = _pool_geometry(node, x)
     if any(d != 1 for d in dilations):
-        raise EdgeqError(f"node {node.name}: dilated AveragePool is not supported in torch evaluation")
+        raise UnsupportedError(f"node {node.name}: dilated AveragePool is not supported in torch evaluation")
     pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[rank - 1]
     ceil_mode = bool(_attr(node, "ceil_mode", 0))
     counted = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype)
@@ -199,7 +199,7 @@ def _resize_source_index(node, out_size: int, in_size: int, scale: float) -> tor
     elif mode == "align_corners":
         coordinate = i * (in_size - 1) / (out_size - 1) if out_size > 1 else torch.zeros_like(i)
     else:
-        raise EdgeqError(f"node {node.name}: Resize coordinate_transformation_mode {mode!r} is not supported")
+        raise UnsupportedError(f"node {node.name}: Resize coordinate_transformation_mode {mode!r} is not supported")
     rounding = _attr(node, "nearest_mode", "round_prefer_floor")
     rounded = {
         "round_prefer_floor": lambda c: torch.ceil(c - 0.5),
@@ -212,9 +212,9 @@ def _resize_source_index(node, out_size: int, in_size: int, scale: float) -> tor
 
 def _resize(node, x, roi=None, scales=None, sizes=None):
     if _attr(node, "mode", "nearest") != "nearest":
-        raise EdgeqError(f"node {node.name}: only nearest Resize is supported in torch evaluation")
+        raise UnsupportedError(f"node {node.name}: only nearest Resize is supported in torch evaluation")
     if _attr(node, "axes") is not None or _attr(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
-        raise EdgeqError(f"node {node.name}: Resize with axes or keep_aspect_ratio_policy is not supported")
+        raise UnsupportedError(f"node {node.name}: Resize with axes or keep_aspect_ratio_policy is not supported")
     if sizes is not None and sizes.numel():
         out_sizes = [int(s) for s in sizes.tolist()]
         factors = [o / i for o, i in zip(out_sizes, x.shape, strict=True)]
@@ -268,7 +268,7 @@ class TorchGraph:
             {n.op_type for n in graph if n.domain not in ("", "ai.onnx") or n.op_type not in SUPPORTED_OPS}
         )
         if unsupported:
-            raise EdgeqError(
+            raise UnsupportedError(
                 f"torch evaluation does not support op(s) {', '.join(unsupported)} "
                 f"(it supports {', '.join(SUPPORTED_OPS)})"
             )
@@ -290,7 +290,7 @@ class TorchGraph:
         wanted = list(self.output_names if outputs is None else outputs)
         missing = [name for name in self.input_names if name not in feeds]
         if missing:
-            raise EdgeqError(f"torch evaluation: missing input(s) {', '.join(missing)}")
+            raise DataError(f"torch evaluation: missing input(s) {', '.join(missing)}")
         values: dict[str, torch.Tensor] = {**self.constants, **feeds}
         pending = {name for name in wanted if name not in values}
         for node in self.nodes:
@@ -303,5 +303,5 @@ class TorchGraph:
             pending.discard(node.outputs[0].name)
         unknown = [name for name in wanted if name not in values]
         if unknown:
-            raise EdgeqError(f"torch evaluation: the model has no value(s) {', '.join(unknown)}")
+            raise DataError(f"torch evaluation: the model has no value(s) {', '.join(unknown)}")
         return {name: values[name] for name in wanted}

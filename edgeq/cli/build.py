@@ -186,22 +186,28 @@ class _ConvertCommand(click.Command):
 def _target_names(ctx, param, value: str) -> str:
     from edgeq import targets
 
-    if value != "all" and value not in targets.names():
-        raise click.BadParameter(f"choose from all, {', '.join(targets.names())}")
+    if value != "all":
+        targets.get(value)  # one line naming the targets there are
     return value
+
+
+class _TargetHelp(click.Option):
+    """--target's help, listing the registered targets (edgeq.targets) when it is shown."""
+
+    def get_help_record(self, ctx: click.Context):
+        from edgeq import targets
+
+        self.help = "; ".join(
+            [f"{t.name}: {t.description}" for t in targets.registered()]
+            + ["all: every target but " + ", ".join(t.name for t in targets.registered() if t.on_request)]
+        )
+        return super().get_help_record(ctx)
 
 
 @main.command(cls=_ConvertCommand)
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option(
-    "--target",
-    default="onnxruntime",
-    show_default=True,
-    callback=_target_names,
-    help="onnxruntime, tflite, tflm (the .tflite plus a C array, the op list and the measured arena), "
-    "onnxruntime-integer, or all (every target but onnxruntime-integer).",
-)
-@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False), help="Folder for the artifacts.")
+@click.option("--target", cls=_TargetHelp, default="onnxruntime", show_default=True, callback=_target_names)
+@click.option("-o", "--outdir", required=True, help="Folder for the artifacts.")
 @quant_options
 @click.option("--eval-data", default=None, help="Data to validate on (default: the calibration data).")
 @click.option(
@@ -231,13 +237,9 @@ def convert(
     """Quantize MODEL for target runtimes, validate each artifact by running it, and write report.json."""
     from edgeq import targets
     from edgeq.api.convert import convert as convert_model
-    from edgeq.api.inspect import report as write_html
     from edgeq.errors import RecipeError
-    from edgeq.io.files import check_output_path
     from edgeq.reports.verify import one_line
 
-    if report_html:
-        check_output_path(report_html, model)
     names = [target]
     if integer_only:
         if target not in ("onnxruntime", "all"):
@@ -247,8 +249,8 @@ def convert(
     target_options = {k: v for k, v in opts.items() if k not in ("calib", "image_spec", "recipe", "no_progress")}
     result = convert_model(
         model, opts["calib"], outdir=outdir, targets=names, eval_data=eval_data, recipe=opts["recipe"],
-        verify_samples=verify_samples, image_spec=opts["image_spec"], progress=not opts["no_progress"],
-        **options, **target_options,
+        verify_samples=verify_samples, report_html=report_html, image_spec=opts["image_spec"],
+        progress=not opts["no_progress"], **options, **target_options,
     )  # fmt: skip
     for name, report in result.targets.items():
         click.echo(f"{name}: wrote {', '.join(report['artifacts'])}")
@@ -256,6 +258,4 @@ def convert(
         if "verification" in report:
             click.echo(f"  {one_line(report['verification'])}")
     if report_html:
-        shown = [str(a) for a in dict.fromkeys(result.artifacts) if a.suffix in (".onnx", ".tflite") and ".float." not in a.name]
-        write_html(model, shown, result.eval_data, report_html, quantize_report=result.report, runs=20)
         click.echo(f"report: wrote {report_html}")

@@ -92,10 +92,22 @@ class CalibrationData(ABC):
         """Dicts of input name -> array with at most BATCH_SIZE samples on the first axis."""
 
 
+def _as_array(array, name: str, what: str):
+    """ARRAY as numpy: lists and tensors are converted; numpy arrays and the .npz readers' lazy arrays (anything with
+    a numpy dtype) are kept as they are."""
+    if isinstance(getattr(array, "dtype", None), np.dtype):
+        return array
+    try:
+        return np.asarray(array)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{what}: input {name!r} is not an array ({type(array).__name__}: {exc})") from None
+
+
 class ArrayData(CalibrationData):
     """One array per input holding all samples: in memory, or an .npz member read batch by batch."""
 
     def __init__(self, arrays: Mapping, specs: list[InputSpec], what: str, max_samples: int | None = None):
+        arrays = {name: _as_array(array, name, what) for name, array in arrays.items()}
         missing = [s.name for s in specs if s.name not in arrays]
         if missing:
             raise DataError(

@@ -19,7 +19,7 @@ import onnx.version_converter
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import ModelError, UnsupportedError
 from edgeq.io.files import check_output_path, write_bytes_atomic
 
 MIN_OPSET = 11
@@ -41,59 +41,59 @@ def _check_external_data(proto: onnx.ModelProto, folder: Path) -> None:
         info = {e.key: e.value for e in tensor.external_data}
         location = info.get("location", "")
         if not location or os.path.isabs(location):
-            raise EdgeqError(f"tensor {tensor.name!r}: external data location {location!r} is not relative")
+            raise ModelError(f"tensor {tensor.name!r}: external data location {location!r} is not relative")
         target = (root / location).resolve()
         if root not in target.parents:
-            raise EdgeqError(
+            raise ModelError(
                 f"tensor {tensor.name!r}: external data {location!r} points outside the model folder"
             )
         if not target.is_file():
-            raise EdgeqError(f"tensor {tensor.name!r}: external data file {location!r} is missing")
+            raise ModelError(f"tensor {tensor.name!r}: external data file {location!r} is missing")
         needed = int(info.get("offset", 0)) + int(info.get("length", 0))
         if needed > target.stat().st_size:
-            raise EdgeqError(f"tensor {tensor.name!r}: external data file {location!r} is truncated")
+            raise ModelError(f"tensor {tensor.name!r}: external data file {location!r} is truncated")
 
 
 def default_opset(proto: onnx.ModelProto) -> int:
     for entry in proto.opset_import:
         if entry.domain in ("", "ai.onnx"):
             return entry.version
-    raise EdgeqError("model imports no default-domain opset")
+    raise ModelError("model imports no default-domain opset")
 
 
 def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
     """Parse, check and complete (external data, opset) an ONNX file given by the user."""
     path = Path(path)
     if not path.exists():
-        raise EdgeqError(f"model file {path} does not exist")
+        raise ModelError(f"model file {path} does not exist")
     if not path.is_file():
-        raise EdgeqError(f"model path {path} is not a file")
+        raise ModelError(f"model path {path} is not a file")
     data = path.read_bytes()
     if not data:
-        raise EdgeqError(f"model file {path} is empty")
+        raise ModelError(f"model file {path} is empty")
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError):
-        raise EdgeqError(f"{path} is not an ONNX model (or is truncated)") from None
+        raise ModelError(f"{path} is not an ONNX model (or is truncated)") from None
     if not proto.HasField("graph") or not proto.opset_import:
-        raise EdgeqError(f"{path} is not an ONNX model (no graph or opset)")
+        raise ModelError(f"{path} is not an ONNX model (no graph or opset)")
     _check_external_data(proto, path.parent)
     onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
 
     opset = default_opset(proto)
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise EdgeqError(f"{path}: opset {opset} is not supported (edgeq supports {MIN_OPSET}..{MAX_OPSET})")
+        raise ModelError(f"{path}: opset {opset} is not supported (edgeq supports {MIN_OPSET}..{MAX_OPSET})")
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
-        raise EdgeqError(f"{path} is not a valid ONNX model: {first}") from None
+        raise ModelError(f"{path} is not a valid ONNX model: {first}") from None
     if opset < QDQ_MIN_OPSET:
         try:
             proto = onnx.version_converter.convert_version(proto, QDQ_MIN_OPSET)
         except Exception as exc:  # the converter raises bare RuntimeErrors for unconvertible ops
-            raise EdgeqError(f"{path}: cannot convert opset {opset} to {QDQ_MIN_OPSET}: {exc}") from None
+            raise ModelError(f"{path}: cannot convert opset {opset} to {QDQ_MIN_OPSET}: {exc}") from None
     return proto
 
 
@@ -124,7 +124,7 @@ def clone_model(model: ir.Model) -> ir.Model:
 def model_bytes(model: ir.Model) -> bytes:
     proto = to_proto(model)
     if proto.ByteSize() > _PROTOBUF_LIMIT:
-        raise EdgeqError("model is larger than 2 GB; edgeq writes single-file models only")
+        raise UnsupportedError("model is larger than 2 GB; edgeq writes single-file models only")
     return proto.SerializeToString()
 
 

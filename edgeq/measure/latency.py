@@ -1,7 +1,7 @@
 """Latency measurement shared by every runtime: timed runs, latency rows, and two artifacts measured alternately.
 
 A runtime hands over ``Run``, a callable that does one inference; everything here is independent of what it runs
-(onnxruntime sessions in edgeq.targets.onnxruntime.artifact, LiteRT interpreters in edgeq.targets.tflite.artifact).
+(onnxruntime sessions in targets/onnxruntime/profile.py, LiteRT interpreters in targets/tflite/profile.py).
 
 * ``timed_runs``: WARMUP untimed calls (first-run allocation, lazy kernel set-up, cold caches), then RUNS calls,
   each timed on the wall clock (``time.perf_counter``) around the call alone.
@@ -19,6 +19,7 @@ A runtime hands over ``Run``, a callable that does one inference; everything her
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Callable, Sequence
 from time import perf_counter
@@ -26,13 +27,25 @@ from time import perf_counter
 import numpy as np
 from tqdm import tqdm
 
+from edgeq.errors import RecipeError
+
 Run = Callable[[], object]
 ROUND_RUNS_MAX = 5  # runs of one artifact per round when two are measured alternately
 
 
 def thread_counts(threads: int | Sequence[int]) -> list[int]:
-    """THREADS as a list: one count, or several for a sweep."""
-    return [threads] if isinstance(threads, int) else list(threads)
+    """THREADS as a list (one count, or several for a sweep), each once; at most four threads per core of this
+    machine (more measures the scheduler, not the model)."""
+    counts = list(dict.fromkeys([threads] if isinstance(threads, int) else threads))
+    limit = 4 * (os.cpu_count() or 1)
+    if not counts or not all(isinstance(c, int) and 1 <= c <= limit for c in counts):
+        raise RecipeError(f"thread counts {counts} must be between 1 and {limit} on this machine")
+    return counts
+
+
+def check_runs(runs: int, warmup: int) -> None:
+    if runs < 1 or warmup < 0:
+        raise RecipeError(f"give at least 1 timed run and no negative warm-up (runs {runs}, warm-up {warmup})")
 
 
 def progress_bar(total: int, desc: str, progress: bool) -> tqdm:

@@ -66,8 +66,9 @@ class Stage(ir.passes.PassBase):
         return self.result
 
     def record(self) -> dict:
+        """The stage's summary and its wall time (which replaces any time the summary gives)."""
         summary = self.result.summary() if isinstance(self.result, StageResult) else {}
-        return {"seconds": round(self.seconds, 3), **summary}
+        return {**summary, "seconds": round(self.seconds, 3)}
 
 
 @dataclass

@@ -80,6 +80,10 @@ class Recipe:
             raise RecipeError(f"calib_method must be one of {', '.join(CALIB_METHODS)}")
         if not 50.0 < self.percentile <= 100.0:
             raise RecipeError("percentile must be in (50, 100]")
+        for name in ("passes", "exclude"):
+            value = getattr(self, name)
+            if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+                raise RecipeError(f"{name} must be a list of names, not {value!r}")
         unknown = [p for p in self.passes if p not in KNOWN_PASSES]
         if unknown:
             raise RecipeError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 
 OPCODES = ("CONCATENATION",)
 
@@ -20,12 +20,12 @@ OPCODES = ("CONCATENATION",)
 def evaluate(graph, op, inputs):
     output = graph.tensors[op.outputs[0]]
     if op.options.get("FusedActivationFunction", "NONE") != "NONE":
-        raise EdgeqError("CONCATENATION with a fused activation is not supported by TFLite Micro")
+        raise UnsupportedError("CONCATENATION with a fused activation is not supported by TFLite Micro")
     out_q = output.quantization
     for index in op.inputs:
         q = graph.tensors[index].quantization
         if out_q is not None and (q.scale[0] != out_q.scale[0] or q.zero_point[0] != out_q.zero_point[0]):
-            raise EdgeqError(
+            raise UnsupportedError(
                 f"CONCATENATION input {graph.tensors[index].name} is encoded differently from the output; "
                 "TFLite's int8 kernel does not rescale (insert a QUANTIZE)"
             )

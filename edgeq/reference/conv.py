@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 from edgeq.reference.arithmetic import (
     activation_range,
     multiply_by_quantized_multiplier,
@@ -37,7 +37,7 @@ def output_size_and_padding(padding: str, in_size: int, filter_size: int, stride
     elif padding == "VALID":
         out_size = (in_size + stride - effective) // stride
     else:
-        raise EdgeqError(f"unknown padding {padding!r}")
+        raise UnsupportedError(f"unknown padding {padding!r}")
     total = max((out_size - 1) * stride + effective - in_size, 0)
     return out_size, total // 2, total - total // 2
 
@@ -83,7 +83,7 @@ def evaluate(graph, op, inputs):
     x, weights = inputs[0], inputs[1]
     bias = inputs[2] if len(inputs) > 2 else None
     if weights.shape[3] != x.shape[3]:
-        raise EdgeqError("CONV_2D: grouped convolution is not supported by the integer reference")
+        raise UnsupportedError("CONV_2D: grouped convolution is not supported by the integer reference")
     input_q = graph.tensors[op.inputs[0]].quantization
     centered = x.astype(np.float64) - float(input_q.zero_point[0])
     (out_h, out_w), taps = window_taps(centered, weights.shape[1:3], op.options, fill=0.0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 from edgeq.reference.conv import requantize_output, window_taps
 
 OPCODES = ("DEPTHWISE_CONV_2D",)
@@ -26,7 +26,7 @@ def evaluate(graph, op, inputs):
     bias = inputs[2] if len(inputs) > 2 else None
     in_channels, out_channels = x.shape[3], weights.shape[3]
     if out_channels % in_channels:
-        raise EdgeqError(
+        raise UnsupportedError(
             f"DEPTHWISE_CONV_2D: {out_channels} output channels for {in_channels} input channels"
         )
     input_q = graph.tensors[op.inputs[0]].quantization

@@ -28,7 +28,7 @@ from types import ModuleType
 import numpy as np
 
 import edgeq.reference
-from edgeq.errors import EdgeqError
+from edgeq.errors import DataError, EdgeqError, RecipeError, UnsupportedError
 from edgeq.tflite_format.graph import Graph
 
 SEMANTICS = ("tflite-micro", "litert")
@@ -50,7 +50,7 @@ def kernel_modules() -> dict[str, ModuleType]:
 def kernel(opcode: str, semantics: str = "tflite-micro"):
     module = kernel_modules().get(opcode)
     if module is None:
-        raise EdgeqError(f"the integer reference has no kernel for {opcode}")
+        raise UnsupportedError(f"the integer reference has no kernel for {opcode}")
     litert_variant = getattr(module, "LITERT_VARIANT", None)
     if semantics == "litert" and litert_variant is not None:
         return functools.partial(module.evaluate, **litert_variant)
@@ -59,13 +59,13 @@ def kernel(opcode: str, semantics: str = "tflite-micro"):
 
 def _feeds(graph: Graph, inputs: list[np.ndarray]) -> dict[int, np.ndarray]:
     if len(inputs) != len(graph.inputs):
-        raise EdgeqError(f"the model has {len(graph.inputs)} inputs, got {len(inputs)}")
+        raise DataError(f"the model has {len(graph.inputs)} inputs, got {len(inputs)}")
     values: dict[int, np.ndarray] = {}
     for index, array in zip(graph.inputs, inputs, strict=True):
         tensor = graph.tensors[index]
         array = np.asarray(array)
         if array.dtype != tensor.dtype or array.shape[1:] != tensor.shape[1:]:
-            raise EdgeqError(
+            raise DataError(
                 f"input {tensor.name} wants {tensor.dtype} [N, {', '.join(map(str, tensor.shape[1:]))}], "
                 f"got {array.dtype} {list(array.shape)}"
             )
@@ -90,7 +90,7 @@ def run(
 ) -> list[np.ndarray] | dict[int, np.ndarray]:
     """Outputs of GRAPH for INPUTS (one array per graph input, any batch size); with KEEP every tensor by index."""
     if semantics not in SEMANTICS:
-        raise EdgeqError(f"semantics must be one of {', '.join(SEMANTICS)}")
+        raise RecipeError(f"semantics must be one of {', '.join(SEMANTICS)}")
     values = _feeds(graph, inputs)
     _execute(graph, values, 0, semantics)
     if keep:

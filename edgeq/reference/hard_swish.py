@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 from edgeq.reference.arithmetic import INT32_MAX, quantize_multiplier, rounding_divide_by_pot
 from edgeq.reference.fixed_point import (
     INT16_MAX,
@@ -78,7 +78,7 @@ def hard_swish_parameters(
     output_multiplier, output_exponent = int16_multiplier(output_real_multiplier)
     reluish_multiplier, reluish_exponent = int16_multiplier(hires_input_scale / RELUISH_SCALE)
     if output_exponent > 0:
-        raise EdgeqError("HARD_SWISH needs S_in / S_out < 128 (the kernel's Prepare rejects larger ratios)")
+        raise UnsupportedError("HARD_SWISH needs S_in / S_out < 128 (the kernel's Prepare rejects larger ratios)")
     return output_multiplier, output_exponent, reluish_multiplier, reluish_exponent
 
 

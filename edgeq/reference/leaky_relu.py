@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 from edgeq.reference.arithmetic import multiply_by_quantized_multiplier, quantize_multiplier
 from edgeq.tflite_format.graph import Graph, Operator
 
@@ -71,7 +71,7 @@ def evaluate(
     """MULTIPLIER_ARITHMETIC "double" is TFLite Micro's Prepare, "float32" LiteRT BUILTIN_REF's."""
     source, output = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
     if source.dtype != np.int8 or output.dtype != np.int8:
-        raise EdgeqError(f"LEAKY_RELU {output.name}: the integer reference computes int8 -> int8 only")
+        raise UnsupportedError(f"LEAKY_RELU {output.name}: the integer reference computes int8 -> int8 only")
     input_q, output_q = source.quantization, output.quantization
     multipliers = leaky_relu_multipliers(
         input_q.scale[0], output_q.scale[0], op.options.get("Alpha", 0.0), multiplier_arithmetic

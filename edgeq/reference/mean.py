@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 from edgeq.reference.arithmetic import multiply_by_quantized_multiplier, quantize_multiplier
 
 OPCODES = ("MEAN",)
@@ -27,7 +27,7 @@ def evaluate(graph, op, inputs):
     x = inputs[0]
     axes = tuple(sorted({int(a) % x.ndim for a in np.atleast_1d(inputs[1])}))
     if 0 in axes:
-        raise EdgeqError("MEAN over the batch axis is not supported by the integer reference")
+        raise UnsupportedError("MEAN over the batch axis is not supported by the integer reference")
     input_q = graph.tensors[op.inputs[0]].quantization
     output = graph.tensors[op.outputs[0]]
     in_zp, out_zp = int(input_q.zero_point[0]), int(output.quantization.zero_point[0])

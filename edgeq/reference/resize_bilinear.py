@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 from edgeq.reference.fixed_point import truncating_divide
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 
@@ -49,7 +49,7 @@ def evaluate(graph: Graph, op: Operator, inputs: list[np.ndarray]) -> list[np.nd
     align_corners = bool(op.options.get("AlignCorners", False))
     half_pixel_centers = bool(op.options.get("HalfPixelCenters", False))
     if align_corners and half_pixel_centers:
-        raise EdgeqError("RESIZE_BILINEAR cannot have both align_corners and half_pixel_centers")
+        raise UnsupportedError("RESIZE_BILINEAR cannot have both align_corners and half_pixel_centers")
     y0, y1, fy = interpolation_positions(x.shape[1], output_height, align_corners, half_pixel_centers)
     x0, x1, fx = interpolation_positions(x.shape[2], output_width, align_corners, half_pixel_centers)
 

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 from edgeq.reference.arithmetic import (
     quantize_multiplier,
     rounding_divide_by_pot,
@@ -66,7 +66,7 @@ def evaluate(graph: Graph, op: Operator, inputs: list[np.ndarray]) -> list[np.nd
     reciprocal, num_bits_over_unit = get_reciprocal(sum_of_exps, ACCUMULATION_INTEGER_BITS)
     exponent = num_bits_over_unit + 31 - 8
     if (exponent > 31).any():
-        raise EdgeqError(
+        raise UnsupportedError(
             "SOFTMAX: a row's sum of exponentials reaches 512 (many values within a few input steps of the row "
             "maximum); TFLite's reference kernels abort there (TFLITE_CHECK exponent <= 31)"
         )

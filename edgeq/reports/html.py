@@ -7,12 +7,12 @@ and rendered only when its key is in DATA:
     "compare"    {label: edgeq.reports.compare.compare() result}: per-output SQNR / max error / top-1 agreement, and
                  per-layer SQNR against the float model, one line per label (edgeq.reports.compare.plot_layers) and a
                  table with one column per label
-    "profiles"   [targets.onnxruntime.profile() or targets.tflite.artifact.profile() result, ...]: latency
+    "profiles"   [edgeq.reports.profile.profile() result, ...]: latency
                  percentiles; for ORT profiles with "per_op" (ORT's own profiler, mean kernel time per node) a
                  bar chart of the time per op type and the slowest nodes
     "analysis"   {"layers": [{"name", "op", "macs", "params", "output_bytes"}, ...],
                   "summary": {"params", "param_bytes", "macs", "peak_activation_bytes", "peak_at"}}
-                 (edgeq.reports.analysis): MACs and output bytes per layer as bars, the totals and the activation peak
+                 (edgeq.measure.footprint): MACs and output bytes per layer as bars, the totals and the activation peak
     "artifacts"  {path or label: size in bytes}
     "recipe"     edgeq.quantization.recipe.Recipe.to_dict()
     "quantize"   the quantize report (edgeq.pipeline.Pipeline.quantize): every stage that ran and what it did, the
@@ -327,7 +327,7 @@ def _quantization_section(recipe: dict | None, report: dict | None) -> str:
         parts.append("<h3>Quantized ops</h3>")
         parts.append(_table(["op type", "nodes"], list(map(list, report["quantized_nodes"].items())), {1}))
         parts.append("<h3>Stages</h3>")
-        parts.append(_key_values(report["stages"]))
+        parts.append(_key_values(report.get("stages", report.get("passes", {}))))
     parts.append("</section>")
     return "\n".join(parts)
 

@@ -24,10 +24,15 @@ def report_page(float_model, artifacts: list[str], data: CalibrationData, *, run
     page["artifacts"] = {path: Path(path).stat().st_size for path in artifacts}
     if saved is not None:
         targets = saved.get("targets") or {}
-        quantize = next((t for t in targets.values() if isinstance(t, dict) and "stages" in t), saved)
+        quantize = next((t for t in targets.values() if isinstance(t, dict) and _is_quantize_report(t)), saved)
         page["recipe"] = saved.get("recipe")
-        page["quantize"] = quantize if "stages" in quantize else None
+        page["quantize"] = quantize if _is_quantize_report(quantize) else None
     return {k: v for k, v in page.items() if v is not None}
+
+
+def _is_quantize_report(report: dict) -> bool:
+    """A quantize report: its stages ("passes" in reports written before the pipeline recorded every stage)."""
+    return "stages" in report or "passes" in report
 
 
 def write_page(

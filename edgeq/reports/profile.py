@@ -14,7 +14,7 @@ from pathlib import Path
 from edgeq import targets
 from edgeq.errors import UnsupportedError
 from edgeq.measure.footprint import format_analysis
-from edgeq.measure.latency import alternate
+from edgeq.measure.latency import alternate, check_runs, thread_counts
 
 
 def analyze(path: str | Path) -> dict:
@@ -35,7 +35,8 @@ def profile(
 ) -> dict:
     """Every claiming target's profile of PATH merged into one dict, with ``analysis`` where it can be read."""
     path = Path(path)
-    counts = [threads] if isinstance(threads, int) else list(threads)
+    counts = thread_counts(threads)
+    check_runs(runs, warmup)
     result: dict = {}
     claimers = targets.claiming(path)
     for target in claimers:
@@ -59,10 +60,12 @@ def _runner(path: Path):
 
 
 def compare_latency(
-    artifact: str | Path, other: str | Path, *, runs: int, warmup: int, threads: list[int], progress: bool = True
+    artifact: str | Path, other: str | Path, *, runs: int, warmup: int, threads: list[int] | int, progress: bool = True
 ) -> dict:
     """ARTIFACT and OTHER timed alternately, per thread count (edgeq.measure.latency.alternate)."""
     a, b = Path(artifact), Path(other)
+    check_runs(runs, warmup)
+    threads = thread_counts(threads)
     return alternate(
         str(a), _runner(a), str(b), _runner(b), threads=threads, runs=runs, warmup=warmup, progress=progress
     )

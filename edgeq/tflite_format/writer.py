@@ -18,7 +18,7 @@ import flatbuffers
 import numpy as np
 import tflite
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import EdgeqError, UnsupportedError
 from edgeq.tflite_format.graph import TENSOR_TYPES, Graph, Operator, Tensor
 from edgeq.tflite_format.options import OPTIONS_TYPES, write_options
 
@@ -82,7 +82,7 @@ def _write_tensor(b, tensor: Tensor, buffer_index: int) -> int:
         )
     dtype = TENSOR_TYPES.get(tensor.dtype)
     if dtype is None:
-        raise EdgeqError(f"tensor {tensor.name}: TFLite has no {tensor.dtype} tensors edgeq writes")
+        raise UnsupportedError(f"tensor {tensor.name}: TFLite has no {tensor.dtype} tensors edgeq writes")
     fields = {"Shape": shape, "Type": dtype, "Buffer": buffer_index, "Name": name}
     if quantization is not None:
         fields["Quantization"] = quantization

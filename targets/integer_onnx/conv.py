@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 from edgeq.reference.arithmetic import activation_range, requantize_multipliers
 from edgeq.reference.conv import output_size_and_padding
 from edgeq.targets.integer_onnx.builder import NCHW
@@ -27,7 +27,7 @@ def convert(b, op) -> None:
     source, weight_tensor, output = b.tensor(op.inputs[0]), b.tensor(op.inputs[1]), b.tensor(op.outputs[0])
     weights = np.asarray(weight_tensor.data)
     if weight_tensor.dtype != np.int8 or np.any(weight_tensor.quantization.zero_point != 0):
-        raise EdgeqError(f"{op.opcode} {output.name}: weights must be int8 with zero point 0")
+        raise UnsupportedError(f"{op.opcode} {output.name}: weights must be int8 with zero point 0")
     if op.opcode == "DEPTHWISE_CONV_2D":
         kernel = weights.transpose(3, 0, 1, 2)  # [1, KH, KW, C*M] -> [C*M, 1, KH, KW]
         group = source.shape[3]
@@ -35,7 +35,7 @@ def convert(b, op) -> None:
         kernel = weights.transpose(0, 3, 1, 2)  # OHWI -> OIHW
         group = 1
         if weights.shape[3] != source.shape[3]:
-            raise EdgeqError("CONV_2D: grouped convolution is not supported by the integer reference")
+            raise UnsupportedError("CONV_2D: grouped convolution is not supported by the integer reference")
     options = op.options
     strides = [options.get("StrideH", 1), options.get("StrideW", 1)]
     dilations = [options.get("DilationHFactor", 1), options.get("DilationWFactor", 1)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 from edgeq.targets.integer_onnx.builder import layout_for_rank
 from edgeq.targets.integer_onnx.registry import converts
 
@@ -21,7 +21,7 @@ from edgeq.targets.integer_onnx.registry import converts
 def convert_reshape(b, op) -> None:
     source, output = b.tensor(op.inputs[0]), b.tensor(op.outputs[0])
     if any(d < 0 for d in output.shape):
-        raise EdgeqError(f"RESHAPE to {output.name}: the output shape must be static")
+        raise UnsupportedError(f"RESHAPE to {output.name}: the output shape must be static")
     ordered = b.operand(op.inputs[0], tuple(range(len(source.shape))))
     reshaped = b.node("Reshape", [ordered, b.shape_constant(output.shape)], "reshape")
     b.define(op.outputs[0], reshaped, tuple(range(len(output.shape))))
@@ -32,7 +32,7 @@ def convert_transpose(b, op) -> None:
     source = b.tensor(op.inputs[0])
     perm = [int(p) % len(source.shape) for p in np.asarray(b.tensor(op.inputs[1]).data).reshape(-1)]
     if perm[0] != 0:
-        raise EdgeqError("TRANSPOSE of the batch axis is not supported")
+        raise UnsupportedError("TRANSPOSE of the batch axis is not supported")
     ordered = b.operand(op.inputs[0], tuple(range(len(source.shape))))
     b.define(op.outputs[0], b.node("Transpose", [ordered], "transpose", perm=perm), tuple(range(len(perm))))
 
@@ -42,7 +42,7 @@ def convert_pad(b, op) -> None:
     output = b.tensor(op.outputs[0])
     paddings = np.asarray(b.tensor(op.inputs[1]).data, np.int64).reshape(-1, 2)
     if np.any(paddings[0] != 0):
-        raise EdgeqError(f"{op.opcode} {output.name}: padding the batch axis is not supported")
+        raise UnsupportedError(f"{op.opcode} {output.name}: padding the batch axis is not supported")
     if op.opcode == "PADV2" and len(op.inputs) > 2 and op.inputs[2] >= 0:
         fill = np.asarray(b.tensor(op.inputs[2]).data).reshape(-1)[0]
     else:
@@ -65,19 +65,19 @@ def convert_pad(b, op) -> None:
 def convert_concatenation(b, op) -> None:
     output = b.tensor(op.outputs[0])
     if op.options.get("FusedActivationFunction", "NONE") != "NONE":
-        raise EdgeqError("CONCATENATION with a fused activation is not supported by TFLite Micro")
+        raise UnsupportedError("CONCATENATION with a fused activation is not supported by TFLite Micro")
     out_q = output.quantization
     for index in op.inputs:
         q = b.tensor(index).quantization
         if out_q is not None and (q.scale[0] != out_q.scale[0] or q.zero_point[0] != out_q.zero_point[0]):
-            raise EdgeqError(
+            raise UnsupportedError(
                 f"CONCATENATION input {b.tensor(index).name} is encoded differently from the output; "
                 "TFLite's int8 kernel does not rescale (insert a QUANTIZE)"
             )
     rank = len(output.shape)
     axis = op.options.get("Axis", 0) % rank
     if axis == 0:
-        raise EdgeqError("CONCATENATION along the batch axis is not supported")
+        raise UnsupportedError("CONCATENATION along the batch axis is not supported")
     activations = [i for i in op.inputs if not b.tensor(i).is_constant]
     perm = b.perm_of(activations[0]) if activations else layout_for_rank(rank)
     joined = b.node("Concat", [b.operand(i, perm) for i in op.inputs], "concat", axis=perm.index(axis))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 from edgeq.reference.executor import kernel
 from edgeq.targets.integer_onnx.quantize import lookup_table
 from edgeq.targets.integer_onnx.registry import converts
@@ -28,7 +28,7 @@ def output_layout(b, op) -> tuple[int, ...]:
     rank = len(b.tensor(op.outputs[0]).shape)
     activations = [i for i in op.inputs if i >= 0 and not b.tensor(i).is_constant]
     if any(len(b.tensor(i).shape) != rank for i in activations):
-        raise EdgeqError(f"{op.opcode} {b.tensor(op.outputs[0]).name}: broadcasting activations of different rank")
+        raise UnsupportedError(f"{op.opcode} {b.tensor(op.outputs[0]).name}: broadcasting activations of different rank")
     return b.perm_of(activations[0])
 
 
@@ -43,7 +43,7 @@ def reference_table(graph: Graph, op: Operator) -> np.ndarray:
     """The reference kernel's output for each of the 256 stored values of OP's input."""
     source, output = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
     if source.dtype != np.int8 or output.dtype != np.int8:
-        raise EdgeqError(f"{op.opcode} {output.name}: only int8 -> int8 lookup tables are supported")
+        raise UnsupportedError(f"{op.opcode} {output.name}: only int8 -> int8 lookup tables are supported")
     values = np.arange(-128, 128, dtype=np.int8)
     return kernel(op.opcode)(graph, op, [values])[0]
 

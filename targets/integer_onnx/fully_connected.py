@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 from edgeq.reference.arithmetic import activation_range, quantize_multiplier, requantize_multipliers
 from edgeq.targets.integer_onnx.registry import converts
 from edgeq.targets.integer_onnx.requantize import multiply_by_quantized_multiplier, saturate
@@ -26,7 +26,7 @@ def convert(b, op) -> None:
     weights = np.asarray(weight_tensor.data)
     weight_q = weight_tensor.quantization
     if weight_tensor.dtype != np.int8 or np.any(weight_q.zero_point != 0):
-        raise EdgeqError(f"FULLY_CONNECTED {output.name}: weights must be int8 with zero point 0")
+        raise UnsupportedError(f"FULLY_CONNECTED {output.name}: weights must be int8 with zero point 0")
     units, depth = weights.shape
     in_q, out_q = source.quantization, output.quantization
     rows = b.node(

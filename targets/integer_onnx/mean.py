@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 from edgeq.reference.arithmetic import quantize_multiplier
 from edgeq.targets.integer_onnx.registry import converts
 from edgeq.targets.integer_onnx.requantize import multiply_by_quantized_multiplier, saturate
@@ -25,7 +25,7 @@ def convert(b, op) -> None:
     rank = len(source.shape)
     axes = sorted({int(a) % rank for a in np.atleast_1d(b.tensor(op.inputs[1]).data)})
     if 0 in axes:
-        raise EdgeqError("MEAN over the batch axis is not supported by the integer reference")
+        raise UnsupportedError("MEAN over the batch axis is not supported by the integer reference")
     perm = b.perm_of(op.inputs[0])
     keep_dims = bool(op.options.get("KeepDims", False))
     total = b.node(

@@ -60,7 +60,7 @@ def integer_only_model(
             b.define(index, tensor.name, perm)
             continue
         if tensor.quantization is None or tensor.dtype not in (np.int8, np.uint8):
-            raise EdgeqError(f"input {tensor.name}: {tensor.dtype} inputs are not supported")
+            raise UnsupportedError(f"input {tensor.name}: {tensor.dtype} inputs are not supported")
         b.prefix = f"input_{tensor.name}/"
         b.define(index, quantize.quantize_input(b, tensor.name, tensor), perm)
 
@@ -77,7 +77,7 @@ def integer_only_model(
         integer_index = b.dequantized.get(index, index)
         integer_tensor = graph.tensors[integer_index]
         if integer_tensor.dtype not in (np.int8, np.uint8) or integer_tensor.quantization is None:
-            raise EdgeqError(f"output {tensor.name}: {integer_tensor.dtype} outputs are not supported")
+            raise UnsupportedError(f"output {tensor.name}: {integer_tensor.dtype} outputs are not supported")
         perm = _onnx_layout(layout, len(tensor.shape))
         b.prefix = f"output_{tensor.name}/"
         integers = b.operand(integer_index, perm)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 from edgeq.reference.arithmetic import activation_range, quantize_multiplier
 from edgeq.targets.integer_onnx.elementwise import output_layout
 from edgeq.targets.integer_onnx.registry import converts
@@ -38,7 +38,7 @@ def convert(b, op) -> None:
     real_multiplier = float(q1.scale[0]) * float(q2.scale[0]) / out_scale
     multiplier, shift = quantize_multiplier(real_multiplier)
     if largest_product << max(shift, 0) > 1 << 31:
-        raise EdgeqError(
+        raise UnsupportedError(
             f"MUL {output.name}: S1*S2/S_out = {real_multiplier:.4g} overflows the kernel's int32 product"
         )
     product = b.node("Mul", centred, "product")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 from edgeq.reference.arithmetic import activation_range
 from edgeq.reference.conv import output_size_and_padding, window_taps
 from edgeq.targets.integer_onnx.builder import NCHW
@@ -64,7 +64,7 @@ def _average(b, x: str, source, kernel_hw, options, geometry) -> str:
     count = sum(patch for _, patch in valid_taps)[0, :, :, 0]  # [out_h, out_w]: valid pixels per window
     bits = int(129 * int(count.max()) ** 2).bit_length()
     if bits > 40:
-        raise EdgeqError(f"AVERAGE_POOL_2D window of {count.max()} pixels is too large for the integer division")
+        raise UnsupportedError(f"AVERAGE_POOL_2D window of {count.max()} pixels is too large for the integer division")
     reciprocal = -((-(1 << bits)) // count)  # ceil(2^bits / n)
     magnitude = b.node("Add", [b.node("Abs", [total], "magnitude"), b.constant(count // 2, "half")], "rounded")
     quotient = b.node("Mul", [magnitude, b.constant(reciprocal, "reciprocal")], "scaled")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import UnsupportedError
 from edgeq.reference.arithmetic import saturating_rounding_doubling_high_mul
 from edgeq.reference.fixed_point import exp_on_negative_values, rescale
 from edgeq.reference.softmax import ACCUMULATION_INTEGER_BITS, SCALED_DIFF_INTEGER_BITS, softmax_parameters
@@ -49,10 +49,10 @@ def exponential_tables(beta: float, input_scale: float) -> tuple[np.ndarray, np.
 def convert(b, op) -> None:
     source, output = b.tensor(op.inputs[0]), b.tensor(op.outputs[0])
     if source.dtype != np.int8 or output.dtype != np.int8:
-        raise EdgeqError(f"SOFTMAX {output.name}: only int8 -> int8 is supported by the integer-only ONNX target")
+        raise UnsupportedError(f"SOFTMAX {output.name}: only int8 -> int8 is supported by the integer-only ONNX target")
     rank = len(source.shape)
     if rank < 2:
-        raise EdgeqError(f"SOFTMAX {output.name}: a softmax over the batch axis is not supported")
+        raise UnsupportedError(f"SOFTMAX {output.name}: a softmax over the batch axis is not supported")
     perm = b.perm_of(op.inputs[0])
     axes = b.constant(np.array([perm.index(rank - 1)], np.int64), "row_axis")
     exp_table, term_table = exponential_tables(op.options.get("Beta", 1.0), float(source.quantization.scale[0]))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.data import CalibrationData
-from edgeq.errors import EdgeqError
+from edgeq.errors import ExecutionError
 from edgeq.io.files import write_bytes_atomic
 from edgeq.io.session import run_batches, session
 from edgeq.measure.metrics import ErrorSums, accuracy
@@ -41,12 +41,12 @@ def write_ort_format(onnx_path: Path, outdir: Path) -> list[Path]:
                     optimization_styles=[OptimizationStyle.Fixed],
                 )
         except Exception as exc:  # the tool raises bare RuntimeErrors with ORT's message
-            raise EdgeqError(
+            raise ExecutionError(
                 f"onnxruntime's .ort conversion failed: {str(exc).strip().splitlines()[0]}"
             ) from None
         produced = sorted((work / "out").glob("*.ort")) + sorted((work / "out").glob("*.config"))
         if not produced:
-            raise EdgeqError("onnxruntime's .ort conversion produced no files")
+            raise ExecutionError("onnxruntime's .ort conversion produced no files")
         written = []
         for path in produced:
             name = "required_operators.config" if path.suffix == ".config" else onnx_path.stem + ".ort"

@@ -50,7 +50,7 @@ from edgeq.measure.latency import (
 )
 from edgeq.targets.onnxruntime.fusion import fusion_report, is_integer_kernel
 
-ACCOUNTED_SHARE_BAR = 0.9  # the per-op table must explain at least this share of a run (edgeq issue 6)
+ACCOUNTED_SHARE_BAR = 0.9  # the per-op table must explain at least this share of a run to guide optimization
 SLOWEST_NODES = 10  # nodes listed by name in the text report (the JSON has them all)
 
 

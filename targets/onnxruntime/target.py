@@ -100,6 +100,14 @@ def output_integers(graph: Graph, outputs: list[np.ndarray]) -> list[np.ndarray]
     return [integers(graph, i, o) for i, o in zip(graph.outputs, outputs, strict=True)]
 
 
+def _refuse_ort(path: Path, command: str) -> None:
+    if path.suffix == ".ort":
+        raise UnsupportedError(
+            f"{path}: {command} reads .onnx and .tflite artifacts (onnxruntime has no public reader for .ort files; "
+            "give the .onnx it was converted from)"
+        )
+
+
 class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
     description = "QDQ .onnx for onnxruntime (and the .ort format for minimal mobile builds)"
@@ -141,15 +149,19 @@ class OnnxRuntimeTarget(Target):
         return profile.format_profile(result)
 
     def runner(self, path: Path, threads: int):
+        if path.suffix == ".onnx":
+            read_proto(path)  # the safe loader's checks first, as for profile
         return profile.runner(path, threads)
 
     def analyze(self, path: Path) -> dict | None:
         return analyze_onnx(read_proto(path)) if path.suffix == ".onnx" else None
 
     def probe(self, path: Path, names: list[str]) -> OnnxProbe:
+        _refuse_ort(path, "compare")
         return OnnxProbe(path, names)
 
     def integer_graph(self, path: Path) -> Graph:
+        _refuse_ort(path, "verify")
         model = load_model(path)
         if not any(node.op_type == "QuantizeLinear" for node in model.graph):
             raise UnsupportedError(f"{path} is not a quantized (QDQ) model: verify compares quantized artifacts")

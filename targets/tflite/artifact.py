@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.data import CalibrationData
-from edgeq.errors import EdgeqError
+from edgeq.errors import ModelError
 from edgeq.io.session import session
 from edgeq.measure.metrics import ErrorSums, accuracy
 from edgeq.reference.interface import float_outputs, model_inputs
@@ -91,7 +91,7 @@ def validate_on_data(
     input_names = [i.name for i in reference.get_inputs()]
     output_names = [o.name for o in reference.get_outputs()]
     if len(output_names) != len(graph.outputs):
-        raise EdgeqError(f"the float model has {len(output_names)} outputs, the .tflite {len(graph.outputs)}")
+        raise ModelError(f"the float model has {len(output_names)} outputs, the .tflite {len(graph.outputs)}")
     interpreter = litert_interpreter(model_bytes, kernels="default")
     sums = {name: ErrorSums() for name in output_names}
     vs_onnx = {name: ErrorSums() for name in output_names}

@@ -1,8 +1,6 @@
-"""Run a .tflite in the real interpreters: LiteRT (ai-edge-litert) and the TFLite Micro Python interpreter.
-
-Both are optional extras (``edgeq[litert]``, ``edgeq[tflm]``); a missing one is a one-line error naming the extra.
-Inputs and outputs are lists of arrays in the model's input/output order, one sample per call for TFLM and any batch
-that matches the model for LiteRT.
+"""Run a .tflite in LiteRT (ai-edge-litert), an optional extra (``edgeq[litert]``): a missing one is a one-line error
+naming the extra. Inputs and outputs are lists of arrays in the model's input/output order, any batch that matches
+the model. (TFLite Micro's interpreter is the TFLite Micro target's: targets/tflm/interpreter.py.)
 
 Kernel choices for LiteRT (docs/runtimes.md §3.2): "reference" (BUILTIN_REF, bit-exact with TFLM and edgeq's
 integer reference), "optimized" (BUILTIN_WITHOUT_DEFAULT_DELEGATES: the CPU kernels without XNNPACK) and "default"
@@ -13,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
-from edgeq.tflite_format.flatbuffer import Graph, read
+from edgeq.errors import EdgeqError, ExecutionError
 
 LITERT_KERNELS = ("default", "optimized", "reference")
 
@@ -40,7 +37,7 @@ def litert_interpreter(
         )
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise EdgeqError(f"LiteRT cannot load the model: {str(exc).strip().splitlines()[0]}") from None
+        raise ExecutionError(f"LiteRT cannot load the model: {str(exc).strip().splitlines()[0]}") from None
     return interpreter
 
 
@@ -55,37 +52,3 @@ def invoke_litert(interpreter, inputs: list[np.ndarray]) -> list[np.ndarray]:
         interpreter.set_tensor(detail["index"], np.ascontiguousarray(array))
     interpreter.invoke()
     return [interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()]
-
-
-def tflm_interpreter(model_bytes: bytes, arena_size: int):
-    try:
-        from tflite_micro import runtime
-    except ImportError:
-        raise EdgeqError("running TFLite Micro needs its interpreter: pip install 'edgeq[tflm]' (Linux x86_64)") from None
-    try:
-        return runtime.Interpreter.from_bytes(model_bytes, arena_size=int(arena_size))
-    except (RuntimeError, ValueError) as exc:
-        raise EdgeqError(f"TFLite Micro cannot load the model: {str(exc).strip().splitlines()[0]}") from None
-
-
-def default_arena_size(model: bytes | Graph) -> int:
-    """A generous arena for a run whose exact arena is not needed: every non-constant tensor at once, plus slack."""
-    graph = read(model) if isinstance(model, bytes) else model
-    activations = sum(
-        int(np.prod(t.shape, dtype=np.int64)) * t.dtype.itemsize for t in graph.tensors if not t.is_constant
-    )
-    return 2 * activations + 64 * 1024 + 512 * len(graph.tensors)
-
-
-def run_tflm(model_bytes: bytes, inputs: list[np.ndarray], *, arena_size: int | None = None) -> list[np.ndarray]:
-    """Outputs of one invocation in the TFLite Micro interpreter (reference kernels)."""
-    graph = read(model_bytes)
-    interpreter = tflm_interpreter(model_bytes, arena_size or default_arena_size(graph))
-    return invoke_tflm(interpreter, inputs, len(graph.outputs))
-
-
-def invoke_tflm(interpreter, inputs: list[np.ndarray], num_outputs: int) -> list[np.ndarray]:
-    for i, array in enumerate(inputs):
-        interpreter.set_input(np.ascontiguousarray(array), i)
-    interpreter.invoke()
-    return [np.array(interpreter.get_output(i), copy=True) for i in range(num_outputs)]

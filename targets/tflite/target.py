@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeq.errors import UnsupportedError
 from edgeq.io.files import write_bytes_atomic
 from edgeq.reference.interface import dequantized, model_inputs
 from edgeq.targets import register
@@ -32,6 +33,17 @@ def tflite_of(target: Target, conversion: Build) -> TfliteModel:
         qdq = conversion.quantized("int8").model
         conversion.shared["tflite"] = build(qdq, io=conversion.option(target, "io"))
     return conversion.shared["tflite"]
+
+
+def float_tflite(target: Target, conversion: Build) -> list[Path]:
+    """With the precision option "float": ``<name>.float.tflite``, the same graph in float32 for speed comparisons."""
+    if conversion.option(target, "precision") != "float":
+        return []
+    path = conversion.outdir / f"{conversion.name}.float.tflite"
+    if "float tflite" not in conversion.shared:
+        write_bytes_atomic(path, build(conversion.quantized("int8").model, precision="float").data)
+        conversion.shared["float tflite"] = path
+    return [path]
 
 
 class _LiteRTProbe:
@@ -95,11 +107,7 @@ class TfliteTarget(Target):
         tflite = tflite_of(self, conversion)
         path = conversion.outdir / f"{conversion.name}.tflite"
         write_bytes_atomic(path, tflite.data)
-        artifacts = [path]
-        if conversion.option(self, "precision") == "float":
-            float_model = build(conversion.quantized("int8").model, precision="float")
-            artifacts.append(conversion.outdir / f"{conversion.name}.float.tflite")
-            write_bytes_atomic(artifacts[-1], float_model.data)
+        artifacts = [path, *float_tflite(self, conversion)]
         return Emitted(artifacts, {**tflite.describe(), **conversion.quantized("int8").report}, tflite.lowered.graph)
 
     def validate(self, conversion: Build, emitted: Emitted) -> dict:
@@ -131,7 +139,10 @@ class TfliteTarget(Target):
         return _LiteRTProbe(path, names)
 
     def integer_graph(self, path: Path) -> Graph:
-        return read(path.read_bytes())
+        graph = read(path.read_bytes())
+        if not any(t.dtype == np.int8 for t in graph.tensors):
+            raise UnsupportedError(f"{path} is a float .tflite: verify compares quantized artifacts")
+        return graph
 
     def integer_runs(self, path: Path, graph: Graph, inputs: list[list[np.ndarray]]) -> list[IntegerRun]:
         data = path.read_bytes()

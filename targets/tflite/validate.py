@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import tflite
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import ModelError
 from edgeq.targets.tflite.builtins import Builtin, find
 from edgeq.tflite_format.graph import DTYPES, OPCODE_NAMES, Graph, Operator, Tensor
 from edgeq.tflite_format.reader import raw_builtin_code, read
@@ -46,7 +46,7 @@ def check_model(model_bytes: bytes) -> None:
     violations = validate_model(model_bytes)
     if violations:
         more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
-        raise EdgeqError(f"invalid TFLite model: {violations[0]}{more}")
+        raise ModelError(f"invalid TFLite model: {violations[0]}{more}")
 
 
 def validate_model(model_bytes: bytes) -> list[str]:

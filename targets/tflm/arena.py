@@ -33,8 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeq.errors import EdgeqError
-from edgeq.targets.tflite.interpreters import default_arena_size, tflm_interpreter
+from edgeq.errors import ExecutionError
+from edgeq.targets.tflm.interpreter import default_arena_size, tflm_interpreter
 from edgeq.tflite_format.flatbuffer import read
 
 ARENA_ALIGNMENT = 16
@@ -150,7 +150,7 @@ class _Prober:
         self.process = None
         if code >= 0:  # not killed by a signal: the child itself is broken
             last = self.messages.splitlines()[-1] if self.messages else f"exit status {code}"
-            raise EdgeqError(f"the TFLite Micro probe process failed: {last}")
+            raise ExecutionError(f"the TFLite Micro probe process failed: {last}")
         return False
 
     def first_message(self) -> str:
@@ -201,7 +201,7 @@ def _require_tflm() -> None:
     try:
         from tflite_micro import runtime  # noqa: F401
     except ImportError:
-        raise EdgeqError(
+        raise ExecutionError(
             "running TFLite Micro needs its interpreter: pip install 'edgeq[tflm]' (Linux x86_64)"
         ) from None
 
@@ -213,7 +213,7 @@ def _recorded(model_bytes: bytes, arena_size: int) -> dict[str, int]:
         interpreter.print_allocations()
     recorded = {name: int(value) for name, value in _RECORDED.findall(log.text)}
     if "total" not in recorded:
-        raise EdgeqError(f"TFLite Micro printed no allocation total: {log.first_line()}")
+        raise ExecutionError(f"TFLite Micro printed no allocation total: {log.first_line()}")
     return recorded
 
 
@@ -251,13 +251,13 @@ def measure_arena(model_bytes: bytes) -> ArenaReport:
             upper = round_up(default_arena_size(model_bytes))
             while not allocates(upper):
                 if not (prober.crashed or _out_of_memory(prober.messages)) or upper >= MAX_ARENA:
-                    raise EdgeqError(f"TFLite Micro cannot allocate the model: {prober.first_message()}")
+                    raise ExecutionError(f"TFLite Micro cannot allocate the model: {prober.first_message()}")
                 upper *= 2
             start = min(upper, max(ARENA_ALIGNMENT, round_up(_recorded(model_bytes, upper)["total"])))
             arena = _smallest(allocates, *_gallop(allocates, start, upper))
             if not runs(arena):
                 if not runs(upper):
-                    raise EdgeqError(f"TFLite Micro cannot invoke the model: {prober.first_message()}")
+                    raise ExecutionError(f"TFLite Micro cannot invoke the model: {prober.first_message()}")
                 arena = _smallest(runs, arena, upper)
         finally:
             prober.close()

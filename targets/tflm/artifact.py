@@ -11,10 +11,10 @@ import os
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import DataError, ExecutionError
 from edgeq.io.files import prepare_output_dir, write_bytes_atomic, write_text_atomic
-from edgeq.targets.tflite.interpreters import invoke_tflm, tflm_interpreter
 from edgeq.targets.tflm.arena import ArenaReport, captured_stderr, measure_arena
+from edgeq.targets.tflm.interpreter import invoke_tflm, tflm_interpreter
 from edgeq.targets.tflm.sources import c_source, check_name, resolver_ops
 from edgeq.tflite_format.flatbuffer import read
 
@@ -36,7 +36,7 @@ def validate(model_bytes: bytes, inputs: list[list[np.ndarray]], *, arena: Arena
     ``outputs[j]`` concatenates every sample's output j along axis 0 (the integer reference's batch layout).
     """
     if not inputs:
-        raise EdgeqError("validate needs at least one sample")
+        raise DataError("validate needs at least one sample")
     arena = arena or measure_arena(model_bytes)
     graph = read(model_bytes)
     per_sample = []
@@ -45,14 +45,14 @@ def validate(model_bytes: bytes, inputs: list[list[np.ndarray]], *, arena: Arena
             interpreter = tflm_interpreter(model_bytes, arena.arena_bytes)
             for k, sample in enumerate(inputs):
                 if len(sample) != len(graph.inputs):
-                    raise EdgeqError(
+                    raise DataError(
                         f"sample {k} has {len(sample)} arrays; the model has {len(graph.inputs)} inputs"
                     )
                 per_sample.append(invoke_tflm(interpreter, sample, len(graph.outputs)))
                 interpreter.reset()  # every sample starts from the initial state (matters for stateful models)
     except (RuntimeError, ValueError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else log.first_line()
-        raise EdgeqError(f"TFLite Micro failed on sample {len(per_sample)}: {message}") from None
+        raise ExecutionError(f"TFLite Micro failed on sample {len(per_sample)}: {message}") from None
     return {
         "outputs": [np.concatenate([outs[j] for outs in per_sample]) for j in range(len(graph.outputs))],
         "input_details": [_details(interpreter.get_input_details(i)) for i in range(len(graph.inputs))],

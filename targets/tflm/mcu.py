@@ -1,4 +1,4 @@
-"""An estimate of TFLite Micro's latency on Cortex-M microcontrollers, from edgeq.reports.analysis' per-layer counts.
+"""An estimate of TFLite Micro's latency on Cortex-M microcontrollers, from the static analysis' per-layer counts (targets/tflite/analysis.py).
 
 This is an estimate, not a measurement: no device was run. It has two parts.
 
@@ -151,7 +151,7 @@ PROFILES = {
 
 
 def derived_cycles(layer: dict) -> tuple[float, float]:
-    """(MAC-loop cycles, other cycles) of one edgeq.reports.analysis layer on a Cortex-M4 (see the docstring)."""
+    """(MAC-loop cycles, other cycles) of one static-analysis layer (targets/tflite/analysis.py) on a Cortex-M4 (see the docstring)."""
     macs, outputs = layer["macs"], layer["output_bytes"]  # int8 activations: one byte per element
     if layer["kind"] == "conv":
         k = macs // outputs  # kh * kw * C_in
@@ -172,7 +172,7 @@ def derived_cycles(layer: dict) -> tuple[float, float]:
 
 
 def estimate(analysis: dict, profile: DeviceProfile) -> dict:
-    """Estimated cycles and latency of the .tflite whose edgeq.reports.analysis result is ANALYSIS, on PROFILE."""
+    """Estimated cycles and latency of the .tflite whose static analysis (targets/tflite/analysis.py) is ANALYSIS, on PROFILE."""
     if analysis.get("format") != "tflite":
         raise ValueError("the MCU estimate prices TFLite Micro operators: analyse the .tflite")
     per_layer = []

@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from edgeq.errors import EdgeqError
+from edgeq.errors import EdgeqError, RecipeError
 from edgeq.targets.tflite import builtins
 from edgeq.targets.tflm.arena import ArenaReport, measure_arena, round_up
 from edgeq.tflite_format.flatbuffer import read
@@ -26,7 +26,7 @@ def c_identifier(stem: str) -> str:
     """A C identifier from a file stem: invalid characters become '_', runs of '_' collapse, no leading digit."""
     name = re.sub(r"[^A-Za-z0-9]+", "_", stem).strip("_")
     if not name:
-        raise EdgeqError(f"cannot make a C identifier from {stem!r}: it has no letters or digits")
+        raise RecipeError(f"cannot make a C identifier from {stem!r}: it has no letters or digits")
     return f"model_{name}" if name[0].isdigit() else name
 
 
@@ -36,7 +36,7 @@ def check_name(name: str) -> None:
         suggestion = ""
         with contextlib.suppress(EdgeqError):
             suggestion = f"; use {c_identifier(name)!r}"
-        raise EdgeqError(
+        raise RecipeError(
             f"model name {name!r} is not a C identifier (letters, digits, single '_'){suggestion}"
         )
 

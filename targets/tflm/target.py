@@ -16,10 +16,10 @@ import numpy as np
 from edgeq.targets import register
 from edgeq.targets.target import Build, Emitted, IntegerRun, Target
 from edgeq.targets.tflite.analysis import analyze_tflite
-from edgeq.targets.tflite.interpreters import default_arena_size, invoke_tflm, tflm_interpreter
-from edgeq.targets.tflite.target import TfliteTarget, tflite_of
+from edgeq.targets.tflite.target import TfliteTarget, float_tflite, tflite_of
 from edgeq.targets.tflm import artifact
 from edgeq.targets.tflm.arena import measure_arena
+from edgeq.targets.tflm.interpreter import default_arena_size, invoke_tflm, tflm_interpreter
 from edgeq.targets.tflm.mcu import PROFILES, estimate
 from edgeq.targets.tflm.sources import c_identifier, resolver_ops
 from edgeq.tflite_format.flatbuffer import Graph, read
@@ -32,7 +32,7 @@ def _installed() -> bool:
 class TfliteMicroTarget(Target):
     name = "tflm"
     description = "TFLite Micro: the .tflite plus a C array, the op resolver list and the measured arena"
-    options = tuple(o for o in TfliteTarget.options if o.name == "io")  # the .tflite it embeds
+    options = TfliteTarget.options  # those of the .tflite it embeds
     suffixes = (".tflite",)
 
     def emit(self, conversion: Build) -> Emitted:
@@ -40,7 +40,7 @@ class TfliteMicroTarget(Target):
         written = artifact.emit(tflite.data, conversion.outdir, c_identifier(conversion.name))
         files = written.pop("files")
         paths = [Path(files[kind]) for kind in ("tflite", "header", "source")]
-        return Emitted(paths, written, tflite.lowered.graph)
+        return Emitted([*paths, *float_tflite(self, conversion)], written, tflite.lowered.graph)
 
     def summary(self, report: dict) -> str:
         return f"flash {report['flash_bytes']} B, arena {report['arena_bytes']} B"
@@ -48,11 +48,9 @@ class TfliteMicroTarget(Target):
     def profile(self, path: Path, *, runs: int, warmup: int, threads: list[int], progress: bool) -> dict:
         data = path.read_bytes()
         graph = read(data)
-        if not any(t.dtype == np.int8 for t in graph.tensors):
-            return {}  # a float .tflite is not an MCU model
         analysis = analyze_tflite(graph)
         result = {"mcu_estimate": {name: estimate(analysis, device) for name, device in PROFILES.items()}}
-        if _installed():
+        if _installed() and any(t.dtype == np.int8 for t in graph.tensors):  # the arena of an integer model
             arena = measure_arena(data)
             result["tflm"] = {
                 "flash_bytes": len(data),
