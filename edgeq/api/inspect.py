@@ -11,6 +11,7 @@ from edgeq.api.inputs import data_for, data_of
 from edgeq.api.inputs import float_model as float_model_of
 from edgeq.errors import DataError, ModelError
 from edgeq.io.files import check_output_path
+from edgeq.measure.latency import format_alternation
 from edgeq.reports import compare as comparing
 from edgeq.reports import page
 from edgeq.reports import profile as profiling
@@ -66,19 +67,25 @@ def compare(
 class ProfileResult:
     """``latency_ms`` is the first thread count's latency row (per kernel set for a .tflite); ``report`` holds
     every row, the per-op profile, the runtime's fusion, the static analysis and, for a .tflite, TFLite Micro's
-    arena and the Cortex-M estimate."""
+    arena and the Cortex-M estimate; with ``against``, the alternated rounds and their ratios instead. ``text`` is
+    what `edgeq profile` prints."""
 
     latency_ms: dict
     report: dict
-
-    def text(self, path) -> str:
-        return profiling.format_profile(path, self.report)
+    text: str
 
 
-def profile(artifact, *, runs: int = 100, warmup: int = 10, threads=1, progress: bool = False) -> ProfileResult:
-    """Measure ARTIFACT (.onnx, .ort or .tflite) in every runtime that runs it; THREADS is a count or a list."""
+def profile(
+    artifact, *, runs: int = 100, warmup: int = 10, threads=1, against=None, progress: bool = False
+) -> ProfileResult:
+    """Measure ARTIFACT (.onnx, .ort or .tflite) in every runtime that runs it; THREADS is a count or a list. With
+    AGAINST (another artifact), time the two alternately instead: ``report["rows"]`` holds, per thread count, the
+    median over rounds of the latency ratio ARTIFACT/AGAINST."""
+    if against is not None:
+        result = profiling.compare_latency(artifact, against, runs=runs, warmup=warmup, threads=threads, progress=progress)
+        return ProfileResult({}, result, format_alternation(result))
     result = profiling.profile(artifact, runs=runs, warmup=warmup, threads=threads, progress=progress)
-    return ProfileResult(result.get("latency_ms", {}), result)
+    return ProfileResult(result.get("latency_ms", {}), result, profiling.format_profile(artifact, result))
 
 
 def report(

@@ -54,22 +54,15 @@ def profile(artifact: str, runs: int, warmup: int, threads: str, other, no_progr
     .tflite with LiteRT's default kernels), and the result is the median over rounds of the latency ratio
     ARTIFACT/OTHER, per thread count.
     """
-    from edgeq.measure.latency import format_alternation
-    from edgeq.reports import profile as profiling
+    from edgeq.api.inspect import profile as profile_artifact
 
-    counts = parse_threads(threads)
-    if other is not None:
-        result = profiling.compare_latency(
-            artifact, other, runs=runs, warmup=warmup, threads=counts, progress=not no_progress
-        )
-        text = format_alternation(result)
-    else:
-        result = profiling.profile(artifact, runs=runs, warmup=warmup, threads=counts, progress=not no_progress)
-        text = profiling.format_profile(artifact, result)
+    result = profile_artifact(
+        artifact, runs=runs, warmup=warmup, threads=parse_threads(threads), against=other, progress=not no_progress
+    )
     if as_json:
-        echo_json(result)
+        echo_json(result.report)
     else:
-        click.echo(text)
+        click.echo(result.text)
 
 
 @main.command()
@@ -98,7 +91,7 @@ def compare(float_model: str, quantized, data_source: str, image_spec, max_sampl
     from edgeq.reports.compare import format_comparison, plot_layers
 
     if plot_path:
-        check_output_path(plot_path, float_model, *quantized)
+        check_output_path(plot_path, float_model, data_source, *quantized)
     data = data_of(data_source, load_model(float_model), image_spec=image_spec, max_samples=max_samples)
     results = {path: compare_artifact(float_model, path, data) for path in quantized}
     if plot_path:
