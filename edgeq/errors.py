@@ -39,7 +39,37 @@ class OutputError(EdgeqError):
 
 
 class UnsupportedError(EdgeqError):
-    """A valid model that uses something a pass or target cannot express."""
+    """A valid model that uses something a pass or target cannot express.
+
+    Raised for one node, it says which (``op``, ``node``) and why, as a reason ``code`` that coverage reports
+    count (one of ``REASON_CODES``); build it with :func:`unsupported`.
+    """
+
+    def __init__(self, message: str, *, op: str | None = None, node: str | None = None, code: str = "unsupported"):
+        super().__init__(message)
+        self.op, self.node, self.code = op, node, code
+
+
+# Why a node cannot be lowered as asked (the codes of UnsupportedError and of the coverage report).
+REASON_CODES = {
+    "no-lowering": "the target has no lowering for this op type",
+    "attribute": "an attribute or parameter value the target's operator cannot express",
+    "not-quantized": "an input or output the target needs quantized is float",
+    "no-int8-kernel": "the target runs this op in float only",
+    "no-micro-kernel": "TFLite Micro has no kernel for this op and type",
+    "dynamic": "a shape or parameter that is only known at run time",
+    "dtype": "a tensor type the target cannot take",
+    "layout": "a layout or broadcast the target's operator cannot express",
+    "unsupported": "not supported",
+}
+
+
+def unsupported(node, reason: str, code: str = "unsupported") -> UnsupportedError:
+    """``unsupported: <op> at <node>: <reason>`` for NODE (an onnx_ir node, or an (op, name) pair)."""
+    if code not in REASON_CODES:
+        raise ValueError(f"unknown reason code {code!r}")
+    op, name = (node.op_type, node.name) if hasattr(node, "op_type") else node
+    return UnsupportedError(f"unsupported: {op} at {name}: {reason}", op=op, node=name, code=code)
 
 
 class ExecutionError(EdgeqError):

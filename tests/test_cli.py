@@ -447,17 +447,16 @@ def test_bad_tflite_inputs_are_one_line_errors(tmp_path):
 def test_unsupported_op_for_tflite_names_the_node_and_writes_nothing(tmp_path):
     proto = make_convnet()
     softmax = next(n for n in proto.graph.node if n.op_type == "Softmax")
-    softmax.op_type = "Tanh"  # quantized by edgeq's plan, but no TFLite lowering
-    del softmax.attribute[:]
-    model = tmp_path / "tanh.onnx"
+    softmax.op_type = "Hardmax"  # TFLite has no operator for it
+    model = tmp_path / "hardmax.onnx"
     onnx.save(proto, model)
     calib = tmp_path / "calib.npz"
     np.savez(calib, input=np.random.default_rng(0).normal(size=(16, 3, 8, 8)).astype(np.float32))
     result = edgeq(
         "convert", model, "--target", "tflite", "--calib", calib, "-o", tmp_path / "out", "--no-progress"
     )
-    assert_one_line_error(result, r"node softmax: op Tanh is not supported by the TFLite target")
-    assert not (tmp_path / "out" / "tanh.tflite").exists()
+    assert_one_line_error(result, r"unsupported: Hardmax at softmax: the TFLite target has no lowering for it")
+    assert not (tmp_path / "out" / "hardmax.tflite").exists()
 
 
 def test_compare_several_recipes_with_a_plot(tmp_path):

@@ -346,8 +346,9 @@ def test_every_listed_op_is_quantized_and_runs(activation_type):
     x = RNG.normal(size=(1, 3, 8, 8)).astype(np.float32)
     qdq, plan, encodings, _ = _quantize(proto, x, activation_type)
     assert plan.float_nodes == {}
-    # the graph holds every op type issue 2 lists: all quantizable ops but Tanh
-    assert {n.op_type for n in plan.quantized} == QUANTIZABLE_OPS - {"Tanh"}
+    # every quantizable op of the graph (the op types issue 2 listed) is quantized
+    listed = {n.op_type for n in proto.graph.node} & QUANTIZABLE_OPS
+    assert len(listed) >= 20 and {n.op_type for n in plan.quantized} == listed
     # data movement shares one encoding through the chain; concat inputs share theirs
     assert encodings["mp"] == encodings["ct"] == encodings["ap"] == encodings["pad"] == encodings["rs"]
     assert encodings["hsw"] == encodings["hsg"] == encodings["lr"] == encodings["cat"]

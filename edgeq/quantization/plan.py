@@ -2,8 +2,8 @@
 
 Rules (docs/quantization-conventions.md §7-§9):
 * Anchor ops are quantized wherever they appear (unless excluded): the ops with weights or integer
-  arithmetic of their own (Conv, ConvTranspose, Gemm, MatMul, Add, Mul, Concat, AveragePool,
-  GlobalAveragePool).
+  arithmetic of their own (Conv, ConvTranspose, Gemm, MatMul, Add, Sub, Mul, Div, Concat, AveragePool,
+  GlobalAveragePool, ReduceMean).
 * Follower ops (activations, data movement, Resize, Softmax...) are quantized when their data input is
   already quantized, i.e. produced by a quantized node or a quantized graph input. A data-movement op between
   two float ops is left alone: quantizing it would only add error.
@@ -12,7 +12,8 @@ Rules (docs/quantization-conventions.md §7-§9):
   free (the runtimes drop the Relu/Clip only when the Q's range already implies it, so it is never removed
   when that would change the result).
 * Tensors joined by a scale-preserving op (MaxPool, AveragePool, Reshape, Flatten, Transpose, Squeeze,
-  Unsqueeze, Pad, Resize, Concat, Min, Max) share one encoding: the union of their calibrated ranges. TFLite
+  Unsqueeze, Pad, Resize, Concat, Min, Max, Slice, Split, Gather, ReduceMax/Min, GlobalMaxPool,
+  DepthToSpace, SpaceToDepth, Expand, Tile) share one encoding: the union of their calibrated ranges. TFLite
   requires identical input and output encodings for pools, reshapes and MINIMUM/MAXIMUM, and it makes Concat a
   plain copy.
 * A Min/Max with a constant operand is a per-channel clamp (equalization turns Relu6 into Relu + Min(x, 6/s)).
@@ -39,10 +40,13 @@ ANCHOR_OPS = {
     "Gemm",
     "MatMul",
     "Add",
+    "Sub",
     "Mul",
+    "Div",
     "Concat",
     "AveragePool",
     "GlobalAveragePool",
+    "ReduceMean",
 }
 SHARED_ENCODING_OPS = {
     "MaxPool",
@@ -57,6 +61,16 @@ SHARED_ENCODING_OPS = {
     "Concat",
     "Min",
     "Max",
+    "Slice",
+    "Split",
+    "Gather",
+    "ReduceMax",
+    "ReduceMin",
+    "GlobalMaxPool",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "Expand",
+    "Tile",
 }
 FOLLOWER_OPS = (SHARED_ENCODING_OPS - ANCHOR_OPS) | {
     "Relu",
@@ -67,12 +81,18 @@ FOLLOWER_OPS = (SHARED_ENCODING_OPS - ANCHOR_OPS) | {
     "Tanh",
     "HardSwish",
     "HardSigmoid",
+    "PRelu",
+    "Elu",
+    "Gelu",
+    "ReduceSum",
+    "ArgMax",
+    "ArgMin",
 }
 QUANTIZABLE_OPS = ANCHOR_OPS | FOLLOWER_OPS
 FUSABLE_ACTIVATIONS = {"Relu", "Clip"}
-FUSING_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul"}
+FUSING_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div"}
 # Inputs that carry data (the rest are shapes, pads, scales, axes, clip bounds, weights and biases).
-_ALL_INPUTS = {"Add", "Mul", "Concat", "MatMul", "Min", "Max"}
+_ALL_INPUTS = {"Add", "Sub", "Mul", "Div", "Concat", "MatMul", "Min", "Max"}
 CLAMP_OPS = {"Min", "Max"}
 WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
@@ -102,7 +122,9 @@ def data_inputs(node: ir.Node) -> list[ir.Value]:
 
 def constant_data_inputs(node: ir.Node) -> list[ir.Value]:
     """Float constants that an Add, Mul, Concat, Min or Max reads as data (quantized per tensor like activations)."""
-    if node.op_type not in {"Add", "Mul", "Concat", *CLAMP_OPS}:
+    if node.op_type == "PRelu":  # the slope: quantized per tensor, TFLite PRELU's alpha operand
+        return [v for v in node.inputs[1:2] if is_float(v) and is_constant(v)]
+    if node.op_type not in {"Add", "Sub", "Mul", "Div", "Concat", *CLAMP_OPS}:
         return []
     return [v for v in node.inputs if is_float(v) and is_constant(v)]
 
@@ -247,8 +269,9 @@ def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> Qua
             if c not in plan.constants:
                 plan.constants.append(c)
         if op in SHARED_ENCODING_OPS:
-            for v in [*inputs, *constant_data_inputs(node)]:
-                plan.share(v.name, node.outputs[0].name)
+            for v in [*inputs, *constant_data_inputs(node), *node.outputs[1:]]:  # Split: every output
+                if is_float(v):
+                    plan.share(v.name, node.outputs[0].name)
         if op in CLAMP_OPS and constant_data_inputs(node):
             plan.range_free.update(c.name for c in constant_data_inputs(node))
             plan.range_free.update(v.name for v in inputs if len(list(v.uses())) == 1 and not v.is_graph_output())

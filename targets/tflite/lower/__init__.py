@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
-from edgeq.errors import RecipeError, UnsupportedError
+from edgeq.errors import RecipeError, unsupported
 from edgeq.targets.tflite.lower.context import IO_TYPES, LoweringContext
 from edgeq.targets.tflite.lower.edges import graph_input, graph_output
 from edgeq.targets.tflite.lower.registry import lowering_for
@@ -55,7 +55,7 @@ def _check_qdq(ctx: LoweringContext, node: ir.Node) -> None:
     if node.op_type == "QuantizeLinear":
         source = ctx.producer(node.inputs[0])
         if source is not None and source.op_type == "DequantizeLinear":
-            raise UnsupportedError(f"node {node.name}: requantization between Q/DQ pairs is not supported")
+            raise unsupported(node, "requantization between Q/DQ pairs", "attribute")
 
 
 def lower(model: ir.Model, *, io: str = "int8", precision: str = "int8") -> Lowered:
@@ -70,7 +70,7 @@ def lower(model: ir.Model, *, io: str = "int8", precision: str = "int8") -> Lowe
             continue
         lowering = lowering_for(node.op_type)
         if lowering is None:
-            raise UnsupportedError(f"node {node.name}: op {node.op_type} is not supported by the TFLite target")
+            raise unsupported(node, "the TFLite target has no lowering for it", "no-lowering")
         lowering(ctx, node)
     output_layouts = [graph_output(ctx, v) for v in ctx.onnx.outputs]
     return Lowered(ctx.graph, input_layouts, output_layouts, dict(sorted(ctx.ops.items())))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from edgeq.errors import UnsupportedError
+from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import (
     BIT_EXACT,
     PROBABILITY_ENCODING,
@@ -115,7 +115,7 @@ def softmax(ctx: LoweringContext, node: ir.Node) -> None:
     axis = node.attributes.get_int("axis", -1) % rank
     act = ctx.activation(node.inputs[0], node)
     if list(act.perm).index(axis) != rank - 1:
-        raise UnsupportedError(f"node {node.name}: Softmax must run over the channel/last axis for TFLite")
+        raise unsupported(node, "TFLite SOFTMAX runs over the channel/last axis only", "layout")
     _unary(ctx, node, SOFTMAX, {"Beta": 1.0})
 
 

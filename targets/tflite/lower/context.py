@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import RecipeError, UnsupportedError
+from edgeq.errors import RecipeError, unsupported
 from edgeq.quantization.plan import activation_bounds
 from edgeq.targets.tflite.builtins import Builtin
 from edgeq.tflite_format.graph import Graph, Quantization, Tensor
@@ -97,9 +97,7 @@ class LoweringContext:
     def check_shared(self, node: ir.Node, src: int, out: int) -> None:
         """SRC and OUT must carry one encoding: the operator copies, compares or interpolates stored values."""
         if not self.float and self.encoding_of(src) != self.encoding_of(out):
-            raise UnsupportedError(
-                f"node {node.name} ({node.op_type}): input and output encodings differ; TFLite requires them equal"
-            )
+            raise unsupported(node, "input and output encodings differ; TFLite requires them equal", "attribute")
 
     # ----------------------------------------------------------------------------------- reading the QDQ model
 
@@ -120,26 +118,21 @@ class LoweringContext:
         if dtype == ir.DataType.UINT8:
             zero_point -= 128  # the same grid shifted: TFLite int8 kernels
         elif dtype != ir.DataType.INT8:
-            raise UnsupportedError(f"{q_node.name}: the TFLite target needs 8-bit activations, got {dtype}")
+            raise unsupported(q_node, f"the TFLite target needs 8-bit activations, got {dtype}", "dtype")
         return np.float32(scale), zero_point
 
     def activation(self, value: ir.Value, node: ir.Node) -> Activation:
         """The TFLite tensor of an activation input: the output of an activation Q/DQ pair."""
         dq = self.producer(value)
         if dq is None or dq.op_type != "DequantizeLinear" or id(dq.inputs[0]) not in self.values:
-            raise UnsupportedError(
-                f"node {node.name} ({node.op_type}) reads {value.name}, which is not quantized; "
-                "the TFLite target needs every op between the input and output quantized"
-            )
+            raise unsupported(node, f"reads {value.name}, which is not quantized", "not-quantized")
         return self.values[id(dq.inputs[0])]
 
     def constant(self, value: ir.Value, node: ir.Node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(integers, scales, zero points) of a constant behind a DequantizeLinear."""
         dq = self.producer(value)
         if dq is None or dq.op_type != "DequantizeLinear" or dq.inputs[0].const_value is None:
-            raise UnsupportedError(
-                f"node {node.name} ({node.op_type}): input {value.name} is not a quantized constant"
-            )
+            raise unsupported(node, f"input {value.name} is not a quantized constant", "not-quantized")
         q = dq.inputs[0].const_value.numpy()
         scale = dq.inputs[1].const_value.numpy().astype(np.float32)
         zero = dq.inputs[2].const_value.numpy() if len(dq.inputs) > 2 and dq.inputs[2] is not None else 0
@@ -155,11 +148,11 @@ class LoweringContext:
         if not self.is_quantized_constant(value):
             act = self.activation(value, node)
             if len(value.shape) != out_rank or tuple(act.perm) != tuple(perm):
-                raise UnsupportedError(f"node {node.name}: broadcasting between feature maps of different rank")
+                raise unsupported(node, "broadcasting between feature maps of different rank", "layout")
             return act.index
         q, scale, zero = self.constant(value, node)
         if scale.size != 1:
-            raise UnsupportedError(f"node {node.name}: a per-channel quantized constant operand is not supported")
+            raise unsupported(node, "a per-channel quantized constant operand", "attribute")
         q = q.reshape((1,) * (out_rank - q.ndim) + q.shape).transpose(perm)
         encoding = (scale[0], int(zero[0]))
         if self.float:
@@ -175,7 +168,7 @@ class LoweringContext:
         """The QuantizeLinear that NODE's output feeds (directly)."""
         users = [user for user, _ in node.outputs[0].uses()]
         if len(users) != 1 or users[0].op_type != "QuantizeLinear":
-            raise UnsupportedError(f"node {node.name} ({node.op_type}): its output is not quantized")
+            raise unsupported(node, "its output is not quantized", "not-quantized")
         return users[0]
 
     # ----------------------------------------------------------------------------------- outputs
@@ -191,10 +184,7 @@ class LoweringContext:
             value = fused.outputs[0]
             consumers = [user for user, _ in value.uses()]
         if len(consumers) != 1 or consumers[0].op_type != "QuantizeLinear":
-            raise UnsupportedError(
-                f"node {node.name} ({node.op_type}): its output is not quantized by a single QuantizeLinear; "
-                "the TFLite target needs every op quantized (check --exclude)"
-            )
+            raise unsupported(node, "its output is not quantized by a single QuantizeLinear", "not-quantized")
         q_node = consumers[0]
         encoding = self.int8_encoding(q_node)
         activation = "NONE" if fused is None else self._fused_activation(node, fused, encoding)
@@ -209,7 +199,7 @@ class LoweringContext:
         the output's integer grid saturates inside them (then the clamp is the int8 range itself)."""
         bounds = activation_bounds(act)
         if bounds is None:
-            raise UnsupportedError(f"node {node.name}: {act.op_type} {act.name} has bounds that are not constant")
+            raise unsupported(node, f"{act.op_type} {act.name} has bounds that are not constant", "dynamic")
         named = {(0.0, 6.0): "RELU6", (0.0, math.inf): "RELU", (-1.0, 1.0): "RELU_N1_TO_1"}
         if bounds in named:
             return named[bounds]
@@ -218,6 +208,4 @@ class LoweringContext:
         grid_lo, grid_hi = scale * (-128 - zero_point), scale * (127 - zero_point)
         if grid_lo >= lo - 1e-6 and grid_hi <= hi + 1e-6:
             return "NONE"
-        raise UnsupportedError(
-            f"node {node.name}: Clip({lo}, {hi}) after {node.op_type} has no TFLite fused activation"
-        )
+        raise unsupported(node, f"Clip({lo}, {hi}) after it has no TFLite fused activation", "attribute")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import UnsupportedError
+from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, register
 from edgeq.targets.tflite.lower.context import TO_NHWC, LoweringContext, static_shape
 from edgeq.targets.tflite.lower.pad import pad_spatial
@@ -117,7 +117,7 @@ def conv(ctx: LoweringContext, node: ir.Node) -> None:
     act = ctx.activation(x_value, node)
     in_shape = static_shape(x_value.shape)
     if len(in_shape) != 4:
-        raise UnsupportedError(f"node {node.name}: only 2-D convolutions are supported by the TFLite target")
+        raise unsupported(node, "only 2-D convolutions are lowered", "attribute")
     w, w_scale, w_zero = ctx.constant(node.inputs[1], node)
     group = node.attributes.get_int("group", 1)
     kernel = list(w.shape[2:])
@@ -129,9 +129,7 @@ def conv(ctx: LoweringContext, node: ir.Node) -> None:
     c_in, c_out = in_shape[1], w.shape[0]
     depthwise = group != 1 and group == c_in and w.shape[1] == 1
     if group != 1 and not depthwise:
-        raise UnsupportedError(
-            f"node {node.name}: grouped convolution (group={group}) is not supported by TFLite"
-        )
+        raise unsupported(node, f"grouped convolution (group={group})", "attribute")
     if depthwise:
         laid_out, axis = w.transpose(1, 2, 3, 0), 3  # [C*M, 1, KH, KW] -> [1, KH, KW, C*M]
     else:

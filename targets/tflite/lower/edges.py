@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import UnsupportedError
+from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, input_shape, register
 from edgeq.targets.tflite.lower.context import Activation, LoweringContext, layout_perm, static_shape
 from edgeq.tflite_format.graph import Graph, Operator
@@ -72,9 +72,7 @@ def graph_input(ctx: LoweringContext, value: ir.Value) -> str:
     """Add ONNX graph input VALUE (and its QUANTIZE for uint8/float io); returns its layout."""
     consumers = [user for user, _ in value.uses()]
     if len(consumers) != 1 or consumers[0].op_type != "QuantizeLinear":
-        raise UnsupportedError(
-            f"graph input {value.name} is not quantized: the TFLite target needs quantized inputs"
-        )
+        raise unsupported(("input", value.name), "the graph input is not quantized", "not-quantized")
     q_node = consumers[0]
     shape = static_shape(value.shape)
     perm = layout_perm(len(shape))
@@ -102,13 +100,11 @@ def graph_output(ctx: LoweringContext, value: ir.Value) -> str:
     """Make ONNX graph output VALUE a graph output (through QUANTIZE/DEQUANTIZE for uint8/float io)."""
     dq = ctx.producer(value)
     if dq is None or dq.op_type != "DequantizeLinear" or id(dq.inputs[0]) not in ctx.values:
-        raise UnsupportedError(
-            f"graph output {value.name} is not quantized: the TFLite target needs quantized outputs"
-        )
+        raise unsupported(("output", value.name), "the graph output is not quantized", "not-quantized")
     act = ctx.values[id(dq.inputs[0])]
     if act.column_order is not None:
-        raise UnsupportedError(
-            f"graph output {value.name} is a flattened feature map; end the model with a layer"
+        raise unsupported(
+            ("output", value.name), "a flattened feature map; end the model with a layer", "layout"
         )
     internal = ctx.graph.tensors[act.index]
     if ctx.io == "int8" or ctx.float:

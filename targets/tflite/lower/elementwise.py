@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import UnsupportedError
+from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, broadcast_shape, by_input_type, register
 from edgeq.targets.tflite.lower.context import LoweringContext, layout_perm, static_shape
 from edgeq.targets.tflite.lower.registry import lowers
@@ -104,14 +104,14 @@ def selection(ctx: LoweringContext, node: ir.Node) -> None:
     """Min/Max of two operands (e.g. Min(x, B), B a per-channel bound from equalization)."""
     builtin = MINIMUM if node.op_type == "Min" else MAXIMUM
     if len(node.inputs) != 2:
-        raise UnsupportedError(f"node {node.name}: {node.op_type} of {len(node.inputs)} inputs; TFLite has two")
+        raise unsupported(node, f"{len(node.inputs)} inputs; TFLite has two", "attribute")
     out_value = node.outputs[0]
     rank = len(out_value.shape)
     perm = layout_perm(rank)
     inputs = [ctx.operand(v, node, rank, perm) for v in node.inputs]
     out, activation = ctx.output(node, static_shape(out_value.shape), perm)
     if activation != "NONE":
-        raise UnsupportedError(f"node {node.name}: {builtin.opcode} has no fused activation in TFLite")
+        raise unsupported(node, f"{builtin.opcode} has no fused activation in TFLite", "attribute")
     for index in inputs:
         ctx.check_shared(node, index, out)
     ctx.add_op(builtin, inputs, [out])

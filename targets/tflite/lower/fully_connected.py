@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import UnsupportedError
+from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import Builtin, register
 from edgeq.targets.tflite.lower.context import LoweringContext, is_identity, static_shape
 from edgeq.targets.tflite.lower.registry import lowers
@@ -74,7 +74,7 @@ FULLY_CONNECTED = register(
 @lowers("Gemm")
 def gemm(ctx: LoweringContext, node: ir.Node) -> None:
     if node.attributes.get_int("transA", 0):
-        raise UnsupportedError(f"node {node.name}: Gemm with transA is not supported by the TFLite target")
+        raise unsupported(node, "Gemm with transA", "attribute")
     w, scale, zero = ctx.constant(node.inputs[1], node)
     laid_out = w if node.attributes.get_int("transB", 0) else w.T  # -> [out, in]
     _fully_connected(ctx, node, laid_out, scale, zero, bias_input=2)
@@ -83,12 +83,10 @@ def gemm(ctx: LoweringContext, node: ir.Node) -> None:
 @lowers("MatMul")
 def matmul(ctx: LoweringContext, node: ir.Node) -> None:
     if not ctx.is_quantized_constant(node.inputs[1]):
-        raise UnsupportedError(
-            f"node {node.name}: MatMul of two activations is not supported by the TFLite target"
-        )
+        raise unsupported(node, "MatMul of two activations", "no-lowering")
     w, scale, zero = ctx.constant(node.inputs[1], node)
     if w.ndim != 2:
-        raise UnsupportedError(f"node {node.name}: MatMul weights must be 2-D for the TFLite target")
+        raise unsupported(node, "MatMul weights must be 2-D", "attribute")
     _fully_connected(ctx, node, w.T, scale, zero, bias_input=None)
 
 
@@ -97,9 +95,7 @@ def _fully_connected(ctx: LoweringContext, node: ir.Node, w, scale, zero, bias_i
     act = ctx.activation(x_value, node)
     rank = len(x_value.shape)
     if not is_identity(act.perm):
-        raise UnsupportedError(
-            f"node {node.name}: a fully-connected layer on a 4-D feature map is not supported"
-        )
+        raise unsupported(node, "a fully-connected layer on a 4-D feature map", "layout")
     if act.column_order is not None:
         w = w[:, act.column_order]
     w = np.ascontiguousarray(w)

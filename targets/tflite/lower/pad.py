@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import UnsupportedError
+from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, register
 from edgeq.targets.tflite.lower.context import Activation, LoweringContext, static_shape
 from edgeq.targets.tflite.lower.registry import lowers
@@ -91,15 +91,13 @@ def pad(ctx: LoweringContext, node: ir.Node) -> None:
     act = ctx.activation(x_value, node)
     mode = node.attributes.get_string("mode", "constant")
     if mode != "constant":
-        raise UnsupportedError(f"node {node.name}: Pad mode {mode!r} is not supported by the TFLite target")
+        raise unsupported(node, f"Pad mode {mode!r}", "attribute")
     rank = len(x_value.shape)
     raw = node.inputs[1].const_value.numpy().astype(np.int64)
     if len(node.inputs) > 3 and node.inputs[3] is not None:
-        raise UnsupportedError(f"node {node.name}: Pad with axes is not supported by the TFLite target")
+        raise unsupported(node, "Pad with axes", "attribute")
     if (raw < 0).any():
-        raise UnsupportedError(
-            f"node {node.name}: negative pads (cropping) are not supported by the TFLite target"
-        )
+        raise unsupported(node, "negative pads (cropping)", "attribute")
     pairs = np.stack([raw[:rank], raw[rank:]], axis=1)[list(act.perm)].astype(np.int32)
     in_shape = static_shape(x_value.shape)
     out_shape = [s + int(raw[i] + raw[rank + i]) for i, s in enumerate(in_shape)]

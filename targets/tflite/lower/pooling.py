@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import UnsupportedError
+from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, by_input_type, register
 from edgeq.targets.tflite.lower.context import TO_NHWC, LoweringContext, static_shape
 from edgeq.targets.tflite.lower.pad import pad_spatial
@@ -57,9 +57,9 @@ def pool(ctx: LoweringContext, node: ir.Node) -> None:
     kernel = list(node.attributes.get_ints("kernel_shape"))
     strides = list(node.attributes.get_ints("strides", [1, 1]))
     if node.attributes.get_int("ceil_mode", 0):
-        raise UnsupportedError(f"node {node.name}: ceil_mode pooling is not supported by the TFLite target")
+        raise unsupported(node, "ceil_mode pooling", "attribute")
     if list(node.attributes.get_ints("dilations", [1, 1])) != [1, 1]:
-        raise UnsupportedError(f"node {node.name}: dilated pooling is not supported by the TFLite target")
+        raise unsupported(node, "dilated pooling", "attribute")
     padding, pads = spatial_padding(node, in_shape, kernel, strides, [1, 1])
     explicit = padding == "VALID" and any(p != (0, 0) for p in pads)
     count_include_pad = node.attributes.get_int("count_include_pad", 0)
@@ -68,15 +68,12 @@ def pool(ctx: LoweringContext, node: ir.Node) -> None:
         act, in_shape = pad_spatial(ctx, act, pads, in_shape, node.name, fill=lowest)
     elif explicit:
         if not count_include_pad:
-            raise UnsupportedError(
-                f"node {node.name}: AveragePool pads {pads} are not TFLite SAME padding and exclude the pad "
-                "from the count; TFLite cannot express that"
+            raise unsupported(
+                node, f"pads {pads} are not TFLite SAME padding and exclude the pad from the count", "attribute"
             )
         act, in_shape = pad_spatial(ctx, act, pads, in_shape, node.name)
     elif padding == "SAME" and builtin is AVERAGE_POOL_2D and count_include_pad:
-        raise UnsupportedError(
-            f"node {node.name}: count_include_pad=1 with SAME pads is not supported by TFLite"
-        )
+        raise unsupported(node, "count_include_pad=1 with SAME pads", "attribute")
     out_shape = [in_shape[0], *static_shape(node.outputs[0].shape)[1:]]
     out, activation = ctx.output(node, out_shape, TO_NHWC)
     ctx.check_shared(node, act.index, out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import UnsupportedError
+from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, by_input_type, register
 from edgeq.targets.tflite.lower.context import TO_NHWC, LoweringContext, static_shape
 from edgeq.targets.tflite.lower.registry import lowers
@@ -50,7 +50,7 @@ def global_average_pool(ctx: LoweringContext, node: ir.Node) -> None:
     x_value = node.inputs[0]
     act = ctx.activation(x_value, node)
     if len(x_value.shape) != 4:
-        raise UnsupportedError(f"node {node.name}: only 2-D global pooling is supported by the TFLite target")
+        raise unsupported(node, "only 2-D global pooling is lowered", "attribute")
     in_shape = static_shape(x_value.shape)
     out, _ = ctx.output(node, [in_shape[0], in_shape[1], 1, 1], TO_NHWC)
     axes = ctx.tensor(f"{node.name}_axes", (2,), np.int32, data=np.array([1, 2], np.int32))

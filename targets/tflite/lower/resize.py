@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import UnsupportedError
+from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, register
 from edgeq.targets.tflite.lower.context import TO_NHWC, LoweringContext, static_shape
 from edgeq.targets.tflite.lower.registry import lowers
@@ -85,14 +85,14 @@ def resize(ctx: LoweringContext, node: ir.Node) -> None:
     x_value = node.inputs[0]
     act = ctx.activation(x_value, node)
     if len(x_value.shape) != 4:
-        raise UnsupportedError(f"node {node.name}: only 2-D (NCHW) Resize is supported by the TFLite target")
+        raise unsupported(node, "only 2-D (NCHW) Resize is lowered", "attribute")
     mode = node.attributes.get_string("mode", "nearest")
     transform = node.attributes.get_string("coordinate_transformation_mode", "half_pixel")
     nearest_mode = node.attributes.get_string("nearest_mode", "round_prefer_floor")
     in_shape = static_shape(x_value.shape)
     out_shape = [in_shape[0], *static_shape(node.outputs[0].shape)[1:]]
     if out_shape[:2] != in_shape[:2]:
-        raise UnsupportedError(f"node {node.name}: Resize may only change the spatial axes for the TFLite target")
+        raise unsupported(node, "Resize may only change the spatial axes", "attribute")
     flags = None  # (AlignCorners, HalfPixelCenters)
     if mode == "linear":
         flags = _LINEAR.get(transform)
@@ -101,9 +101,11 @@ def resize(ctx: LoweringContext, node: ir.Node) -> None:
     elif mode == "nearest":
         flags = _NEAREST.get((transform, nearest_mode))
     if flags is None:
-        raise UnsupportedError(
-            f"node {node.name}: Resize mode={mode} coordinate_transformation_mode={transform}"
-            f" nearest_mode={nearest_mode} has no exact TFLite equivalent"
+        raise unsupported(
+            node,
+            f"mode={mode} coordinate_transformation_mode={transform} nearest_mode={nearest_mode} "
+            "has no exact TFLite equivalent",
+            "attribute",
         )
     out, _ = ctx.output(node, out_shape, TO_NHWC)
     ctx.check_shared(node, act.index, out)
