@@ -20,15 +20,22 @@ class _DivByConstant(RewriteRuleClassBase):
     def check(self, context, x, divisor) -> rewriter.MatchResult:
         result = rewriter.MatchResult()
         value = divisor.const_value
-        if value is None or divisor.dtype != ir.DataType.FLOAT or x.dtype != ir.DataType.FLOAT:
+        # Div's inputs share one type, so a float32 divisor means a float32 x (whose type may not be annotated)
+        if value is None or divisor.dtype != ir.DataType.FLOAT:
             return result.fail("divisor is not a float32 constant")
         if not np.all(np.isfinite(value.numpy())) or np.any(value.numpy() == 0):
             return result.fail("divisor has zeros or non-finite values")
         return result
 
     def rewrite(self, op, x, divisor):
+        # One reciprocal per divisor: exporters and onnx-simplifier share one scalar initializer among many Divs,
+        # and a second initializer of the same name would be left unregistered (an invalid graph).
+        name = f"{divisor.name}_reciprocal"
+        graph = divisor.graph
+        if graph is not None and name in graph.initializers:
+            return op.Mul(x, graph.initializers[name])
         reciprocal = (np.float32(1.0) / divisor.const_value.numpy()).astype(np.float32)
-        return op.Mul(x, op.initializer(ir.tensor(reciprocal), name=f"{divisor.name}_reciprocal"))
+        return op.Mul(x, op.initializer(ir.tensor(reciprocal), name=name))
 
 
 class DivToMulPass(ir.passes.InPlacePass):

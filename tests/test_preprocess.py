@@ -98,3 +98,24 @@ def test_division_by_a_tensor_or_zero_stays():
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model = preprocess(ir.serde.deserialize_model(proto))
     assert [n.op_type for n in model.graph] == ["Div", "Div"]
+
+
+def test_one_divisor_shared_by_many_divisions_becomes_one_reciprocal():
+    """onnx-simplifier shares one scalar initializer among many nodes (e.g. hard-swish's / 6): every Div becomes a
+    Mul by one registered reciprocal, including Divs whose dividend has no annotated type."""
+    nodes = [helper.make_node("Div", [src, "six"], [dst]) for src, dst in (("x", "a"), ("a", "b"), ("b", "y"))]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializer=[onnx.numpy_helper.from_array(np.array(6.0, np.float32), "six")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = preprocess(ir.serde.deserialize_model(proto))
+    result = to_proto(model)
+    onnx.checker.check_model(result, full_check=True)
+    assert [n.op_type for n in result.graph.node] == ["Mul", "Mul", "Mul"]
+    assert [t.name for t in result.graph.initializer] == ["six_reciprocal"]
+    x = np.random.default_rng(3).normal(size=(1, 4)).astype(np.float32)
+    np.testing.assert_allclose(_run(result, x), _run(proto, x), rtol=1e-6)
