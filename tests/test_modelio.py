@@ -8,8 +8,9 @@ import numpy as np
 import onnx
 import pytest
 from conftest import make_convnet
-from onnx import external_data_helper
+from onnx import TensorProto, external_data_helper, helper
 
+import edgeq
 from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import load_model, save_model, to_proto
 from edgeq.io.session import session as ort_session
@@ -98,7 +99,7 @@ def test_missing_external_data(tmp_path):
         load_model(path)
 
 
-@pytest.mark.parametrize("opset", [9, 22])
+@pytest.mark.parametrize("opset", [6, 26])
 def test_unsupported_opset(tmp_path, opset):
     model = make_convnet()
     model.opset_import[0].version = opset
@@ -108,11 +109,58 @@ def test_unsupported_opset(tmp_path, opset):
         load_model(path)
 
 
-def test_opset_11_is_converted_to_13(tmp_path):
-    path = tmp_path / "m11.onnx"
-    onnx.save(make_convnet(opset=11), path)
-    model = load_model(path)
-    assert model.opset_imports[""] == 13
+def _convnet_at(opset: int) -> onnx.ModelProto:
+    """Conv-BatchNorm-Clip-MaxPool-Flatten-Gemm written as an exporter of OPSET writes it (Clip bounds as
+    attributes before opset 11, initializers listed as graph inputs before IR version 4)."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "w": rng.normal(0, 0.3, (4, 3, 3, 3)),
+        "b": rng.normal(0, 0.1, 4),
+        "gamma": rng.uniform(0.5, 1.5, 4),
+        "beta": rng.normal(0, 0.2, 4),
+        "mean": rng.normal(0, 0.2, 4),
+        "var": rng.uniform(0.5, 1.5, 4),
+        "fc.w": rng.normal(0, 0.5, (64, 5)),
+        "fc.b": rng.normal(0, 0.1, 5),
+    }
+    if opset < 11:
+        clip = helper.make_node("Clip", ["bn"], ["act"], min=0.0, max=6.0)
+    else:
+        arrays.update(lo=np.array(0.0), hi=np.array(6.0))
+        clip = helper.make_node("Clip", ["bn", "lo", "hi"], ["act"])
+    inits = [onnx.numpy_helper.from_array(a.astype(np.float32), name) for name, a in arrays.items()]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["bn"]),
+        clip,
+        helper.make_node("MaxPool", ["act"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["y"]),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], inits),
+        opset_imports=[helper.make_opsetid("", opset)],
+    )
+    model.ir_version = onnx.helper.find_min_ir_version_for(model.opset_import)
+    if model.ir_version < 4:
+        model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in inits)
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("opset", [7, 10, 11, 17, 21, 22, 25])
+def test_every_opset_from_7_to_25_quantizes_and_runs(tmp_path, opset):
+    """Below 13 the model is converted up to 13 (per-channel QuantizeLinear); from 13 on it keeps its opset."""
+    path = tmp_path / "m.onnx"
+    onnx.save(_convnet_at(opset), path)
+    assert load_model(path).opset_imports[""] == max(opset, 13)
+    rng = np.random.default_rng(1)
+    result = edgeq.quantize(path, rng.normal(size=(16, 3, 8, 8)).astype(np.float32))
+    x = rng.normal(size=(1, 3, 8, 8)).astype(np.float32)
+    expected = ort_session(onnx.load(path)).run(None, {"x": x})[0]
+    got = ort_session(result.model).run(None, {"x": x})[0]
+    assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
 
 
 def test_save_refuses_input_path(convnet_path):

@@ -1,8 +1,10 @@
 """Load and save ONNX models as onnx_ir models, safely.
 
 Loading never reads outside the model's folder: every external-data location must resolve (after
-following symlinks) to a file inside the folder that holds the .onnx file. Models below opset 13 are
-converted with onnx's version converter, because per-channel QuantizeLinear needs opset 13.
+following symlinks) to a file inside the folder that holds the .onnx file. Every opset from 7 to the newest the
+onnxruntime 1.32 implements QuantizeLinear/DequantizeLinear for (25) is accepted: models below opset 13 are
+converted up with onnx's version converter (per-channel QuantizeLinear needs opset 13), newer ones are planned in
+their own opset (the Q/DQ pairs edgeq inserts mean the same in every opset from 13 on; onnx converts few ops down).
 Saving writes the whole model into one file atomically, with the lowest IR version that its opsets
 need, so the installed onnxruntime (which lags onnx by an IR version or two) can read it.
 """
@@ -22,8 +24,8 @@ from google.protobuf.message import DecodeError
 from edgeq.errors import ModelError, UnsupportedError
 from edgeq.io.files import check_output_path, write_bytes_atomic
 
-MIN_OPSET = 11
-MAX_OPSET = 21
+MIN_OPSET = 7
+MAX_OPSET = 25
 QDQ_MIN_OPSET = 13
 _PROTOBUF_LIMIT = 2**31 - 1
 
