@@ -1,10 +1,14 @@
 """The preprocessing pipeline: make a float model canonical before calibration and quantization.
 
 In order:
+0. dynamic input dimensions fixed from the recipe's input shapes or the calibration samples
+   (passes.fix_input_shapes; the batch axis only if the graph reads it, in a second round);
 1. constants as initializers (weights stored as Constant nodes become initializers) and initializers
    removed from the graph inputs (old exporters list them there, which makes them overridable and so
    not constant);
-2. constant folding (onnxscript's optimizer: it evaluates shape arithmetic even with symbolic dims);
+2. onnxruntime's basic graph optimizations as a folding step (passes.runtime_folding: whole-graph constant and
+   shape folding, no-op Casts, transpose cancellation), then onnxscript's constant folder (it evaluates shape
+   arithmetic even with symbolic dims);
 3. Identity/Dropout removal;
 4. BatchNorm folding into Conv/ConvTranspose/Gemm, keeping the BN statistics (passes.fold_batchnorm), and
    division by constants turned into multiplication (passes.div_to_mul);
@@ -23,8 +27,10 @@ import onnx_ir.passes.common as common_passes
 import onnxscript.optimizer
 
 from edgeq.passes.div_to_mul import DivToMulPass
+from edgeq.passes.fix_input_shapes import FixInputShapesPass, FixInputShapesResult
 from edgeq.passes.fold_batchnorm import FoldBatchNormPass
 from edgeq.passes.remove_noops import RemoveNoOpsPass
+from edgeq.passes.runtime_folding import RuntimeFoldingPass
 
 
 class FoldConstantsPass(ir.passes.InPlacePass):
@@ -40,6 +46,7 @@ def preprocess_pipeline() -> ir.passes.PassManager:
         [
             common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
             common_passes.RemoveInitializersFromInputsPass(),
+            RuntimeFoldingPass(),
             FoldConstantsPass(),
             RemoveNoOpsPass(),
             FoldBatchNormPass(),
@@ -52,6 +59,34 @@ def preprocess_pipeline() -> ir.passes.PassManager:
     )
 
 
-def preprocess(model: ir.Model) -> ir.Model:
-    """Run the preprocessing pipeline on MODEL in place and return it."""
-    return preprocess_pipeline()(model).model
+def _reads_batch_size(model: ir.Model) -> bool:
+    """Whether the graph still computes from a shape while an input's first axis is symbolic."""
+    symbolic = any(
+        v.shape is not None and v.shape.rank() and not isinstance(v.shape[0], int) for v in model.graph.inputs
+    )
+    return symbolic and any(node.op_type in ("Shape", "Size") for node in model.graph)
+
+
+class PreprocessPass(ir.passes.InPlacePass):
+    """Input shapes fixed (passes.fix_input_shapes), then the pipeline above; once more with the batch axis fixed
+    to 1 if the graph still reads it."""
+
+    def __init__(self, input_shapes: dict[str, list[int]] | None = None, sample_shapes=None):
+        super().__init__()
+        self.input_shapes, self.sample_shapes = input_shapes, sample_shapes
+
+    def call(self, model: ir.Model) -> FixInputShapesResult:
+        fixed = FixInputShapesPass(self.input_shapes, self.sample_shapes)(model).fixed
+        preprocess_pipeline()(model)
+        if _reads_batch_size(model):
+            for name, record in FixInputShapesPass(batch=True)(model).fixed.items():
+                if name in fixed:
+                    record["from"] = f"{fixed[name]['from']}; {record['from']}"
+                fixed[name] = record
+            preprocess_pipeline()(model)
+        return FixInputShapesResult(model, True, fixed)
+
+
+def preprocess(model: ir.Model, input_shapes=None, sample_shapes=None) -> ir.Model:
+    """Run the preprocessing on MODEL in place and return it."""
+    return PreprocessPass(input_shapes, sample_shapes)(model).model

@@ -216,9 +216,10 @@ def test_bias_overflow_raises_weight_scale_and_is_reported():
 def test_matmul_with_constant_weights_and_add_constant():
     w = RNG.normal(size=(6, 4)).astype(np.float32)
     k = RNG.normal(size=4).astype(np.float32)
-    nodes = [
+    nodes = [  # a Relu between them: onnxruntime's folding would make MatMul + Add one Gemm
         helper.make_node("MatMul", ["input", "w"], ["m"], name="mm"),
-        helper.make_node("Add", ["m", "k"], ["y"], name="add"),
+        helper.make_node("Relu", ["m"], ["r"], name="relu"),
+        helper.make_node("Add", ["r", "k"], ["y"], name="add"),
     ]
     graph = helper.make_graph(
         nodes,

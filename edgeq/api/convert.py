@@ -114,6 +114,7 @@ def convert(
         labels = _labels(labels if labels is not None else labels_of(eval_data), evaluation)
         pipeline = Pipeline(recipe, progress=progress)
         calibrated = pipeline.calibrate(source.model, data)
+        _check_fixed_shapes(calibrated.fixed_input_shapes, evaluation)
         built: dict[str, Quantized] = {}
 
         def quantized(activation_type: str) -> Quantized:
@@ -130,6 +131,8 @@ def convert(
             for name in target_names:
                 results[name]["verification"] = verification
         report = {"input": source.label, "recipe": recipe.to_dict(), "targets": results}
+        if calibrated.fixed_input_shapes:
+            report["fixed_input_shapes"] = calibrated.fixed_input_shapes
         report["artifacts"] = list(dict.fromkeys(a for result in results.values() for a in result["artifacts"]))
         report_path = out / "report.json"
         write_text_atomic(report_path, json_text(report) + "\n")
@@ -137,6 +140,17 @@ def convert(
             shown = [a for a in report["artifacts"] if a.endswith((".onnx", ".tflite")) and ".float." not in a]
             write_page(report_html, source.path, shown, evaluation, runs=20, saved=report)
     return ConvertResult(out, results, report, report_path)
+
+
+def _check_fixed_shapes(fixed: dict[str, dict], evaluation) -> None:
+    """The artifacts take the shapes calibration fixed: the evaluation samples must have them."""
+    shapes = evaluation.sample_shapes() if fixed else {}
+    for name, record in fixed.items():
+        if name in shapes and list(shapes[name]) != record["shape"][1:]:
+            raise DataError(
+                f"evaluation data: input {name!r} has samples of shape {list(shapes[name])}, but its shape was "
+                f"fixed to {record['shape']} from {record['from']} (give --input-shape, or data of one shape)"
+            )
 
 
 def _option(option: Option, value):

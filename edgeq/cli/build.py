@@ -13,6 +13,7 @@ from edgeq.quantization.recipe import (
     EQUALIZE_SCALINGS,
     WEIGHT_RANGES,
     WEIGHT_ROUNDINGS,
+    parse_input_shape,
 )
 
 # The recipe options as flags: each (flag, click options); the flag's name is the recipe field's.
@@ -79,6 +80,14 @@ RECIPE_FLAGS = [
     ("--pow2", {"is_flag": True, "help": "Power-of-two scales: every requantization is a shift."}),
     ("--exclude", {"multiple": True, "help": "Keep nodes float: a node name, an op type or a regex."}),
     ("--max-calib-samples", {"type": int}),
+    (
+        "--input-shape",
+        {
+            "multiple": True,
+            "help": "Fix an input's dynamic dimensions: NAME=1,3,320,320 (or 1,3,320,320 for a one-input model); "
+            "repeat per input. Default: from the calibration data, the batch axis 1 only if the graph reads it.",
+        },
+    ),
 ]
 
 
@@ -120,6 +129,7 @@ def recipe_options(opts: dict) -> dict:
     if given["passes"] is not None:
         given["passes"] = [p.strip() for p in given["passes"].split(",") if p.strip()]
     given["exclude"] = list(given["exclude"]) or None
+    given["input_shapes"] = dict(parse_input_shape(text) for text in given.pop("input_shape")) or None
     return given
 
 
@@ -154,8 +164,15 @@ def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
     report = result.report
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report["quantized_nodes"].items()))
     click.echo(f"wrote {output}: quantized {counts}; {len(report['float_nodes'])} node(s) left float")
+    _echo_fixed_shapes(report["stages"]["preprocess"].get("fixed_input_shapes", {}))
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+def _echo_fixed_shapes(fixed: dict[str, dict]) -> None:
+    for name, record in fixed.items():
+        shape = ", ".join("?" if d is None else str(d) for d in record["shape"])
+        click.echo(f"input {name}: shape fixed to [{shape}] from {record['from']}")
 
 
 class _ConvertCommand(click.Command):
@@ -252,6 +269,7 @@ def convert(
         verify_samples=verify_samples, report_html=report_html, image_spec=opts["image_spec"],
         progress=not opts["no_progress"], **options, **target_options,
     )  # fmt: skip
+    _echo_fixed_shapes(result.report.get("fixed_input_shapes", {}))
     for name, report in result.targets.items():
         click.echo(f"{name}: wrote {', '.join(report['artifacts'])}")
         click.echo(f"  {targets.get(name).summary(report)}")

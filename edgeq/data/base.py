@@ -91,6 +91,11 @@ class CalibrationData(ABC):
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Dicts of input name -> array with at most BATCH_SIZE samples on the first axis."""
 
+    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each input's shape per sample (without the sample axis), as the first sample has it."""
+        first = next(iter(self.batches(1)))
+        return {name: tuple(array.shape[1:]) for name, array in first.items()}
+
 
 def _as_array(array, name: str, what: str):
     """ARRAY as numpy: lists and tensors are converted; numpy arrays and the .npz readers' lazy arrays (anything with
@@ -132,6 +137,9 @@ class ArrayData(CalibrationData):
             self._close()
         self.specs = specs
         self.num_samples = n
+
+    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(array.shape[1:]) for name, array in self.arrays.items()}
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         try:

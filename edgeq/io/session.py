@@ -10,6 +10,7 @@ one ``ExecutionError`` line. Options:
   node whose output is a graph output, so exposed intermediate tensors keep their values) or "all" (every fusion:
   what a deployment runs, QDQ units become integer kernels);
 * ``optimized_model_path``: where onnxruntime writes the graph it actually runs (what it fused);
+* ``disabled_optimizers``: names of onnxruntime graph transformers not to run (e.g. "ConvBNFusion");
 * ``profile_prefix``: turns on onnxruntime's profiler, which writes a Chrome-trace JSON at that prefix.
 
 Log messages below errors are silenced: onnxruntime warns about initializers a pruned or exposing copy no longer
@@ -61,6 +62,7 @@ def session(
     threads: int | None = None,
     optimization: str = "all",
     optimized_model_path: str | os.PathLike | None = None,
+    disabled_optimizers: Sequence[str] = (),
     profile_prefix: str | os.PathLike | None = None,
     what: str | None = None,
 ) -> ort.InferenceSession:
@@ -89,7 +91,9 @@ def session(
         source = str(model)
         what = what or str(model)
     try:
-        return ort.InferenceSession(source, options, providers=PROVIDERS)
+        return ort.InferenceSession(
+            source, options, providers=PROVIDERS, disabled_optimizers=list(disabled_optimizers) or None
+        )
     except Exception as exc:  # onnxruntime raises its own exception types, and plain ones for bad paths
         raise ExecutionError(f"onnxruntime cannot load {what or 'the model'}: {first_line(exc)}") from None
 

@@ -29,12 +29,12 @@ import onnx_ir as ir
 
 from edgeq.calibration.observers import TensorObserver
 from edgeq.data import CalibrationData
+from edgeq.passes.preprocess import PreprocessPass
 from edgeq.passes.stage import StageContext, StageResult
 from edgeq.pipeline.stages import (
     CalibrateStage,
     FinalizeStage,
     PlanStage,
-    PreprocessStage,
     QuantizeStage,
 )
 from edgeq.quantization.plan import QuantPlan
@@ -87,6 +87,11 @@ class Calibrated:
         return sum(stage.seconds for stage in self.stages)
 
     @property
+    def fixed_input_shapes(self) -> dict[str, dict]:
+        """Inputs whose dynamic dimensions preprocessing fixed: name -> {"shape": [...], "from": ...}."""
+        return self.stages[0].result.fixed
+
+    @property
     def channel_scales(self) -> dict[str, np.ndarray]:
         """Per-channel factors s of the tensors a float-phase pass left as original / s (equalization's)."""
         scales: dict[str, np.ndarray] = {}
@@ -134,7 +139,7 @@ class Pipeline:
         plan = PlanStage(self.recipe.exclude)
         calibrate = CalibrateStage(plan, data, self.recipe, progress=self.progress)
         stages = [
-            Stage("preprocess", PreprocessStage()),
+            Stage("preprocess", PreprocessPass(self.recipe.input_shapes, data.sample_shapes())),
             *_optional("float", context),
             Stage("plan", plan),
             Stage("calibrate", calibrate),

@@ -1,6 +1,7 @@
 """The pipeline's fixed stages, each an onnx_ir pass with a typed result (the optional ones are edgeq.passes.<name>).
 
-    preprocess   in place     passes.preprocess: constants folded, BatchNorm folded, shapes inferred, names unique
+    preprocess   in place     passes.preprocess: input shapes fixed, graph folded, BatchNorm folded, shapes inferred,
+                              names unique
     plan         analysis     which nodes and tensors are quantized and which tensors share one encoding
                               (edgeq.quantization.plan)
     calibrate    analysis     streaming observers of every tensor the plan calibrates, over the calibration data
@@ -28,7 +29,6 @@ from edgeq.calibration.observers import TensorObserver
 from edgeq.data import CalibrationData
 from edgeq.io.onnx_model import clone_model
 from edgeq.passes.insert_qdq import InsertQDQPass, InsertQDQResult
-from edgeq.passes.preprocess import preprocess_pipeline
 from edgeq.passes.stage import StageResult
 from edgeq.quantization.plan import Exclusions, QuantPlan, assign_encodings, plan_quantization
 from edgeq.quantization.qparams import Encoding, QType
@@ -37,11 +37,6 @@ from edgeq.quantization.recipe import Recipe
 # Metadata of a QDQ model: per-channel factors s of the tensors equalization left as original / s, which
 # `edgeq compare` multiplies back to measure them in the float model's units.
 CHANNEL_SCALES_KEY = "edgeq.channel_scales"
-
-
-class PreprocessStage(ir.passes.InPlacePass):
-    def call(self, model: ir.Model) -> StageResult:
-        return StageResult(model, preprocess_pipeline()(model).modified)
 
 
 @dataclass

@@ -17,6 +17,7 @@ A recipe file is a TOML table of the same names as the CLI options (underscores 
     dyadic_bits = 31                # significand width of every requantization multiplier (31: TFLite's own)
     pow2 = false                    # power-of-two scales: every requantization is a pure shift
     max_calib_samples = 512
+    input_shapes = { x = [1, 3, 320, 320] }   # fix dynamic input dimensions (default: from the calibration data)
 
 Options given on the command line override the file.
 """
@@ -63,6 +64,7 @@ class Recipe:
     pow2: bool = False
     max_calib_samples: int | None = None
     batch_size: int | None = None
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
 
     def validate(self) -> Recipe:
         if self.activation_type not in ACTIVATION_CHOICES:
@@ -100,6 +102,7 @@ class Recipe:
             raise RecipeError("dyadic_bits must be between 1 and 31")
         if self.max_calib_samples is not None and self.max_calib_samples < 1:
             raise RecipeError("max_calib_samples must be at least 1")
+        self.input_shapes = _input_shapes(self.input_shapes)
         return self
 
     def updated(self, **overrides) -> Recipe:
@@ -109,6 +112,32 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _input_shapes(value) -> dict[str, list[int]]:
+    """input name -> a shape of positive ints ("" names the model's only input)."""
+    if not isinstance(value, dict):
+        raise RecipeError(f"input_shapes must map input names to shapes, not {value!r}")
+    shapes = {}
+    for name, shape in value.items():
+        if not isinstance(shape, list | tuple) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+        ):
+            raise RecipeError(f"input shape of {name or 'the input'!r} must be positive integers, not {shape!r}")
+        shapes[str(name)] = list(shape)
+    return shapes
+
+
+def parse_input_shape(text: str) -> tuple[str, list[int]]:
+    """``NAME=1,3,320,320`` (or ``1,3,320,320`` for a model with one input) as (name, shape)."""
+    name, _, dims = text.rpartition("=")
+    try:
+        shape = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
+    except ValueError:
+        shape = []
+    if not shape or any(d <= 0 for d in shape):
+        raise RecipeError(f"--input-shape {text!r}: expected NAME=1,3,320,320 (positive integers)")
+    return name.strip(), shape
 
 
 def load_recipe(path: str | Path | None) -> Recipe:

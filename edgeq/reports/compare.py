@@ -20,7 +20,7 @@ from pathlib import Path
 from edgeq import targets
 from edgeq.data import CalibrationData
 from edgeq.io.onnx_model import float_tensor_names, load_model, to_proto
-from edgeq.io.session import exposing, run_batches
+from edgeq.io.session import exposing, fixed_batch_size, run_batches
 from edgeq.measure.metrics import ErrorSums
 from edgeq.passes.preprocess import preprocess
 
@@ -28,7 +28,8 @@ from edgeq.passes.preprocess import preprocess
 def compare(float_path, quant_path, data: CalibrationData, *, batch_size: int = 16) -> dict:
     """SQNR and max abs error per graph output and per float tensor the artifact at QUANT_PATH keeps."""
     float_model = load_model(float_path)
-    preprocess(float_model)
+    preprocess(float_model, sample_shapes=data.sample_shapes())  # the graph quantization saw, tensor by tensor
+    batch_size = fixed_batch_size(float_model) or batch_size
     float_proto = to_proto(float_model)
     outputs = [o.name for o in float_proto.graph.output]
     probe = targets.claiming(quant_path)[0].probe(Path(quant_path), [*outputs, *float_tensor_names(float_proto)])
