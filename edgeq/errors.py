@@ -60,6 +60,7 @@ REASON_CODES = {
     "dynamic": "a shape or parameter that is only known at run time",
     "dtype": "a tensor type the target cannot take",
     "layout": "a layout or broadcast the target's operator cannot express",
+    "control-flow": "compute inside If/Loop/Scan bodies, which edgeq does not quantize",
     "unsupported": "not supported",
 }
 

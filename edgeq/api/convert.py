@@ -24,6 +24,7 @@ from edgeq.errors import DataError, OutputError, RecipeError
 from edgeq.io.files import check_output_path, json_text, prepare_output_dir, write_text_atomic
 from edgeq.io.onnx_model import load_model
 from edgeq.pipeline import Pipeline, Quantized
+from edgeq.quantization.plan import refuse_control_flow
 from edgeq.reports.page import write_page
 from edgeq.reports.verify import verify
 from edgeq.targets.target import Build, Emitted, Option, Target
@@ -102,6 +103,7 @@ def convert(
             raise OutputError(f"report {report_html} must be an .html file")
         check_output_path(report_html, *inputs)
     with float_model(model, example_inputs=example_inputs) as source:
+        refuse_control_flow(source.model.graph)  # before the data: its shapes would not be the first complaint
         data = data_of(
             calib, source.model, image_spec=image_spec, max_samples=recipe.max_calib_samples,
             what="calibration data", progress=progress,

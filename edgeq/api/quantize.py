@@ -13,6 +13,7 @@ from edgeq.errors import RecipeError
 from edgeq.io.files import check_output_path, json_text, write_text_atomic
 from edgeq.io.onnx_model import save_model, to_proto
 from edgeq.pipeline import Pipeline
+from edgeq.quantization.plan import refuse_control_flow
 from edgeq.quantization.recipe import Recipe
 
 
@@ -61,6 +62,7 @@ def quantize(
     if recipe.activation_type == "auto":
         raise RecipeError("activation_type 'auto' is chosen per target: use convert with the onnxruntime target")
     with float_model(model, example_inputs=example_inputs) as source:
+        refuse_control_flow(source.model.graph)  # before the data: its shapes would not be the first complaint
         data = data_of(
             calib, source.model, image_spec=image_spec, max_samples=recipe.max_calib_samples,
             what="calibration data", progress=progress,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
+from edgeq.errors import unsupported
 from edgeq.quantization.qparams import Encoding, QType, activation_encoding, fixed_output_encoding
 
 ANCHOR_OPS = {
@@ -217,8 +218,31 @@ def _fused_activation(node: ir.Node, excluded: Exclusions) -> ir.Node | None:
     return act if activation_bounds(act) is not None else None
 
 
+CONTROL_FLOW_OPS = {"If", "Loop", "Scan"}
+
+
+def refuse_control_flow(graph: ir.Graph) -> None:
+    """Refuse a graph whose compute runs inside If/Loop/Scan bodies: the plan sees the main graph only, so those
+    layers would stay float while the model looked quantized. An If on a constant condition is no refusal
+    (preprocessing folds it to its branch), nor are bodies of shape logic only."""
+    for node in graph:
+        if node.op_type not in CONTROL_FLOW_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type == "If" and is_constant(node.inputs[0]):
+            continue
+        bodies = [a.value for a in node.attributes.values() if a.type == ir.AttributeType.GRAPH]
+        compute = sorted({n.op_type for body in bodies for n in body.all_nodes() if n.op_type in ANCHOR_OPS})
+        if compute:
+            raise unsupported(
+                node,
+                f"its bodies compute ({', '.join(compute)}) inside control flow, which edgeq does not quantize",
+                "control-flow",
+            )
+
+
 def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> QuantPlan:
     """Decide what to quantize in GRAPH (a preprocessed, topologically sorted float graph)."""
+    refuse_control_flow(graph)
     exclude = exclude or Exclusions()
     plan = QuantPlan()
     quantized_values: set[int] = set()  # ids of values that will carry a Q/DQ pair
