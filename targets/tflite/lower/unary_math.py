@@ -26,52 +26,31 @@ from edgeq.targets.tflite.lower.context import LoweringContext, static_shape
 from edgeq.targets.tflite.lower.elementwise import MUL
 from edgeq.targets.tflite.lower.registry import lowers
 
-_LITERT_TABLE = (
-    "bit-exact with LiteRT BUILTIN_REF and default kernels (reference kernel edgeq/reference/{}); TFLite Micro "
-    "has a float32 kernel only; ONNX Runtime QDQ within 1 LSB"
-)
-EXP = register(
-    Builtin(
-        "EXP",
-        options="ExpOptions",
-        micro_resolver="AddExp",
-        kind="elementwise",
-        version=by_input_type(int8=2, int16=2),
-        output_shape=input_shape,
-        verified={
-            "int8": _LITERT_TABLE.format("exp_log.py"),
-            "float32": "LiteRT and TFLite Micro (float .tflite)",
-        },
+_ELEMENTWISE = dict(kind="elementwise", version=by_input_type(int8=2, int16=2), output_shape=input_shape)
+_BOTH_FLOAT = "LiteRT and TFLite Micro (float .tflite)"
+
+
+def _litert_table(opcode: str, options: str | None, kernel: str) -> Builtin:
+    """An int8 kernel LiteRT has and TFLite Micro does not (it runs the op in float32 only)."""
+    verified = (
+        f"bit-exact with LiteRT BUILTIN_REF and default kernels (reference kernel edgeq/reference/{kernel}); "
+        "TFLite Micro has a float32 kernel only; ONNX Runtime QDQ within 1 LSB"
     )
-)
-LOG = register(
-    Builtin(
-        "LOG",
-        options=None,
-        micro_resolver="AddLog",
-        kind="elementwise",
-        version=by_input_type(int8=2, int16=2),
-        output_shape=input_shape,
-        verified={
-            "int8": _LITERT_TABLE.format("exp_log.py"),
-            "float32": "LiteRT and TFLite Micro (float .tflite)",
-        },
+    micro_resolver = "Add" + opcode.title()
+    return register(
+        Builtin(
+            opcode,
+            options,
+            micro_resolver,
+            verified={"int8": verified, "float32": _BOTH_FLOAT},
+            **_ELEMENTWISE,
+        )
     )
-)
-SQRT = register(
-    Builtin(
-        "SQRT",
-        options=None,
-        micro_resolver="AddSqrt",
-        kind="elementwise",
-        version=by_input_type(int8=2, int16=2),
-        output_shape=input_shape,
-        verified={
-            "int8": _LITERT_TABLE.format("sqrt.py"),
-            "float32": "LiteRT and TFLite Micro (float .tflite)",
-        },
-    )
-)
+
+
+EXP = _litert_table("EXP", "ExpOptions", "exp_log.py")
+LOG = _litert_table("LOG", None, "exp_log.py")
+SQRT = _litert_table("SQRT", None, "sqrt.py")
 ABS = register(
     Builtin(
         "ABS",
@@ -84,7 +63,7 @@ ABS = register(
             "int8": "bit-exact with TFLite Micro (reference kernel edgeq/reference/abs.py) and with LiteRT "
             "BUILTIN_REF under the reference's litert semantics (the multiplier divided in float32); ONNX Runtime "
             "QDQ within 1 LSB",
-            "float32": "LiteRT and TFLite Micro (float .tflite)",
+            "float32": _BOTH_FLOAT,
         },
     )
 )
