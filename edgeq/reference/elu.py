@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.reference.lookup_table import look_up, populate
+from edgeq.reference.lookup_table import libm, look_up, populate
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 
 OPCODES = ("ELU",)
@@ -21,12 +21,12 @@ LITERT_VARIANT = {"transform": "expm1"}  # LiteRT's default kernels (BUILTIN_REF
 def elu_transform(transform: str):
     """The float32 function the kernel's table is filled with: TFLite Micro's "exp-1" or LiteRT's "expm1"."""
     if transform == "exp-1":
-        negative = lambda v: np.exp(v.astype(np.float64)).astype(np.float32) - np.float32(1.0)  # noqa: E731
-    elif transform == "expm1":
-        negative = lambda v: np.expm1(v.astype(np.float64)).astype(np.float32)  # noqa: E731
-    else:
-        raise ValueError(f"unknown ELU transform {transform!r}")
-    return lambda v: np.where(v < 0, negative(v), v)
+        exp = libm("expf", np.exp)
+        return lambda v: np.where(v < 0, exp(v) - np.float32(1.0), v)
+    if transform == "expm1":
+        expm1 = libm("expm1f", np.expm1)
+        return lambda v: np.where(v < 0, expm1(v), v)
+    raise ValueError(f"unknown ELU transform {transform!r}")
 
 
 def evaluate(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.reference.lookup_table import in_float32, look_up, populate
+from edgeq.reference.lookup_table import libm, look_up, populate
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 
 OPCODES = ("EXP", "LOG")
@@ -20,13 +20,13 @@ OPCODES = ("EXP", "LOG")
 
 def log_transform(output_scale, output_zero_point: int):
     lowest = np.float32(-128 - output_zero_point) * np.float32(output_scale)
-    log = in_float32(np.log)
+    log = libm("logf", np.log)
     return lambda v: np.where(v <= 0, lowest, log(np.maximum(v, np.float32(1e-30))))
 
 
 def evaluate(graph: Graph, op: Operator, inputs: list[np.ndarray]) -> list[np.ndarray]:
     input_q, output_q = graph.tensors[op.inputs[0]].quantization, graph.tensors[op.outputs[0]].quantization
     out_scale, out_zp = output_q.scale[0], int(output_q.zero_point[0])
-    transform = in_float32(np.exp) if op.opcode == "EXP" else log_transform(out_scale, out_zp)
+    transform = libm("expf", np.exp) if op.opcode == "EXP" else log_transform(out_scale, out_zp)
     table = populate(transform, input_q.scale[0], int(input_q.zero_point[0]), out_scale, out_zp)
     return [look_up(table, inputs[0])]

@@ -16,12 +16,11 @@ import math
 
 import numpy as np
 
-from edgeq.reference.lookup_table import look_up, populate
+from edgeq.reference.lookup_table import libm, look_up, populate
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 
 OPCODES = ("GELU",)
 
-_ERFC = np.vectorize(math.erfc, otypes=[np.float64])
 MINUS_SQRT_HALF = np.float32(-math.sqrt(0.5))
 SQRT_2_OVER_PI = np.float32(math.sqrt(2.0 / math.pi))
 
@@ -30,13 +29,14 @@ def gelu_transform(approximate: bool):
     """The float32 function LiteRT fills the table with."""
     half = np.float32(0.5)
     one = np.float32(1.0)
+    erfc = libm("erfcf", np.vectorize(math.erfc, otypes=[np.float64]))
+    tanh = libm("tanhf", np.tanh)
 
     def exact(v):
-        return half * v * _ERFC((v * MINUS_SQRT_HALF).astype(np.float64)).astype(np.float32)
+        return half * v * erfc(v * MINUS_SQRT_HALF)
 
     def tanh_form(v):
-        inner = SQRT_2_OVER_PI * (v + np.float32(0.044715) * v * v * v)
-        return half * v * (one + np.tanh(inner.astype(np.float64)).astype(np.float32))
+        return half * v * (one + tanh(SQRT_2_OVER_PI * (v + np.float32(0.044715) * v * v * v)))
 
     return tanh_form if approximate else exact
 

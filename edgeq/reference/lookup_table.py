@@ -5,14 +5,19 @@ in Prepare with LUTPopulate<int8_t> (tensorflow/lite/kernels/internal/common.h) 
 
     table[v] = clamp(round_half_away(f(S_in * float32(v - zp_in)) * float32(1 / S_out)) + zp_out, -128, 127)
 
-for v = -128 .. 127, every step in float32 and f the C library's float function (``transform`` here: evaluated in
-double and rounded to float32, which is what glibc's correctly rounded float functions return; a function that
-is not correctly rounded can differ by one float32 step, which changes an output only at a rounding tie). A value
-beyond the int8 range saturates, however large (an exp that overflows to inf gives 127: measured in LiteRT).
+for v = -128 .. 127, every step in float32 and f the C library's float function (expm1f, tanhf, erfcf, expf, logf).
+:func:`libm` calls this process's C math library, the one the runtimes call: glibc's expm1f, for one, is not
+correctly rounded (expm1f(-1.7880275) is one float32 step from the nearest), and an output can sit on the
+rounding tie that step decides (measured: ELU, 3 of 4 such tables). Without a C math library (Windows) the
+functions are evaluated in double and rounded to float32. A value beyond the int8 range saturates, however large
+(an exp that overflows to inf gives 127: measured in LiteRT).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -38,9 +43,23 @@ def populate(
     return np.clip(shifted, -128, 127).astype(np.int8)
 
 
-def in_float32(function: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-    """FUNCTION evaluated in double on float32 arguments and rounded to float32 (a correctly rounded libm float)."""
-    return lambda x: np.asarray(function(np.asarray(x, np.float64)), np.float32)
+@functools.cache
+def _c_math_library():
+    name = ctypes.util.find_library("m")
+    return None if name is None else ctypes.CDLL(name)
+
+
+def libm(name: str, fallback: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """The C library's float function NAME (e.g. "expm1f") on float32 arrays; FALLBACK (a numpy function, evaluated
+    in double and rounded to float32) where there is no C math library."""
+    library = _c_math_library()
+    if library is None:
+        return lambda x: np.asarray(fallback(np.asarray(x, np.float64)), np.float32)
+    function = getattr(library, name)
+    function.argtypes, function.restype = [ctypes.c_float], ctypes.c_float
+    return lambda x: np.array(
+        [function(float(v)) for v in np.asarray(x, np.float32).reshape(-1)], np.float32
+    ).reshape(np.shape(x))
 
 
 def look_up(table: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 from edgeq.reference.arithmetic import multiply_by_quantized_multiplier, rounding_divide_by_pot
 from edgeq.reference.fixed_point import tanh
 from edgeq.reference.logistic import INPUT_INTEGER_BITS, logistic_parameters
-from edgeq.reference.lookup_table import in_float32, look_up, populate
+from edgeq.reference.lookup_table import libm, look_up, populate
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 
 OPCODES = ("TANH",)
@@ -50,7 +50,7 @@ def evaluate(
         )
     elif method == "float-table":
         table = populate(
-            in_float32(np.tanh),
+            libm("tanhf", np.tanh),
             input_q.scale[0],
             input_zero_point,
             output_q.scale[0],
