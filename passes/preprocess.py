@@ -12,6 +12,7 @@ In order:
 3. Identity/Dropout removal;
 4. BatchNorm folding into Conv/ConvTranspose/Gemm, keeping the BN statistics (passes.fold_batchnorm), and
    division by constants turned into multiplication (passes.div_to_mul);
+   hard-swish and exact-GELU decompositions fused into HardSwish and Gelu (passes.fuse_hard_swish, fuse_gelu);
 5. dead-node removal, shape inference (types and shapes of every intermediate tensor, needed to expose
    them during calibration), unique names for every node and value (so --exclude and reports can name
    them), topological order.
@@ -29,6 +30,8 @@ import onnxscript.optimizer
 from edgeq.passes.div_to_mul import DivToMulPass
 from edgeq.passes.fix_input_shapes import FixInputShapesPass, FixInputShapesResult
 from edgeq.passes.fold_batchnorm import FoldBatchNormPass
+from edgeq.passes.fuse_gelu import FuseGeluPass
+from edgeq.passes.fuse_hard_swish import FuseHardSwishPass
 from edgeq.passes.remove_noops import RemoveNoOpsPass
 from edgeq.passes.runtime_folding import RuntimeFoldingPass
 
@@ -51,6 +54,8 @@ def preprocess_pipeline() -> ir.passes.PassManager:
             RemoveNoOpsPass(),
             FoldBatchNormPass(),
             DivToMulPass(),
+            FuseHardSwishPass(),
+            FuseGeluPass(),
             common_passes.RemoveUnusedNodesPass(),
             common_passes.ShapeInferencePass(check_type=False, strict_mode=False),
             common_passes.NameFixPass(),

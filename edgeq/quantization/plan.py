@@ -88,6 +88,12 @@ FOLLOWER_OPS = (SHARED_ENCODING_OPS - ANCHOR_OPS) | {
     "ReduceSum",
     "ArgMax",
     "ArgMin",
+    "Abs",
+    "Neg",
+    "Pow",
+    "Exp",
+    "Log",
+    "Sqrt",
 }
 QUANTIZABLE_OPS = ANCHOR_OPS | FOLLOWER_OPS
 FUSABLE_ACTIVATIONS = {"Relu", "Clip"}

@@ -9,8 +9,9 @@ shift (RoundingDivideByPOT). Q0 "one" is INT32_MAX (1 is not representable).
     exp(a), a in [-1/4, 0):  e^(-1/8) * (1 + x + x^2/2 + x^3/6 + x^4/24), x = a + 1/8        (Taylor around -1/8)
     exp(a), a < 0:           a = -k/4 - r, exp(a) = exp(-r - 1/4) * prod over the set bits 2^j of k/4: exp(-2^j)
     1 / (1 + x), x in [0, 1): three Newton-Raphson steps x' = x + x * (1 - d * x) on d = (1 + x) / 2,
-                              starting from 48/17 - 32/17 * d; the result is x' / 2
+                              starting from 48/17 - 32/17 * d; the result is x' / 2 ((1 - x) / (1 + x): x' - 1)
     logistic(a):             1 / (1 + exp(-|a|)), mirrored as 1 - that for a < 0, 1/2 at 0
+    tanh(a):                 (1 - exp(-2|a|)) / (1 + exp(-2|a|)), negated for a < 0, 0 at 0
     GetReciprocal(s):        s normalized to [1, 2) by a left shift, 1 / s from one_over_one_plus_x_for_x_in_0_1
 
 Every function takes and returns numpy int64 arrays holding int32 values. gemmlowp's plain int32 additions do not
@@ -124,8 +125,9 @@ def exp_on_negative_values(a, integer_bits: int) -> np.ndarray:
     return np.where(a == 0, one(0), result)
 
 
-def one_over_one_plus_x_for_x_in_0_1(a) -> np.ndarray:
-    """1 / (1 + a) for a in [0, 1); Q0 in, Q0 out."""
+def two_over_one_plus_x_for_x_in_0_1(a) -> np.ndarray:
+    """2 / (1 + a) for a in [0, 1), Q0 in, Q2 out: the Newton-Raphson division gemmlowp's 1 / (1 + x) and
+    (1 - x) / (1 + x) share."""
     half_denominator = rounding_half_sum(a, one(0))  # Q0
     constant_48_over_17 = 1515870810  # Q2
     constant_neg_32_over_17 = -1010580540  # Q2
@@ -137,7 +139,26 @@ def one_over_one_plus_x_for_x_in_0_1(a) -> np.ndarray:
         x = wrap_int32(
             x + rescale(saturating_rounding_doubling_high_mul(x, one_minus_half_denominator_times_x), 4, 2)
         )
-    return rescale(x, 1, 0)  # x / 2: the same raw value read as Q1, then brought to Q0
+    return x
+
+
+def one_over_one_plus_x_for_x_in_0_1(a) -> np.ndarray:
+    """1 / (1 + a) for a in [0, 1); Q0 in, Q0 out."""
+    # x / 2: the same raw value read as Q1, then brought to Q0
+    return rescale(two_over_one_plus_x_for_x_in_0_1(a), 1, 0)
+
+
+def one_minus_x_over_one_plus_x_for_x_in_0_1(a) -> np.ndarray:
+    """(1 - a) / (1 + a) for a in [0, 1); Q0 in, Q0 out (2 / (1 + a) - 1, a plain int32 subtraction in Q2)."""
+    return rescale(two_over_one_plus_x_for_x_in_0_1(a) - one(2), 2, 0)
+
+
+def tanh(a, integer_bits: int) -> np.ndarray:
+    """tanh(a) for a in Q(integer_bits), as -+(1 - exp(-2|a|)) / (1 + exp(-2|a|)); the result is Q0, 0 at 0.
+    exp(-2|a|) reads the raw value of -|a| as Q(integer_bits + 1) (gemmlowp's ExactMulByPot<1>)."""
+    a = _as_int64(a)
+    magnitude = one_minus_x_over_one_plus_x_for_x_in_0_1(exp_on_negative_values(-np.abs(a), integer_bits + 1))
+    return np.where(a == 0, 0, np.where(a < 0, -magnitude, magnitude))
 
 
 def logistic(a, integer_bits: int) -> np.ndarray:

@@ -1,9 +1,10 @@
-"""ADD, int8 (edgeq/reference/add.py): both inputs on a common scale with 20 fractional bits, summed, rescaled.
+"""ADD and SUB, int8 (edgeq/reference/add.py): both inputs on a common scale with 20 fractional bits, summed (or
+subtracted), rescaled.
 
     a_i = MultiplyByQuantizedMultiplier((x_i - zp_i) * 2^20, M_i, s_i)      M_i ~ S_i / (2 max(S_1, S_2))
     out = clamp(MultiplyByQuantizedMultiplier(a_1 + a_2, M_out, s_out) + zp_out, act_min, act_max)
 
-Three requantization subgraphs and one int64 Add; inputs broadcast like numpy in the output's layout (a constant
+Three requantization subgraphs and one int64 Add (Sub); inputs broadcast like numpy in the output's layout (a constant
 operand is laid out like the output).
 """
 
@@ -18,7 +19,7 @@ from edgeq.targets.integer_onnx.registry import converts
 from edgeq.targets.integer_onnx.requantize import multiply_by_quantized_multiplier, saturate
 
 
-@converts("ADD")
+@converts("ADD", "SUB")
 def convert(b, op) -> None:
     output = b.tensor(op.outputs[0])
     perm = output_layout(b, op)
@@ -33,7 +34,7 @@ def convert(b, op) -> None:
         )  # fmt: skip
         for index, q, scale in zip(op.inputs[:2], (q1, q2), (s1, s2), strict=True)
     ]
-    total = b.node("Add", rescaled, "sum")
+    total = b.node("Sub" if op.opcode == "SUB" else "Add", rescaled, "sum")
     m_out, shift_out = quantize_multiplier_smaller_than_one(twice_max / ((1 << LEFT_SHIFT) * out_scale))
     requantized = multiply_by_quantized_multiplier(b, total, m_out, shift_out, zero_point=out_zp)
     act_min, act_max = activation_range(

@@ -3,9 +3,9 @@
 MAXIMUM, MINIMUM (edgeq/reference/maximum_minimum.py): out = max(x_1, x_2) or min(x_1, x_2) on the stored values,
 broadcast like numpy; the runtimes never read the encodings, so neither does this.
 
-LOGISTIC, HARD_SWISH, LEAKY_RELU (int8 -> int8, and any other elementwise op with one int8 input): the output
-depends on the input's 256 possible values only, so the table is computed by running edgeq's reference kernel on
-all 256 inputs, and the op is a Gather (exact by construction):
+LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, ELU, GELU, RELU, RELU6, ABS, EXP, LOG, SQRT (int8 -> int8, and any other
+elementwise op with one int8 input): the output depends on the input's 256 possible values only, so the table is
+computed by running edgeq's reference kernel on all 256 inputs, and the op is a Gather (exact by construction):
 
     out = table[x]          table[v] = reference_kernel(v) for v = -128 .. 127 (Gather reads index v < 0 at 256 + v)
 
@@ -48,7 +48,7 @@ def reference_table(graph: Graph, op: Operator) -> np.ndarray:
     return kernel(op.opcode)(graph, op, [values])[0]
 
 
-@converts("HARD_SWISH", "LEAKY_RELU", "LOGISTIC")
+@converts("HARD_SWISH", "LEAKY_RELU", "LOGISTIC", "TANH", "ELU", "GELU", "RELU", "RELU6", "ABS", "EXP", "LOG", "SQRT")
 def convert_table(b, op) -> None:
     perm = b.perm_of(op.inputs[0])
     table = b.constant(lookup_table(reference_table(b.graph, op), -128), "table")

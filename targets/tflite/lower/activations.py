@@ -1,21 +1,28 @@
 """Nonlinear activations, one TFLite operator each on one int8 input; the output has the shape and layout of
-the input and the encoding of the Q that follows the node:
+the input (a tensor stays in whatever layout it has) and the encoding of the Q that follows the node:
 
     Sigmoid    -> LOGISTIC     y = 1 / (1 + exp(-x))          output encoding fixed: (1/256, -128)
+    Tanh       -> TANH         y = tanh(x)                    output encoding fixed: (1/128, 0)
     HardSwish  -> HARD_SWISH   y = x * relu6(x + 3) / 6       output encoding calibrated
     Softmax    -> SOFTMAX      y = exp(beta x) / sum exp(beta x) over the last TFLite axis, beta = 1;
                                                               output encoding fixed: (1/256, -128)
     LeakyRelu  -> LEAKY_RELU   y = x for x >= 0, alpha * x below (alpha: the ONNX attribute, default 0.01,
                                stored as the float32 LeakyReluOptions.alpha); output encoding calibrated
+    PRelu      -> PRELU        y = x for x >= 0, slope * x below; the slope is a quantized constant (one
+                               per-tensor encoding; per-channel values [C, 1, 1] are laid out like the input,
+                               [1, 1, 1, C] for NHWC); output encoding calibrated
+    Elu        -> ELU          y = x for x >= 0, exp(x) - 1 below (alpha = 1 only); output encoding calibrated
+    Gelu       -> GELU         y = x * Phi(x), exact (erf) or approximate="tanh"; output encoding calibrated
 
-The quantization plan gives Sigmoid and Softmax outputs TFLite's fixed encodings. The integer arithmetic of each
-is its reference kernel's (edgeq/reference/logistic.py, hard_swish.py, softmax.py, leaky_relu.py;
-docs/integer-arithmetic.md).
-ONNX Softmax's axis must be the last TFLite axis (the channels of an NHWC tensor, the last ONNX axis otherwise).
+The quantization plan gives Sigmoid, Softmax and Tanh outputs TFLite's fixed encodings. The integer arithmetic of
+each is its reference kernel's (edgeq/reference/logistic.py, tanh.py, hard_swish.py, softmax.py, leaky_relu.py,
+prelu.py, elu.py, gelu.py; docs/integer-arithmetic.md). ONNX Softmax's axis must be the last TFLite axis (the
+channels of an NHWC tensor, the last ONNX axis otherwise).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 
 from edgeq.errors import unsupported
@@ -30,6 +37,8 @@ from edgeq.targets.tflite.builtins import (
 from edgeq.targets.tflite.lower.context import LoweringContext, static_shape
 from edgeq.targets.tflite.lower.registry import lowers
 
+ORT_1_LSB = "; ONNX Runtime QDQ within 1 LSB"
+
 LOGISTIC = register(
     Builtin(
         "LOGISTIC",
@@ -41,8 +50,29 @@ LOGISTIC = register(
         fixed_output=PROBABILITY_ENCODING,
         verified={
             "int8": "bit-exact with TFLite Micro (reference kernel edgeq/reference/logistic.py) and with LiteRT "
-            "BUILTIN_REF under the reference's litert semantics (a float table: 1 LSB apart on rare inputs); "
-            "ONNX Runtime QDQ within 1 LSB",
+            "BUILTIN_REF under the reference's litert semantics (a float table: 1 LSB apart on rare inputs)"
+            + ORT_1_LSB,
+        },
+    )
+)
+TANH = register(
+    Builtin(
+        "TANH",
+        options=None,
+        micro_resolver="AddTanh",
+        kind="elementwise",
+        version=by_input_type(int8=2, int16=3),
+        output_shape=input_shape,
+        fixed_output={
+            np.dtype(np.int8): (1 / 128, 0),
+            np.dtype(np.uint8): (1 / 128, 128),
+            np.dtype(np.int16): (1 / 32768, 0),
+        },
+        verified={
+            "int8": "bit-exact with TFLite Micro (reference kernel edgeq/reference/tanh.py) and with LiteRT "
+            "BUILTIN_REF under the reference's litert semantics (a float table: 1 LSB apart on rare inputs)"
+            + ORT_1_LSB,
+            "float32": "LiteRT and TFLite Micro (float .tflite)",
         },
     )
 )
@@ -57,7 +87,7 @@ HARD_SWISH = register(
         verified={
             "int8": "bit-exact with TFLite Micro (reference kernel edgeq/reference/hard_swish.py) and with LiteRT "
             "BUILTIN_REF under the reference's litert semantics (a float32 multiplier: 1 LSB apart on rare "
-            "scales); ONNX Runtime QDQ within 1 LSB",
+            "scales)" + ORT_1_LSB,
         },
     )
 )
@@ -70,10 +100,9 @@ SOFTMAX = register(
         version=by_input_type(int8=2, int16=3),
         output_shape=input_shape,
         fixed_output=PROBABILITY_ENCODING,
-        verified={"int8": BIT_EXACT.format("softmax.py") + "; ONNX Runtime QDQ within 1 LSB"},
+        verified={"int8": BIT_EXACT.format("softmax.py") + ORT_1_LSB},
     )
 )
-
 LEAKY_RELU = register(
     Builtin(
         "LEAKY_RELU",
@@ -90,18 +119,74 @@ LEAKY_RELU = register(
         },
     )
 )
+PRELU = register(
+    Builtin(
+        "PRELU",
+        options=None,
+        micro_resolver="AddPrelu",
+        kind="elementwise",
+        version=lambda graph, op: 1,  # LiteRT registers version 1 only
+        output_shape=input_shape,
+        required_inputs=2,
+        verified={
+            "int8": "bit-exact with TFLite Micro (reference kernel edgeq/reference/prelu.py) and with LiteRT "
+            "BUILTIN_REF under the reference's litert semantics (float32 multipliers)" + ORT_1_LSB,
+            "float32": "LiteRT and TFLite Micro (float .tflite)",
+        },
+    )
+)
+ELU = register(
+    Builtin(
+        "ELU",
+        options=None,
+        micro_resolver="AddElu",
+        kind="elementwise",
+        version=lambda graph, op: 1,  # LiteRT's default kernels register version 1 only
+        output_shape=input_shape,
+        verified={
+            "int8": "bit-exact with TFLite Micro (reference kernel edgeq/reference/elu.py) and with LiteRT's "
+            "default kernels under the reference's litert semantics (expm1 instead of exp - 1: 1 LSB apart on "
+            "rare inputs); LiteRT BUILTIN_REF has no ELU" + ORT_1_LSB,
+            "float32": "LiteRT default kernels and TFLite Micro (float .tflite)",
+        },
+    )
+)
+GELU = register(
+    Builtin(
+        "GELU",
+        options="GeluOptions",
+        micro_resolver="AddGelu",  # not in tflite-micro 0.dev20261023's interpreter: LiteRT only
+        kind="elementwise",
+        version=by_input_type(int8=2),
+        output_shape=input_shape,
+        verified={
+            "int8": "bit-exact with LiteRT BUILTIN_REF and default kernels (reference kernel edgeq/reference/"
+            "gelu.py); TFLite Micro has no GELU" + ORT_1_LSB,
+            "float32": "LiteRT (float .tflite); TFLite Micro has no GELU",
+        },
+    )
+)
 
 
 def _unary(ctx: LoweringContext, node: ir.Node, builtin: Builtin, options=None) -> None:
     x_value = node.inputs[0]
     act = ctx.activation(x_value, node)
-    out, _ = ctx.output(node, static_shape(x_value.shape), act.perm)
+    out, activation = ctx.output(node, static_shape(x_value.shape), act.perm)
+    if activation != "NONE":
+        raise unsupported(
+            node, f"{builtin.opcode} has no fused activation for the Relu/Clip after it", "attribute"
+        )
     ctx.add_op(builtin, [act.index], [out], options)
 
 
 @lowers("Sigmoid")
 def sigmoid(ctx: LoweringContext, node: ir.Node) -> None:
     _unary(ctx, node, LOGISTIC)
+
+
+@lowers("Tanh")
+def tanh(ctx: LoweringContext, node: ir.Node) -> None:
+    _unary(ctx, node, TANH)
 
 
 @lowers("HardSwish")
@@ -122,3 +207,35 @@ def softmax(ctx: LoweringContext, node: ir.Node) -> None:
 @lowers("LeakyRelu")
 def leaky_relu(ctx: LoweringContext, node: ir.Node) -> None:
     _unary(ctx, node, LEAKY_RELU, {"Alpha": node.attributes.get_float("alpha", 0.01)})
+
+
+@lowers("Elu")
+def elu(ctx: LoweringContext, node: ir.Node) -> None:
+    alpha = node.attributes.get_float("alpha", 1.0)
+    if alpha != 1.0:
+        raise unsupported(node, f"alpha {alpha}; TFLite ELU has alpha 1 only", "attribute")
+    _unary(ctx, node, ELU)
+
+
+@lowers("Gelu")
+def gelu(ctx: LoweringContext, node: ir.Node) -> None:
+    approximate = node.attributes.get_string("approximate", "none")
+    if approximate not in ("none", "tanh"):
+        raise unsupported(node, f"approximate={approximate!r}", "attribute")
+    _unary(ctx, node, GELU, {"Approximate": approximate == "tanh"})
+
+
+@lowers("PRelu")
+def prelu(ctx: LoweringContext, node: ir.Node) -> None:
+    x_value, slope = node.inputs[0], node.inputs[1]
+    act = ctx.activation(x_value, node)
+    rank = len(x_value.shape)
+    if rank > 4:
+        raise unsupported(node, f"a rank-{rank} input; TFLite PRELU broadcasts up to rank 4", "layout")
+    if not ctx.is_quantized_constant(slope):
+        raise unsupported(node, f"slope {slope.name} is not a quantized constant", "not-quantized")
+    alpha = ctx.operand(slope, node, rank, act.perm)
+    out, activation = ctx.output(node, static_shape(x_value.shape), act.perm)
+    if activation != "NONE":
+        raise unsupported(node, "PRELU has no fused activation for the Relu/Clip after it", "attribute")
+    ctx.add_op(PRELU, [act.index, alpha], [out])

@@ -1,0 +1,42 @@
+"""PRELU, int8 (reference_ops::BroadcastPrelu4DSlow / Prelu; TFLite Micro prelu_common.cc, LiteRT PreluPrepare).
+
+prelu(v) = v for v >= 0, alpha * v below, alpha a tensor (a constant in edgeq's lowering: the ONNX slope, per
+tensor or per channel values with one per-tensor encoding) that broadcasts against the input like numpy. With
+a = x - zp_in and b = alpha - zp_alpha (int32):
+
+    y = clamp(zp_out + MultiplyByQuantizedMultiplier(a, M_1, s_1), -128, 127)        a >= 0    M_1 ~ S_in / S_out
+    y = clamp(zp_out + MultiplyByQuantizedMultiplier(a * b, M_2, s_2), -128, 127)    a < 0     M_2 ~ S_in S_alpha / S_out
+
+The product a * b carries the slope's sign (no separate negation, unlike LEAKY_RELU). TFLite Micro computes both
+real multipliers in double, LiteRT's PreluPrepare with float operands (as LEAKY_RELU's: edgeq/reference/leaky_relu.py
+leaky_relu_multipliers); evaluate() follows TFLite Micro unless asked for multiplier_arithmetic="float32".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeq.reference.arithmetic import multiply_by_quantized_multiplier, quantize_multiplier
+from edgeq.reference.leaky_relu import leaky_relu_multipliers
+from edgeq.tflite_format.flatbuffer import Graph, Operator
+
+OPCODES = ("PRELU",)
+LITERT_VARIANT = {"multiplier_arithmetic": "float32"}  # LiteRT's PreluPrepare divides in float32
+
+
+def evaluate(
+    graph: Graph, op: Operator, inputs: list[np.ndarray], multiplier_arithmetic: str = "double"
+) -> list[np.ndarray]:
+    """MULTIPLIER_ARITHMETIC "double" is TFLite Micro's Prepare, "float32" LiteRT's."""
+    input_q, alpha_q, output_q = (
+        graph.tensors[i].quantization for i in (op.inputs[0], op.inputs[1], op.outputs[0])
+    )
+    identity, alpha = leaky_relu_multipliers(
+        input_q.scale[0], output_q.scale[0], alpha_q.scale[0], multiplier_arithmetic
+    )
+    a = inputs[0].astype(np.int64) - int(input_q.zero_point[0])
+    b = inputs[1].astype(np.int64) - int(alpha_q.zero_point[0])
+    positive = multiply_by_quantized_multiplier(a, *quantize_multiplier(identity))
+    negative = multiply_by_quantized_multiplier(a * b, *quantize_multiplier(alpha))
+    output = np.where(a >= 0, positive, negative) + int(output_q.zero_point[0])
+    return [np.clip(output, -128, 127).astype(np.int8)]
