@@ -6,7 +6,8 @@
 ConvInteger subtracts x_zero_point = zp_in from every tap and pads with it (measured in onnxruntime: a padded tap
 contributes 0), which is TFLite's "taps outside the image are skipped". The weights carry zero point 0, as TFLite
 requires; the bias is added inside the requantization's first addition. Weights are laid out for ONNX:
-OHWI -> OIHW, depthwise 1HWO -> O1HW with group = C_in (output channel c*M + m reads input channel c in both).
+OHWI -> OIHW (a grouped CONV_2D keeps its group = C_in / filter depth), depthwise 1HWO -> O1HW with group = C_in
+(output channel c*M + m reads input channel c in both).
 SAME/VALID become explicit pads with TFLite's geometry (the odd pixel at the end, output_size_and_padding).
 """
 
@@ -32,10 +33,8 @@ def convert(b, op) -> None:
         kernel = weights.transpose(3, 0, 1, 2)  # [1, KH, KW, C*M] -> [C*M, 1, KH, KW]
         group = source.shape[3]
     else:
-        kernel = weights.transpose(0, 3, 1, 2)  # OHWI -> OIHW
-        group = 1
-        if weights.shape[3] != source.shape[3]:
-            raise UnsupportedError("CONV_2D: grouped convolution is not supported by the integer reference")
+        kernel = weights.transpose(0, 3, 1, 2)  # OHWI -> OIHW (grouped: I = C_in / group)
+        group = source.shape[3] // weights.shape[3]
     options = op.options
     strides = [options.get("StrideH", 1), options.get("StrideW", 1)]
     dilations = [options.get("DilationHFactor", 1), options.get("DilationWFactor", 1)]
