@@ -26,6 +26,13 @@ OPCODES = ("BATCH_MATMUL",)
 LITERT_VARIANT = {"product": "float32"}  # LiteRT BUILTIN_REF rounds S_lhs * S_rhs to float32
 
 
+def output_multiplier(graph, op, product: str = "double") -> tuple[int, int]:
+    """(M0, shift) of the operator; PRODUCT "double" is TFLite Micro's real multiplier, "float32" LiteRT's."""
+    s_lhs, s_rhs = (np.float32(graph.tensors[i].quantization.scale[0]) for i in op.inputs[:2])
+    scale_product = float(s_lhs * s_rhs) if product == "float32" else float(s_lhs) * float(s_rhs)
+    return quantize_multiplier(scale_product / float(graph.tensors[op.outputs[0]].quantization.scale[0]))
+
+
 def evaluate(graph, op, inputs, product: str = "double"):
     """PRODUCT "double" is TFLite Micro's real multiplier, "float32" LiteRT BUILTIN_REF's."""
     lhs_q, rhs_q = (graph.tensors[i].quantization for i in op.inputs[:2])
@@ -37,9 +44,7 @@ def evaluate(graph, op, inputs, product: str = "double"):
     if op.options.get("AdjY"):
         rhs = np.swapaxes(rhs, -1, -2)
     acc = np.matmul(lhs, rhs).astype(np.int64)
-    s_lhs, s_rhs = np.float32(lhs_q.scale[0]), np.float32(rhs_q.scale[0])
-    scale_product = float(s_lhs * s_rhs) if product == "float32" else float(s_lhs) * float(s_rhs)
-    multiplier, shift = quantize_multiplier(scale_product / float(output.quantization.scale[0]))
+    multiplier, shift = output_multiplier(graph, op, product)
     scaled = multiply_by_quantized_multiplier(acc, multiplier, shift) + int(output.quantization.zero_point[0])
     info = np.iinfo(output.dtype)
     return [np.clip(scaled, info.min, info.max).astype(output.dtype)]
