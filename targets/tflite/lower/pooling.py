@@ -2,16 +2,17 @@
 
 Both work on the stored integers of one encoding (edgeq/reference/pooling.py): over the window pixels inside the
 image, MAX takes the largest, AVG the sum rounded half away from zero divided by their count n. SAME padding
-pixels are not counted, so ONNX's count_include_pad=0 is TFLite SAME; explicit pads that are not SAME become a
-PAD before a VALID pool, which counts the padded zeros (count_include_pad=1) for AVG and pads MAX with the lowest
-integer (ONNX pads max pooling with -inf, and -128 never wins over an input). What TFLite cannot count that way
-(count_include_pad=1 with SAME pads, count_include_pad=0 with other pads) and dilations are refused.
+pixels are not counted, so ONNX's count_include_pad=0 is TFLite SAME; AVG with count_include_pad=1 pads with a
+PAD before a VALID pool, which counts the padded zeros; MAX pads that are not SAME become a PADV2 of the lowest
+integer (ONNX pads max pooling with -inf, and -128 never wins over an input). Pads that count_include_pad=0
+excludes but that are not SAME, and dilations, are refused.
 
 ceil_mode=1 rounds the number of windows up: out = ceil((n + pads - k) / s) + 1, less one when the last window
-would start inside the end padding (ONNX's rule). The extra windows read past the padded input, so the lowering
+would start inside the end padding (ONNX Runtime's rule, and the opset-22 shape inference's; a model whose declared
+shape keeps that window is refused). The extra windows read past the padded input, so the lowering
 pads the end by the overhang e = (out - 1) s + k - (n + pads) as well: MAX pads it with the lowest integer, which
-never wins; AVG excludes it from the count only as SAME padding (ONNX counts only the pixels of the input and its
-explicit pads), so a ceil-mode AVG whose padding is not SAME is refused. GlobalMaxPool is MAX_POOL_2D with the
+never wins; AVG excludes it from the count only as SAME padding (ONNX counts only the pixels of the input and,
+with count_include_pad=1, its explicit pads), so a ceil-mode AVG whose overhang is not SAME padding is refused. GlobalMaxPool is MAX_POOL_2D with the
 whole image as window. 1-D pools are the 2-D ones on [N, 1, L, C] (windows.py).
 """
 
@@ -102,10 +103,17 @@ def pool(ctx: LoweringContext, node: ir.Node) -> None:
     if node.attributes.get_int("ceil_mode", 0):
         overhang = [ceil_overhang(planar[2 + i], kernel[i], strides[i], explicit[i]) for i in range(2)]
         pads = [(before, after + extra) for (before, after), extra in zip(explicit, overhang, strict=True)]
-    padding, pads = tflite_padding(pads, planar, kernel, strides, [1, 1])
+        _check_declared_length(node, planar, kernel, strides, pads)
+    counted = builtin is AVERAGE_POOL_2D and node.attributes.get_int("count_include_pad", 0)
+    if counted and any(p != (0, 0) for p in explicit):  # a PAD's zeros are counted, SAME's pixels never
+        if pads != explicit:
+            raise unsupported(node, "ceil_mode average pooling that counts its pads (not the overhang)", "attribute")
+        padding = "VALID"
+    else:
+        padding, pads = tflite_padding(pads, planar, kernel, strides, [1, 1])
     padded = padding == "VALID" and any(p != (0, 0) for p in pads)
-    if builtin is AVERAGE_POOL_2D:
-        _check_average_count(node, padding, padded, explicit, pads)
+    if padded and builtin is AVERAGE_POOL_2D and not (counted and pads == explicit):  # no ceil overhang counted
+        raise unsupported(node, f"pads {pads} are not TFLite SAME padding and the count excludes them", "attribute")
     act = window_input(ctx, ctx.activation(x_value, node), in_shape, node.name)
     if padded:  # MAX: ONNX pads with -inf; AVG: zeros the count includes
         lowest = (float(np.finfo(np.float32).min) if ctx.float else -128) if builtin is MAX_POOL_2D else None
@@ -113,18 +121,18 @@ def pool(ctx: LoweringContext, node: ir.Node) -> None:
     window_op(ctx, node, builtin, [act.index], _pool_options(padding, kernel, strides))
 
 
-def _check_average_count(node: ir.Node, padding: str, padded: bool, explicit, pads) -> None:
-    """AVERAGE_POOL_2D counts the pixels of its (PADded) input and never SAME padding: refuse what ONNX counts
-    otherwise (count_include_pad with SAME pads; excluded pads that are not SAME; a ceil-mode overhang)."""
-    include = node.attributes.get_int("count_include_pad", 0) and any(p != (0, 0) for p in explicit)
-    if padded and pads != explicit:
-        raise unsupported(node, f"ceil_mode average pooling whose padding {pads} is not TFLite SAME", "attribute")
-    if padded and not include:
+def _check_declared_length(node: ir.Node, planar, kernel, strides, pads) -> None:
+    """ONNX's shape inference before opset 22 keeps a ceil-mode window that starts in the end padding, which ONNX
+    Runtime (and the opset-22 rule) drops: such a model declares shapes that no runtime computes."""
+    computed = [(planar[2 + i] + sum(pads[i]) - kernel[i]) // strides[i] + 1 for i in range(2)]
+    declared = planar_shape(static_shape(node.outputs[0].shape))[2:]
+    if computed != declared:
         raise unsupported(
-            node, f"pads {pads} are not TFLite SAME padding and exclude the pad from the count", "attribute"
+            node,
+            f"ceil_mode output {declared} is declared where ONNX Runtime computes {computed} (the last window "
+            "would start in the end padding; shape inference before opset 22 keeps it)",
+            "attribute",
         )
-    if padding == "SAME" and include:
-        raise unsupported(node, "count_include_pad=1 with SAME pads", "attribute")
 
 
 @lowers("GlobalMaxPool")
