@@ -2,10 +2,11 @@
 (within 1 LSB in LiteRT's default kernels), the integer-only ONNX form exact, and ONNX Conv / ConvTranspose
 lowered end to end within 1 LSB of ONNX Runtime's QDQ model.
 
-Grouped convolution (1 < group < C_in) was measured in every runtime before it was lowered as one CONV_2D whose
-filters have depth C_in / group: LiteRT's default (XNNPACK) and no-delegate kernels, BUILTIN_REF and TFLite Micro
-all run it (test_grouped_conv_2d). TRANSPOSE_CONV's geometry (LiteRT derives the input size from the output size;
-the leading pad from SAME/VALID) is covered by shapes drawn so that every placement the lowering uses occurs.
+Grouped convolution (1 < group < C_in) was measured in every runtime before it was lowered as one CONV_2D
+whose filters have depth C_in / group: LiteRT's default (XNNPACK) and no-delegate kernels, BUILTIN_REF and
+TFLite Micro all run it (test_grouped_conv_2d). TRANSPOSE_CONV's geometry (LiteRT derives the input size from
+the output size; the leading pad from SAME/VALID) is covered by shapes drawn so that every placement the
+lowering uses occurs.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tflite_cases import (
 )
 
 from edgeq.errors import EdgeqError
+from edgeq.io.session import session
 from edgeq.reference.interface import float_outputs, model_inputs
 from edgeq.reference.transpose_conv import leading_pad, source_size
 from edgeq.targets.tflite.interpreters import run_litert
@@ -77,12 +79,17 @@ def _float_feeds(graph, rng) -> dict:
     data=st.data(),
     seed=seeds,
 )
-def test_grouped_conv_2d(groups, depth, filters, size, kernel, stride, padding, s_in, zp_in, zp_out, act, data, seed):
+def test_grouped_conv_2d(
+    groups, depth, filters, size, kernel, stride, padding, s_in, zp_in, zp_out, act, data, seed
+):
     """CONV_2D whose filters cover C_in / groups channels: the reference's grouped arithmetic equals TFLite Micro and
     LiteRT BUILTIN_REF exactly, LiteRT's default kernels within 1 LSB, and the integer-only ONNX model exactly."""
     rng = np.random.default_rng(seed)
     c_in, c_out = groups * depth, groups * filters
-    out = [-(-n // stride) if padding == "SAME" else (n - k) // stride + 1 for n, k in zip(size, kernel, strict=True)]
+    out = [
+        -(-n // stride) if padding == "SAME" else (n - k) // stride + 1
+        for n, k in zip(size, kernel, strict=True)
+    ]
     if min(out) < 1:
         return
     w_scales = np.array(data.draw(st.lists(weight_scales, min_size=c_out, max_size=c_out)), np.float32)
@@ -142,7 +149,9 @@ def test_transpose_conv(geometry, c_in, c_out, s_in, zp_in, zp_out, act, with_bi
     if with_bias:
         inputs.append(bias_for(rng, s_in, w_scales, c_out))
     options = {"Padding": padding, "StrideH": s_h, "StrideW": s_w, "FusedActivationFunction": act}
-    model = single_op("TRANSPOSE_CONV", inputs, [activation("y", (1, o_h, o_w, c_out), s_out, zp_out)], options)
+    model = single_op(
+        "TRANSPOSE_CONV", inputs, [activation("y", (1, o_h, o_w, c_out), s_out, zp_out)], options
+    )
     assert validate_model(model) == []
     assert read(model).operators[0].version == (4 if act != "NONE" else 3 if with_bias else 2)
     x = rng.integers(-128, 128, (1, h, w, c_in)).astype(np.int8)
@@ -174,7 +183,9 @@ def test_transpose_conv_validator_reports_a_wrong_input_size_and_bias():
     wider = constant("shape", np.array([1, 8, 10, 3], np.int32))
     y_wider = activation("y", (1, 8, 10, 3), 0.1, 0)
     violations = validate_model(single_op("TRANSPOSE_CONV", [wider, w, x, bias], [y_wider], options))
-    assert any("VALID output (8, 10) derives an input of (4, 5), the input is (4, 4)" in v for v in violations)
+    assert any(
+        "VALID output (8, 10) derives an input of (4, 5), the input is (4, 4)" in v for v in violations
+    )
     wrong_bias = constant("b", np.zeros(3, np.int32), np.float32(0.07) * w_scales)
     violations = validate_model(single_op("TRANSPOSE_CONV", [shape, w, x, wrong_bias], [y], options))
     assert any("bias tensor 'b' has scale[0]" in v for v in violations), violations
@@ -235,9 +246,8 @@ def test_conv_transpose_lowers_to_float():
     rng = np.random.default_rng(0)
     graph = read(write(lower(_quantize(proto, rng, inputs), precision="float").graph))
     x = rng.normal(0, 1, (1, 4, 5, 5)).astype(np.float32)
-    got = float_outputs(graph, run_litert(write(graph), model_inputs(graph, {"x": x}), kernels="reference"))[0]
-    from edgeq.io.session import session
-
+    outputs = run_litert(write(graph), model_inputs(graph, {"x": x}), kernels="reference")
+    got = float_outputs(graph, outputs)[0]
     want = session(proto).run(None, {"x": x})[0]
     assert got.shape == want.shape and np.abs(got - want).max() < 0.05 * np.abs(want).max()
 
@@ -304,7 +314,8 @@ def test_conv_1d_chain_has_no_transpose_between_convolutions():
     opcodes = [op.opcode for op in lowered.graph.operators]
     assert opcodes.count("TRANSPOSE") == 2 and opcodes[0] == opcodes[-1] == "TRANSPOSE"
     assert lowered.ops["CONV_2D"] == 2 and lowered.ops["DEPTHWISE_CONV_2D"] == 1
-    assert lowered.output_layouts == ["as ONNX"] and lowered.graph.tensors[lowered.graph.outputs[0]].shape == (1, 6, 8)
+    assert lowered.output_layouts == ["as ONNX"]
+    assert lowered.graph.tensors[lowered.graph.outputs[0]].shape == (1, 6, 8)
     model = write(lowered.graph)
     assert validate_model(model) == []
     assert_bit_exact(model, [rng.integers(-128, 128, (1, 3, 16)).astype(np.int8)])
@@ -315,5 +326,7 @@ def test_conv_refuses_three_spatial_axes():
     node = helper.make_node("Conv", ["x", "w"], ["y"])
     inputs = [("x", [1, 2, 4, 4, 4])]
     proto = _model([node], inputs, "y", [("w", _weights(rng, 3, 2, 1, 1, 1))])
-    with pytest.raises(EdgeqError, match="^unsupported: Conv at node: only 1-D and 2-D convolutions are lowered"):
+    with pytest.raises(
+        EdgeqError, match="^unsupported: Conv at node: only 1-D and 2-D convolutions are lowered"
+    ):
         lower(_quantize(proto, rng, inputs))

@@ -1,16 +1,17 @@
 """MatMul of two activations -> BATCH_MATMUL, Gemm with transA, and the multipliers of BATCH_MATMUL and
 per-tensor FULLY_CONNECTED as each runtime really forms them.
 
-BATCH_MATMUL is bit-exact with TFLite Micro under the reference's default semantics and with LiteRT BUILTIN_REF
-under its LiteRT variant: the two runtimes form the real multiplier differently (TFLite Micro double(S_a) *
-double(S_b) / S_out, LiteRT double(float32(S_a * S_b)) / S_out) and split on rare accumulators, which
-test_batch_matmul_runtimes_split_on_the_scale_product constructs. Per-tensor FULLY_CONNECTED uses the double
-product in both (its reference used the float32 one until this was measured).
+BATCH_MATMUL is bit-exact with TFLite Micro under the reference's default semantics and with LiteRT
+BUILTIN_REF under its LiteRT variant: the two runtimes form the real multiplier differently (TFLite Micro
+double(S_a) * double(S_b) / S_out, LiteRT double(float32(S_a * S_b)) / S_out) and split on rare accumulators,
+which test_batch_matmul_runtimes_split_on_the_scale_product constructs. Per-tensor FULLY_CONNECTED uses the
+double product in both (its reference used the float32 one until this was measured).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -56,7 +57,9 @@ def matmul_shapes(draw):
 
 
 @SETTINGS
-@given(matmul_shapes(), act_scales, act_scales, zero_points, zero_points, zero_points, st.floats(0.3, 3), seeds)
+@given(
+    matmul_shapes(), act_scales, act_scales, zero_points, zero_points, zero_points, st.floats(0.3, 3), seeds
+)
 def test_batch_matmul(shapes, s_a, s_b, zp_a, zp_b, zp_out, factor, seed):
     a_shape, b_shape, adj_x, adj_y, out_shape, depth = shapes
     rng = np.random.default_rng(seed)
@@ -72,7 +75,8 @@ def test_batch_matmul(shapes, s_a, s_b, zp_a, zp_b, zp_out, factor, seed):
     [expected] = assert_bit_exact(model, inputs)
     default = run_litert(model, inputs, kernels="default")[0]
     assert np.abs(default.astype(np.int64) - expected).max() <= 1
-    if len(a_shape) == len(b_shape) and a_shape[0] == b_shape[0] == 1:  # the integer-only ONNX interface: batch 1
+    # the integer-only ONNX model's interface stacks samples on axis 0: operands with a batch axis of 1
+    if len(a_shape) == len(b_shape) and a_shape[0] == b_shape[0] == 1:
         graph = read(model)
         feeds = {}
         for name, shape, scale, zp in (("a", a_shape, s_a, zp_a), ("b", b_shape, s_b, zp_b)):
@@ -193,8 +197,10 @@ def test_matmul_with_relu_the_grid_implies():
     check_against_onnxruntime(proto, inputs, samples=2)
     qdq = _quantize(proto, np.random.default_rng(0), inputs)
     zero_point = qdq.graph.node("y_QuantizeLinear").inputs[2]
-    zero_point.const_value = __import__("onnx_ir").tensor(np.array(-100, zero_point.const_value.numpy().dtype))
-    with pytest.raises(EdgeqError, match="^unsupported: MatMul at node: BATCH_MATMUL has no fused activation"):
+    zero_point.const_value = ir.tensor(np.array(-100, zero_point.const_value.numpy().dtype))
+    with pytest.raises(
+        EdgeqError, match="^unsupported: MatMul at node: BATCH_MATMUL has no fused activation"
+    ):
         lower(qdq)
 
 
@@ -234,5 +240,7 @@ def test_matmul_of_a_vector_is_refused():
         helper.make_node("MatMul", ["a", "v"], ["y"]),
     ]
     proto = _model(nodes, inputs, "y", [("axes", np.array([0], np.int64)), ("k", np.array(2.0, np.float32))])
-    with pytest.raises(EdgeqError, match=r"^unsupported: MatMul at node_2: MatMul of operands of rank \[2, 1\]"):
+    with pytest.raises(
+        EdgeqError, match=r"^unsupported: MatMul at node_2: MatMul of operands of rank \[2, 1\]"
+    ):
         lower(_quantize(proto, np.random.default_rng(0), inputs))

@@ -1,11 +1,11 @@
 """MaxPool / AveragePool with ceil_mode, 1-D pools and GlobalMaxPool: lowered to MAX_POOL_2D / AVERAGE_POOL_2D
-(the kernels are test_reference_ops_data.py's), checked end to end against ONNX Runtime's QDQ model and bit for bit
-in the three integer runtimes.
+(the kernels are test_reference_ops_data.py's), checked end to end against ONNX Runtime's QDQ model and bit
+for bit in the three integer runtimes.
 
-ceil_mode adds windows that reach past the padded input; the lowering pads the end by that overhang (SAME where
-the pads are SAME's, else an explicit PADV2 of the lowest integer for MAX). The overhang is checked against the
-output shapes ONNX Runtime computes, including the sizes where the last window would start inside the end
-padding (ONNX drops it).
+ceil_mode adds windows that reach past the padded input; the lowering pads the end by that overhang (SAME
+where the pads are SAME's, else an explicit PADV2 of the lowest integer for MAX). The overhang is checked
+against the output shapes ONNX Runtime computes, including the sizes where the last window would start inside
+the end padding (ONNX drops it).
 """
 
 from __future__ import annotations
@@ -86,7 +86,9 @@ def test_max_pool_ceil_mode_drops_a_window_that_would_start_in_the_padding():
     refused in one line rather than lowered with shapes no runtime computes."""
     inputs = [("x", [1, 3, 5, 4])]
     attributes = dict(kernel_shape=[2, 2], strides=[3, 3], pads=[1, 1, 1, 1], ceil_mode=1)
-    check_against_onnxruntime(_pool("MaxPool", inputs, opset=22, **attributes), inputs, samples=2, start=("m",))
+    check_against_onnxruntime(
+        _pool("MaxPool", inputs, opset=22, **attributes), inputs, samples=2, start=("m",)
+    )
     qdq = _quantize(_pool("MaxPool", inputs, **attributes), np.random.default_rng(0), inputs)
     with pytest.raises(EdgeqError, match=r"^unsupported: MaxPool at node_1: ceil_mode output \[3, 3\] is declared "
                        r"where ONNX Runtime computes \[2, 2\]"):  # fmt: skip
@@ -110,7 +112,9 @@ def test_average_pool_ceil_mode_with_count_include_pad_follows_the_float_operato
     make of the QDQ model, divides the last window by the whole kernel instead (measured, onnxruntime 1.32:
     half the value on a 9-wide row, kernel 2, stride 2): the comparison is with the unfused QDQ model."""
     inputs = [("x", [1, 2, 1, 9])]
-    proto = _pool("AveragePool", inputs, kernel_shape=[1, 2], strides=[1, 2], ceil_mode=1, count_include_pad=1)
+    proto = _pool(
+        "AveragePool", inputs, kernel_shape=[1, 2], strides=[1, 2], ceil_mode=1, count_include_pad=1
+    )
     rng = np.random.default_rng(0)
     qdq = _quantize(proto, rng, inputs)
     graph = read(write(lower(qdq).graph))

@@ -6,14 +6,14 @@ with the leading (batch) axes broadcast like numpy:
     acc[..., m, p] = sum_k (lhs[..., m, k] - zp_lhs) * (rhs[..., k, p] - zp_rhs)
     out = clamp(MultiplyByQuantizedMultiplier(acc, M0, shift) + zp_out, -128, 127)
 
-with one per-tensor multiplier (QuantizeMultiplier of GetQuantizedConvolutionMultipler's real multiplier). TFLite
-Micro forms it in double, M = double(S_lhs) * double(S_rhs) / double(S_out); LiteRT's BUILTIN_REF rounds the
-product of the two scales to float32 first, M = double(float32(S_lhs * S_rhs)) / double(S_out). The two M0 differ
-in the last bits for most scale pairs, and an output where acc * M lies that close to a rounding boundary differs
-by 1 (measured: on 8 of 8 scale triples, the one accumulator whose result the two M0 round differently came out as
-each runtime's own formula predicts; ai-edge-litert 2.3.0, tflite-micro 0.dev20261023). ``product="float32"``
-reproduces LiteRT. There is no bias and no fused activation. The sum is a float64 matrix product of integer
-operands: exact, since every partial sum stays far below 2^53.
+with one per-tensor multiplier (QuantizeMultiplier of GetQuantizedConvolutionMultipler's real multiplier).
+TFLite Micro forms it in double, M = double(S_lhs) * double(S_rhs) / double(S_out); LiteRT's BUILTIN_REF
+rounds the product of the two scales to float32 first, M = double(float32(S_lhs * S_rhs)) / double(S_out). The
+two M0 differ in the last bits for most scale pairs, and an output where acc * M lies that close to a rounding
+boundary differs by 1 (measured: on 8 of 8 scale triples, the one accumulator whose result the two M0 round
+differently came out as each runtime's own formula predicts; ai-edge-litert 2.3.0, tflite-micro
+0.dev20261023). ``product="float32"`` reproduces LiteRT. There is no bias and no fused activation. The sum is
+a float64 matrix product of integer operands: exact, since every partial sum stays far below 2^53.
 """
 
 from __future__ import annotations

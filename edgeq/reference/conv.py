@@ -96,10 +96,11 @@ def evaluate(graph, op, inputs):
     (out_h, out_w), taps = window_taps(centered, weights.shape[1:3], op.options, fill=0.0)
     # one matrix product per group over all taps (im2col): rows = output pixels, columns = (tap, channel)
     filters = weights.shape[0] // groups
+    kernel = weights.transpose(1, 2, 3, 0).astype(np.float64)  # [KH, KW, D, C_out]
     acc = np.concatenate(
         [
             np.concatenate([p[..., g * depth : (g + 1) * depth].reshape(-1, depth) for _, p in taps], axis=1)
-            @ weights[g * filters : (g + 1) * filters].transpose(1, 2, 3, 0).reshape(-1, filters).astype(np.float64)
+            @ kernel[..., g * filters : (g + 1) * filters].reshape(-1, filters)
             for g in range(groups)
         ],
         axis=1,

@@ -1,21 +1,22 @@
 """TRANSPOSE_CONV, int8 activations with per-channel int8 weights (reference_integer_ops::TransposeConv).
 
-Inputs: the int32 output shape [N, OH, OW, C_out], weights OHWI [C_out, KH, KW, C_in] with zero point 0, the int8
-input [N, H, W, C_in] and an optional int32 bias. Every input pixel scatters into the output (no dilation):
+Inputs: the int32 output shape [N, OH, OW, C_out], weights OHWI [C_out, KH, KW, C_in] with zero point 0, the
+int8 input [N, H, W, C_in] and an optional int32 bias. Every input pixel scatters into the output (no
+dilation):
 
     acc[n, y*sh - pad_t + i, x*sw - pad_l + j, c] += (in[n, y, x, k] - zp_in) * w[c, i, j, k]
     out = clamp(MultiplyByQuantizedMultiplier(acc + bias[c], M0[c], shift[c]) + zp_out, act_min, act_max)
 
-where contributions that fall outside [0, OH) x [0, OW) are dropped, and the multipliers are CONV_2D's (conv.py).
-The padding is computed from the OUTPUT size as if the op were the forward convolution of the output
-(ComputePaddingHeightWidth with the output's height and width as the "input"):
+where contributions that fall outside [0, OH) x [0, OW) are dropped, and the multipliers are CONV_2D's
+(conv.py). The padding is computed from the OUTPUT size as if the op were the forward convolution of the
+output (ComputePaddingHeightWidth with the output's height and width as the "input"):
 
     SAME   n = ceil(O / s);              pad = max((n - 1) * s + k - O, 0) / 2   (the odd pixel at the end)
     VALID  n = (O + s - k) / s (C division);  pad as above, which is 0 whenever O >= k
 
 and only the leading pad is used: the output size itself says where the output ends. LiteRT also requires the
-input size to be that n (``source_size``). The accumulation is a
-float64 matrix product per kernel tap (exact: every sum stays far below 2^53).
+input size to be that n (``source_size``). The accumulation is a float64 matrix product per kernel tap (exact:
+every sum stays far below 2^53).
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """TRANSPOSE_CONV as a stride-1 ConvInteger over the zero-stuffed input + the requantization subgraph
 (edgeq/reference/transpose_conv.py).
 
-A transposed convolution scatters input pixel y to y*s - pad + i for every tap i. That is the ordinary convolution,
-with the kernel flipped, of the input with s - 1 zeros stuffed after every pixel (length H*s), padded by k - 1 - pad
-at the start and OH + pad - H*s at the end (a negative pad crops):
+A transposed convolution scatters input pixel y to y*s - pad + i for every tap i. That is the ordinary
+convolution, with the kernel flipped, of the input with s - 1 zeros stuffed after every pixel (length H*s),
+padded by k - 1 - pad at the start and OH + pad - H*s at the end (a negative pad crops):
 
     acc[o] = sum_i u[o - (k - 1 - pad) + i] * w[k - 1 - i]          u[y*s] = in[y] - zp_in, 0 elsewhere
 
-Stuffing and padding fill with zp_in, which ConvInteger's x_zero_point turns into 0 (Reshape to [N, C, H, 1, W, 1],
-Pad the unit axes to s, Reshape back; then one Pad of both spatial axes, which may be negative). The requantization
-is CONV_2D's (conv.py).
+Stuffing and padding fill with zp_in, which ConvInteger's x_zero_point turns into 0 (Reshape to
+[N, C, H, 1, W, 1], Pad the unit axes to s, Reshape back; then one Pad of both spatial axes, which may be
+negative). The requantization is CONV_2D's (conv.py).
 """
 
 from __future__ import annotations
@@ -36,12 +36,16 @@ def convert(b, op) -> None:
     zero = b.constant(np.array(source.quantization.zero_point[0], np.int8), "input_zero_point")
     x = b.operand(op.inputs[2], NCHW)
     if strides != [1, 1]:
-        cells = b.node("Reshape", [x, b.constant(np.array([-1, c_in, height, 1, width, 1]), "cells")], "cells")
+        cells = b.node(
+            "Reshape", [x, b.constant(np.array([-1, c_in, height, 1, width, 1]), "cells")], "cells"
+        )
         ends = [0, 0, 0, strides[0] - 1, 0, strides[1] - 1]
         stuffed = b.node("Pad", [cells, b.constant(np.array([0] * 6 + ends), "stuffing"), zero], "stuffed")
         shape = [-1, c_in, height * strides[0], width * strides[1]]
         x = b.node("Reshape", [stuffed, b.constant(np.array(shape), "stuffed_shape")], "upsampled")
-    pads = [leading_pad(padding, o, k, s) for o, k, s in zip((out_h, out_w), (k_h, k_w), strides, strict=True)]
+    pads = [
+        leading_pad(padding, o, k, s) for o, k, s in zip((out_h, out_w), (k_h, k_w), strides, strict=True)
+    ]
     begin = [k - 1 - p for k, p in zip((k_h, k_w), pads, strict=True)]
     end = [o + p - n * s for o, p, n, s in zip((out_h, out_w), pads, (height, width), strides, strict=True)]
     x = b.node("Pad", [x, b.constant(np.array([0, 0, *begin, 0, 0, *end]), "pads"), zero], "padded")

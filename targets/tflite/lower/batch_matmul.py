@@ -3,11 +3,11 @@
     acc[..., m, p] = sum_k (a[..., m, k] - zp_a) * (b[..., k, p] - zp_b)
     out = clamp(MultiplyByQuantizedMultiplier(acc, M0, shift) + zp_out, -128, 127)     M ~ float32(S_a S_b) / S_out
 
-with the leading axes broadcast like numpy (edgeq/reference/batch_matmul.py). Both operands and the output are in
-ONNX order (a rank-4 [B, H, T, D] is not laid out NHWC here: the matrix axes must be the last two), so an operand
-in another layout is relaid out first. BATCH_MATMUL has no fused activation: a Relu/Clip after the MatMul is
-lowered only where the output's integer grid already saturates at its bounds. A MatMul by a constant is a
-FULLY_CONNECTED (fully_connected.py).
+with the leading axes broadcast like numpy (edgeq/reference/batch_matmul.py). Both operands and the output are
+in ONNX order (a rank-4 [B, H, T, D] is not laid out NHWC here: the matrix axes must be the last two), so an
+operand in another layout is relaid out first. BATCH_MATMUL has no fused activation: a Relu/Clip after the
+MatMul is lowered only where the output's integer grid already saturates at its bounds. A MatMul by a constant
+is a FULLY_CONNECTED (fully_connected.py).
 """
 
 from __future__ import annotations
@@ -71,8 +71,11 @@ def batch_matmul(ctx: LoweringContext, node: ir.Node) -> None:
     """MatMul of two activations (called by fully_connected.matmul when B is not a constant)."""
     shapes = [static_shape(v.shape) for v in node.inputs]
     if not all(2 <= len(s) <= 5 for s in shapes):
-        raise unsupported(node, f"MatMul of operands of rank {[len(s) for s in shapes]}; BATCH_MATMUL takes 2 to 5",
-                          "attribute")
+        raise unsupported(
+            node,
+            f"MatMul of operands of rank {[len(s) for s in shapes]}; BATCH_MATMUL takes 2 to 5",
+            "attribute",
+        )
     operands = []
     for value, shape in zip(node.inputs, shapes, strict=True):
         act = ctx.activation(value, node)
@@ -81,6 +84,10 @@ def batch_matmul(ctx: LoweringContext, node: ir.Node) -> None:
     out_shape = static_shape(node.outputs[0].shape)
     out, activation = ctx.output(node, out_shape, tuple(range(len(out_shape))))
     if activation != "NONE" and not grid_saturates(ctx, out, activation):
-        raise unsupported(node, f"BATCH_MATMUL has no fused activation, and the {activation} after it clamps "
-                          "inside the output's integer range", "attribute")
+        raise unsupported(
+            node,
+            f"BATCH_MATMUL has no fused activation, and the {activation} after it clamps "
+            "inside the output's integer range",
+            "attribute",
+        )
     ctx.add_op(BATCH_MATMUL, operands, [out], {"AdjX": False, "AdjY": False})

@@ -105,7 +105,7 @@ def _rows(ctx: LoweringContext, node: ir.Node, transposed: bool = False) -> Acti
     return relayout(ctx, act, static_shape(value.shape), order, f"{value.name}_rows")
 
 
-def _fully_connected(ctx: LoweringContext, node: ir.Node, act: Activation, w, scale, zero, bias_input) -> None:
+def _fully_connected(ctx: LoweringContext, node: ir.Node, act: Activation, w, scale, zero, bias_input):
     rank = len(node.inputs[0].shape)
     if act.column_order is not None:
         w = w[:, act.column_order]

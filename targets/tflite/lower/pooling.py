@@ -1,19 +1,20 @@
 """ONNX MaxPool, AveragePool (1-D and 2-D), GlobalMaxPool -> MAX_POOL_2D, AVERAGE_POOL_2D.
 
-Both work on the stored integers of one encoding (edgeq/reference/pooling.py): over the window pixels inside the
-image, MAX takes the largest, AVG the sum rounded half away from zero divided by their count n. SAME padding
-pixels are not counted, so ONNX's count_include_pad=0 is TFLite SAME; AVG with count_include_pad=1 pads with a
-PAD before a VALID pool, which counts the padded zeros; MAX pads that are not SAME become a PADV2 of the lowest
-integer (ONNX pads max pooling with -inf, and -128 never wins over an input). Pads that count_include_pad=0
-excludes but that are not SAME, and dilations, are refused.
+Both work on the stored integers of one encoding (edgeq/reference/pooling.py): over the window pixels inside
+the image, MAX takes the largest, AVG the sum rounded half away from zero divided by their count n. SAME
+padding pixels are not counted, so ONNX's count_include_pad=0 is TFLite SAME; AVG with count_include_pad=1
+pads with a PAD before a VALID pool, which counts the padded zeros; MAX pads that are not SAME become a PADV2
+of the lowest integer (ONNX pads max pooling with -inf, and -128 never wins over an input). Pads that
+count_include_pad=0 excludes but that are not SAME, and dilations, are refused.
 
 ceil_mode=1 rounds the number of windows up: out = ceil((n + pads - k) / s) + 1, less one when the last window
-would start inside the end padding (ONNX Runtime's rule, and the opset-22 shape inference's; a model whose declared
-shape keeps that window is refused). The extra windows read past the padded input, so the lowering
-pads the end by the overhang e = (out - 1) s + k - (n + pads) as well: MAX pads it with the lowest integer, which
-never wins; AVG excludes it from the count only as SAME padding (ONNX counts only the pixels of the input and,
-with count_include_pad=1, its explicit pads), so a ceil-mode AVG whose overhang is not SAME padding is refused. GlobalMaxPool is MAX_POOL_2D with the
-whole image as window. 1-D pools are the 2-D ones on [N, 1, L, C] (windows.py).
+would start inside the end padding (ONNX Runtime's rule, and the opset-22 shape inference's; a model whose
+declared shape keeps that window is refused). The extra windows read past the padded input, so the lowering
+pads the end by the overhang e = (out - 1) s + k - (n + pads) as well: MAX pads it with the lowest integer,
+which never wins; AVG excludes it from the count only as SAME padding (ONNX counts only the pixels of the
+input and, with count_include_pad=1, its explicit pads), so a ceil-mode AVG whose overhang is not SAME padding
+is refused. GlobalMaxPool is MAX_POOL_2D with the whole image as window. 1-D pools are the 2-D ones on
+[N, 1, L, C] (windows.py).
 """
 
 from __future__ import annotations
@@ -107,13 +108,18 @@ def pool(ctx: LoweringContext, node: ir.Node) -> None:
     counted = builtin is AVERAGE_POOL_2D and node.attributes.get_int("count_include_pad", 0)
     if counted and any(p != (0, 0) for p in explicit):  # a PAD's zeros are counted, SAME's pixels never
         if pads != explicit:
-            raise unsupported(node, "ceil_mode average pooling that counts its pads (not the overhang)", "attribute")
+            raise unsupported(
+                node, "ceil_mode average pooling that counts its pads (not the overhang)", "attribute"
+            )
         padding = "VALID"
     else:
         padding, pads = tflite_padding(pads, planar, kernel, strides, [1, 1])
     padded = padding == "VALID" and any(p != (0, 0) for p in pads)
-    if padded and builtin is AVERAGE_POOL_2D and not (counted and pads == explicit):  # no ceil overhang counted
-        raise unsupported(node, f"pads {pads} are not TFLite SAME padding and the count excludes them", "attribute")
+    # AVG counts a PAD's zeros: only count_include_pad's own pads may be PADded (never a ceil overhang)
+    if padded and builtin is AVERAGE_POOL_2D and not (counted and pads == explicit):
+        raise unsupported(
+            node, f"pads {pads} are not TFLite SAME padding and the count excludes them", "attribute"
+        )
     act = window_input(ctx, ctx.activation(x_value, node), in_shape, node.name)
     if padded:  # MAX: ONNX pads with -inf; AVG: zeros the count includes
         lowest = (float(np.finfo(np.float32).min) if ctx.float else -128) if builtin is MAX_POOL_2D else None

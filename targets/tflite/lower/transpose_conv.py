@@ -3,17 +3,18 @@
     acc[n, y*sh - pad_t + i, x*sw - pad_l + j, c] += (in[n, y, x, k] - zp_in) * w[c, i, j, k]   (outside: dropped)
     out = clamp(MultiplyByQuantizedMultiplier(acc + bias[c], M0[c], shift[c]) + zp_out, act_min, act_max)
 
-(edgeq/reference/transpose_conv.py). ONNX's weights [C_in, C_out / group, KH, KW] become OHWI [C_out, KH, KW, C_in]
-per channel along dimension 0; the scales, per channel along ONNX axis 1, repeat for every group. TFLite has no
-grouped transposed convolution: a grouped one (depthwise included) becomes the dense one with zero weights between
-groups (exact; it costs C_in / group times the MACs), and a dilated one the kernel with zeros between its taps.
+(edgeq/reference/transpose_conv.py). ONNX's weights [C_in, C_out / group, KH, KW] become OHWI
+[C_out, KH, KW, C_in] per channel along dimension 0; the scales, per channel along ONNX axis 1, repeat for
+every group. TFLite has no grouped transposed convolution: a grouped one (depthwise included) becomes the
+dense one with zero weights between groups (exact; it costs C_in / group times the MACs), and a dilated one
+the kernel with zeros between its taps.
 
-Geometry: ONNX places input pixel y at y*s - pads_begin and crops the output to its size (output_padding and the
-end pads only move the end). TFLite takes the output size from its shape operand and derives the leading pad from
-it (SAME or VALID); so the lowering keeps ONNX's output size and picks the padding whose leading pad is ONNX's
-pads_begin, adding zero taps before or after the kernel where neither matches (each leading zero tap moves the
-scatter origin by one pixel; edgeq/reference/transpose_conv.py `leading_pad`). auto_pad SAME_* and the
-output_shape attribute, whose pads ONNX implementations split differently, are refused.
+Geometry: ONNX places input pixel y at y*s - pads_begin and crops the output to its size (output_padding and
+the end pads only move the end). TFLite takes the output size from its shape operand and derives the leading
+pad from it (SAME or VALID); so the lowering keeps ONNX's output size and picks the padding whose leading pad
+is ONNX's pads_begin, adding zero taps before or after the kernel where neither matches (each leading zero tap
+moves the scatter origin by one pixel; edgeq/reference/transpose_conv.py `leading_pad`). auto_pad SAME_* and
+the output_shape attribute, whose pads ONNX implementations split differently, are refused.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def _output_shape(graph: Graph, op: Operator):
     strides = (op.options.get("StrideH", 1), op.options.get("StrideW", 1))
     derived = tuple(source_size(padding, shape[1 + i], w.shape[1 + i], strides[i]) for i in range(2))
     if derived != tuple(x.shape[1:3]):
-        return f"{padding} output {shape[1:3]} derives an input of {derived}, the input is {tuple(x.shape[1:3])}"
+        return (
+            f"{padding} output {shape[1:3]} derives an input of {derived}, the input is {tuple(x.shape[1:3])}"
+        )
     return shape
 
 
@@ -100,8 +103,11 @@ def _dense_weights(w: np.ndarray, group: int, dilations) -> np.ndarray:
     d_h, d_w = dilations
     dense = np.zeros((per_group * group, (k_h - 1) * d_h + 1, (k_w - 1) * d_w + 1, c_in), w.dtype)
     for g in range(group):
-        block = w[g * in_per_group : (g + 1) * in_per_group].transpose(1, 2, 3, 0)  # [C_out/g, KH, KW, C_in/g]
-        dense[g * per_group : (g + 1) * per_group, ::d_h, ::d_w, g * in_per_group : (g + 1) * in_per_group] = block
+        rows, cols = (
+            slice(g * per_group, (g + 1) * per_group),
+            slice(g * in_per_group, (g + 1) * in_per_group),
+        )
+        dense[rows, ::d_h, ::d_w, cols] = w[cols].transpose(1, 2, 3, 0)  # [C_out/g, KH, KW, C_in/g]
     return dense
 
 
@@ -131,9 +137,16 @@ def conv_transpose(ctx: LoweringContext, node: ir.Node) -> None:
     rank = len(in_shape)
     if rank not in (3, 4):
         raise unsupported(node, "only 1-D and 2-D transposed convolutions are lowered", "attribute")
-    if node.attributes.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or "output_shape" in node.attributes:
-        raise unsupported(node, "auto_pad SAME_* or output_shape (ONNX implementations split the pads "
-                          "differently); export explicit pads", "attribute")
+    if (
+        node.attributes.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID")
+        or "output_shape" in node.attributes
+    ):
+        raise unsupported(
+            node,
+            "auto_pad SAME_* or output_shape (ONNX implementations split the pads "
+            "differently); export explicit pads",
+            "attribute",
+        )
     w, w_scale, _ = ctx.constant(node.inputs[1], node)
     w = w if rank == 4 else w[:, :, None, :]
     group = node.attributes.get_int("group", 1)
@@ -143,23 +156,35 @@ def conv_transpose(ctx: LoweringContext, node: ir.Node) -> None:
     pads = onnx_pads(node, planar_in, dense.shape[1:3], strides, [1, 1])
     for padding in ("VALID", "SAME"):
         taps = [
-            _zero_taps(padding, planar_in[2 + i], planar_out[2 + i], dense.shape[1 + i], strides[i], pads[i][0])
+            _zero_taps(
+                padding, planar_in[2 + i], planar_out[2 + i], dense.shape[1 + i], strides[i], pads[i][0]
+            )
             for i in range(2)
         ]
         if None not in taps:
             break
     else:
-        raise unsupported(node, f"pads {pads} with output size {planar_out[2:]}: TFLite derives the input size "
-                          "from the output size, and no SAME/VALID placement matches", "attribute")
+        raise unsupported(
+            node,
+            f"pads {pads} with output size {planar_out[2:]}: TFLite derives the input size "
+            "from the output size, and no SAME/VALID placement matches",
+            "attribute",
+        )
     dense = np.pad(dense, [(0, 0), taps[0], taps[1], (0, 0)])
     scale = np.tile(w_scale, group) if w_scale.size > 1 else w_scale  # ONNX axis 1 repeats for every group
     act = window_input(ctx, ctx.activation(x_value, node), in_shape, node.name)
     c_out = dense.shape[0]
     inputs = [
-        ctx.tensor(f"{node.name}_output_shape", (4,), np.int32,
-                   data=np.array([planar_out[0], *planar_out[2:], c_out], np.int32)),
+        ctx.tensor(
+            f"{node.name}_output_shape",
+            (4,),
+            np.int32,
+            data=np.array([planar_out[0], *planar_out[2:], c_out], np.int32),
+        ),
         weights(ctx, f"{node.name}.weight", dense, scale, np.zeros_like(scale, np.int64), 0),
         act.index,
         bias(ctx, node, 2, act, scale, c_out),
     ]
-    window_op(ctx, node, TRANSPOSE_CONV, inputs, {"Padding": padding, "StrideH": strides[0], "StrideW": strides[1]})
+    window_op(
+        ctx, node, TRANSPOSE_CONV, inputs, {"Padding": padding, "StrideH": strides[0], "StrideW": strides[1]}
+    )

@@ -1,14 +1,14 @@
 """Sliding-window geometry shared by convolutions and pools: ONNX pads -> TFLite SAME/VALID, output sizes, and
 1-D window ops as 2-D ones.
 
-TFLite pads a window op SAME or VALID only. Along one spatial axis of size n, with kernel k, stride s, dilation d
-and the effective kernel e = (k - 1) * d + 1 (ComputeOutSize, ComputePaddingWithOffset):
+TFLite pads a window op SAME or VALID only. Along one spatial axis of size n, with kernel k, stride s,
+dilation d and the effective kernel e = (k - 1) * d + 1 (ComputeOutSize, ComputePaddingWithOffset):
 
     SAME   out = ceil(n / s), total padding max((out - 1) * s + e - n, 0) with the odd pixel at the END
     VALID  out = floor((n - e) / s) + 1, no padding
 
-ONNX pads become SAME only when they equal SAME's pads for that input size (so symmetric pads with stride 2 are
-often not SAME), VALID when they are zero, and otherwise an explicit PAD before a VALID op (pad.py).
+ONNX pads become SAME only when they equal SAME's pads for that input size (so symmetric pads with stride 2
+are often not SAME), VALID when they are zero, and otherwise an explicit PAD before a VALID op (pad.py).
 
 A 1-D window op (Conv, ConvTranspose, pools on a rank-3 [N, C, L] tensor) is the 2-D op on [N, C, 1, L]: its
 attributes read as height 1 (kernel 1, stride 1, no pads). A rank-3 feature map is stored [N, L, C] in TFLite
@@ -68,7 +68,9 @@ def tflite_padding(pads, in_shape, kernel, strides, dilations) -> tuple[str, lis
 
 def spatial_padding(node: ir.Node, in_shape, kernel, strides, dilations) -> tuple[str, list[tuple[int, int]]]:
     """'SAME'/'VALID' and the explicit pads ([(top, bottom), (left, right)]) a PAD must add first."""
-    return tflite_padding(onnx_pads(node, in_shape, kernel, strides, dilations), in_shape, kernel, strides, dilations)
+    return tflite_padding(
+        onnx_pads(node, in_shape, kernel, strides, dilations), in_shape, kernel, strides, dilations
+    )
 
 
 def window_output(size: int, kernel: int, stride: int, dilation: int, padding: str) -> int:
@@ -88,7 +90,9 @@ def window_shape(graph: Graph, op: Operator, kernel, dilation, channels: int, ra
     if min(strides) < 1 or min(dilation) < 1 or min(kernel) < 1:
         return f"needs positive strides {strides}, dilations {dilation} and window {tuple(kernel)}"
     padding = op.options.get("Padding", "SAME")
-    spatial = tuple(window_output(x.shape[1 + i], kernel[i], strides[i], dilation[i], padding) for i in range(2))
+    spatial = tuple(
+        window_output(x.shape[1 + i], kernel[i], strides[i], dilation[i], padding) for i in range(2)
+    )
     if min(spatial) < 1:
         return f"VALID window {tuple(kernel)} (dilation {dilation}) does not fit the input {x.shape}"
     return (x.shape[0], *spatial, channels)
@@ -115,7 +119,9 @@ def window_input(ctx: LoweringContext, act: Activation, shape_onnx, name: str) -
     return Activation(planar, TO_NHWC)
 
 
-def window_op(ctx: LoweringContext, node: ir.Node, builtin: Builtin, inputs, options, fuse: bool = True) -> int:
+def window_op(
+    ctx: LoweringContext, node: ir.Node, builtin: Builtin, inputs, options, fuse: bool = True
+) -> int:
     """Emit BUILTIN for NODE into its output (a fused Relu/Clip becomes the FusedActivationFunction option when
     FUSE); a 1-D op writes [N, 1, L, C] and a RESHAPE makes it the NLC output. Returns the output tensor."""
     shape = static_shape(node.outputs[0].shape)
@@ -133,4 +139,3 @@ def window_op(ctx: LoweringContext, node: ir.Node, builtin: Builtin, inputs, opt
     ctx.add_op(builtin, inputs, [planar], options)
     reshape(ctx, planar, out, final.shape, f"{final.name}_nlc")
     return out
-
