@@ -229,6 +229,13 @@ def test_conv_transpose_from_onnx(c_in, c_out, kernel, stride, pads, output_padd
     check_against_onnxruntime(proto, inputs, samples=2)
 
 
+def test_conv_transpose_needs_an_int32_scratch_in_tflite_micro():
+    """ppocr_v4_det's first upsampling (24 -> 24 channels, k2 s2) on 20 x 20: TFLite Micro accumulates the whole
+    40 x 40 x 24 output in an int32 scratch buffer, four times the output tensor, which the arena must hold."""
+    proto, inputs = _conv_transpose(24, 24, 2, 2, [0, 0, 0, 0], 0, size=20)
+    check_against_onnxruntime(proto, inputs, samples=1)
+
+
 def test_conv_transpose_1d_and_relu_from_onnx():
     proto, inputs = _conv_transpose(3, 4, 4, 2, [1, 1], 0, rank=3, size=6)
     proto.graph.node[0].output[0] = "t"
