@@ -285,7 +285,15 @@ def test_grouped_conv_from_onnx(group, c_in, c_out):
     inputs = [("x", [1, c_in, 7, 6])]
     proto = _model([node], inputs, "y", inits)
     check_against_onnxruntime(proto, inputs, samples=2)
-    assert lower(_quantize(proto, rng, inputs)).ops == {"CONV_2D": 1}
+    qdq = _quantize(proto, rng, inputs)
+    assert lower(qdq).ops == {"CONV_2D": 1}
+    graph = lower(
+        qdq, precision="float"
+    ).graph  # float32 grouped CONV_2D runs in LiteRT like ONNX Runtime's Conv
+    x = rng.normal(0, 1, (1, c_in, 7, 6)).astype(np.float32)
+    got = float_outputs(graph, run_litert(write(graph), model_inputs(graph, {"x": x})))[0]
+    want = session(proto).run(None, {"x": x})[0]
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
 
 
 @pytest.mark.parametrize(

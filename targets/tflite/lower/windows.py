@@ -119,17 +119,14 @@ def window_input(ctx: LoweringContext, act: Activation, shape_onnx, name: str) -
     return Activation(planar, TO_NHWC)
 
 
-def window_op(
-    ctx: LoweringContext, node: ir.Node, builtin: Builtin, inputs, options, fuse: bool = True
-) -> int:
-    """Emit BUILTIN for NODE into its output (a fused Relu/Clip becomes the FusedActivationFunction option when
-    FUSE); a 1-D op writes [N, 1, L, C] and a RESHAPE makes it the NLC output. Returns the output tensor."""
+def window_op(ctx: LoweringContext, node: ir.Node, builtin: Builtin, inputs, options) -> int:
+    """Emit BUILTIN for NODE into its output (a fused Relu/Clip becomes the FusedActivationFunction option); a
+    1-D op writes [N, 1, L, C] and a RESHAPE makes it the NLC output. Returns the output tensor."""
     shape = static_shape(node.outputs[0].shape)
     out, activation = ctx.output(node, shape, TO_NHWC if len(shape) == 4 else NLC)
     if builtin.same_encoding:
         ctx.check_shared(node, inputs[0], out)
-    if fuse:
-        options = {**options, "FusedActivationFunction": activation}
+    options = {**options, "FusedActivationFunction": activation}
     if len(shape) == 4:
         ctx.add_op(builtin, inputs, [out], options)
         return out
