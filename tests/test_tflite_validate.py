@@ -105,6 +105,11 @@ def single_op_cases() -> dict[str, tuple]:
             activation("y", (1, 4, 5, 3), 0.05, 1),
             {"Padding": "SAME", "StrideW": 1, "StrideH": 1, "FilterWidth": 2, "FilterHeight": 2},
         ),
+        "BATCH_MATMUL": (
+            [x, activation("b", (1, 4, 3, 2), 0.1, -3)],
+            activation("y", (1, 4, 5, 2), 0.2, 5),
+            {"AdjX": False, "AdjY": False},
+        ),
     }
 
 

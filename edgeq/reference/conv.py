@@ -1,8 +1,10 @@
 """CONV_2D, int8 activations with per-channel int8 weights (reference_integer_ops::ConvPerChannel).
 
-Weights are OHWI with zero point 0, bias is int32 (or absent in TFLite Micro). For output channel c
+Weights are OHWI with zero point 0, bias is int32 (or absent in TFLite Micro). Grouped: weights of depth
+D = C_in / groups; output channel c belongs to group g = c / (C_out / groups) and reads input channels g*D + k:
 
-    acc[n, y, x, c] = sum_{i, j, k} (in[n, y*sh - pad_t + i*dh, x*sw - pad_l + j*dw, k] - zp_in) * w[c, i, j, k] + bias[c]
+    acc[n, y, x, c] = sum_{i, j, k < D} (in[n, y*sh - pad_t + i*dh, x*sw - pad_l + j*dw, g*D + k] - zp_in) * w[c, i, j, k]
+                      + bias[c]
     out = clamp(MultiplyByQuantizedMultiplier(acc, M0[c], shift[c]) + zp_out, act_min, act_max)
 
 where taps outside the image are skipped (the same as padding with zp_in), M0[c] * 2^(shift[c] - 31) ~
@@ -65,9 +67,10 @@ def window_taps(x: np.ndarray, kernel_hw, options: dict, fill):
     return (out_h, out_w), taps
 
 
-def requantize_output(acc: np.ndarray, graph, op, weight_scales) -> np.ndarray:
-    """Per-channel requantization of int32 accumulators, output zero point and fused-activation clamp."""
-    input_q = graph.tensors[op.inputs[0]].quantization
+def requantize_output(acc: np.ndarray, graph, op, weight_scales, input_position: int = 0) -> np.ndarray:
+    """Per-channel requantization of int32 accumulators, output zero point and fused-activation clamp (the
+    activation input is op.inputs[INPUT_POSITION])."""
+    input_q = graph.tensors[op.inputs[input_position]].quantization
     output = graph.tensors[op.outputs[0]]
     out_scale, out_zp = float(output.quantization.scale[0]), int(output.quantization.zero_point[0])
     weight_scales = np.broadcast_to(weight_scales, (acc.shape[-1],))
@@ -82,15 +85,27 @@ def requantize_output(acc: np.ndarray, graph, op, weight_scales) -> np.ndarray:
 def evaluate(graph, op, inputs):
     x, weights = inputs[0], inputs[1]
     bias = inputs[2] if len(inputs) > 2 else None
-    if weights.shape[3] != x.shape[3]:
-        raise UnsupportedError("CONV_2D: grouped convolution is not supported by the integer reference")
+    depth = weights.shape[3]  # input channels per group
+    groups = x.shape[3] // depth
+    if groups * depth != x.shape[3] or weights.shape[0] % groups:
+        raise UnsupportedError(
+            f"CONV_2D: {x.shape[3]} input channels, {weights.shape[0]} filters of depth {depth}: not groups"
+        )
     input_q = graph.tensors[op.inputs[0]].quantization
     centered = x.astype(np.float64) - float(input_q.zero_point[0])
     (out_h, out_w), taps = window_taps(centered, weights.shape[1:3], op.options, fill=0.0)
-    # one matrix product over all taps (im2col): rows = output pixels, columns = (tap, input channel)
-    columns = np.concatenate([patch.reshape(-1, x.shape[3]) for _, patch in taps], axis=1)
-    kernel = weights.transpose(1, 2, 3, 0).reshape(-1, weights.shape[0]).astype(np.float64)
-    acc = (columns @ kernel).astype(np.int64).reshape(x.shape[0], out_h, out_w, weights.shape[0])
+    # one matrix product per group over all taps (im2col): rows = output pixels, columns = (tap, channel)
+    filters = weights.shape[0] // groups
+    kernel = weights.transpose(1, 2, 3, 0).astype(np.float64)  # [KH, KW, D, C_out]
+    acc = np.concatenate(
+        [
+            np.concatenate([p[..., g * depth : (g + 1) * depth].reshape(-1, depth) for _, p in taps], axis=1)
+            @ kernel[..., g * filters : (g + 1) * filters].reshape(-1, filters)
+            for g in range(groups)
+        ],
+        axis=1,
+    )
+    acc = acc.astype(np.int64).reshape(x.shape[0], out_h, out_w, weights.shape[0])
     if bias is not None:
         acc += bias.astype(np.int64)
     weight_scales = graph.tensors[op.inputs[1]].quantization.scale

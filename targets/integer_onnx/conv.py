@@ -6,7 +6,8 @@
 ConvInteger subtracts x_zero_point = zp_in from every tap and pads with it (measured in onnxruntime: a padded tap
 contributes 0), which is TFLite's "taps outside the image are skipped". The weights carry zero point 0, as TFLite
 requires; the bias is added inside the requantization's first addition. Weights are laid out for ONNX:
-OHWI -> OIHW, depthwise 1HWO -> O1HW with group = C_in (output channel c*M + m reads input channel c in both).
+OHWI -> OIHW (a grouped CONV_2D keeps its group = C_in / filter depth), depthwise 1HWO -> O1HW with group = C_in
+(output channel c*M + m reads input channel c in both).
 SAME/VALID become explicit pads with TFLite's geometry (the odd pixel at the end, output_size_and_padding).
 """
 
@@ -32,10 +33,8 @@ def convert(b, op) -> None:
         kernel = weights.transpose(3, 0, 1, 2)  # [1, KH, KW, C*M] -> [C*M, 1, KH, KW]
         group = source.shape[3]
     else:
-        kernel = weights.transpose(0, 3, 1, 2)  # OHWI -> OIHW
-        group = 1
-        if weights.shape[3] != source.shape[3]:
-            raise UnsupportedError("CONV_2D: grouped convolution is not supported by the integer reference")
+        kernel = weights.transpose(0, 3, 1, 2)  # OHWI -> OIHW (grouped: I = C_in / group)
+        group = source.shape[3] // weights.shape[3]
     options = op.options
     strides = [options.get("StrideH", 1), options.get("StrideW", 1)]
     dilations = [options.get("DilationHFactor", 1), options.get("DilationWFactor", 1)]
@@ -43,7 +42,7 @@ def convert(b, op) -> None:
         output_size_and_padding(options.get("Padding", "VALID"), size, k, s, d)[1:]
         for size, k, s, d in zip(source.shape[1:3], kernel.shape[2:], strides, dilations, strict=True)
     ]
-    in_q, out_q = source.quantization, output.quantization
+    in_q = source.quantization
     acc = b.node(
         "ConvInteger",
         [
@@ -55,12 +54,19 @@ def convert(b, op) -> None:
         strides=strides, dilations=dilations, group=group,
         pads=[pads[0][0], pads[1][0], pads[0][1], pads[1][1]],
     )  # fmt: skip
-    channels = kernel.shape[0]
+    b.define(op.outputs[0], requantize_channels(b, op, acc, kernel.shape[0], bias_input=2), NCHW)
+
+
+def requantize_channels(b, op, acc: str, channels: int, bias_input: int, activation_input: int = 0) -> str:
+    """The int8 output of a convolution from its int32 NCHW accumulator ACC: per-channel MBQM of acc + bias (the
+    bias is op input BIAS_INPUT, if present), the output zero point and the fused activation's clamp."""
+    in_q = b.tensor(op.inputs[activation_input]).quantization
+    weight_q, output = b.tensor(op.inputs[1]).quantization, b.tensor(op.outputs[0])
     bias = np.zeros(channels, np.int64)
-    if len(op.inputs) > 2 and op.inputs[2] >= 0:
-        bias = np.asarray(b.tensor(op.inputs[2]).data, np.int64)
-    weight_scales = np.broadcast_to(weight_tensor.quantization.scale, (channels,))
-    out_scale, out_zp = float(out_q.scale[0]), int(out_q.zero_point[0])
+    if len(op.inputs) > bias_input and op.inputs[bias_input] >= 0:
+        bias = np.asarray(b.tensor(op.inputs[bias_input]).data, np.int64)
+    weight_scales = np.broadcast_to(weight_q.scale, (channels,))
+    out_scale, out_zp = float(output.quantization.scale[0]), int(output.quantization.zero_point[0])
     multipliers, shifts = requantize_multipliers(float(in_q.scale[0]), weight_scales, out_scale)
     per_channel = (channels, 1, 1)
     requantized = multiply_by_quantized_multiplier(
@@ -68,6 +74,6 @@ def convert(b, op) -> None:
         centre=-bias.reshape(per_channel), zero_point=out_zp,
     )  # fmt: skip
     act_min, act_max = activation_range(
-        options.get("FusedActivationFunction", "NONE"), out_scale, out_zp, output.dtype
+        op.options.get("FusedActivationFunction", "NONE"), out_scale, out_zp, output.dtype
     )
-    b.define(op.outputs[0], saturate(b, requantized, act_min, act_max, output.dtype), NCHW)
+    return saturate(b, requantized, act_min, act_max, output.dtype)

@@ -5,9 +5,8 @@ The input is read as rows of length ``in`` in TFLite's axis order, then
     acc[r, u] = sum_k (in[r, k] - zp_in) * w[u, k] + bias[u]          MatMulInteger (int8 x int8 -> int32)
     out = clamp(MultiplyByQuantizedMultiplier(acc, M0[u], shift[u]) + zp_out, act_min, act_max)
 
-with TFLite Micro's multipliers: per-channel weights double(S_in) * double(S_w[u]) / double(S_out), per-tensor
-weights double(float32(S_in * S_w)) / double(S_out) (the product rounded to float32 first, as the kernel's
-GetQuantizedConvolutionMultipler does). KeepNumDims restores the input's leading axes.
+with TFLite Micro's multipliers double(S_in) * double(S_w[u]) / double(S_out) (per-tensor weights: one u).
+KeepNumDims restores the input's leading axes.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.errors import UnsupportedError
-from edgeq.reference.arithmetic import activation_range, quantize_multiplier, requantize_multipliers
+from edgeq.reference.arithmetic import activation_range, requantize_multipliers
 from edgeq.targets.integer_onnx.registry import converts
 from edgeq.targets.integer_onnx.requantize import multiply_by_quantized_multiplier, saturate
 
@@ -44,11 +43,7 @@ def convert(b, op) -> None:
         bias = np.asarray(b.tensor(op.inputs[2]).data, np.int64)
     in_scale = float(in_q.scale[0])
     out_scale, out_zp = float(out_q.scale[0]), int(out_q.zero_point[0])
-    if weight_q.per_channel:
-        multipliers, shifts = requantize_multipliers(in_scale, weight_q.scale, out_scale)
-    else:
-        product = float(np.float32(in_scale) * np.float32(weight_q.scale[0]))
-        multipliers, shifts = quantize_multiplier(product / out_scale)
+    multipliers, shifts = requantize_multipliers(in_scale, weight_q.scale, out_scale)
     requantized = multiply_by_quantized_multiplier(
         b, b.cast(acc, np.int64), multipliers, shifts, centre=-bias, zero_point=out_zp
     )

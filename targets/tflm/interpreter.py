@@ -28,7 +28,10 @@ def default_arena_size(model: bytes | Graph) -> int:
     activations = sum(
         int(np.prod(t.shape, dtype=np.int64)) * t.dtype.itemsize for t in graph.tensors if not t.is_constant
     )
-    return 2 * activations + 64 * 1024 + 512 * len(graph.tensors)
+    # TRANSPOSE_CONV accumulates its whole output in an int32 scratch buffer (4 bytes per output element)
+    transposed = [op.outputs[0] for op in graph.operators if op.opcode == "TRANSPOSE_CONV"]
+    scratch = max((4 * int(np.prod(graph.tensors[i].shape)) for i in transposed), default=0)
+    return 2 * activations + scratch + 64 * 1024 + 512 * len(graph.tensors)
 
 
 def run_tflm(model_bytes: bytes, inputs: list[np.ndarray], *, arena_size: int | None = None) -> list[np.ndarray]:

@@ -1,12 +1,15 @@
-"""ONNX Conv (2-D) -> CONV_2D, or DEPTHWISE_CONV_2D when every input channel has its own filters.
+"""ONNX Conv (1-D and 2-D) -> CONV_2D, or DEPTHWISE_CONV_2D when every input channel has its own filters.
 
-    acc[n, y, x, c] = sum_{i, j, k} (in[n, y*sh + i*dh - pad_t, x*sw + j*dw - pad_l, k] - zp_in) * w[c, i, j, k] + bias[c]
+    acc[n, y, x, c] = sum_{i, j, k} (in[n, y*sh + i*dh - pad_t, x*sw + j*dw - pad_l, g*D + k] - zp_in) * w[c, i, j, k]
+                      + bias[c]
     out = clamp(MultiplyByQuantizedMultiplier(acc, M0[c], shift[c]) + zp_out, act_min, act_max)
 
 with M0[c] * 2^(shift[c] - 31) ~ S_in * S_w[c] / S_out (edgeq/reference/conv.py, docs/integer-arithmetic.md). ONNX
 weights OIHW become OHWI (quantized_dimension 0); a depthwise Conv (group = C_in, one input channel per group)
-has weights [C*M, 1, KH, KW] that become [1, KH, KW, C*M] (quantized_dimension 3) and depth_multiplier M. Other
-grouped convolutions have no TFLite builtin. Pads become SAME/VALID or an explicit PAD (windows.py), a following
+has weights [C*M, 1, KH, KW] that become [1, KH, KW, C*M] (quantized_dimension 3) and depth_multiplier M. Any
+other grouped Conv is a grouped CONV_2D: filters of depth D = C_in / group, output channel c in group
+g = c / (C_out / group) (version 6; LiteRT's default and reference kernels and TFLite Micro all run it). A 1-D Conv
+is the 2-D one on [N, 1, L, C] (windows.py). Pads become SAME/VALID or an explicit PAD (windows.py), a following
 Relu/Clip the fused activation.
 """
 
@@ -17,11 +20,18 @@ import onnx_ir as ir
 
 from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, register
-from edgeq.targets.tflite.lower.context import TO_NHWC, LoweringContext, static_shape
+from edgeq.targets.tflite.lower.context import LoweringContext, static_shape
 from edgeq.targets.tflite.lower.pad import pad_spatial
 from edgeq.targets.tflite.lower.registry import lowers
 from edgeq.targets.tflite.lower.weights import bias, weights
-from edgeq.targets.tflite.lower.windows import spatial_padding, window_shape
+from edgeq.targets.tflite.lower.windows import (
+    planar_shape,
+    spatial_ints,
+    spatial_padding,
+    window_input,
+    window_op,
+    window_shape,
+)
 from edgeq.tflite_format.graph import Graph, Operator
 
 
@@ -114,38 +124,36 @@ DEPTHWISE_CONV_2D = register(
 @lowers("Conv")
 def conv(ctx: LoweringContext, node: ir.Node) -> None:
     x_value = node.inputs[0]
-    act = ctx.activation(x_value, node)
     in_shape = static_shape(x_value.shape)
-    if len(in_shape) != 4:
-        raise unsupported(node, "only 2-D convolutions are lowered", "attribute")
+    rank = len(in_shape)
+    if rank not in (3, 4):
+        raise unsupported(node, "only 1-D and 2-D convolutions are lowered", "attribute")
     w, w_scale, w_zero = ctx.constant(node.inputs[1], node)
+    w = w if rank == 4 else w[:, :, None, :]  # [C_out, C_in / group, 1, K]
+    planar = planar_shape(in_shape)
     group = node.attributes.get_int("group", 1)
     kernel = list(w.shape[2:])
-    strides = list(node.attributes.get_ints("strides", [1, 1]))
-    dilations = list(node.attributes.get_ints("dilations", [1, 1]))
-    padding, pads = spatial_padding(node, in_shape, kernel, strides, dilations)
+    strides = spatial_ints(node, "strides", 1, rank)
+    dilations = spatial_ints(node, "dilations", 1, rank)
+    padding, pads = spatial_padding(node, planar, kernel, strides, dilations)
+    act = window_input(ctx, ctx.activation(x_value, node), in_shape, node.name)
     if padding == "VALID" and any(p != (0, 0) for p in pads):
-        act, in_shape = pad_spatial(ctx, act, pads, in_shape, node.name)
-    c_in, c_out = in_shape[1], w.shape[0]
+        act, planar = pad_spatial(ctx, act, pads, planar, node.name)
+    c_in, c_out = planar[1], w.shape[0]
     depthwise = group != 1 and group == c_in and w.shape[1] == 1
-    if group != 1 and not depthwise:
-        raise unsupported(node, f"grouped convolution (group={group})", "attribute")
     if depthwise:
         laid_out, axis = w.transpose(1, 2, 3, 0), 3  # [C*M, 1, KH, KW] -> [1, KH, KW, C*M]
     else:
-        laid_out, axis = w.transpose(0, 2, 3, 1), 0  # OIHW -> OHWI
+        laid_out, axis = w.transpose(0, 2, 3, 1), 0  # OIHW -> OHWI (grouped: I = C_in / group)
     bias_q = bias(ctx, node, 2, act, w_scale, c_out)
     w_index = weights(ctx, f"{node.name}.weight", laid_out, w_scale, w_zero, axis)
-    out_shape = [in_shape[0], *static_shape(node.outputs[0].shape)[1:]]
-    out, activation = ctx.output(node, out_shape, TO_NHWC)
     options = {
         "Padding": padding,
         "StrideW": strides[1],
         "StrideH": strides[0],
         "DilationWFactor": dilations[1],
         "DilationHFactor": dilations[0],
-        "FusedActivationFunction": activation,
     }
     if depthwise:
         options["DepthMultiplier"] = c_out // c_in
-    ctx.add_op(DEPTHWISE_CONV_2D if depthwise else CONV_2D, [act.index, w_index, bias_q], [out], options)
+    window_op(ctx, node, DEPTHWISE_CONV_2D if depthwise else CONV_2D, [act.index, w_index, bias_q], options)

@@ -17,6 +17,7 @@ import onnx_ir as ir
 from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, input_shape, register
 from edgeq.targets.tflite.lower.context import Activation, LoweringContext, layout_perm, static_shape
+from edgeq.targets.tflite.lower.layout import relayout
 from edgeq.tflite_format.graph import Graph, Operator
 
 
@@ -106,6 +107,8 @@ def graph_output(ctx: LoweringContext, value: ir.Value) -> str:
         raise unsupported(
             ("output", value.name), "a flattened feature map; end the model with a layer", "layout"
         )
+    shape = static_shape(value.shape)
+    act = relayout(ctx, act, shape, layout_perm(len(shape)), f"{value.name}_layout")  # e.g. an NLC feature map
     internal = ctx.graph.tensors[act.index]
     if ctx.io == "int8" or ctx.float:
         index = act.index

@@ -1,4 +1,4 @@
-"""ONNX Gemm (no transA) and MatMul by a constant -> FULLY_CONNECTED.
+"""ONNX Gemm and MatMul by a constant -> FULLY_CONNECTED (a MatMul of two activations: batch_matmul.py).
 
     acc[r, u] = sum_k (in[r, k] - zp_in) * w[u, k] + bias[u]
     out = clamp(MultiplyByQuantizedMultiplier(acc, M0[u], shift[u]) + zp_out, act_min, act_max)
@@ -7,7 +7,9 @@ over the rows r of the input read as [-1, in] (edgeq/reference/fully_connected.p
 (Gemm's B transposed unless transB, MatMul's B transposed), per channel along dimension 0; Gemm's C is the bias,
 MatMul has none (input -1). An input of rank > 2 keeps its leading dimensions (KeepNumDims). When the input is
 a Flatten of a feature map absorbed by layout.py, the weight columns are permuted from ONNX's C,H,W order to
-TFLite's H,W,C (``column_order``), so no TRANSPOSE is needed.
+TFLite's H,W,C (``column_order``), so no TRANSPOSE is needed. Gemm's transA transposes the input first (a
+TRANSPOSE: the rows must be contiguous); an input in another layout (a 1-D convolution's NLC map) is relaid out
+to ONNX order.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import onnx_ir as ir
 
 from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import Builtin, register
-from edgeq.targets.tflite.lower.context import LoweringContext, is_identity, static_shape
+from edgeq.targets.tflite.lower.batch_matmul import batch_matmul
+from edgeq.targets.tflite.lower.context import Activation, LoweringContext, static_shape
+from edgeq.targets.tflite.lower.layout import relayout
 from edgeq.targets.tflite.lower.registry import lowers
 from edgeq.targets.tflite.lower.weights import bias, weights
 from edgeq.tflite_format.graph import Graph, Operator
@@ -73,29 +77,36 @@ FULLY_CONNECTED = register(
 
 @lowers("Gemm")
 def gemm(ctx: LoweringContext, node: ir.Node) -> None:
-    if node.attributes.get_int("transA", 0):
-        raise unsupported(node, "Gemm with transA", "attribute")
     w, scale, zero = ctx.constant(node.inputs[1], node)
     laid_out = w if node.attributes.get_int("transB", 0) else w.T  # -> [out, in]
-    _fully_connected(ctx, node, laid_out, scale, zero, bias_input=2)
+    rows = _rows(ctx, node, transposed=bool(node.attributes.get_int("transA", 0)))
+    _fully_connected(ctx, node, rows, laid_out, scale, zero, bias_input=2)
 
 
 @lowers("MatMul")
 def matmul(ctx: LoweringContext, node: ir.Node) -> None:
     if not ctx.is_quantized_constant(node.inputs[1]):
-        raise unsupported(node, "MatMul of two activations", "no-lowering")
+        batch_matmul(ctx, node)
+        return
     w, scale, zero = ctx.constant(node.inputs[1], node)
     if w.ndim != 2:
         raise unsupported(node, "MatMul weights must be 2-D", "attribute")
-    _fully_connected(ctx, node, w.T, scale, zero, bias_input=None)
+    _fully_connected(ctx, node, _rows(ctx, node), w.T, scale, zero, bias_input=None)
 
 
-def _fully_connected(ctx: LoweringContext, node: ir.Node, w, scale, zero, bias_input) -> None:
-    x_value = node.inputs[0]
-    act = ctx.activation(x_value, node)
-    rank = len(x_value.shape)
-    if not is_identity(act.perm):
-        raise unsupported(node, "a fully-connected layer on a 4-D feature map", "layout")
+def _rows(ctx: LoweringContext, node: ir.Node, transposed: bool = False) -> Activation:
+    """The input as the TFLite tensor FULLY_CONNECTED reads as rows: in ONNX order, or A^T for Gemm's transA
+    (ONNX's A laid out (1, 0)); a Flatten absorbed into the weights keeps its order (``column_order``)."""
+    value = node.inputs[0]
+    act = ctx.activation(value, node)
+    if act.column_order is not None:
+        return act
+    order = (1, 0) if transposed else tuple(range(len(value.shape)))
+    return relayout(ctx, act, static_shape(value.shape), order, f"{value.name}_rows")
+
+
+def _fully_connected(ctx: LoweringContext, node: ir.Node, act: Activation, w, scale, zero, bias_input):
+    rank = len(node.inputs[0].shape)
     if act.column_order is not None:
         w = w[:, act.column_order]
     w = np.ascontiguousarray(w)
