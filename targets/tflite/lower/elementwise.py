@@ -7,9 +7,9 @@ ADD and MUL rescale (edgeq/reference/add.py, mul.py): each operand and the outpu
 
 and a following Relu/Clip is fused. MINIMUM and MAXIMUM compare the stored integers without reading any encoding,
 which is min/max of the real values only when both operands and the output share one encoding (the quantization
-plan gives Min/Max groups one); they have no fused activation. Operands broadcast like numpy. A constant operand
-(e.g. equalization's per-channel bound) is laid out like the output (NHWC for rank 4, padded with leading 1s) and
-keeps its per-tensor encoding.
+plan gives Min/Max groups one); they have no fused activation. Operands broadcast like numpy. The output keeps the
+layout of the first activation operand (ctx.follow_perm); a constant operand (e.g. equalization's per-channel
+bound) is laid out like the output (padded with leading 1s) and keeps its per-tensor encoding.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import onnx_ir as ir
 
 from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, broadcast_shape, by_input_type, register
-from edgeq.targets.tflite.lower.context import LoweringContext, layout_perm, static_shape
+from edgeq.targets.tflite.lower.context import LoweringContext, static_shape
 from edgeq.targets.tflite.lower.registry import lowers
 from edgeq.tflite_format.graph import Graph, Operator
 
@@ -93,7 +93,7 @@ MAXIMUM = register(Builtin("MAXIMUM", micro_resolver="AddMaximum", verified={"in
 def arithmetic(ctx: LoweringContext, node: ir.Node) -> None:
     out_value = node.outputs[0]
     rank = len(out_value.shape)
-    perm = layout_perm(rank)
+    perm = ctx.follow_perm(node, rank)
     inputs = [ctx.operand(v, node, rank, perm) for v in node.inputs]
     out, activation = ctx.output(node, static_shape(out_value.shape), perm)
     ctx.add_op(ADD if node.op_type == "Add" else MUL, inputs, [out], {"FusedActivationFunction": activation})
@@ -107,7 +107,7 @@ def selection(ctx: LoweringContext, node: ir.Node) -> None:
         raise unsupported(node, f"{len(node.inputs)} inputs; TFLite has two", "attribute")
     out_value = node.outputs[0]
     rank = len(out_value.shape)
-    perm = layout_perm(rank)
+    perm = ctx.follow_perm(node, rank)
     inputs = [ctx.operand(v, node, rank, perm) for v in node.inputs]
     out, activation = ctx.output(node, static_shape(out_value.shape), perm)
     if activation != "NONE":

@@ -1,14 +1,19 @@
-"""Data movement between layouts: ONNX Reshape, Flatten, Squeeze, Unsqueeze -> RESHAPE; Transpose -> TRANSPOSE.
+"""Layouts: which TFLite layout each activation gets, and ONNX Transpose -> nothing, RESHAPE or TRANSPOSE.
 
-RESHAPE and TRANSPOSE copy stored values (one encoding in and out). RESHAPE reads the elements in TFLite's order,
-TRANSPOSE takes a permutation of TFLite axes. Since rank-4 activations are NHWC and ONNX reshapes in NCHW order:
+An activation's ``perm`` maps ONNX axes to TFLite axes (the TFLite tensor is ``onnx_value.transpose(perm)``). The
+default is NHWC for rank 4 and the ONNX order otherwise; ops that need it (convolutions, pools) read the default.
+A tensor may hold another layout when every op that reads it takes any layout (:func:`any_layout_ok`): the data
+movement ops (Transpose, the reshapes, Concat, Split, Slice, ...) and graph outputs, directly or through
+layout-agnostic ops (elementwise, activations), which give their output the layout of their input.
 
-* a reshape of an NHWC tensor first moves it to ONNX order with a TRANSPOSE, unless the move is a no-op (the
-  axes longer than 1 keep their order, e.g. [N, 1, 1, C]), in which case RESHAPE reads it directly;
-* a reshape to rank 4 reshapes to the ONNX-order shape, then lays it out NHWC the same way;
-* a Flatten whose consumers are all fully-connected layers with constant weights is absorbed instead: RESHAPE
-  flattens H,W,C and the layers' weight columns are permuted to match (``Activation.column_order``);
-* Transpose composes the ONNX permutation with both layouts: TFLite perm[b] = inverse(in_perm)[onnx_perm[out_perm[b]]].
+Transpose: ``y = x.transpose(perm)``, so y laid out as Q is x laid out as ``R[b] = perm[Q[b]]``. When every
+reader of y takes any layout, y takes the layout in which the transpose moves nothing (R = the input's layout)
+and the TFLite graph reuses the input tensor: no operator at all. Otherwise y takes the default layout (a
+RESHAPE or a TRANSPOSE, or nothing if that is the input's layout already). This removes the Transpose pairs of NHWC (Keras/TF) exports, whose interior tensors
+then stay in the ONNX order they have there, which is NHWC.
+
+:func:`relayout` moves a tensor to a layout: nothing if it has it, a RESHAPE when only axes of size 1 move (a
+[N, 1, 1, C] tensor), else a TRANSPOSE (TFLite perm[b] = inverse(from)[to[b]]).
 """
 
 from __future__ import annotations
@@ -16,17 +21,52 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, register
 from edgeq.targets.tflite.lower.context import (
     Activation,
     LoweringContext,
-    is_identity,
     layout_perm,
     moves_data,
     static_shape,
 )
 from edgeq.targets.tflite.lower.registry import lowers
 from edgeq.tflite_format.graph import Graph, Operator
+
+# Ops whose lowering reads its activation in whatever layout it has (moving it where it must).
+ANY_LAYOUT = {
+    "Transpose",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Concat",
+    "Split",
+    "Slice",
+    "Expand",
+    "Tile",
+    "DepthToSpace",
+    "SpaceToDepth",
+}
+# Layout-agnostic ops: the output keeps the layout of the activation input (ctx.follow_perm, act.perm).
+FOLLOWERS = {
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Min",
+    "Max",
+    "Relu",
+    "Clip",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "LeakyRelu",
+    "Elu",
+    "Tanh",
+    "Gelu",
+    "Pad",
+}
 
 
 def _reshape_shape(graph: Graph, op: Operator):
@@ -85,17 +125,27 @@ def reshape(ctx: LoweringContext, src: int, out: int, shape, name) -> None:
     ctx.add_op(RESHAPE, [src, shape_const], [out])
 
 
-def relayout(ctx: LoweringContext, act: Activation, shape_onnx, to_perm, name) -> Activation:
-    """ACT re-laid out as TO_PERM (a TRANSPOSE only when it moves data, else a RESHAPE)."""
-    src_shape = [int(shape_onnx[p]) for p in act.perm]
-    inverse = np.argsort(act.perm)
-    tfl_perm = tuple(int(inverse[p]) for p in to_perm)
+def _tflite_perm(from_perm, to_perm) -> tuple[int, ...]:
+    """The TFLite TRANSPOSE perm that takes a tensor laid out as FROM_PERM to TO_PERM."""
+    inverse = np.argsort(from_perm)
+    return tuple(int(inverse[p]) for p in to_perm)
+
+
+def relayout_moves(act: Activation, shape_onnx, to_perm) -> bool:
+    """Whether laying ACT out as TO_PERM moves data (a TRANSPOSE, not a RESHAPE or nothing)."""
+    return moves_data(tuple(int(shape_onnx[p]) for p in act.perm), _tflite_perm(act.perm, to_perm))
+
+
+def relayout(ctx: LoweringContext, act: Activation, shape_onnx, to_perm, name, encoding=None) -> Activation:
+    """ACT re-laid out as TO_PERM (nothing, a RESHAPE, or a TRANSPOSE when data moves). The new tensor is NAME,
+    with ENCODING (default: ACT's)."""
     if tuple(act.perm) == tuple(to_perm):
         return act
     out_shape = tuple(int(shape_onnx[p]) for p in to_perm)
     src = ctx.graph.tensors[act.index]
-    out = ctx.tensor(name, out_shape, src.dtype, ctx.encoding_of(act.index))
-    if moves_data(tuple(src_shape), tfl_perm):
+    out = ctx.tensor(name, out_shape, src.dtype, encoding or ctx.encoding_of(act.index))
+    if relayout_moves(act, shape_onnx, to_perm):
+        tfl_perm = _tflite_perm(act.perm, to_perm)
         perm_const = ctx.tensor(f"{name}_perm", (len(tfl_perm),), np.int32, data=np.array(tfl_perm, np.int32))
         ctx.add_op(TRANSPOSE, [act.index, perm_const], [out])
     else:
@@ -103,52 +153,44 @@ def relayout(ctx: LoweringContext, act: Activation, shape_onnx, to_perm, name) -
     return Activation(out, tuple(to_perm))
 
 
-def _consumers_after_qdq(ctx: LoweringContext, node: ir.Node) -> list[ir.Node]:
-    users = []
-    for dq, _ in ctx.q_after(node).outputs[0].uses():
-        users.extend(user for user, _ in dq.outputs[0].uses())
-    return users
+def quantizer_of(node: ir.Node) -> ir.Node | None:
+    """The QuantizeLinear of NODE's output (through a Relu/Clip that its lowering fuses), or None."""
+    users = [user for user, _ in node.outputs[0].uses()]
+    if len(users) == 1 and users[0].op_type in ("Relu", "Clip"):
+        users = [user for user, _ in users[0].outputs[0].uses()]
+    return users[0] if len(users) == 1 and users[0].op_type == "QuantizeLinear" else None
 
 
-def _is_fc_with_weights(ctx: LoweringContext, node: ir.Node) -> bool:
-    return (node.op_type == "Gemm" and not node.attributes.get_int("transA", 0)) or (
-        node.op_type == "MatMul" and ctx.is_quantized_constant(node.inputs[1])
-    )
+def layout_readers(q_value: ir.Value) -> list[ir.Node] | None:
+    """The ops that read quantized activation Q_VALUE (a Q's output) in its layout, following layout-agnostic
+    ops to the ops that take any layout; None when one of them needs the default layout."""
+    readers: list[ir.Node] = []
+    for dq, _ in q_value.uses():
+        if dq.op_type != "DequantizeLinear":
+            return None
+        for user, _ in dq.outputs[0].uses():
+            if user.op_type in ANY_LAYOUT:
+                readers.append(user)
+                continue
+            q_node = quantizer_of(user) if user.op_type in FOLLOWERS else None
+            further = None if q_node is None else layout_readers(q_node.outputs[0])
+            if further is None:
+                return None
+            readers.extend(further)
+    return readers
 
 
-@lowers("Reshape", "Flatten", "Squeeze", "Unsqueeze")
-def reshape_like(ctx: LoweringContext, node: ir.Node) -> None:
-    x_value = node.inputs[0]
-    act = ctx.activation(x_value, node)
-    in_shape = static_shape(x_value.shape)
-    out_shape = static_shape(node.outputs[0].shape)
-    out_perm = layout_perm(len(out_shape))
-    in_order_moves = moves_data(tuple(in_shape[p] for p in act.perm), np.argsort(act.perm))
-    absorb = (
-        not is_identity(act.perm)
-        and len(out_shape) == 2
-        and in_order_moves
-        and all(_is_fc_with_weights(ctx, user) for user in _consumers_after_qdq(ctx, node))
-    )
-    if not absorb and in_order_moves:
-        act = relayout(ctx, act, in_shape, tuple(range(len(in_shape))), f"{node.name}_to_onnx_order")
-    # otherwise the elements are already in ONNX order (e.g. [N, 1, 1, C]): RESHAPE reads them directly
-    if is_identity(out_perm):
-        out, _ = ctx.output(node, out_shape, out_perm)
-        ctx.check_shared(node, act.index, out)
-        reshape(ctx, act.index, out, tuple(out_shape), node.name)
-        if absorb:  # TFLite flattens H,W,C: the FC reads ONNX column column_order[j] at position j
-            ctx.values[id(ctx.q_after(node).outputs[0])].column_order = (
-                np.arange(int(np.prod(in_shape))).reshape(in_shape).transpose(act.perm).reshape(-1)
-            )
-        return
-    # reshape to an ONNX-order 4-D tensor, then lay it out NHWC
-    q_node = ctx.q_after(node)
+def any_layout_ok(q_node: ir.Node) -> bool:
+    """Every op that reads Q_NODE's activation takes it in any layout (graph outputs do too)."""
+    return layout_readers(q_node.outputs[0]) is not None
+
+
+def shared_encoding(ctx: LoweringContext, node: ir.Node, act: Activation, q_node: ir.Node):
+    """The encoding of Q_NODE, which must be ACT's: a data movement copies the stored integers."""
     encoding = ctx.int8_encoding(q_node)
-    plain = ctx.tensor(f"{node.name}_onnx_order", tuple(out_shape), np.int8, encoding)
-    reshape(ctx, act.index, plain, tuple(out_shape), node.name)
-    moved = relayout(ctx, Activation(plain, tuple(range(4))), out_shape, out_perm, ctx.name_of(q_node))
-    ctx.values[id(q_node.outputs[0])] = moved
+    if not ctx.float and ctx.encoding_of(act.index) != encoding:
+        raise unsupported(node, "input and output encodings differ; TFLite requires them equal", "attribute")
+    return encoding
 
 
 @lowers("Transpose")
@@ -156,14 +198,13 @@ def transpose(ctx: LoweringContext, node: ir.Node) -> None:
     x_value = node.inputs[0]
     act = ctx.activation(x_value, node)
     rank = len(x_value.shape)
-    perm = list(node.attributes.get_ints("perm", list(reversed(range(rank)))))
-    out_perm = layout_perm(rank)
+    perm = [int(p) for p in node.attributes.get_ints("perm", list(reversed(range(rank))))]
     in_shape = static_shape(x_value.shape)
-    out_shape = [in_shape[p] for p in perm]
-    # tflite_in = onnx_in.transpose(act.perm); tflite_out = onnx_in.transpose(perm).transpose(out_perm)
-    inverse = np.argsort(act.perm)
-    tfl_perm = np.array([inverse[perm[b]] for b in out_perm], np.int32)
-    out, _ = ctx.output(node, out_shape, out_perm)
-    ctx.check_shared(node, act.index, out)
-    perm_const = ctx.tensor(f"{node.name}_perm", (rank,), np.int32, data=tfl_perm)
-    ctx.add_op(TRANSPOSE, [act.index, perm_const], [out])
+    q_node = ctx.q_after(node)
+    encoding = shared_encoding(ctx, node, act, q_node)
+    out_perm = layout_perm(rank)
+    if any_layout_ok(q_node):
+        out_perm = tuple(int(np.argsort(perm)[p]) for p in act.perm)  # R = act.perm: nothing moves
+    # y laid out as out_perm is x laid out as perm[out_perm[b]]
+    moved = relayout(ctx, act, in_shape, [perm[q] for q in out_perm], ctx.name_of(q_node), encoding)
+    ctx.values[id(q_node.outputs[0])] = Activation(moved.index, tuple(out_perm))
