@@ -8,7 +8,8 @@ optimizations leave them (most interior pairs cancelled), then quantized by edge
 * lower without any TRANSPOSE, the input and a rank-4 output reported "as ONNX" (NHWC, as the source has them);
 * compute in LiteRT BUILTIN_REF and TFLite Micro exactly what edgeq's integer reference computes;
 * agree with ONNX Runtime's QDQ model within 1 LSB per op (``edgeq verify``: every tensor the two share, each op
-  given the same inputs), which needs every tensor's layout read back from the .tflite correctly.
+  given the same inputs), which needs every tensor's layout read back from the .tflite correctly;
+* convert to the integer-only ONNX model, which computes the reference's integers in onnxruntime.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from edgeq.io.onnx_model import to_proto
 from edgeq.io.session import session as ort_session
 from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
+from edgeq.reference.executor import run
 from edgeq.reference.interface import model_inputs, tensor_perm
 from edgeq.reports.verify import verify
+from edgeq.targets.integer_onnx import integer_only_model
 from edgeq.targets.tflite.lower import lower
 from edgeq.targets.tflite.validate import check_model
 from edgeq.tflite_format.flatbuffer import read, write
@@ -91,6 +94,23 @@ class Keras:
         self.x = self.node("Gemm", [flat, w, self._const(self.rng.normal(0, 0.1, classes))])
         self.shape = [1, classes]
 
+    def branch_join(self, op: str, channels: int):
+        """Two convolutions of the current NHWC tensor joined in NHWC: a residual Add, or a Concat on axis 3."""
+        source, shape = self.x, list(self.shape)
+        self.conv(channels)
+        left = self.x
+        self.x, self.shape = source, list(shape)
+        self.conv(channels, kernel=1)
+        attrs = {"axis": 3} if op == "Concat" else {}
+        self.x = self.node(op, [left, self.x], **attrs)
+        self.shape[3] = 2 * channels if op == "Concat" else channels
+
+    def max_pool(self):
+        x = self.node("Transpose", [self.x], perm=TO_NCHW)
+        y = self.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
+        self.x = self.node("Transpose", [y], perm=TO_NHWC)
+        self.shape[1:3] = [self.shape[1] // 2, self.shape[2] // 2]
+
     def _int64(self, values) -> str:
         name = self._name("shape")
         self.inits.append(numpy_helper.from_array(np.asarray(values, np.int64), name))
@@ -139,6 +159,12 @@ def check_nhwc(proto: onnx.ModelProto, shape, tmp_path, seed=0, output_layout="a
     x = rng.normal(0, 1, (4, *shape[1:])).astype(np.float32)
     for i in range(2):
         assert_bit_exact(model_bytes, model_inputs(graph, {"x": x[i : i + 1]}))
+    integer_only = integer_only_model(
+        graph, input_layouts=lowered.input_layouts, output_layouts=lowered.output_layouts, integer_outputs=True
+    )
+    out = graph.outputs[0]
+    got = ort_session(integer_only).run([f"{graph.tensors[out].name}_integers"], {"x": x})[0]
+    np.testing.assert_array_equal(got.transpose(tensor_perm(graph, out)), run(graph, model_inputs(graph, {"x": x}))[0])
     (tmp_path / "m.tflite").write_bytes(model_bytes)
     onnx.save(to_proto(qdq), tmp_path / "m.qdq.onnx")
     report = verify([tmp_path / "m.tflite", tmp_path / "m.qdq.onnx"], ArrayData({"x": x}, input_specs(qdq), "x"))
@@ -168,3 +194,32 @@ def test_keras_classifier_folded_by_onnxruntime_lowers_without_transposes(tmp_pa
     proto = _ort_basic(_classifier(), tmp_path)
     assert sum(n.op_type == "Transpose" for n in proto.graph.node) >= 2
     check_nhwc(proto, (1, 8, 6, 3), tmp_path)
+
+
+def test_keras_branches_joined_in_nhwc_and_a_pool(tmp_path):
+    """A residual Add and a channels-last Concat (axis 3) of NHWC tensors, a MaxPool between Transposes."""
+    shape = (1, 8, 8, 4)
+    k = Keras(1, shape)
+    k.scale()
+    k.branch_join("Add", 6)
+    k.max_pool()
+    k.branch_join("Concat", 3)
+    k.head()
+    lowered = check_nhwc(k.model(["N", *shape[1:]]), shape, tmp_path)
+    assert lowered.ops["CONCATENATION"] == 1 and lowered.ops["MAX_POOL_2D"] == 1
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_keras_segmenter_ends_nhwc_with_a_softmax_over_channels(fold, tmp_path):
+    """Conv layers and a Softmax over the last axis of the NHWC tensor: the output stays as ONNX (NHWC)."""
+    shape = (1, 6, 7, 3)
+    k = Keras(2, shape)
+    k.scale()
+    k.conv(5)
+    k.batch_norm()
+    k.conv(4, kernel=1, relu=False)
+    k.x = k.node("Softmax", [k.x], axis=-1)
+    proto = k.model(["N", *shape[1:]])
+    lowered = check_nhwc(_ort_basic(proto, tmp_path) if fold else proto, shape, tmp_path)
+    graph = lowered.graph
+    assert graph.tensors[graph.outputs[0]].shape == (1, 6, 7, 4) and tensor_perm(graph, graph.outputs[0]) == (0, 1, 2, 3)

@@ -134,7 +134,10 @@ def graph_output(ctx: LoweringContext, value: ir.Value) -> str:
     if act.perm not in (tuple(range(len(shape))), layout_perm(len(shape))):  # leave as ONNX or as NHWC
         ordered = tuple(range(len(shape)))
         to_perm = ordered if not relayout_moves(act, shape, ordered) else layout_perm(len(shape))
-        act = relayout(ctx, act, shape, to_perm, f"{value.name}_relayout")
+        source = ctx.graph.tensors[act.index]
+        if source.name == value.name:  # the name goes to the output
+            source.name = f"{value.name}_as_computed"
+        act = relayout(ctx, act, shape, to_perm, value.name)
     if act.index in ctx.graph.inputs or act.index in ctx.graph.outputs:  # the tensor is already an edge: copy
         copy = ctx.tensor(value.name, ctx.graph.tensors[act.index].shape, np.int8, ctx.encoding_of(act.index))
         reshape(ctx, act.index, copy, ctx.graph.tensors[act.index].shape, value.name)

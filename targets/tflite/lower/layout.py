@@ -2,9 +2,10 @@
 
 An activation's ``perm`` maps ONNX axes to TFLite axes (the TFLite tensor is ``onnx_value.transpose(perm)``). The
 default is NHWC for rank 4 and the ONNX order otherwise; ops that need it (convolutions, pools) read the default.
-A tensor may hold another layout when every op that reads it takes any layout (:func:`any_layout_ok`): the data
-movement ops (Transpose, the reshapes, Concat, Split, Slice, ...) and graph outputs, directly or through
-layout-agnostic ops (elementwise, activations), which give their output the layout of their input.
+A tensor may hold another layout when every op that reads it takes that layout (:func:`readers_take`): the data
+movement ops (Transpose, the reshapes, Concat, Split, Slice, ...) take any, a Softmax one in which its axis is the
+last, a graph output the ONNX order or the default, directly or through layout-agnostic ops (elementwise,
+activations), which give their output the layout of their input.
 
 Transpose: ``y = x.transpose(perm)``, so y laid out as Q is x laid out as ``R[b] = perm[Q[b]]``. When every
 reader of y takes any layout, y takes the layout in which the transpose moves nothing (R = the input's layout)
@@ -168,8 +169,10 @@ def layout_readers(q_value: ir.Value) -> list[ir.Node] | None:
     for dq, _ in q_value.uses():
         if dq.op_type != "DequantizeLinear":
             return None
+        if dq.outputs[0].is_graph_output():
+            readers.append(dq)
         for user, _ in dq.outputs[0].uses():
-            if user.op_type in ANY_LAYOUT:
+            if user.op_type in ANY_LAYOUT or user.op_type == "Softmax":
                 readers.append(user)
                 continue
             q_node = quantizer_of(user) if user.op_type in FOLLOWERS else None
@@ -180,9 +183,17 @@ def layout_readers(q_value: ir.Value) -> list[ir.Node] | None:
     return readers
 
 
-def any_layout_ok(q_node: ir.Node) -> bool:
-    """Every op that reads Q_NODE's activation takes it in any layout (graph outputs do too)."""
-    return layout_readers(q_node.outputs[0]) is not None
+def readers_take(q_node: ir.Node, perm) -> bool:
+    """Every op that reads Q_NODE's activation takes it laid out as PERM: the data movement ops any layout, a
+    Softmax one whose last TFLite axis is the softmax axis, a graph output (its DequantizeLinear) the ONNX order
+    or the default layout."""
+    readers = layout_readers(q_node.outputs[0])
+    perm, rank = tuple(perm), len(perm)
+    return readers is not None and all(
+        (r.op_type != "Softmax" or perm.index(r.attributes.get_int("axis", -1) % rank) == rank - 1)
+        and (r.op_type != "DequantizeLinear" or perm in (tuple(range(rank)), layout_perm(rank)))
+        for r in readers
+    )
 
 
 def shared_encoding(ctx: LoweringContext, node: ir.Node, act: Activation, q_node: ir.Node):
@@ -202,9 +213,9 @@ def transpose(ctx: LoweringContext, node: ir.Node) -> None:
     in_shape = static_shape(x_value.shape)
     q_node = ctx.q_after(node)
     encoding = shared_encoding(ctx, node, act, q_node)
-    out_perm = layout_perm(rank)
-    if any_layout_ok(q_node):
-        out_perm = tuple(int(np.argsort(perm)[p]) for p in act.perm)  # R = act.perm: nothing moves
+    out_perm = tuple(int(np.argsort(perm)[p]) for p in act.perm)  # R = act.perm: nothing moves
+    if not readers_take(q_node, out_perm):
+        out_perm = layout_perm(rank)
     # y laid out as out_perm is x laid out as perm[out_perm[b]]
     moved = relayout(ctx, act, in_shape, [perm[q] for q in out_perm], ctx.name_of(q_node), encoding)
     ctx.values[id(q_node.outputs[0])] = Activation(moved.index, tuple(out_perm))

@@ -19,7 +19,7 @@ import onnx_ir as ir
 
 from edgeq.errors import unsupported
 from edgeq.targets.tflite.lower.context import Activation, LoweringContext, layout_perm, static_shape
-from edgeq.targets.tflite.lower.layout import any_layout_ok, relayout, reshape, shared_encoding
+from edgeq.targets.tflite.lower.layout import readers_take, relayout, reshape, shared_encoding
 from edgeq.targets.tflite.lower.registry import lowers
 
 
@@ -69,8 +69,12 @@ def _is_fc_with_weights(ctx: LoweringContext, node: ir.Node) -> bool:
     )
 
 
-def _consumers_after_qdq(q_node: ir.Node) -> list[ir.Node]:
-    return [user for dq, _ in q_node.outputs[0].uses() for user, _ in dq.outputs[0].uses()]
+def _only_fully_connected(ctx: LoweringContext, q_node: ir.Node) -> bool:
+    """Q_NODE's activation is read by fully-connected layers with constant weights only."""
+    dqs = [dq for dq, _ in q_node.outputs[0].uses()]
+    users = [user for dq in dqs for user, _ in dq.outputs[0].uses()]
+    outputs = any(dq.outputs[0].is_graph_output() for dq in dqs)
+    return bool(users) and not outputs and all(_is_fc_with_weights(ctx, user) for user in users)
 
 
 @lowers("Reshape", "Flatten", "Squeeze", "Unsqueeze")
@@ -84,8 +88,8 @@ def reshape_like(ctx: LoweringContext, node: ir.Node) -> None:
     name = ctx.name_of(q_node)
     default = layout_perm(len(out_shape))
     layout = reshaped_layout(in_shape, act.perm, out_shape)
-    if layout is None or (layout != default and not any_layout_ok(q_node)):
-        if len(out_shape) == 2 and all(_is_fc_with_weights(ctx, user) for user in _consumers_after_qdq(q_node)):
+    if layout is None or (layout != default and not readers_take(q_node, layout)):
+        if len(out_shape) == 2 and _only_fully_connected(ctx, q_node):
             # TFLite flattens in its order: the FC reads ONNX column column_order[j] at position j
             flat = _reshaped(ctx, act, out_shape, encoding, name)
             order = np.arange(int(np.prod(in_shape))).reshape(in_shape).transpose(act.perm).reshape(-1)
@@ -96,7 +100,7 @@ def reshape_like(ctx: LoweringContext, node: ir.Node) -> None:
         layout = reshaped_layout(in_shape, onnx_order, out_shape)
         if layout is None:
             raise unsupported(node, f"reshape of {in_shape} to {out_shape}: element counts differ", "dynamic")
-        if layout != default and not any_layout_ok(q_node):
+        if layout != default and not readers_take(q_node, layout):
             plain = _reshaped(ctx, act, [out_shape[a] for a in layout], encoding, f"{node.name}_reshaped")
             moved = relayout(ctx, Activation(plain, layout), out_shape, default, name)
             ctx.values[id(q_node.outputs[0])] = moved
