@@ -19,6 +19,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from test_ops_layout import assert_integer_only_matches
 from tflite_cases import assert_bit_exact
 
 from edgeq.data import ArrayData, input_specs
@@ -26,10 +27,8 @@ from edgeq.io.onnx_model import to_proto
 from edgeq.io.session import session as ort_session
 from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
-from edgeq.reference.executor import run
 from edgeq.reference.interface import model_inputs, tensor_perm
 from edgeq.reports.verify import verify
-from edgeq.targets.integer_onnx import integer_only_model
 from edgeq.targets.tflite.lower import lower
 from edgeq.targets.tflite.validate import check_model
 from edgeq.tflite_format.flatbuffer import read, write
@@ -159,12 +158,7 @@ def check_nhwc(proto: onnx.ModelProto, shape, tmp_path, seed=0, output_layout="a
     x = rng.normal(0, 1, (4, *shape[1:])).astype(np.float32)
     for i in range(2):
         assert_bit_exact(model_bytes, model_inputs(graph, {"x": x[i : i + 1]}))
-    integer_only = integer_only_model(
-        graph, input_layouts=lowered.input_layouts, output_layouts=lowered.output_layouts, integer_outputs=True
-    )
-    out = graph.outputs[0]
-    got = ort_session(integer_only).run([f"{graph.tensors[out].name}_integers"], {"x": x})[0]
-    np.testing.assert_array_equal(got.transpose(tensor_perm(graph, out)), run(graph, model_inputs(graph, {"x": x}))[0])
+    assert_integer_only_matches(lowered, {"x": x})
     (tmp_path / "m.tflite").write_bytes(model_bytes)
     onnx.save(to_proto(qdq), tmp_path / "m.qdq.onnx")
     report = verify([tmp_path / "m.tflite", tmp_path / "m.qdq.onnx"], ArrayData({"x": x}, input_specs(qdq), "x"))

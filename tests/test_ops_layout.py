@@ -1,4 +1,6 @@
-"""Reshape, Flatten, Squeeze, Unsqueeze and Transpose in any layout: exact, and a TRANSPOSE only where data moves.
+"""Reshape, Flatten, Squeeze, Unsqueeze and Transpose in any layout: exact, and a TRANSPOSE only where data moves;
+DepthToSpace, SpaceToDepth, Expand and Tile: their kernels bit-exact in LiteRT BUILTIN_REF and TFLite Micro, and
+lowered from ONNX.
 
 Each model scales its input (so the data movement is quantized), optionally transposes it (so the op reads a
 tensor in another layout than the default one), applies the op and ends in a graph output, a Conv (which needs
@@ -14,8 +16,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnx import helper
 from test_target_tflite import SETTINGS, _model, _quantize, check_against_onnxruntime
+from tflite_cases import act_scales, activation, check, constant, seeds, single_op, zero_points
 
+from edgeq.errors import EdgeqError
+from edgeq.io.session import session
+from edgeq.reference.executor import run
+from edgeq.reference.interface import model_inputs, tensor_perm
+from edgeq.targets.integer_onnx import integer_only_model
 from edgeq.targets.tflite.lower import lower
+from edgeq.tflite_format.flatbuffer import read, write
+
+
+def assert_integer_only_matches(lowered, feeds: dict[str, np.ndarray]) -> None:
+    """The integer-only ONNX model of LOWERED computes the reference's output integers (FEEDS: ONNX layout)."""
+    graph = lowered.graph
+    model = integer_only_model(graph, input_layouts=lowered.input_layouts, output_layouts=lowered.output_layouts,
+                               integer_outputs=True)  # fmt: skip
+    out = graph.outputs[0]
+    got = session(model).run([f"{graph.tensors[out].name}_integers"], feeds)[0]
+    expected = run(read(write(graph)), model_inputs(graph, feeds))[0]
+    np.testing.assert_array_equal(got.transpose(tensor_perm(graph, out)), expected)
 
 
 def _ops(proto, inputs) -> list[str]:
@@ -148,7 +168,8 @@ def _chains(draw):
             steps.append(("Squeeze", sorted(axes)))
             shape_now = [d for a, d in enumerate(shape_now) if a not in axes]
     elif kind == "Unsqueeze" and rank < 4:
-        axes = sorted(draw(st.lists(st.integers(1, 3), min_size=1, max_size=4 - rank, unique=True)))
+        count = draw(st.integers(1, 4 - rank))
+        axes = sorted(draw(st.lists(st.integers(1, rank + count - 1), min_size=count, max_size=count, unique=True)))
         steps.append(("Unsqueeze", axes))
         for axis in axes:
             shape_now.insert(axis, 1)
@@ -174,3 +195,120 @@ def test_reshapes_and_transposes_in_any_layout(chain, seed):
     shape, steps, tail = chain
     proto = _case(shape, steps, tail, seed)
     check_against_onnxruntime(proto, [("x", shape)], seed, start=("t0",) if tail else ())
+
+
+# ------------------------------------------------------------------ DepthToSpace, SpaceToDepth, Expand, Tile
+
+
+@SETTINGS
+@given(
+    st.sampled_from(["DEPTH_TO_SPACE", "SPACE_TO_DEPTH"]),
+    st.integers(1, 2),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(2, 3),
+    act_scales,
+    zero_points,
+    seeds,
+)
+def test_depth_to_space_and_space_to_depth_kernels(opcode, n, h, w, c, block, scale, zp, seed):
+    if opcode == "DEPTH_TO_SPACE":
+        shapes = (n, h, w, c * block * block), (n, h * block, w * block, c)
+    else:
+        shapes = (n, h * block, w * block, c), (n, h, w, c * block * block)
+    model = single_op(opcode, [activation("x", shapes[0], scale, zp)], [activation("y", shapes[1], scale, zp)],
+                      {"BlockSize": block})  # fmt: skip
+    check(model, np.random.default_rng(seed))
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(1, 3), st.booleans()), min_size=1, max_size=5), act_scales, zero_points, seeds)
+def test_broadcast_to_kernel(axes, scale, zp, seed):
+    """Each axis of the input is 1 (broadcast to its size) or its size; int8 (version 3)."""
+    out_shape = tuple(size for size, _ in axes)
+    in_shape = tuple(1 if broadcast else size for size, broadcast in axes)
+    model = single_op(
+        "BROADCAST_TO",
+        [activation("x", in_shape, scale, zp), constant("shape", np.array(out_shape, np.int32))],
+        [activation("y", out_shape, scale, zp)],
+    )
+    check(model, np.random.default_rng(seed))
+
+
+def _single(shape, node, inits=(), opset=13):
+    nodes = [helper.make_node("Mul", ["x", "k"], ["m"]), node]
+    return _model(nodes, [("x", shape)], "y", [("k", np.array(1.5, np.float32)), *inits], opset=opset)
+
+
+@pytest.mark.parametrize(
+    ("shape", "op", "attrs", "operand", "expected"),
+    [
+        ((1, 8, 3, 2), "DepthToSpace", {"blocksize": 2}, None, {"DEPTH_TO_SPACE": 1}),
+        ((1, 18, 2, 3), "DepthToSpace", {"blocksize": 3, "mode": "DCR"}, None, {"DEPTH_TO_SPACE": 1}),
+        # CRD reads the channels in another order: reordered exactly first
+        ((1, 12, 2, 3), "DepthToSpace", {"blocksize": 2, "mode": "CRD"}, None,
+         {"DEPTH_TO_SPACE": 1, "RESHAPE": 2, "TRANSPOSE": 1}),
+        ((1, 2, 4, 6), "SpaceToDepth", {"blocksize": 2}, None, {"SPACE_TO_DEPTH": 1}),
+        # an SE-style broadcast of [N, C, 1, 1]: one BROADCAST_TO on the NHWC tensor
+        ((1, 3, 1, 1), "Expand", {}, [1, 3, 4, 5], {"BROADCAST_TO": 1}),
+        ((1, 3, 1, 5), "Expand", {}, [4, 1], {"BROADCAST_TO": 1}),
+        ((1, 3, 2, 5), "Expand", {}, [1, 3, 2, 5], {}),  # repeats nothing: no operator
+        ((1, 4, 6), "Expand", {}, [1, 1, 6], {}),
+        ((1, 3, 2, 5), "Tile", {}, [1, 2, 3, 1], {"BROADCAST_TO": 1, "RESHAPE": 2}),
+        ((1, 3, 2, 5), "Tile", {}, [1, 1, 1, 2], {"BROADCAST_TO": 1, "RESHAPE": 2}),
+        ((1, 3, 1, 5), "Tile", {}, [1, 1, 4, 1], {"BROADCAST_TO": 1}),
+        ((1, 4, 3), "Tile", {}, [1, 2, 2], {"BROADCAST_TO": 1, "RESHAPE": 2}),
+    ],
+)  # fmt: skip
+def test_depth_space_expand_and_tile_from_onnx(shape, op, attrs, operand, expected):
+    inputs = [("x", list(shape))]
+    if operand is None:
+        proto = _single(shape, helper.make_node(op, ["m"], ["y"], **attrs))
+    else:
+        proto = _single(shape, helper.make_node(op, ["m", "p"], ["y"]), [("p", np.array(operand, np.int64))])
+    assert lower(_quantize(proto, np.random.default_rng(0), inputs)).ops == {"MUL": 1, **expected}
+    check_against_onnxruntime(proto, inputs, start=("m",) if expected else ())  # else "m" is the output
+
+
+def test_tile_of_every_axis_beyond_tflite_micro_rank_is_refused():
+    inputs = [("x", [1, 2, 3, 4])]
+    proto = _single([1, 2, 3, 4], helper.make_node("Tile", ["m", "p"], ["y"]), [("p", np.array([1, 2, 2, 2], np.int64))])
+    qdq = _quantize(proto, np.random.default_rng(0), inputs)
+    with pytest.raises(EdgeqError, match=r"^unsupported: Tile at node_1: 7 axes; TFLite Micro's BROADCAST_TO takes at most 5$"):
+        lower(qdq)
+
+
+def test_depth_to_space_of_a_tensor_in_onnx_nhwc_order():
+    """After a Transpose that leaves the tensor as ONNX NHWC (for a Reshape that never comes), DepthToSpace gets it
+    back in NHWC: the op that needs the default layout moves it."""
+    inputs = [("x", [1, 8, 3, 2])]
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["m"]),
+        helper.make_node("Transpose", ["m"], ["t"], perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["t"], ["u"], perm=[0, 3, 1, 2]),
+        helper.make_node("DepthToSpace", ["u"], ["y"], blocksize=2),
+    ]
+    proto = _model(nodes, inputs, "y", [("k", np.array(1.5, np.float32))], opset=13)
+    assert lower(_quantize(proto, np.random.default_rng(0), inputs)).ops == {"MUL": 1, "DEPTH_TO_SPACE": 1}
+    check_against_onnxruntime(proto, inputs, start=("m",))
+
+
+def test_integer_only_onnx_moves_data_like_the_reference():
+    """DepthToSpace (CRD), SpaceToDepth, Slice, Expand, Tile, a reshape across layouts, through the integer-only
+    model, on several samples at once."""
+    inputs = [("x", ["N", 12, 2, 3])]
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["m"]),
+        helper.make_node("DepthToSpace", ["m"], ["d"], blocksize=2, mode="CRD"),  # [N, 3, 4, 6]
+        helper.make_node("SpaceToDepth", ["d"], ["s"], blocksize=2),  # [N, 12, 2, 3]
+        helper.make_node("Slice", ["s", "zero", "one", "two"], ["r"]),  # [N, 12, 1, 3]
+        helper.make_node("Expand", ["r", "shape"], ["e"]),  # [N, 12, 2, 3]
+        helper.make_node("Tile", ["e", "repeats"], ["t"]),  # [N, 12, 4, 3]
+        helper.make_node("Reshape", ["t", "flat"], ["y"]),  # [N, 12, 12]
+    ]
+    ints = {"zero": [0], "one": [1], "two": [2], "shape": [1, 1, 2, 1], "repeats": [1, 1, 2, 1], "flat": [-1, 12, 12]}
+    inits = [("k", np.array(1.5, np.float32))] + [(n, np.array(v, np.int64)) for n, v in ints.items()]
+    lowered = lower(_quantize(_model(nodes, inputs, "y", inits, opset=13), np.random.default_rng(0), inputs))
+    x = np.random.default_rng(1).normal(0, 1, (3, 12, 2, 3)).astype(np.float32)
+    assert_integer_only_matches(lowered, {"x": x})
