@@ -25,10 +25,12 @@ from tflite_cases import assert_bit_exact
 from edgeq.data import ArrayData, input_specs
 from edgeq.io.onnx_model import to_proto
 from edgeq.io.session import session as ort_session
+from edgeq.measure.metrics import sqnr_db
 from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
-from edgeq.reference.interface import model_inputs, tensor_perm
+from edgeq.reference.interface import float_outputs, model_inputs, tensor_perm
 from edgeq.reports.verify import verify
+from edgeq.targets.tflite.interpreters import run_litert
 from edgeq.targets.tflite.lower import lower
 from edgeq.targets.tflite.validate import check_model
 from edgeq.tflite_format.flatbuffer import read, write
@@ -180,8 +182,16 @@ def _classifier(seed=0, shape=(1, 8, 6, 3)) -> onnx.ModelProto:
 
 
 def test_keras_classifier_lowers_without_transposes(tmp_path):
-    lowered = check_nhwc(_classifier(), (1, 8, 6, 3), tmp_path)
+    proto = _classifier()
+    lowered = check_nhwc(proto, (1, 8, 6, 3), tmp_path)
     assert lowered.ops["CONV_2D"] == 2 and lowered.ops["DEPTHWISE_CONV_2D"] == 1
+    # at float precision too (float32 tensors, dequantized weights): close to the float model
+    floats = lower(_quantized(proto, (1, 8, 6, 3)), precision="float")
+    assert "TRANSPOSE" not in floats.ops
+    graph = floats.graph
+    x = np.random.default_rng(3).normal(0, 1, (1, 8, 6, 3)).astype(np.float32)
+    got = float_outputs(graph, run_litert(write(graph), model_inputs(graph, {"x": x})))[0]
+    assert sqnr_db(ort_session(proto).run(None, {"x": x})[0], got) > 25
 
 
 def test_keras_classifier_folded_by_onnxruntime_lowers_without_transposes(tmp_path):

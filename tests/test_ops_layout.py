@@ -21,8 +21,9 @@ from tflite_cases import act_scales, activation, check, constant, seeds, single_
 from edgeq.errors import EdgeqError
 from edgeq.io.session import session
 from edgeq.reference.executor import run
-from edgeq.reference.interface import model_inputs, tensor_perm
+from edgeq.reference.interface import float_outputs, model_inputs, tensor_perm
 from edgeq.targets.integer_onnx import integer_only_model
+from edgeq.targets.tflite.interpreters import run_litert
 from edgeq.targets.tflite.lower import lower
 from edgeq.tflite_format.flatbuffer import read, write
 
@@ -309,6 +310,12 @@ def test_integer_only_onnx_moves_data_like_the_reference():
     ]
     ints = {"zero": [0], "one": [1], "two": [2], "shape": [1, 1, 2, 1], "repeats": [1, 1, 2, 1], "flat": [-1, 12, 12]}
     inits = [("k", np.array(1.5, np.float32))] + [(n, np.array(v, np.int64)) for n, v in ints.items()]
-    lowered = lower(_quantize(_model(nodes, inputs, "y", inits, opset=13), np.random.default_rng(0), inputs))
+    proto = _model(nodes, inputs, "y", inits, opset=13)
+    qdq = _quantize(proto, np.random.default_rng(0), inputs)
     x = np.random.default_rng(1).normal(0, 1, (3, 12, 2, 3)).astype(np.float32)
-    assert_integer_only_matches(lowered, {"x": x})
+    assert_integer_only_matches(lower(qdq), {"x": x})
+    # the same graph at float precision (float32 tensors, the dequantized constant): the float model's values
+    floats = lower(qdq, precision="float")
+    graph = floats.graph
+    got = float_outputs(graph, run_litert(write(graph), model_inputs(graph, {"x": x[:1]})))[0]
+    np.testing.assert_allclose(got, session(proto).run(None, {"x": x[:1]})[0], rtol=1e-2, atol=1e-2)

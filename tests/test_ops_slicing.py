@@ -17,8 +17,11 @@ from tflite_cases import SETTINGS, act_scales, activation, check, constant, seed
 from edgeq.errors import EdgeqError
 from edgeq.io.session import session
 from edgeq.reference.strided_slice import index_ranges
+from edgeq.targets.tflite.interpreters import run_litert
 from edgeq.targets.tflite.lower import lower
 from edgeq.targets.tflite.lower.slicing import onnx_slice_range
+from edgeq.targets.tflite.validate import validate_model
+from edgeq.tflite_format.flatbuffer import write
 
 shapes = st.lists(st.integers(1, 5), min_size=1, max_size=5)
 
@@ -228,3 +231,31 @@ def test_integer_only_onnx_slices_and_splits_like_the_reference():
     lowered = lower(_quantize(_model(nodes, inputs, "y", inits, opset=13), np.random.default_rng(0), inputs))
     x = np.random.default_rng(1).normal(0, 1, (3, 6, 4, 5)).astype(np.float32)
     assert_integer_only_matches(lowered, {"x": x})
+
+
+def test_the_validator_checks_every_split_output():
+    """The generic rules check the first output; SPLIT's own rule checks the others' shapes and encodings."""
+    x = activation("x", (1, 4, 5, 3), 0.05, 1)
+    operands = [x, constant("sizes", np.array([1, 3], np.int32)), constant("axis", np.array([1], np.int32))]
+    sound = [activation("a", (1, 1, 5, 3), 0.05, 1), activation("b", (1, 3, 5, 3), 0.05, 1)]
+    assert validate_model(single_op("SPLIT_V", operands, sound, {"NumSplits": 2})) == []
+    wrong = [sound[0], activation("b", (1, 2, 5, 3), 0.04, 1)]
+    assert validate_model(single_op("SPLIT_V", operands, wrong, {"NumSplits": 2})) == [
+        "op 0 SPLIT_V: output tensor 'b' has shape (1, 2, 5, 3), the operator computes (1, 3, 5, 3)",
+        "op 0 SPLIT_V: output tensor 'b' is encoded differently from the input (SPLIT_V copies)",
+    ]
+
+
+def test_split_and_slice_lower_to_float():
+    inputs = [("x", [1, 6, 4, 5])]
+    nodes, inits = _scaled(
+        [helper.make_node("Split", ["m", "split"], ["a", "b"], axis=1),
+         helper.make_node("Slice", ["b", "starts", "ends", "axes"], ["y"])],
+        [("split", np.array([2, 4], np.int64)), ("starts", np.array([1], np.int64)),
+         ("ends", np.array([3], np.int64)), ("axes", np.array([3], np.int64))],
+    )  # fmt: skip
+    lowered = lower(_quantize(_model(nodes, inputs, "y", inits, opset=13), np.random.default_rng(0), inputs),
+                    precision="float")  # fmt: skip
+    assert lowered.ops == {"MUL": 1, "SPLIT_V": 1, "STRIDED_SLICE": 1}
+    assert all(t.dtype == np.float32 for t in lowered.graph.tensors if t.data is None)
+    run_litert(write(lowered.graph), [np.ones((1, 4, 5, 6), np.float32)])
