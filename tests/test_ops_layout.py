@@ -11,6 +11,7 @@ and ONNX Runtime's QDQ model to be within 1 LSB; the tables also pin the TFLite 
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -319,3 +320,43 @@ def test_integer_only_onnx_moves_data_like_the_reference():
     graph = floats.graph
     got = float_outputs(graph, run_litert(write(graph), model_inputs(graph, {"x": x[:1]})))[0]
     np.testing.assert_allclose(got, session(proto).run(None, {"x": x[:1]})[0], rtol=1e-2, atol=1e-2)
+
+
+# ------------------------------------------------------------------------------------------- refusals
+
+
+def _quantized_node(shape, node, inits=()):
+    inputs = [("x", list(shape))]
+    qdq = _quantize(_single(shape, node, inits), np.random.default_rng(0), inputs)
+    return qdq, next(n for n in qdq.graph if n.op_type == node.op_type)
+
+
+def test_a_data_movement_between_different_encodings_is_refused():
+    qdq, transpose = _quantized_node([1, 3, 4, 5], helper.make_node("Transpose", ["m"], ["y"], perm=[0, 1, 3, 2]))
+    q_node = next(user for user, _ in transpose.outputs[0].uses())
+    q_node.replace_input_with(1, ir.Value(name="other_scale", const_value=ir.tensor(np.array(0.123, np.float32))))
+    with pytest.raises(
+        EdgeqError,
+        match=r"^unsupported: Transpose at node_1: input and output encodings differ; TFLite requires them equal$",
+    ):
+        lower(qdq)
+
+
+def test_a_reshape_whose_sizes_are_only_known_at_run_time_is_refused():
+    """[N, 3] flattened from axis 0 is [1, 3N]: with N unknown the sizes cannot be matched."""
+    qdq, _ = _quantized_node(["N", 3], helper.make_node("Flatten", ["m"], ["y"], axis=0))
+    with pytest.raises(EdgeqError, match=r"^unsupported: Flatten at node_1: reshape of \[1, 3\] to \[1, 1\]: "):
+        lower(qdq)
+
+
+def test_an_expand_to_a_higher_rank_is_refused():
+    qdq, _ = _quantized_node([1, 4, 6], helper.make_node("Expand", ["m", "p"], ["y"]), [("p", np.array([2, 1, 4, 6], np.int64))])
+    with pytest.raises(EdgeqError, match=r"^unsupported: Expand at node_1: an Expand from rank 3 to 4$"):
+        lower(qdq)
+
+
+def test_tile_repeats_that_are_not_constants_are_refused():
+    qdq, tile = _quantized_node([1, 4], helper.make_node("Tile", ["m", "p"], ["y"]), [("p", np.array([1, 2], np.int64))])
+    tile.replace_input_with(1, ir.Value(name="computed_repeats"))
+    with pytest.raises(EdgeqError, match=r"^unsupported: Tile at node_1: repeats that are not a constant$"):
+        lower(qdq)

@@ -6,6 +6,7 @@ integer runtimes agree exactly, ONNX Runtime's QDQ model within 1 LSB), also thr
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -259,3 +260,36 @@ def test_split_and_slice_lower_to_float():
     assert lowered.ops == {"MUL": 1, "SPLIT_V": 1, "STRIDED_SLICE": 1}
     assert all(t.dtype == np.float32 for t in lowered.graph.tensors if t.data is None)
     run_litert(write(lowered.graph), [np.ones((1, 4, 5, 6), np.float32)])
+
+
+def _quantized_node(nodes, shape, inits, op_type):
+    """The QDQ model of x * 1.5 -> NODES, and its node of OP_TYPE (to give it what a valid model cannot have)."""
+    scaled, inits = _scaled(nodes, inits)
+    qdq = _quantize(_model(scaled, [("x", shape)], "y", inits, opset=13), np.random.default_rng(0), [("x", shape)])
+    return qdq, next(node for node in qdq.graph if node.op_type == op_type)
+
+
+def test_split_pieces_that_are_empty_are_refused():
+    nodes = [helper.make_node("Split", ["m", "split"], ["a", "y"], axis=1)]
+    qdq, split_node = _quantized_node(nodes, [1, 6, 2, 2], [("split", np.array([2, 4], np.int64))], "Split")
+    split_node.inputs[1].const_value = ir.tensor(np.array([0, 6], np.int64))  # calibration cannot run this
+    with pytest.raises(EdgeqError, match=r"^unsupported: Split at node_1: pieces \[0, 6\] of an axis of 6 "):
+        lower(qdq)
+
+
+def test_slice_bounds_that_are_not_constants_are_refused():
+    extra = [("starts", np.array([1], np.int64)), ("ends", np.array([3], np.int64))]
+    nodes = [helper.make_node("Slice", ["m", "starts", "ends"], ["y"])]
+    qdq, slice_node = _quantized_node(nodes, [4, 3], extra, "Slice")
+    slice_node.replace_input_with(2, ir.Value(name="computed_ends"))
+    with pytest.raises(EdgeqError, match=r"^unsupported: Slice at node_1: input 2 is not a constant$"):
+        lower(qdq)
+
+
+def test_an_empty_slice_is_refused():
+    extra = [("starts", np.array([1], np.int64)), ("ends", np.array([3], np.int64)), ("axes", np.array([1], np.int64))]
+    nodes = [helper.make_node("Slice", ["m", "starts", "ends", "axes"], ["y"])]
+    qdq, slice_node = _quantized_node(nodes, [1, 4, 3], extra, "Slice")
+    slice_node.inputs[2].const_value = ir.tensor(np.array([1], np.int64))  # calibration cannot run this
+    with pytest.raises(EdgeqError, match=r"^unsupported: Slice at node_1: an empty slice$"):
+        lower(qdq)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, by_input_type, register
 from edgeq.targets.tflite.lower.context import TO_NHWC, Activation, LoweringContext, static_shape
 from edgeq.targets.tflite.lower.layout import TRANSPOSE, relayout, reshape
@@ -68,17 +67,12 @@ def _crd_to_dcr(ctx: LoweringContext, act: Activation, nhwc, block: int, name: s
 @lowers("DepthToSpace", "SpaceToDepth")
 def depth_space(ctx: LoweringContext, node: ir.Node) -> None:
     x_value = node.inputs[0]
-    in_shape = static_shape(x_value.shape)
-    if len(in_shape) != 4:
-        raise unsupported(node, f"a rank-{len(in_shape)} input; TFLite's operator takes NHWC", "attribute")
+    in_shape = static_shape(x_value.shape)  # 4-D: ONNX defines these ops on NCHW only
     act = relayout(ctx, ctx.activation(x_value, node), in_shape, TO_NHWC, f"{node.name}_nhwc")
     block = node.attributes.get_int("blocksize")
     builtin = DEPTH_TO_SPACE if node.op_type == "DepthToSpace" else SPACE_TO_DEPTH
-    mode = node.attributes.get_string("mode", "DCR")
-    if builtin is DEPTH_TO_SPACE and mode == "CRD":
+    if builtin is DEPTH_TO_SPACE and node.attributes.get_string("mode", "DCR") == "CRD":
         act = _crd_to_dcr(ctx, act, [in_shape[p] for p in TO_NHWC], block, node.name)
-    elif builtin is DEPTH_TO_SPACE and mode != "DCR":
-        raise unsupported(node, f"mode {mode!r}", "attribute")
     out, _ = ctx.output(node, static_shape(node.outputs[0].shape), TO_NHWC)
     ctx.check_shared(node, act.index, out)
     ctx.add_op(builtin, [act.index], [out], {"BlockSize": block})

@@ -184,9 +184,7 @@ def split(ctx: LoweringContext, node: ir.Node) -> None:
     tfl_axis = list(act.perm).index(axis)
     outputs = []
     for k, (size, value) in enumerate(zip(sizes, node.outputs, strict=True)):
-        q_node = _quantizer(node, value)
-        if q_node is None and any(True for _ in value.uses()):
-            raise unsupported(node, f"its output {value.name} is not quantized", "not-quantized")
+        q_node = _quantizer(node, value)  # None: an output nothing reads
         encoding = ctx.encoding_of(act.index) if q_node is None else shared_encoding(ctx, node, act, q_node)
         out_shape = [size if a == axis else d for a, d in enumerate(shape)]
         name = f"{node.name}_unused_{k}" if q_node is None else ctx.name_of(q_node)
@@ -221,8 +219,6 @@ def slice_(ctx: LoweringContext, node: ir.Node) -> None:
     starts, ends = _constant_ints(node, 1, "starts"), _constant_ints(node, 2, "ends")
     axes = _constant_ints(node, 3, "axes") or list(range(len(starts)))
     steps = _constant_ints(node, 4, "steps") or [1] * len(starts)
-    if 0 in steps:
-        raise unsupported(node, "a step of 0", "attribute")
     ranges = [range(size) for size in shape]
     for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
         ranges[axis % rank] = onnx_slice_range(shape[axis % rank], start, end, step)
