@@ -18,9 +18,8 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.errors import unsupported
-from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, register
 from edgeq.targets.tflite.lower.context import Activation, LoweringContext, static_shape
-from edgeq.targets.tflite.lower.layout import reshape, shared_encoding
+from edgeq.targets.tflite.lower.layout import copying_builtin, reshape, shared_encoding
 from edgeq.targets.tflite.lower.registry import lowers
 from edgeq.tflite_format.graph import Graph, Operator
 
@@ -40,20 +39,11 @@ def _output_shape(graph: Graph, op: Operator):
     return target
 
 
-BROADCAST_TO = register(
-    Builtin(
-        "BROADCAST_TO",
-        options="BroadcastToOptions",
-        micro_resolver="AddBroadcastTo",
-        kind="data_movement",
-        version=lambda graph, op: 3 if graph.tensors[op.inputs[0]].dtype in (np.int8, np.int16) else 2,
-        output_shape=_output_shape,
-        required_inputs=2,
-        parameter_input=1,
-        same_encoding=True,
-        verified={"int8": BIT_EXACT.format("broadcast_to.py") + "; ONNX Runtime QDQ within 1 LSB"},
-    )
-)
+BROADCAST_TO = copying_builtin(
+    "BROADCAST_TO", "BroadcastToOptions", "AddBroadcastTo", "broadcast_to.py",
+    version=lambda graph, op: 3 if graph.tensors[op.inputs[0]].dtype in (np.int8, np.int16) else 2,
+    output_shape=_output_shape, required_inputs=2, parameter_input=1,
+)  # fmt: skip
 
 
 def _repeat(ctx: LoweringContext, node: ir.Node, repeats: list[int]) -> None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, by_input_type, register
+from edgeq.targets.tflite.builtins import by_input_type
 from edgeq.targets.tflite.lower.context import TO_NHWC, Activation, LoweringContext, static_shape
-from edgeq.targets.tflite.lower.layout import TRANSPOSE, relayout, reshape
+from edgeq.targets.tflite.lower.layout import TRANSPOSE, copying_builtin, relayout, reshape
 from edgeq.targets.tflite.lower.registry import lowers
 from edgeq.tflite_format.graph import Graph, Operator
 
@@ -29,25 +29,16 @@ def _output_shape(graph: Graph, op: Operator):
     return (n, h // b, w // b, c * b * b) if b > 0 and h % b == 0 and w % b == 0 else f"block size {b} for {h}x{w}"
 
 
-def _builtin(opcode: str, options: str, resolver: str, int8_version: int) -> Builtin:
-    return register(
-        Builtin(
-            opcode,
-            options=options,
-            micro_resolver=resolver,
-            kind="data_movement",
-            version=by_input_type(int8=int8_version),
-            output_shape=_output_shape,
-            same_encoding=True,
-            verified={"int8": BIT_EXACT.format("depth_to_space.py") + "; ONNX Runtime QDQ within 1 LSB"},
-        )
-    )
-
-
 # op_version.cc gives int8 DEPTH_TO_SPACE version 2, but LiteRT 2.3's BUILTIN_REF resolver registers only version 1
 # (its kernel takes int8 at any version; measured): version 1 loads everywhere.
-DEPTH_TO_SPACE = _builtin("DEPTH_TO_SPACE", "DepthToSpaceOptions", "AddDepthToSpace", int8_version=1)
-SPACE_TO_DEPTH = _builtin("SPACE_TO_DEPTH", "SpaceToDepthOptions", "AddSpaceToDepth", int8_version=2)
+DEPTH_TO_SPACE = copying_builtin(
+    "DEPTH_TO_SPACE", "DepthToSpaceOptions", "AddDepthToSpace", "depth_to_space.py",
+    version=by_input_type(int8=1), output_shape=_output_shape,
+)  # fmt: skip
+SPACE_TO_DEPTH = copying_builtin(
+    "SPACE_TO_DEPTH", "SpaceToDepthOptions", "AddSpaceToDepth", "depth_to_space.py",
+    version=by_input_type(int8=2), output_shape=_output_shape,
+)  # fmt: skip
 
 
 def _crd_to_dcr(ctx: LoweringContext, act: Activation, nhwc, block: int, name: str) -> Activation:

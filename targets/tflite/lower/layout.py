@@ -8,10 +8,10 @@ last, a graph output the ONNX order or the default, directly or through layout-a
 activations), which give their output the layout of their input.
 
 Transpose: ``y = x.transpose(perm)``, so y laid out as Q is x laid out as ``R[b] = perm[Q[b]]``. When every
-reader of y takes any layout, y takes the layout in which the transpose moves nothing (R = the input's layout)
-and the TFLite graph reuses the input tensor: no operator at all. Otherwise y takes the default layout (a
-RESHAPE or a TRANSPOSE, or nothing if that is the input's layout already). This removes the Transpose pairs of NHWC (Keras/TF) exports, whose interior tensors
-then stay in the ONNX order they have there, which is NHWC.
+reader of y takes the layout in which the transpose moves nothing (R = the input's layout), y takes it and the
+TFLite graph reuses the input tensor: no operator at all. Otherwise y takes the default layout (a RESHAPE or a
+TRANSPOSE, or nothing if that is the input's layout already). This removes the Transpose pairs of NHWC
+(Keras/TF) exports, whose interior tensors then stay in the ONNX order they have there, which is NHWC.
 
 :func:`relayout` moves a tensor to a layout: nothing if it has it, a RESHAPE when only axes of size 1 move (a
 [N, 1, 1, C] tensor), else a TRANSPOSE (TFLite perm[b] = inverse(from)[to[b]]).
@@ -92,33 +92,30 @@ def _transposed_shape(graph: Graph, op: Operator):
     return tuple(x.shape[p] for p in permutation)
 
 
-RESHAPE = register(
-    Builtin(
-        "RESHAPE",
-        options="ReshapeOptions",
-        micro_resolver="AddReshape",
-        kind="data_movement",
-        version=lambda graph, op: 1,
-        output_shape=_reshape_shape,
-        parameter_input=1,
-        same_encoding=True,
-        verified={"int8": BIT_EXACT.format("reshape.py")},
+def copying_builtin(opcode: str, options: str | None, resolver: str, kernel: str, **facts) -> Builtin:
+    """Register a data-movement builtin: it copies stored values, so its inputs carry the output's encoding;
+    bit-exact with the reference KERNEL module, and within 1 LSB of ONNX Runtime's QDQ model from ONNX."""
+    return register(
+        Builtin(
+            opcode,
+            options=options,
+            micro_resolver=resolver,
+            kind="data_movement",
+            same_encoding=True,
+            verified={"int8": BIT_EXACT.format(kernel) + "; ONNX Runtime QDQ within 1 LSB"},
+            **facts,
+        )
     )
-)
-TRANSPOSE = register(
-    Builtin(
-        "TRANSPOSE",
-        options="TransposeOptions",
-        micro_resolver="AddTranspose",
-        kind="data_movement",
-        version=_transpose_version,
-        output_shape=_transposed_shape,
-        required_inputs=2,
-        parameter_input=1,
-        same_encoding=True,
-        verified={"int8": BIT_EXACT.format("transpose.py") + "; ONNX Runtime QDQ within 1 LSB"},
-    )
-)
+
+
+RESHAPE = copying_builtin(
+    "RESHAPE", "ReshapeOptions", "AddReshape", "reshape.py",
+    version=lambda graph, op: 1, output_shape=_reshape_shape, parameter_input=1,
+)  # fmt: skip
+TRANSPOSE = copying_builtin(
+    "TRANSPOSE", "TransposeOptions", "AddTranspose", "transpose.py",
+    version=_transpose_version, output_shape=_transposed_shape, required_inputs=2, parameter_input=1,
+)  # fmt: skip
 
 
 def reshape(ctx: LoweringContext, src: int, out: int, shape, name) -> None:

@@ -23,13 +23,11 @@ import onnx_ir as ir
 from edgeq.errors import unsupported
 from edgeq.reference.split import piece_sizes
 from edgeq.reference.strided_slice import index_ranges
-from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, register
 from edgeq.targets.tflite.lower.context import Activation, LoweringContext, static_shape
-from edgeq.targets.tflite.lower.layout import shared_encoding
+from edgeq.targets.tflite.lower.layout import copying_builtin, shared_encoding
 from edgeq.targets.tflite.lower.registry import lowers
 from edgeq.tflite_format.graph import Graph, Operator
 
-_EXACT = "; ONNX Runtime QDQ within 1 LSB"
 MAX_RANK = 4  # TFLite Micro's STRIDED_SLICE (LiteRT's takes 5)
 
 
@@ -101,50 +99,18 @@ def _version(data_input: int):
     return version
 
 
-SPLIT = register(
-    Builtin(
-        "SPLIT",
-        options="SplitOptions",
-        micro_resolver="AddSplit",
-        kind="data_movement",
-        version=_version(1),
-        output_shape=_split_shape,
-        required_inputs=2,
-        parameter_input=0,
-        same_encoding=True,
-        rules=_split_rules,
-        verified={"int8": BIT_EXACT.format("split.py") + _EXACT},
-    )
-)
-SPLIT_V = register(
-    Builtin(
-        "SPLIT_V",
-        options="SplitVOptions",
-        micro_resolver="AddSplitV",
-        kind="data_movement",
-        version=_version(0),
-        output_shape=_split_shape,
-        required_inputs=3,
-        parameter_input=(1, 2),
-        same_encoding=True,
-        rules=_split_rules,
-        verified={"int8": BIT_EXACT.format("split.py") + _EXACT},
-    )
-)
-STRIDED_SLICE = register(
-    Builtin(
-        "STRIDED_SLICE",
-        options="StridedSliceOptions",
-        micro_resolver="AddStridedSlice",
-        kind="data_movement",
-        version=_version(0),
-        output_shape=_strided_slice_shape,
-        required_inputs=4,
-        parameter_input=(1, 2, 3),
-        same_encoding=True,
-        verified={"int8": BIT_EXACT.format("strided_slice.py") + _EXACT},
-    )
-)
+SPLIT = copying_builtin(
+    "SPLIT", "SplitOptions", "AddSplit", "split.py",
+    version=_version(1), output_shape=_split_shape, required_inputs=2, parameter_input=0, rules=_split_rules,
+)  # fmt: skip
+SPLIT_V = copying_builtin(
+    "SPLIT_V", "SplitVOptions", "AddSplitV", "split.py",
+    version=_version(0), output_shape=_split_shape, required_inputs=3, parameter_input=(1, 2), rules=_split_rules,
+)  # fmt: skip
+STRIDED_SLICE = copying_builtin(
+    "STRIDED_SLICE", "StridedSliceOptions", "AddStridedSlice", "strided_slice.py",
+    version=_version(0), output_shape=_strided_slice_shape, required_inputs=4, parameter_input=(1, 2, 3),
+)  # fmt: skip
 
 
 def _int32(ctx: LoweringContext, name: str, values) -> int:
