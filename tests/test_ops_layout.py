@@ -360,3 +360,30 @@ def test_tile_repeats_that_are_not_constants_are_refused():
     tile.replace_input_with(1, ir.Value(name="computed_repeats"))
     with pytest.raises(EdgeqError, match=r"^unsupported: Tile at node_1: repeats that are not a constant$"):
         lower(qdq)
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        # the Slice keeps the layout the Transpose left (ONNX NHWC); the Conv reads that as NCHW and needs it NHWC
+        ("conv", {"MUL": 1, "TRANSPOSE": 1, "STRIDED_SLICE": 1, "CONV_2D": 1}),
+        # read by a Transpose back and a Conv: nothing moves
+        ("transpose_conv", {"MUL": 1, "STRIDED_SLICE": 1, "CONV_2D": 1}),
+    ],
+)
+def test_ops_that_keep_a_layout_pass_their_readers_needs_back(tail, expected):
+    inputs = [("x", [1, 3, 4, 4])]
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["m"]),
+        helper.make_node("Transpose", ["m"], ["t"], perm=[0, 2, 3, 1]),
+        helper.make_node("Slice", ["t", "starts", "ends", "axes"], ["s"]),
+    ]
+    if tail == "transpose_conv":
+        nodes.append(helper.make_node("Transpose", ["s"], ["u"], perm=[0, 3, 1, 2]))
+    nodes.append(helper.make_node("Conv", ["u" if tail == "transpose_conv" else "s", "w"], ["y"]))
+    inits = [("k", np.array(1.5, np.float32)), ("starts", np.array([0], np.int64)), ("ends", np.array([3], np.int64)),
+             ("axes", np.array([1], np.int64)), ("w", rng.normal(0, 0.5, (2, 3, 1, 1)).astype(np.float32))]  # fmt: skip
+    proto = _model(nodes, inputs, "y", inits, opset=13)
+    assert lower(_quantize(proto, np.random.default_rng(0), inputs)).ops == expected
+    check_against_onnxruntime(proto, inputs, start=("m",))

@@ -2,10 +2,10 @@
 
 An activation's ``perm`` maps ONNX axes to TFLite axes (the TFLite tensor is ``onnx_value.transpose(perm)``). The
 default is NHWC for rank 4 and the ONNX order otherwise; ops that need it (convolutions, pools) read the default.
-A tensor may hold another layout when every op that reads it takes that layout (:func:`readers_take`): the data
-movement ops (Transpose, the reshapes, Concat, Split, Slice, ...) take any, a Softmax one in which its axis is the
-last, a graph output the ONNX order or the default, directly or through layout-agnostic ops (elementwise,
-activations), which give their output the layout of their input.
+A tensor may hold another layout when every op that reads it takes that layout (:func:`readers_take`): Transpose,
+the reshapes, DepthToSpace and SpaceToDepth take any (and lay their output out themselves), a Softmax one in
+which its axis is the last, a graph output the ONNX order or the default; ops that keep the layout of their input
+(elementwise, activations, Pad, Concat, Split, Slice, Expand, Tile) pass the question on to their own readers.
 
 Transpose: ``y = x.transpose(perm)``, so y laid out as Q is x laid out as ``R[b] = perm[Q[b]]``. When every
 reader of y takes the layout in which the transpose moves nothing (R = the input's layout), y takes it and the
@@ -34,22 +34,10 @@ from edgeq.targets.tflite.lower.context import (
 from edgeq.targets.tflite.lower.registry import lowers
 from edgeq.tflite_format.graph import Graph, Operator
 
-# Ops whose lowering reads its activation in whatever layout it has (moving it where it must).
-ANY_LAYOUT = {
-    "Transpose",
-    "Reshape",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Concat",
-    "Split",
-    "Slice",
-    "Expand",
-    "Tile",
-    "DepthToSpace",
-    "SpaceToDepth",
-}
-# Layout-agnostic ops: the output keeps the layout of the activation input (ctx.follow_perm, act.perm).
+# Ops whose lowering reads its activation in whatever layout it has and chooses its output's layout itself.
+ANY_LAYOUT = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "DepthToSpace", "SpaceToDepth"}
+# Layout-agnostic ops: the outputs keep the layout of the (first) activation input (ctx.follow_perm, act.perm),
+# so their readers must take it too.
 FOLLOWERS = {
     "Add",
     "Sub",
@@ -67,6 +55,11 @@ FOLLOWERS = {
     "Tanh",
     "Gelu",
     "Pad",
+    "Concat",
+    "Split",
+    "Slice",
+    "Expand",
+    "Tile",
 }
 
 
@@ -151,12 +144,18 @@ def relayout(ctx: LoweringContext, act: Activation, shape_onnx, to_perm, name, e
     return Activation(out, tuple(to_perm))
 
 
-def quantizer_of(node: ir.Node) -> ir.Node | None:
-    """The QuantizeLinear of NODE's output (through a Relu/Clip that its lowering fuses), or None."""
-    users = [user for user, _ in node.outputs[0].uses()]
-    if len(users) == 1 and users[0].op_type in ("Relu", "Clip"):
-        users = [user for user, _ in users[0].outputs[0].uses()]
-    return users[0] if len(users) == 1 and users[0].op_type == "QuantizeLinear" else None
+def quantizers_of(node: ir.Node) -> list[ir.Node] | None:
+    """The QuantizeLinear of each of NODE's outputs that is read (through a Relu/Clip its lowering fuses), or None
+    when one is read unquantized."""
+    found = []
+    for value in node.outputs:
+        users = [user for user, _ in value.uses()]
+        if len(users) == 1 and users[0].op_type in ("Relu", "Clip"):
+            users = [user for user, _ in users[0].outputs[0].uses()]
+        if users and (len(users) != 1 or users[0].op_type != "QuantizeLinear"):
+            return None
+        found += users
+    return found
 
 
 def layout_readers(q_value: ir.Value) -> list[ir.Node] | None:
@@ -172,11 +171,11 @@ def layout_readers(q_value: ir.Value) -> list[ir.Node] | None:
             if user.op_type in ANY_LAYOUT or user.op_type == "Softmax":
                 readers.append(user)
                 continue
-            q_node = quantizer_of(user) if user.op_type in FOLLOWERS else None
-            further = None if q_node is None else layout_readers(q_node.outputs[0])
-            if further is None:
+            q_nodes = quantizers_of(user) if user.op_type in FOLLOWERS else None
+            further = None if q_nodes is None else [layout_readers(q.outputs[0]) for q in q_nodes]
+            if further is None or None in further:
                 return None
-            readers.extend(further)
+            readers.extend(r for found in further for r in found)
     return readers
 
 
