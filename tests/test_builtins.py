@@ -48,7 +48,7 @@ def test_every_builtin_has_a_kernel_a_resolver_an_options_table_and_a_verificati
     assert builtin.kind in KINDS
     assert builtin.options is None or builtin.options in tflite_options.OPTIONS_TYPES
     assert "int8" in builtin.verified and builtin.verified["int8"]
-    assert builtin.parameter_input is None or builtin.parameter_input < max(builtin.required_inputs, 2)
+    assert all(p < max(builtin.required_inputs, 2) for p in builtin.parameters)
 
 
 def test_every_reference_kernel_and_integer_converter_is_for_a_registered_builtin():

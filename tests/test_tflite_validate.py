@@ -110,6 +110,26 @@ def single_op_cases() -> dict[str, tuple]:
             activation("y", (1, 4, 5, 2), 0.2, 5),
             {"AdjX": False, "AdjY": False},
         ),
+        "SPLIT_V": (
+            [x, constant("sizes", np.array([4], np.int32)), constant("axis", np.array([1], np.int32))],
+            x_like("y"),
+            {"NumSplits": 1},
+        ),
+        "STRIDED_SLICE": (
+            [x, *(constant(n, np.array(v, np.int32)) for n, v in
+                  (("begin", [0, 1, 4, 0]), ("end", [1, 4, 0, 3]), ("strides", [1, 2, -2, 1])))],
+            activation("y", (1, 2, 3, 3), 0.05, 1),
+            {"EndMask": 4},
+        ),  # fmt: skip
+        "DEPTH_TO_SPACE": ([activation("x", (1, 2, 2, 8), 0.05, 1)], activation("y", (1, 4, 4, 2), 0.05, 1),
+                           {"BlockSize": 2}),  # fmt: skip
+        "SPACE_TO_DEPTH": ([activation("x", (1, 4, 6, 3), 0.05, 1)], activation("y", (1, 2, 3, 12), 0.05, 1),
+                           {"BlockSize": 2}),  # fmt: skip
+        "BROADCAST_TO": (
+            [activation("x", (1, 4, 1, 3), 0.05, 1), constant("shape", np.array([1, 4, 5, 3], np.int32))],
+            x_like("y"),
+            {},
+        ),
     }
 
 

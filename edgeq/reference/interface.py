@@ -1,8 +1,10 @@
 """The integer graph's interface to float data: ONNX-layout reals in and out of a TFLite graph's integer tensors.
 
-Data arrives as the ONNX model sees it (rank-4 tensors NCHW, floats). An edgeq TFLite graph holds every rank-4
-activation NHWC, so ``model_inputs`` lays such inputs out NHWC (data already NHWC is accepted where the shape
-says so; a shape that fits both, C = H = W, is taken as NCHW, the documented layout) and quantizes them as
+Data arrives as the ONNX model sees it (floats, in the ONNX model's layout). An edgeq TFLite graph holds every
+rank-4 activation NHWC (the ONNX NCHW tensor transposed) unless its description records another layout for the
+tensor (``describe_layouts``; e.g. the NHWC input of a Keras export stays as the ONNX model has it), so
+``model_inputs`` lays inputs out as their tensors are (data already in that layout is accepted where the shape
+says so; a shape that fits both, C = H = W, is taken as the ONNX layout, the documented one) and quantizes them as
 TFLite's reference QUANTIZE does: float32 division, rounded half away from zero, saturated (``quantized``).
 ``dequantized`` turns a tensor's integers back into reals in the ONNX layout, and ``integers`` recovers a
 tensor's stored integers from such reals exactly (y = (q - zp) * s in float32, so round(y / s) + zp is q).
@@ -12,16 +14,43 @@ integers.
 
 from __future__ import annotations
 
+import functools
+import json
+
 import numpy as np
 
 from edgeq.errors import DataError
 from edgeq.reference.arithmetic import round_half_away
 from edgeq.tflite_format.flatbuffer import Graph, Tensor
 
+LAYOUTS = "; layouts "  # in a graph's description: JSON {tensor name: perm} of the tensors not in the default
 
-def _to_tflite_layout(array: np.ndarray, tensor: Tensor) -> np.ndarray:
-    if array.ndim == 4:
-        moved = array.transpose(0, 2, 3, 1)
+
+def describe_layouts(description: str, perms: dict[str, tuple[int, ...]]) -> str:
+    """DESCRIPTION recording PERMS (tensor name -> perm: TFLite axis b holds ONNX axis perm[b]) of the tensors
+    whose layout is not the default (NHWC for rank 4, the ONNX order otherwise)."""
+    base = description.split(LAYOUTS)[0]
+    return base + LAYOUTS + json.dumps({name: list(p) for name, p in perms.items()}) if perms else base
+
+
+@functools.lru_cache(maxsize=8)
+def _recorded(description: str) -> dict[str, tuple[int, ...]]:
+    _, found, recorded = description.partition(LAYOUTS)
+    return {name: tuple(p) for name, p in json.loads(recorded).items()} if found else {}
+
+
+def tensor_perm(graph: Graph, index: int) -> tuple[int, ...]:
+    """The layout of tensor INDEX: TFLite axis b holds ONNX axis perm[b]."""
+    tensor = graph.tensors[index]
+    recorded = _recorded(graph.description).get(tensor.name)
+    if recorded is not None:
+        return recorded
+    return (0, 2, 3, 1) if len(tensor.shape) == 4 else tuple(range(len(tensor.shape)))
+
+
+def _to_tflite_layout(array: np.ndarray, tensor: Tensor, perm: tuple[int, ...]) -> np.ndarray:
+    if array.ndim == len(perm):
+        moved = array.transpose(perm)
         if moved.shape[1:] == tensor.shape[1:]:
             return moved
     if array.shape[1:] != tensor.shape[1:]:
@@ -41,7 +70,7 @@ def model_inputs(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]
         array = feeds.get(tensor.name, values[position] if position < len(values) else None)
         if array is None:
             raise DataError(f"no data for the model's input {tensor.name}")
-        array = _to_tflite_layout(np.asarray(array), tensor)
+        array = _to_tflite_layout(np.asarray(array), tensor, tensor_perm(graph, index))
         if tensor.dtype == np.float32:
             arrays.append(array.astype(np.float32))
             continue
@@ -64,7 +93,8 @@ def dequantized(graph: Graph, index: int, array: np.ndarray) -> np.ndarray:
     if tensor.quantization is not None and tensor.dtype != np.float32:
         q = tensor.quantization
         real = (array.astype(np.float32) - np.float32(q.zero_point[0])) * np.float32(q.scale[0])
-    return real.transpose(0, 3, 1, 2) if real.ndim == 4 else real
+    perm = tensor_perm(graph, index)
+    return real.transpose(np.argsort(perm)) if real.ndim == len(perm) else real
 
 
 def float_outputs(graph: Graph, outputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -75,8 +105,9 @@ def float_outputs(graph: Graph, outputs: list[np.ndarray]) -> list[np.ndarray]:
 def integers(graph: Graph, index: int, real: np.ndarray) -> np.ndarray:
     """The stored integers of tensor INDEX from its dequantized ONNX-layout values (floats stay floats)."""
     tensor = graph.tensors[index]
-    if real.ndim == 4:
-        real = real.transpose(0, 2, 3, 1)
+    perm = tensor_perm(graph, index)
+    if real.ndim == len(perm):
+        real = real.transpose(perm)
     if tensor.quantization is None or tensor.dtype == np.float32:
         return real
     return quantized(tensor, real)

@@ -27,7 +27,7 @@ from edgeq.errors import UnsupportedError
 from edgeq.io.onnx_model import float_tensor_names, load_model, model_bytes, read_proto
 from edgeq.io.session import exposing, session
 from edgeq.pipeline.stages import CHANNEL_SCALES_KEY
-from edgeq.reference.interface import dequantized, integers
+from edgeq.reference.interface import dequantized, integers, tensor_perm
 from edgeq.targets import register
 from edgeq.targets.onnxruntime import artifact, profile
 from edgeq.targets.onnxruntime.analysis import analyze_onnx
@@ -71,7 +71,8 @@ class OnnxProbe:
 
 
 def _qdq_integers(model: onnx.ModelProto, graph: Graph, feeds: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
-    """The QDQ model's integers of every TFLite tensor it quantizes (its <name>_quantized), int8 encoding, NHWC."""
+    """The QDQ model's integers of every TFLite tensor it quantizes (its <name>_quantized), int8 encoding, in
+    its TFLite layout."""
     produced = {out for node in model.graph.node if node.op_type == "QuantizeLinear" for out in node.output}
     wanted = {
         index: f"{tensor.name}_quantized"
@@ -87,7 +88,8 @@ def _qdq_integers(model: onnx.ModelProto, graph: Graph, feeds: dict[str, np.ndar
     for (index, _), array in zip(wanted.items(), arrays, strict=True):
         if array.dtype == np.uint8 and graph.tensors[index].dtype == np.int8:
             array = (array.astype(np.int16) - 128).astype(np.int8)  # the same scale, the zero point moved by 128
-        found[index] = array.transpose(0, 2, 3, 1) if array.ndim == 4 else array
+        perm = tensor_perm(graph, index)
+        found[index] = array.transpose(perm) if array.ndim == len(perm) else array
     return found
 
 

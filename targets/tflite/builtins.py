@@ -63,7 +63,8 @@ class Builtin:
     output_shape: Callable[[Graph, Operator], OutputShape] = _unchecked_shape
     macs: Callable[[Graph, Operator], int] = _no_macs
     required_inputs: int = 1  # inputs the operator cannot run without (the first ones)
-    parameter_input: int | None = None  # the int32 shape/axes/paddings/permutation/size operand, not data
+    # the int32 shape/axes/paddings/permutation/size operand(s), not data (a tuple when there are several)
+    parameter_input: int | tuple[int, ...] | None = None
     weight_axis: int | None = None  # set for ops with constant weights (input 1) and bias (input 2): the
     # quantized_dimension of per-channel weights (the output channel)
     bias_required: bool = False  # a quantized operator of this kind needs a bias input
@@ -74,6 +75,12 @@ class Builtin:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"{self.opcode}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+
+    @property
+    def parameters(self) -> tuple[int, ...]:
+        """The positions of the parameter operands."""
+        p = self.parameter_input
+        return () if p is None else (p,) if isinstance(p, int) else tuple(p)
 
     def add_to(self, graph: Graph, inputs, outputs, options=None) -> Operator:
         """Append an operator of this builtin to GRAPH, with its options table and its minimum version."""

@@ -240,7 +240,7 @@ def _operands(op: Operator, builtin: Builtin) -> list[tuple[str, int]]:
             continue
         if builtin.weight_axis is not None and position in (1, 2):
             roles.append(("weight" if position == 1 else "bias", t))
-        elif builtin.parameter_input == position:
+        elif position in builtin.parameters:
             roles.append(("parameter", t))
         else:
             roles.append(("input", t))
@@ -371,7 +371,7 @@ def _same_encoding_violations(graph: Graph, op: Operator, builtin: Builtin) -> l
     output = graph.tensors[op.outputs[0]]
     violations = []
     for position, t in enumerate(op.inputs):
-        if t < 0 or builtin.parameter_input == position:
+        if t < 0 or position in builtin.parameters:
             continue
         tensor = graph.tensors[t]
         a, b = tensor.quantization, output.quantization

@@ -31,7 +31,7 @@ import onnx_ir as ir
 
 from edgeq.errors import RecipeError, unsupported
 from edgeq.targets.tflite.lower.context import IO_TYPES, LoweringContext
-from edgeq.targets.tflite.lower.edges import graph_input, graph_output
+from edgeq.targets.tflite.lower.edges import graph_input, graph_output, record_layouts
 from edgeq.targets.tflite.lower.registry import lowering_for
 from edgeq.tflite_format.graph import Graph
 
@@ -73,4 +73,5 @@ def lower(model: ir.Model, *, io: str = "int8", precision: str = "int8") -> Lowe
             raise unsupported(node, "the TFLite target has no lowering for it", "no-lowering")
         lowering(ctx, node)
     output_layouts = [graph_output(ctx, v) for v in ctx.onnx.outputs]
+    record_layouts(ctx, input_layouts, output_layouts)
     return Lowered(ctx.graph, input_layouts, output_layouts, dict(sorted(ctx.ops.items())))

@@ -1,6 +1,10 @@
-"""ONNX Concat -> CONCATENATION along the TFLite axis of the ONNX axis (NHWC for rank 4).
+"""ONNX Concat -> CONCATENATION along the TFLite axis of the ONNX axis, in any layout.
 
     out = concat(in_1, ..., in_k, axis)
+
+The output takes the layout of the first activation input (NHWC for rank 4 unless that input has another, e.g.
+the channels-last tensors of an NHWC export, whose Concat on axis 3 stays on the last TFLite axis); an input in
+another layout is moved to it, a constant input is laid out like it.
 
 TFLite's int8 kernels copy the stored values and never rescale: every input must carry the output's encoding
 (the quantization plan gives a Concat group one), which both runtimes check (edgeq/reference/concatenation.py).
@@ -11,7 +15,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, by_input_type, register
-from edgeq.targets.tflite.lower.context import LoweringContext, layout_perm, static_shape
+from edgeq.targets.tflite.lower.context import LoweringContext, static_shape
 from edgeq.targets.tflite.lower.registry import lowers
 from edgeq.tflite_format.graph import Graph, Operator
 
@@ -49,7 +53,7 @@ CONCATENATION = register(
 def concat(ctx: LoweringContext, node: ir.Node) -> None:
     out_value = node.outputs[0]
     rank = len(out_value.shape)
-    perm = layout_perm(rank)
+    perm = ctx.follow_perm(node, rank)
     inputs = [ctx.operand(v, node, rank, perm) for v in node.inputs]
     axis = node.attributes.get_int("axis") % rank
     out, activation = ctx.output(node, static_shape(out_value.shape), perm)

@@ -142,13 +142,27 @@ class LoweringContext:
         dq = self.producer(value)
         return dq is not None and dq.op_type == "DequantizeLinear" and dq.inputs[0].const_value is not None
 
+    def follow_perm(self, node: ir.Node, rank: int) -> tuple[int, ...]:
+        """The layout of a layout-agnostic op's output (elementwise, activations, copies): that of its first
+        activation input of rank RANK, so a tensor already in some layout stays in it; else layout_perm(RANK)."""
+        for value in node.inputs:
+            if value is not None and not self.is_quantized_constant(value) and len(value.shape or ()) == rank:
+                dq = self.producer(value)
+                if dq is not None and dq.op_type == "DequantizeLinear" and id(dq.inputs[0]) in self.values:
+                    return self.values[id(dq.inputs[0])].perm
+        return layout_perm(rank)
+
     def operand(self, value: ir.Value, node: ir.Node, out_rank: int, perm) -> int:
-        """The tensor of an operand of a multi-input op: an activation in the output's layout, or a per-tensor
-        quantized constant laid out like the output (leading 1s added, then PERM)."""
+        """The tensor of an operand of a multi-input op: an activation in the output's layout PERM (relaid out if
+        it is in another), or a per-tensor quantized constant laid out like the output (leading 1s, then PERM)."""
         if not self.is_quantized_constant(value):
             act = self.activation(value, node)
-            if len(value.shape) != out_rank or tuple(act.perm) != tuple(perm):
+            if len(value.shape) != out_rank:
                 raise unsupported(node, "broadcasting between feature maps of different rank", "layout")
+            if tuple(act.perm) != tuple(perm):  # an operand in another layout is moved to the output's
+                from edgeq.targets.tflite.lower.layout import relayout  # layout.py builds on this module
+
+                act = relayout(self, act, static_shape(value.shape), perm, f"{node.name}_{value.name}_relayout")
             return act.index
         q, scale, zero = self.constant(value, node)
         if scale.size != 1:

@@ -5,8 +5,14 @@ DequantizeLinear; with io other than int8 a TFLite QUANTIZE or DEQUANTIZE conver
     io="uint8"  QUANTIZE requantizes uint8 <-> int8: the same grid with the zero point shifted by 128, exact
     io="float"  QUANTIZE: q = clamp(round_half_away(x / S) + zp) (float32 division); DEQUANTIZE: S * (q - zp)
 
-A rank-4 input or output is NHWC in the .tflite ("NHWC"), any other keeps the ONNX order ("as ONNX"). A symbolic
-ONNX dimension (the batch) is 1 in the shape and -1 in the shape signature.
+A rank-4 input or output is NHWC in the .tflite ("NHWC": the ONNX NCHW tensor transposed), any other keeps the
+ONNX order ("as ONNX"). A rank-4 input that the model itself transposes to NCHW, (0, 3, 1, 2), before anything
+else reads it (an NHWC Keras/TF export) keeps the ONNX order, which is NHWC already, so those Transposes move
+nothing (layout.py); a rank-4 output leaves in the layout its tensor has where that is the ONNX order, so the
+Transpose back to NHWC at the end of such a model moves nothing either. Every tensor whose layout is not the
+default is recorded in the model's description (edgeq.reference.interface.describe_layouts), so that whatever
+feeds or reads the .tflite later lays data out the same way. A symbolic ONNX dimension (the batch) is 1 in the
+shape and -1 in the shape signature.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.errors import unsupported
+from edgeq.reference.interface import describe_layouts
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, input_shape, register
-from edgeq.targets.tflite.lower.context import Activation, LoweringContext, layout_perm, static_shape
-from edgeq.targets.tflite.lower.layout import relayout
+from edgeq.targets.tflite.lower.context import TO_NHWC, Activation, LoweringContext, layout_perm, static_shape
+from edgeq.targets.tflite.lower.layout import layout_readers, relayout, relayout_moves, reshape
 from edgeq.tflite_format.graph import Graph, Operator
 
 
@@ -65,8 +72,22 @@ DEQUANTIZE = register(
 )
 
 
-def _layout_name(rank: int) -> str:
-    return "NHWC" if rank == 4 else "as ONNX"
+TO_NCHW = (0, 3, 1, 2)
+LAYOUT_NAMES = {"NHWC": TO_NHWC}  # any other name is "as ONNX"
+
+
+def _layout_name(perm) -> str:
+    return next((name for name, named in LAYOUT_NAMES.items() if tuple(perm) == named), "as ONNX")
+
+
+def _input_layout(q_node: ir.Node, rank: int) -> tuple[int, ...]:
+    """The ONNX order for an NHWC input that the model transposes to NCHW before any other use, else the default."""
+    readers = layout_readers(q_node.outputs[0]) if rank == 4 else None
+    if readers and all(
+        r.op_type == "Transpose" and tuple(r.attributes.get_ints("perm", ())) == TO_NCHW for r in readers
+    ):
+        return tuple(range(rank))
+    return layout_perm(rank)
 
 
 def graph_input(ctx: LoweringContext, value: ir.Value) -> str:
@@ -76,7 +97,7 @@ def graph_input(ctx: LoweringContext, value: ir.Value) -> str:
         raise unsupported(("input", value.name), "the graph input is not quantized", "not-quantized")
     q_node = consumers[0]
     shape = static_shape(value.shape)
-    perm = layout_perm(len(shape))
+    perm = _input_layout(q_node, len(shape))
     tfl_shape = tuple(shape[p] for p in perm)
     signature = tuple(-1 if not isinstance(value.shape[p], int) else shape[p] for p in perm)
     encoding = ctx.int8_encoding(q_node)
@@ -94,7 +115,7 @@ def graph_input(ctx: LoweringContext, value: ir.Value) -> str:
         ctx.graph.tensors[index].shape_signature = signature
     ctx.graph.inputs.append(index)
     ctx.values[id(q_node.outputs[0])] = Activation(internal, perm)
-    return _layout_name(len(shape))
+    return _layout_name(perm)
 
 
 def graph_output(ctx: LoweringContext, value: ir.Value) -> str:
@@ -107,8 +128,20 @@ def graph_output(ctx: LoweringContext, value: ir.Value) -> str:
         raise unsupported(
             ("output", value.name), "a flattened feature map; end the model with a layer", "layout"
         )
-    shape = static_shape(value.shape)
-    act = relayout(ctx, act, shape, layout_perm(len(shape)), f"{value.name}_layout")  # e.g. an NLC feature map
+    shape = [0] * len(act.perm)
+    for axis, size in zip(act.perm, ctx.graph.tensors[act.index].shape, strict=True):
+        shape[axis] = size  # the ONNX shape
+    if act.perm not in (tuple(range(len(shape))), layout_perm(len(shape))):  # leave as ONNX or as NHWC
+        ordered = tuple(range(len(shape)))
+        to_perm = ordered if not relayout_moves(act, shape, ordered) else layout_perm(len(shape))
+        source = ctx.graph.tensors[act.index]
+        if source.name == value.name:  # the name goes to the output
+            source.name = f"{value.name}_as_computed"
+        act = relayout(ctx, act, shape, to_perm, value.name)
+    if act.index in ctx.graph.inputs or act.index in ctx.graph.outputs:  # the tensor is already an edge: copy
+        copy = ctx.tensor(value.name, ctx.graph.tensors[act.index].shape, np.int8, ctx.encoding_of(act.index))
+        reshape(ctx, act.index, copy, ctx.graph.tensors[act.index].shape, value.name)
+        act = Activation(copy, act.perm)
     internal = ctx.graph.tensors[act.index]
     if ctx.io == "int8" or ctx.float:
         index = act.index
@@ -120,4 +153,19 @@ def graph_output(ctx: LoweringContext, value: ir.Value) -> str:
         index = ctx.tensor(value.name, internal.shape, dtype, encoding)
         ctx.add_op(DEQUANTIZE if ctx.io == "float" else QUANTIZE, [act.index], [index])
     ctx.graph.outputs.append(index)
-    return _layout_name(len(internal.shape))
+    return _layout_name(act.perm)
+
+
+def record_layouts(ctx: LoweringContext, input_layouts: list[str], output_layouts: list[str]) -> None:
+    """Write the layout of every tensor that is not in the default one into the model's description."""
+    perms: dict[int, tuple[int, ...]] = {}
+    for act in ctx.values.values():
+        perms.setdefault(act.index, tuple(act.perm))  # the first is the layout of the value it is named after
+    for indices, names in ((ctx.graph.inputs, input_layouts), (ctx.graph.outputs, output_layouts)):
+        for index, name in zip(indices, names, strict=True):
+            perms[index] = LAYOUT_NAMES.get(name, tuple(range(len(ctx.graph.tensors[index].shape))))
+    tensors = ctx.graph.tensors
+    ctx.graph.description = describe_layouts(
+        ctx.graph.description,
+        {tensors[i].name: p for i, p in perms.items() if p != layout_perm(len(tensors[i].shape))},
+    )

@@ -12,8 +12,8 @@ and a following Relu/Clip is fused. MINIMUM and MAXIMUM compare the stored integ
 which is min/max of the real values only when both operands and the output share one encoding (the quantization
 plan gives Min/Max groups one); they have no fused activation. Operands broadcast like numpy.
 
-Layout: the output takes the layout of the first activation operand with the output's rank (elementwise ops do
-not care about layout, so a tensor stays in the layout it has); another activation operand is re-laid out to it
+Layout: the output takes the layout of the first activation operand with the output's rank (ctx.follow_perm:
+elementwise ops do not care about layout, so a tensor stays in the layout it has); another activation operand is re-laid out to it
 (a lower-rank one is first brought to the output's rank with leading 1s, as numpy broadcasting reads it), and a
 constant operand (e.g. equalization's per-channel bound) is laid out like the output and keeps its per-tensor
 encoding. (Division by a constant never gets here: preprocessing turns it into a Mul.)
@@ -27,7 +27,7 @@ import onnx_ir as ir
 from edgeq.errors import unsupported
 from edgeq.reference.div import div_multiplier
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, broadcast_shape, by_input_type, register
-from edgeq.targets.tflite.lower.context import Activation, LoweringContext, layout_perm, static_shape
+from edgeq.targets.tflite.lower.context import Activation, LoweringContext, static_shape
 from edgeq.targets.tflite.lower.layout import relayout, reshape
 from edgeq.targets.tflite.lower.registry import lowers
 from edgeq.tflite_format.graph import Graph, Operator
@@ -158,8 +158,7 @@ def operands(ctx: LoweringContext, node: ir.Node) -> tuple[list[int], tuple[int,
     activations = {
         i: ctx.activation(v, node) for i, v in enumerate(node.inputs) if not ctx.is_quantized_constant(v)
     }
-    full_rank = [a.perm for i, a in activations.items() if len(node.inputs[i].shape) == rank]
-    perm = full_rank[0] if full_rank else layout_perm(rank)
+    perm = ctx.follow_perm(node, rank)
     indices = []
     for i, value in enumerate(node.inputs):
         if i not in activations:

@@ -1,14 +1,20 @@
-"""Data movement between layouts: ONNX Reshape, Flatten, Squeeze, Unsqueeze -> RESHAPE; Transpose -> TRANSPOSE.
+"""Layouts: which TFLite layout each activation gets, and ONNX Transpose -> nothing, RESHAPE or TRANSPOSE.
 
-RESHAPE and TRANSPOSE copy stored values (one encoding in and out). RESHAPE reads the elements in TFLite's order,
-TRANSPOSE takes a permutation of TFLite axes. Since rank-4 activations are NHWC and ONNX reshapes in NCHW order:
+An activation's ``perm`` maps ONNX axes to TFLite axes (the TFLite tensor is ``onnx_value.transpose(perm)``). The
+default is NHWC for rank 4 and the ONNX order otherwise; ops that need it (convolutions, pools) read the default.
+A tensor may hold another layout when every op that reads it takes that layout (:func:`readers_take`): Transpose,
+the reshapes, DepthToSpace and SpaceToDepth take any (and lay their output out themselves), a Softmax one in
+which its axis is the last, a graph output the ONNX order or the default; ops that keep the layout of their input
+(elementwise, activations, Pad, Concat, Split, Slice, Expand, Tile) pass the question on to their own readers.
 
-* a reshape of an NHWC tensor first moves it to ONNX order with a TRANSPOSE, unless the move is a no-op (the
-  axes longer than 1 keep their order, e.g. [N, 1, 1, C]), in which case RESHAPE reads it directly;
-* a reshape to rank 4 reshapes to the ONNX-order shape, then lays it out NHWC the same way;
-* a Flatten whose consumers are all fully-connected layers with constant weights is absorbed instead: RESHAPE
-  flattens H,W,C and the layers' weight columns are permuted to match (``Activation.column_order``);
-* Transpose composes the ONNX permutation with both layouts: TFLite perm[b] = inverse(in_perm)[onnx_perm[out_perm[b]]].
+Transpose: ``y = x.transpose(perm)``, so y laid out as Q is x laid out as ``R[b] = perm[Q[b]]``. When every
+reader of y takes the layout in which the transpose moves nothing (R = the input's layout), y takes it and the
+TFLite graph reuses the input tensor: no operator at all. Otherwise y takes the default layout (a RESHAPE or a
+TRANSPOSE, or nothing if that is the input's layout already). This removes the Transpose pairs of NHWC
+(Keras/TF) exports, whose interior tensors then stay in the ONNX order they have there, which is NHWC.
+
+:func:`relayout` moves a tensor to a layout: nothing if it has it, a RESHAPE when only axes of size 1 move (a
+[N, 1, 1, C] tensor), else a TRANSPOSE (TFLite perm[b] = inverse(from)[to[b]]).
 """
 
 from __future__ import annotations
@@ -16,17 +22,45 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, register
 from edgeq.targets.tflite.lower.context import (
     Activation,
     LoweringContext,
-    is_identity,
     layout_perm,
     moves_data,
     static_shape,
 )
 from edgeq.targets.tflite.lower.registry import lowers
 from edgeq.tflite_format.graph import Graph, Operator
+
+# Ops whose lowering reads its activation in whatever layout it has and chooses its output's layout itself.
+ANY_LAYOUT = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "DepthToSpace", "SpaceToDepth"}
+# Layout-agnostic ops: the outputs keep the layout of the (first) activation input (ctx.follow_perm, act.perm),
+# so their readers must take it too.
+FOLLOWERS = {
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Min",
+    "Max",
+    "Relu",
+    "Clip",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "LeakyRelu",
+    "Elu",
+    "Tanh",
+    "Gelu",
+    "Pad",
+    "Concat",
+    "Split",
+    "Slice",
+    "Expand",
+    "Tile",
+}
 
 
 def _reshape_shape(graph: Graph, op: Operator):
@@ -51,33 +85,30 @@ def _transposed_shape(graph: Graph, op: Operator):
     return tuple(x.shape[p] for p in permutation)
 
 
-RESHAPE = register(
-    Builtin(
-        "RESHAPE",
-        options="ReshapeOptions",
-        micro_resolver="AddReshape",
-        kind="data_movement",
-        version=lambda graph, op: 1,
-        output_shape=_reshape_shape,
-        parameter_input=1,
-        same_encoding=True,
-        verified={"int8": BIT_EXACT.format("reshape.py")},
+def copying_builtin(opcode: str, options: str | None, resolver: str, kernel: str, **facts) -> Builtin:
+    """Register a data-movement builtin: it copies stored values, so its inputs carry the output's encoding;
+    bit-exact with the reference KERNEL module, and within 1 LSB of ONNX Runtime's QDQ model from ONNX."""
+    return register(
+        Builtin(
+            opcode,
+            options=options,
+            micro_resolver=resolver,
+            kind="data_movement",
+            same_encoding=True,
+            verified={"int8": BIT_EXACT.format(kernel) + "; ONNX Runtime QDQ within 1 LSB"},
+            **facts,
+        )
     )
-)
-TRANSPOSE = register(
-    Builtin(
-        "TRANSPOSE",
-        options="TransposeOptions",
-        micro_resolver="AddTranspose",
-        kind="data_movement",
-        version=_transpose_version,
-        output_shape=_transposed_shape,
-        required_inputs=2,
-        parameter_input=1,
-        same_encoding=True,
-        verified={"int8": BIT_EXACT.format("transpose.py") + "; ONNX Runtime QDQ within 1 LSB"},
-    )
-)
+
+
+RESHAPE = copying_builtin(
+    "RESHAPE", "ReshapeOptions", "AddReshape", "reshape.py",
+    version=lambda graph, op: 1, output_shape=_reshape_shape, parameter_input=1,
+)  # fmt: skip
+TRANSPOSE = copying_builtin(
+    "TRANSPOSE", "TransposeOptions", "AddTranspose", "transpose.py",
+    version=_transpose_version, output_shape=_transposed_shape, required_inputs=2, parameter_input=1,
+)  # fmt: skip
 
 
 def reshape(ctx: LoweringContext, src: int, out: int, shape, name) -> None:
@@ -85,17 +116,27 @@ def reshape(ctx: LoweringContext, src: int, out: int, shape, name) -> None:
     ctx.add_op(RESHAPE, [src, shape_const], [out])
 
 
-def relayout(ctx: LoweringContext, act: Activation, shape_onnx, to_perm, name) -> Activation:
-    """ACT re-laid out as TO_PERM (a TRANSPOSE only when it moves data, else a RESHAPE)."""
-    src_shape = [int(shape_onnx[p]) for p in act.perm]
-    inverse = np.argsort(act.perm)
-    tfl_perm = tuple(int(inverse[p]) for p in to_perm)
+def _tflite_perm(from_perm, to_perm) -> tuple[int, ...]:
+    """The TFLite TRANSPOSE perm that takes a tensor laid out as FROM_PERM to TO_PERM."""
+    inverse = np.argsort(from_perm)
+    return tuple(int(inverse[p]) for p in to_perm)
+
+
+def relayout_moves(act: Activation, shape_onnx, to_perm) -> bool:
+    """Whether laying ACT out as TO_PERM moves data (a TRANSPOSE, not a RESHAPE or nothing)."""
+    return moves_data(tuple(int(shape_onnx[p]) for p in act.perm), _tflite_perm(act.perm, to_perm))
+
+
+def relayout(ctx: LoweringContext, act: Activation, shape_onnx, to_perm, name, encoding=None) -> Activation:
+    """ACT re-laid out as TO_PERM (nothing, a RESHAPE, or a TRANSPOSE when data moves). The new tensor is NAME,
+    with ENCODING (default: ACT's)."""
     if tuple(act.perm) == tuple(to_perm):
         return act
     out_shape = tuple(int(shape_onnx[p]) for p in to_perm)
     src = ctx.graph.tensors[act.index]
-    out = ctx.tensor(name, out_shape, src.dtype, ctx.encoding_of(act.index))
-    if moves_data(tuple(src_shape), tfl_perm):
+    out = ctx.tensor(name, out_shape, src.dtype, encoding or ctx.encoding_of(act.index))
+    if relayout_moves(act, shape_onnx, to_perm):
+        tfl_perm = _tflite_perm(act.perm, to_perm)
         perm_const = ctx.tensor(f"{name}_perm", (len(tfl_perm),), np.int32, data=np.array(tfl_perm, np.int32))
         ctx.add_op(TRANSPOSE, [act.index, perm_const], [out])
     else:
@@ -103,52 +144,60 @@ def relayout(ctx: LoweringContext, act: Activation, shape_onnx, to_perm, name) -
     return Activation(out, tuple(to_perm))
 
 
-def _consumers_after_qdq(ctx: LoweringContext, node: ir.Node) -> list[ir.Node]:
-    users = []
-    for dq, _ in ctx.q_after(node).outputs[0].uses():
-        users.extend(user for user, _ in dq.outputs[0].uses())
-    return users
+def quantizers_of(node: ir.Node) -> list[ir.Node] | None:
+    """The QuantizeLinear of each of NODE's outputs that is read (through a Relu/Clip its lowering fuses), or None
+    when one is read unquantized."""
+    found = []
+    for value in node.outputs:
+        users = [user for user, _ in value.uses()]
+        if len(users) == 1 and users[0].op_type in ("Relu", "Clip"):
+            users = [user for user, _ in users[0].outputs[0].uses()]
+        if users and (len(users) != 1 or users[0].op_type != "QuantizeLinear"):
+            return None
+        found += users
+    return found
 
 
-def _is_fc_with_weights(ctx: LoweringContext, node: ir.Node) -> bool:
-    return (node.op_type == "Gemm" and not node.attributes.get_int("transA", 0)) or (
-        node.op_type == "MatMul" and ctx.is_quantized_constant(node.inputs[1])
+def layout_readers(q_value: ir.Value) -> list[ir.Node] | None:
+    """The ops that read quantized activation Q_VALUE (a Q's output) in its layout, following layout-agnostic
+    ops to the ops that take any layout; None when one of them needs the default layout."""
+    readers: list[ir.Node] = []
+    for dq, _ in q_value.uses():
+        if dq.op_type != "DequantizeLinear":
+            return None
+        if dq.outputs[0].is_graph_output():
+            readers.append(dq)
+        for user, _ in dq.outputs[0].uses():
+            if user.op_type in ANY_LAYOUT or user.op_type == "Softmax":
+                readers.append(user)
+                continue
+            q_nodes = quantizers_of(user) if user.op_type in FOLLOWERS else None
+            further = None if q_nodes is None else [layout_readers(q.outputs[0]) for q in q_nodes]
+            if further is None or None in further:
+                return None
+            readers.extend(r for found in further for r in found)
+    return readers
+
+
+def readers_take(q_node: ir.Node, perm) -> bool:
+    """Every op that reads Q_NODE's activation takes it laid out as PERM: the data movement ops any layout, a
+    Softmax one whose last TFLite axis is the softmax axis, a graph output (its DequantizeLinear) the ONNX order
+    or the default layout."""
+    readers = layout_readers(q_node.outputs[0])
+    perm, rank = tuple(perm), len(perm)
+    return readers is not None and all(
+        (r.op_type != "Softmax" or perm.index(r.attributes.get_int("axis", -1) % rank) == rank - 1)
+        and (r.op_type != "DequantizeLinear" or perm in (tuple(range(rank)), layout_perm(rank)))
+        for r in readers
     )
 
 
-@lowers("Reshape", "Flatten", "Squeeze", "Unsqueeze")
-def reshape_like(ctx: LoweringContext, node: ir.Node) -> None:
-    x_value = node.inputs[0]
-    act = ctx.activation(x_value, node)
-    in_shape = static_shape(x_value.shape)
-    out_shape = static_shape(node.outputs[0].shape)
-    out_perm = layout_perm(len(out_shape))
-    in_order_moves = moves_data(tuple(in_shape[p] for p in act.perm), np.argsort(act.perm))
-    absorb = (
-        not is_identity(act.perm)
-        and len(out_shape) == 2
-        and in_order_moves
-        and all(_is_fc_with_weights(ctx, user) for user in _consumers_after_qdq(ctx, node))
-    )
-    if not absorb and in_order_moves:
-        act = relayout(ctx, act, in_shape, tuple(range(len(in_shape))), f"{node.name}_to_onnx_order")
-    # otherwise the elements are already in ONNX order (e.g. [N, 1, 1, C]): RESHAPE reads them directly
-    if is_identity(out_perm):
-        out, _ = ctx.output(node, out_shape, out_perm)
-        ctx.check_shared(node, act.index, out)
-        reshape(ctx, act.index, out, tuple(out_shape), node.name)
-        if absorb:  # TFLite flattens H,W,C: the FC reads ONNX column column_order[j] at position j
-            ctx.values[id(ctx.q_after(node).outputs[0])].column_order = (
-                np.arange(int(np.prod(in_shape))).reshape(in_shape).transpose(act.perm).reshape(-1)
-            )
-        return
-    # reshape to an ONNX-order 4-D tensor, then lay it out NHWC
-    q_node = ctx.q_after(node)
+def shared_encoding(ctx: LoweringContext, node: ir.Node, act: Activation, q_node: ir.Node):
+    """The encoding of Q_NODE, which must be ACT's: a data movement copies the stored integers."""
     encoding = ctx.int8_encoding(q_node)
-    plain = ctx.tensor(f"{node.name}_onnx_order", tuple(out_shape), np.int8, encoding)
-    reshape(ctx, act.index, plain, tuple(out_shape), node.name)
-    moved = relayout(ctx, Activation(plain, tuple(range(4))), out_shape, out_perm, ctx.name_of(q_node))
-    ctx.values[id(q_node.outputs[0])] = moved
+    if not ctx.float and ctx.encoding_of(act.index) != encoding:
+        raise unsupported(node, "input and output encodings differ; TFLite requires them equal", "attribute")
+    return encoding
 
 
 @lowers("Transpose")
@@ -156,14 +205,13 @@ def transpose(ctx: LoweringContext, node: ir.Node) -> None:
     x_value = node.inputs[0]
     act = ctx.activation(x_value, node)
     rank = len(x_value.shape)
-    perm = list(node.attributes.get_ints("perm", list(reversed(range(rank)))))
-    out_perm = layout_perm(rank)
+    perm = [int(p) for p in node.attributes.get_ints("perm", list(reversed(range(rank))))]
     in_shape = static_shape(x_value.shape)
-    out_shape = [in_shape[p] for p in perm]
-    # tflite_in = onnx_in.transpose(act.perm); tflite_out = onnx_in.transpose(perm).transpose(out_perm)
-    inverse = np.argsort(act.perm)
-    tfl_perm = np.array([inverse[perm[b]] for b in out_perm], np.int32)
-    out, _ = ctx.output(node, out_shape, out_perm)
-    ctx.check_shared(node, act.index, out)
-    perm_const = ctx.tensor(f"{node.name}_perm", (rank,), np.int32, data=tfl_perm)
-    ctx.add_op(TRANSPOSE, [act.index, perm_const], [out])
+    q_node = ctx.q_after(node)
+    encoding = shared_encoding(ctx, node, act, q_node)
+    out_perm = tuple(int(np.argsort(perm)[p]) for p in act.perm)  # R = act.perm: nothing moves
+    if not readers_take(q_node, out_perm):
+        out_perm = layout_perm(rank)
+    # y laid out as out_perm is x laid out as perm[out_perm[b]]
+    moved = relayout(ctx, act, in_shape, [perm[q] for q in out_perm], ctx.name_of(q_node), encoding)
+    ctx.values[id(q_node.outputs[0])] = Activation(moved.index, tuple(out_perm))
