@@ -20,6 +20,8 @@ Rules (docs/quantization-conventions.md §7-§9):
   Its group takes the range of its output only: the constant and a data input read by nothing else do not widen
   it. Saturating them at the output's range is exact: y = min(x, c) <= c, so wherever x or c exceeds the range,
   y is c or saturates the output's Q too (Max likewise, mirrored).
+* A Gather of rows of a constant float table by integer ids is an embedding lookup (edgeq.quantization.embedding):
+  quantized without an activation input, its output with its own encoding, the table per row.
 * Softmax, Sigmoid and Tanh outputs have fixed encodings (edgeq.quantization.qparams.fixed_output_encoding).
 * Every float tensor that is a data input or an output of a quantized node gets one Q/DQ pair.
 """
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
+from edgeq.quantization.embedding import is_embedding
 from edgeq.quantization.qparams import Encoding, QType, activation_encoding, fixed_output_encoding
 
 ANCHOR_OPS = {
@@ -71,6 +74,7 @@ SHARED_ENCODING_OPS = {
     "SpaceToDepth",
     "Expand",
     "Tile",
+    "Identity",
 }
 FOLLOWER_OPS = (SHARED_ENCODING_OPS - ANCHOR_OPS) | {
     "Relu",
@@ -87,6 +91,7 @@ FOLLOWER_OPS = (SHARED_ENCODING_OPS - ANCHOR_OPS) | {
     "ReduceSum",
     "ArgMax",
     "ArgMin",
+    "LayerNormalization",
 }
 QUANTIZABLE_OPS = ANCHOR_OPS | FOLLOWER_OPS
 FUSABLE_ACTIVATIONS = {"Relu", "Clip"}
@@ -246,12 +251,13 @@ def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> Qua
             plan.float_nodes[node.name] = "excluded"
             continue
         inputs = data_inputs(node)
-        if op in FOLLOWER_OPS and op not in ANCHOR_OPS:
+        embedding = is_embedding(node)  # no activation input; its table is quantized per row, its output here
+        if op in FOLLOWER_OPS and op not in ANCHOR_OPS and not embedding:
             # a fused activation reads its anchor's (unquantized) output; anything else must carry a Q/DQ pair
             if not inputs or not all(id(v) in quantized_values or id(v) in pre_activation for v in inputs):
                 plan.float_nodes[node.name] = f"{op} reads a float tensor"
                 continue
-        if not inputs:
+        if not inputs and not embedding:
             plan.float_nodes[node.name] = f"{op} has no activation input"
             continue
         plan.quantized.append(node)

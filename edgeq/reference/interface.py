@@ -42,8 +42,8 @@ def model_inputs(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]
         if array is None:
             raise DataError(f"no data for the model's input {tensor.name}")
         array = _to_tflite_layout(np.asarray(array), tensor)
-        if tensor.dtype == np.float32:
-            arrays.append(array.astype(np.float32))
+        if tensor.quantization is None:  # float32, or integer data (token ids) taken as they are
+            arrays.append(array.astype(tensor.dtype))
             continue
         arrays.append(quantized(tensor, array))
     return arrays

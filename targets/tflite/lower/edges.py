@@ -6,7 +6,8 @@ DequantizeLinear; with io other than int8 a TFLite QUANTIZE or DEQUANTIZE conver
     io="float"  QUANTIZE: q = clamp(round_half_away(x / S) + zp) (float32 division); DEQUANTIZE: S * (q - zp)
 
 A rank-4 input or output is NHWC in the .tflite ("NHWC"), any other keeps the ONNX order ("as ONNX"). A symbolic
-ONNX dimension (the batch) is 1 in the shape and -1 in the shape signature.
+ONNX dimension (the batch) is 1 in the shape and -1 in the shape signature. Integer inputs and outputs (token
+ids, ArgMax results) are unquantized int32 tensors in ONNX order (integers.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import onnx_ir as ir
 from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, input_shape, register
 from edgeq.targets.tflite.lower.context import Activation, LoweringContext, layout_perm, static_shape
+from edgeq.targets.tflite.lower.integers import integer_input, integer_output, is_integer
 from edgeq.tflite_format.graph import Graph, Operator
 
 
@@ -70,6 +72,8 @@ def _layout_name(rank: int) -> str:
 
 def graph_input(ctx: LoweringContext, value: ir.Value) -> str:
     """Add ONNX graph input VALUE (and its QUANTIZE for uint8/float io); returns its layout."""
+    if is_integer(value):  # token ids, indices: int32, unquantized
+        return integer_input(ctx, value)
     consumers = [user for user, _ in value.uses()]
     if len(consumers) != 1 or consumers[0].op_type != "QuantizeLinear":
         raise unsupported(("input", value.name), "the graph input is not quantized", "not-quantized")
@@ -98,6 +102,8 @@ def graph_input(ctx: LoweringContext, value: ir.Value) -> str:
 
 def graph_output(ctx: LoweringContext, value: ir.Value) -> str:
     """Make ONNX graph output VALUE a graph output (through QUANTIZE/DEQUANTIZE for uint8/float io)."""
+    if is_integer(value):  # ArgMax results, ids passed through: int32
+        return integer_output(ctx, value)
     dq = ctx.producer(value)
     if dq is None or dq.op_type != "DequantizeLinear" or id(dq.inputs[0]) not in ctx.values:
         raise unsupported(("output", value.name), "the graph output is not quantized", "not-quantized")
