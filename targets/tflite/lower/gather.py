@@ -18,7 +18,9 @@ Two forms:
   make a float island.
 * Gather from an activation (pick token 0, a channel, a position): GATHER int8 along the TFLite axis of the ONNX
   axis in the tensor's layout, with constant indices; input and output share one encoding (the quantization
-  plan's Gather group). The batch axis cannot be gathered (the graph runs one sample; the reference runs many).
+  plan's Gather group). Where the result's axes come out in another order than the graph's convention (NHWC at
+  rank 4, else ONNX order), a TRANSPOSE lays it out (only when data moves). The batch axis cannot be gathered
+  (the graph runs one sample; the reference runs many).
 
 At float precision the table is dequantized (float32 rows) and GATHER copies floats.
 """
@@ -30,8 +32,9 @@ import onnx_ir as ir
 
 from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, by_input_type, register
-from edgeq.targets.tflite.lower.context import LoweringContext, static_shape
+from edgeq.targets.tflite.lower.context import Activation, LoweringContext, layout_perm, static_shape
 from edgeq.targets.tflite.lower.integers import indices
+from edgeq.targets.tflite.lower.layout import relayout
 from edgeq.targets.tflite.lower.registry import lowers
 from edgeq.tflite_format.graph import Graph, Operator
 
@@ -111,15 +114,27 @@ def _from_activation(ctx: LoweringContext, node: ir.Node, axis: int) -> None:
     def moved(a: int) -> int:  # the output axis of data axis A != AXIS
         return a if a < axis else a + k - 1
 
-    out_perm = (
+    natural = (
         [moved(a) for a in act.perm[:tfl_axis]]
         + [axis + j for j in range(k)]
         + [moved(a) for a in act.perm[tfl_axis + 1 :]]
     )
     out_shape = [*shape[:axis], *positions_shape, *shape[axis + 1 :]]
-    out, _ = ctx.output(node, out_shape, tuple(out_perm))
-    ctx.check_shared(node, act.index, out)
-    ctx.add_op(GATHER, [act.index, positions], [out], {"Axis": tfl_axis})
+    out_perm = layout_perm(len(out_shape))
+    if tuple(natural) == out_perm:
+        out, _ = ctx.output(node, out_shape, out_perm)
+        ctx.check_shared(node, act.index, out)
+        ctx.add_op(GATHER, [act.index, positions], [out], {"Axis": tfl_axis})
+        return
+    # the graph's convention (NHWC at rank 4, else ONNX order): gather in the input's layout, then lay it out
+    q_node = ctx.q_after(node)
+    encoding = ctx.int8_encoding(q_node)
+    if not ctx.float and ctx.encoding_of(act.index) != encoding:
+        raise unsupported(node, "input and output encodings differ; TFLite requires them equal", "attribute")
+    gathered = ctx.tensor(f"{node.name}_gathered", tuple(out_shape[p] for p in natural), np.int8, encoding)
+    ctx.add_op(GATHER, [act.index, positions], [gathered], {"Axis": tfl_axis})
+    moved_act = relayout(ctx, Activation(gathered, tuple(natural)), out_shape, out_perm, ctx.name_of(q_node))
+    ctx.values[id(q_node.outputs[0])] = moved_act
 
 
 @lowers("Gather")

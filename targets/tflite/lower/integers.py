@@ -1,12 +1,14 @@
 """Integer tensors: token ids, indices and ArgMax results pass through the TFLite graph unquantized, as int32.
 
-    ONNX int64/int32/int16/int8/uint8/uint16 graph input   -> an int32 graph input, no quantization, ONNX order
-    ONNX integer graph output (ArgMax's, an Identity's)    -> an int32 graph output, no quantization, ONNX order
+    ONNX int64/int32/int16/int8/uint8/uint16 graph input   -> an int32 graph input, no quantization
+    ONNX integer graph output (ArgMax's, an Identity's)    -> an int32 graph output, no quantization
     ONNX integer constant read as indices                  -> an int32 constant (negative indices counted from the
                                                               end of the indexed axis, as ONNX Gather does)
     ONNX Identity                                          -> RESHAPE: a copy (an integer pass-through output, or
                                                               a quantized tensor with its encoding)
 
+Inputs and outputs are laid out like every other edge (NHWC at rank 4, else ONNX order), so that
+edgeq's data interface (edgeq/reference/interface.py) reads them the same way; indices are read in ONNX order.
 int32 because TFLite Micro's GATHER and ARG_MAX take and make no other integer type; int64 values outside the
 int32 range do not occur as ids or indices (vocabularies and axes are far smaller), and ids past an embedding's
 end fail the invocation in every runtime (edgeq/reference/gather.py). The interpreters and edgeq's reference
@@ -19,7 +21,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.errors import unsupported
-from edgeq.targets.tflite.lower.context import Activation, LoweringContext, static_shape
+from edgeq.targets.tflite.lower.context import Activation, LoweringContext, layout_perm, static_shape
 from edgeq.targets.tflite.lower.layout import relayout, reshape
 from edgeq.targets.tflite.lower.registry import lowers
 
@@ -31,7 +33,10 @@ INTEGER_TYPES = {
     ir.DataType.UINT8,
     ir.DataType.UINT16,
 }
-AS_ONNX = "as ONNX"
+
+
+def _layout_name(rank: int) -> str:
+    return "NHWC" if rank == 4 else "as ONNX"
 
 
 def is_integer(value: ir.Value | None) -> bool:
@@ -39,26 +44,27 @@ def is_integer(value: ir.Value | None) -> bool:
 
 
 def integer_input(ctx: LoweringContext, value: ir.Value) -> str:
-    """Add integer graph input VALUE as an unquantized int32 input in ONNX order; returns its layout."""
-    shape = tuple(static_shape(value.shape))
-    index = ctx.tensor(value.name, shape, np.int32)
-    signature = tuple(d if isinstance(d, int) else -1 for d in value.shape)
-    if signature != shape:
+    """Add integer graph input VALUE as an unquantized int32 input; returns its layout."""
+    shape = static_shape(value.shape)
+    perm = layout_perm(len(shape))
+    index = ctx.tensor(value.name, tuple(shape[p] for p in perm), np.int32)
+    signature = tuple(-1 if not isinstance(value.shape[p], int) else shape[p] for p in perm)
+    if any(d < 0 for d in signature):
         ctx.graph.tensors[index].shape_signature = signature
     ctx.graph.inputs.append(index)
-    ctx.values[id(value)] = Activation(index, tuple(range(len(shape))))
-    return AS_ONNX
+    ctx.values[id(value)] = Activation(index, perm)
+    return _layout_name(len(shape))
 
 
 def integer_output(ctx: LoweringContext, value: ir.Value) -> str:
-    """Make integer ONNX graph output VALUE an int32 graph output in ONNX order; returns its layout."""
+    """Make integer ONNX graph output VALUE an int32 graph output; returns its layout."""
     act = ctx.values.get(id(value))
     if act is None:
         raise unsupported(
             ("output", value.name), "the integer graph output is not computed by the TFLite graph", "dtype"
         )
     shape = static_shape(value.shape)
-    act = relayout(ctx, act, shape, tuple(range(len(shape))), f"{value.name}_onnx_order")
+    act = relayout(ctx, act, shape, layout_perm(len(shape)), f"{value.name}_laid_out")
     tensor = ctx.graph.tensors[act.index]
     if (
         act.index in ctx.graph.inputs or act.index in ctx.graph.outputs
@@ -69,7 +75,7 @@ def integer_output(ctx: LoweringContext, value: ir.Value) -> str:
     else:
         tensor.name = value.name
     ctx.graph.outputs.append(act.index)
-    return AS_ONNX
+    return _layout_name(len(shape))
 
 
 def indices(ctx: LoweringContext, value: ir.Value, node: ir.Node, size: int) -> tuple[int, tuple[int, ...]]:
