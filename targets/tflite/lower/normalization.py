@@ -56,11 +56,11 @@ def layer_normalization(ctx: LoweringContext, node: ir.Node) -> None:
     axis = node.attributes.get_int("axis", -1) % rank
     if axis == 0:
         raise unsupported(node, "normalizing over the batch axis", "attribute")
-    params = [
-        v.const_value.numpy() if v is not None and v.const_value is not None else v for v in node.inputs[1:3]
-    ]
-    if any(p is not None and not isinstance(p, np.ndarray) for p in params):
-        raise unsupported(node, "a scale or bias computed at run time", "dynamic")
+    params = []  # gamma, beta (None: absent)
+    for value in (node.inputs[i] if len(node.inputs) > i else None for i in (1, 2)):
+        if value is not None and value.const_value is None:
+            raise unsupported(node, "a scale or bias computed at run time", "dynamic")
+        params.append(None if value is None else value.const_value.numpy())
     perm = act.perm
     tfl_shape = tuple(shape[a] for a in perm)
     axes = sorted(list(perm).index(a) for a in range(axis, rank))
