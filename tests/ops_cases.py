@@ -28,18 +28,26 @@ VOCABULARY = 50  # ids of integer inputs are drawn from [0, VOCABULARY)
 
 
 def onnx_model(nodes, inputs, outputs, inits=(), opset=17, int_inputs=()) -> onnx.ModelProto:
-    """INPUTS float and INT_INPUTS int64, [(name, shape)]; OUTPUTS [(name, TensorProto type)]."""
+    """INPUTS float and INT_INPUTS int64, [(name, shape)]; OUTPUTS [(name, TensorProto type[, shape])] (a model
+    file needs the shapes, a model in memory does not)."""
     graph = helper.make_graph(
         nodes,
         "ops",
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs]
         + [helper.make_tensor_value_info(name, TensorProto.INT64, shape) for name, shape in int_inputs],
-        [helper.make_tensor_value_info(name, elem_type, None) for name, elem_type in outputs],
+        [
+            helper.make_tensor_value_info(name, elem_type, shape)
+            for name, elem_type, shape, *_ in map(_shaped, outputs)
+        ],
         initializer=[numpy_helper.from_array(np.asarray(a), n) for n, a in inits],
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     proto.ir_version = 8
     return proto
+
+
+def _shaped(output):
+    return (*output, None) if len(output) == 2 else output
 
 
 def _samples(rng, inputs, int_inputs, count):

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from ops_cases import VOCABULARY, check_against_onnxruntime, onnx_model, quantized
+from test_integer_onnx import _float_feeds, assert_matches_reference
 from tflite_cases import (
     SETTINGS,
     act_scales,
@@ -26,6 +27,7 @@ from tflite_cases import (
 
 from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import to_proto
+from edgeq.targets.integer_onnx import integer_only_model
 from edgeq.targets.tflite.builtins import Builtin, find, register
 from edgeq.targets.tflite.interpreters import run_litert
 from edgeq.targets.tflite.lower import lower
@@ -226,7 +228,34 @@ def test_a_constant_table_gathered_along_another_axis_is_refused():
     gather = next(n for n in qdq.graph if n.op_type == "Gather")
     gather.attributes["axis"] = ir.AttrInt64("axis", 1)
     with pytest.raises(
-        EdgeqError, match="^unsupported: Gather at node: a constant table gathered along an axis other than its rows$"
+        EdgeqError,
+        match="^unsupported: Gather at node: a constant table gathered along an axis other than its rows$",
     ):
         lower(qdq)
     assert to_proto(qdq)  # the model itself stays valid
+
+
+@SETTINGS
+@given(
+    data=st.data(), shape=shapes.filter(lambda s: len(s) > 1), scale=act_scales, zp=zero_points, seed=seeds
+)
+def test_integer_onnx_gather_equals_the_reference(data, shape, scale, zp, seed):
+    rng = np.random.default_rng(seed)
+    axis = data.draw(st.integers(1, len(shape) - 1))
+    positions = rng.integers(0, shape[axis], data.draw(st.lists(st.integers(1, 3), max_size=2))).astype(
+        np.int32
+    )
+    out_shape = (*shape[:axis], *positions.shape, *shape[axis + 1 :])
+    model = single_op("GATHER", [activation("x", shape, scale, zp), constant("positions", positions)],
+                      [activation("y", out_shape, scale, zp)], {"Axis": axis})  # fmt: skip
+    graph = read(model)
+    assert_matches_reference(graph, _float_feeds(graph, rng))
+
+
+def test_integer_onnx_target_refuses_integer_inputs_in_one_line():
+    rng = np.random.default_rng(4)
+    lowered = lower(quantized(_embedding_model(rng), [], [("ids", (1, 6))]))
+    with pytest.raises(EdgeqError, match="^input ids: int32 inputs are not supported$"):
+        integer_only_model(
+            lowered.graph, input_layouts=lowered.input_layouts, output_layouts=lowered.output_layouts
+        )

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 from ops_cases import onnx_model, quantized
+from test_integer_onnx import assert_matches_reference
 from tflite_cases import SETTINGS, activation, assert_bit_exact, single_op, zero_points
 
 from edgeq.errors import EdgeqError
@@ -45,7 +46,9 @@ def test_rsqrt_of_a_value_below_the_zero_point_is_refused_by_every_runtime():
     model = single_op("RSQRT", [activation("x", (1, 3), 0.1, 0)], [activation("y", (1, 3), 0.1, 0)])
     x = np.array([[4, -3, 9]], np.int8)
     for run in (lambda: run_litert(model, [x]), lambda: run_tflm(model, [x])):
-        with pytest.raises((EdgeqError, RuntimeError), match="Rsqrt is only defined for positive values|invocation"):
+        with pytest.raises(
+            (EdgeqError, RuntimeError), match="Rsqrt is only defined for positive values|invocation"
+        ):
             run()
     with pytest.raises(EdgeqError, match="RSQRT y: an input below the zero point"):
         reference(read(model), [x])
@@ -113,3 +116,15 @@ def test_float_lowering_runs_alike_in_both_runtimes_and_matches_onnxruntime(shap
     np.testing.assert_array_equal(litert[0], run_tflm(model_bytes, inputs)[0])
     want = ort_session(proto).run(None, {"x": x})[0]
     np.testing.assert_allclose(float_outputs(graph, litert)[0], want, atol=2e-6 * np.abs(want).max())
+
+
+@SETTINGS
+@given(s_in=log_scales, s_out=log_scales, zp_in=st.integers(-128, -60), zp_out=zero_points)
+def test_integer_onnx_rsqrt_equals_the_reference(s_in, s_out, zp_in, zp_out):
+    x = activation("x", (1, 4, 5, 6), s_in, zp_in)
+    graph = read(single_op("RSQRT", [x], [activation("y", x.shape, s_out, zp_out)]))
+    feeds = {
+        "x": np.abs(np.random.default_rng(0).normal(0, 60, (1, 6, 4, 5))).astype(np.float32)
+        * np.float32(s_in)
+    }
+    assert_matches_reference(graph, feeds)

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 from ops_cases import check_against_onnxruntime, onnx_model, quantized
+from test_integer_onnx import _float_feeds, assert_matches_reference
 from tflite_cases import (
     SETTINGS,
     act_scales,
@@ -27,10 +28,11 @@ from tflite_cases import (
 
 from edgeq.errors import EdgeqError
 from edgeq.reference.executor import run
+from edgeq.targets.tflite.builtins import lookup
 from edgeq.targets.tflite.interpreters import run_litert
 from edgeq.targets.tflite.lower import lower
 from edgeq.targets.tflm.interpreter import run_tflm
-from edgeq.tflite_format.flatbuffer import Graph, Operator, Quantization, Tensor, write
+from edgeq.tflite_format.flatbuffer import Graph, Operator, Quantization, Tensor, read, write
 from edgeq.tflite_format.graph import TENSOR_TYPES
 
 shapes = st.lists(st.integers(1, 5), min_size=1, max_size=4).map(lambda dims: (1, *dims))
@@ -234,3 +236,36 @@ def test_noop_with_empty_axes_and_run_time_axes_are_refused():
     next(n for n in qdq.graph if n.op_type == "ReduceMax").replace_input_with(1, axes)
     with pytest.raises(EdgeqError, match="^unsupported: ReduceMax at node_1: axes computed at run time"):
         lower(qdq)
+
+
+# ------------------------------------------------------------------------------------------ integer-only ONNX
+
+
+@SETTINGS
+@given(data=st.data(), shape=shapes.filter(lambda s: len(s) > 1), keep=st.booleans(), scale=act_scales,
+       zp=zero_points, opcode=st.sampled_from(["REDUCE_MAX", "REDUCE_MIN", "MEAN"]), seed=seeds)  # fmt: skip
+def test_integer_onnx_reductions_equal_the_reference(data, shape, keep, scale, zp, opcode, seed):
+    axes = data.draw(axes_of(shape))
+    out_scale = scale * (1.7 if opcode == "MEAN" else 1)
+    model = single_op(opcode, [activation("x", shape, scale, zp), constant("axes", np.array(axes, np.int32))],
+                      [activation("y", _reduced_shape(shape, axes, keep), out_scale, zp)], {"KeepDims": keep})  # fmt: skip
+    graph = read(model)
+    assert_matches_reference(graph, _float_feeds(graph, np.random.default_rng(seed)))
+
+
+@pytest.mark.parametrize("opcode", ["ARG_MAX", "ARG_MIN"])
+def test_integer_onnx_arg_extremes_index_a_table_like_the_reference(opcode):
+    """ARG_MAX's int32 indices (not an output type of the integer-only model) select rows of a table: GATHER."""
+    graph = Graph()
+    x = graph.add_tensor(activation("x", (1, 3, 4, 5), 0.05, 2))
+    axis = graph.add_tensor(constant("axis", np.array([3], np.int32)))
+    index = graph.add_tensor(Tensor("index", (1, 3, 4), np.int32))
+    table = graph.add_tensor(constant("table", np.arange(-40, 40, 8, dtype=np.int8).reshape(5, 2), 0.1, 0))
+    y = graph.add_tensor(activation("y", (1, 3, 4, 2), 0.1, 0))
+    lookup(opcode).add_to(graph, [x, axis], [index], {"OutputType": TENSOR_TYPES[np.dtype(np.int32)]})
+    lookup("GATHER").add_to(graph, [table, index], [y], {"Axis": 0})
+    graph.inputs, graph.outputs = [x], [y]
+    model = write(graph)
+    assert_bit_exact(model, [np.random.default_rng(0).integers(-128, 128, (1, 3, 4, 5)).astype(np.int8)])
+    graph = read(model)
+    assert_matches_reference(graph, _float_feeds(graph, np.random.default_rng(1)))
