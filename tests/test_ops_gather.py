@@ -25,8 +25,10 @@ from tflite_cases import (
     zero_points,
 )
 
+import edgeq
 from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import to_proto
+from edgeq.reference.interface import model_inputs
 from edgeq.targets.integer_onnx import integer_only_model
 from edgeq.targets.tflite.builtins import Builtin, find, register
 from edgeq.targets.tflite.interpreters import run_litert
@@ -96,14 +98,13 @@ def test_embedding_lookup_with_per_row_scales_is_not_portable():
 # ------------------------------------------------------------------------------------------ from ONNX
 
 
-def _embedding_model(rng, table_shape=(VOCABULARY, 8), ids_shape=(1, 6), tail=()):
+def _embedding_model(rng, table_shape=(VOCABULARY, 8), ids_shape=(1, 6), tail=(), output_shape=None):
     """Gather(table, ids) -> [tail nodes]; rows of very different ranges (per-row scales matter)."""
     table = (rng.normal(size=table_shape) * rng.uniform(0.05, 3.0, (table_shape[0], 1))).astype(np.float32)
     nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"]), *tail]
     output = tail[-1].output[0] if tail else "emb"
-    return onnx_model(
-        nodes, [], [(output, TensorProto.FLOAT)], [("table", table)], int_inputs=[("ids", ids_shape)]
-    )
+    outputs = [(output, TensorProto.FLOAT, output_shape)]
+    return onnx_model(nodes, [], outputs, [("table", table)], int_inputs=[("ids", ids_shape)])
 
 
 def test_embedding_table_is_quantized_per_row_and_the_lookup_equals_onnxruntime_exactly():
@@ -259,3 +260,20 @@ def test_integer_onnx_target_refuses_integer_inputs_in_one_line():
         integer_only_model(
             lowered.graph, input_layouts=lowered.input_layouts, output_layouts=lowered.output_layouts
         )
+
+
+@pytest.mark.parametrize("options", [{"pow2": True}, {"dyadic_bits": 8}])
+def test_dyadic_scales_leave_the_per_row_table_alone(options):
+    """The dyadic pass has no multiplier to bound at an embedding (its table is requantized when lowered)."""
+    rng = np.random.default_rng(5)
+    mean = helper.make_node("ReduceMean", ["emb"], ["y"], axes=[1], keepdims=0)
+    proto = _embedding_model(rng, tail=[mean], output_shape=[1, 8])
+    ids = {"ids": rng.integers(0, VOCABULARY, (16, 6))}
+    qdq = ir.serde.deserialize_model(edgeq.quantize(proto, ids, **options).model)
+    model_bytes = write(lower(qdq).graph)
+    graph = read(model_bytes)
+    assert_bit_exact(model_bytes, model_inputs(graph, {"ids": ids["ids"][:1]}))
+    mean = graph.operators[1]
+    scale_in, scale_out = (graph.tensors[mean.inputs[0]], graph.tensors[mean.outputs[0]])
+    ratio = float(scale_in.quantization.scale[0]) / float(scale_out.quantization.scale[0])
+    assert options.get("pow2") is None or np.log2(ratio) == np.round(np.log2(ratio))
