@@ -40,19 +40,27 @@ from edgeq.tflite_format.flatbuffer import Graph, Quantization, Tensor, read, wr
 shapes = st.lists(st.integers(1, 5), min_size=1, max_size=3).map(lambda dims: (1, *dims))
 
 
-@SETTINGS
-@given(data=st.data(), shape=shapes, scale=act_scales, zp=zero_points, seed=seeds)
-def test_gather_from_an_activation_is_bit_exact(data, shape, scale, zp, seed):
-    rng = np.random.default_rng(seed)
-    axis = data.draw(st.integers(1, len(shape) - 1))
-    positions = rng.integers(0, shape[axis], data.draw(st.lists(st.integers(1, 3), max_size=2))).astype(
-        np.int32
-    )
+@st.composite
+def activation_gathers(draw):
+    """(single-op GATHER model, axis, positions): random constant positions along a random non-batch axis of a
+    random int8 activation, the axis written negative or not."""
+    shape = draw(shapes)
+    scale, zp = draw(act_scales), draw(zero_points)
+    axis = draw(st.integers(1, len(shape) - 1))
+    positions_shape = draw(st.lists(st.integers(1, 3), max_size=2))
+    positions = np.random.default_rng(draw(seeds)).integers(0, shape[axis], positions_shape).astype(np.int32)
     out_shape = (*shape[:axis], *positions.shape, *shape[axis + 1 :])
-    axis_option = axis - len(shape) if data.draw(st.booleans()) else axis
+    option = axis - len(shape) if draw(st.booleans()) else axis
     model = single_op("GATHER", [activation("x", shape, scale, zp), constant("positions", positions)],
-                      [activation("y", out_shape, scale, zp)], {"Axis": axis_option})  # fmt: skip
-    x = rng.integers(-128, 128, shape).astype(np.int8)
+                      [activation("y", out_shape, scale, zp)], {"Axis": option})  # fmt: skip
+    return model, axis, positions
+
+
+@SETTINGS
+@given(case=activation_gathers(), seed=seeds)
+def test_gather_from_an_activation_is_bit_exact(case, seed):
+    model, axis, positions = case
+    x = np.random.default_rng(seed).integers(-128, 128, read(model).tensors[0].shape).astype(np.int8)
     [y] = assert_bit_exact(model, [x])
     np.testing.assert_array_equal(y, np.take(x, positions, axis=axis))
 
@@ -237,20 +245,10 @@ def test_a_constant_table_gathered_along_another_axis_is_refused():
 
 
 @SETTINGS
-@given(
-    data=st.data(), shape=shapes.filter(lambda s: len(s) > 1), scale=act_scales, zp=zero_points, seed=seeds
-)
-def test_integer_onnx_gather_equals_the_reference(data, shape, scale, zp, seed):
-    rng = np.random.default_rng(seed)
-    axis = data.draw(st.integers(1, len(shape) - 1))
-    positions = rng.integers(0, shape[axis], data.draw(st.lists(st.integers(1, 3), max_size=2))).astype(
-        np.int32
-    )
-    out_shape = (*shape[:axis], *positions.shape, *shape[axis + 1 :])
-    model = single_op("GATHER", [activation("x", shape, scale, zp), constant("positions", positions)],
-                      [activation("y", out_shape, scale, zp)], {"Axis": axis})  # fmt: skip
-    graph = read(model)
-    assert_matches_reference(graph, _float_feeds(graph, rng))
+@given(case=activation_gathers(), seed=seeds)
+def test_integer_onnx_gather_equals_the_reference(case, seed):
+    graph = read(case[0])
+    assert_matches_reference(graph, _float_feeds(graph, np.random.default_rng(seed)))
 
 
 def test_integer_onnx_target_refuses_integer_inputs_in_one_line():
