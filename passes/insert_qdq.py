@@ -13,7 +13,7 @@ nearest or, by default, so that each output channel's integer sum is preserved (
 int32 with scale float32(s_in * s_w[c]) and zero point 0, where s_in is the encoding of the layer's input.
 Gemm's alpha and beta are folded into the weights and bias first (Y = alpha*A*B + beta*C), so the integer
 kernel needs neither. Embedding tables (Gather of constant rows by integer ids) are stored the same way, one scale
-per row (edgeq.quantization.embedding). Float constants that Add, Mul or Concat read as data are stored quantized with their
+per row (edgeq.quantization.integer_sources). Float constants that Add, Mul or Concat read as data are stored quantized with their
 group's encoding.
 """
 
@@ -26,7 +26,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from edgeq.passes.stage import StageResult
-from edgeq.quantization.embedding import is_embedding, quantize_table
+from edgeq.quantization.integer_sources import is_embedding, quantize_table
 from edgeq.quantization.plan import BIAS_INPUT, WEIGHT_INPUT, QuantPlan, is_constant
 from edgeq.quantization.qparams import Encoding, quantize_linear_layer
 

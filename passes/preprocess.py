@@ -5,7 +5,8 @@ In order:
    removed from the graph inputs (old exporters list them there, which makes them overridable and so
    not constant);
 2. constant folding (onnxscript's optimizer: it evaluates shape arithmetic even with symbolic dims);
-3. Identity/Dropout removal;
+3. Identity/Dropout removal, and Casts of integers to float moved to where the integers enter
+   (passes.integer_casts);
 4. BatchNorm folding into Conv/ConvTranspose/Gemm, keeping the BN statistics (passes.fold_batchnorm), and
    division by constants turned into multiplication (passes.div_to_mul);
 5. dead-node removal, shape inference (types and shapes of every intermediate tensor, needed to expose
@@ -24,6 +25,7 @@ import onnxscript.optimizer
 
 from edgeq.passes.div_to_mul import DivToMulPass
 from edgeq.passes.fold_batchnorm import FoldBatchNormPass
+from edgeq.passes.integer_casts import CastIntegersFirstPass
 from edgeq.passes.remove_noops import RemoveNoOpsPass
 
 
@@ -42,6 +44,7 @@ def preprocess_pipeline() -> ir.passes.PassManager:
             common_passes.RemoveInitializersFromInputsPass(),
             FoldConstantsPass(),
             RemoveNoOpsPass(),
+            CastIntegersFirstPass(),
             FoldBatchNormPass(),
             DivToMulPass(),
             common_passes.RemoveUnusedNodesPass(),

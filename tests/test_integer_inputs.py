@@ -11,15 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper
-from ops_cases import VOCABULARY, onnx_model, quantized
+from ops_cases import VOCABULARY, check_against_onnxruntime, onnx_model, quantized
 from tflite_cases import assert_bit_exact
 from tflite_validate_cases import assert_reported, mutated, tensor
 
 import edgeq
-from edgeq.errors import DataError
+from edgeq.errors import DataError, EdgeqError
 from edgeq.io.onnx_model import to_proto
+from edgeq.io.session import session as ort_session
+from edgeq.passes.integer_casts import CastIntegersFirstPass
 from edgeq.reference.interface import model_inputs
 from edgeq.targets.tflite.lower import lower
 from edgeq.targets.tflite.validate import validate_model
@@ -133,3 +136,75 @@ def test_corpus_sentence_encoder_quantizes_its_embedding_tables_per_row():
         "input_ids": TensorProto.INT64,
         "attention_mask": TensorProto.INT64,
     }
+
+
+def _masked_pooling(rng) -> onnx.ModelProto:
+    """A transformer's masked sum pooling: mask -> Unsqueeze -> Cast(float) -> Mul with the embeddings -> ReduceSum."""
+    table = (rng.normal(size=(VOCABULARY, 8)) * rng.uniform(0.1, 3, (VOCABULARY, 1))).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"]),
+        helper.make_node("Unsqueeze", ["mask", "last"], ["mask3"]),
+        helper.make_node("Cast", ["mask3"], ["maskf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["emb", "maskf"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "tokens"], ["y"], keepdims=0),
+    ]
+    inits = [("table", table), ("last", np.array([2], np.int64)), ("tokens", np.array([1], np.int64))]
+    return onnx_model(nodes, [], [("y", TensorProto.FLOAT, [1, 8])], inits,
+                      int_inputs=[("ids", [1, TOKENS]), ("mask", [1, TOKENS])])  # fmt: skip
+
+
+def test_a_cast_of_integers_moves_to_the_input_and_lowers_to_cast_and_quantize():
+    rng = np.random.default_rng(6)
+    proto = _masked_pooling(rng)
+    qdq = quantized(proto, [], [("ids", (1, TOKENS)), ("mask", (1, TOKENS))])
+    cast = next(n for n in qdq.graph if n.op_type == "Cast")
+    assert cast.inputs[0].name == "mask"  # moved before the Unsqueeze
+    lowered = check_against_onnxruntime(proto, [], int_inputs=[("ids", (1, TOKENS)), ("mask", (1, TOKENS))],
+                                        start=("masked",))  # fmt: skip
+    assert lowered.ops == {"CAST": 1, "QUANTIZE": 1, "GATHER": 1, "RESHAPE": 1, "MUL": 2, "MEAN": 1}
+    float_ops = lower(
+        quantized(proto, [], [("ids", (1, TOKENS)), ("mask", (1, TOKENS))]), precision="float"
+    ).ops
+    assert "QUANTIZE" not in float_ops and float_ops["CAST"] == 1
+
+
+def test_a_cast_of_a_float_tensor_is_refused_in_one_line():
+    rng = np.random.default_rng(7)
+    qdq = quantized(_masked_pooling(rng), [], [("ids", (1, TOKENS)), ("mask", (1, TOKENS))])
+    cast = next(n for n in qdq.graph if n.op_type == "Cast")
+    cast.replace_input_with(
+        0, next(v for n in qdq.graph for v in n.outputs if v.name == "emb")
+    )  # a DQ output
+    with pytest.raises(
+        EdgeqError, match="^unsupported: Cast at .*: a Cast of emb .*FLOAT.*, which is not integer data"
+    ):
+        lower(qdq)
+
+
+def test_integer_casts_move_up_their_chains_merge_and_compute_the_same():
+    """Two Casts after different chains of one integer input become one Cast of the input; an integer tensor that
+    another node still reads keeps its chain; graph outputs keep their names and values."""
+    nodes = [
+        helper.make_node("Unsqueeze", ["mask", "axis1"], ["u1"]),
+        helper.make_node("Unsqueeze", ["u1", "axis3"], ["u2"]),
+        helper.make_node("Cast", ["u2"], ["a"], to=TensorProto.FLOAT),
+        helper.make_node("Expand", ["u1", "shape"], ["e"]),
+        helper.make_node("Cast", ["e"], ["b"], to=TensorProto.FLOAT),
+        helper.make_node("Identity", ["u1"], ["u1_out"]),
+    ]
+    inits = [("axis1", np.array([1], np.int64)), ("axis3", np.array([3], np.int64)),
+             ("shape", np.array([1, 4, TOKENS], np.int64))]  # fmt: skip
+    outputs = [("a", TensorProto.FLOAT, [1, 1, TOKENS, 1]), ("b", TensorProto.FLOAT, [1, 4, TOKENS]),
+               ("u1_out", TensorProto.INT64, [1, 1, TOKENS])]  # fmt: skip
+    proto = onnx_model(nodes, [], outputs, inits, int_inputs=[("mask", [1, TOKENS])])
+    model = ir.serde.deserialize_model(proto)
+    assert CastIntegersFirstPass()(model).modified
+    casts = [n for n in model.graph if n.op_type == "Cast"]
+    assert len(casts) == 1 and casts[0].inputs[0].name == "mask"
+    assert [o.name for o in model.graph.outputs] == ["a", "b", "u1_out"]
+    assert next(n for n in model.graph if n.outputs[0].name == "u1_out").inputs[0].name == "u1"  # still integer
+    feed = {"mask": np.random.default_rng(0).integers(0, 2, (1, TOKENS))}
+    for want, got in zip(
+        ort_session(proto).run(None, feed), ort_session(to_proto(model)).run(None, feed), strict=True
+    ):
+        np.testing.assert_array_equal(want, got)

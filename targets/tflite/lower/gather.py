@@ -5,7 +5,7 @@
 Two forms:
 
 * An embedding lookup: DQ(table) -> Gather(axis 0, integer ids) -> Q. The QDQ model stores the table as int8 with
-  one scale per row (per-row symmetric, edgeq/quantization/embedding.py). TFLite's GATHER copies integers, so its
+  one scale per row (per-row symmetric, edgeq/quantization/integer_sources.py). TFLite's GATHER copies integers, so its
   table must already carry the output's encoding: the lowering requantizes the table once, exactly as ONNX
   Runtime computes DQ -> Q on every looked-up row,
 
