@@ -12,9 +12,9 @@ Conv and Gemm with transB, 1 for ConvTranspose and Gemm without transB, the last
 nearest or, by default, so that each output channel's integer sum is preserved (edgeq.quantization.qparams.quantize_weights). Biases are
 int32 with scale float32(s_in * s_w[c]) and zero point 0, where s_in is the encoding of the layer's input.
 Gemm's alpha and beta are folded into the weights and bias first (Y = alpha*A*B + beta*C), so the integer
-kernel needs neither. Embedding tables (Gather of constant rows by integer ids) are stored the same way, one scale
-per row (edgeq.quantization.integer_sources). Float constants that Add, Mul or Concat read as data are stored quantized with their
-group's encoding.
+kernel needs neither. Embedding tables (Gather of constant rows by integer ids) are stored the same way, one
+scale per row (edgeq.quantization.integer_sources). Float constants that Add, Mul or Concat read as data are
+stored quantized with their group's encoding.
 """
 
 from __future__ import annotations
@@ -101,11 +101,8 @@ class InsertQDQPass(ir.passes.InPlacePass):
             elif is_embedding(node):
                 table = node.inputs[0]
                 if id(table) not in tables:
-                    q, scale = quantize_table(
-                        table.const_value.numpy(), bits=self.weight_bits, per_row=self.per_channel
-                    )
-                    axis = 0 if self.per_channel else None
-                    scale = scale if self.per_channel else scale[0]
+                    array = table.const_value.numpy()
+                    q, scale, axis = quantize_table(array, bits=self.weight_bits, per_row=self.per_channel)
                     zero = np.zeros_like(scale, dtype=np.int8)
                     tables[id(table)] = dequantize_constant(graph, table.name, q, scale, zero, axis)
                 node.replace_input_with(0, tables[id(table)])

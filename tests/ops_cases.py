@@ -56,15 +56,14 @@ def _samples(rng, inputs, int_inputs, count):
     return feeds
 
 
-def quantized(model, inputs, int_inputs=(), seed: int = 0) -> ir.Model:
-    """MODEL (a proto or an ir.Model) calibrated on random data and quantized by edgeq (int8)."""
+def quantized(model, inputs, int_inputs=(), seed: int = 0, **recipe) -> ir.Model:
+    """MODEL (a proto or an ir.Model) calibrated on random data and quantized by edgeq (int8; RECIPE: its
+    options, e.g. per_channel=False)."""
     if isinstance(model, onnx.ModelProto):
         model = ir.serde.deserialize_model(model)
     calib = _samples(np.random.default_rng(seed), inputs, int_inputs, 24)
-    calibration = Pipeline(Recipe(), progress=False).calibrate(
-        model, ArrayData(calib, input_specs(model), "calib")
-    )
-    qdq, _ = Pipeline(Recipe()).quantize(calibration, "int8")
+    pipeline = Pipeline(Recipe(**recipe), progress=False)
+    qdq, _ = pipeline.quantize(pipeline.calibrate(model, ArrayData(calib, input_specs(model), "calib")), "int8")
     return qdq
 
 
@@ -80,13 +79,13 @@ def _feeds(graph, rng, inputs, int_inputs) -> dict[str, np.ndarray]:
 
 
 def check_against_onnxruntime(
-    proto, inputs, *, int_inputs=(), start=(), exact=False, samples=3, seed=0, precision="int8"
+    proto, inputs, *, int_inputs=(), start=(), exact=False, samples=3, seed=0, precision="int8", **recipe
 ) -> Lowered:
     """The three integer runtimes agree exactly; against ONNX Runtime's QDQ model every float output is within
     1 LSB (0 with EXACT) and every integer output equal. START: tensors from which ORT continues with the
     integers the .tflite computed (tests/test_target_tflite.py). Returns the lowering."""
     rng = np.random.default_rng(seed)
-    qdq = quantized(proto, inputs, int_inputs, seed)
+    qdq = quantized(proto, inputs, int_inputs, seed, **recipe)
     lowered = lower(qdq, precision=precision)
     model_bytes = write(lowered.graph)
     graph = read(model_bytes)

@@ -141,6 +141,17 @@ def test_embedding_table_is_quantized_per_row_and_the_lookup_equals_onnxruntime_
     np.testing.assert_array_equal(table.data, requantized_table(q, scales, np.zeros(VOCABULARY), encoding))
 
 
+def test_a_per_tensor_table_is_gathered_exactly_too():
+    """--per-tensor: one scale for the table, the same requantization to the output's encoding."""
+    proto = _embedding_model(np.random.default_rng(8))
+    lowered = check_against_onnxruntime(
+        proto, [], int_inputs=[("ids", (1, 6))], exact=True, per_channel=False
+    )
+    qdq = quantized(proto, [], [("ids", (1, 6))], per_channel=False)
+    dq = next(n for n in qdq.graph if n.op_type == "DequantizeLinear" and n.inputs[0].const_value is not None)
+    assert dq.inputs[1].const_value.numpy().shape == () and lowered.ops == {"GATHER": 1}
+
+
 def test_embeddings_added_like_a_transformer_front_end():
     """word[ids] + position[0..5] -> Add -> ReduceMean over the tokens (the position lookup, constant, is folded)."""
     rng = np.random.default_rng(1)

@@ -61,8 +61,8 @@ def is_integer_source(node: ir.Node) -> bool:
 
 def quantize_table(
     table: np.ndarray, *, bits: int = 8, per_row: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """(integers, scales) of TABLE: one symmetric scale per row (axis 0), or one for the table."""
+) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """(integers, scales, axis) of TABLE: one symmetric scale per row (axis 0), or one scalar for the table."""
     axis = 0 if per_row else None
     scales = weight_scales(table, axis, bits)
-    return quantize_weights(table, scales, axis, bits), scales if per_row else scales[:1]
+    return quantize_weights(table, scales, axis, bits), scales if per_row else scales[0], axis

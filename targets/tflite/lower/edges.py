@@ -7,7 +7,7 @@ DequantizeLinear; with io other than int8 a TFLite QUANTIZE or DEQUANTIZE conver
 
 A rank-4 input or output is NHWC in the .tflite ("NHWC"), any other keeps the ONNX order ("as ONNX"). A symbolic
 ONNX dimension (the batch) is 1 in the shape and -1 in the shape signature. Integer inputs and outputs (token
-ids, ArgMax results) are unquantized int32 tensors in ONNX order (integers.py).
+ids, ArgMax results) are unquantized int32 tensors (integers.py).
 """
 
 from __future__ import annotations
