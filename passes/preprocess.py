@@ -5,8 +5,7 @@ In order:
    removed from the graph inputs (old exporters list them there, which makes them overridable and so
    not constant);
 2. constant folding (onnxscript's optimizer: it evaluates shape arithmetic even with symbolic dims);
-3. Identity/Dropout removal, and Casts of integers to float moved to where the integers enter
-   (passes.integer_casts);
+3. Identity/Dropout removal;
 4. BatchNorm folding into Conv/ConvTranspose/Gemm, keeping the BN statistics (passes.fold_batchnorm), and
    division by constants turned into multiplication (passes.div_to_mul);
 5. dead-node removal, shape inference (types and shapes of every intermediate tensor, needed to expose
@@ -23,9 +22,9 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 import onnxscript.optimizer
 
+from edgeq.passes import integer_casts  # Casts of integers to float moved to where the integers enter
 from edgeq.passes.div_to_mul import DivToMulPass
 from edgeq.passes.fold_batchnorm import FoldBatchNormPass
-from edgeq.passes.integer_casts import CastIntegersFirstPass
 from edgeq.passes.remove_noops import RemoveNoOpsPass
 
 
@@ -44,7 +43,7 @@ def preprocess_pipeline() -> ir.passes.PassManager:
             common_passes.RemoveInitializersFromInputsPass(),
             FoldConstantsPass(),
             RemoveNoOpsPass(),
-            CastIntegersFirstPass(),
+            integer_casts.CastIntegersFirstPass(),
             FoldBatchNormPass(),
             DivToMulPass(),
             common_passes.RemoveUnusedNodesPass(),

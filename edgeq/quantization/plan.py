@@ -83,6 +83,7 @@ FOLLOWER_OPS = (SHARED_ENCODING_OPS - ANCHOR_OPS) | {
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "LayerNormalization",
     "HardSwish",
     "HardSigmoid",
     "PRelu",
@@ -91,7 +92,6 @@ FOLLOWER_OPS = (SHARED_ENCODING_OPS - ANCHOR_OPS) | {
     "ReduceSum",
     "ArgMax",
     "ArgMin",
-    "LayerNormalization",
 }
 QUANTIZABLE_OPS = ANCHOR_OPS | FOLLOWER_OPS | {"Cast"}  # a Cast of integers only (integer_sources)
 FUSABLE_ACTIVATIONS = {"Relu", "Clip"}

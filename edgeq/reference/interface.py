@@ -42,8 +42,8 @@ def model_inputs(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]
         if array is None:
             raise DataError(f"no data for the model's input {tensor.name}")
         array = _to_tflite_layout(np.asarray(array), tensor)
-        if tensor.quantization is None:  # float32, or integer data (token ids) taken as they are
-            arrays.append(array.astype(tensor.dtype))
+        if tensor.dtype == np.float32:
+            arrays.append(array.astype(np.float32))
             continue
         arrays.append(quantized(tensor, array))
     return arrays
@@ -52,6 +52,8 @@ def model_inputs(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]
 def quantized(tensor: Tensor, real: np.ndarray) -> np.ndarray:
     """REAL (in TENSOR's layout) quantized with TENSOR's encoding as TFLite's QUANTIZE does."""
     q = tensor.quantization
+    if q is None:  # integer data (token ids): taken as they are
+        return np.asarray(real).astype(tensor.dtype)
     info = np.iinfo(tensor.dtype)
     scaled = round_half_away(np.asarray(real, np.float32) / np.float32(q.scale[0]))
     return np.clip(scaled + q.zero_point[0], info.min, info.max).astype(tensor.dtype)

@@ -6,8 +6,7 @@ DequantizeLinear; with io other than int8 a TFLite QUANTIZE or DEQUANTIZE conver
     io="float"  QUANTIZE: q = clamp(round_half_away(x / S) + zp) (float32 division); DEQUANTIZE: S * (q - zp)
 
 A rank-4 input or output is NHWC in the .tflite ("NHWC"), any other keeps the ONNX order ("as ONNX"). A symbolic
-ONNX dimension (the batch) is 1 in the shape and -1 in the shape signature. Integer inputs and outputs (token
-ids, ArgMax results) are unquantized int32 tensors (integers.py).
+ONNX dimension (the batch) is 1 in the shape and -1 in the shape signature.
 """
 
 from __future__ import annotations
