@@ -290,6 +290,9 @@ class DyadicPass(ir.passes.InPlacePass):
                 points.append((node.op_type, [layer.input_scale], output_scale, layer.weight_dq.inputs[1]))
                 continue
             input_scales = [dq.inputs[1] for dq in map(_dequantizer, node.inputs) if dq is not None]
+            table = _dequantizer(node.inputs[0]) if node.op_type == "Gather" else None
+            if table is not None and table.inputs[0].const_value is not None:
+                continue  # an embedding table (per row) is requantized to the output's encoding: no multiplier
             if node.op_type in OWN_ARITHMETIC_OPS:
                 own_arithmetic.append(node.name)
                 if node.op_type in FIXED_OUTPUT_OPS and output_scale is not None:

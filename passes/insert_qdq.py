@@ -12,8 +12,9 @@ Conv and Gemm with transB, 1 for ConvTranspose and Gemm without transB, the last
 nearest or, by default, so that each output channel's integer sum is preserved (edgeq.quantization.qparams.quantize_weights). Biases are
 int32 with scale float32(s_in * s_w[c]) and zero point 0, where s_in is the encoding of the layer's input.
 Gemm's alpha and beta are folded into the weights and bias first (Y = alpha*A*B + beta*C), so the integer
-kernel needs neither. Float constants that Add, Mul or Concat read as data are stored quantized with their
-group's encoding.
+kernel needs neither. Embedding tables (Gather of constant rows by integer ids) are stored the same way, one
+scale per row (edgeq.quantization.integer_sources). Float constants that Add, Mul or Concat read as data are
+stored quantized with their group's encoding.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from edgeq.passes.stage import StageResult
+from edgeq.quantization.integer_sources import is_embedding, quantize_table
 from edgeq.quantization.plan import BIAS_INPUT, WEIGHT_INPUT, QuantPlan, is_constant
 from edgeq.quantization.qparams import Encoding, quantize_linear_layer
 
@@ -91,10 +93,19 @@ class InsertQDQPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> InsertQDQResult:
         self.result = InsertQDQResult(model, True)
         graph = model.graph
+        tables: dict[int, ir.Value] = {}  # id of a float table -> its DequantizeLinear (tied embeddings share it)
         for node in self.plan.quantized:
             weight_index = WEIGHT_INPUT.get(node.op_type)
             if weight_index is not None and is_constant(node.inputs[weight_index]):
                 self._quantize_layer(graph, node)
+            elif is_embedding(node):
+                table = node.inputs[0]
+                if id(table) not in tables:
+                    array = table.const_value.numpy()
+                    q, scale, axis = quantize_table(array, bits=self.weight_bits, per_row=self.per_channel)
+                    zero = np.zeros_like(scale, dtype=np.int8)
+                    tables[id(table)] = dequantize_constant(graph, table.name, q, scale, zero, axis)
+                node.replace_input_with(0, tables[id(table)])
         for constant in self.plan.constants:
             encoding = self.encodings[constant.name]
             dq = dequantize_constant(

@@ -27,6 +27,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 import onnxscript.optimizer
 
+from edgeq.passes import integer_casts  # Casts of integers to float moved to where the integers enter
 from edgeq.passes.div_to_mul import DivToMulPass
 from edgeq.passes.fix_input_shapes import FixInputShapesPass, FixInputShapesResult
 from edgeq.passes.fold_batchnorm import FoldBatchNormPass
@@ -52,6 +53,7 @@ def preprocess_pipeline() -> ir.passes.PassManager:
             RuntimeFoldingPass(),
             FoldConstantsPass(),
             RemoveNoOpsPass(),
+            integer_casts.CastIntegersFirstPass(),
             FoldBatchNormPass(),
             DivToMulPass(),
             FuseHardSwishPass(),

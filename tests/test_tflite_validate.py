@@ -100,6 +100,16 @@ def single_op_cases() -> dict[str, tuple]:
         "HARD_SWISH": ([x], activation("y", (1, 4, 5, 3), 0.04, -20), {}),
         "LEAKY_RELU": ([x], activation("y", (1, 4, 5, 3), 0.03, -40), {"Alpha": 0.2}),
         "DEQUANTIZE": ([x], Tensor("y", (1, 4, 5, 3), np.float32), {}),
+        "GATHER": ([x, constant("positions", np.array([2, 0], np.int32))], activation("y", (1, 2, 5, 3), 0.05, 1),
+                   {"Axis": 1}),  # fmt: skip
+        "REDUCE_MAX": ([x, constant("axes", np.array([1, 2], np.int32))], activation("y", (1, 3), 0.05, 1), {}),
+        "REDUCE_MIN": ([x, constant("axes", np.array([3], np.int32))], activation("y", (1, 4, 5, 1), 0.05, 1),
+                       {"KeepDims": True}),  # fmt: skip
+        "ARG_MAX": ([x, constant("axis", np.array([3], np.int32))], Tensor("y", (1, 4, 5), np.int32),
+                    {"OutputType": 2}),  # fmt: skip
+        "ARG_MIN": ([x, constant("axis", np.array([2], np.int32))], Tensor("y", (1, 4, 3), np.int32),
+                    {"OutputType": 2}),  # fmt: skip
+        "RSQRT": ([activation("x", (1, 4, 5, 3), 0.05, -128)], activation("y", (1, 4, 5, 3), 0.1, -128), {}),
         "MAX_POOL_2D": (
             [x],
             activation("y", (1, 4, 5, 3), 0.05, 1),

@@ -20,6 +20,8 @@ Rules (docs/quantization-conventions.md §7-§9):
   Its group takes the range of its output only: the constant and a data input read by nothing else do not widen
   it. Saturating them at the output's range is exact: y = min(x, c) <= c, so wherever x or c exceeds the range,
   y is c or saturates the output's Q too (Max likewise, mirrored).
+* Where integers become float activations (edgeq.quantization.integer_sources: an embedding lookup, a Cast of
+  integers) the node is quantized without an activation input, its output with its own encoding.
 * Softmax, Sigmoid and Tanh outputs have fixed encodings (edgeq.quantization.qparams.fixed_output_encoding).
 * Every float tensor that is a data input or an output of a quantized node gets one Q/DQ pair.
 """
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 
 from edgeq.errors import unsupported
+from edgeq.quantization.integer_sources import is_integer_source
 from edgeq.quantization.qparams import Encoding, QType, activation_encoding, fixed_output_encoding
 
 ANCHOR_OPS = {
@@ -72,6 +75,7 @@ SHARED_ENCODING_OPS = {
     "SpaceToDepth",
     "Expand",
     "Tile",
+    "Identity",
 }
 FOLLOWER_OPS = (SHARED_ENCODING_OPS - ANCHOR_OPS) | {
     "Relu",
@@ -80,6 +84,7 @@ FOLLOWER_OPS = (SHARED_ENCODING_OPS - ANCHOR_OPS) | {
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "LayerNormalization",
     "HardSwish",
     "HardSigmoid",
     "PRelu",
@@ -95,7 +100,7 @@ FOLLOWER_OPS = (SHARED_ENCODING_OPS - ANCHOR_OPS) | {
     "Log",
     "Sqrt",
 }
-QUANTIZABLE_OPS = ANCHOR_OPS | FOLLOWER_OPS
+QUANTIZABLE_OPS = ANCHOR_OPS | FOLLOWER_OPS | {"Cast"}  # a Cast of integers only (integer_sources)
 FUSABLE_ACTIVATIONS = {"Relu", "Clip"}
 FUSING_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div"}
 # Inputs that carry data (the rest are shapes, pads, scales, axes, clip bounds, weights and biases).
@@ -266,7 +271,8 @@ def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> Qua
     for node in graph:
         op = node.op_type
         float_out = any(is_float(v) for v in node.outputs)
-        if node.domain not in ("", "ai.onnx") or op not in QUANTIZABLE_OPS:
+        source = is_integer_source(node)  # no activation input: an embedding lookup, a Cast of integers
+        if node.domain not in ("", "ai.onnx") or op not in QUANTIZABLE_OPS or (op == "Cast" and not source):
             if float_out:
                 plan.float_nodes[node.name] = (
                     f"{node.domain + '::' if node.domain else ''}{op} is not quantized"
@@ -276,12 +282,12 @@ def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> Qua
             plan.float_nodes[node.name] = "excluded"
             continue
         inputs = data_inputs(node)
-        if op in FOLLOWER_OPS and op not in ANCHOR_OPS:
+        if op in FOLLOWER_OPS and op not in ANCHOR_OPS and not source:
             # a fused activation reads its anchor's (unquantized) output; anything else must carry a Q/DQ pair
             if not inputs or not all(id(v) in quantized_values or id(v) in pre_activation for v in inputs):
                 plan.float_nodes[node.name] = f"{op} reads a float tensor"
                 continue
-        if not inputs:
+        if not inputs and not source:
             plan.float_nodes[node.name] = f"{op} has no activation input"
             continue
         plan.quantized.append(node)

@@ -81,6 +81,8 @@ def model_inputs(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]
 def quantized(tensor: Tensor, real: np.ndarray) -> np.ndarray:
     """REAL (in TENSOR's layout) quantized with TENSOR's encoding as TFLite's QUANTIZE does."""
     q = tensor.quantization
+    if q is None:  # integer data (token ids): taken as they are
+        return np.asarray(real).astype(tensor.dtype)
     info = np.iinfo(tensor.dtype)
     scaled = round_half_away(np.asarray(real, np.float32) / np.float32(q.scale[0]))
     return np.clip(scaled + q.zero_point[0], info.min, info.max).astype(tensor.dtype)

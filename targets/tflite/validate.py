@@ -10,10 +10,10 @@ File       ``TFL3`` identifier; Model.version 3; buffer 0 empty; every constant 
            deprecated_builtin_code = min(code, 127) and builtin_code = code.
 Graph      operators in topological order: each input is a graph input, a constant or an earlier operator's
            output; each graph output is produced; graph inputs, graph outputs and operator outputs hold no data.
-Tensors    int8/uint8/int16/int32 tensors are quantized (an operator's int32 parameter operand aside); the scale
-           and zero-point vectors have the same length; scales are positive and finite; zero points lie in the
-           dtype's range (and are 0 for int16); a per-channel tensor has one scale per slice along
-           quantized_dimension.
+Tensors    int8/uint8/int16 tensors and biases are quantized (an unquantized int32 is integer data: ids,
+           indices, axes, shapes); the scale and zero-point vectors have the same length; scales are positive
+           and finite; zero points lie in the dtype's range (and are 0 for int16); a per-channel tensor has one
+           scale per slice along quantized_dimension.
 Weights    constant weights with zero point 0, per channel along the output channel; a bias that is constant,
            int32 (int64 for int16 activations), zero point 0, scale[c] = float32(S_in * S_w[c]) to 1e-6.
 
@@ -37,7 +37,7 @@ from edgeq.tflite_format.reader import raw_builtin_code, read
 
 ALIGNMENT = 16  # what the converter and tflite_flatbuffer_align produce; MCUs and DMA rely on it
 SCHEMA_VERSION = 3
-QUANTIZEDDTYPES = {np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16), np.dtype(np.int32)}
+QUANTIZEDDTYPES = {np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16)}
 BIAS_SCALE_RTOL = 1e-6
 
 
@@ -336,6 +336,8 @@ def _weight_violations(graph: Graph, op: Operator, builtin: Builtin) -> list[str
             "(one value per output channel)"
         )
     b_q = bias.quantization
+    if b_q is None:
+        violations.append(f"bias tensor '{bias.name}' ({bias.dtype}) has no quantization parameters")
     if b_q is None or w_q is None or x.quantization is None:
         return violations  # the missing parameters are reported with the tensor
     if np.any(b_q.zero_point != 0):

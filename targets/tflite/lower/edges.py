@@ -24,6 +24,7 @@ from edgeq.errors import unsupported
 from edgeq.reference.interface import describe_layouts
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, input_shape, register
 from edgeq.targets.tflite.lower.context import TO_NHWC, Activation, LoweringContext, layout_perm, static_shape
+from edgeq.targets.tflite.lower.integers import integer_input, integer_output, is_integer
 from edgeq.targets.tflite.lower.layout import layout_readers, relayout, relayout_moves, reshape
 from edgeq.tflite_format.graph import Graph, Operator
 
@@ -92,6 +93,8 @@ def _input_layout(q_node: ir.Node, rank: int) -> tuple[int, ...]:
 
 def graph_input(ctx: LoweringContext, value: ir.Value) -> str:
     """Add ONNX graph input VALUE (and its QUANTIZE for uint8/float io); returns its layout."""
+    if is_integer(value):  # token ids, indices: int32, unquantized
+        return integer_input(ctx, value)
     consumers = [user for user, _ in value.uses()]
     if len(consumers) != 1 or consumers[0].op_type != "QuantizeLinear":
         raise unsupported(("input", value.name), "the graph input is not quantized", "not-quantized")
@@ -120,6 +123,8 @@ def graph_input(ctx: LoweringContext, value: ir.Value) -> str:
 
 def graph_output(ctx: LoweringContext, value: ir.Value) -> str:
     """Make ONNX graph output VALUE a graph output (through QUANTIZE/DEQUANTIZE for uint8/float io)."""
+    if is_integer(value):  # ArgMax results, ids passed through: int32
+        return integer_output(ctx, value)
     dq = ctx.producer(value)
     if dq is None or dq.op_type != "DequantizeLinear" or id(dq.inputs[0]) not in ctx.values:
         raise unsupported(("output", value.name), "the graph output is not quantized", "not-quantized")
