@@ -6,8 +6,10 @@ In order:
    not constant);
 2. constant folding (onnxscript's optimizer: it evaluates shape arithmetic even with symbolic dims);
 3. Identity/Dropout removal;
-4. BatchNorm folding into Conv/ConvTranspose/Gemm, keeping the BN statistics (passes.fold_batchnorm), and
-   division by constants turned into multiplication (passes.div_to_mul);
+4. BatchNorm folding into Conv/ConvTranspose/Gemm, keeping the BN statistics (passes.fold_batchnorm),
+   division by constants turned into multiplication (passes.div_to_mul), and the remaining affine chains
+   (unfolded BatchNorms, input normalization, standalone BatchNorms) folded into a neighbouring Conv/Gemm or
+   made one depthwise Conv (passes.fold_affine);
 5. dead-node removal, shape inference (types and shapes of every intermediate tensor, needed to expose
    them during calibration), unique names for every node and value (so --exclude and reports can name
    them), topological order.
@@ -23,6 +25,7 @@ import onnx_ir.passes.common as common_passes
 import onnxscript.optimizer
 
 from edgeq.passes.div_to_mul import DivToMulPass
+from edgeq.passes.fold_affine import FoldAffinePass
 from edgeq.passes.fold_batchnorm import FoldBatchNormPass
 from edgeq.passes.remove_noops import RemoveNoOpsPass
 
@@ -44,6 +47,7 @@ def preprocess_pipeline() -> ir.passes.PassManager:
             RemoveNoOpsPass(),
             FoldBatchNormPass(),
             DivToMulPass(),
+            FoldAffinePass(),
             common_passes.RemoveUnusedNodesPass(),
             common_passes.ShapeInferencePass(check_type=False, strict_mode=False),
             common_passes.NameFixPass(),
