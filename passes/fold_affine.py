@@ -318,5 +318,5 @@ class FoldAffinePass(ir.passes.InPlacePass):
         count = _to_fixed_point(model, _fold_rules(forward=False))
         count += _to_fixed_point(model, _fold_rules(forward=True))
         depthwise = [_ToDepthwise.rule(form) for form in ("MulAdd", "Mul", "Add")]
-        count += _to_fixed_point(model, depthwise + _fold_rules(forward=False))
+        count += _to_fixed_point(model, _fold_rules(forward=False) + depthwise)  # an Add folds into a new one
         return ir.passes.PassResult(model, modified=bool(count))
