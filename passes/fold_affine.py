@@ -31,6 +31,8 @@ graph, and no existing initializer changes (a weight shared by two layers keeps 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
@@ -48,6 +50,7 @@ from edgeq.passes.affine_chain import (
     padded,
     rank_of,
 )
+from edgeq.passes.fold_batchnorm import BN_BETA_KEY, BN_GAMMA_KEY, batchnorm_statistics
 
 _MAX_SWEEPS = 16  # each sweep folds at least one op of every chain it touches; chains are a few ops long
 
@@ -167,7 +170,20 @@ class _IntoPreceding(RewriteRuleClassBase):
         inputs = [x, weights] + (
             [] if b is None else [new_constant(op, graph, b, node.inputs[1].name, "bias")]
         )
-        return getattr(op, self.op_type)(*inputs, **attributes)
+        folded = getattr(op, self.op_type)(*inputs, **attributes)
+        _keep_statistics(node, folded.producer(), vector, self.affine)
+        return folded
+
+
+def _keep_statistics(node: ir.Node, folded: ir.Node, vector: np.ndarray, affine: str) -> None:
+    """A BatchNorm folded into NODE earlier described its output as mean beta, deviation |gamma| per channel
+    (passes.fold_batchnorm); the affine op moves them to gamma * s, beta * s, or beta + t."""
+    statistics = batchnorm_statistics(node)
+    if statistics is not None and len(statistics[0]) == len(vector):
+        gamma, beta = (v.astype(np.float64) for v in statistics)
+        gamma, beta = (gamma * vector, beta * vector) if affine == "Mul" else (gamma, beta + vector)
+        folded.metadata_props[BN_GAMMA_KEY] = json.dumps(gamma.tolist())
+        folded.metadata_props[BN_BETA_KEY] = json.dumps(beta.tolist())
 
 
 def _unpadded(node: ir.Node) -> bool:

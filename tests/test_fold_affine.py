@@ -22,6 +22,7 @@ from onnxscript.rewriter.rules.common import no_op_cast_rule
 from edgeq.io.onnx_model import to_proto
 from edgeq.io.session import session as ort_session
 from edgeq.passes.fold_affine import FoldAffinePass
+from edgeq.passes.fold_batchnorm import batchnorm_statistics
 from edgeq.passes.preprocess import preprocess, preprocess_pipeline
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -249,6 +250,48 @@ def test_a_scale_folds_into_a_following_matmul_but_a_shift_stays():
         [nodes[0], helper.make_node("MatMul", ["t0", "w"], ["y"])], {"x": [2, 5, 3]}, ["y"], inits
     )
     assert _ops(_fold(scale_first)) == ["MatMul"]
+
+
+def test_a_scale_folds_into_a_following_depthwise_conv_per_input_channel():
+    rng = np.random.default_rng(9)
+    inits = {
+        "w": rng.normal(size=(6, 1, 3, 3)).astype(np.float32),
+        "b": rng.normal(size=6).astype(np.float32),
+    }
+    nodes = _chain("Mul", "x", inits, rng.uniform(0.2, 2, (6, 1, 1)), "n", rng)
+    nodes.append(helper.make_node("Conv", ["n", "w", "b"], ["y"], group=6, pads=[1, 1, 1, 1]))
+    proto = _model(nodes, {"x": [1, 6, 5, 5]}, ["y"], inits)
+    folded = _fold(proto)
+    _assert_same_function(proto, folded)
+    assert _ops(folded) == ["Conv"]
+
+
+def test_batchnorm_statistics_kept_by_fold_batchnorm_follow_the_affine_op_folded_after_them():
+    """PP-OCRv4: Conv, BatchNormalization (folded, its gamma/beta kept for bias correction), then a learnable
+    affine block x * s + t: the kept statistics must describe the new output, gamma * s and beta * s + t."""
+    rng = np.random.default_rng(10)
+    inits = {
+        "w": rng.normal(size=(4, 3, 3, 3)).astype(np.float32),
+        "gamma": rng.uniform(0.5, 2, 4).astype(np.float32),
+        "beta": rng.normal(size=4).astype(np.float32),
+        "mean": rng.normal(size=4).astype(np.float32),
+        "var": rng.uniform(0.5, 2, 4).astype(np.float32),
+        "s": np.array([0.7], np.float32),
+        "t": np.array([0.2], np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["n"]),
+        helper.make_node("Mul", ["n", "s"], ["m"]),
+        helper.make_node("Add", ["m", "t"], ["y"]),
+    ]
+    proto = _model(nodes, {"x": [1, 3, 5, 5]}, ["y"], inits)
+    model = preprocess(ir.serde.deserialize_model(proto))
+    (conv,) = model.graph
+    gamma, beta = batchnorm_statistics(conv)
+    np.testing.assert_allclose(gamma, inits["gamma"] * 0.7, rtol=1e-6)
+    np.testing.assert_allclose(beta, inits["beta"] * 0.7 + 0.2, rtol=1e-6)
+    _assert_same_function(proto, to_proto(model))
 
 
 def _standalone_batchnorm(rank: int, then: str = "Relu") -> onnx.ModelProto:
