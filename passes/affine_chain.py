@@ -74,13 +74,25 @@ def channel_vector(array: np.ndarray, rank: int, axis: int, channels: int) -> np
     return np.broadcast_to(full.reshape(-1).astype(np.float64), (channels,))
 
 
-_ROLES = ("negated", "merged", "scaled", "transposed", "folded", "bias", "scale", "shift")
+_ROLES = (
+    "negated",
+    "merged",
+    "scaled",
+    "transposed",
+    "folded",
+    "bias",
+    "bn_mul",
+    "bn_add",
+    "dw_weight",
+    "dw_bias",
+)
 _ROLE_SUFFIX = re.compile(rf"(_({'|'.join(_ROLES)})(_\d+)?)+$")
 
 
 def new_constant(op, graph: ir.Graph, array: np.ndarray, like: str, role: str) -> ir.Value:
     """A new float32 initializer named after LIKE (without the roles earlier rewrites appended) and ROLE, with a
-    numeric suffix when the graph already holds that name."""
+    numeric suffix when the graph already holds that name. No role ends like the names passes.insert_qdq gives
+    Q/DQ constants later (``<tensor>_scale``, ``_zero_point``, ``_quantized``)."""
     base = f"{_ROLE_SUFFIX.sub('', like or 'affine')}_{role}"
     name, index = base, 0
     while name in graph.initializers:
@@ -173,8 +185,8 @@ class _BatchNormToAffine(RewriteRuleClassBase):
         scale = g / np.sqrt(v + np.float64(np.float32(eps)))
         shape = (-1,) + (1,) * (rank_of(x) - 2)
         graph = graph_of(gamma)
-        s = new_constant(op, graph, scale.reshape(shape), gamma.name, "scale")
-        t = new_constant(op, graph, (b - m * scale).reshape(shape), beta.name, "shift")
+        s = new_constant(op, graph, scale.reshape(shape), gamma.name, "bn_mul")
+        t = new_constant(op, graph, (b - m * scale).reshape(shape), beta.name, "bn_add")
         return op.Add(op.Mul(x, s), t)
 
 

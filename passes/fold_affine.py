@@ -294,8 +294,8 @@ class _ToDepthwise(RewriteRuleClassBase):
     def rewrite(self, op, x, s=None, t=None):
         scale, shift = _depthwise_factors(x, *self._operands(s, t))
         rank, graph = rank_of(x), graph_of(x)
-        weights = new_constant(op, graph, scale.reshape(-1, 1, *[1] * (rank - 2)), x.name, "scale")
-        bias = new_constant(op, graph, shift, x.name, "shift")
+        weights = new_constant(op, graph, scale.reshape(-1, 1, *[1] * (rank - 2)), x.name, "dw_weight")
+        bias = new_constant(op, graph, shift, x.name, "dw_bias")
         return op.Conv(x, weights, bias, group=len(scale), kernel_shape=[1] * (rank - 2))
 
 

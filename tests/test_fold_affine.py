@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxscript import rewriter
 from onnxscript.rewriter.rules.common import no_op_cast_rule
 
+import edgeq
 from edgeq.io.onnx_model import to_proto
 from edgeq.io.session import session as ort_session
 from edgeq.passes.fold_affine import FoldAffinePass
@@ -39,7 +40,7 @@ def _model(nodes, inputs: dict, outputs: list[str], inits: dict, opset: int = 17
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     proto.ir_version = 8
-    return proto
+    return onnx.shape_inference.infer_shapes(proto)  # shaped outputs, as exporters write them
 
 
 def _fold(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -397,6 +398,44 @@ def test_one_scalar_initializer_shared_by_many_nodes_gives_each_its_own_constant
     _assert_same_function(proto, folded)
     through_pipeline = to_proto(preprocess(ir.serde.deserialize_model(proto)))
     _assert_same_function(proto, through_pipeline)
+
+
+def _scalar_affine_before_a_padded_conv() -> onnx.ModelProto:
+    """PP-OCRv4's learnable affine block after an activation: x * s + t by scalars, then a padded Conv."""
+    rng = np.random.default_rng(12)
+    inits = {"s": np.array(0.7, np.float32), "t": np.array(0.3, np.float32)}
+    inits["w"] = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Mul", ["r", "s"], ["m"]),
+        helper.make_node("Add", ["m", "t"], ["a"]),
+        helper.make_node("Conv", ["a", "w"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    return _model(nodes, {"x": [1, 3, 5, 5]}, ["y"], inits)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: _standalone_batchnorm(4),
+        lambda: _keras_dense_batchnorm("MatMul"),
+        lambda: _normalized_input([1, 1, 1, 1], "Sub,Mul"),
+        _scalar_affine_before_a_padded_conv,
+    ],
+    ids=["standalone-batchnorm", "keras-dense", "padded-input-normalization", "scalar-affine"],
+)
+def test_folded_models_quantize_with_every_affine_op_inside_a_conv_or_gemm(build):
+    """The folded constants' names never collide with the Q/DQ constants quantization adds later (a depthwise
+    weight once took the name of its input's activation scale)."""
+    proto = build()
+    rng = np.random.default_rng(11)
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
+    calib = {k: rng.normal(size=(16, *shape[1:])).astype(np.float32) for k, shape in shapes.items()}
+    qdq = edgeq.quantize(proto, calib).model
+    assert not {"Sub", "Mul", "BatchNormalization"} & set(_ops(qdq))
+    feeds = {k: v[: shapes[k][0]] for k, v in calib.items()}
+    (reference,), (quantized,) = _outputs(proto, feeds), _outputs(qdq, feeds)
+    assert 10 * np.log10((reference**2).sum() / ((reference - quantized) ** 2).sum()) > 25
 
 
 def test_integer_and_training_mode_nodes_are_untouched():
