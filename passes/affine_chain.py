@@ -182,7 +182,7 @@ class _BatchNormToAffine(RewriteRuleClassBase):
     def rewrite(self, op, x, gamma, beta, mean, var, y):
         eps = y.producer().attributes.get_float("epsilon", 1e-5)
         g, b, m, v = (constant_array(value).astype(np.float64) for value in (gamma, beta, mean, var))
-        scale = g / np.sqrt(v + np.float64(np.float32(eps)))
+        scale = g / np.sqrt(v + eps)
         shape = (-1,) + (1,) * (rank_of(x) - 2)
         graph = graph_of(gamma)
         s = new_constant(op, graph, scale.reshape(shape), gamma.name, "bn_mul")
@@ -210,6 +210,8 @@ class _AffineAfterTranspose(RewriteRuleClassBase):
         producer = y.producer()
         if producer is None or producer.op_type not in LINEAR_OPS or not is_float_activation(y):
             return result.fail("the Transpose does not follow a linear op")
+        if y.is_graph_output() or len(y.uses()) != 1:
+            return result.fail("the linear op's output is read elsewhere: nothing would fold")
         array, rank = constant_array(c), rank_of(y)
         if array is None or rank is None or padded(array, rank) is None:
             return result.fail("not a float32 constant that keeps the rank")

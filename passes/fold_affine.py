@@ -21,9 +21,11 @@ step to a fixed point, so a chain folds backward wherever it can before it folds
    pair, e.g. a BatchNormalization after an Add) becomes ONE ``Conv(x, W, b, group=C)`` with a 1x1 (1) kernel,
    ``W[c] = s[c]``, ``b[c] = t[c]``: it quantizes with per-channel int8 weights (every s[c] at full precision)
    and an int32 bias, and lowers to TFLite's DEPTHWISE_CONV_2D. A Mul or Add by a scalar alone stays (its
-   per-tensor constant is exact). Rank 2 ([N, C]) stays ``Mul``/``Add``: the 1x1 depthwise Conv would need a
-   Reshape to [N, C, 1, 1] and back, and measured on a Gemm-Relu-BatchNorm-Relu-Gemm chain it was no more
-   accurate (see tests/test_fold_affine.py).
+   per-tensor constant is exact). Rank 2 ([N, C]) stays ``Mul``/``Add``. Measured with edgeq's default recipe on
+   Gemm(64->128)-Relu-BatchNorm-Relu-Gemm(128->10), BN scales spread over 150x, 4 seeds, output SQNR against
+   fp32: a Reshape to [N, C, 1, 1], the 1x1 depthwise Conv and a Reshape back was -0.9 to +0.1 dB against
+   Mul+Add (the Reshape between the Conv and the Relu keeps the Relu from fusing, Mul+Add fuses it into the
+   Add); a diagonal Gemm(x, diag(s), t) was +0.5 to +1.7 dB but costs C*C weights and multiplies for C.
 
 All constants are computed in float64 and rounded once to float32; new initializers get names not yet in the
 graph, and no existing initializer changes (a weight shared by two layers keeps its other reader).
@@ -117,12 +119,28 @@ def _scale_output_weights(node: ir.Node, w: np.ndarray, s: np.ndarray) -> np.nda
     return w * _along(s, axis, w.ndim)
 
 
-class _IntoPreceding(RewriteRuleClassBase):
-    """``Mul(Linear(x), s)`` or ``Add(Linear(x), t)`` -> ``Linear'(x)`` (step 1)."""
+class _AffineNextToLinear(RewriteRuleClassBase):
+    """A Mul or Add (AFFINE) by a constant next to a linear op (OP_TYPE); ``_vector`` gives the constant per
+    channel when it folds, else None."""
+
+    refusal = ""
 
     def __init__(self, affine: str, op_type: str):
-        super().__init__(f"{affine}Into{op_type}")
+        super().__init__(f"{affine}{type(self).__name__}{op_type}")
         self.affine, self.op_type = affine, op_type
+
+    def _vector(self, x, c, z) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def check(self, context, x, c, z) -> rewriter.MatchResult:
+        result = rewriter.MatchResult()
+        return result.fail(self.refusal) if self._vector(x, c, z) is None else result
+
+
+class _IntoPreceding(_AffineNextToLinear):
+    """``Mul(Linear(x), s)`` or ``Add(Linear(x), t)`` -> ``Linear'(x)`` (step 1)."""
+
+    refusal = "not a per-output-channel constant of a linear op with constant weights"
 
     def pattern(self, op, x, c):
         linear = getattr(op, self.op_type)(
@@ -139,12 +157,6 @@ class _IntoPreceding(RewriteRuleClassBase):
         if layout is None or (self.op_type == "MatMul" and self.affine == "Add" and layout[0] != 2):
             return None
         return channel_vector(array, *layout)
-
-    def check(self, context, x, c, z) -> rewriter.MatchResult:
-        result = rewriter.MatchResult()
-        if self._vector(x, c, z) is None:
-            return result.fail("not a per-output-channel constant of a linear op with constant weights")
-        return result
 
     def rewrite(self, op, x, c, z):
         node, vector = z.producer(), self._vector(x, c, z)
@@ -193,12 +205,10 @@ def _unpadded(node: ir.Node) -> bool:
     return auto_pad in ("NOTSET", "VALID") and not any(node.attributes.get_ints("pads", []))
 
 
-class _IntoFollowing(RewriteRuleClassBase):
+class _IntoFollowing(_AffineNextToLinear):
     """``Linear(Mul(x, s))`` or ``Linear(Add(x, t))`` -> ``Linear'(x)`` (step 2)."""
 
-    def __init__(self, affine: str, op_type: str):
-        super().__init__(f"{affine}Into{op_type}Input")
-        self.affine, self.op_type = affine, op_type
+    refusal = "not a per-input-channel constant that folds exactly"
 
     def pattern(self, op, x, c):
         inner = getattr(op, self.affine)(x, c)
@@ -215,12 +225,6 @@ class _IntoFollowing(RewriteRuleClassBase):
             return None
         layout = _input_layout(node, x, weights[0])
         return None if layout is None else channel_vector(array, *layout)
-
-    def check(self, context, x, c, z) -> rewriter.MatchResult:
-        result = rewriter.MatchResult()
-        if self._vector(x, c, z) is None:
-            return result.fail("not a per-input-channel constant that folds exactly")
-        return result
 
     def rewrite(self, op, x, c, z):
         node, vector = z.producer(), self._vector(x, c, z)

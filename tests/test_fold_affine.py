@@ -30,15 +30,15 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 CORPUS = Path(os.environ.get("EDGEQ_CORPUS", REPO.parent / "shared" / "corpus"))
 
 
-def _model(nodes, inputs: dict, outputs: list[str], inits: dict, opset: int = 17) -> onnx.ModelProto:
+def _model(nodes, inputs: dict, outputs: list[str], inits: dict, dtype=TensorProto.FLOAT) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "g",
-        [helper.make_tensor_value_info(k, TensorProto.FLOAT, shape) for k, shape in inputs.items()],
-        [helper.make_tensor_value_info(k, TensorProto.FLOAT, None) for k in outputs],
+        [helper.make_tensor_value_info(k, dtype, shape) for k, shape in inputs.items()],
+        [helper.make_tensor_value_info(k, dtype, None) for k in outputs],
         initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
     )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
     return onnx.shape_inference.infer_shapes(proto)  # shaped outputs, as exporters write them
 
@@ -438,18 +438,14 @@ def test_folded_models_quantize_with_every_affine_op_inside_a_conv_or_gemm(build
     assert 10 * np.log10((reference**2).sum() / ((reference - quantized) ** 2).sum()) > 25
 
 
-def test_integer_and_training_mode_nodes_are_untouched():
+def test_integer_chains_and_training_mode_batchnorms_are_untouched():
     inits = {"k": np.array([2], np.int64), "j": np.array([3], np.int64)}
     nodes = [helper.make_node("Mul", ["i", "k"], ["m"]), helper.make_node("Add", ["m", "j"], ["y"])]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, [4])],
-        [helper.make_tensor_value_info("y", TensorProto.INT64, [4])],
-        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    assert _ops(_fold(proto)) == ["Mul", "Add"]
+    assert _ops(_fold(_model(nodes, {"i": [4]}, ["y"], inits, dtype=TensorProto.INT64))) == ["Mul", "Add"]
+    inits = {k: np.ones(3, np.float32) for k in ("gamma", "beta", "mean", "var")}
+    statistics = ["x", "gamma", "beta", "mean", "var"]
+    nodes = [helper.make_node("BatchNormalization", statistics, ["y", "m", "v"], training_mode=1)]
+    assert _ops(_fold(_model(nodes, {"x": [2, 3, 4]}, ["y", "m", "v"], inits))) == ["BatchNormalization"]
 
 
 # The corpus: ONNX files by other exporters (../shared/corpus, with MANIFEST.md and case.json).
