@@ -10,9 +10,12 @@ In order:
    shape folding, no-op Casts, transpose cancellation), then onnxscript's constant folder (it evaluates shape
    arithmetic even with symbolic dims);
 3. Identity/Dropout removal;
-4. BatchNorm folding into Conv/ConvTranspose/Gemm, keeping the BN statistics (passes.fold_batchnorm), and
-   division by constants turned into multiplication (passes.div_to_mul);
-   hard-swish and exact-GELU decompositions fused into HardSwish and Gelu (passes.fuse_hard_swish, fuse_gelu);
+4. BatchNorm folding into Conv/ConvTranspose/Gemm, keeping the BN statistics (passes.fold_batchnorm),
+   division by constants turned into multiplication (passes.div_to_mul), hard-swish and exact-GELU
+   decompositions fused into HardSwish and Gelu (passes.fuse_hard_swish, fuse_gelu: before affine folding,
+   which would otherwise fold their constant Adds and Muls away), and the remaining affine chains (unfolded
+   BatchNorms, input normalization, standalone BatchNorms) folded into a neighbouring Conv/Gemm or made one
+   depthwise Conv (passes.fold_affine);
 5. dead-node removal, shape inference (types and shapes of every intermediate tensor, needed to expose
    them during calibration), unique names for every node and value (so --exclude and reports can name
    them), topological order.
@@ -30,6 +33,7 @@ import onnxscript.optimizer
 from edgeq.passes import integer_casts  # Casts of integers to float moved to where the integers enter
 from edgeq.passes.div_to_mul import DivToMulPass
 from edgeq.passes.fix_input_shapes import FixInputShapesPass, FixInputShapesResult
+from edgeq.passes.fold_affine import FoldAffinePass
 from edgeq.passes.fold_batchnorm import FoldBatchNormPass
 from edgeq.passes.fuse_gelu import FuseGeluPass
 from edgeq.passes.fuse_hard_swish import FuseHardSwishPass
@@ -58,6 +62,7 @@ def preprocess_pipeline() -> ir.passes.PassManager:
             DivToMulPass(),
             FuseHardSwishPass(),
             FuseGeluPass(),
+            FoldAffinePass(),
             common_passes.RemoveUnusedNodesPass(),
             common_passes.ShapeInferencePass(check_type=False, strict_mode=False),
             common_passes.NameFixPass(),
