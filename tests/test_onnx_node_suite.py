@@ -7,23 +7,18 @@ cases are skipped with their reason (``pytest -rs`` counts them). All float case
 core, inside the test budget: CI runs every one (benchmarks/bench_node_tests.py prints the counts).
 
 Crashes inside targets/ (the TFLite lowering and its validation, changed by other sessions) are listed in
-``ROUTED`` by signature and expected to fail until fixed there. Below, a regression test for each crash class
-fixed on the quantize side, on a small graph with the pattern.
+``ROUTED`` by signature and expected to fail until fixed there. The crash classes fixed on the quantize side have
+their regression tests, on small graphs with the pattern, in tests/test_unusual_graphs.py.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from node_suite_cases import NodeCase, Outcome, _classify, node_cases, run_case
-from onnx import TensorProto, helper, numpy_helper
 
 import edgeq
-from edgeq.calibration.observers import TensorObserver
-from edgeq.data import ArrayData, CallableData, InputSpec
 from edgeq.errors import DataError, ModelError, UnsupportedError, unsupported
-from edgeq.quantization.plan import finite_range
 
 CASES = node_cases()
 
@@ -99,96 +94,3 @@ def test_a_traceback_is_a_crash(tmp_path, monkeypatch):
     outcome = run_case(next(c for c in CASES if c.name == "test_relu"), tmp_path)
     assert outcome == Outcome("crash", "quantize", None, outcome.message, False)
     assert outcome.message.startswith("KeyError: 'internal' [tests/test_onnx_node_suite.py:")
-
-
-# ---- regressions: the crash classes the suite found on the quantize side -----------------------------------------
-
-
-def _model(nodes, inputs, outputs, initializers=(), opset=17) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
-def _x(shape):
-    return helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
-
-
-def test_a_scalar_input_is_one_data_error_line():
-    """Was an IndexError: a rank-0 input has no axis to stack samples on (test_pow_bcast_scalar, test_clip)."""
-    specs = [InputSpec("x", (3,), np.dtype(np.float32)), InputSpec("y", (), np.dtype(np.float32))]
-    data = {"x": np.ones(3, np.float32), "y": np.float32(2.0)}
-    with pytest.raises(
-        DataError, match=r"^calibration data: the model's input 'y' has no axes .*batch"
-    ) as exc:
-        ArrayData(data, specs, "calibration data")
-    assert "\n" not in str(exc.value)
-    with pytest.raises(DataError, match="^samples: the model's input 'y' has no axes"):
-        CallableData(lambda: [data], specs, what="samples")
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [])
-    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [3])
-    model = _model([helper.make_node("Pow", ["x", "y"], ["z"])], [_x([3]), y], [z])
-    with pytest.raises(DataError, match="input 'y' has no axes"):
-        edgeq.quantize(model, data)
-
-
-def test_inputs_without_a_shared_batch_axis_are_one_data_error_line():
-    """Node tests pass one call's arguments: a broadcast operand y [5] next to x [3, 4, 5] (test_add_bcast) is not
-    samples on a shared first axis; said in one line instead of comparing sample counts that mean nothing."""
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [5])
-    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [3, 4, 5])
-    model = _model([helper.make_node("Add", ["x", "y"], ["z"])], [_x([3, 4, 5]), y], [z])
-    data = {"x": np.ones((3, 4, 5), np.float32), "y": np.ones(5, np.float32)}
-    with pytest.raises(
-        DataError, match=r"no shared batch axis \(first dimensions \{'x': 3, 'y': 5\}\)"
-    ) as exc:
-        edgeq.quantize(model, data)
-    assert "\n" not in str(exc.value)
-    symbolic = [InputSpec("x", ("N", 4), np.dtype(np.float32)), InputSpec("y", (5,), np.dtype(np.float32))]
-    with pytest.raises(DataError, match="different sample counts"):  # a batch axis to check the data against
-        ArrayData(
-            {"x": np.ones((3, 4), np.float32), "y": np.ones(5, np.float32)}, symbolic, "calibration data"
-        )
-
-
-def test_constants_with_infinities_get_finite_encodings():
-    """Was 'cannot convert float NaN to integer': an attention mask constant holding -inf (the expanded Attention
-    tests) made its group's range infinite."""
-    mask = numpy_helper.from_array(np.array([[0.0, -np.inf, 0.5, -np.inf]], np.float32), "mask")
-    model = _model(
-        [helper.make_node("Add", ["x", "mask"], ["y"]), helper.make_node("Relu", ["y"], ["z"])],
-        [_x([2, 4])],
-        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 4])],
-        [mask],
-    )
-    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
-    qdq = edgeq.quantize(model, x).model
-    scales = [numpy_helper.to_array(t) for t in qdq.graph.initializer if "scale" in t.name]
-    assert scales and all(np.isfinite(s).all() and (s > 0).all() for s in scales)
-
-
-def test_finite_range_ignores_nonfinite_and_empty_constants():
-    assert finite_range(np.array([-np.inf, 1.0, np.nan, -2.0], np.float32)) == (-2.0, 1.0)
-    assert finite_range(np.zeros((0, 3), np.float32)) == (0.0, 0.0)
-    assert finite_range(np.array([np.inf], np.float32)) == (0.0, 0.0)
-
-
-def test_an_empty_tensor_gets_a_range():
-    """Was 'observer has seen no finite values': a Split into an empty part (the expanded RotaryEmbedding tests)."""
-    observer = TensorObserver()
-    observer.update(np.zeros((2, 0), np.float32))
-    assert observer.range("percentile") == (0.0, 1e-8)
-    observer.update(np.array([np.nan, np.inf], np.float32))
-    assert observer.range("minmax") == (0.0, 1e-8)
-    split = numpy_helper.from_array(np.array([4, 0], np.int64), "split")
-    model = _model(
-        [
-            helper.make_node("Split", ["x", "split"], ["a", "b"], axis=1),
-            helper.make_node("Concat", ["a", "b"], ["y"], axis=1),
-        ],
-        [_x([2, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
-        [split],
-    )
-    edgeq.quantize(model, np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32))
