@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from node_suite_cases import REFUSAL, NodeCase, Outcome, node_cases, run_case  # noqa: E402
+from node_suite_cases import REFUSAL, NodeCase, Outcome, node_cases, routed_to, run_case  # noqa: E402
 
 import edgeq  # noqa: E402
 from benchmarks.bench_quantize import machine, replace_section  # noqa: E402
@@ -96,17 +96,18 @@ def op_table(cases: list[NodeCase], outcomes: dict[str, Outcome]) -> list[str]:
             per_op[case.op_type]["cases"] += 1
             per_op[case.op_type][outcome.code if outcome.kind == "refused" else outcome.kind] += 1
     converting = sorted(op for op, c in per_op.items() if c["converted"])
-    lines = [
-        "| op type (node test, or its function body: `_expanded`) | float cases | .tflite ok | refused | other |",
-        "|---|---|---|---|---|",
-    ]
+    header = "| op type (node test, or its function body: `_expanded`) | float cases | .tflite ok | refused | other |"
+    lines = [header, "|---|---|---|---|---|"] if converting else []
     for op in converting:
         c = per_op[op]
         refused = ", ".join(f"{k} {n}" for k, n in c.items() if k not in ("cases", "converted", *KINDS))
         other = ", ".join(f"{k} {n}" for k, n in c.items() if k in KINDS)
         lines.append(f"| {op} | {c['cases']} | {c['converted']} | {refused or '-'} | {other or '-'} |")
     rest = sorted(op for op in per_op if op not in converting)
-    lines += ["", f"No float case converts yet ({len(rest)} op types): {', '.join(rest)}."]
+    lines += [
+        *([""] if lines else []),
+        f"No float case converts yet ({len(rest)} op types): {', '.join(rest)}.",
+    ]
     return lines
 
 
@@ -126,16 +127,19 @@ def impact_table(cases: list[NodeCase], outcomes: dict[str, Outcome], top: int =
 
 
 def crash_lines(cases: list[NodeCase], outcomes: dict[str, Outcome]) -> list[str]:
+    """One line per distinct crash: how many cases, the step, the message and where it was raised, where it is
+    routed (node_suite_cases.ROUTED), the first cases."""
     by_message: dict[str, list[str]] = defaultdict(list)
     for case in cases:
         outcome = outcomes.get(case.name)
         if outcome is not None and outcome.kind == "crash":
-            by_message[f"{outcome.step}: {outcome.message.splitlines()[0][:200]}"].append(
+            routed = routed_to(outcome)
+            where = f" (routed: {routed})" if routed else ""
+            by_message[f"{outcome.step}: {outcome.message.splitlines()[0][:200]}{where}"].append(
                 f"{case.name} ({case.op_type})"
             )
-    return [
-        f"- {len(names)}x {message}: {', '.join(names[:4])}" for message, names in by_message.items()
-    ] or ["none"]
+    lines = [f"- {len(names)}x {message}: {', '.join(names[:4])}" for message, names in by_message.items()]
+    return lines or ["none"]
 
 
 def main() -> None:

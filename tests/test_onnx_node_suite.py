@@ -7,7 +7,7 @@ cases are skipped with their reason (``pytest -rs`` counts them). All float case
 core, inside the test budget: CI runs every one (benchmarks/bench_node_tests.py prints the counts).
 
 Crashes inside targets/ (the TFLite lowering and its validation, changed by other sessions) are listed in
-``ROUTED`` by signature and expected to fail until fixed there. The crash classes fixed on the quantize side have
+node_suite_cases.ROUTED by signature and expected to fail until fixed there. The crash classes fixed on the quantize side have
 their regression tests, on small graphs with the pattern, in tests/test_unusual_graphs.py.
 """
 
@@ -15,20 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from node_suite_cases import NodeCase, Outcome, _classify, node_cases, run_case
+from node_suite_cases import NodeCase, Outcome, _classify, node_cases, routed_to, run_case
 
 import edgeq
 from edgeq.errors import DataError, ModelError, UnsupportedError, unsupported
 
 CASES = node_cases()
-
-# Crash signatures in targets/ (not the quantize side), routed to the lead: substring of the crash line -> where.
-ROUTED = {
-    "Cannot set tensor: Dimension mismatch": "targets/tflite/artifact.py validate_on_data feeds one sample per "
-    "invocation, but the .tflite keeps the model's fixed batch dimension (> 1)",
-    "lower/windows.py": "targets/tflite/lower/windows.py: AveragePool/MaxPool over one spatial axis (rank-3 input)",
-    "invalid TFLite model: op": "the TFLite lowering emits a graph its validator rejects (pooling over 3 spatial axes)",
-}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -37,7 +29,7 @@ def test_node_case_converts_or_refuses_in_one_line(case: NodeCase, tmp_path):
         pytest.skip(case.skip)
     outcome = run_case(case, tmp_path / "out")
     if outcome.kind == "crash":
-        routed = next((where for sign, where in ROUTED.items() if sign in outcome.message), None)
+        routed = routed_to(outcome)
         if routed is not None:
             pytest.xfail(f"routed: {routed}")
     assert outcome.kind != "crash", (

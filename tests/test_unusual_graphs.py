@@ -153,7 +153,9 @@ def test_float_passes_measure_only_float_outputs(options):
     """Passes that compare the model's outputs (equalize's float change, range search's loss, the dyadic pass's
     SQNR) met a bool output (test_greater), an empty one (test_shape_start_greater_than_end) and a sequence
     (test_split_to_sequence_nokeepdims): they measure the non-empty float tensors and skip the rest."""
-    constants = [numpy_helper.from_array(np.array(v, np.int64), n) for v, n in (([2], "s"), ([2], "e"), ([1], "ax"))]
+    constants = [
+        numpy_helper.from_array(np.array(v, np.int64), n) for v, n in (([2], "s"), ([2], "e"), ([1], "ax"))
+    ]
     model = _conv_model(
         [
             helper.make_node("Greater", ["c", "zero"], ["positive"]),
@@ -192,7 +194,9 @@ def test_dyadic_leaves_a_run_time_quantize_scale_alone():
         [numpy_helper.from_array(np.float32(255.0), "levels")],
     )
     report = edgeq.quantize(model, X4, dyadic_bits=8).report
-    assert any(isinstance(v, dict) and "sqnr_db_on_calibration_batch_after" in v for v in report["stages"].values())
+    assert any(
+        isinstance(v, dict) and "sqnr_db_on_calibration_batch_after" in v for v in report["stages"].values()
+    )
 
 
 def test_dyadic_cost_runs_the_qdq_model_unfused():
