@@ -142,7 +142,7 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
                     self._apply(layer, -self._analytic_error(layer))
                 except NoStatistics as reason:
                     self.result.skipped[layer.node.name] = str(reason)
-        else:
+        elif layers:  # (no layer, nothing to run)
             self._correct_empirically(model, layers)
         self.result.modified = bool(layers)
         return self.result

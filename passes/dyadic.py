@@ -51,7 +51,7 @@ import onnx_ir as ir
 from edgeq.errors import RecipeError, UnsupportedError
 from edgeq.io.onnx_model import clone_model
 from edgeq.io.session import fixed_batch_size, session
-from edgeq.measure.metrics import sqnr_db
+from edgeq.measure.metrics import float_pairs, sqnr_db
 from edgeq.passes.stage import StageContext, StageResult
 from edgeq.quantization.plan import BIAS_INPUT, FUSABLE_ACTIVATIONS, WEIGHT_INPUT
 from edgeq.quantization.qparams import BIAS_LIMIT, quantize_weights
@@ -133,16 +133,25 @@ def _set(value: ir.Value, array: np.ndarray, dtype) -> None:
 
 
 def _dequantizer(value: ir.Value | None) -> ir.Node | None:
+    """The DequantizeLinear with a stored scale that produces VALUE (a model's own Q/DQ with a scale computed at run
+    time is float arithmetic to this pass: nothing to move)."""
     node = None if value is None else value.producer()
-    return node if node is not None and node.op_type == "DequantizeLinear" else None
+    if node is None or node.op_type != "DequantizeLinear" or node.inputs[1].const_value is None:
+        return None
+    return node
 
 
 def _output_quantizer(node: ir.Node) -> ir.Node | None:
-    """The QuantizeLinear of NODE's output, through a fused Relu/Clip."""
-    users = [user for user, _ in node.outputs[0].uses()]
-    if len(users) == 1 and users[0].op_type in FUSABLE_ACTIVATIONS:
-        users = [user for user, _ in users[0].outputs[0].uses()]
-    quantizers = [user for user in users if user.op_type == "QuantizeLinear"]
+    """The QuantizeLinear with a stored scale (see _dequantizer) that quantizes NODE's output, through a fused
+    Relu/Clip."""
+    uses = list(node.outputs[0].uses())
+    if len(uses) == 1 and uses[0][0].op_type in FUSABLE_ACTIVATIONS:
+        uses = list(uses[0][0].outputs[0].uses())
+    quantizers = [
+        user
+        for user, index in uses
+        if user.op_type == "QuantizeLinear" and index == 0 and user.inputs[1].const_value is not None
+    ]
     return quantizers[0] if len(quantizers) == 1 else None
 
 
@@ -246,12 +255,18 @@ class DyadicPass(ir.passes.InPlacePass):
     def _cost(self, before: ir.Model, after: ir.Model) -> dict:
         """Output SQNR against the float reference on the first data batch, before and after the pass."""
         batch = next(iter(self.data.batches(fixed_batch_size(self.reference) or 8)))
-        reference = session(self.reference).run(None, batch)
+        # basic optimizations only: the QDQ models as their Q/DQ nodes compute, not as onnxruntime fuses them (its
+        # fused kernels are another arithmetic, and some fusions fail to load: AveragePool with dilations)
+        reference = session(self.reference, optimization="basic").run(None, batch)
+        outputs = {
+            name: session(model, optimization="basic").run(None, batch)
+            for name, model in (("before", before), ("after", after))
+        }
         return {
             f"sqnr_db_on_calibration_batch_{name}": min(
-                sqnr_db(r, q) for r, q in zip(reference, session(model).run(None, batch), strict=True)
+                (sqnr_db(r, q) for r, q in float_pairs(reference, quantized)), default=float("inf")
             )
-            for name, model in (("before", before), ("after", after))
+            for name, quantized in outputs.items()
         }
 
     # ----------------------------------------------------------------------------------------- the graph
@@ -267,6 +282,9 @@ class DyadicPass(ir.passes.InPlacePass):
         own_arithmetic: list[str] = []
         float_layers: list[str] = []
         for node in graph:
+            if node.op_type == "QuantizeLinear" and node.inputs[1].const_value is None:
+                own_arithmetic.append(node.name)  # a scale computed at run time (see _dequantizer)
+                continue
             if node.op_type == "QuantizeLinear":
                 scales = [node.inputs[1]] + [dq.inputs[1] for dq, _ in node.outputs[0].uses()]
                 source = _dequantizer(node.inputs[0])

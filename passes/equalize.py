@@ -70,7 +70,7 @@ import onnx_ir.passes.common as common_passes
 from edgeq.data import CalibrationData
 from edgeq.errors import EdgeqError, RecipeError
 from edgeq.io.session import exposing_copy, fixed_batch_size, random_inputs, session
-from edgeq.measure.metrics import sqnr_db
+from edgeq.measure.metrics import float_pairs, sqnr_db
 from edgeq.passes.fold_batchnorm import BN_BETA_KEY, BN_GAMMA_KEY, batchnorm_statistics
 from edgeq.passes.stage import StageContext, StageResult
 from edgeq.quantization.plan import activation_bounds
@@ -295,9 +295,10 @@ def _outputs_on_random_input(model: ir.Model) -> list[np.ndarray]:
     return runner.run(None, random_inputs(runner, symbolic=2))
 
 
-def _relative_change(before: list[np.ndarray], after: list[np.ndarray]) -> float:
+def _relative_change(before: list, after: list) -> float:
     return max(
-        float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)) for a, b in zip(after, before, strict=True)
+        (float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)) for b, a in float_pairs(before, after)),
+        default=0.0,
     )
 
 
@@ -414,7 +415,7 @@ class EqualizePass(ir.passes.InPlacePass):
         if batch is not None:
             after_on_data = session(model).run(None, batch)
             report["float_sqnr_db_on_calibration_batch"] = min(
-                sqnr_db(b, a) for b, a in zip(before_on_data, after_on_data, strict=True)
+                (sqnr_db(b, a) for b, a in float_pairs(before_on_data, after_on_data)), default=float("inf")
             )
         return EqualizeResult(model, bool(pairs), report, channel_scales)
 

@@ -45,6 +45,7 @@ from tqdm import tqdm
 from edgeq.data import CalibrationData
 from edgeq.io.onnx_model import clone_model
 from edgeq.io.session import fixed_batch_size, session
+from edgeq.measure.metrics import float_pairs
 from edgeq.passes import bias_correction
 from edgeq.passes.insert_qdq import activation_scale_name
 from edgeq.passes.stage import StageContext, StageResult
@@ -160,12 +161,14 @@ def search_ranges(
     expected = [reference.run(None, batch) for batch in batches]
     search = session(search_model)
 
+    measured = len(float_pairs(expected[0], expected[0]))
+
     def loss(choice: dict[str, float]) -> float:
         feeds = {_FACTOR_INPUT.format(i): np.array(choice[g], np.float32) for i, g in enumerate(groups)}
-        errors = np.zeros(len(expected[0]))
-        powers = np.zeros(len(expected[0]))
+        errors = np.zeros(measured)
+        powers = np.zeros(measured)
         for batch, wanted in zip(batches, expected, strict=True):
-            for o, (y, r) in enumerate(zip(search.run(None, {**batch, **feeds}), wanted, strict=True)):
+            for o, (r, y) in enumerate(float_pairs(wanted, search.run(None, {**batch, **feeds}))):
                 errors[o] += float(np.sum((y.astype(np.float64) - r) ** 2))
                 powers[o] += float(np.sum(np.square(r, dtype=np.float64)))
         return float(np.sum(errors / np.maximum(powers, np.finfo(np.float64).tiny)))

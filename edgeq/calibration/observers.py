@@ -14,7 +14,8 @@ at the final width would count. Memory is O(B) whatever the number of samples; a
 vectorized float32 passes plus ``np.bincount`` over chunks that stay in cache (about 2-3 ns per value).
 NaN and Inf values are left out of every statistic and counted in ``nonfinite``.
 
-Ranges (all contain 0, since 0 must be exactly representable, and have hi > lo). Asymmetric ranges feed the
+Ranges (all contain 0, since 0 must be exactly representable, and have hi > lo; a tensor that showed no finite
+value, being empty or all NaN/Inf, gets the all-zero tensor's range [0, 1e-8]). Asymmetric ranges feed the
 affine grid ``scale = (hi - lo) / (2^b - 1)``, ``zero_point = round(-lo / scale)``; symmetric ones (-m, m)
 the grid ``scale = m / (2^(b-1) - 1)``, zero point 0.
 
@@ -113,8 +114,8 @@ class TensorObserver:
         """The calibrated range [lo, hi] of METHOD (see the module docstring); lo <= 0 <= hi, hi > lo."""
         if method not in METHODS:
             raise ValueError(f"unknown calibration method {method!r} (one of {', '.join(METHODS)})")
-        if self.count == 0:
-            raise ValueError("observer has seen no finite values")
+        if self.count == 0:  # an empty tensor, or only NaN/Inf: nothing finite to represent
+            return 0.0, _TINY
         if method != "minmax" and not self.histogram:
             raise ValueError(f"method {method!r} needs a histogram; this observer only tracks min/max")
         lo, hi = min(self.min, 0.0), max(self.max, 0.0)

@@ -1,9 +1,10 @@
 """What data must be: samples checked against a model's inputs, served in batches (``CalibrationData``).
 
-Every problem is one DataError line naming the source: a missing input, a per-sample shape that differs from the
-model's fixed dimensions, a dtype other than the model's (never cast silently: float64 data for a float32 model is
-refused with the fix), no samples, unequal sample counts, NaN or Inf. ``ArrayData`` holds one array per input
-(in memory, or an .npz member read batch by batch).
+Every problem is one DataError line naming the source: model inputs without a shared batch axis to stack
+samples on (a scalar input, inputs whose first dimensions are fixed to different sizes), a missing input, a
+per-sample shape that differs from the model's fixed dimensions, a dtype other than the model's (never cast
+silently: float64 data for a float32 model is refused with the fix), no samples, unequal sample counts, NaN or
+Inf. ``ArrayData`` holds one array per input (in memory, or an .npz member read batch by batch).
 """
 
 from __future__ import annotations
@@ -66,6 +67,24 @@ def check_array(name: str, array, spec: InputSpec, what: str) -> None:
             )
 
 
+def check_batch_axis(specs: list[InputSpec], what: str) -> None:
+    """Samples stack on the first axis of every input, so the model's inputs need one shared batch axis: not a
+    scalar input (no axis at all), nor inputs whose first dimensions are fixed to different sizes (a Conv's
+    weights, a broadcast operand given as a graph input)."""
+    for spec in specs:
+        if not spec.shape:
+            raise DataError(
+                f"{what}: the model's input {spec.name!r} has no axes (a scalar, or no declared shape), so no batch "
+                "axis to stack samples on: edgeq cannot calibrate it (give the input a batch dimension)"
+            )
+    fixed = {s.name: s.shape[0] for s in specs if isinstance(s.shape[0], int)}
+    if len(set(fixed.values())) > 1:
+        raise DataError(
+            f"{what}: the model's inputs have no shared batch axis (first dimensions {fixed}): edgeq stacks samples "
+            "on the first axis of every input, so it cannot calibrate this model"
+        )
+
+
 def check_finite(name: str, array, what: str, count: int | None = None) -> None:
     """Scan the first COUNT samples (all by default) for NaN/Inf, a bounded chunk at a time."""
     if not np.issubdtype(array.dtype, np.floating):
@@ -112,6 +131,7 @@ class ArrayData(CalibrationData):
     """One array per input holding all samples: in memory, or an .npz member read batch by batch."""
 
     def __init__(self, arrays: Mapping, specs: list[InputSpec], what: str, max_samples: int | None = None):
+        check_batch_axis(specs, what)
         arrays = {name: _as_array(array, name, what) for name, array in arrays.items()}
         missing = [s.name for s in specs if s.name not in arrays]
         if missing:

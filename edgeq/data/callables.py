@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from edgeq.data.base import CalibrationData, InputSpec, check_array, check_finite
+from edgeq.data.base import CalibrationData, InputSpec, check_array, check_batch_axis, check_finite
 from edgeq.errors import DataError
 
 
@@ -53,6 +53,7 @@ class CallableData(CalibrationData):
             self.source, self.function = what or getattr(source, "__name__", "the data callable"), source
         if not callable(self.function):
             raise DataError(f"{self.source} is not callable")
+        check_batch_axis(specs, self.source)
         self.num_samples = None
 
     def _stream(self) -> Iterator[dict[str, np.ndarray]]:

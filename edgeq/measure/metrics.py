@@ -49,6 +49,16 @@ def _sqnr(signal: float, noise: float) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
+def float_pairs(reference: list, test: list) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (reference, test) pairs of a model's outputs that these metrics measure: non-empty float tensors (a
+    model's int, bool, empty and sequence outputs are left out)."""
+    return [
+        (r, t)
+        for r, t in zip(reference, test, strict=True)
+        if isinstance(r, np.ndarray) and np.issubdtype(r.dtype, np.floating) and r.size
+    ]
+
+
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     ref = np.asarray(reference, np.float64)
     diff = ref - np.asarray(test, np.float64)

@@ -32,6 +32,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx_ir as ir
 
 from edgeq.errors import unsupported
@@ -329,11 +330,10 @@ def assign_encodings(
     range_factors: dict[str, float] | None = None,
 ) -> dict[str, Encoding]:
     """One encoding per group: a fixed output encoding if the group has one, else the union of ranges, scaled by
-    the group's factor in RANGE_FACTORS (group root -> f, passes.range_search) if it has one."""
-    constant_ranges = {
-        c.name: (float(c.const_value.numpy().min()), float(c.const_value.numpy().max()))
-        for c in plan.constants
-    }
+    the group's factor in RANGE_FACTORS (group root -> f, passes.range_search) if it has one. A constant's range is
+    that of its finite values, as calibration observes activations (a -inf attention mask must not make the scale
+    infinite)."""
+    constant_ranges = {c.name: finite_range(c.const_value.numpy()) for c in plan.constants}
     encodings: dict[str, Encoding] = {}
     for members in plan.groups().values():
         fixed_ops = [plan.fixed_output[m] for m in members if m in plan.fixed_output]
@@ -349,3 +349,9 @@ def assign_encodings(
         for m in members:
             encodings[m] = encoding
     return encodings
+
+
+def finite_range(values: np.ndarray) -> tuple[float, float]:
+    """Min and max of VALUES' finite elements; (0, 0) when it has none (empty, or only NaN/Inf)."""
+    finite = values[np.isfinite(values)]
+    return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
