@@ -106,15 +106,16 @@ def test_sub(shapes, s1, s2, s_out, zps, activation_function, seed):
 
 @pytest.mark.parametrize("operand", ["activation", "constant_first", "constant_second", "channel_constant"])
 def test_sub_end_to_end(monkeypatch, operand):
-    inputs = [("a", [1, 3, 4, 5])] + ([("b", [1, 3, 4, 5])] if operand == "activation" else [])
-    inits = [("k", np.array(3.0, np.float32))]
+    inputs = [("a", [1, 3, 4, 5]), ("c", [1, 3, 4, 5])] + ([("b", [1, 3, 4, 5])] if operand == "activation" else [])
+    inits = []
     pair = ["a3", "b"]
     if operand == "constant_first":
         pair = ["b", "a3"]
     if operand != "activation":
         inits.append(("b", np.array([[[0.5]], [[-1.0]], [[2.0]]], np.float32) if operand == "channel_constant"
                       else np.array(0.7, np.float32)))  # fmt: skip
-    nodes = [helper.make_node("Mul", ["a", "k"], ["a3"]), helper.make_node("Sub", pair, ["y"])]
+    # a product of two inputs, not one scaled by a constant, which preprocessing would fold into the Sub
+    nodes = [helper.make_node("Mul", ["a", "c"], ["a3"]), helper.make_node("Sub", pair, ["y"])]
     end_to_end(monkeypatch, _model(nodes, inputs, "y", inits), inputs, start=("a3",))
 
 

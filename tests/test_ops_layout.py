@@ -45,10 +45,11 @@ def _ops(proto, inputs) -> list[str]:
 
 
 def _case(shape, steps, tail=None, seed=0):
-    """x * 1.5, then STEPS (op type, attributes or an int64 operand), then TAIL ("conv": a 1x1 Conv, "fc": Gemm)."""
+    """x * x (a quantized op that preprocessing cannot fold away, as it would a constant scale), then STEPS (op
+    type, attributes or an int64 operand), then TAIL ("conv": a 1x1 Conv, "fc": Gemm)."""
     rng = np.random.default_rng(seed)
-    nodes = [helper.make_node("Mul", ["x", "k"], ["t0"])]
-    inits = [("k", np.array(1.5, np.float32))]
+    nodes = [helper.make_node("Mul", ["x", "x"], ["t0"])]
+    inits = []
     for n, (op, arg) in enumerate(steps):
         if isinstance(arg, dict):
             nodes.append(helper.make_node(op, [f"t{n}"], [f"t{n + 1}"], **arg))

@@ -214,9 +214,10 @@ def test_add_and_mul(op, operand, relu, channels, seed):
         inits.append(("b", _weights(rng, channels, 1, 1, scale=1.0)))
     else:
         inits.append(("b", np.array(0.7, np.float32)))
-    # a scaled first input gives the two operands different encodings
-    inits.append(("k", np.array(3.0, np.float32)))
-    nodes = [helper.make_node("Mul", ["a", "k"], ["a3"]), helper.make_node(op, ["a3", "b"], ["z"])]
+    # a product of two inputs gives the two operands different encodings (a constant scale would be folded into the
+    # op after it by preprocessing)
+    inputs.append(("c", shape))
+    nodes = [helper.make_node("Mul", ["a", "c"], ["a3"]), helper.make_node(op, ["a3", "b"], ["z"])]
     out = "z"
     if relu:
         nodes.append(helper.make_node("Relu", ["z"], ["y"]))

@@ -252,20 +252,28 @@ def refuse_control_flow(graph: ir.Graph) -> None:
             )
 
 
+def _read_by_anchors(graph: ir.Graph, exclude: Exclusions) -> set[int]:
+    """Ids of the values an anchor op reads, directly or through ops that only move data (a Keras model's
+    Transpose right after its input): a graph input among them is quantized where it enters."""
+    wanted: set[int] = set()
+    for node in reversed(list(graph)):
+        if node.domain not in ("", "ai.onnx") or exclude.match(node):
+            continue
+        moves_data = node.op_type in SHARED_ENCODING_OPS and node.op_type not in ANCHOR_OPS
+        if node.op_type in ANCHOR_OPS or (moves_data and any(id(v) in wanted for v in node.outputs)):
+            wanted.update(id(v) for v in data_inputs(node))
+    return wanted
+
+
 def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> QuantPlan:
     """Decide what to quantize in GRAPH (a preprocessed, topologically sorted float graph)."""
     refuse_control_flow(graph)
     exclude = exclude or Exclusions()
     plan = QuantPlan()
     quantized_values: set[int] = set()  # ids of values that will carry a Q/DQ pair
-    anchor_inputs = {
-        id(v)
-        for node in graph
-        if node.op_type in ANCHOR_OPS and node.domain in ("", "ai.onnx") and not exclude.match(node)
-        for v in data_inputs(node)
-    }
+    read_by_anchors = _read_by_anchors(graph, exclude)
     for value in graph.inputs:
-        if id(value) in anchor_inputs and is_float(value):
+        if id(value) in read_by_anchors and is_float(value):
             quantized_values.add(id(value))
 
     pre_activation: set[int] = set()
