@@ -10,7 +10,8 @@ to the code that emits it, and registered with :func:`register`. Everything else
 * the validator (targets/tflite/validate.py): ``required_inputs``, ``parameter_input``, ``weight_axis``,
   ``bias_required``, ``same_encoding``, ``fixed_output``, ``output_shape`` and ``rules``; an opcode that is not
   registered is reported as unsupported;
-* the TFLite Micro target: ``micro_resolver``, the MicroMutableOpResolver method that registers the kernel;
+* the TFLite Micro target: ``micro_resolver``, the MicroMutableOpResolver method that registers the kernel, and
+  ``micro_int8``, whether that kernel takes int8 (the target refuses an int8 model with an op it does not);
 * static analysis and the MCU latency estimate: ``kind`` and ``macs``.
 
 ``verified`` records, per activation dtype, what the lowering's output was checked against, so that a reader can
@@ -71,6 +72,7 @@ class Builtin:
     same_encoding: bool = False  # data inputs must carry the output's encoding (the kernel does not rescale)
     fixed_output: Mapping[np.dtype, tuple[float, int]] = field(default_factory=dict)  # dtype -> (scale, zp)
     rules: Callable[[Graph, Operator], list[str]] = _no_rules  # further checks, one message each
+    micro_int8: bool = True  # TFLite Micro has an int8 kernel (EXP, LOG, SQRT: float32 only)
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -13,10 +13,10 @@ import re
 
 import numpy as np
 
-from edgeq.errors import EdgeqError, RecipeError
+from edgeq.errors import EdgeqError, RecipeError, UnsupportedError, unsupported
 from edgeq.targets.tflite import builtins
 from edgeq.targets.tflm.arena import ArenaReport, measure_arena, round_up
-from edgeq.tflite_format.flatbuffer import read
+from edgeq.tflite_format.flatbuffer import Graph, read
 
 BYTES_PER_LINE = 12
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*")
@@ -39,6 +39,18 @@ def check_name(name: str) -> None:
         raise RecipeError(
             f"model name {name!r} is not a C identifier (letters, digits, single '_'){suggestion}"
         )
+
+
+def missing_micro_kernel(graph: Graph) -> UnsupportedError | None:
+    """The refusal of the first int8 operator TFLite Micro has no int8 kernel for (it would fail to load), or None."""
+    for op in graph.operators:
+        if not builtins.lookup(op.opcode).micro_int8 and graph.tensors[op.inputs[0]].dtype == np.int8:
+            return unsupported(
+                (op.opcode, graph.tensors[op.outputs[0]].name),
+                f"TFLite Micro runs {op.opcode} in float32 only (the .tflite target runs it in int8)",
+                "no-micro-kernel",
+            )
+    return None
 
 
 def resolver_ops(model_bytes: bytes) -> list[str]:

@@ -21,7 +21,7 @@ from edgeq.targets.tflm import artifact
 from edgeq.targets.tflm.arena import measure_arena
 from edgeq.targets.tflm.interpreter import default_arena_size, invoke_tflm, tflm_interpreter
 from edgeq.targets.tflm.mcu import PROFILES, estimate
-from edgeq.targets.tflm.sources import c_identifier, resolver_ops
+from edgeq.targets.tflm.sources import c_identifier, missing_micro_kernel, resolver_ops
 from edgeq.tflite_format.flatbuffer import Graph, read
 
 
@@ -37,6 +37,9 @@ class TfliteMicroTarget(Target):
 
     def emit(self, conversion: Build) -> Emitted:
         tflite = tflite_of(self, conversion)
+        refusal = missing_micro_kernel(tflite.lowered.graph)
+        if refusal is not None:
+            raise refusal
         written = artifact.emit(tflite.data, conversion.outdir, c_identifier(conversion.name))
         files = written.pop("files")
         paths = [Path(files[kind]) for kind in ("tflite", "header", "source")]
@@ -73,8 +76,8 @@ class TfliteMicroTarget(Target):
         return "\n".join(lines)
 
     def integer_runs(self, path: Path, graph: Graph, inputs: list[list[np.ndarray]]) -> list[IntegerRun]:
-        if not _installed():
-            return []  # Linux x86_64 only; the report names the runtimes that ran
+        if not _installed() or missing_micro_kernel(graph) is not None:
+            return []  # Linux x86_64 only, and int8 kernels TFLite Micro has; the report names the runtimes that ran
         data = path.read_bytes()
         micro = tflm_interpreter(data, default_arena_size(graph))
         per_sample = [invoke_tflm(micro, sample, len(graph.outputs)) for sample in inputs]
