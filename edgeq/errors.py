@@ -45,9 +45,20 @@ class UnsupportedError(EdgeqError):
     count (one of ``REASON_CODES``); build it with :func:`unsupported`.
     """
 
-    def __init__(self, message: str, *, op: str | None = None, node: str | None = None, code: str = "unsupported"):
+    def __init__(
+        self,
+        message: str,
+        *,
+        op: str | None = None,
+        node: str | None = None,
+        code: str = "unsupported",
+        reason: str | None = None,
+    ):
         super().__init__(message)
         self.op, self.node, self.code = op, node, code
+        self.reason = (
+            message if reason is None else reason
+        )  # the message without "unsupported: <op> at <node>: "
 
 
 # Why a node cannot be lowered as asked (the codes of UnsupportedError and of the coverage report).
@@ -70,7 +81,9 @@ def unsupported(node, reason: str, code: str = "unsupported") -> UnsupportedErro
     if code not in REASON_CODES:
         raise ValueError(f"unknown reason code {code!r}")
     op, name = (node.op_type, node.name) if hasattr(node, "op_type") else node
-    return UnsupportedError(f"unsupported: {op} at {name}: {reason}", op=op, node=name, code=code)
+    return UnsupportedError(
+        f"unsupported: {op} at {name}: {reason}", op=op, node=name, code=code, reason=reason
+    )
 
 
 class ExecutionError(EdgeqError):

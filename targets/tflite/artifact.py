@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.data import CalibrationData
-from edgeq.errors import ModelError
+from edgeq.errors import ModelError, UnsupportedError
 from edgeq.io.session import session
 from edgeq.measure.metrics import ErrorSums, accuracy
 from edgeq.reference.interface import float_outputs, model_inputs
 from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
 from edgeq.targets.tflite.lower import Lowered, lower
+from edgeq.targets.tflite.lower.coverage import refusal_line, summary
 from edgeq.targets.tflite.validate import check_model
 from edgeq.tflite_format.flatbuffer import Tensor, read, write
 
@@ -41,18 +42,32 @@ class TfliteModel:
             "size_bytes": len(self.data),
             "io": self.io,
             "ops": lowered.ops,
-            "inputs": [_describe(graph.tensors[i], layout) for i, layout in zip(graph.inputs, lowered.input_layouts, strict=True)],
+            "inputs": [
+                _describe(graph.tensors[i], layout)
+                for i, layout in zip(graph.inputs, lowered.input_layouts, strict=True)
+            ],
             "outputs": [
                 _describe(graph.tensors[i], layout)
                 for i, layout in zip(graph.outputs, lowered.output_layouts, strict=True)
             ],
+            "coverage": {**summary(lowered.coverage), "per_node": [r.to_dict() for r in lowered.coverage]},
         }
 
 
 def build(qdq_model, *, io: str = "int8", precision: str = "int8") -> TfliteModel:
     """QDQ_MODEL lowered (with IO as the input/output type, in PRECISION), serialized and checked against every
     file rule the runtimes rely on."""
-    lowered = lower(qdq_model, io=io, precision=precision)
+    try:
+        lowered = lower(qdq_model, io=io, precision=precision)
+    except UnsupportedError as first:  # every refusal counted in the one line, not only the first
+        surveyed = lower(qdq_model, io=io, precision=precision, survey=True)
+        raise UnsupportedError(
+            refusal_line(surveyed.coverage, first),
+            op=first.op,
+            node=first.node,
+            code=first.code,
+            reason=first.reason,
+        ) from None
     data = write(lowered.graph)
     check_model(data)
     return TfliteModel(data, lowered, io)
@@ -72,7 +87,6 @@ def _samples(data: CalibrationData, input_names: list[str]):
         count = len(next(iter(batch.values())))
         for i in range(count):
             yield {name: batch[name][i : i + 1] for name in input_names if name in batch}
-
 
 
 def validate_on_data(

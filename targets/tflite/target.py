@@ -66,9 +66,15 @@ class _LiteRTProbe:
             sample = {name: array[i : i + 1] for name, array in batch.items()}
             invoke_litert(self.interpreter, model_inputs(self.graph, sample))
             per_sample.append(
-                [dequantized(self.graph, index, self.interpreter.get_tensor(index)) for index in self.index.values()]
+                [
+                    dequantized(self.graph, index, self.interpreter.get_tensor(index))
+                    for index in self.index.values()
+                ]
             )
-        return {name: np.concatenate(parts) for name, parts in zip(self.names, zip(*per_sample, strict=True), strict=True)}
+        return {
+            name: np.concatenate(parts)
+            for name, parts in zip(self.names, zip(*per_sample, strict=True), strict=True)
+        }
 
 
 def _litert_outputs(data: bytes, kernels: str, inputs: list[list[np.ndarray]]) -> list[np.ndarray]:
@@ -85,14 +91,18 @@ def _litert_tensors(data: bytes, graph: Graph, inputs: list[list[np.ndarray]]) -
     for sample in inputs:
         invoke_litert(interpreter, sample)
         per_sample.append([interpreter.get_tensor(i).copy() for i in produced])
-    return {i: np.concatenate(parts) for i, parts in zip(produced, zip(*per_sample, strict=True), strict=True)}
+    return {
+        i: np.concatenate(parts) for i, parts in zip(produced, zip(*per_sample, strict=True), strict=True)
+    }
 
 
 class TfliteTarget(Target):
     name = "tflite"
     description = "int8 .tflite (NHWC), written without TensorFlow, validated in LiteRT"
     options = (
-        Option("io", "Input/output type of the .tflite (int8 is what microcontrollers want).", "int8", IO_TYPES),
+        Option(
+            "io", "Input/output type of the .tflite (int8 is what microcontrollers want).", "int8", IO_TYPES
+        ),
         Option(
             "precision",
             "float also writes <name>.float.tflite, the same graph in float32, for speed comparisons.",
@@ -108,7 +118,9 @@ class TfliteTarget(Target):
         path = conversion.outdir / f"{conversion.name}.tflite"
         write_bytes_atomic(path, tflite.data)
         artifacts = [path, *float_tflite(self, conversion)]
-        return Emitted(artifacts, {**tflite.describe(), **conversion.quantized("int8").report}, tflite.lowered.graph)
+        return Emitted(
+            artifacts, {**tflite.describe(), **conversion.quantized("int8").report}, tflite.lowered.graph
+        )
 
     def validate(self, conversion: Build, emitted: Emitted) -> dict:
         return validate_on_data(
@@ -121,7 +133,11 @@ class TfliteTarget(Target):
 
     def summary(self, report: dict) -> str:
         inputs = ", ".join(f"{i['name']} {i['dtype']} {i['shape']} {i['layout']}" for i in report["inputs"])
-        return f"input {inputs}; " + output_summary(report["validation"])
+        coverage = report["coverage"]
+        return (
+            f"input {inputs}; {coverage.get('int8', 0)} of {coverage['nodes']} nodes int8; "
+            + output_summary(report["validation"])
+        )
 
     def profile(self, path: Path, *, runs: int, warmup: int, threads: list[int], progress: bool) -> dict:
         return profile.profile(path, runs=runs, warmup=warmup, threads=threads, progress=progress)
@@ -147,8 +163,12 @@ class TfliteTarget(Target):
     def integer_runs(self, path: Path, graph: Graph, inputs: list[list[np.ndarray]]) -> list[IntegerRun]:
         data = path.read_bytes()
         return [
-            IntegerRun("LiteRT reference kernels", True, "litert", _litert_outputs(data, "reference", inputs)),
-            IntegerRun("LiteRT default kernels (XNNPACK)", False, outputs=_litert_outputs(data, "default", inputs)),
+            IntegerRun(
+                "LiteRT reference kernels", True, "litert", _litert_outputs(data, "reference", inputs)
+            ),
+            IntegerRun(
+                "LiteRT default kernels (XNNPACK)", False, outputs=_litert_outputs(data, "default", inputs)
+            ),
             IntegerRun("LiteRT optimized kernels", False, per_op=_litert_tensors(data, graph, inputs)),
         ]
 

@@ -16,6 +16,10 @@ pooling, reductions, layout, pad, concatenation, resize, and edges (the graph's 
 windows.py and weights.py hold what they share. Adding an operator is one such module (or one function in one)
 plus its reference kernel in edgeq/reference/ (docs/adding-an-operator.md).
 
+Each node's outcome (int8, or refused with a reason code) is recorded in ``Lowered.coverage`` (coverage.py). The
+first refusal raises; ``survey=True`` tries every node instead (a refused node's quantized outputs get stand-in
+tensors so the nodes after it are tried too), which is how the one-line error counts every refusal.
+
 ``precision="float"`` lowers the same graph with float32 tensors and the dequantized weights, for speed
 comparisons; ``io`` chooses the model's input/output type: int8 (what MCUs want), uint8 (QUANTIZE requantizes at
 the edges) or float (QUANTIZE/DEQUANTIZE at the edges).
@@ -27,15 +31,23 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import RecipeError, unsupported
-from edgeq.targets.tflite.lower.context import IO_TYPES, LoweringContext
+from edgeq.errors import RecipeError, UnsupportedError, unsupported
+from edgeq.targets.tflite.lower.context import (
+    IO_TYPES,
+    Activation,
+    LoweringContext,
+    layout_perm,
+    static_shape,
+)
+from edgeq.targets.tflite.lower.coverage import NodeCoverage
 from edgeq.targets.tflite.lower.edges import graph_input, graph_output, record_layouts
 from edgeq.targets.tflite.lower.registry import lowering_for
 from edgeq.tflite_format.graph import Graph
 
-__all__ = ["IO_TYPES", "Lowered", "lower"]
+__all__ = ["IO_TYPES", "Lowered", "NodeCoverage", "lower"]
 
 # Every module of this package is imported once, here: each family module registers its lowerings (@lowers) and
 # the builtins it emits, so a new family module needs no edit elsewhere.
@@ -49,6 +61,7 @@ class Lowered:
     input_layouts: list[str]
     output_layouts: list[str]
     ops: dict[str, int] = field(default_factory=dict)
+    coverage: list[NodeCoverage] = field(default_factory=list)
 
 
 def _check_qdq(ctx: LoweringContext, node: ir.Node) -> None:
@@ -58,20 +71,67 @@ def _check_qdq(ctx: LoweringContext, node: ir.Node) -> None:
             raise unsupported(node, "requantization between Q/DQ pairs", "attribute")
 
 
-def lower(model: ir.Model, *, io: str = "int8", precision: str = "int8") -> Lowered:
-    """The TFLite graph of edgeq's QDQ MODEL (batch 1; see the module docstring)."""
+def _lower_node(ctx: LoweringContext, node: ir.Node) -> None:
+    lowering = lowering_for(node.op_type)
+    if lowering is None:
+        raise unsupported(node, "the TFLite target has no lowering for it", "no-lowering")
+    lowering(ctx, node)
+
+
+def _stand_ins(ctx: LoweringContext, node: ir.Node) -> None:
+    """Survey: int8 tensors for the quantized outputs of refused NODE, so that the nodes reading them are tried."""
+    for value in node.outputs:
+        for user, _ in value.uses():
+            if user.op_type == "QuantizeLinear" and value.shape is not None:
+                shape = static_shape(value.shape)
+                perm = layout_perm(len(shape))
+                laid_out = tuple(shape[p] for p in perm)
+                index = ctx.tensor(ctx.name_of(user), laid_out, np.int8, ctx.int8_encoding(user))
+                ctx.values[id(user.outputs[0])] = Activation(index, perm)
+
+
+def lower(model: ir.Model, *, io: str = "int8", precision: str = "int8", survey: bool = False) -> Lowered:
+    """The TFLite graph of edgeq's QDQ MODEL (batch 1; see the module docstring). The first node that cannot be
+    lowered raises its UnsupportedError; with SURVEY every node is tried and ``coverage`` lists the refusals (the
+    graph is then incomplete: for the report only)."""
     if precision not in ("int8", "float"):
         raise RecipeError(f"precision must be int8 or float, not {precision!r}")
     ctx = LoweringContext(model, io, precision)
-    input_layouts = [graph_input(ctx, v) for v in ctx.onnx.inputs]
+    outcome = "float" if ctx.float else "int8"
+    coverage = []
+
+    def edge(add_edge, value: ir.Value) -> str:
+        """The graph input or output VALUE's layout; in SURVEY a refused edge is recorded instead."""
+        try:
+            return add_edge(ctx, value)
+        except UnsupportedError as exc:
+            if not survey:
+                raise
+            coverage.append(
+                NodeCoverage(exc.node or value.name, exc.op or "edge", "refused", exc.code, exc.reason)
+            )
+            return "refused"
+
+    input_layouts = [edge(graph_input, v) for v in ctx.onnx.inputs]
     for node in ctx.onnx:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or id(node) in ctx.fused:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             _check_qdq(ctx, node)
-            continue
-        lowering = lowering_for(node.op_type)
-        if lowering is None:
-            raise unsupported(node, "the TFLite target has no lowering for it", "no-lowering")
-        lowering(ctx, node)
-    output_layouts = [graph_output(ctx, v) for v in ctx.onnx.outputs]
-    record_layouts(ctx, input_layouts, output_layouts)
-    return Lowered(ctx.graph, input_layouts, output_layouts, dict(sorted(ctx.ops.items())))
+        elif id(node) in ctx.fused:
+            coverage.append(
+                NodeCoverage(node.name, node.op_type, outcome, reason=f"fused into {ctx.fused[id(node)]}")
+            )
+        else:
+            start = ctx.checkpoint()
+            try:
+                _lower_node(ctx, node)
+                coverage.append(NodeCoverage(node.name, node.op_type, outcome))
+            except UnsupportedError as exc:
+                if not survey:
+                    raise
+                ctx.rollback(start)
+                coverage.append(NodeCoverage.refused(node, exc))
+                _stand_ins(ctx, node)
+    output_layouts = [edge(graph_output, v) for v in ctx.onnx.outputs]
+    if not survey:
+        record_layouts(ctx, input_layouts, output_layouts)
+    return Lowered(ctx.graph, input_layouts, output_layouts, dict(sorted(ctx.ops.items())), coverage)

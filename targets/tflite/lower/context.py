@@ -72,7 +72,21 @@ class LoweringContext:
         self.graph = Graph(description=f"edgeq {'float' if self.float else 'int8'} (NHWC)")
         self.values: dict[int, Activation] = {}  # id(ir.Value) of a Q output -> its TFLite tensor
         self.ops: dict[str, int] = {}
-        self.fused: set[int] = set()  # ids of Relu/Clip nodes folded into the op before them
+        self.fused: dict[int, str] = {}  # id of a Relu/Clip folded into the op before it -> that op's name
+
+    def checkpoint(self) -> tuple:
+        """What undoing a refused node needs: a lowering may add tensors and operators before it refuses."""
+        return (
+            len(self.graph.tensors),
+            len(self.graph.operators),
+            dict(self.ops),
+            dict(self.values),
+            dict(self.fused),
+        )
+
+    def rollback(self, checkpoint: tuple) -> None:
+        tensors, operators, self.ops, self.values, self.fused = checkpoint
+        del self.graph.tensors[tensors:], self.graph.operators[operators:]
 
     # ----------------------------------------------------------------------------------- tensors, operators
 
@@ -97,7 +111,9 @@ class LoweringContext:
     def check_shared(self, node: ir.Node, src: int, out: int) -> None:
         """SRC and OUT must carry one encoding: the operator copies, compares or interpolates stored values."""
         if not self.float and self.encoding_of(src) != self.encoding_of(out):
-            raise unsupported(node, "input and output encodings differ; TFLite requires them equal", "attribute")
+            raise unsupported(
+                node, "input and output encodings differ; TFLite requires them equal", "attribute"
+            )
 
     # ----------------------------------------------------------------------------------- reading the QDQ model
 
@@ -162,7 +178,9 @@ class LoweringContext:
             if tuple(act.perm) != tuple(perm):  # an operand in another layout is moved to the output's
                 from edgeq.targets.tflite.lower.layout import relayout  # layout.py builds on this module
 
-                act = relayout(self, act, static_shape(value.shape), perm, f"{node.name}_{value.name}_relayout")
+                act = relayout(
+                    self, act, static_shape(value.shape), perm, f"{node.name}_{value.name}_relayout"
+                )
             return act.index
         q, scale, zero = self.constant(value, node)
         if scale.size != 1:
@@ -194,7 +212,7 @@ class LoweringContext:
         consumers = [user for user, _ in value.uses()]
         if len(consumers) == 1 and consumers[0].op_type in ("Relu", "Clip"):
             fused = consumers[0]
-            self.fused.add(id(fused))
+            self.fused[id(fused)] = node.name
             value = fused.outputs[0]
             consumers = [user for user, _ in value.uses()]
         if len(consumers) != 1 or consumers[0].op_type != "QuantizeLinear":
