@@ -10,6 +10,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 from conftest import make_convnet
+from onnx import TensorProto, helper
 
 import edgeq
 from edgeq.data import ArrayData, input_specs
@@ -68,3 +69,23 @@ def test_convert_reports_the_coverage_of_each_tflite_target(tmp_path):
     assert saved["nodes"] == saved["int8"] == len(saved["per_node"]) > 10
     assert "refused" not in saved
     assert {"node", "op", "lowered"} <= set(saved["per_node"][0])
+
+
+def test_tflite_micro_refuses_an_int8_op_it_runs_in_float_only(tmp_path):
+    """EXP has an int8 kernel in LiteRT, not in TFLite Micro: the .tflite converts, the tflm target refuses in one
+    line, and verifying the .tflite leaves TFLite Micro out."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "x"], ["square"]), helper.make_node("Exp", ["square"], ["y"], name="exp")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+    )
+    model = tmp_path / "exp.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    calib = {"x": np.random.default_rng(2).uniform(-1, 1, (16, 16)).astype(np.float32)}
+    converted = edgeq.convert(model, calib, outdir=tmp_path / "tflite", targets=["tflite"])
+    runtimes = converted.targets["tflite"]["verification"]["exact"]
+    assert "TFLite Micro" not in runtimes and converted.targets["tflite"]["verification"]["bit_exact"]
+    with pytest.raises(UnsupportedError, match=r"^unsupported: EXP at y: TFLite Micro runs EXP in float32 only") as e:
+        edgeq.convert(model, calib, outdir=tmp_path / "tflm", targets=["tflm"])
+    assert e.value.code == "no-micro-kernel"
