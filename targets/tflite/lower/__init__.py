@@ -82,12 +82,16 @@ def _stand_ins(ctx: LoweringContext, node: ir.Node) -> None:
     """Survey: int8 tensors for the quantized outputs of refused NODE, so that the nodes reading them are tried."""
     for value in node.outputs:
         for user, _ in value.uses():
-            if user.op_type == "QuantizeLinear" and value.shape is not None:
-                shape = static_shape(value.shape)
-                perm = layout_perm(len(shape))
-                laid_out = tuple(shape[p] for p in perm)
-                index = ctx.tensor(ctx.name_of(user), laid_out, np.int8, ctx.int8_encoding(user))
-                ctx.values[id(user.outputs[0])] = Activation(index, perm)
+            if user.op_type != "QuantizeLinear" or value.shape is None:
+                continue
+            try:
+                shape, encoding = static_shape(value.shape), ctx.int8_encoding(user)
+            except UnsupportedError:  # a run-time scale (a model's own QuantizeLinear): its readers are refused too
+                continue
+            perm = layout_perm(len(shape))
+            laid_out = tuple(shape[p] for p in perm)
+            index = ctx.tensor(ctx.name_of(user), laid_out, np.int8, encoding)
+            ctx.values[id(user.outputs[0])] = Activation(index, perm)
 
 
 def lower(model: ir.Model, *, io: str = "int8", precision: str = "int8", survey: bool = False) -> Lowered:

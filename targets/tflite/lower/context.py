@@ -123,9 +123,10 @@ class LoweringContext:
 
     @staticmethod
     def encoding(q_node: ir.Node) -> tuple[float, int]:
-        scale = float(q_node.inputs[1].const_value.numpy())
-        zero = q_node.inputs[2]
-        return scale, int(zero.const_value.numpy()) if zero is not None else 0
+        scale, zero = q_node.inputs[1], q_node.inputs[2] if len(q_node.inputs) > 2 else None
+        if scale.const_value is None or (zero is not None and zero.const_value is None):
+            raise unsupported(q_node, "its scale or zero point is computed at run time", "dynamic")
+        return float(scale.const_value.numpy()), int(zero.const_value.numpy()) if zero is not None else 0
 
     def int8_encoding(self, q_node: ir.Node) -> tuple[np.float32, int]:
         """The int8 encoding of Q_NODE's output (a uint8 Q is the same grid with its zero point shifted)."""

@@ -1,0 +1,120 @@
+"""The third-party corpus (../shared/corpus: Keras, PaddlePaddle, TFLite-converted, torch and transformer exports,
+with calibration and evaluation data from real signals) through ``edgeq.convert`` for every target, as shipped and
+(for the PaddlePaddle OCR models) after onnx-simplifier, as many users run it first.
+
+For each case: every target converts, or (a case marked "refusal-or-success") the conversion stops with one
+``unsupported: <op> at <node>`` line; the .tflite is bit-exact with the integer reference in LiteRT's reference
+kernels and in TFLite Micro (``verification``); and on the case's own metric (its case.json, computed by the
+corpus' metrics.py) the .tflite run in LiteRT is within 1 point of the QDQ ONNX artifact run in onnxruntime.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import edgeq
+from edgeq.errors import UnsupportedError
+from edgeq.io.session import session
+from edgeq.reference.interface import float_outputs, model_inputs
+from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
+from edgeq.tflite_format.flatbuffer import read
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CASES = sorted(p.parent.name for p in CORPUS.glob("*/case.json"))
+SIMPLIFIED = [
+    "ppocr_v4_det",
+    "ppocr_v4_rec",
+]  # the graphs onnx-simplifier changes most (shared scalar constants)
+ABSENT = pytest.mark.skip(reason=f"the third-party corpus is not on this machine ({CORPUS})")
+
+
+def _metrics():
+    spec = importlib.util.spec_from_file_location("corpus_metrics", CORPUS / "metrics.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _onnx_outputs(path: Path, data: dict) -> dict[str, np.ndarray]:
+    run = session(path)
+    names = [o.name for o in run.get_outputs()]
+    feeds = {i.name: data[i.name] for i in run.get_inputs()}
+    per_sample = [
+        run.run(names, {k: v[i : i + 1] for k, v in feeds.items()})
+        for i in range(len(next(iter(feeds.values()))))
+    ]
+    return {name: np.concatenate([s[k] for s in per_sample]) for k, name in enumerate(names)}
+
+
+def _tflite_outputs(path: Path, data: dict, names: list[str]) -> dict[str, np.ndarray]:
+    model_bytes = path.read_bytes()
+    graph, interpreter = read(model_bytes), litert_interpreter(model_bytes)
+    samples = len(next(iter(data.values())))
+    per_sample = [
+        float_outputs(
+            graph, invoke_litert(interpreter, model_inputs(graph, {k: v[i : i + 1] for k, v in data.items()}))
+        )
+        for i in range(samples)
+    ]
+    by_tensor = {graph.tensors[index].name: k for k, index in enumerate(graph.outputs)}
+    return {name: np.concatenate([s[by_tensor[name]] for s in per_sample]) for name in names}
+
+
+def _simplified(case: Path, tmp_path: Path) -> Path:
+    import onnxsim  # a dev dependency, like the tests themselves
+
+    calib = np.load(case / "calib.npz")
+    model = onnx.load(case / "model.onnx")
+    shapes = {i.name: [1, *calib[i.name].shape[1:]] for i in model.graph.input}
+    simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=shapes)
+    assert ok, "onnx-simplifier could not check its own result"
+    path = tmp_path / "simplified" / "model.onnx"
+    path.parent.mkdir()
+    onnx.save(simplified, path)
+    return path
+
+
+def _check_case(case: Path, model: Path, tmp_path: Path) -> None:
+    spec = json.loads((case / "case.json").read_text())
+    try:
+        result = edgeq.convert(
+            model, case / "calib.npz", outdir=tmp_path / "out", targets="all", eval_data=case / "eval.npz"
+        )
+    except UnsupportedError as refusal:
+        assert spec.get("expect") == "refusal-or-success", f"{case.name}: {refusal}"
+        assert str(refusal).startswith("unsupported: ") and "\n" not in str(refusal)
+        return
+    for name in ("tflite", "tflm"):
+        verification = result.targets[name]["verification"]
+        assert verification["bit_exact"], json.dumps(verification)[:600]
+    assert "TFLite Micro" in result.targets["tflite"]["verification"]["exact"]
+    data = dict(np.load(case / "eval.npz"))
+    outputs = [o["name"] for o in spec["outputs"]]
+    fp32 = _onnx_outputs(case / "model.onnx", data)
+    qdq = _onnx_outputs(result.outdir / f"{model.stem}.qdq.onnx", data)
+    tflite = _tflite_outputs(result.outdir / f"{model.stem}.tflite", data, outputs)
+    metrics = _metrics()
+    primary = spec["metric"]["primary"]
+    onnx_score = metrics.score_case(spec, data, fp32, qdq, case / "model.onnx")[primary]
+    tflite_score = metrics.score_case(spec, data, fp32, tflite, case / "model.onnx")[primary]
+    assert tflite_score >= onnx_score - 0.01, (
+        f"{primary}: .tflite {tflite_score:.4f}, QDQ ONNX {onnx_score:.4f}"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CASES or [pytest.param("corpus", marks=ABSENT)])
+def test_corpus_model_converts_for_every_target(name, tmp_path):
+    _check_case(CORPUS / name, CORPUS / name / "model.onnx", tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SIMPLIFIED if CORPUS.exists() else [pytest.param("corpus", marks=ABSENT)])
+def test_corpus_model_simplified_by_onnxsim_converts_for_every_target(name, tmp_path):
+    _check_case(CORPUS / name, _simplified(CORPUS / name, tmp_path), tmp_path)
