@@ -208,12 +208,26 @@ def test_onnx_slice_ranges_are_onnx_runtimes():
                     assert list(onnx_slice_range(size, begin, end, step)) == got.tolist()
 
 
-def test_a_slice_of_five_axes_is_refused():
+def test_a_slice_of_five_axes_is_taken_on_merged_axes():
+    """An attention's q/k/v slice of a 5-D tensor: the axes it takes whole are merged (RESHAPE), the slice is 3-D."""
+    inputs = [("x", [1, 3, 2, 4, 6])]
+    extra = [("starts", np.array([1], np.int64)), ("ends", np.array([2], np.int64)), ("axes", np.array([1], np.int64))]
+    nodes, inits = _scaled([helper.make_node("Slice", ["m", "starts", "ends", "axes"], ["y"])], extra)
+    proto = _model(nodes, inputs, "y", inits, opset=13)
+    assert _lowered_ops(proto, inputs) == {"MUL": 1, "RESHAPE": 2, "STRIDED_SLICE": 1}
+    check_against_onnxruntime(proto, inputs, start=("m",))
+
+
+def test_a_slice_of_five_axes_that_cannot_be_merged_is_refused():
     inputs = [("x", [1, 2, 3, 2, 4])]
-    extra = [("starts", np.array([1], np.int64)), ("ends", np.array([3], np.int64)), ("axes", np.array([4], np.int64))]
+    extra = [
+        ("starts", np.array([1, 1, 1], np.int64)),
+        ("ends", np.array([2, 2, 3], np.int64)),
+        ("axes", np.array([1, 2, 4], np.int64)),
+    ]
     nodes, inits = _scaled([helper.make_node("Slice", ["m", "starts", "ends", "axes"], ["y"])], extra)
     qdq = _quantize(_model(nodes, inputs, "y", inits, opset=13), np.random.default_rng(0), inputs)
-    with pytest.raises(EdgeqError, match=r"^unsupported: Slice at node_1: 5 axes; TFLite Micro's STRIDED_SLICE takes "):
+    with pytest.raises(EdgeqError, match=r"^unsupported: Slice at node_1: 5 axes, 5 of them sliced or between "):
         lower(qdq)
 
 

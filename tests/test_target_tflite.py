@@ -472,3 +472,18 @@ def test_unsupported_op_is_named():
     qdq = _quantize(_model(nodes, inputs, "y", inits), np.random.default_rng(0), inputs)
     with pytest.raises(EdgeqError, match="unsupported: Hardmax at node_1: the TFLite target has no lowering"):
         lower(qdq)
+
+
+def test_reshape_to_rows_of_other_axes_before_a_matmul():
+    """[1, C, H, W] -> [C * H, W] rows read by a MatMul with constant weights (a text recognizer's sequence): only a
+    reshape that keeps the batch axis as the rows can be absorbed into the weights' column order."""
+    rng = np.random.default_rng(5)
+    inputs = [("x", [1, 3, 6, 5])]
+    fc = rng.normal(0, 0.5, (5, 7)).astype(np.float32)
+    inits = [("w", _weights(rng, 4, 3, 1, 1)), ("shape", np.array([24, 5], np.int64)), ("fc", fc)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("Reshape", ["c", "shape"], ["r"]),
+        helper.make_node("MatMul", ["r", "fc"], ["y"]),
+    ]
+    check_against_onnxruntime(_model(nodes, inputs, "y", inits), inputs, start=("r",))

@@ -172,13 +172,29 @@ def fixed_batch_error(fixed: int, samples: int) -> DataError:
     )
 
 
+def session_batch(runner: ort.InferenceSession) -> int | None:
+    """The batch dimension RUNNER's inputs fix (preprocessing fixes it to 1 where the graph reads shapes), or None."""
+    fixed = {i.shape[0] for i in runner.get_inputs() if i.shape and isinstance(i.shape[0], int)}
+    return min(fixed) if fixed else None
+
+
+def run_in_chunks(runner: ort.InferenceSession, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """RUNNER's outputs NAMES for batch-first FEEDS, run in pieces of the batch it fixes where it fixes one."""
+    samples = len(next(iter(feeds.values())))
+    step = session_batch(runner) or samples
+    if step >= samples:
+        return runner.run(names, feeds)
+    parts = [runner.run(names, {k: v[s : s + step] for k, v in feeds.items()}) for s in range(0, samples, step)]
+    return [np.concatenate(arrays) for arrays in zip(*parts, strict=True)]
+
+
 def run_batches(
     runner: ort.InferenceSession, names: list[str], data: CalibrationData, batch_size: int
 ) -> Iterator[tuple[dict[str, np.ndarray], list[np.ndarray]]]:
     """Yield (batch, outputs NAMES) over DATA in batches the model accepts: BATCH_SIZE samples, or exactly the
     model's batch dimension where that is fixed."""
-    fixed = {i.shape[0] for i in runner.get_inputs() if i.shape and isinstance(i.shape[0], int)}
-    size = next(iter(fixed)) if len(fixed) == 1 else batch_size
+    fixed = session_batch(runner)
+    size = fixed or batch_size
     seen = 0
     for batch in data.batches(size):
         seen += next(iter(batch.values())).shape[0]

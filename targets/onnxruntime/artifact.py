@@ -21,7 +21,7 @@ import numpy as np
 from edgeq.data import CalibrationData
 from edgeq.errors import ExecutionError
 from edgeq.io.files import write_bytes_atomic
-from edgeq.io.session import run_batches, session
+from edgeq.io.session import run_batches, session, session_batch
 from edgeq.measure.metrics import ErrorSums, accuracy
 
 
@@ -74,6 +74,7 @@ def validate(
     """Run both models on DATA: per-output SQNR, max abs error, top-1 agreement, and accuracy with LABELS."""
     reference = session(Path(float_model), threads=threads)
     quantized = session(Path(quant_model), threads=threads)
+    batch_size = session_batch(quantized) or batch_size  # a batch fixed by preprocessing (the graph reads shapes)
     names = [o.name for o in reference.get_outputs()]
     sums = {name: ErrorSums() for name in names}
     first_scores: dict[str, list[np.ndarray]] = defaultdict(list)

@@ -25,7 +25,7 @@ import onnx
 
 from edgeq.errors import UnsupportedError
 from edgeq.io.onnx_model import float_tensor_names, load_model, model_bytes, read_proto
-from edgeq.io.session import exposing, session
+from edgeq.io.session import exposing, run_in_chunks, session
 from edgeq.pipeline.stages import CHANNEL_SCALES_KEY
 from edgeq.reference.interface import dequantized, integers, tensor_perm
 from edgeq.targets import register
@@ -83,7 +83,7 @@ def _qdq_integers(model: onnx.ModelProto, graph: Graph, feeds: dict[str, np.ndar
     exposed.CopyFrom(model)
     del exposed.graph.output[:]
     exposed.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in wanted.values())
-    arrays = session(exposed).run(list(wanted.values()), feeds)
+    arrays = run_in_chunks(session(exposed), list(wanted.values()), feeds)
     found = {}
     for (index, _), array in zip(wanted.items(), arrays, strict=True):
         if array.dtype == np.uint8 and graph.tensors[index].dtype == np.int8:
@@ -174,7 +174,7 @@ class OnnxRuntimeTarget(Target):
         batch = [np.concatenate(parts) for parts in zip(*inputs, strict=True)]
         feeds = float_feeds(graph, batch)
         names = [graph.tensors[i].name for i in graph.outputs]
-        outputs = session(model).run(names, feeds)
+        outputs = run_in_chunks(session(model), names, feeds)
         return [
             IntegerRun(
                 f"onnxruntime {path.name}",

@@ -89,8 +89,9 @@ def reshape_like(ctx: LoweringContext, node: ir.Node) -> None:
     default = layout_perm(len(out_shape))
     layout = reshaped_layout(in_shape, act.perm, out_shape)
     if layout is None or (layout != default and not readers_take(q_node, layout)):
-        if len(out_shape) == 2 and _only_fully_connected(ctx, q_node):
-            # TFLite flattens in its order: the FC reads ONNX column column_order[j] at position j
+        if len(out_shape) == 2 and out_shape[0] == in_shape[0] and _only_fully_connected(ctx, q_node):
+            # a flatten behind the batch axis; TFLite flattens in its order: the FC reads ONNX column
+            # column_order[j] at position j (rows made of other axes, e.g. [1, C, 1, W] -> [W, C], are moved)
             flat = _reshaped(ctx, act, out_shape, encoding, name)
             order = np.arange(int(np.prod(in_shape))).reshape(in_shape).transpose(act.perm).reshape(-1)
             ctx.values[id(q_node.outputs[0])] = Activation(flat, (0, 1), order)

@@ -9,8 +9,10 @@
 The op works on the input in the layout it has (ONNX axis a is TFLite axis perm.index(a)), and the outputs keep
 that layout. STRIDED_SLICE gets the clamped bounds; a stop of -1 with a negative step ("before the first element")
 is written as an end_mask bit, since TFLite reads an end of -1 as the last element. Every output must carry the
-input's encoding (the plan gives a Split's outputs and a Slice one); an empty slice and a Slice of more than 4 axes
-(TFLite Micro's STRIDED_SLICE takes at most 4) are refused.
+input's encoding (the plan gives a Split's outputs and a Slice one); an empty slice is refused. TFLite Micro's
+STRIDED_SLICE takes at most 4 axes: a Slice of a higher-rank tensor (an attention's [3, B, heads, N, d] qkv) is
+taken on the tensor RESHAPEd with each run of adjacent axes it takes whole merged into one axis, then RESHAPEd
+back (refused where that still leaves more than 4).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from edgeq.errors import unsupported
 from edgeq.reference.split import piece_sizes
 from edgeq.reference.strided_slice import index_ranges
 from edgeq.targets.tflite.lower.context import Activation, LoweringContext, static_shape
-from edgeq.targets.tflite.lower.layout import copying_builtin, shared_encoding
+from edgeq.targets.tflite.lower.layout import copying_builtin, reshape, shared_encoding
 from edgeq.targets.tflite.lower.registry import lowers
 from edgeq.tflite_format.graph import Graph, Operator
 
@@ -180,8 +182,6 @@ def slice_(ctx: LoweringContext, node: ir.Node) -> None:
     act = ctx.activation(x_value, node)
     shape = static_shape(x_value.shape)
     rank = len(shape)
-    if rank > MAX_RANK:
-        raise unsupported(node, f"{rank} axes; TFLite Micro's STRIDED_SLICE takes at most {MAX_RANK}", "attribute")
     starts, ends = _constant_ints(node, 1, "starts"), _constant_ints(node, 2, "ends")
     axes = _constant_ints(node, 3, "axes") or list(range(len(starts)))
     steps = _constant_ints(node, 4, "steps") or [1] * len(starts)
@@ -193,11 +193,36 @@ def slice_(ctx: LoweringContext, node: ir.Node) -> None:
     q_node = ctx.q_after(node)
     encoding = shared_encoding(ctx, node, act, q_node)
     tfl_ranges = [ranges[a] for a in act.perm]
-    end_mask = sum(1 << b for b, r in enumerate(tfl_ranges) if r.stop < 0)
     out_shape = tuple(len(r) for r in tfl_ranges)
     out = ctx.tensor(ctx.name_of(q_node), out_shape, np.int8, encoding)
+    source, sliced = act.index, out
+    if len(tfl_ranges) > MAX_RANK:
+        in_shape, tfl_ranges = _merged(ctx.graph.tensors[act.index].shape, tfl_ranges)
+        if len(tfl_ranges) > MAX_RANK:
+            raise unsupported(node, f"{rank} axes, {len(tfl_ranges)} of them sliced or between sliced ones; TFLite "
+                              f"Micro's STRIDED_SLICE takes at most {MAX_RANK}", "attribute")  # fmt: skip
+        source = ctx.tensor(f"{node.name}_merged", in_shape, np.int8, encoding)
+        reshape(ctx, act.index, source, in_shape, f"{node.name}_merged")
+        sliced = ctx.tensor(f"{node.name}_sliced", tuple(len(r) for r in tfl_ranges), np.int8, encoding)
+    end_mask = sum(1 << b for b, r in enumerate(tfl_ranges) if r.stop < 0)
     begin = _int32(ctx, f"{node.name}_begin", [r.start for r in tfl_ranges])
     end = _int32(ctx, f"{node.name}_end", [max(r.stop, 0) for r in tfl_ranges])  # -1: the end_mask bit
     strides = _int32(ctx, f"{node.name}_strides", [r.step for r in tfl_ranges])
-    ctx.add_op(STRIDED_SLICE, [act.index, begin, end, strides], [out], {"EndMask": end_mask})
+    ctx.add_op(STRIDED_SLICE, [source, begin, end, strides], [sliced], {"EndMask": end_mask})
+    if sliced != out:
+        reshape(ctx, sliced, out, out_shape, ctx.name_of(q_node))
     ctx.values[id(q_node.outputs[0])] = Activation(out, act.perm)
+
+
+def _merged(shape, ranges: list[range]) -> tuple[tuple[int, ...], list[range]]:
+    """SHAPE with each run of adjacent axes that RANGES take whole merged into one axis, and the ranges on it."""
+    merged_shape, merged_ranges = [], []
+    for size, taken in zip(shape, ranges, strict=True):
+        whole = taken == range(size)
+        if whole and merged_ranges and merged_ranges[-1] == range(merged_shape[-1]):
+            merged_shape[-1] *= size
+            merged_ranges[-1] = range(merged_shape[-1])
+        else:
+            merged_shape.append(size)
+            merged_ranges.append(taken)
+    return tuple(merged_shape), merged_ranges
