@@ -16,15 +16,15 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 
 def ort_worker(model: str, calib: str, out: str, method: str, activation: str) -> None:
-    data = np.load(calib)["input"]
+    data = dict(np.load(calib))  # one array per model input, by name, samples on axis 0
+    count = len(next(iter(data.values())))
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.samples = iter(data[i : i + 1] for i in range(len(data)))
+            self.samples = iter({name: array[i : i + 1] for name, array in data.items()} for i in range(count))
 
         def get_next(self):
-            sample = next(self.samples, None)
-            return None if sample is None else {"input": sample}
+            return next(self.samples, None)
 
     pre = Path(out).with_suffix(".pre.onnx")
     quant_pre_process(model, str(pre))

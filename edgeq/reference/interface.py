@@ -61,6 +61,12 @@ def _to_tflite_layout(array: np.ndarray, tensor: Tensor, perm: tuple[int, ...]) 
     return array
 
 
+def graph_batch(graph: Graph) -> int:
+    """The samples one invocation of GRAPH takes: 1, or the batch an ONNX model fixed (its first input's axis 0)."""
+    shape = graph.tensors[graph.inputs[0]].shape if graph.inputs else ()
+    return int(shape[0]) if len(shape) > 0 else 1
+
+
 def model_inputs(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The graph's input arrays (batch first) for float FEEDS keyed by input name (or in input order)."""
     arrays = []

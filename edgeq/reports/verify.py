@@ -29,7 +29,7 @@ from edgeq import targets
 from edgeq.data import CalibrationData, InputSpec
 from edgeq.errors import DataError, UnsupportedError
 from edgeq.reference.executor import kernel, run_all_semantics
-from edgeq.reference.interface import model_inputs
+from edgeq.reference.interface import graph_batch, model_inputs
 from edgeq.tflite_format.flatbuffer import Graph
 
 
@@ -109,7 +109,7 @@ def verify(
     graph = graph or reference_graph(paths)
     names = [graph.tensors[i].name for i in graph.outputs]
     batches = []
-    for batch in data.batches(1):
+    for batch in data.batches(graph_batch(graph)):  # one invocation each
         batches.append(model_inputs(graph, batch))
         if len(batches) == samples:
             break

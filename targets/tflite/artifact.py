@@ -19,7 +19,7 @@ from edgeq.data import CalibrationData
 from edgeq.errors import ModelError, UnsupportedError
 from edgeq.io.session import session
 from edgeq.measure.metrics import ErrorSums, accuracy
-from edgeq.reference.interface import float_outputs, model_inputs
+from edgeq.reference.interface import float_outputs, graph_batch, model_inputs
 from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
 from edgeq.targets.tflite.lower import Lowered, lower
 from edgeq.targets.tflite.lower.coverage import refusal_line, summary
@@ -81,12 +81,12 @@ def _describe(tensor: Tensor, layout: str) -> dict:
     return row
 
 
-def _samples(data: CalibrationData, input_names: list[str]):
-    """One float feed dict per sample (TFLite graphs are built for a batch of one)."""
-    for batch in data.batches(16):
+def _samples(data: CalibrationData, input_names: list[str], size: int):
+    """Float feed dicts of SIZE samples: the .tflite's batch (1, or the batch an ONNX model fixes)."""
+    for batch in data.batches(16 * size):
         count = len(next(iter(batch.values())))
-        for i in range(count):
-            yield {name: batch[name][i : i + 1] for name in input_names if name in batch}
+        for i in range(0, count - size + 1, size):
+            yield {name: batch[name][i : i + size] for name in input_names if name in batch}
 
 
 def validate_on_data(
@@ -110,7 +110,7 @@ def validate_on_data(
     sums = {name: ErrorSums() for name in output_names}
     vs_onnx = {name: ErrorSums() for name in output_names}
     scores: dict[str, list[np.ndarray]] = {"float": [], "quantized": []}
-    for feeds in _samples(data, input_names):
+    for feeds in _samples(data, input_names, graph_batch(graph)):
         inputs = model_inputs(graph, feeds)
         test = float_outputs(graph, invoke_litert(interpreter, inputs))
         ref = reference.run(output_names, feeds)

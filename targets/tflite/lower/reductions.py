@@ -129,6 +129,9 @@ def _tflite_axes(node: ir.Node, act: Activation, axes: list[int], keep: bool) ->
     if 0 in axes:
         if not keep:
             raise unsupported(node, "reducing the batch axis without keepdims", "attribute")
+        batch = node.inputs[0].shape[0] if node.inputs[0].shape is not None else 1
+        if isinstance(batch, int) and batch != 1:  # a batch the model fixed above 1 is data, not left alone
+            raise unsupported(node, f"a reduction over a batch axis of {batch}", "attribute")
         axes = [a for a in axes if a != 0]
     if not axes:
         raise unsupported(node, "a reduction over the batch axis only", "attribute")
