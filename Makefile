@@ -45,6 +45,8 @@ bench: install-dev
 	$(BIN)/python benchmarks/bench_passes.py
 	$(BIN)/python benchmarks/bench_integer.py
 	$(BIN)/python benchmarks/bench_profile.py
+	$(BIN)/python benchmarks/bench_node_tests.py --write
+	$(BIN)/python benchmarks/bench_corpus.py --write
 
 lint: install-dev
 	$(BIN)/ruff check edgeq passes targets models benchmarks tests

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -18,16 +19,24 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 def ort_worker(model: str, calib: str, out: str, method: str, activation: str) -> None:
     data = dict(np.load(calib))  # one array per model input, by name, samples on axis 0
     count = len(next(iter(data.values())))
+    # an input of the sample's own rank (a recurrent state, a scalar) is fed without a batch axis
+    ranks = {i.name: len(i.type.tensor_type.shape.dim) for i in onnx.load(model).graph.input}
+
+    def sample(name: str, i: int) -> np.ndarray:
+        return data[name][i] if ranks.get(name) == data[name].ndim - 1 else data[name][i : i + 1]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.samples = iter({name: array[i : i + 1] for name, array in data.items()} for i in range(count))
+            self.samples = iter({name: sample(name, i) for name in data} for i in range(count))
 
         def get_next(self):
             return next(self.samples, None)
 
     pre = Path(out).with_suffix(".pre.onnx")
-    quant_pre_process(model, str(pre))
+    try:
+        quant_pre_process(model, str(pre))
+    except Exception:  # symbolic shape inference fails on some exports: the documented retry skips it
+        quant_pre_process(model, str(pre), skip_symbolic_shape=True)
     extra = {"CalibPercentile": 99.99} if method == "Percentile" else {}
     quantize_static(
         str(pre),

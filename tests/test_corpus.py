@@ -57,13 +57,18 @@ def _metrics():
 
 
 def _onnx_outputs(path: Path, data: dict) -> dict[str, np.ndarray]:
+    """PATH run in onnxruntime on each sample of DATA (an input of the sample's own rank, like a recurrent state
+    or a scalar, is fed without a batch axis), outputs concatenated on axis 0."""
     run = session(path)
     names = [o.name for o in run.get_outputs()]
-    feeds = {i.name: data[i.name] for i in run.get_inputs()}
-    per_sample = [
-        run.run(names, {k: v[i : i + 1] for k, v in feeds.items()})
-        for i in range(len(next(iter(feeds.values()))))
-    ]
+    ranks = {i.name: len(i.shape) for i in run.get_inputs()}
+    count = len(next(iter(data.values())))
+
+    def sample(name: str, i: int) -> np.ndarray:
+        array = data[name]
+        return array[i] if ranks[name] == array.ndim - 1 else array[i : i + 1]
+
+    per_sample = [run.run(names, {name: sample(name, i) for name in ranks}) for i in range(count)]
     return {name: np.concatenate([s[k] for s in per_sample]) for k, name in enumerate(names)}
 
 
