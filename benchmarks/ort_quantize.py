@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.version_converter
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -23,7 +24,7 @@ def ort_worker(model: str, calib: str, out: str, method: str, activation: str) -
     ranks = {i.name: len(i.type.tensor_type.shape.dim) for i in onnx.load(model).graph.input}
 
     def sample(name: str, i: int) -> np.ndarray:
-        return data[name][i] if ranks.get(name) == data[name].ndim - 1 else data[name][i : i + 1]
+        return np.asarray(data[name][i]) if ranks.get(name) == data[name].ndim - 1 else data[name][i : i + 1]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -33,6 +34,12 @@ def ort_worker(model: str, calib: str, out: str, method: str, activation: str) -
             return next(self.samples, None)
 
     pre = Path(out).with_suffix(".pre.onnx")
+    proto = onnx.load(model)
+    if next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) < 13:
+        # per-channel DequantizeLinear needs opset 13: below it the quantizer writes a model onnxruntime refuses,
+        # and its users convert first
+        model = str(Path(out).with_suffix(".opset13.onnx"))
+        onnx.save(onnx.version_converter.convert_version(proto, 13), model)
     try:
         quant_pre_process(model, str(pre))
     except Exception:  # symbolic shape inference fails on some exports: the documented retry skips it

@@ -66,7 +66,7 @@ def _onnx_outputs(path: Path, data: dict) -> dict[str, np.ndarray]:
 
     def sample(name: str, i: int) -> np.ndarray:
         array = data[name]
-        return array[i] if ranks[name] == array.ndim - 1 else array[i : i + 1]
+        return np.asarray(array[i]) if ranks[name] == array.ndim - 1 else array[i : i + 1]
 
     per_sample = [run.run(names, {name: sample(name, i) for name in ranks}) for i in range(count)]
     return {name: np.concatenate([s[k] for s in per_sample]) for k, name in enumerate(names)}
