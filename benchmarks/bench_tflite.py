@@ -39,13 +39,9 @@ from edgeq.measure.metrics import sqnr_db, top1_agreement  # noqa: E402
 from edgeq.reference.executor import run_all_semantics  # noqa: E402
 from edgeq.reference.interface import float_outputs, model_inputs  # noqa: E402
 from edgeq.targets.tflite.builtins import lookup  # noqa: E402
-from edgeq.targets.tflite.interpreters import (  # noqa: E402
-    invoke_litert,
-    litert_interpreter,
-    run_litert,
-    run_tflm,
-)
+from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter, run_litert  # noqa: E402
 from edgeq.targets.tflm.arena import measure_arena  # noqa: E402
+from edgeq.targets.tflm.interpreter import run_tflm  # noqa: E402
 from edgeq.tflite_format.flatbuffer import Graph, Quantization, Tensor, read, write  # noqa: E402
 
 MARKER = "## TFLite and TFLite Micro"
