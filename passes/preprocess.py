@@ -9,7 +9,8 @@ In order:
 2. onnxruntime's basic graph optimizations as a folding step (passes.runtime_folding: whole-graph constant and
    shape folding, no-op Casts, transpose cancellation), then onnxscript's constant folder (it evaluates shape
    arithmetic even with symbolic dims);
-3. Identity/Dropout removal;
+3. Identity/Dropout removal, and Casts of integers to float (attention masks) moved to where the integers enter
+   (passes.integer_casts);
 4. BatchNorm folding into Conv/ConvTranspose/Gemm, keeping the BN statistics (passes.fold_batchnorm),
    division by constants turned into multiplication (passes.div_to_mul), hard-swish and exact-GELU
    decompositions fused into HardSwish and Gelu (passes.fuse_hard_swish, fuse_gelu: before affine folding,
