@@ -89,3 +89,39 @@ def test_tflite_micro_refuses_an_int8_op_it_runs_in_float_only(tmp_path):
     with pytest.raises(UnsupportedError, match=r"^unsupported: EXP at y: TFLite Micro runs EXP in float32 only") as e:
         edgeq.convert(model, calib, outdir=tmp_path / "tflm", targets=["tflm"])
     assert e.value.code == "no-micro-kernel"
+
+
+def test_largest_losses_rank_the_noise_each_node_adds():
+    """x -> Conv a (40 dB) -> Relu b (40 dB) -> Conv c (20 dB): c adds the most noise (about 20 dB alone), the Relu
+    none, and a node whose inputs are not compared is left out."""
+    from edgeq.reports.compare import largest_losses
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["a"], name="conv_a"),
+            helper.make_node("Relu", ["a"], ["b"], name="relu_b"),
+            helper.make_node("Conv", ["b", "w"], ["c"], name="conv_c"),
+            helper.make_node("Identity", ["hidden"], ["d"], name="not_compared"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, None)],
+    )
+    model = ir.serde.deserialize_model(helper.make_model(graph))
+    rows = largest_losses(model, {"a": 40.0, "b": 40.0, "c": 20.0, "d": 30.0})
+    assert [r["node"] for r in rows] == ["conv_c", "conv_a", "relu_b"]
+    assert rows[0]["added_noise_sqnr_db"] == pytest.approx(20.04, abs=0.01)
+    assert rows[1]["added_noise_sqnr_db"] == pytest.approx(40.0) and rows[2]["added_noise_sqnr_db"] == float("inf")
+
+
+def test_convert_names_where_the_accuracy_is_lost(tmp_path):
+    model = tmp_path / "convnet.onnx"
+    onnx.save(make_convnet(), model)
+    calib = {"input": np.random.default_rng(1).normal(size=(16, 3, 8, 8)).astype(np.float32)}
+    result = edgeq.convert(model, calib, outdir=tmp_path / "out", targets=["onnxruntime", "tflite"])
+    for name in ("onnxruntime", "tflite"):
+        rows = result.targets[name]["largest_losses"]
+        assert len(rows) == 5 and rows == sorted(rows, key=lambda r: r["added_noise_sqnr_db"])
+        # float-model nodes (the convnet's layers), each once
+        assert {r["op"] for r in rows} <= {"Conv", "Relu", "Clip", "Add", "MaxPool", "GlobalAveragePool", "Gemm"}
+        assert len({r["node"] for r in rows}) == 5

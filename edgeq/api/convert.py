@@ -5,7 +5,9 @@ activation type it needs, built once per type, so with several targets every art
 Targets come from the registry (edgeq.targets) by name; each writes its artifacts, then validates them on the
 evaluation data against the float model. Artifacts that implement an integer TFLite graph (the .tflite, the
 TFLite Micro sources, the integer-only .onnx) are then checked against edgeq's integer reference on the first
-``verify_samples`` evaluation samples (edgeq.reports.verify, outputs only: `edgeq verify` also checks every op).
+``verify_samples`` evaluation samples (edgeq.reports.verify, outputs only: `edgeq verify` also checks every op),
+and name the nodes that add the most noise (``largest_losses``, from a per-layer comparison with the float model
+on LOSS_SAMPLES samples).
 Everything goes into ``<outdir>/report.json``.
 """
 
@@ -25,6 +27,7 @@ from edgeq.io.files import check_output_path, json_text, prepare_output_dir, wri
 from edgeq.io.onnx_model import load_model
 from edgeq.pipeline import Pipeline, Quantized
 from edgeq.quantization.plan import refuse_control_flow
+from edgeq.reports import compare as comparing
 from edgeq.reports.page import write_page
 from edgeq.reports.verify import verify
 from edgeq.targets.target import Build, Emitted, Option, Target
@@ -132,6 +135,8 @@ def convert(
         for target_names, verification in _verifications(emitted, evaluation, verify_samples):
             for name in target_names:
                 results[name]["verification"] = verification
+        for name, losses in _largest_losses(source.path, emitted, evaluation).items():
+            results[name]["largest_losses"] = losses
         report = {"input": source.label, "recipe": recipe.to_dict(), "targets": results}
         if calibrated.fixed_input_shapes:
             report["fixed_input_shapes"] = calibrated.fixed_input_shapes
@@ -142,6 +147,23 @@ def convert(
             shown = [a for a in report["artifacts"] if a.endswith((".onnx", ".tflite")) and ".float." not in a]
             write_page(report_html, source.path, shown, evaluation, runs=20, saved=report)
     return ConvertResult(out, results, report, report_path)
+
+
+LOSS_SAMPLES = 8  # samples the per-layer comparison runs on: enough to rank the layers, cheap next to validation
+
+
+def _largest_losses(float_path: Path, emitted: dict[str, Emitted], data: CalibrationData) -> dict[str, list]:
+    """For each target whose artifact keeps the float model's tensors (.tflite, QDQ .onnx): the nodes that add the
+    most noise, from a per-layer comparison with the float model (edgeq.reports.compare.largest_losses)."""
+    found, by_path = {}, {}
+    sample = data.head(LOSS_SAMPLES)
+    for name, result in emitted.items():
+        artifact = result.artifacts[0]
+        if artifact.name.endswith((".tflite", ".qdq.onnx")):
+            if artifact not in by_path:
+                by_path[artifact] = comparing.compare(float_path, artifact, sample)["largest_losses"]
+            found[name] = by_path[artifact]
+    return found
 
 
 def _check_fixed_shapes(fixed: dict[str, dict], evaluation) -> None:

@@ -115,6 +115,11 @@ class CalibrationData(ABC):
         first = next(iter(self.batches(1)))
         return {name: tuple(array.shape[1:]) for name, array in first.items()}
 
+    def head(self, count: int) -> ArrayData:
+        """The first COUNT samples (or all, if fewer), in memory."""
+        first = next(iter(self.batches(count)))
+        return ArrayData(first, self.specs, "the first samples")
+
 
 def _as_array(array, name: str, what: str):
     """ARRAY as numpy: lists and tensors are converted; numpy arrays and the .npz readers' lazy arrays (anything with

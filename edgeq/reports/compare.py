@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import graphlib
 import itertools
+import math
 from pathlib import Path
 
 from edgeq import targets
@@ -46,9 +47,41 @@ def compare(float_path, quant_path, data: CalibrationData, *, batch_size: int = 
         "outputs": {name: sums[name].to_dict() for name in outputs},
         "layers": {name: sums[name].to_dict() for name in layers},
     }
+    result["largest_losses"] = largest_losses(float_model, {name: sums[name].to_dict()["sqnr_db"] for name in names})
     if probe.kernels:
         result["kernels"] = probe.kernels
     return result
+
+
+def largest_losses(float_model, sqnr: dict[str, float], count: int = 5) -> list[dict]:
+    """The COUNT nodes that add the most noise. A tensor's relative noise power is 10^(-SQNR/10); a node adds its
+    output's minus that of its worst compared input (a graph input is exact), reported as the SQNR that noise alone
+    would have (``added_noise_sqnr_db``: lower is worse). Nodes whose inputs are not compared (folded into them)
+    are left out: their loss is not isolated."""
+
+    def noise(db: float) -> float:
+        return 10.0 ** (-db / 10.0)
+
+    rows = []
+    for node in float_model.graph:
+        inputs = [sqnr[v.name] for v in node.inputs if v is not None and v.name in sqnr]
+        if not inputs and not any(v is not None and v.is_graph_input() for v in node.inputs):
+            continue
+        before = min(inputs, default=math.inf)
+        for value in node.outputs:
+            if value.name in sqnr:
+                added = noise(sqnr[value.name]) - noise(before)
+                rows.append(
+                    {
+                        "node": node.name,
+                        "op": node.op_type,
+                        "sqnr_db": sqnr[value.name],
+                        "input_sqnr_db": before,
+                        "added_noise_sqnr_db": round(-10.0 * math.log10(added), 2) if added > 0 else math.inf,
+                    }
+                )
+    rows.sort(key=lambda row: row["added_noise_sqnr_db"])
+    return rows[:count]
 
 
 def layer_order(results: dict[str, dict]) -> list[str]:

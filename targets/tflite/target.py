@@ -134,10 +134,11 @@ class TfliteTarget(Target):
     def summary(self, report: dict) -> str:
         inputs = ", ".join(f"{i['name']} {i['dtype']} {i['shape']} {i['layout']}" for i in report["inputs"])
         coverage = report["coverage"]
-        return (
-            f"input {inputs}; {coverage.get('int8', 0)} of {coverage['nodes']} nodes int8; "
-            + output_summary(report["validation"])
-        )
+        line = f"input {inputs}; {coverage.get('int8', 0)} of {coverage['nodes']} nodes int8; "
+        line += output_summary(report["validation"])
+        for row in report.get("largest_losses", [])[:1]:  # where the accuracy goes
+            line += f"; most noise added by {row['op']} {row['node']} ({row['input_sqnr_db']:.1f} -> {row['sqnr_db']:.1f} dB)"
+        return line
 
     def profile(self, path: Path, *, runs: int, warmup: int, threads: list[int], progress: bool) -> dict:
         return profile.profile(path, runs=runs, warmup=warmup, threads=threads, progress=progress)
