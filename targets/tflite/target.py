@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeq.errors import UnsupportedError
 from edgeq.io.files import write_bytes_atomic
-from edgeq.reference.interface import dequantized, model_inputs
+from edgeq.reference.interface import dequantized, graph_batch, model_inputs
 from edgeq.targets import register
 from edgeq.targets.target import Build, Emitted, IntegerRun, Option, Target, output_summary
 from edgeq.targets.tflite import profile
@@ -61,9 +61,9 @@ class _LiteRTProbe:
         self.interpreter = litert_interpreter(data, kernels="optimized", preserve_all_tensors=True)
 
     def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        per_sample = []
-        for i in range(len(next(iter(batch.values())))):
-            sample = {name: array[i : i + 1] for name, array in batch.items()}
+        per_sample, step = [], graph_batch(self.graph)  # one invocation per sample (or per batch a model fixed)
+        for i in range(0, len(next(iter(batch.values()))), step):
+            sample = {name: array[i : i + step] for name, array in batch.items()}
             invoke_litert(self.interpreter, model_inputs(self.graph, sample))
             per_sample.append(
                 [
