@@ -475,5 +475,14 @@ def test_scan_flags_a_float_model():
 def test_unsupported_op_is_named():
     graph = Graph(tensors=[activation("x", (1, 6), 0.05, 3), activation("y", (1, 6), 1 / 128, 0)], inputs=[0],
                   outputs=[1], operators=[Operator("RESIZE_BILINEAR", [0], [1])])  # fmt: skip
-    with pytest.raises(EdgeqError, match="RESIZE_BILINEAR is not supported by the integer-only ONNX target"):
+    with pytest.raises(
+        EdgeqError, match=r"^unsupported: RESIZE_BILINEAR at y: the integer-only ONNX target has no converter for it$"
+    ):
         integer_only_model(graph, input_layouts=["as ONNX"], output_layouts=["as ONNX"])
+    # a converter's own refusal in the same form, with the operator named by its output
+    concat = Graph(
+        tensors=[activation("a", (1, 2), 0.05, 3), activation("b", (1, 2), 0.05, 3), activation("c", (2, 2), 0.05, 3)],
+        inputs=[0, 1], outputs=[2], operators=[Operator("CONCATENATION", [0, 1], [2], {"Axis": 0})],
+    )  # fmt: skip
+    with pytest.raises(EdgeqError, match=r"^unsupported: CONCATENATION at c: CONCATENATION along the batch axis"):
+        integer_only_model(concat, input_layouts=["as ONNX"] * 2, output_layouts=["as ONNX"])

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeq.errors import EdgeqError, UnsupportedError
+from edgeq.errors import EdgeqError, UnsupportedError, unsupported
 from edgeq.targets.integer_onnx import quantize
 from edgeq.targets.integer_onnx.builder import NCHW, Builder
 from edgeq.targets.integer_onnx.registry import converter_for
@@ -65,11 +65,17 @@ def integer_only_model(
         b.define(index, quantize.quantize_input(b, tensor.name, tensor), perm)
 
     for number, op in enumerate(graph.operators):
+        where = (op.opcode, graph.tensors[op.outputs[0]].name)  # refusals name the operator by its output
         convert = converter_for(op.opcode)
         if convert is None:
-            raise UnsupportedError(f"{op.opcode} is not supported by the integer-only ONNX target")
+            raise unsupported(where, "the integer-only ONNX target has no converter for it", "no-lowering")
         b.start(number, op)
-        convert(b, op)
+        try:
+            convert(b, op)
+        except UnsupportedError as exc:
+            if exc.node is not None:  # already in the one-line form
+                raise
+            raise unsupported(where, f"{exc} (integer-only ONNX target)", "attribute") from None
 
     outputs, extra = [], []
     for index, layout in zip(graph.outputs, output_layouts, strict=True):
