@@ -11,7 +11,9 @@ Mul and Add nodes, when the constants are exactly float32(sqrt 2) (or float32(1/
 
 Exact in real arithmetic (float32 evaluation differs by a few ulp). One Gelu is one TFLite GELU (a table of the
 exact function) instead of an Erf, which TFLite cannot run in int8, between quantized Mul and Add nodes. ONNX Gelu
-exists from opset 20 only: a model whose opset is below 20 is left as it is.
+exists from opset 20 only, and BERT-style exports are mostly opset 14-17: a model below 20 that has an Erf is first
+converted to opset 20 with onnx's version converter (exact by design: each adapter rewrites an op into its new
+form, e.g. ReduceMean's axes attribute into an input); a model the converter cannot take is left as it is.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnx
+import onnx.version_converter
 import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
 from onnxscript import rewriter
 from onnxscript.rewriter import RewriteRuleClassBase
 
@@ -65,6 +70,25 @@ def gelu_rules() -> rewriter.RewriteRuleSet:
     return rewriter.RewriteRuleSet(rules, commute=True)
 
 
+def _converted_up(model: ir.Model) -> bool:
+    """MODEL converted in place to opset OPSET (its graph replaced); False where onnx's converter cannot."""
+    try:
+        proto = onnx.version_converter.convert_version(ir.serde.serialize_model(model), OPSET)
+    except Exception:  # noqa: BLE001 - the converter raises many types for adapters it lacks
+        return False
+    converted = ir.serde.deserialize_model(proto)
+    # the adapters write new operands (ReduceMean's axes) as Constant nodes: initializers, as preprocessing has them
+    common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(converted)
+    model.graph = converted.graph
+    model.opset_imports.pop("ai.onnx", None)
+    model.opset_imports[""] = OPSET
+    return True
+
+
 class FuseGeluPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
+        if opset < OPSET and any(node.op_type == "Erf" for node in model.graph) and _converted_up(model):
+            gelu_rules().apply_to_model(model)
+            return ir.passes.PassResult(model, modified=True)
         return apply_from_opset(model, gelu_rules(), OPSET)

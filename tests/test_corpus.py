@@ -37,8 +37,8 @@ SIMPLIFIED = [
 KNOWN_GAPS = {
     "paraphrase_minilm_l3": (
         "refusal",
-        "LayerNormalization and Erf have no int8 TFLite kernel; float islands between DEQUANTIZE and QUANTIZE are "
-        "not built yet",
+        "its 7 LayerNormalization nodes have no int8 TFLite kernel; float islands between DEQUANTIZE and QUANTIZE "
+        "are not built yet",
     ),
     "ppocr_v4_rec": (
         "accuracy",

@@ -114,8 +114,19 @@ def test_torch_gelu_becomes_one_node_from_opset_20(shape, divide):
     assert _op_types_after_preprocess(_model(nodes, constants, 20)) == ["Gelu"]
 
 
-def test_gelu_below_opset_20_or_with_inexact_constants_is_left_alone():
+def test_gelu_below_opset_20_is_fused_after_converting_the_model_up():
+    """BERT-style exports are opset 14-17: the model is converted to opset 20 (exactly), then fused."""
     nodes, constants = _torch_gelu("outer", True)
-    assert "Erf" in _op_types_after_preprocess(_model(nodes, constants, 17))
+    nodes.append(helper.make_node("ReduceMean", ["y"], ["r"], axes=[1]))  # an op whose form changed in opset 18
+    proto = _model(nodes, constants, 14, outputs=("r",))
+    model = preprocess(ir.serde.deserialize_model(proto))
+    assert [n.op_type for n in model.graph] == ["Gelu", "ReduceMean"] and model.opset_imports[""] == 20
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 5)).astype(np.float32)
+    want = ort_session(proto).run(None, {"x": x})[0]
+    np.testing.assert_allclose(ort_session(to_proto(model)).run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_gelu_with_inexact_constants_is_left_alone():
+    nodes, constants = _torch_gelu("outer", True)
     constants["root"] = np.float32(1.414)
     assert "Erf" in _op_types_after_preprocess(_model(nodes, constants, 20))
