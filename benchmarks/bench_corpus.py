@@ -13,6 +13,7 @@ as its documentation recommends: benchmarks/ort_quantize.py). Both calibrate on 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import sys
@@ -76,7 +77,9 @@ def run_case(case: Path, tmp: Path) -> dict:
             names = [o["name"] for o in spec["outputs"]]
             row["tflite"] = score(_tflite_outputs(converted.outdir / "model.tflite", data, names))
     ort_path = tmp / "ort.onnx"
-    done, row["ort_s"] = timed(lambda: ort_worker(str(model), str(calib), str(ort_path), "MinMax", "QInt8"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    with contextlib.chdir(tmp):  # the quantizer's calibration writes external-data files into the working folder
+        done, row["ort_s"] = timed(lambda: ort_worker(str(model), str(calib), str(ort_path), "MinMax", "QInt8"))
     if not isinstance(done, Exception):  # the quantizer can write a model onnxruntime refuses to load
         done, _ = timed(lambda: score(_onnx_outputs(ort_path, data)))
     row["ort"] = first_line(done) if isinstance(done, Exception) else done
