@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -12,6 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the models/ zoo is importable in tests
     sys.path.insert(0, str(REPO))
+# the third-party corpus beside the checkout (CI has shared/ beside the clone), or EDGEQ_CORPUS
+CORPUS = __import__("pathlib").Path(os.environ.get("EDGEQ_CORPUS", REPO.parent / "shared" / "corpus"))
 
 
 def _init(name: str, array: np.ndarray) -> onnx.TensorProto:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import CORPUS
 
 import edgeq
 from edgeq.errors import UnsupportedError
@@ -26,7 +27,6 @@ from edgeq.reference.interface import float_outputs, model_inputs
 from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
 from edgeq.tflite_format.flatbuffer import read
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 CASES = sorted(p.parent.name for p in CORPUS.glob("*/case.json"))
 SIMPLIFIED = [
     "ppocr_v4_det",

@@ -4,15 +4,12 @@ standalone BatchNorms gone."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 import pytest
-from conftest import REPO
+from conftest import CORPUS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -27,7 +24,6 @@ from edgeq.passes.fold_batchnorm import batchnorm_statistics
 from edgeq.passes.preprocess import preprocess, preprocess_pipeline
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-CORPUS = Path(os.environ.get("EDGEQ_CORPUS", REPO.parent / "shared" / "corpus"))
 
 
 def _model(nodes, inputs: dict, outputs: list[str], inits: dict, dtype=TensorProto.FLOAT) -> onnx.ModelProto:

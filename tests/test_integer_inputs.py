@@ -7,12 +7,12 @@ be quantized. The corpus sentence encoder quantizes with its three embedding tab
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+from conftest import CORPUS
 from onnx import TensorProto, helper
 from ops_cases import VOCABULARY, check_against_onnxruntime, onnx_model, quantized
 from tflite_cases import assert_bit_exact
@@ -28,7 +28,6 @@ from edgeq.targets.tflite.lower import lower
 from edgeq.targets.tflite.validate import validate_model
 from edgeq.tflite_format.flatbuffer import read, write
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 TOKENS = 6
 
 
