@@ -68,6 +68,7 @@ REASON_CODES = {
     "not-quantized": "an input or output the target needs quantized is float",
     "no-int8-kernel": "the target runs this op in float only",
     "no-micro-kernel": "TFLite Micro has no kernel for this op and type",
+    "no-float-kernel": "a float island would need a float32 kernel that edgeq's reference does not compute bit for bit",
     "dynamic": "a shape or parameter that is only known at run time",
     "dtype": "a tensor type the target cannot take",
     "layout": "a layout or broadcast the target's operator cannot express",

@@ -12,7 +12,8 @@ In order:
 3. Identity/Dropout removal, and Casts of integers to float (attention masks) moved to where the integers enter
    (passes.integer_casts);
 4. BatchNorm folding into Conv/ConvTranspose/Gemm, keeping the BN statistics (passes.fold_batchnorm),
-   division by constants turned into multiplication (passes.div_to_mul), hard-swish and exact-GELU
+   division by constants turned into multiplication (passes.div_to_mul), the minus-infinity constant of additive
+   attention masks bounded to -10^4 (passes.bound_attention_mask: exact in float, quantizable), hard-swish and exact-GELU
    decompositions fused into HardSwish and Gelu (passes.fuse_hard_swish, fuse_gelu: before affine folding,
    which would otherwise fold their constant Adds and Muls away), and the remaining affine chains (unfolded
    BatchNorms, input normalization, standalone BatchNorms) folded into a neighbouring Conv/Gemm or made one
@@ -32,6 +33,7 @@ import onnx_ir.passes.common as common_passes
 import onnxscript.optimizer
 
 from edgeq.passes import integer_casts  # Casts of integers to float moved to where the integers enter
+from edgeq.passes.bound_attention_mask import BoundAttentionMaskPass
 from edgeq.passes.div_to_mul import DivToMulPass
 from edgeq.passes.fix_input_shapes import FixInputShapesPass, FixInputShapesResult
 from edgeq.passes.fold_affine import FoldAffinePass
@@ -61,6 +63,7 @@ def preprocess_pipeline() -> ir.passes.PassManager:
             integer_casts.CastIntegersFirstPass(),
             FoldBatchNormPass(),
             DivToMulPass(),
+            BoundAttentionMaskPass(),
             FuseHardSwishPass(),
             FuseGeluPass(),
             FoldAffinePass(),

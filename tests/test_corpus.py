@@ -32,20 +32,6 @@ SIMPLIFIED = [
     "ppocr_v4_det",
     "ppocr_v4_rec",
 ]  # the graphs onnx-simplifier changes most (shared scalar constants)
-# Cases that do not meet the bar yet, and why (README "Limitations"): each must still fail in the way described (a
-# one-line refusal, or the accuracy gap), and the test fails once it no longer does, so that the entry is removed.
-KNOWN_GAPS = {
-    "paraphrase_minilm_l3": (
-        "refusal",
-        "its 7 LayerNormalization nodes have no int8 TFLite kernel; float islands between DEQUANTIZE and QUANTIZE "
-        "are not built yet",
-    ),
-    "ppocr_v4_rec": (
-        "accuracy",
-        "every op of the .tflite is within 1 LSB of the QDQ model, but at 11 dB output SQNR those steps move "
-        "3 of 96 CTC strings (.tflite 0.615, QDQ ONNX 0.646 agreement with fp32)",
-    ),
-}
 ABSENT = pytest.mark.skip(reason=f"the third-party corpus is not on this machine ({CORPUS})")
 
 
@@ -58,8 +44,9 @@ def _metrics():
 
 def _onnx_outputs(path: Path, data: dict) -> dict[str, np.ndarray]:
     """PATH run in onnxruntime on each sample of DATA (an input of the sample's own rank, like a recurrent state
-    or a scalar, is fed without a batch axis), outputs concatenated on axis 0."""
-    run = session(path)
+    or a scalar, is fed without a batch axis), outputs concatenated on axis 0. Basic optimizations only: a QDQ
+    model then computes what its Q/DQ nodes define on any CPU (fused int8 kernels differ by CPU: docs/runtimes.md)."""
+    run = session(path, optimization="basic")
     names = [o.name for o in run.get_outputs()]
     ranks = {i.name: len(i.shape) for i in run.get_inputs()}
     count = len(next(iter(data.values())))
@@ -113,8 +100,6 @@ def _check_case(case: Path, model: Path, tmp_path: Path) -> None:
     except UnsupportedError as refusal:
         assert str(refusal).startswith("unsupported: ") and "\n" not in str(refusal)
         if refusal.code != "no-micro-kernel":
-            if KNOWN_GAPS.get(case.name, ("",))[0] == "refusal":
-                pytest.xfail(f"known gap: {KNOWN_GAPS[case.name][1]} ({refusal})")
             assert spec.get("expect") == "refusal-or-success", f"{case.name}: {refusal}"
             return
         # TFLite Micro has no int8 kernel for one of its ops: the other targets must still convert
@@ -134,11 +119,6 @@ def _check_case(case: Path, model: Path, tmp_path: Path) -> None:
     onnx_score = metrics.score_case(spec, data, fp32, qdq, case / "model.onnx")[primary]
     tflite_score = metrics.score_case(spec, data, fp32, tflite, case / "model.onnx")[primary]
     scores = f"{primary}: .tflite {tflite_score:.4f}, QDQ ONNX {onnx_score:.4f}"
-    gap = KNOWN_GAPS.get(case.name, ("",))
-    assert gap[0] != "refusal", f"{case.name} converts now: remove it from KNOWN_GAPS"
-    if gap[0] == "accuracy":
-        assert tflite_score < onnx_score - 0.01, f"{case.name} is within 1 point now ({scores}): remove it"
-        pytest.xfail(f"known gap: {gap[1]}")
     assert tflite_score >= onnx_score - 0.01, scores
 
 

@@ -189,12 +189,23 @@ def test_div_by_a_one_signed_tensor_clamps_it_away_from_zero(monkeypatch, sign):
     end_to_end(monkeypatch, proto, FEATURE, start=("m", "d"))
 
 
-def test_div_refusals_name_the_node():
-    both_signs = _divide([helper.make_node("Tanh", ["m"], ["d"])])
-    assert "unsupported: Div at node_2: its divisor takes both signs" in refusal(both_signs, FEATURE)
-    # m / Sigmoid(m) reaches -400: S1 / (S2 * S_out) = 1.3, where numerators 0 and -1 would be mis-scaled
-    wide = _divide([helper.make_node("Sigmoid", ["m"], ["d"])])
-    assert "S1 / (S2 * S_out) = 1.31 is outside [2^6, 2^23)" in refusal(wide, FEATURE)
+@pytest.mark.parametrize(
+    ("divisor", "why"),
+    [
+        ("Tanh", "its divisor takes both signs"),
+        # m / Sigmoid(m) reaches -400: S1 / (S2 * S_out) = 1.3, where numerators 0 and -1 would be mis-scaled
+        ("Sigmoid", "S1 / (S2 * S_out) = 1.31 is outside [2^6, 2^23)"),
+    ],
+)
+def test_a_div_the_int8_kernel_cannot_take_is_a_float_island_that_says_why(divisor, why):
+    proto = _divide([helper.make_node(divisor, ["m"], ["d"])])
+    lowered = lower(_quantize(proto, np.random.default_rng(0), FEATURE))
+    [div] = [r for r in lowered.coverage if r.op == "Div"]
+    assert div.lowered == "float-island" and why in div.reason
+    assert [op.opcode for op in lowered.graph.operators][-3:] == ["DEQUANTIZE", "DIV", "QUANTIZE"]
+    shape = lowered.graph.tensors[lowered.graph.inputs[0]].shape  # NHWC
+    x = np.random.default_rng(1).integers(-128, 128, shape).astype(np.int8)
+    assert_per_runtime(write(lowered.graph), [x], litert="reference")
 
 
 def test_div_lowers_to_float_div():

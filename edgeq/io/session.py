@@ -37,6 +37,7 @@ from edgeq.errors import DataError, ExecutionError, first_line
 from edgeq.io.onnx_model import to_proto
 
 PROVIDERS = ["CPUExecutionProvider"]
+X64_QUANT_PRECISION = "session.x64quantprecision"
 OPTIMIZATION_LEVELS = {
     "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -73,6 +74,10 @@ def session(
     options = ort.SessionOptions()
     options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
     options.log_severity_level = 3
+    # On x86 CPUs with AVX2 but no VNNI (AMD Zen 1-3, Intel before Cascade Lake) onnxruntime's default int8 kernels
+    # add pairs of u8 x s8 products in int16 (VPMADDUBSW), which saturates: MobileNetV2's QDQ model fell to 7.7 dB
+    # output SQNR there. This entry selects its exact kernels (docs/runtimes.md).
+    options.add_session_config_entry(X64_QUANT_PRECISION, "1")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -90,11 +95,17 @@ def session(
     else:
         source = str(model)
         what = what or str(model)
+    disabled = list(disabled_optimizers) or None
     try:
-        return ort.InferenceSession(
-            source, options, providers=PROVIDERS, disabled_optimizers=list(disabled_optimizers) or None
-        )
-    except Exception as exc:  # onnxruntime raises its own exception types, and plain ones for bad paths
+        return ort.InferenceSession(source, options, providers=PROVIDERS, disabled_optimizers=disabled)
+    except Exception:  # onnxruntime raises its own exception types, and plain ones for bad paths
+        pass
+    # onnxruntime 1.32's exact AVX2 kernels fail to load some models ("Attempt to replace the existing tensor":
+    # PP-OCRv4 rec): those run with its default kernels, which is what a session without the entry gets anyway
+    options.add_session_config_entry(X64_QUANT_PRECISION, "0")
+    try:
+        return ort.InferenceSession(source, options, providers=PROVIDERS, disabled_optimizers=disabled)
+    except Exception as exc:
         raise ExecutionError(f"onnxruntime cannot load {what or 'the model'}: {first_line(exc)}") from None
 
 

@@ -23,6 +23,10 @@ Rules (docs/quantization-conventions.md §7-§9):
 * Where integers become float activations (edgeq.quantization.integer_sources: an embedding lookup, a Cast of
   integers) the node is quantized without an activation input, its output with its own encoding.
 * Softmax, Sigmoid and Tanh outputs have fixed encodings (edgeq.quantization.qparams.fixed_output_encoding).
+* A Softmax input's range spans at most SOFTMAX_INPUT_SPAN = 32 below its maximum: a logit 32 below its row's
+  maximum has weight below e^-32 (1e-14, 0 at any integer output step), and TFLite's int8 SOFTMAX gives every
+  difference below about -32 (its diff_min, 5 integer bits) weight 0 anyway. Attention masks (-10^4 after
+  passes.bound_attention_mask) then saturate at the bottom of the range instead of setting its scale.
 * Every float tensor that is a data input or an output of a quantized node gets one Q/DQ pair.
 """
 
@@ -39,6 +43,7 @@ from edgeq.errors import unsupported
 from edgeq.quantization.integer_sources import is_integer_source
 from edgeq.quantization.qparams import Encoding, QType, activation_encoding, fixed_output_encoding
 
+SOFTMAX_INPUT_SPAN = 32.0
 ANCHOR_OPS = {
     "Conv",
     "ConvTranspose",
@@ -172,6 +177,7 @@ class QuantPlan:
     constants: list[ir.Value] = field(default_factory=list)  # float constants read as data
     fixed_output: dict[str, str] = field(default_factory=dict)  # tensor name -> op type fixing it
     range_free: set[str] = field(default_factory=set)  # group members whose range does not widen the group
+    softmax_inputs: set[str] = field(default_factory=set)  # tensors read by a Softmax (their span is bounded)
     _parent: dict[str, str] = field(default_factory=dict)
 
     def group_of(self, name: str) -> str:
@@ -322,6 +328,8 @@ def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> Qua
             plan.range_free.update(v.name for v in inputs if len(list(v.uses())) == 1 and not v.is_graph_output())
         if op in ("Softmax", "Sigmoid", "Tanh"):
             plan.fixed_output[node.outputs[0].name] = op
+        if op == "Softmax":
+            plan.softmax_inputs.add(inputs[0].name)
 
     seen: set[int] = set()
     for value in [*graph.inputs, *(v for n in graph for v in n.outputs)]:
@@ -351,9 +359,10 @@ def assign_encodings(
             widening = [m for m in members if m not in plan.range_free]
             member_ranges = [ranges[m] if m in ranges else constant_ranges[m] for m in widening]
             factor = (range_factors or {}).get(plan.group_of(members[0]), 1.0)
-            encoding = activation_encoding(
-                factor * min(r[0] for r in member_ranges), factor * max(r[1] for r in member_ranges), qtype
-            )
+            lo, hi = factor * min(r[0] for r in member_ranges), factor * max(r[1] for r in member_ranges)
+            if plan.softmax_inputs.intersection(members):
+                lo = max(lo, hi - SOFTMAX_INPUT_SPAN)
+            encoding = activation_encoding(lo, hi, qtype)
         for m in members:
             encodings[m] = encoding
     return encodings

@@ -20,16 +20,21 @@ import numpy as np
 
 from edgeq.reference.arithmetic import (
     activation_range,
+    float_activation,
     multiply_by_quantized_multiplier,
     quantize_multiplier_smaller_than_one,
 )
 
 OPCODES = ("ADD", "SUB")
+FLOAT32 = True  # float32: x + y (x - y) rounded once, then the fused activation's clamp, as in both runtimes
 
 LEFT_SHIFT = 20  # int8; int16 would use 15
 
 
 def evaluate(graph, op, inputs):
+    if inputs[0].dtype == np.float32:
+        total = inputs[0] - inputs[1] if op.opcode == "SUB" else inputs[0] + inputs[1]
+        return [float_activation(total, op.options.get("FusedActivationFunction", "NONE"))]
     q1 = graph.tensors[op.inputs[0]].quantization
     q2 = graph.tensors[op.inputs[1]].quantization
     output = graph.tensors[op.outputs[0]]

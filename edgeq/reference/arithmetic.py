@@ -110,6 +110,19 @@ def activation_range(activation: str, scale: float, zero_point: int, dtype) -> t
     raise ValueError(f"fused activation {activation} has no integer range")
 
 
+def float_activation(x: np.ndarray, activation: str) -> np.ndarray:
+    """ActivationFunctionWithMinMax on float32 outputs: the clamp a fused activation is, NONE none."""
+    bounds = {"NONE": (None, None), "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
+    if activation not in bounds:
+        raise ValueError(f"fused activation {activation} has no float32 range")
+    lo, hi = bounds[activation]
+    if lo is not None:
+        x = np.maximum(x, np.float32(lo))
+    if hi is not None:
+        x = np.minimum(x, np.float32(hi))
+    return x.astype(np.float32)
+
+
 def round_half_away(x):
     """TfLiteRound / std::round: halves go away from zero."""
     x = np.asarray(x, np.float64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 OPCODES = ("DEQUANTIZE",)
+FLOAT32 = True
 
 
 def evaluate(graph, op, inputs):

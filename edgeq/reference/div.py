@@ -26,6 +26,7 @@ import numpy as np
 
 from edgeq.reference.arithmetic import (
     activation_range,
+    float_activation,
     quantize_multiplier,
     rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
@@ -33,6 +34,7 @@ from edgeq.reference.arithmetic import (
 from edgeq.reference.fixed_point import count_leading_zeros, get_reciprocal
 
 OPCODES = ("DIV",)
+FLOAT32 = True
 LITERT_VARIANT = {"multiplier_arithmetic": "float32"}  # LiteRT's Prepare divides in float32
 
 
@@ -83,6 +85,8 @@ def rounding_divide_by_wide_pot(x, exponent) -> np.ndarray:
 
 def evaluate(graph, op, inputs, multiplier_arithmetic: str = "double"):
     """MULTIPLIER_ARITHMETIC "double" is TFLite Micro's Prepare, "float32" LiteRT's."""
+    if inputs[0].dtype == np.float32:  # one rounded quotient, then the fused activation's clamp
+        return [float_activation(inputs[0] / inputs[1], op.options.get("FusedActivationFunction", "NONE"))]
     q1, q2 = (graph.tensors[i].quantization for i in op.inputs[:2])
     output = graph.tensors[op.outputs[0]]
     out_scale, out_zp = float(output.quantization.scale[0]), int(output.quantization.zero_point[0])

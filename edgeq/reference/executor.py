@@ -16,6 +16,9 @@ contract of every edgeq target) or "litert". A module whose kernel LiteRT's BUIL
 declares ``LITERT_VARIANT``, the keyword options of its ``evaluate`` that reproduce LiteRT (FULLY_CONNECTED rounds
 once, LOGISTIC looks up a float table, HARD_SWISH computes one multiplier in float32; each differs from TFLite
 Micro by one step on rare inputs; docs/runtimes.md). Everything else is the same in both.
+
+A module whose float32 path computes what both runtimes' reference kernels compute, bit for bit, declares
+``FLOAT32 = True`` (:func:`computes_float32`): the TFLite lowering runs only such operators in float islands.
 """
 
 from __future__ import annotations
@@ -55,6 +58,12 @@ def kernel(opcode: str, semantics: str = "tflite-micro"):
     if semantics == "litert" and litert_variant is not None:
         return functools.partial(module.evaluate, **litert_variant)
     return module.evaluate
+
+
+def computes_float32(opcode: str) -> bool:
+    """Whether OPCODE's reference kernel computes float32 tensors bit for bit as LiteRT and TFLite Micro do."""
+    module = kernel_modules().get(opcode)
+    return module is not None and getattr(module, "FLOAT32", False)
 
 
 def _feeds(graph: Graph, inputs: list[np.ndarray]) -> dict[int, np.ndarray]:

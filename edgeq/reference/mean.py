@@ -26,6 +26,7 @@ from edgeq.reference.arithmetic import multiply_by_quantized_multiplier, quantiz
 from edgeq.reference.reduce_max_min import reduced_axes
 
 OPCODES = ("MEAN",)
+FLOAT32 = True
 
 
 def evaluate(graph, op, inputs):

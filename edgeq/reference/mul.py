@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.reference.arithmetic import activation_range, multiply_by_quantized_multiplier, quantize_multiplier
+from edgeq.reference.arithmetic import (
+    activation_range,
+    float_activation,
+    multiply_by_quantized_multiplier,
+    quantize_multiplier,
+)
 
 OPCODES = ("MUL",)
+FLOAT32 = True
 
 
 def evaluate(graph, op, inputs):
+    if inputs[0].dtype == np.float32:  # one rounded product, then the fused activation's clamp
+        return [float_activation(inputs[0] * inputs[1], op.options.get("FusedActivationFunction", "NONE"))]
     q1 = graph.tensors[op.inputs[0]].quantization
     q2 = graph.tensors[op.inputs[1]].quantization
     output = graph.tensors[op.outputs[0]]

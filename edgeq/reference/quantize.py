@@ -19,6 +19,7 @@ import numpy as np
 from edgeq.reference.arithmetic import multiply_by_quantized_multiplier, quantize_multiplier, round_half_away
 
 OPCODES = ("QUANTIZE",)
+FLOAT32 = True
 
 
 def evaluate(graph, op, inputs):

@@ -35,6 +35,7 @@ from edgeq.reference.arithmetic import (
 from edgeq.reference.fixed_point import rescale, wrap_int32
 
 OPCODES = ("RSQRT",)
+FLOAT32 = True
 FRACTIONAL_SHIFT = 20  # kShift: 1/sqrt(v) is carried with 20 fractional bits between the two multiplications
 HALF_SQRT_2 = 1518500250  # sqrt(2) / 2 in Q0.31
 HALF_THREE = (1 << 28) + (1 << 27)  # 3/2 in Q3.28

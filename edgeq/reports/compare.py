@@ -8,7 +8,10 @@ samples as
 
     SQNR = 10 log10( sum x_float^2 / sum (x_float - x_quant)^2 )   [dB]
 
-(edgeq.measure.metrics.ErrorSums: streaming sums, so memory does not grow with the data).
+(edgeq.measure.metrics.ErrorSums: streaming sums, so memory does not grow with the data). A Softmax input is
+compared where it counts: entries more than SOFTMAX_INPUT_SPAN (32) below their row's float maximum are raised to
+that floor in both tensors, since their weights are below e^-32 either way (an attention mask's -10^4 saturates
+at the bottom of the quantized range, which is no error; edgeq.quantization.plan).
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ import itertools
 import math
 from pathlib import Path
 
+import numpy as np
+
 from edgeq import targets
 from edgeq.data import CalibrationData
 from edgeq.io.onnx_model import float_tensor_names, load_model, to_proto
 from edgeq.io.session import exposing, fixed_batch_size, run_batches
 from edgeq.measure.metrics import ErrorSums
 from edgeq.passes.preprocess import preprocess
+from edgeq.quantization.plan import SOFTMAX_INPUT_SPAN
 
 
 def compare(float_path, quant_path, data: CalibrationData, *, batch_size: int = 16) -> dict:
@@ -38,10 +44,15 @@ def compare(float_path, quant_path, data: CalibrationData, *, batch_size: int = 
     names = outputs + layers
     float_session = exposing(float_proto, names)
     sums = {name: ErrorSums() for name in names}
+    softmax_axes = _softmax_input_axes(float_model)
     for batch, float_values in run_batches(float_session, names, data, batch_size):
         tested = probe.run(batch)
         for name, value in zip(names, float_values, strict=True):
-            sums[name].add(value, tested[name])
+            if name in softmax_axes:
+                floor = value.max(axis=softmax_axes[name], keepdims=True) - SOFTMAX_INPUT_SPAN
+                sums[name].add(np.maximum(value, floor), np.maximum(tested[name], floor))
+            else:
+                sums[name].add(value, tested[name])
     result = {
         "samples": data.num_samples,
         "outputs": {name: sums[name].to_dict() for name in outputs},
@@ -51,6 +62,17 @@ def compare(float_path, quant_path, data: CalibrationData, *, batch_size: int = 
     if probe.kernels:
         result["kernels"] = probe.kernels
     return result
+
+
+def _softmax_input_axes(model) -> dict[str, int]:
+    """Tensor name -> the axis its Softmax normalizes (opset 13+: one axis; before: the flattened axes from it on,
+    whose row maximum is taken over the last one only, a floor that is never higher)."""
+    default = -1 if model.opset_imports.get("", 13) >= 13 else 1
+    axes = {}
+    for node in model.graph:
+        if node.op_type == "Softmax":
+            axes[node.inputs[0].name] = -1 if default == 1 else node.attributes.get_int("axis", default)
+    return axes
 
 
 def largest_losses(float_model, sqnr: dict[str, float], count: int = 5) -> list[dict]:

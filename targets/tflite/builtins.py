@@ -11,7 +11,7 @@ to the code that emits it, and registered with :func:`register`. Everything else
   ``bias_required``, ``same_encoding``, ``fixed_output``, ``output_shape`` and ``rules``; an opcode that is not
   registered is reported as unsupported;
 * the TFLite Micro target: ``micro_resolver``, the MicroMutableOpResolver method that registers the kernel, and
-  ``micro_int8``, whether that kernel takes int8 (the target refuses an int8 model with an op it does not);
+  ``micro_types``, the tensor types its kernel takes (the target refuses a model with an op it has no kernel for);
 * static analysis and the MCU latency estimate: ``kind`` and ``macs``.
 
 ``verified`` records, per activation dtype, what the lowering's output was checked against, so that a reader can
@@ -72,7 +72,8 @@ class Builtin:
     same_encoding: bool = False  # data inputs must carry the output's encoding (the kernel does not rescale)
     fixed_output: Mapping[np.dtype, tuple[float, int]] = field(default_factory=dict)  # dtype -> (scale, zp)
     rules: Callable[[Graph, Operator], list[str]] = _no_rules  # further checks, one message each
-    micro_int8: bool = True  # TFLite Micro has an int8 kernel (EXP, LOG, SQRT: float32 only)
+    # the activation types TFLite Micro has kernels for (EXP, LOG, SQRT: float32 only; GELU: none)
+    micro_types: tuple[str, ...] = ("int8", "float32")
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -135,6 +135,9 @@ class TfliteTarget(Target):
         inputs = ", ".join(f"{i['name']} {i['dtype']} {i['shape']} {i['layout']}" for i in report["inputs"])
         coverage = report["coverage"]
         line = f"input {inputs}; {coverage.get('int8', 0)} of {coverage['nodes']} nodes int8; "
+        if coverage.get("float_island_ops"):
+            ops = ", ".join(f"{op} x{n}" for op, n in coverage["float_island_ops"].items())
+            line += f"{coverage['float-island']} in float32 islands ({ops}); "
         line += output_summary(report["validation"])
         for row in report.get("largest_losses", [])[:1]:  # where the accuracy goes
             line += f"; most noise added by {row['op']} {row['node']} ({row['input_sqnr_db']:.1f} -> {row['sqnr_db']:.1f} dB)"

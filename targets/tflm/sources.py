@@ -42,14 +42,18 @@ def check_name(name: str) -> None:
 
 
 def missing_micro_kernel(graph: Graph) -> UnsupportedError | None:
-    """The refusal of the first int8 operator TFLite Micro has no int8 kernel for (it would fail to load), or None."""
+    """The refusal of the first operator TFLite Micro has no kernel for, for its input type (it would fail to
+    load), or None."""
     for op in graph.operators:
-        if not builtins.lookup(op.opcode).micro_int8 and graph.tensors[op.inputs[0]].dtype == np.int8:
-            return unsupported(
-                (op.opcode, graph.tensors[op.outputs[0]].name),
-                f"TFLite Micro runs {op.opcode} in float32 only (the .tflite target runs it in int8)",
-                "no-micro-kernel",
+        kinds = builtins.lookup(op.opcode).micro_types
+        dtype = np.dtype(graph.tensors[op.inputs[0]].dtype).name
+        if dtype in ("int8", "float32") and dtype not in kinds:
+            reason = (
+                f"TFLite Micro runs {op.opcode} in {' and '.join(kinds)} only (the .tflite target runs it in {dtype})"
+                if kinds
+                else f"TFLite Micro has no {op.opcode} kernel (the .tflite target runs it in LiteRT)"
             )
+            return unsupported((op.opcode, graph.tensors[op.outputs[0]].name), reason, "no-micro-kernel")
     return None
 
 

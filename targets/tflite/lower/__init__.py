@@ -44,6 +44,7 @@ from edgeq.targets.tflite.lower.context import (
 )
 from edgeq.targets.tflite.lower.coverage import NodeCoverage
 from edgeq.targets.tflite.lower.edges import graph_input, graph_output, record_layouts
+from edgeq.targets.tflite.lower.island import ISLAND_CODES, lower_island
 from edgeq.targets.tflite.lower.registry import lowering_for
 from edgeq.tflite_format.graph import Graph
 
@@ -78,6 +79,25 @@ def _lower_node(ctx: LoweringContext, node: ir.Node) -> None:
     lowering(ctx, node)
 
 
+def _lower_or_island(ctx: LoweringContext, node: ir.Node) -> tuple[str, str | None]:
+    """Lower NODE in int8 (or at float precision), else as a float island; (outcome, reason) for the coverage."""
+    start = ctx.checkpoint()
+    try:
+        _lower_node(ctx, node)
+        return ("float" if ctx.float else "int8"), None
+    except UnsupportedError as refusal:
+        if ctx.float or refusal.code not in ISLAND_CODES:
+            raise
+        int8_refusal = refusal
+    ctx.rollback(start)
+    try:
+        lower_island(ctx, node, _lower_node)
+    except UnsupportedError as refusal:
+        # the int8 refusal says what the user can change, unless the island itself was the last resort
+        raise refusal if int8_refusal.code == "no-int8-kernel" else int8_refusal from None
+    return "float-island", f"float32 between DEQUANTIZE and QUANTIZE: {int8_refusal.reason}"
+
+
 def _stand_ins(ctx: LoweringContext, node: ir.Node) -> None:
     """Survey: int8 tensors for the quantized outputs of refused NODE, so that the nodes reading them are tried."""
     for value in node.outputs:
@@ -101,8 +121,8 @@ def lower(model: ir.Model, *, io: str = "int8", precision: str = "int8", survey:
     if precision not in ("int8", "float"):
         raise RecipeError(f"precision must be int8 or float, not {precision!r}")
     ctx = LoweringContext(model, io, precision)
-    outcome = "float" if ctx.float else "int8"
     coverage = []
+    outcomes: dict[str, str] = {}  # node name -> how it was lowered (for the Relu/Clip fused into it)
 
     def edge(add_edge, value: ir.Value) -> str:
         """The graph input or output VALUE's layout; in SURVEY a refused edge is recorded instead."""
@@ -121,14 +141,13 @@ def lower(model: ir.Model, *, io: str = "int8", precision: str = "int8", survey:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             _check_qdq(ctx, node)
         elif id(node) in ctx.fused:
-            coverage.append(
-                NodeCoverage(node.name, node.op_type, outcome, reason=f"fused into {ctx.fused[id(node)]}")
-            )
+            into = ctx.fused[id(node)]
+            coverage.append(NodeCoverage(node.name, node.op_type, outcomes[into], reason=f"fused into {into}"))
         else:
             start = ctx.checkpoint()
             try:
-                _lower_node(ctx, node)
-                coverage.append(NodeCoverage(node.name, node.op_type, outcome))
+                outcomes[node.name], reason = _lower_or_island(ctx, node)
+                coverage.append(NodeCoverage(node.name, node.op_type, outcomes[node.name], reason=reason))
             except UnsupportedError as exc:
                 if not survey:
                     raise

@@ -156,6 +156,7 @@ GELU = register(
         "GELU",
         options="GeluOptions",
         micro_resolver="AddGelu",  # not in tflite-micro 0.dev20261023's interpreter: LiteRT only
+        micro_types=(),
         kind="elementwise",
         version=by_input_type(int8=2),
         output_shape=input_shape,

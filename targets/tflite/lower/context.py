@@ -73,6 +73,11 @@ class LoweringContext:
         self.values: dict[int, Activation] = {}  # id(ir.Value) of a Q output -> its TFLite tensor
         self.ops: dict[str, int] = {}
         self.fused: dict[int, str] = {}  # id of a Relu/Clip folded into the op before it -> that op's name
+        # Float islands (island.py): the node being lowered in float32, the float32 DEQUANTIZE of each int8
+        # tensor an island read (by int8 tensor index) and the island outputs that only float nodes read.
+        self.island: ir.Node | None = None
+        self.dequantized: dict[int, int] = {}
+        self.float_values: dict[int, Activation] = {}  # id(ir.Value) -> its float32 tensor
 
     def checkpoint(self) -> tuple:
         """What undoing a refused node needs: a lowering may add tensors and operators before it refuses."""
@@ -82,10 +87,12 @@ class LoweringContext:
             dict(self.ops),
             dict(self.values),
             dict(self.fused),
+            dict(self.dequantized),
+            dict(self.float_values),
         )
 
     def rollback(self, checkpoint: tuple) -> None:
-        tensors, operators, self.ops, self.values, self.fused = checkpoint
+        tensors, operators, self.ops, self.values, self.fused, self.dequantized, self.float_values = checkpoint
         del self.graph.tensors[tensors:], self.graph.operators[operators:]
 
     # ----------------------------------------------------------------------------------- tensors, operators
@@ -139,11 +146,26 @@ class LoweringContext:
         return np.float32(scale), zero_point
 
     def activation(self, value: ir.Value, node: ir.Node) -> Activation:
-        """The TFLite tensor of an activation input: the output of an activation Q/DQ pair."""
+        """The TFLite tensor of an activation input: the output of an activation Q/DQ pair. Inside a float island
+        it is that tensor's float32 DEQUANTIZE, or the float32 output of an island before."""
+        if self.island is not None and id(value) in self.float_values:
+            return self.float_values[id(value)]
         dq = self.producer(value)
         if dq is None or dq.op_type != "DequantizeLinear" or id(dq.inputs[0]) not in self.values:
             raise unsupported(node, f"reads {value.name}, which is not quantized", "not-quantized")
-        return self.values[id(dq.inputs[0])]
+        act = self.values[id(dq.inputs[0])]
+        return act if self.island is None else self._dequantize(act)
+
+    def _dequantize(self, act: Activation) -> Activation:
+        """The float32 DEQUANTIZE of int8 tensor ACT, emitted once however many islands read it."""
+        if act.index not in self.dequantized:
+            from edgeq.targets.tflite.lower.edges import DEQUANTIZE  # edges.py builds on this module
+
+            source = self.graph.tensors[act.index]
+            index = self.graph.add_tensor(Tensor(f"{source.name}_dequantized", source.shape, np.float32))
+            self.add_op(DEQUANTIZE, [act.index], [index])
+            self.dequantized[act.index] = index
+        return Activation(self.dequantized[act.index], act.perm, act.column_order)
 
     def constant(self, value: ir.Value, node: ir.Node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(integers, scales, zero points) of a constant behind a DequantizeLinear."""
@@ -164,6 +186,8 @@ class LoweringContext:
         activation input of rank RANK, so a tensor already in some layout stays in it; else layout_perm(RANK)."""
         for value in node.inputs:
             if value is not None and not self.is_quantized_constant(value) and len(value.shape or ()) == rank:
+                if id(value) in self.float_values:
+                    return self.float_values[id(value)].perm
                 dq = self.producer(value)
                 if dq is not None and dq.op_type == "DequantizeLinear" and id(dq.inputs[0]) in self.values:
                     return self.values[id(dq.inputs[0])].perm
@@ -217,6 +241,9 @@ class LoweringContext:
             value = fused.outputs[0]
             consumers = [user for user, _ in value.uses()]
         if len(consumers) != 1 or consumers[0].op_type != "QuantizeLinear":
+            if self.island is not None:  # float nodes read it: it stays float32 (a Relu after it is its own op)
+                self.fused.pop(id(fused), None)
+                return self._float_output(node.outputs[0], shape_onnx, perm), "NONE"
             raise unsupported(node, "its output is not quantized by a single QuantizeLinear", "not-quantized")
         q_node = consumers[0]
         encoding = self.int8_encoding(q_node)
@@ -225,6 +252,13 @@ class LoweringContext:
         index = self.tensor(self.name_of(q_node), shape, np.int8, encoding)
         self.values[id(q_node.outputs[0])] = Activation(index, tuple(perm))
         return index, activation
+
+    def _float_output(self, value: ir.Value, shape_onnx, perm) -> int:
+        """A float32 tensor for island output VALUE, which float nodes read (quantized later, if at all)."""
+        shape = tuple(int(shape_onnx[p]) for p in perm)
+        index = self.tensor(value.name, shape, np.float32)
+        self.float_values[id(value)] = Activation(index, tuple(perm))
+        return index
 
     @staticmethod
     def _fused_activation(node: ir.Node, act: ir.Node, encoding) -> str:

@@ -1,7 +1,8 @@
 """What the lowering did with each node of the QDQ model: the coverage report of the TFLite targets.
 
 Every node but the QuantizeLinear/DequantizeLinear pairs gets one record: ``lowered`` is "int8" (int8 builtins),
-"float" (float32 builtins: the float-precision graph) or "refused", with the reason ``code``
+"float-island" (float32 builtins between DEQUANTIZE and QUANTIZE, with the int8 refusal that sent it there as
+the ``reason``; island.py), "float" (float32 builtins: the float-precision graph) or "refused", with the reason ``code``
 (edgeq.errors.REASON_CODES) and the one-line ``reason`` where it is refused. A Relu/Clip fused into the op before
 it is lowered with it and says so. :func:`summary` counts them; :func:`refusal_line` is the one-line error of a
 graph with refusals: the first, and how many more, by op type.
@@ -21,7 +22,7 @@ from edgeq.errors import UnsupportedError
 class NodeCoverage:
     node: str
     op: str
-    lowered: str  # "int8" | "float" | "refused"
+    lowered: str  # "int8" | "float-island" | "float" | "refused"
     code: str | None = None
     reason: str | None = None
 
@@ -36,11 +37,14 @@ class NodeCoverage:
 def summary(records: list[NodeCoverage]) -> dict:
     """Counts per outcome and, for the refused nodes, per op type and reason code."""
     counts = Counter(r.lowered for r in records)
-    result = {"nodes": len(records), **{k: counts[k] for k in ("int8", "float", "refused") if counts[k]}}
+    result = {"nodes": len(records), **{k: counts[k] for k in ("int8", "float-island", "float", "refused") if counts[k]}}
     refused = [r for r in records if r.lowered == "refused"]
     if refused:
         result["refused_ops"] = dict(Counter(r.op for r in refused).most_common())
         result["refused_codes"] = dict(Counter(r.code for r in refused).most_common())
+    islands = [r for r in records if r.lowered == "float-island" and not (r.reason or "").startswith("fused")]
+    if islands:
+        result["float_island_ops"] = dict(Counter(r.op for r in islands).most_common())
     return result
 
 

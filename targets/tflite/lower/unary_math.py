@@ -43,7 +43,7 @@ def _litert_table(opcode: str, options: str | None, kernel: str) -> Builtin:
             options,
             micro_resolver,
             verified={"int8": verified, "float32": _BOTH_FLOAT},
-            micro_int8=False,
+            micro_types=("float32",),
             **_ELEMENTWISE,
         )
     )
