@@ -73,9 +73,9 @@ class LoweringContext:
         self.values: dict[int, Activation] = {}  # id(ir.Value) of a Q output -> its TFLite tensor
         self.ops: dict[str, int] = {}
         self.fused: dict[int, str] = {}  # id of a Relu/Clip folded into the op before it -> that op's name
-        # Float islands (island.py): the node being lowered in float32, the float32 DEQUANTIZE of each int8
+        # Float islands (island.py): whether a node is being lowered as one, the float32 DEQUANTIZE of each int8
         # tensor an island read (by int8 tensor index) and the island outputs that only float nodes read.
-        self.island: ir.Node | None = None
+        self.in_island = False
         self.dequantized: dict[int, int] = {}
         self.float_values: dict[int, Activation] = {}  # id(ir.Value) -> its float32 tensor
 
@@ -148,13 +148,13 @@ class LoweringContext:
     def activation(self, value: ir.Value, node: ir.Node) -> Activation:
         """The TFLite tensor of an activation input: the output of an activation Q/DQ pair. Inside a float island
         it is that tensor's float32 DEQUANTIZE, or the float32 output of an island before."""
-        if self.island is not None and id(value) in self.float_values:
+        if self.in_island and id(value) in self.float_values:
             return self.float_values[id(value)]
         dq = self.producer(value)
         if dq is None or dq.op_type != "DequantizeLinear" or id(dq.inputs[0]) not in self.values:
             raise unsupported(node, f"reads {value.name}, which is not quantized", "not-quantized")
         act = self.values[id(dq.inputs[0])]
-        return act if self.island is None else self._dequantize(act)
+        return self._dequantize(act) if self.in_island else act
 
     def _dequantize(self, act: Activation) -> Activation:
         """The float32 DEQUANTIZE of int8 tensor ACT, emitted once however many islands read it."""
@@ -241,7 +241,7 @@ class LoweringContext:
             value = fused.outputs[0]
             consumers = [user for user, _ in value.uses()]
         if len(consumers) != 1 or consumers[0].op_type != "QuantizeLinear":
-            if self.island is not None:  # float nodes read it: it stays float32 (a Relu after it is its own op)
+            if self.in_island:  # float nodes read it: it stays float32 (a Relu after it is its own op)
                 self.fused.pop(id(fused), None)
                 return self._float_output(node.outputs[0], shape_onnx, perm), "NONE"
             raise unsupported(node, "its output is not quantized by a single QuantizeLinear", "not-quantized")

@@ -76,7 +76,7 @@ def lower_island(ctx: LoweringContext, node: ir.Node, lowering) -> None:
     """Lower NODE with LOWERING(ctx, node) as a float island (see the module docstring); raises UnsupportedError
     (the context rolled back) when the node cannot run in float32 either."""
     start, before, first_op = ctx.checkpoint(), dict(ctx.values), len(ctx.graph.operators)
-    ctx.island, ctx.float = node, True
+    ctx.in_island = ctx.float = True
     try:
         lowering(ctx, node)
         _check_kernels(ctx, node, first_op)
@@ -85,4 +85,4 @@ def lower_island(ctx: LoweringContext, node: ir.Node, lowering) -> None:
         ctx.rollback(start)
         raise
     finally:
-        ctx.island, ctx.float = None, False
+        ctx.in_island = ctx.float = False
