@@ -11,8 +11,8 @@ times is given (the machine is shared: medians and ratios only).
 
 Cases: the digits CNN for every target (the `make demo` conversion); the digits CNN quantized with equalization,
 range search, AdaRound, bias correction and 8-bit dyadic multipliers; MobileNetV2 on photo views for every target
-with equalization, range search and bias correction (AdaRound is left out: its per-layer time bound makes its
-result depend on the machine's load).
+with equalization, range search and bias correction (AdaRound is left out of that case for its time, 2.5 minutes;
+its result does not depend on the machine's load, tests/test_adaround.py).
 """
 
 from __future__ import annotations

@@ -267,14 +267,17 @@ def machine() -> str:
 
 
 def replace_section(marker: str, lines: list[str]) -> None:
-    """Write LINES as BENCHMARKS.md's section that starts with MARKER, replacing only that section."""
+    """Write LINES as BENCHMARKS.md's section that starts with MARKER, in that section's place (a new section
+    goes at the end)."""
     path = REPO / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if marker in text:
-        start = text.index(marker)
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + (text[end + 1 :] if end != -1 else "")
-    path.write_text(text.rstrip() + "\n\n" + "\n".join(lines))
+    section = "\n".join(lines).rstrip() + "\n"
+    if marker not in text:
+        path.write_text(text.rstrip() + "\n\n" + section)
+        return
+    start = text.index(marker)
+    end = text.find("\n## ", start + 1)
+    path.write_text(text[:start] + section + (text[end:] if end != -1 else ""))
 
 
 def write_markdown(results: dict, command: str, seconds: float) -> str:

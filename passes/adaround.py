@@ -30,7 +30,9 @@ How edgeq applies it:
   calibration sample, ``samples`` rows per layer in all (fewer if they would exceed ``memory_mb``), so memory
   and time do not grow with the image size.
 * Sequential: for each layer, the QDQ model, with the rounding already learned upstream, and its clipped float
-  reference (below) run in onnxruntime, each pruned to the nodes the layer's input depends on. Both halves of that matter (4-bit
+  reference (below) run in onnxruntime, layer by layer (passes.layer_sequence: only the nodes between a cached cut
+  and the layer's input run, so collecting every layer's rows costs about two runs of each model, not a run of
+  the model's prefix per layer, which is quadratic in depth). Both halves of that matter (4-bit
   digits CNN, held-out logits SQNR; default sum-preserving rounding 15.4 dB): the target on the same quantized
   input (symmetric) with every layer's input from one run gives 14.3 dB, symmetric and sequential 16.3 dB,
   asymmetric and sequential 23.8 dB. Asymmetric from one run is a trap: each layer compensates the error of
@@ -46,8 +48,8 @@ How edgeq applies it:
   (its 960->160 projection in block 16 alone: 15.3 -> 11.5 dB, although its held-out layer error fell
   0.64 -> 0.60: the error is the clipped outliers); against the clipped reference 18.4 dB (18.3 dB without
   the output clip; 18.6 dB with bias correction after it; bias correction alone 18.0 dB).
-* Time: ``iterations`` Adam steps of 256 rows, or ``seconds_per_layer``, whichever comes first; the annealing
-  schedule follows whichever is further along, so a layer cut short by the clock still ends with beta = 2.
+* Work: ``iterations`` Adam steps of 256 rows per layer, never a time bound, so that the result is the same on
+  a busy and an idle machine (the same seed, data and model give the same bytes).
 * Safeguard: every fifth calibration sample is held out of the optimization; the learned rounding replaces the
   existing one only if it lowers the reconstruction error on the held-out rows (a Gemm sees one row per sample and
   can overfit a few dozen samples). ``report`` lists both errors for every layer.
@@ -65,15 +67,15 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 from tqdm import tqdm
 
 from edgeq.data import CalibrationData
 from edgeq.errors import EdgeqError
-from edgeq.io.session import budget_batch, exposing_copy, fixed_batch_size, session
+from edgeq.io.session import budget_batch, fixed_batch_size
 from edgeq.passes.adaround_layers import Layer, layer_of, unsupported
 from edgeq.passes.clipped_reference import clipped_reference
+from edgeq.passes.layer_sequence import LayerSequence
 from edgeq.passes.stage import StageContext, StageResult
 from edgeq.quantization.qparams import weight_qmax
 
@@ -84,6 +86,7 @@ BETA_START, BETA_END = 20.0, 2.0
 WARM_UP = 0.2
 LEARNING_RATE = 0.03
 BATCH_ROWS = 256
+ROWS_PER_INPUT = 8  # a minibatch holds at most 8 rows per input of an output (72 for a depthwise 3x3 channel)
 HELD_OUT_EVERY = 5
 
 
@@ -135,8 +138,7 @@ class AdaRoundPass(ir.passes.InPlacePass):
         data: CalibrationData,
         *,
         weight_bits: int = 8,
-        iterations: int = 1000,
-        seconds_per_layer: float = 10.0,
+        iterations: int = 500,
         samples: int = 2048,
         memory_mb: int = 256,
         progress: bool = True,
@@ -147,7 +149,6 @@ class AdaRoundPass(ir.passes.InPlacePass):
         self.data = data
         self.qmax = weight_qmax(weight_bits)
         self.iterations = iterations
-        self.seconds_per_layer = seconds_per_layer
         self.samples = samples
         self.memory_bytes = memory_mb * 2**20
         self.progress = progress
@@ -157,41 +158,49 @@ class AdaRoundPass(ir.passes.InPlacePass):
         torch = _import_torch()
         layers, skipped = self._layers(model)
         self.result = AdaRoundResult(model, False, skipped=skipped)
-        num_samples = self.data.num_samples or sum(len(next(iter(b.values()))) for b in self.data.batches(64))
+        inputs = [v.name for v in self.float_model.graph.inputs if not v.is_initializer()]
+        batches: dict[str, list[np.ndarray]] = {name: [] for name in inputs}
+        for batch in self.data.batches(fixed_batch_size(self.float_model) or budget_batch(self.float_model, 64)):
+            for name, arrays in batches.items():
+                arrays.append(batch[name])
+        num_samples = sum(len(array) for array in batches[inputs[0]])
+        # Both models run layer by layer (passes.layer_sequence), in the same waves: the QDQ model with the
+        # rounding already learned upstream, for x_q; its clipped reference, for x_f. With all optimizations
+        # a QDQ model runs its integer kernels (3x faster than the float simulation for MobileNetV2, and what
+        # the ONNX Runtime target runs); the tensors a wave reads are graph outputs, never fused away.
+        names = [layer.node.name for layer in layers]
+        quantized = LayerSequence(model, names, batches, optimization="all")
         # The targets come from the float model as the QDQ model clips it (float weights, every activation
         # Q/DQ pair a Clip to its range): rounding cannot restore what the activation encodings clip away on
         # purpose, and chasing those outliers costs the inputs that are represented (bias_correction.py).
-        reference = clipped_reference(model, self.float_model)
-        float_proto = exposing_copy(reference, _produced(reference, [layer.qdq_input for layer in layers]))
+        clipped = LayerSequence(clipped_reference(model, self.float_model), names, batches, optimization="all")
+        index = {name: i for i, name in enumerate(names)}
         threads = torch.get_num_threads()
         # Each Adam step is a handful of small tensor ops: one thread avoids a thread-pool barrier per op, which
         # costs more than the ops themselves (11 ms instead of 30 us for a 45k-element add on a busy 2-core box).
         torch.set_num_threads(1)
         try:
-            for index, layer in enumerate(
-                tqdm(
-                    layers,
-                    desc="adaround",
-                    unit="layer",
-                    disable=None if self.progress else True,
-                    leave=False,
-                )
-            ):
-                rows_per_sample = math.ceil(
-                    min(self.samples, self.memory_bytes // layer.row_bytes) / num_samples
-                )
-                start = time.perf_counter()
-                qdq_proto = exposing_copy(model, _produced(model, [layer.qdq_input]))
-                collected = self._collect(
-                    layer,
-                    _runner(qdq_proto, layer.qdq_input),
-                    _runner(float_proto, layer.qdq_input),
-                    max(1, rows_per_sample),
-                    np.random.default_rng([self.seed, index]),
-                )
-                data_seconds = time.perf_counter() - start
-                self._round(torch, layer, *collected)
-                self.result.layers[layer.node.name]["data_seconds"] = round(data_seconds, 3)
+            with tqdm(
+                total=len(layers), desc="adaround", unit="layer", disable=None if self.progress else True, leave=False
+            ) as bar:
+                while quantized.pending:
+                    wave = quantized.next_wave()
+                    start = time.perf_counter()
+                    wave_layers = [(index[name], layers[index[name]]) for name in wave]
+                    rows = self._collect(wave_layers, quantized, clipped, num_samples)
+                    data_seconds = (time.perf_counter() - start) / len(wave)  # one run serves the wave
+                    for row in rows:
+                        arrays = row.arrays()
+                        train, inputs = int((~arrays[2]).sum()), arrays[0].shape[2]
+                        if train < inputs:  # underdetermined: any rounding fits the rows, none generalizes
+                            self.result.skipped[row.layer.node.name] = (
+                                f"{train} calibration rows for {inputs} inputs per output: too few to learn its "
+                                "rounding from (give more calibration samples)"
+                            )
+                            continue
+                        self._round(torch, row.layer, *arrays)
+                        self.result.layers[row.layer.node.name]["data_seconds"] = round(data_seconds, 3)
+                    bar.update(len(wave))
         finally:
             torch.set_num_threads(threads)
         self.result.modified = any(row["adopted"] for row in self.result.layers.values())
@@ -216,25 +225,22 @@ class AdaRoundPass(ir.passes.InPlacePass):
         return layers, skipped
 
     def _collect(
-        self, layer: Layer, run_qdq, run_float, rows_per_sample: int, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """LAYER's quantized-input rows [G, R, K], float-model targets [G, R, N] and held-out mask [R]."""
-        rows, targets, held_out = [], [], []
-        first = 0
-        for batch in self.data.batches(
-            fixed_batch_size(self.float_model) or budget_batch(self.float_model, 64)
-        ):
-            x_q, x_f = run_qdq(batch), run_float(batch)
-            count = len(x_q)
-            positions = layer.positions(x_q)
-            take = min(rows_per_sample, positions)
-            chosen = np.stack([rng.choice(positions, take, replace=False) for _ in range(count)])
-            rows.append(layer.rows(x_q, chosen))
-            targets.append(layer.output(layer.rows(x_f, chosen), layer.weight))
-            samples = np.arange(first, first + count)
-            held_out.append(np.repeat(samples % HELD_OUT_EVERY == HELD_OUT_EVERY - 1, take))
-            first += count
-        return np.concatenate(rows, axis=1), np.concatenate(targets, axis=1), np.concatenate(held_out)
+        self, layers: list[tuple[int, Layer]], quantized: LayerSequence, clipped: LayerSequence, num_samples: int
+    ) -> list[_Rows]:
+        """The rows of a wave's LAYERS (with their index in graph order, which seeds their positions), from one
+        run of each model's next segment."""
+        rows = [
+            _Rows(
+                layer,
+                max(1, math.ceil(min(self.samples, self.memory_bytes // layer.row_bytes) / num_samples)),
+                np.random.default_rng([self.seed, index]),
+            )
+            for index, layer in layers
+        ]
+        names, wanted = [row.layer.node.name for row in rows], [row.layer.qdq_input for row in rows]
+        quantized.run(names, wanted, lambda xs: [row.add_quantized(x) for row, x in zip(rows, xs, strict=True)])
+        clipped.run(names, wanted, lambda xs: [row.add_reference(x) for row, x in zip(rows, xs, strict=True)])
+        return rows
 
     def _round(
         self, torch, layer: Layer, rows: np.ndarray, target: np.ndarray, held_out: np.ndarray
@@ -260,12 +266,12 @@ class AdaRoundPass(ir.passes.InPlacePass):
         # Minibatches are windows at random offsets into the shuffled rows: views, not per-step gathers.
         order = np.random.default_rng(self.seed).permutation(np.flatnonzero(train))
         x, y = torch.from_numpy(rows[:, order]), torch.from_numpy(target[:, order])
-        batch = min(BATCH_ROWS, len(order))
+        batch = min(BATCH_ROWS, ROWS_PER_INPUT * rows.shape[2], len(order))
         optimizer = torch.optim.Adam([v], lr=LEARNING_RATE)
         generator = torch.Generator().manual_seed(self.seed)
         done = 0
         while True:
-            progress = max(done / self.iterations, (time.perf_counter() - start) / self.seconds_per_layer)
+            progress = done / self.iterations
             if progress >= 1.0:
                 break
             done += 1
@@ -304,28 +310,31 @@ class AdaRoundPass(ir.passes.InPlacePass):
         }
 
 
-def _produced(model: ir.Model, names: list[str]) -> list[ir.Value]:
-    """The values among NAMES that nodes produce (the others are graph inputs)."""
-    outputs = {value.name: value for node in model.graph for value in node.outputs}
-    return [outputs[name] for name in dict.fromkeys(names) if name in outputs]
+class _Rows:
+    """A layer's rows as the QDQ model feeds it and its float targets, at a few random output positions of
+    every sample: the positions are drawn on the QDQ model's batch and reused on the reference's."""
 
+    def __init__(self, layer: Layer, per_sample: int, rng: np.random.Generator):
+        self.layer, self.per_sample, self.rng = layer, per_sample, rng
+        self.rows: list[np.ndarray] = []
+        self.targets: list[np.ndarray] = []
+        self.held_out: list[np.ndarray] = []
+        self.chosen: list[np.ndarray] = []
 
-def _runner(proto: onnx.ModelProto, name: str):
-    """A function batch -> the tensor NAME, running only the nodes it depends on (a graph input: the batch's)."""
-    if name not in {output.name for output in proto.graph.output}:
-        return lambda batch: batch[name]
-    pruned = onnx.ModelProto()
-    pruned.CopyFrom(proto)
-    needed, kept = {name}, []
-    for node in reversed(proto.graph.node):
-        if needed.intersection(node.output):
-            kept.append(node)
-            needed.update(node.input)
-    del pruned.graph.node[:]
-    pruned.graph.node.extend(reversed(kept))
-    del pruned.graph.output[:]
-    pruned.graph.output.extend(o for o in proto.graph.output if o.name == name)
-    # All optimizations: a QDQ model runs its integer kernels (3x faster than the float simulation for
-    # MobileNetV2, and what the ONNX Runtime target runs); the exposed tensor is a graph output, never fused away.
-    runner = session(pruned)
-    return lambda batch: runner.run([name], batch)[0]
+    def add_quantized(self, x_q: np.ndarray) -> None:
+        count, positions = len(x_q), self.layer.positions(x_q)
+        take = min(self.per_sample, positions)
+        chosen = np.stack([self.rng.choice(positions, take, replace=False) for _ in range(count)])
+        first = sum(len(c) for c in self.chosen)
+        self.chosen.append(chosen)
+        self.rows.append(self.layer.rows(x_q, chosen))
+        samples = np.arange(first, first + count)
+        self.held_out.append(np.repeat(samples % HELD_OUT_EVERY == HELD_OUT_EVERY - 1, take))
+
+    def add_reference(self, x_f: np.ndarray) -> None:
+        chosen = self.chosen[len(self.targets)]
+        self.targets.append(self.layer.output(self.layer.rows(x_f, chosen), self.layer.weight))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Quantized-input rows [G, R, K], float-model targets [G, R, N] and the held-out mask [R]."""
+        return np.concatenate(self.rows, axis=1), np.concatenate(self.targets, axis=1), np.concatenate(self.held_out)

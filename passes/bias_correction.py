@@ -17,15 +17,8 @@ cancel them costs more than it gains. MobileNetV2, per-channel weights, percenti
 on held-out views: against the plain float model 15.6 -> 8.8 dB (32 views; 7.4 dB even when corrected on
 the evaluation views themselves), against the clipped reference 15.1 -> 16.4 dB (64 views, 256 held out).
 The paper's semantics are sequential: a layer is measured after every quantized layer upstream of it has
-been corrected. Correcting a layer changes only what is downstream of it, so all layers whose upstream
-layers are corrected are measured in one pass (a "wave"; a chain such as MobileNetV2 still needs one wave
-per layer). A wave does not rerun the model from its input: the tensors at the cut between the part of the
-graph that is final (every quantized layer upstream of it is corrected) and the rest are kept for all
-samples, as the integers behind their DequantizeLinear where there is one, so each wave only runs the nodes
-between the cut and its layers' outputs. Cost: about two runs of the model (a wave's layers are run again in
-the next wave, with their corrected bias) plus one small onnxruntime session per wave; memory: the data
-(read once) and the cut's tensors, for every sample (MobileNetV2 at 64 samples: 38 MB of input, then at
-most ~80 MB of uint8).
+been corrected. Layers are visited in waves by passes.layer_sequence, which
+runs only the nodes between a cached cut and each wave's layers: about two runs of the model in all.
 
 mode "analytic" (data-free): ``E[y_q - y]_c = sum_{i,k} (W_q - W)_{c,i,k} E[x_i]``, the weight error only
 (the input's quantization error is taken as zero-mean). E[x_i] comes from the BatchNorm statistics that
@@ -51,17 +44,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 from tqdm import tqdm
 
 from edgeq.data import CalibrationData
 from edgeq.errors import RecipeError
-from edgeq.io.onnx_model import to_proto
-from edgeq.io.session import budget_batch, fixed_batch_size, session
+from edgeq.io.session import budget_batch, fixed_batch_size
 from edgeq.passes.batchnorm_moments import NoStatistics, input_mean, tap_weights
 from edgeq.passes.clipped_reference import clipped_reference
 from edgeq.passes.insert_qdq import dequantize_constant
+from edgeq.passes.layer_sequence import LayerSequence, segment_session
 from edgeq.passes.stage import StageContext, StageResult
 from edgeq.quantization.qparams import BIAS_LIMIT
 from edgeq.quantization.recipe import BIAS_CORRECTIONS
@@ -255,20 +247,15 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
                 arrays.append(batch[name])
         reference = clipped_reference(model, self.float_model)
         reference_nodes = {node.name: node for node in reference.graph}
-        reference_means = _Segment(
-            reference,
-            set(reference.graph),
-            inputs,
-            [reference_nodes[layer.node.name].outputs[0] for layer in layers],
-        ).channel_means(cache)
+        reference_outputs = [reference_nodes[layer.node.name].outputs[0] for layer in layers]
+        reference_means = _MeanAccumulator(len(layers))
+        runner = segment_session(reference, set(reference.graph), inputs, reference_outputs)
+        for i in range(len(cache[inputs[0].name])):
+            reference_means(runner.run([v.name for v in reference_outputs], {n: a[i] for n, a in cache.items()}))
+        expected = dict(zip((layer.node for layer in layers), reference_means.means(), strict=True))
         self.result.passes = 1
-        expected = dict(zip((layer.node for layer in layers), reference_means, strict=True))
-        values = {v.name: v for v in inputs} | {v.name: v for node in graph for v in node.outputs}
-
-        upstream = _upstream_layers(graph, {layer.node for layer in layers})
-        pending = list(layers)
-        corrected: set[ir.Node] = set()
-        final: set[ir.Node] = set()  # nodes whose outputs are final: every layer upstream is corrected
+        by_name = {layer.node.name: layer for layer in layers}
+        sequence = LayerSequence(model, list(by_name), cache)
         with tqdm(
             total=len(layers),
             desc="bias correction",
@@ -276,115 +263,27 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
             disable=None if self.progress else True,
             leave=False,
         ) as bar:
-            while pending:
-                wave = [layer for layer in pending if upstream[layer.node] <= corrected]
-                wave_nodes = {layer.node for layer in wave}
-                segment_nodes = _ancestors(list(wave_nodes), final)
-                # DequantizeLinear nodes are rerun, not cached, so that the cut holds their integer inputs
-                newly_final = {
-                    n for n in segment_nodes if n not in wave_nodes and n.op_type != "DequantizeLinear"
-                }
-                cut = [
-                    v
-                    for n in newly_final
-                    for v in n.outputs
-                    if any(c not in final and c not in newly_final for c in v.consumers())
-                ]
-                segment_inputs = {v.name: v for n in segment_nodes for v in n.inputs if v is not None}
-                segment = _Segment(
-                    model,
-                    segment_nodes,
-                    [v for name, v in segment_inputs.items() if name in cache],
-                    [layer.node.outputs[0] for layer in wave] + cut,
-                )
-                means, cut_arrays = segment.run(cache, len(wave))
+            while sequence.pending:
+                wave = [by_name[name] for name in sequence.next_wave()]
+                means = _MeanAccumulator(len(wave))
+                sequence.run([layer.node.name for layer in wave], [layer.node.outputs[0].name for layer in wave], means)
                 self.result.passes += 1
-                for layer, mean in zip(wave, means, strict=True):
+                for layer, mean in zip(wave, means.means(), strict=True):
                     self._apply(layer, expected[layer.node] - mean)
-                    corrected.add(layer.node)
-                    pending.remove(layer)
-                final |= newly_final
-                final |= {
-                    n
-                    for n in segment_nodes - wave_nodes
-                    if all(c in final for v in n.outputs for c in v.consumers())
-                }
-                cache.update(cut_arrays)
-                for name in [n for n in cache if all(c in final for c in values[n].consumers())]:
-                    del cache[name]
                 bar.update(len(wave))
 
 
-def _upstream_layers(graph: ir.Graph, layer_nodes: set[ir.Node]) -> dict[ir.Node, set[ir.Node]]:
-    """For every node (GRAPH topologically sorted), the layer nodes upstream of it."""
-    upstream: dict[ir.Node, set[ir.Node]] = {}
-    for node in graph:
-        above: set[ir.Node] = set()
-        for value in node.inputs:
-            producer = value.producer() if value is not None else None
-            if producer is not None:
-                above |= upstream[producer] | ({producer} & layer_nodes)
-        upstream[node] = above
-    return upstream
+class _MeanAccumulator:
+    """Called with each batch's tensors; ``means()``: their per-channel (axis 1) means."""
 
+    def __init__(self, count: int):
+        self.sums: list = [0.0] * count
+        self.counts = [0] * count
 
-def _ancestors(targets: list[ir.Node], stop: set[ir.Node]) -> set[ir.Node]:
-    """TARGETS and every node they depend on, not crossing nodes in STOP (their outputs are cached)."""
-    found: set[ir.Node] = set()
-    pending = list(targets)
-    while pending:
-        node = pending.pop()
-        if node in found or node in stop:
-            continue
-        found.add(node)
-        pending.extend(v.producer() for v in node.inputs if v is not None and v.producer() is not None)
-    return found
+    def __call__(self, tensors: list[np.ndarray]) -> None:
+        for j, y in enumerate(tensors):
+            self.sums[j] = self.sums[j] + y.sum(axis=tuple(a for a in range(y.ndim) if a != 1), dtype=np.float64)
+            self.counts[j] += y.size // y.shape[1]
 
-
-class _Segment:
-    """An onnxruntime session over some nodes of a model, fed by cached tensors (lists of batches)."""
-
-    def __init__(self, model: ir.Model, nodes: set[ir.Node], inputs: list[ir.Value], outputs: list[ir.Value]):
-        proto = to_proto(model)
-        kept = [
-            node_proto
-            for node, node_proto in zip(model.graph, proto.graph.node, strict=True)
-            if node in nodes
-        ]
-        used = {name for node_proto in kept for name in node_proto.input}
-        graph = onnx.helper.make_graph(
-            kept,
-            "segment",
-            [_value_info(v) for v in inputs],
-            [_value_info(v) for v in outputs],
-            initializer=[t for t in proto.graph.initializer if t.name in used],
-        )
-        segment = onnx.helper.make_model(graph, opset_imports=proto.opset_import, ir_version=proto.ir_version)
-        self.session = session(segment, optimization="basic")
-        self.input_names = [v.name for v in inputs]
-        self.output_names = [v.name for v in outputs]
-
-    def run(self, cache: dict[str, list[np.ndarray]], mean_count: int):
-        """Per-channel (axis 1) means of the first MEAN_COUNT outputs; the other outputs as lists of batches."""
-        sums: list[np.ndarray] = [0.0] * mean_count
-        counts = [0] * mean_count
-        kept: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names[mean_count:]}
-        batches = len(next(iter(cache.values())))
-        for i in range(batches):
-            outputs = self.session.run(self.output_names, {name: cache[name][i] for name in self.input_names})
-            for j, y in enumerate(outputs[:mean_count]):
-                axes = tuple(a for a in range(y.ndim) if a != 1)
-                sums[j] = sums[j] + y.sum(axis=axes, dtype=np.float64)
-                counts[j] += y.size // y.shape[1]
-            for name, y in zip(self.output_names[mean_count:], outputs[mean_count:], strict=True):
-                kept[name].append(y)
-        return [s / c for s, c in zip(sums, counts, strict=True)], kept
-
-    def channel_means(self, cache: dict[str, list[np.ndarray]]) -> list[np.ndarray]:
-        return self.run(cache, len(self.output_names))[0]
-
-
-def _value_info(value: ir.Value) -> onnx.ValueInfoProto:
-    if value.dtype is None:
-        return onnx.helper.make_empty_tensor_value_info(value.name)
-    return onnx.helper.make_tensor_value_info(value.name, value.dtype.value, None)
+    def means(self) -> list[np.ndarray]:
+        return [s / c for s, c in zip(self.sums, self.counts, strict=True)]
