@@ -11,7 +11,8 @@ one ``ExecutionError`` line. Options:
   what a deployment runs, QDQ units become integer kernels);
 * ``optimized_model_path``: where onnxruntime writes the graph it actually runs (what it fused);
 * ``disabled_optimizers``: names of onnxruntime graph transformers not to run (e.g. "ConvBNFusion");
-* ``profile_prefix``: turns on onnxruntime's profiler, which writes a Chrome-trace JSON at that prefix.
+* ``profile_prefix``: turns on onnxruntime's profiler, which writes a Chrome-trace JSON at that prefix;
+* ``exact_int8``: onnxruntime's exact int8 kernels on x86 without VNNI (default; False: its saturating ones).
 
 Log messages below errors are silenced: onnxruntime warns about initializers a pruned or exposing copy no longer
 reads, which is expected there and noise to a user.
@@ -66,6 +67,7 @@ def session(
     disabled_optimizers: Sequence[str] = (),
     profile_prefix: str | os.PathLike | None = None,
     what: str | None = None,
+    exact_int8: bool = True,
 ) -> ort.InferenceSession:
     """An onnxruntime CPU session for MODEL (a file, serialized bytes, a ModelProto or an onnx_ir model).
 
@@ -76,8 +78,9 @@ def session(
     options.log_severity_level = 3
     # On x86 CPUs with AVX2 but no VNNI (AMD Zen 1-3, Intel before Cascade Lake) onnxruntime's default int8 kernels
     # add pairs of u8 x s8 products in int16 (VPMADDUBSW), which saturates: MobileNetV2's QDQ model fell to 7.7 dB
-    # output SQNR there. This entry selects its exact kernels (docs/runtimes.md).
-    options.add_session_config_entry(X64_QUANT_PRECISION, "1")
+    # output SQNR there. This entry selects its exact kernels (docs/runtimes.md); EXACT_INT8=False measures what a
+    # deployment without it gets.
+    options.add_session_config_entry(X64_QUANT_PRECISION, "1" if exact_int8 else "0")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
