@@ -1,6 +1,9 @@
-"""edgeq.reports.compare.layer_order: one x position per layer across models with different tensors."""
+"""edgeq.reports.compare: layer_order keeps one x position per layer across models with different tensors;
+compare_artifacts shares the float side between artifacts."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from edgeq.reports.compare import layer_order
 
@@ -21,3 +24,28 @@ def test_union_keeps_every_models_graph_order():
 
 def test_one_model_keeps_its_order():
     assert layer_order({"q.onnx": _result("z", "y", "x")}) == ["z", "y", "x"]
+
+
+def test_several_artifacts_at_once_match_one_at_a_time(tmp_path):
+    """compare_artifacts runs the float model once for a QDQ .onnx and a .tflite: each result is the one
+    compare gives for that artifact alone."""
+    import numpy as np
+
+    import edgeq
+    from edgeq.data import ArrayData, input_specs
+    from edgeq.io.onnx_model import load_model
+    from edgeq.reports.compare import compare, compare_artifacts
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    converted = edgeq.convert(
+        models / "digits_cnn.onnx", models / "digits_calib.npz", outdir=tmp_path, targets=["onnxruntime", "tflite"]
+    )
+    paths = [p for p in converted.artifacts if p.name.endswith((".qdq.onnx", ".tflite"))]
+    assert len(paths) == 2
+    x = np.load(models / "digits_test.npz")["input"][:12]
+    data = ArrayData({"input": x}, input_specs(load_model(models / "digits_cnn.onnx")), "test")
+    together = compare_artifacts(models / "digits_cnn.onnx", paths, data, batch_size=4)
+    for path in paths:
+        alone = compare(models / "digits_cnn.onnx", path, data, batch_size=4)
+        assert together[path] == alone
+        assert alone["layers"] and alone["largest_losses"]

@@ -34,34 +34,48 @@ from edgeq.quantization.plan import SOFTMAX_INPUT_SPAN
 
 def compare(float_path, quant_path, data: CalibrationData, *, batch_size: int = 16) -> dict:
     """SQNR and max abs error per graph output and per float tensor the artifact at QUANT_PATH keeps."""
+    return compare_artifacts(float_path, [quant_path], data, batch_size=batch_size)[quant_path]
+
+
+def compare_artifacts(float_path, quant_paths: list, data: CalibrationData, *, batch_size: int = 16) -> dict:
+    """``compare`` for each of QUANT_PATHS (result by path), the float model preprocessed and run once for all."""
     float_model = load_model(float_path)
     preprocess(float_model, sample_shapes=data.sample_shapes())  # the graph quantization saw, tensor by tensor
     batch_size = fixed_batch_size(float_model) or batch_size
     float_proto = to_proto(float_model)
     outputs = [o.name for o in float_proto.graph.output]
-    probe = targets.claiming(quant_path)[0].probe(Path(quant_path), [*outputs, *float_tensor_names(float_proto)])
-    layers = [name for name in probe.names if name not in outputs]
-    names = outputs + layers
+    candidates = [*outputs, *float_tensor_names(float_proto)]
+    probes = {path: targets.claiming(path)[0].probe(Path(path), candidates) for path in dict.fromkeys(quant_paths)}
+    kept = {name for probe in probes.values() for name in probe.names}
+    names = outputs + [name for name in candidates[len(outputs) :] if name in kept and name not in outputs]
     float_session = exposing(float_proto, names)
-    sums = {name: ErrorSums() for name in names}
+    sums = {path: {name: ErrorSums() for name in probe.names} for path, probe in probes.items()}
     softmax_axes = _softmax_input_axes(float_model)
     for batch, float_values in run_batches(float_session, names, data, batch_size):
-        tested = probe.run(batch)
-        for name, value in zip(names, float_values, strict=True):
-            if name in softmax_axes:
-                floor = value.max(axis=softmax_axes[name], keepdims=True) - SOFTMAX_INPUT_SPAN
-                sums[name].add(np.maximum(value, floor), np.maximum(tested[name], floor))
-            else:
-                sums[name].add(value, tested[name])
-    result = {
-        "samples": data.num_samples,
-        "outputs": {name: sums[name].to_dict() for name in outputs},
-        "layers": {name: sums[name].to_dict() for name in layers},
-    }
-    result["largest_losses"] = largest_losses(float_model, {name: sums[name].to_dict()["sqnr_db"] for name in names})
-    if probe.kernels:
-        result["kernels"] = probe.kernels
-    return result
+        floats = dict(zip(names, float_values, strict=True))
+        for path, probe in probes.items():
+            tested = probe.run(batch)
+            for name, errors in sums[path].items():
+                value = floats[name]
+                if name in softmax_axes:
+                    floor = value.max(axis=softmax_axes[name], keepdims=True) - SOFTMAX_INPUT_SPAN
+                    errors.add(np.maximum(value, floor), np.maximum(tested[name], floor))
+                else:
+                    errors.add(value, tested[name])
+    results = {}
+    for path, probe in probes.items():
+        errors = {name: sums[path][name].to_dict() for name in probe.names}
+        layers = [name for name in probe.names if name not in outputs]
+        result = {
+            "samples": data.num_samples,
+            "outputs": {name: errors[name] for name in outputs},
+            "layers": {name: errors[name] for name in layers},
+        }
+        result["largest_losses"] = largest_losses(float_model, {name: e["sqnr_db"] for name, e in errors.items()})
+        if probe.kernels:
+            result["kernels"] = probe.kernels
+        results[path] = result
+    return results
 
 
 def _softmax_input_axes(model) -> dict[str, int]:

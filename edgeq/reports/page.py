@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from edgeq.data import CalibrationData
-from edgeq.reports.compare import compare
+from edgeq.reports.compare import compare_artifacts
 from edgeq.reports.html import write_report
 from edgeq.reports.profile import profile
 
@@ -16,7 +16,7 @@ def report_page(float_model, artifacts: list[str], data: CalibrationData, *, run
     """The page's sections (edgeq.reports.html.render) for ARTIFACTS of FLOAT_MODEL on DATA; SAVED is a quantize
     report or a convert report.json."""
     page: dict = {"title": f"edgeq report: {Path(float_model).name}"}
-    page["compare"] = {path: compare(float_model, path, data) for path in artifacts}
+    page["compare"] = compare_artifacts(float_model, list(artifacts), data)
     page["profiles"] = [
         profile(path, runs=runs, warmup=5, threads=1, progress=False) for path in artifacts
     ]
