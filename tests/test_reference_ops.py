@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from tflite_cases import (
     SETTINGS,
@@ -263,6 +263,8 @@ def test_add(shapes, s1, s2, s_out, zp1, zp2, zp_out, act, seed):
     fused,
     seeds,
 )
+# S_1 S_2 / S_out is 2^-5 in double and not in float32: LiteRT and TFLite Micro round a product of 16 apart
+@example(((5, 5), (5, 5), (5, 5)), 0.375, 0.001, 0.32, 0, 0, 0, "NONE", 0)
 def test_mul(shapes, s1, s2, factor, zp1, zp2, zp_out, act, seed):
     first, second, full = shapes
     s_out = s1 * s2 * 100 * factor  # products of centered int8 values spread over ~10^4

@@ -14,7 +14,7 @@ module.
 ``semantics`` picks whose reference kernels to follow where they differ: "tflite-micro" (the default, and the
 contract of every edgeq target) or "litert". A module whose kernel LiteRT's BUILTIN_REF computes differently
 declares ``LITERT_VARIANT``, the keyword options of its ``evaluate`` that reproduce LiteRT (FULLY_CONNECTED rounds
-once, LOGISTIC looks up a float table, HARD_SWISH computes one multiplier in float32; each differs from TFLite
+once, LOGISTIC looks up a float table, HARD_SWISH and MUL compute a multiplier in float32; each differs from TFLite
 Micro by one step on rare inputs; docs/runtimes.md). Everything else is the same in both.
 
 A module whose float32 path computes what both runtimes' reference kernels compute, bit for bit, declares
