@@ -72,10 +72,9 @@ from tqdm import tqdm
 
 from edgeq.data import CalibrationData
 from edgeq.errors import EdgeqError
-from edgeq.io.session import budget_batch, fixed_batch_size
 from edgeq.passes.adaround_layers import Layer, layer_of, unsupported
 from edgeq.passes.clipped_reference import clipped_reference
-from edgeq.passes.layer_sequence import LayerSequence
+from edgeq.passes.layer_sequence import LayerSequence, input_batches
 from edgeq.passes.stage import StageContext, StageResult
 from edgeq.quantization.qparams import weight_qmax
 
@@ -158,12 +157,8 @@ class AdaRoundPass(ir.passes.InPlacePass):
         torch = _import_torch()
         layers, skipped = self._layers(model)
         self.result = AdaRoundResult(model, False, skipped=skipped)
-        inputs = [v.name for v in self.float_model.graph.inputs if not v.is_initializer()]
-        batches: dict[str, list[np.ndarray]] = {name: [] for name in inputs}
-        for batch in self.data.batches(fixed_batch_size(self.float_model) or budget_batch(self.float_model, 64)):
-            for name, arrays in batches.items():
-                arrays.append(batch[name])
-        num_samples = sum(len(array) for array in batches[inputs[0]])
+        batches = input_batches(self.data, self.float_model)
+        num_samples = sum(len(array) for array in next(iter(batches.values())))
         # Both models run layer by layer (passes.layer_sequence), in the same waves: the QDQ model with the
         # rounding already learned upstream, for x_q; its clipped reference, for x_f. With all optimizations
         # a QDQ model runs its integer kernels (3x faster than the float simulation for MobileNetV2, and what

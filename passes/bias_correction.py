@@ -49,11 +49,10 @@ from tqdm import tqdm
 
 from edgeq.data import CalibrationData
 from edgeq.errors import RecipeError
-from edgeq.io.session import budget_batch, fixed_batch_size
 from edgeq.passes.batchnorm_moments import NoStatistics, input_mean, tap_weights
 from edgeq.passes.clipped_reference import clipped_reference
 from edgeq.passes.insert_qdq import dequantize_constant
-from edgeq.passes.layer_sequence import LayerSequence, segment_session
+from edgeq.passes.layer_sequence import LayerSequence, input_batches, segment_session
 from edgeq.passes.stage import StageContext, StageResult
 from edgeq.quantization.qparams import BIAS_LIMIT
 from edgeq.quantization.recipe import BIAS_CORRECTIONS
@@ -238,13 +237,8 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
 
     # ---- empirical ------------------------------------------------------------------------------------
     def _correct_empirically(self, model: ir.Model, layers: list[_Layer]) -> None:
-        graph = model.graph
-        size = fixed_batch_size(model) or budget_batch(model, 64)
-        inputs = [v for v in graph.inputs if not v.is_initializer()]
-        cache: dict[str, list[np.ndarray]] = {v.name: [] for v in inputs}
-        for batch in self.data.batches(size):
-            for name, arrays in cache.items():
-                arrays.append(batch[name])
+        inputs = [v for v in model.graph.inputs if not v.is_initializer()]
+        cache = input_batches(self.data, model)
         reference = clipped_reference(model, self.float_model)
         reference_nodes = {node.name: node for node in reference.graph}
         reference_outputs = [reference_nodes[layer.node.name].outputs[0] for layer in layers]

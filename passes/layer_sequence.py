@@ -25,7 +25,17 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from edgeq.io.session import session
+from edgeq.data import CalibrationData
+from edgeq.io.session import budget_batch, fixed_batch_size, session
+
+
+def input_batches(data: CalibrationData, model: ir.Model) -> dict[str, list[np.ndarray]]:
+    """DATA read once, as LayerSequence takes it: graph input name -> batches sized for MODEL."""
+    batches: dict[str, list[np.ndarray]] = {v.name: [] for v in model.graph.inputs if not v.is_initializer()}
+    for batch in data.batches(fixed_batch_size(model) or budget_batch(model, 64)):
+        for name, arrays in batches.items():
+            arrays.append(batch[name])
+    return batches
 
 
 class LayerSequence:
@@ -44,7 +54,7 @@ class LayerSequence:
         self.optimization = optimization
         wanted = set(layer_names)
         self.layers = {node.name: node for node in model.graph if node.name in wanted}
-        self.upstream = upstream_layers(model.graph, set(self.layers.values()))
+        self.upstream = _upstream_layers(model.graph, set(self.layers.values()))
         self.cache = dict(inputs)
         self.batches = len(next(iter(inputs.values())))
         self.values = {v.name: v for v in model.graph.inputs} | {
@@ -107,7 +117,7 @@ class LayerSequence:
         )
 
 
-def upstream_layers(graph: ir.Graph, layer_nodes: set[ir.Node]) -> dict[ir.Node, set[ir.Node]]:
+def _upstream_layers(graph: ir.Graph, layer_nodes: set[ir.Node]) -> dict[ir.Node, set[ir.Node]]:
     """For every node (GRAPH topologically sorted), the layer nodes upstream of it."""
     upstream: dict[ir.Node, set[ir.Node]] = {}
     for node in graph:

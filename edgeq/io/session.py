@@ -78,11 +78,6 @@ def session(
     options = ort.SessionOptions()
     options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
     options.log_severity_level = 3
-    # On x86 CPUs with AVX2 but no VNNI (AMD Zen 1-3, Intel before Cascade Lake) onnxruntime's default int8 kernels
-    # add pairs of u8 x s8 products in int16 (VPMADDUBSW), which saturates: MobileNetV2's QDQ model fell to 7.7 dB
-    # output SQNR there. This entry selects its exact kernels (docs/runtimes.md); EXACT_INT8=False measures what a
-    # deployment without it gets.
-    options.add_session_config_entry(X64_QUANT_PRECISION, "1" if exact_int8 else "0")
     options.enable_cpu_mem_arena = memory_arena
     if threads:
         options.intra_op_num_threads = threads
@@ -102,17 +97,18 @@ def session(
         source = str(model)
         what = what or str(model)
     disabled = list(disabled_optimizers) or None
-    try:
-        return ort.InferenceSession(source, options, providers=PROVIDERS, disabled_optimizers=disabled)
-    except Exception:  # onnxruntime raises its own exception types, and plain ones for bad paths
-        pass
-    # onnxruntime 1.32's exact AVX2 kernels fail to load some models ("Attempt to replace the existing tensor":
-    # PP-OCRv4 rec): those run with its default kernels, which is what a session without the entry gets anyway
-    options.add_session_config_entry(X64_QUANT_PRECISION, "0")
-    try:
-        return ort.InferenceSession(source, options, providers=PROVIDERS, disabled_optimizers=disabled)
-    except Exception as exc:
-        raise ExecutionError(f"onnxruntime cannot load {what or 'the model'}: {first_line(exc)}") from None
+    # On x86 CPUs with AVX2 but no VNNI (AMD Zen 1-3, Intel before Cascade Lake) onnxruntime's default int8 kernels
+    # add pairs of u8 x s8 products in int16 (VPMADDUBSW), which saturates: MobileNetV2's QDQ model fell to 7.7 dB
+    # output SQNR there. The entry "1" selects its exact kernels (docs/runtimes.md). onnxruntime 1.32's exact AVX2
+    # kernels fail to load some models ("Attempt to replace the existing tensor": PP-OCRv4 rec): those run with
+    # the default kernels, as does EXACT_INT8=False (what a deployment without the entry gets).
+    for precision in ("1", "0") if exact_int8 else ("0",):
+        options.add_session_config_entry(X64_QUANT_PRECISION, precision)
+        try:
+            return ort.InferenceSession(source, options, providers=PROVIDERS, disabled_optimizers=disabled)
+        except Exception as exc:  # onnxruntime raises its own exception types, and plain ones for bad paths
+            error = exc
+    raise ExecutionError(f"onnxruntime cannot load {what or 'the model'}: {first_line(error)}") from None
 
 
 def _runtime_values(model: ir.Model) -> dict[str, ir.Value]:

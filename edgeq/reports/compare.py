@@ -53,15 +53,17 @@ def compare_artifacts(float_path, quant_paths: list, data: CalibrationData, *, b
     softmax_axes = _softmax_input_axes(float_model)
     for batch, float_values in run_batches(float_session, names, data, batch_size):
         floats = dict(zip(names, float_values, strict=True))
+        floors = {
+            name: floats[name].max(axis=axis, keepdims=True) - SOFTMAX_INPUT_SPAN
+            for name, axis in softmax_axes.items()
+            if name in floats
+        }
+        for name, floor in floors.items():
+            floats[name] = np.maximum(floats[name], floor)
         for path, probe in probes.items():
             tested = probe.run(batch)
             for name, errors in sums[path].items():
-                value = floats[name]
-                if name in softmax_axes:
-                    floor = value.max(axis=softmax_axes[name], keepdims=True) - SOFTMAX_INPUT_SPAN
-                    errors.add(np.maximum(value, floor), np.maximum(tested[name], floor))
-                else:
-                    errors.add(value, tested[name])
+                errors.add(floats[name], np.maximum(tested[name], floors[name]) if name in floors else tested[name])
     results = {}
     for path, probe in probes.items():
         errors = {name: sums[path][name].to_dict() for name in probe.names}
