@@ -31,7 +31,8 @@ demo: install
 	$(BIN)/edgeq convert models/digits_cnn.onnx --target all --integer-only --precision float \
 		--calib models/digits_calib.npz --eval-data models/digits_test.npz -o $(OUT)/digits
 	$(BIN)/edgeq verify $(OUT)/digits/digits_cnn.tflite $(OUT)/digits/digits_cnn.integer.onnx \
-		$(OUT)/digits/digits_cnn.qdq.onnx --data models/digits_test.npz --samples 450
+		--data models/digits_test.npz --samples 450
+	$(BIN)/edgeq verify $(OUT)/digits/digits_cnn.qdq.onnx --data models/digits_test.npz --samples 450
 	$(BIN)/edgeq compare models/digits_cnn.onnx $(OUT)/digits/digits_cnn.tflite --data models/digits_test.npz
 	$(BIN)/edgeq profile $(OUT)/digits/digits_cnn.qdq.onnx --runs 200
 	$(BIN)/edgeq profile $(OUT)/digits/digits_cnn.tflite --runs 200

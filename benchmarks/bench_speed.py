@@ -1,17 +1,25 @@
-"""Speed of the int8 ONNX models against fp32 in ONNX Runtime, edgeq's default against onnxruntime's own quantizer,
-in one run; writes BENCHMARKS.md's "Speed in ONNX Runtime" section.
+"""Speed of the int8 models against fp32, edgeq's default against onnxruntime's own quantizer, in ONNX Runtime and
+in LiteRT, in one run; writes BENCHMARKS.md's "Speed in ONNX Runtime and LiteRT" section.
 
-    python benchmarks/bench_speed.py            # prints the table (about 10 minutes on 2 cores)
+    python benchmarks/bench_speed.py            # prints the tables (about 15 minutes on 2 cores)
     python benchmarks/bench_speed.py --write    # and replaces the section
 
 Models: MobileNetV2 (torchvision weights, 64 calibration photo views) and every CNN of ../shared/corpus (the
 transformer and the refused If model are left out). Quantizers, each calibrated on the same data: edgeq's default
-(`edgeq.convert(targets=["onnxruntime"])`, its model.qdq.onnx) and onnxruntime's quant_pre_process + quantize_static
-(QDQ, MinMax, per-channel int8 weights) with uint8 (u8s8) and with int8 (s8s8) activations. Latency: one
-inference of batch 1 (the first evaluation sample), 1 thread, all graph optimizations, once with ONNX Runtime's
-exact int8 kernels (edgeq's sessions; on x86 without VNNI docs/runtimes.md §5.4 tells deployments to select them)
-and once with its default ones; the models are run round-robin, RUNS runs each per round, and the
-speedup is the median over rounds of fp32's mean latency over the model's.
+(`edgeq.convert(targets=["onnxruntime", "tflite"], precision="float")`: its model.qdq.onnx for this machine's CPU,
+its int8 .tflite and the same graph in float, .float.tflite) and onnxruntime's quant_pre_process +
+quantize_static (QDQ, MinMax, per-channel int8 weights) with uint8 (u8s8) or int8 (s8s8) activations, and u8s8
+with ``reduce_range`` (7-bit weights, its advice for x86 without VNNI).
+
+ONNX Runtime: one inference of batch 1 (the first evaluation sample), 1 thread, all graph optimizations. Each
+model runs on the kernels under which it computes what its Q/DQ nodes define on this CPU: on x86 without VNNI,
+onnxruntime's default u8s8 kernels saturate unless weight pairs are bounded (docs/runtimes.md §5.4), so the
+8-bit ORT models run with its exact kernels (``session.x64quantprecision=1``) there, and edgeq's and the
+reduce_range model with the default ones; one more column shows ORT u8s8 on the default kernels anyway (fast, and
+its SQNR shows what the saturation costs). The models run round-robin, RUNS runs each per round; the speedup is
+the median over rounds of fp32's mean latency over the model's. SQNR: all outputs against fp32's on the first 32
+evaluation samples, with the same kernels. LiteRT: edgeq's int8 .tflite against its float .tflite, XNNPACK, 1
+thread, alternating rounds (bench_tflite.interleaved).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import json
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -37,27 +46,61 @@ from conftest import CORPUS  # noqa: E402
 
 import edgeq  # noqa: E402
 from benchmarks.bench_quantize import machine, mobilenet_photo_setup, replace_section  # noqa: E402
+from benchmarks.bench_tflite import interleaved  # noqa: E402
 from benchmarks.ort_quantize import ort_worker  # noqa: E402
 from edgeq.errors import first_line  # noqa: E402
 from edgeq.io.session import session  # noqa: E402
+from edgeq.measure.metrics import sqnr_db  # noqa: E402
+from edgeq.quantization.cpus import host_cpu  # noqa: E402
 
-MARKER = "## Speed in ONNX Runtime"
+MARKER = "## Speed in ONNX Runtime and LiteRT"
 LEFT_OUT = {"paraphrase_minilm_l3", "silero_vad_stateful"}
 ROUNDS, RUNS = 15, 5
+SQNR_SAMPLES = 32
+SATURATING = "ORT u8s8, default kernels"
+# (column, activation type, reduce_range) of onnxruntime's quantize_static
+ORT_QUANTIZERS = (("ORT u8s8", "QUInt8", False), ("ORT s8s8", "QInt8", False), ("ORT u8s8 reduce_range", "QUInt8", True))
+_EXACT_KERNELS_NEEDED = host_cpu().gemm_pair_limit is not None  # x86 without VNNI
+# per column: run with onnxruntime's exact int8 kernels? (only the 8-bit ORT models need them, and only here)
+KERNELS = {
+    "fp32": False,
+    "edgeq": False,
+    "ORT u8s8": _EXACT_KERNELS_NEEDED,
+    "ORT s8s8": _EXACT_KERNELS_NEEDED,
+    "ORT u8s8 reduce_range": False,
+    SATURATING: False,
+}
 
 
-def feeds(model: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Batch 1 of the first sample; an input of the sample's own rank (no batch axis) is fed as it is."""
+def feeds(model: Path, arrays: dict[str, np.ndarray], count: int = 1) -> dict[str, np.ndarray]:
+    """The first COUNT samples as a batch; an input of the sample's own rank (no batch axis) is fed as it is."""
     ranks = {i.name: len(i.type.tensor_type.shape.dim) for i in onnx.load(model, load_external_data=False).graph.input}
     return {
-        name: np.asarray(a[0]) if ranks.get(name) == a.ndim - 1 else a[:1] for name, a in arrays.items() if name in ranks
+        name: np.asarray(a[0]) if ranks.get(name) == a.ndim - 1 else a[:count]
+        for name, a in arrays.items()
+        if name in ranks
     }
 
 
-def latencies(models: dict[str, Path], feed: dict[str, np.ndarray], exact_int8: bool) -> dict[str, dict]:
-    """Per model: median ms over all runs and the median over rounds of fp32's mean latency / the model's."""
-    sessions = {name: session(path, threads=1, exact_int8=exact_int8) for name, path in models.items()}
-    runs = {name: (lambda s=s: s.run(None, feed)) for name, s in sessions.items()}
+def output_sqnr(runners: dict, model: Path, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+    """Each model's SQNR (dB) against fp32 over all outputs of the first SQNR_SAMPLES evaluation samples, run one
+    sample at a time (batch 1, as the latency)."""
+    samples = min(SQNR_SAMPLES, len(next(iter(arrays.values()))))
+    outputs: dict[str, list[np.ndarray]] = {name: [] for name in runners}
+    for i in range(samples):
+        feed = feeds(model, {k: v[i:] for k, v in arrays.items()})
+        for name, runner in runners.items():
+            outputs[name].append(np.concatenate([np.ravel(o) for o in runner.run(None, feed)]))
+    reference = np.concatenate(outputs["fp32"])
+    return {name: sqnr_db(reference, np.concatenate(v)) for name, v in outputs.items() if name != "fp32"}
+
+
+def latencies(models: dict[str, Path], model: Path, arrays: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Per model: median ms over all runs, the median over rounds of fp32's mean latency / the model's, and the
+    SQNR against fp32; each on the kernels of KERNELS (True: onnxruntime's exact int8 kernels)."""
+    runners = {name: session(path, threads=1, exact_int8=KERNELS[name]) for name, path in models.items()}
+    feed = feeds(model, arrays)
+    runs = {name: (lambda s=s: s.run(None, feed)) for name, s in runners.items()}
     for run in runs.values():
         for _ in range(RUNS):
             run()
@@ -75,32 +118,55 @@ def latencies(models: dict[str, Path], feed: dict[str, np.ndarray], exact_int8: 
             means[name] = statistics.fmean(round_times)
         for name in runs:
             ratios[name].append(means["fp32"] / means[name])
-    return {name: {"ms": statistics.median(times[name]), "speedup": statistics.median(ratios[name])} for name in runs}
+    sqnr = output_sqnr(runners, model, arrays)
+    return {
+        name: {"ms": statistics.median(times[name]), "speedup": statistics.median(ratios[name]), "sqnr": sqnr.get(name)}
+        for name in runs
+    }
 
 
-def quantized_models(model: Path, calib: Path, tmp: Path) -> dict[str, Path | str]:
-    """edgeq's default QDQ model and onnxruntime's quantizer's (u8s8, s8s8), or the one-line reason one failed."""
+def quantized_models(model: Path, calib: Path, tmp: Path) -> tuple[dict[str, Path | str], dict[str, Path]]:
+    """The ONNX models (fp32, edgeq's, onnxruntime's quantizer's, or the one-line reason one failed) and edgeq's
+    int8 and float .tflite."""
     out: dict[str, Path | str] = {"fp32": model}
+    tflite: dict[str, Path] = {}
     try:
-        converted = edgeq.convert(model, calib, outdir=tmp / "edgeq", targets=["onnxruntime"], progress=False)
-        out["edgeq"] = next(p for p in converted.artifacts if p.name.endswith(".qdq.onnx"))
+        converted = edgeq.convert(
+            model, calib, outdir=tmp / "edgeq", targets=["onnxruntime", "tflite"], precision="float", progress=False
+        )
+        artifacts = converted.report["artifacts"]
+        out["edgeq"] = Path(next(p for p in artifacts if p.endswith(".qdq.onnx")))
+        tflite = {
+            "float .tflite": Path(next(p for p in artifacts if p.endswith(".float.tflite"))),
+            "int8 .tflite": Path(next(p for p in artifacts if p.endswith(".tflite") and ".float." not in p)),
+        }
     except Exception as exc:  # a failing tool is a row of the table
         out["edgeq"] = first_line(exc)
-    for label, activation in (("ORT u8s8", "QUInt8"), ("ORT s8s8", "QInt8")):
-        path = tmp / f"ort_{activation}.onnx"
+    for label, activation, reduce_range in ORT_QUANTIZERS:
+        path = tmp / f"ort_{activation}{'_rr' if reduce_range else ''}.onnx"
         with contextlib.chdir(tmp):  # its calibration writes files into the working folder
             try:
-                ort_worker(str(model), str(calib), str(path), "MinMax", activation)
+                ort_worker(str(model), str(calib), str(path), "MinMax", activation, reduce_range)
                 out[label] = path
             except Exception as exc:
                 out[label] = first_line(exc)
-    return out
+    if isinstance(out["ORT u8s8"], Path):
+        out[SATURATING] = out["ORT u8s8"]
+    return out, tflite
+
+
+def litert_speed(tflite: dict[str, Path]) -> dict | str:
+    """edgeq's int8 .tflite against its float one in LiteRT (XNNPACK, 1 thread): ms and speedup."""
+    if not tflite:
+        return "no .tflite"
+    measured = interleaved({name: path.read_bytes() for name, path in tflite.items()}, "default")
+    return {name: {"ms": row["ms"], "speedup": 1.0 / row["ratio_to_float"]} for name, row in measured.items()}
 
 
 def cases(tmp: Path) -> dict[str, tuple[Path, Path, dict[str, np.ndarray]]]:
     found = {}
     model, calib, _, views = mobilenet_photo_setup("speed")
-    found["MobileNetV2"] = (model, calib, {"input": views[:1]})
+    found["MobileNetV2"] = (model, calib, {"input": views[:SQNR_SAMPLES]})
     if CORPUS.is_dir():
         for case in sorted(p for p in CORPUS.iterdir() if (p / "case.json").exists()):
             if case.name not in LEFT_OUT:
@@ -112,53 +178,92 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="replace BENCHMARKS.md's section")
     args = parser.parse_args()
-    tables: dict[bool, dict[str, dict]] = {True: {}, False: {}}
+    rows: dict[str, dict] = {}
+    litert: dict[str, dict | str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (model, calib, data) in cases(Path(tmp)).items():
-            models = quantized_models(model, calib, Path(tmp) / name)
+            models, tflite = quantized_models(model, calib, Path(tmp) / name)
             runnable = {k: v for k, v in models.items() if isinstance(v, Path)}
-            for exact, rows in tables.items():
-                measured = latencies(runnable, feeds(model, data), exact)
-                rows[name] = {k: measured.get(k, models[k]) for k in models}
-                print(name, exact, json.dumps(rows[name], default=str), flush=True)
-    columns = ["fp32", "edgeq", "ORT u8s8", "ORT s8s8"]
+            measured = latencies(runnable, model, data)
+            rows[name] = {k: measured.get(k, models[k]) for k in models}
+            litert[name] = litert_speed(tflite)
+            print(name, json.dumps(rows[name], default=str), json.dumps(litert[name], default=str), flush=True)
+    lines = section(rows, litert)
+    print("\n".join(lines))
+    if args.write:
+        replace_section(MARKER, lines)
 
-    def cell(value) -> str:
-        if isinstance(value, dict):
-            return f"{value['ms']:.2f} ms ({value['speedup']:.2f}x)"
-        return f"fails: {value}"
 
+def cell(value) -> str:
+    if isinstance(value, dict):
+        sqnr = f", {value['sqnr']:.1f} dB" if value.get("sqnr") is not None else ""
+        return f"{value['ms']:.2f} ms ({value['speedup']:.2f}x{sqnr})"
+    return f"fails: {value}"
+
+
+def section(rows: dict[str, dict], litert: dict[str, dict | str]) -> list[str]:
+    columns = ["fp32", "edgeq", "ORT u8s8", "ORT s8s8", "ORT u8s8 reduce_range", SATURATING]
+    exact_columns = columns[2:5]
+    cpu = host_cpu()
     lines = [
         MARKER,
         "",
         "Command: `python benchmarks/bench_speed.py --write`  ",
-        f"Machine: {machine()}  ",
+        f"Machine: {machine()}; edgeq's CPU profile: {cpu.name} ({cpu.description})  ",
         f"Date: {datetime.date.today().isoformat()}  ",
-        f"Versions: edgeq {edgeq.__version__}, onnxruntime {ort.__version__}",
+        f"Versions: edgeq {edgeq.__version__}, onnxruntime {ort.__version__}, ai-edge-litert {litert_version()}",
         "",
-        "Batch 1, 1 thread, all graph optimizations; median latency over "
-        f"{ROUNDS} rounds of {RUNS} runs, models run round-robin; in brackets the speedup over fp32 (median over",
-        "rounds of the per-round ratio). edgeq: its default `convert --target onnxruntime` model; ORT: onnxruntime's",
-        "quantize_static (QDQ, MinMax, per-channel int8 weights) with uint8 or int8 activations. Two tables: with",
-        "onnxruntime's exact int8 kernels (`session.x64quantprecision=1`, edgeq's sessions, docs/runtimes.md §5.4) and",
-        "with its default kernels, which on x86 without VNNI saturate (fast, but not the model's arithmetic).",
+        *textwrap.wrap(
+            f"Batch 1, 1 thread; median latency over {ROUNDS} rounds of {RUNS} runs, models run round-robin; in "
+            "brackets the speedup over fp32 (median over rounds of the per-round ratio) and the SQNR of all outputs "
+            f"against fp32 on the first {SQNR_SAMPLES} evaluation samples. edgeq: its default `convert --target "
+            "onnxruntime` model for this CPU; ORT: onnxruntime's quantize_static (QDQ, MinMax, per-channel int8 "
+            "weights). Each runs on the kernels under which it computes what its Q/DQ nodes define here: "
+            + (
+                "the default ones for all (this CPU has VNNI)."
+                if cpu.gemm_pair_limit is None
+                else "ORT's 8-bit models on onnxruntime's exact kernels (`session.x64quantprecision=1`), edgeq's "
+                "(weight pairs bounded for this CPU, edgeq.quantization.cpus) and reduce_range's (7-bit weights) on "
+                "the default ones; the last column runs ORT u8s8 on the default kernels anyway: faster, but "
+                "saturating (see its SQNR)."
+            ),
+            width=116,
+        ),
     ]
-    for exact, rows in tables.items():
-        lines += [
-            "",
-            f"### {'Exact int8 kernels (x64quantprecision=1)' if exact else 'Default int8 kernels'}",
-            "",
-            "| model | " + " | ".join(columns) + " | edgeq / best ORT speedup |",
-            "|---|" + "---|" * (len(columns) + 1),
-        ]
-        for name, row in rows.items():
-            ort_best = max((row[c]["speedup"] for c in columns[2:] if isinstance(row[c], dict)), default=None)
-            ratio = f"{row['edgeq']['speedup'] / ort_best:.2f}" if ort_best and isinstance(row["edgeq"], dict) else "-"
-            lines.append(f"| {name} | " + " | ".join(cell(row[c]) for c in columns) + f" | {ratio} |")
+    lines += [
+        "",
+        "### ONNX Runtime",
+        "",
+        "| model | " + " | ".join(columns) + " | edgeq / best exact ORT speedup |",
+        "|---|" + "---|" * (len(columns) + 1),
+    ]
+    for name, row in rows.items():
+        best = max((row[c]["speedup"] for c in exact_columns if isinstance(row.get(c), dict)), default=None)
+        ratio = f"{row['edgeq']['speedup'] / best:.2f}" if best and isinstance(row["edgeq"], dict) else "-"
+        lines.append(f"| {name} | " + " | ".join(cell(row.get(c, "-")) for c in columns) + f" | {ratio} |")
+    lines += [
+        "",
+        "### LiteRT (XNNPACK): edgeq's int8 .tflite against the same graph in float",
+        "",
+        "| model | float .tflite | int8 .tflite (speedup) |",
+        "|---|---|---|",
+    ]
+    for name, row in litert.items():
+        if isinstance(row, dict):
+            lines.append(
+                f"| {name} | {row['float .tflite']['ms']:.2f} ms | {row['int8 .tflite']['ms']:.2f} ms "
+                f"({row['int8 .tflite']['speedup']:.2f}x) |"
+            )
+        else:
+            lines.append(f"| {name} | - | {row} |")
     lines.append("")
-    print("\n".join(lines))
-    if args.write:
-        replace_section(MARKER, lines)
+    return lines
+
+
+def litert_version() -> str:
+    from importlib.metadata import version
+
+    return version("ai-edge-litert")
 
 
 if __name__ == "__main__":

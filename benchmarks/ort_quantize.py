@@ -17,7 +17,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 
-def ort_worker(model: str, calib: str, out: str, method: str, activation: str) -> None:
+def ort_worker(model: str, calib: str, out: str, method: str, activation: str, reduce_range: bool = False) -> None:
     data = dict(np.load(calib))  # one array per model input, by name, samples on axis 0
     count = len(next(iter(data.values())))
     # an input of the sample's own rank (a recurrent state, a scalar) is fed without a batch axis
@@ -54,6 +54,7 @@ def ort_worker(model: str, calib: str, out: str, method: str, activation: str) -
         activation_type=getattr(QuantType, activation),
         weight_type=QuantType.QInt8,
         calibrate_method=getattr(CalibrationMethod, method),
+        reduce_range=reduce_range,  # 7-bit weights: what its docs advise on x86 without VNNI
         extra_options=extra,
     )
     pre.unlink()

@@ -8,7 +8,9 @@ The dequantized value takes over t's name (so a float model and its QDQ model ca
 the float tensor is renamed ``<t>_float``. Graph inputs keep their names.
 
 Weights are stored as integers behind a DequantizeLinear (per output channel, symmetric, narrow range; axis 0 for
-Conv and Gemm with transB, 1 for ConvTranspose and Gemm without transB, the last axis for MatMul), rounded to
+Conv and Gemm with transB, 1 for ConvTranspose and Gemm without transB, the last axis for MatMul; with
+``gemm_pair_limit``, no two weights of a channel of a layer ONNX Runtime runs as a GEMM larger than that together,
+for CPUs whose kernels add pairs of products in int16: edgeq.quantization.cpus), rounded to
 nearest or, by default, so that each output channel's integer sum is preserved (edgeq.quantization.qparams.quantize_weights). Biases are
 int32 with scale float32(s_in * s_w[c]) and zero point 0, where s_in is the encoding of the layer's input.
 Gemm's alpha and beta are folded into the weights and bias first (Y = alpha*A*B + beta*C), so the integer
@@ -26,9 +28,10 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from edgeq.passes.stage import StageResult
+from edgeq.quantization.cpus import runs_as_gemm
 from edgeq.quantization.integer_sources import is_embedding, quantize_table
 from edgeq.quantization.plan import BIAS_INPUT, WEIGHT_INPUT, QuantPlan, is_constant
-from edgeq.quantization.qparams import Encoding, quantize_linear_layer
+from edgeq.quantization.qparams import Encoding, quantize_linear_layer, weight_scales
 
 
 def activation_scale_name(tensor: str) -> str:
@@ -78,6 +81,8 @@ class InsertQDQPass(ir.passes.InPlacePass):
         encodings: dict[str, Encoding],
         *,
         weight_bits: int = 8,
+        gemm_pair_limit: int | None = None,
+        scale_cache: dict | None = None,
         per_channel: bool = True,
         weight_range: str = "minmax",
         weight_rounding: str = "sum-preserving",
@@ -86,6 +91,8 @@ class InsertQDQPass(ir.passes.InPlacePass):
         self.plan = plan
         self.encodings = encodings
         self.weight_bits = weight_bits
+        self.gemm_pair_limit = gemm_pair_limit
+        self.scale_cache = {} if scale_cache is None else scale_cache  # shared by the builds of one model
         self.per_channel = per_channel
         self.weight_range = weight_range
         self.weight_rounding = weight_rounding
@@ -156,12 +163,18 @@ class InsertQDQPass(ir.passes.InPlacePass):
     def _quantize_layer(self, graph: ir.Graph, node: ir.Node) -> None:
         w, b, axis, repeat = self._layer_weights(node)
         input_scale = self.encodings[node.inputs[0].name].scale
+        key = (node.name, axis, self.weight_bits, self.per_channel, self.weight_range)
+        if key not in self.scale_cache:
+            per_channel_axis = axis if self.per_channel else None
+            self.scale_cache[key] = weight_scales(w, per_channel_axis, self.weight_bits, self.weight_range)
         layer = quantize_linear_layer(
             w,
             b,
+            scales=self.scale_cache[key].copy(),
             axis=axis,
             input_scale=input_scale,
             bits=self.weight_bits,
+            pair_limit=self.gemm_pair_limit if runs_as_gemm(node.op_type, w.shape) else None,
             per_channel=self.per_channel,
             weight_range=self.weight_range,
             preserve_channel_sums=self.weight_rounding == "sum-preserving",

@@ -53,8 +53,9 @@ class Option:
 class Build:
     """What a conversion hands each target: where to write, the models, the data, the options given.
 
-    ``quantized(activation_type)`` returns the pipeline's QDQ model of that activation type, built once per type
-    for the whole conversion (every target gets the same scales); ``shared`` holds what one target made for
+    ``quantized(activation_type, gemm_pair_limit=None)`` returns the pipeline's QDQ model of that activation type
+    (with that limit on GEMM layers' weight pairs, edgeq.quantization.cpus), built once per pair of arguments for
+    the whole conversion (every target gets the same activation scales); ``shared`` holds what one target made for
     others in the same conversion (the TFLite Micro target reuses the .tflite).
     """
 
@@ -62,7 +63,7 @@ class Build:
     outdir: Path
     float_path: Path
     recipe: Recipe
-    quantized: Callable[[str], Quantized]
+    quantized: Callable[[str, int | None], Quantized]
     eval_data: CalibrationData
     labels: np.ndarray | None = None
     options: dict = field(default_factory=dict)

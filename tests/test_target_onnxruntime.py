@@ -38,8 +38,10 @@ def test_uint8_fuses_every_conv_and_int8_does_not(digits_qdq):
     uint8 = fusion_report(digits_qdq["uint8"])
     int8 = fusion_report(digits_qdq["int8"])
     assert uint8.convs_total == int8.convs_total == 4
-    assert uint8.convs_fused == 4 and uint8.float_compute == []
+    assert uint8.convs_fused == 4 and uint8.float_compute == [] and uint8.sandwiches == {}
     assert int8.convs_fused < 4 and int8.float_compute
+    # each float Conv and Add runs between a DequantizeLinear and a QuantizeLinear
+    assert {op: int8.sandwiches.get(op) for op in ("Conv", "Add")} == {"Conv": 2, "Add": 1}
     assert "QLinearAdd" in uint8.quantized_kernels
 
 

@@ -120,12 +120,13 @@ def convert(
         pipeline = Pipeline(recipe, progress=progress)
         calibrated = pipeline.calibrate(source.model, data)
         _check_fixed_shapes(calibrated.fixed_input_shapes, evaluation)
-        built: dict[str, Quantized] = {}
+        built: dict[tuple[str, int | None], Quantized] = {}
 
-        def quantized(activation_type: str) -> Quantized:
-            if activation_type not in built:
-                built[activation_type] = pipeline.quantize(calibrated, activation_type)
-            return built[activation_type]
+        def quantized(activation_type: str, gemm_pair_limit: int | None = None) -> Quantized:
+            key = (activation_type, gemm_pair_limit)
+            if key not in built:
+                built[key] = pipeline.quantize(calibrated, activation_type, gemm_pair_limit)
+            return built[key]
 
         build = Build(source.name, out, source.path, recipe, quantized, evaluation, labels, given)
         emitted = {target.name: target.emit(build) for target in chosen}

@@ -13,6 +13,7 @@ from edgeq.errors import RecipeError
 from edgeq.io.files import check_output_path, json_text, write_text_atomic
 from edgeq.io.onnx_model import save_model, to_proto
 from edgeq.pipeline import Pipeline
+from edgeq.quantization.cpus import resolve_cpu
 from edgeq.quantization.plan import refuse_control_flow
 from edgeq.quantization.recipe import Recipe
 
@@ -67,8 +68,13 @@ def quantize(
             calib, source.model, image_spec=image_spec, max_samples=recipe.max_calib_samples,
             what="calibration data", progress=progress,
         )  # fmt: skip
-        qdq, stages = Pipeline(recipe, progress=progress).run(source.model, data)
-        full_report = {"input": source.label, "recipe": recipe.to_dict(), **stages}
+        # the QDQ model is ONNX Runtime's: weights its kernels compute exactly on the CPU it is for
+        cpu = resolve_cpu(recipe.cpu)
+        pipeline = Pipeline(recipe, progress=progress)
+        qdq, stages = pipeline.quantize(
+            pipeline.calibrate(source.model, data), gemm_pair_limit=cpu.pair_limit(recipe.weight_bits)
+        )
+        full_report = {"input": source.label, "recipe": recipe.to_dict(), "cpu": cpu.name, **stages}
         if output is not None:
             save_model(qdq, output, source.path, _path_or_none(calib))
             full_report["output"] = str(output)

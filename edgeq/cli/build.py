@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgeq.cli import main
+from edgeq.quantization.cpus import CPU_CHOICES
 from edgeq.quantization.recipe import (
     ACTIVATION_CHOICES,
     BIAS_CORRECTIONS,
@@ -80,6 +81,15 @@ RECIPE_FLAGS = [
     ("--pow2", {"is_flag": True, "help": "Power-of-two scales: every requantization is a shift."}),
     ("--exclude", {"multiple": True, "help": "Keep nodes float: a node name, an op type or a regex."}),
     ("--max-calib-samples", {"type": int}),
+    (
+        "--cpu",
+        {
+            "type": click.Choice(list(CPU_CHOICES)),
+            "help": "The CPU the ONNX Runtime artifact will run on (default auto: this machine). x86-avx2 (no "
+            "VNNI) gets 7-bit weights in the layers ONNX Runtime runs as u8s8 GEMMs, so its fast kernels are "
+            "exact there. See docs/runtimes.md §5.6.",
+        },
+    ),
     (
         "--input-shape",
         {

@@ -96,15 +96,26 @@ class QuantizeResult(InsertQDQResult):
 
 class QuantizeStage(ir.passes.FunctionalPass):
     """The QDQ model of the calibrated float model: each group's encoding from its members' calibrated ranges
-    (RECIPE's method) in QTYPE, then InsertQDQPass with RECIPE's weight options.
+    (RECIPE's method) in QTYPE, then InsertQDQPass with RECIPE's weight options (and GEMM_PAIR_LIMIT on the
+    weights of the layers ONNX Runtime runs as GEMMs, for CPUs whose kernels saturate: edgeq.quantization.cpus).
 
     ``rebuild(range_factors)`` builds it again with each group's range scaled by its factor (range search); the
     latest build is ``result``, whose encodings and warnings the report shows.
     """
 
-    def __init__(self, observers: dict[str, TensorObserver], recipe: Recipe, qtype: QType):
+    def __init__(
+        self,
+        observers: dict[str, TensorObserver],
+        recipe: Recipe,
+        qtype: QType,
+        gemm_pair_limit: int | None = None,
+        *,
+        scale_cache: dict | None = None,
+    ):
         super().__init__()
         self.observers, self.recipe, self.qtype = observers, recipe, qtype
+        self.gemm_pair_limit = gemm_pair_limit
+        self.scale_cache = {} if scale_cache is None else scale_cache
         self.float_model: ir.Model | None = None
         self.result: QuantizeResult | None = None
 
@@ -128,6 +139,8 @@ class QuantizeStage(ir.passes.FunctionalPass):
             plan,
             encodings,
             weight_bits=recipe.weight_bits,
+            gemm_pair_limit=self.gemm_pair_limit,
+            scale_cache=self.scale_cache,
             per_channel=recipe.per_channel,
             weight_range=recipe.weight_range,
             weight_rounding=recipe.weight_rounding,

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from edgeq.quantization.weight_pairs import limit_pairs, pair_safe_scales
+
 BIAS_LIMIT = 2**30
 
 
@@ -184,13 +186,20 @@ def quantize_linear_layer(
     weight_range: str = "minmax",
     preserve_channel_sums: bool = True,
     bias_channel_repeat: int = 1,
+    pair_limit: int | None = None,
+    scales: np.ndarray | None = None,
 ) -> QuantizedLinear:
-    """Quantize weights W (output channels on AXIS) and bias B for an input of scale INPUT_SCALE.
+    """Quantize weights W (output channels on AXIS) and bias B for an input of scale INPUT_SCALE; with PAIR_LIMIT,
+    no two integer weights of a channel exceed it in magnitude together (edgeq.quantization.weight_pairs).
 
     BIAS_CHANNEL_REPEAT maps bias channels to weight channels when they differ (ConvTranspose with groups
     has Cout/group weight channels on axis 1 and Cout bias channels: bias channel c uses scale c % (Cout/g)).
+    SCALES: weight_scales' result when the caller already has it.
     """
-    scales = weight_scales(w, axis if per_channel else None, bits, weight_range)
+    if scales is None:
+        scales = weight_scales(w, axis if per_channel else None, bits, weight_range)
+    if pair_limit is not None:
+        scales = pair_safe_scales(w, scales, axis, weight_qmax(bits), pair_limit)
     raised: list[int] = []
     if b is not None:
         b = np.asarray(b, np.float32).reshape(-1)
@@ -206,6 +215,8 @@ def quantize_linear_layer(
     q = quantize_weights(
         w, scales, axis if per_channel else None, bits, channel_axis=axis if preserve_channel_sums else None
     )
+    if pair_limit is not None:  # keeping channel sums may have moved a pair's weights one step up
+        q = limit_pairs(q, axis, pair_limit)
     if b is None:
         return QuantizedLinear(q, scales, None, None, raised)
     per_bias = np.tile(scales, bias_channel_repeat) if per_channel else np.repeat(scales, b.size)

@@ -18,6 +18,7 @@ A recipe file is a TOML table of the same names as the CLI options (underscores 
     pow2 = false                    # power-of-two scales: every requantization is a pure shift
     max_calib_samples = 512
     input_shapes = { x = [1, 3, 320, 320] }   # fix dynamic input dimensions (default: from the calibration data)
+    cpu = "auto"                    # the CPU ONNX Runtime will run on: auto (this machine) | x86-vnni | x86-avx2 | arm64
 
 Options given on the command line override the file.
 """
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeq.errors import RecipeError
+from edgeq.quantization.cpus import CPU_CHOICES
 
 CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
 WEIGHT_RANGES = ("minmax", "mse")
@@ -65,6 +67,7 @@ class Recipe:
     max_calib_samples: int | None = None
     batch_size: int | None = None
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    cpu: str = "auto"
 
     def validate(self) -> Recipe:
         if self.activation_type not in ACTIVATION_CHOICES:
@@ -103,6 +106,8 @@ class Recipe:
         if self.max_calib_samples is not None and self.max_calib_samples < 1:
             raise RecipeError("max_calib_samples must be at least 1")
         self.input_shapes = _input_shapes(self.input_shapes)
+        if self.cpu not in CPU_CHOICES:
+            raise RecipeError(f"cpu must be one of {', '.join(CPU_CHOICES)}, not {self.cpu!r}")
         return self
 
     def updated(self, **overrides) -> Recipe:

@@ -34,19 +34,38 @@ from edgeq.tflite_format.flatbuffer import Graph
 
 
 def reference_graph(artifacts: list[Path]) -> Graph:
-    """The TFLite graph the reference runs: one an artifact stores, else one an artifact lowers to."""
+    """The TFLite graph the reference runs: one an artifact stores, else one an artifact lowers to. Artifacts of
+    different quantized models (a QDQ .onnx built for a CPU whose weight pairs are bounded, --cpu x86-avx2, beside
+    the .tflite of the same conversion) are refused: one reference cannot hold both."""
     found = [
-        (target.stores_integer_graph, graph)
+        (path, target.stores_integer_graph, graph)
         for path in artifacts
         for target in targets.claiming(path)
         if (graph := target.integer_graph(path)) is not None
     ]
-    stored = [graph for stores, graph in found if stores]
+    stored = [(path, graph) for path, stores, graph in found if stores]
     if len(stored) > 1:
         raise UnsupportedError("give at most one .tflite (the artifacts must come from one quantized model)")
     if not found:
         raise UnsupportedError("verify needs the .tflite or the QDQ .onnx the other artifacts were built from")
-    return stored[0] if stored else found[0][1]
+    first_path, first = stored[0] if stored else found[0][::2]
+    for path, _, graph in found:
+        if (name := _differing_constant(first, graph)) is not None:
+            raise UnsupportedError(
+                f"{path} and {first_path} are different quantized models (constant {name} differs, as where "
+                "the QDQ model's weight pairs were bounded for --cpu x86-avx2): verify them separately"
+            )
+    return first
+
+
+def _differing_constant(a: Graph, b: Graph) -> str | None:
+    """The name of a constant tensor both graphs hold with different values, or None."""
+    constants = {t.name: t.data for t in a.tensors if t.data is not None}
+    for tensor in b.tensors:
+        other = constants.get(tensor.name)
+        if tensor.data is not None and other is not None and not np.array_equal(tensor.data, other):
+            return tensor.name
+    return None
 
 
 def data_specs(graph: Graph) -> list[InputSpec]:

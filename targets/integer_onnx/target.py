@@ -16,6 +16,7 @@ from edgeq.io.onnx_model import read_proto
 from edgeq.io.session import session
 from edgeq.targets import register
 from edgeq.targets.integer_onnx import artifact
+from edgeq.targets.onnxruntime import artifact as ort_artifact
 from edgeq.targets.onnxruntime.target import (
     INTEGER_ONNX_SUFFIX,
     OnnxRuntimeTarget,
@@ -45,6 +46,10 @@ class IntegerOnnxTarget(OnnxRuntimeTarget):
         emitted = artifact.emit(model, build.outdir, build.name)
         path, graph = emitted.pop("path"), emitted.pop("graph")
         return Emitted([path], {**emitted, **report}, graph)
+
+    def validate(self, build: Build, emitted: Emitted) -> dict:
+        # accuracy only: the speed check and its note are about the QDQ model's fused kernels
+        return ort_artifact.validate(build.float_path, emitted.artifacts[0], build.eval_data, labels=build.labels)
 
     def summary(self, report: dict) -> str:
         return f"{report['nodes']} integer-only nodes; " + output_summary(report["validation"])

@@ -1,7 +1,9 @@
 """What onnxruntime fuses: it rewrites ``DQ -> Conv -> Q`` units into integer kernels (QLinearConv and friends)
 only when it can; on x86 that depends on the activation type. ``fusion_report`` loads the model with every graph
 optimization, saves the optimized graph (``SessionOptions.optimized_model_filepath``) and counts which
-convolutions and other compute ops became integer kernels and which still run in float.
+convolutions and other compute ops became integer kernels and which still run in float, and which ops sit in a
+``DequantizeLinear -> op -> QuantizeLinear`` sandwich: run in float between a dequantize and a quantize that an
+integer kernel (or keeping the tensor float) would spare.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class FusionReport:
     op_counts: dict[str, int]
     quantized_kernels: dict[str, int]
     float_compute: list[str] = field(default_factory=list)  # node names of compute ops left in float
+    sandwiches: dict[str, int] = field(default_factory=dict)  # op type -> nodes run in float between DQ and Q
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,7 +60,25 @@ def fusion_report(model_path: str | Path, *, threads: int = 1) -> FusionReport:
     quantized = {op: c for op, c in op_counts.items() if is_integer_kernel(op)}
     float_compute = [n.name for n in optimized.graph.node if n.op_type in FLOAT_COMPUTE_OPS]
     convs_fused = sum(c for op, c in op_counts.items() if op in INTEGER_CONV_OPS)
-    return FusionReport(convs_total, convs_fused, dict(op_counts), quantized, float_compute)
+    return FusionReport(convs_total, convs_fused, dict(op_counts), quantized, float_compute, _sandwiches(optimized))
+
+
+def _sandwiches(model: onnx.ModelProto) -> dict[str, int]:
+    """Op types of the nodes that read a DequantizeLinear output and whose output only QuantizeLinear reads."""
+    producers = {name: node for node in model.graph.node for name in node.output}
+    consumers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    found: Counter = Counter()
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or not node.output:
+            continue
+        reads_dq = any(producers[n].op_type == "DequantizeLinear" for n in node.input if n in producers)
+        readers = consumers.get(node.output[0], [])
+        if reads_dq and readers and all(op == "QuantizeLinear" for op in readers):
+            found[node.op_type] += 1
+    return dict(sorted(found.items()))
 
 
 def is_integer_kernel(op_type: str) -> bool:

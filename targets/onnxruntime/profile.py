@@ -170,6 +170,9 @@ def format_profile(result: dict) -> str:
             f"integer convolutions: {fusion['convs_fused']}/{fusion['convs_total']}; compute ops left in "
             f"float: {len(left)}" + (f" ({names})" if left else "")
         )
+        if fusion["sandwiches"]:
+            ops = ", ".join(f"{op} x{count}" for op, count in fusion["sandwiches"].items())
+            lines.append(f"run in float between DequantizeLinear and QuantizeLinear: {ops}")
     if "per_op" in result:
         per_op = result["per_op"]
         rest = per_op["outside_kernels_ms"]

@@ -6,6 +6,11 @@ by onnxruntime with all graph optimizations, and the one whose optimized graph r
 integer kernels wins, then the one that leaves fewer compute ops in float (for models without convolutions), then
 int8 (what TFLite wants). What ran fused is part of the report.
 
+Deployment CPU. The recipe's ``cpu`` (``--cpu``; auto: this machine) picks the weights ONNX Runtime's kernels
+compute exactly and fast on it (edgeq.quantization.cpus: on x86 without VNNI, no two weights of a channel of a
+layer run as a u8s8 GEMM above 128 in magnitude together). When that CPU is this machine, validation also times
+the artifact against the fp32 model (targets/onnxruntime/speed.py) and the report says why when it is slower.
+
 For `edgeq compare` the QDQ model's DequantizeLinear outputs carry the float tensors' names (passes.insert_qdq),
 so every float tensor the QDQ model keeps is exposed; tensors that equalization left scaled per channel are
 multiplied back (the channel scales the pipeline records in the metadata). For `edgeq verify` the reference graph
@@ -24,12 +29,13 @@ import numpy as np
 import onnx
 
 from edgeq.errors import UnsupportedError
-from edgeq.io.onnx_model import float_tensor_names, load_model, model_bytes, read_proto
-from edgeq.io.session import exposing, run_in_chunks, session
+from edgeq.io.onnx_model import clone_model, float_tensor_names, load_model, model_bytes, read_proto
+from edgeq.io.session import exposing, fixed_batch_size, run_in_chunks, session
 from edgeq.pipeline.stages import CHANNEL_SCALES_KEY
+from edgeq.quantization.cpus import Cpu, host_cpu, resolve_cpu
 from edgeq.reference.interface import dequantized, integers, tensor_perm
 from edgeq.targets import register
-from edgeq.targets.onnxruntime import artifact, profile
+from edgeq.targets.onnxruntime import artifact, integer_pads, profile, speed
 from edgeq.targets.onnxruntime.analysis import analyze_onnx
 from edgeq.targets.onnxruntime.fusion import fusion_report
 from edgeq.targets.target import Build, Emitted, IntegerRun, Option, Target, output_summary
@@ -42,6 +48,16 @@ INTEGER_ONNX_SUFFIX = ".integer.onnx"
 def _fusion_score(fusion: dict, order: int) -> tuple:
     """More integer convolutions first, then fewer compute ops left in float, then the earlier candidate."""
     return (fusion["convs_fused"], -len(fusion["float_compute"]), -order)
+
+
+def _cpu_report(cpu: Cpu, limit: int | None) -> dict:
+    """The CPU the artifact is for and the weight-pair bound chosen for it (its default kernels are exact)."""
+    return {"name": cpu.name, "description": cpu.description, "gemm_pair_limit": limit, "why": cpu.why}
+
+
+def _first_batch(build: Build, model: Path) -> dict[str, np.ndarray]:
+    """Batch 1 of the evaluation data (the batch the model fixes, where it fixes one)."""
+    return next(iter(build.eval_data.batches(fixed_batch_size(load_model(model)) or 1)))
 
 
 class OnnxProbe:
@@ -121,26 +137,49 @@ class OnnxRuntimeTarget(Target):
         return super().claims(path) and not path.name.endswith(INTEGER_ONNX_SUFFIX)
 
     def emit(self, build: Build) -> Emitted:
+        cpu = resolve_cpu(build.recipe.cpu)
+        limit = cpu.pair_limit(build.recipe.weight_bits)
         recipe_type = build.recipe.activation_type
         candidates = ["int8", "uint8"] if recipe_type == "auto" else [recipe_type]
         fusions: dict[str, dict] = {}
+        models: dict[str, bytes] = {}
         with tempfile.TemporaryDirectory() as tmp:
             for activation_type in candidates:
+                model = clone_model(build.quantized(activation_type, limit).model)  # the build is shared
+                pads = integer_pads.pad_integers(model)
+                models[activation_type] = model_bytes(model)
                 path = Path(tmp) / f"{activation_type}.onnx"
-                path.write_bytes(model_bytes(build.quantized(activation_type).model))
-                fusions[activation_type] = fusion_report(path).to_dict()
+                path.write_bytes(models[activation_type])
+                fusions[activation_type] = {**fusion_report(path).to_dict(), "pads_on_integers": pads}
         chosen = max(candidates, key=lambda t: _fusion_score(fusions[t], candidates.index(t)))
-        model, report = build.quantized(chosen)
         written = artifact.emit(
-            model_bytes(model), build.outdir, f"{build.name}.qdq", ort_format=build.option(self, "ort_format")
+            models[chosen], build.outdir, f"{build.name}.qdq", ort_format=build.option(self, "ort_format")
         )
-        return Emitted(written, {**report, "activation_type_choice": fusions, "fusion": fusions[chosen]})
+        report = build.quantized(chosen, limit).report
+        return Emitted(
+            written,
+            {**report, "cpu": _cpu_report(cpu, limit), "activation_type_choice": fusions, "fusion": fusions[chosen]},
+        )
 
     def validate(self, build: Build, emitted: Emitted) -> dict:
-        return artifact.validate(build.float_path, emitted.artifacts[0], build.eval_data, labels=build.labels)
+        validation = artifact.validate(build.float_path, emitted.artifacts[0], build.eval_data, labels=build.labels)
+        cpu = resolve_cpu(build.recipe.cpu)
+        if cpu != host_cpu():
+            validation["speed"] = {"not_measured": f"built for {cpu.name}; this machine is {host_cpu().name}"}
+            return validation
+        measured = speed.measure_speed(build.float_path, emitted.artifacts[0], _first_batch(build, emitted.artifacts[0]))
+        note = speed.slower_note(measured, emitted.report["fusion"], cpu)
+        validation["speed"] = {**measured, **({"note": note} if note else {})}
+        return validation
 
     def summary(self, report: dict) -> str:
-        return f"{report['activation_type']} activations; " + output_summary(report["validation"])
+        measured = report["validation"].get("speed", {})
+        parts = [f"{report['activation_type']} activations for {report['cpu']['name']}"]
+        if "speedup" in measured:
+            parts.append(f"{measured['speedup']:.2f}x fp32 speed (1 thread, batch 1)")
+        parts.append(output_summary(report["validation"]))
+        text = "; ".join(parts)
+        return text + (f"\n  note: {measured['note']}" if "note" in measured else "")
 
     def profile(self, path: Path, *, runs: int, warmup: int, threads: list[int], progress: bool) -> dict:
         if path.suffix == ".onnx":
@@ -167,6 +206,7 @@ class OnnxRuntimeTarget(Target):
         model = load_model(path)
         if not any(node.op_type == "QuantizeLinear" for node in model.graph):
             raise UnsupportedError(f"{path} is not a quantized (QDQ) model: verify compares quantized artifacts")
+        integer_pads.undo(model)  # the lowering reads the interchange form
         return lower(model).graph
 
     def integer_runs(self, path: Path, graph: Graph, inputs: list[list[np.ndarray]]) -> list[IntegerRun]:

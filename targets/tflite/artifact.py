@@ -20,6 +20,7 @@ from edgeq.errors import ModelError, UnsupportedError
 from edgeq.io.session import session
 from edgeq.measure.metrics import ErrorSums, accuracy
 from edgeq.reference.interface import float_outputs, graph_batch, model_inputs
+from edgeq.targets.tflite.delegation import delegated_ops
 from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
 from edgeq.targets.tflite.lower import Lowered, lower
 from edgeq.targets.tflite.lower.coverage import refusal_line, summary
@@ -124,6 +125,7 @@ def validate_on_data(
     result = {
         "samples": sum(len(s) for s in scores["float"]),
         "kernels": "LiteRT default (XNNPACK)",
+        "xnnpack": delegated_ops(interpreter),
         "outputs": {name: s.to_dict() for name, s in sums.items()},
     }
     if qdq_session is not None:

@@ -4,7 +4,8 @@ Latency with default kernels (XNNPACK), without default delegates (the builtin C
 kernels (BUILTIN_REF, what TFLite Micro's kernels compute), each at every requested thread count; the latency rows
 (warm-up, timed ``invoke`` calls, percentiles, spread) are those of edgeq.measure.latency, whose docstring defines
 them. LiteRT's Python interpreter returns no per-op timings, so there is no per-op breakdown here; the static
-analysis (targets/tflite/analysis.py) gives the MACs per layer. ``runner`` hands one configuration to
+analysis (targets/tflite/analysis.py) gives the MACs per layer, and targets/tflite/delegation.py which ops XNNPACK
+took. ``runner`` hands one configuration to
 ``edgeq.measure.latency.alternate`` for A/B ratios against another artifact.
 """
 
@@ -25,6 +26,7 @@ from edgeq.measure.latency import (
     thread_counts,
     timed_runs,
 )
+from edgeq.targets.tflite.delegation import delegated_ops, delegation_line
 from edgeq.targets.tflite.interpreters import LITERT_KERNELS, invoke_litert, litert_interpreter
 from edgeq.tflite_format.flatbuffer import Graph, Tensor, read
 
@@ -89,6 +91,7 @@ def profile(
         },
         "sweep": sweep,
         "ops": dict(sorted(Counter(op.opcode for op in graph.operators).items())),
+        "xnnpack": delegated_ops(litert_interpreter(model_bytes, kernels="default", threads=counts[0])),
     }
     return result
 
@@ -115,4 +118,5 @@ def format_profile(result: dict) -> str:
         ),
     ]
     lines.append("  ops: " + ", ".join(f"{k} {v}" for k, v in result["ops"].items()))
+    lines.append("  " + delegation_line(result["xnnpack"]))
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from edgeq.targets.target import Build, Emitted, IntegerRun, Option, Target, out
 from edgeq.targets.tflite import profile
 from edgeq.targets.tflite.analysis import analyze_tflite
 from edgeq.targets.tflite.artifact import TfliteModel, build, validate_on_data
+from edgeq.targets.tflite.delegation import delegation_line
 from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
 from edgeq.targets.tflite.lower import IO_TYPES
 from edgeq.tflite_format.flatbuffer import Graph, read
@@ -141,6 +142,8 @@ class TfliteTarget(Target):
         line += output_summary(report["validation"])
         for row in report.get("largest_losses", [])[:1]:  # where the accuracy goes
             line += f"; most noise added by {row['op']} {row['node']} ({row['input_sqnr_db']:.1f} -> {row['sqnr_db']:.1f} dB)"
+        if report["validation"]["xnnpack"]["builtin"]:  # what keeps it from running in XNNPACK alone
+            line += "\n  " + delegation_line(report["validation"]["xnnpack"])
         return line
 
     def profile(self, path: Path, *, runs: int, warmup: int, threads: list[int], progress: bool) -> dict:
