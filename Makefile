@@ -38,7 +38,7 @@ demo: install
 	$(BIN)/edgeq profile $(OUT)/digits/digits_cnn.tflite --runs 200
 
 test: install-dev
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests
 
 bench: install-dev
 	$(BIN)/python benchmarks/bench_quantize.py
