@@ -11,6 +11,7 @@ the deployed kernel would compute something else. The report counts the weights 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ import onnx_ir as ir
 
 from edgeq.passes.stage import StageResult
 from edgeq.quantization.cpus import runs_as_gemm
-from edgeq.quantization.weight_pairs import limit_pairs
+from edgeq.quantization.weight_pairs import limit_pairs, pair_sums
 
 
 @dataclass
@@ -45,16 +46,27 @@ class LimitWeightPairsPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> LimitWeightPairsResult:
         moved = 0
-        for node in model.graph:
-            dq = node.inputs[1].producer() if len(node.inputs) > 1 and node.inputs[1] is not None else None
-            if dq is None or dq.op_type != "DequantizeLinear" or dq.inputs[0].const_value is None:
-                continue
-            q = dq.inputs[0].const_value.numpy()
-            if not runs_as_gemm(node.op_type, q.shape):
-                continue
-            limited = limit_pairs(q, _output_channel_axis(node, q.ndim), self.limit)
+        for integers, q, axis in gemm_weights(model):
+            limited = limit_pairs(q, axis, self.limit)
             changed = int(np.count_nonzero(limited != q))
             if changed:
-                dq.inputs[0].const_value = ir.tensor(limited, name=dq.inputs[0].name)
+                integers.const_value = ir.tensor(limited, name=integers.name)
                 moved += changed
         return LimitWeightPairsResult(model, moved > 0, moved)
+
+
+def gemm_weights(model: ir.Model) -> Iterator[tuple[ir.Value, np.ndarray, int]]:
+    """(the stored integers, their array, the output-channel axis) of each layer ONNX Runtime runs as a u8s8 GEMM
+    whose weights are a DequantizeLinear of constant integers."""
+    for node in model.graph:
+        dq = node.inputs[1].producer() if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.inputs[0].const_value is None:
+            continue
+        q = dq.inputs[0].const_value.numpy()
+        if runs_as_gemm(node.op_type, q.shape):
+            yield dq.inputs[0], q, _output_channel_axis(node, q.ndim)
+
+
+def pairs_within(model: ir.Model, limit: int) -> bool:
+    """Are MODEL's GEMM weight pairs within LIMIT (so ONNX Runtime's fast kernels compute it exactly on any CPU)?"""
+    return all(pair_sums(q, axis).max(initial=0) <= limit for _, q, axis in gemm_weights(model))

@@ -182,3 +182,18 @@ def test_limit_weight_pairs_pass_restores_the_bound_after_a_pass_rounds_again():
     limited = pointwise.const_value.numpy()
     assert limited[0, :2].ravel().tolist() == [64, 64] and pair_sums(limited, 0).max() <= 128
     np.testing.assert_array_equal(depthwise.const_value.numpy(), before)
+
+
+def test_profile_times_a_bounded_artifact_on_the_kernels_it_deploys_with(tmp_path):
+    """A model whose GEMM weight pairs are bounded runs exactly on ONNX Runtime's default kernels, so edgeq profile
+    times those; a full 8-bit model is timed on the exact ones (the default ones may saturate)."""
+    from edgeq.targets.onnxruntime.profile import exact_kernels_needed, profile
+
+    calib = REPO / "models" / "digits_calib.npz"
+    for cpu, exact in (("x86-avx2", False), ("x86-vnni", True)):
+        path = tmp_path / f"{cpu}.onnx"
+        edgeq.quantize(DIGITS, calib, output=path, cpu=cpu)
+        assert exact_kernels_needed(path) is exact
+        kernels = "exact int8 kernels" if exact else "default kernels"
+        assert profile(path, runs=3, warmup=1, per_op=False)["runtime"].endswith(kernels)
+    assert exact_kernels_needed(DIGITS) is False  # a float model: nothing to saturate

@@ -39,6 +39,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
+from edgeq.io.onnx_model import load_model
 from edgeq.io.session import random_inputs, session
 from edgeq.measure.latency import (
     Run,
@@ -48,6 +49,8 @@ from edgeq.measure.latency import (
     thread_counts,
     timed_runs,
 )
+from edgeq.passes.limit_weight_pairs import pairs_within
+from edgeq.quantization.weight_pairs import PAIR_LIMIT
 from edgeq.targets.onnxruntime.fusion import fusion_report, is_integer_kernel
 
 ACCOUNTED_SHARE_BAR = 0.9  # the per-op table must explain at least this share of a run to guide optimization
@@ -58,9 +61,18 @@ def runner(
     model_path: str | Path, threads: int, inputs: dict[str, np.ndarray] | None = None
 ) -> tuple[Run, str]:
     """(one inference of the .onnx/.ort per call, on INPUTS or seeded random ones; the runtime's name)."""
-    runner = session(Path(model_path), threads=threads)
+    exact = exact_kernels_needed(Path(model_path))
+    runner = session(Path(model_path), threads=threads, exact_int8=exact)
     feeds = inputs or random_inputs(runner)
-    return partial(runner.run, None, feeds), f"onnxruntime {ort.__version__}, CPU"
+    kernels = "exact int8 kernels" if exact else "default kernels"
+    return partial(runner.run, None, feeds), f"onnxruntime {ort.__version__}, CPU, {kernels}"
+
+
+def exact_kernels_needed(model_path: Path) -> bool:
+    """Time with ONNX Runtime's exact int8 kernels unless the model's GEMM weight pairs are bounded (an artifact
+    built for --cpu x86-avx2, or 4-bit weights): then the default kernels a deployment uses are exact too. An .ort
+    file's weights cannot be read here: exact kernels."""
+    return model_path.suffix != ".onnx" or not pairs_within(load_model(model_path), PAIR_LIMIT)
 
 
 def profile(
@@ -114,7 +126,10 @@ def _per_op_breakdown(
     """Mean kernel time per node over RUNS profiled runs, and the share of those runs' own latency it explains
     (the module docstring says why that is the denominator)."""
     with tempfile.TemporaryDirectory() as tmp:
-        profiled = session(model_path, threads=threads, profile_prefix=Path(tmp) / "edgeq_profile")
+        profiled = session(
+            model_path, threads=threads, profile_prefix=Path(tmp) / "edgeq_profile",
+            exact_int8=exact_kernels_needed(model_path),
+        )  # fmt: skip
         feeds = inputs or random_inputs(profiled)
         wall_ms = timed_runs(partial(profiled.run, None, feeds), runs=runs, warmup=warmup, bar=bar)
         trace = json.loads(Path(profiled.end_profiling()).read_text())
