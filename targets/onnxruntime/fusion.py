@@ -63,6 +63,11 @@ def fusion_report(model_path: str | Path, *, threads: int = 1) -> FusionReport:
     return FusionReport(convs_total, convs_fused, dict(op_counts), quantized, float_compute, _sandwiches(optimized))
 
 
+def sandwiches_text(sandwiches: dict[str, int]) -> str:
+    """'Pad x11, PRelu x2': the op types a fusion report found in float between DQ and Q, with their counts."""
+    return ", ".join(f"{op} x{count}" for op, count in sandwiches.items())
+
+
 def _sandwiches(model: onnx.ModelProto) -> dict[str, int]:
     """Op types of the nodes that read a DequantizeLinear output and whose output only QuantizeLinear reads."""
     producers = {name: node for node in model.graph.node for name in node.output}

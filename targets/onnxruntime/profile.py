@@ -51,17 +51,21 @@ from edgeq.measure.latency import (
 )
 from edgeq.passes.limit_weight_pairs import pairs_within
 from edgeq.quantization.weight_pairs import PAIR_LIMIT
-from edgeq.targets.onnxruntime.fusion import fusion_report, is_integer_kernel
+from edgeq.targets.onnxruntime.fusion import fusion_report, is_integer_kernel, sandwiches_text
 
 ACCOUNTED_SHARE_BAR = 0.9  # the per-op table must explain at least this share of a run to guide optimization
 SLOWEST_NODES = 10  # nodes listed by name in the text report (the JSON has them all)
 
 
 def runner(
-    model_path: str | Path, threads: int, inputs: dict[str, np.ndarray] | None = None
+    model_path: str | Path,
+    threads: int,
+    inputs: dict[str, np.ndarray] | None = None,
+    exact_int8: bool | None = None,
 ) -> tuple[Run, str]:
-    """(one inference of the .onnx/.ort per call, on INPUTS or seeded random ones; the runtime's name)."""
-    exact = exact_kernels_needed(Path(model_path))
+    """(one inference of the .onnx/.ort per call, on INPUTS or seeded random ones; the runtime's name), on
+    onnxruntime's exact int8 kernels if EXACT_INT8 (default: ``exact_kernels_needed``)."""
+    exact = exact_kernels_needed(Path(model_path)) if exact_int8 is None else exact_int8
     runner = session(Path(model_path), threads=threads, exact_int8=exact)
     feeds = inputs or random_inputs(runner)
     kernels = "exact int8 kernels" if exact else "default kernels"
@@ -92,13 +96,14 @@ def profile(
     profiled_runs = max(10, min(runs, 50))
     total = len(counts) * (warmup + runs) + (warmup + profiled_runs if per_op else 0)
     sweep = []
+    exact = exact_kernels_needed(model_path)
     with progress_bar(total, f"profiling {model_path.name}", progress) as bar:
         for count in counts:
-            run, runtime = runner(model_path, count, inputs)
+            run, runtime = runner(model_path, count, inputs, exact)
             times = timed_runs(run, runs=runs, warmup=warmup, bar=bar)
             sweep.append({"threads": count, **latency_stats(times)})
         breakdown = (
-            _per_op_breakdown(model_path, inputs, counts[0], runs=profiled_runs, warmup=warmup, bar=bar)
+            _per_op_breakdown(model_path, inputs, counts[0], exact, runs=profiled_runs, warmup=warmup, bar=bar)
             if per_op
             else None
         )
@@ -121,15 +126,19 @@ def profile(
 
 
 def _per_op_breakdown(
-    model_path: Path, inputs: dict[str, np.ndarray] | None, threads: int, *, runs: int, warmup: int, bar: tqdm
+    model_path: Path,
+    inputs: dict[str, np.ndarray] | None,
+    threads: int,
+    exact: bool,
+    *,
+    runs: int,
+    warmup: int,
+    bar: tqdm,
 ) -> dict:
     """Mean kernel time per node over RUNS profiled runs, and the share of those runs' own latency it explains
     (the module docstring says why that is the denominator)."""
     with tempfile.TemporaryDirectory() as tmp:
-        profiled = session(
-            model_path, threads=threads, profile_prefix=Path(tmp) / "edgeq_profile",
-            exact_int8=exact_kernels_needed(model_path),
-        )  # fmt: skip
+        profiled = session(model_path, threads=threads, profile_prefix=Path(tmp) / "edgeq_profile", exact_int8=exact)
         feeds = inputs or random_inputs(profiled)
         wall_ms = timed_runs(partial(profiled.run, None, feeds), runs=runs, warmup=warmup, bar=bar)
         trace = json.loads(Path(profiled.end_profiling()).read_text())
@@ -186,8 +195,8 @@ def format_profile(result: dict) -> str:
             f"float: {len(left)}" + (f" ({names})" if left else "")
         )
         if fusion["sandwiches"]:
-            ops = ", ".join(f"{op} x{count}" for op, count in fusion["sandwiches"].items())
-            lines.append(f"run in float between DequantizeLinear and QuantizeLinear: {ops}")
+            sandwiched = sandwiches_text(fusion["sandwiches"])
+            lines.append(f"run in float between DequantizeLinear and QuantizeLinear: {sandwiched}")
     if "per_op" in result:
         per_op = result["per_op"]
         rest = per_op["outside_kernels_ms"]

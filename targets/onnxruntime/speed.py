@@ -7,19 +7,21 @@ deployment case where int8 has the least to gain, and the one users measure. Bot
 kernels, as a deployment does: the weights chosen for the CPU keep them exact (edgeq.quantization.cpus).
 
 Slower than fp32 is not left silent: the report gets a note with the reason it can name (ops ONNX Runtime left in
-float between a DequantizeLinear and a QuantizeLinear, targets/onnxruntime/fusion.py; a model so small that per-node overhead outweighs the arithmetic; else
-the CPU's int8 kernels) and what to deploy instead.
+float between a DequantizeLinear and a QuantizeLinear, targets/onnxruntime/fusion.py; a model so small that
+per-node overhead outweighs the arithmetic; else the CPU's int8 kernels) and what to deploy instead.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from edgeq.io.session import session
 from edgeq.measure.latency import alternate
 from edgeq.quantization.cpus import Cpu
+from edgeq.targets.onnxruntime.fusion import sandwiches_text
+from edgeq.targets.onnxruntime.profile import runner
 
 RUNS = 30  # per model: 10 rounds of 3 runs; under a second on MobileNetV2
 WARMUP = 3
@@ -29,15 +31,11 @@ SMALL_MODEL_MS = 1.0  # fp32 latency under which per-node overhead decides int8 
 def measure_speed(float_path: Path, artifact: Path, feeds: dict[str, np.ndarray]) -> dict:
     """fp32 and artifact median ms at 1 thread and the speedup (median over rounds of fp32 / artifact)."""
 
-    def maker(path: Path):
-        def make(threads: int):
-            runner = session(path, threads=threads, exact_int8=False)
-            return (lambda: runner.run(None, feeds)), "onnxruntime"
-
-        return make
+    def make(path: Path):
+        return partial(runner, path, inputs=feeds, exact_int8=False)
 
     result = alternate(
-        str(artifact), maker(artifact), str(float_path), maker(float_path), threads=[1], runs=RUNS, warmup=WARMUP
+        str(artifact), make(artifact), str(float_path), make(float_path), threads=[1], runs=RUNS, warmup=WARMUP
     )
     row = result["rows"][0]
     return {
@@ -55,10 +53,9 @@ def slower_note(speed: dict, fusion: dict, cpu: Cpu) -> str | None:
         return None
     reasons = []
     if fusion["sandwiches"]:
-        ops = ", ".join(f"{op} x{count}" for op, count in fusion["sandwiches"].items())
         reasons.append(
             f"ONNX Runtime runs {sum(fusion['sandwiches'].values())} op(s) in float between DequantizeLinear and "
-            f"QuantizeLinear ({ops})"
+            f"QuantizeLinear ({sandwiches_text(fusion['sandwiches'])})"
         )
     if speed["fp32_ms"] < SMALL_MODEL_MS:
         reasons.append(

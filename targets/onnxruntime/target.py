@@ -32,7 +32,7 @@ from edgeq.errors import UnsupportedError
 from edgeq.io.onnx_model import clone_model, float_tensor_names, load_model, model_bytes, read_proto
 from edgeq.io.session import exposing, fixed_batch_size, run_in_chunks, session
 from edgeq.pipeline.stages import CHANNEL_SCALES_KEY
-from edgeq.quantization.cpus import Cpu, host_cpu, resolve_cpu
+from edgeq.quantization.cpus import CPUS, Cpu, host_cpu, resolve_cpu
 from edgeq.reference.interface import dequantized, integers, tensor_perm
 from edgeq.targets import register
 from edgeq.targets.onnxruntime import artifact, integer_pads, profile, speed
@@ -163,9 +163,9 @@ class OnnxRuntimeTarget(Target):
 
     def validate(self, build: Build, emitted: Emitted) -> dict:
         validation = artifact.validate(build.float_path, emitted.artifacts[0], build.eval_data, labels=build.labels)
-        cpu = resolve_cpu(build.recipe.cpu)
-        if cpu != host_cpu():
-            validation["speed"] = {"not_measured": f"built for {cpu.name}; this machine is {host_cpu().name}"}
+        cpu, host = CPUS[emitted.report["cpu"]["name"]], host_cpu()
+        if cpu != host:
+            validation["speed"] = {"not_measured": f"built for {cpu.name}; this machine is {host.name}"}
             return validation
         measured = speed.measure_speed(build.float_path, emitted.artifacts[0], _first_batch(build, emitted.artifacts[0]))
         note = speed.slower_note(measured, emitted.report["fusion"], cpu)
