@@ -4,8 +4,9 @@ in LiteRT, in one run; writes BENCHMARKS.md's "Speed in ONNX Runtime and LiteRT"
     python benchmarks/bench_speed.py            # prints the tables (about 15 minutes on 2 cores)
     python benchmarks/bench_speed.py --write    # and replaces the section
 
-Models: MobileNetV2 (torchvision weights, 64 calibration photo views) and every CNN of ../shared/corpus (the
-transformer and the refused If model are left out). Quantizers, each calibrated on the same data: edgeq's default
+Models: one-layer probes of MobileNetV2's and a transformer's layer shapes (random weights and inputs: the int8
+kernels' own speed, the ceiling of any model), MobileNetV2 (torchvision weights, 64 calibration photo views) and
+every CNN of ../shared/corpus (the transformer and the refused If model are left out). Quantizers, each calibrated on the same data: edgeq's default
 (`edgeq.convert(targets=["onnxruntime", "tflite"], precision="float")`: its model.qdq.onnx for this machine's CPU,
 its int8 .tflite and the same graph in float, .float.tflite) and onnxruntime's quant_pre_process +
 quantize_static (QDQ, MinMax, per-channel int8 weights) with uint8 (u8s8) or int8 (s8s8) activations, and u8s8
@@ -163,8 +164,51 @@ def litert_speed(tflite: dict[str, Path]) -> dict | str:
     return {name: {"ms": row["ms"], "speedup": 1.0 / row["ratio_to_float"]} for name, row in measured.items()}
 
 
+# One-layer probes of the int8 kernels themselves, MobileNetV2's and a transformer's shapes: (name, input shape,
+# op, weight shape, group). What they show is this CPU's ceiling: no placement can make a model's int8 layers
+# faster than its int8 kernels are.
+PROBES = (
+    ("layer: 1x1 conv 24->144 @56x56", [1, 24, 56, 56], "Conv", [144, 24, 1, 1], 1),
+    ("layer: 3x3 depthwise 144 @56x56", [1, 144, 56, 56], "Conv", [144, 1, 3, 3], 144),
+    ("layer: 1x1 conv 320->1280 @7x7", [1, 320, 7, 7], "Conv", [1280, 320, 1, 1], 1),
+    ("layer: MatMul 64x384 by 384x1536", [1, 64, 384], "MatMul", [384, 1536], 1),
+)
+
+
+def probe(tmp: Path, name: str, shape: list[int], op: str, weight_shape: list[int], group: int) -> tuple[Path, Path]:
+    """A one-layer model (random weights, Relu after it so it quantizes as deployed) and 16 random calibration
+    samples: only its speed is of interest."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array((rng.standard_normal(weight_shape) * 0.1).astype(np.float32), "w")
+    if op == "Conv":
+        pad = weight_shape[-1] // 2
+        layer = helper.make_node("Conv", ["x", "w"], ["h"], pads=[pad] * 4, group=group)
+        out_shape = [1, weight_shape[0], *shape[2:]]
+    else:
+        layer = helper.make_node("MatMul", ["x", "w"], ["h"])
+        out_shape = [*shape[:-1], weight_shape[-1]]
+    graph = helper.make_graph(
+        [layer, helper.make_node("Relu", ["h"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        [weight],
+    )
+    folder = tmp / "probes" / name.split(": ")[1].replace(" ", "_").replace(">", "")
+    folder.mkdir(parents=True, exist_ok=True)
+    model = onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, folder / "model.onnx")
+    np.savez(folder / "calib.npz", x=rng.standard_normal([16, *shape[1:]]).astype(np.float32))
+    return folder / "model.onnx", folder / "calib.npz"
+
+
 def cases(tmp: Path) -> dict[str, tuple[Path, Path, dict[str, np.ndarray]]]:
     found = {}
+    for name, *spec in PROBES:
+        model, calib = probe(tmp, name, *spec)
+        found[name] = (model, calib, {"x": np.load(calib)["x"]})
     model, calib, _, views = mobilenet_photo_setup("speed")
     found["MobileNetV2"] = (model, calib, {"input": views[:SQNR_SAMPLES]})
     if CORPUS.is_dir():
@@ -214,6 +258,8 @@ def section(rows: dict[str, dict], litert: dict[str, dict | str]) -> list[str]:
         f"Versions: edgeq {edgeq.__version__}, onnxruntime {ort.__version__}, ai-edge-litert {litert_version()}",
         "",
         *textwrap.wrap(
+            "Rows named `layer:` are one-layer models (random weights and inputs) that time the int8 kernels "
+            "themselves against fp32: the ceiling no graph-level placement can pass on this CPU. "
             f"Batch 1, 1 thread; median latency over {ROUNDS} rounds of {RUNS} runs, models run round-robin; in "
             "brackets the speedup over fp32 (median over rounds of the per-round ratio) and the SQNR of all outputs "
             f"against fp32 on the first {SQNR_SAMPLES} evaluation samples. edgeq: its default `convert --target "
