@@ -75,18 +75,6 @@ def session(
 
     WHAT names the model in the error message (default: the file name, or "the model").
     """
-    options = ort.SessionOptions()
-    options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
-    options.log_severity_level = 3
-    options.enable_cpu_mem_arena = memory_arena
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    if optimized_model_path is not None:
-        options.optimized_model_filepath = str(optimized_model_path)
-    if profile_prefix is not None:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(profile_prefix)
     if isinstance(model, ir.Model):
         source = to_proto(model).SerializeToString()
     elif isinstance(model, onnx.ModelProto):
@@ -102,13 +90,39 @@ def session(
     # output SQNR there. The entry "1" selects its exact kernels (docs/runtimes.md). onnxruntime 1.32's exact AVX2
     # kernels fail to load some models ("Attempt to replace the existing tensor": PP-OCRv4 rec): those run with
     # the default kernels, as does EXACT_INT8=False (what a deployment without the entry gets).
-    for precision in ("1", "0") if exact_int8 else ("0",):
+    # The first of two tries logs nothing: its failure is expected on those models, and handled.
+    settings = [("1", 4), ("0", 3)] if exact_int8 else [("0", 3)]
+    for precision, log_severity in settings:
+        options = _options(optimization, threads, optimized_model_path, profile_prefix, memory_arena, log_severity)
         options.add_session_config_entry(X64_QUANT_PRECISION, precision)
         try:
             return ort.InferenceSession(source, options, providers=PROVIDERS, disabled_optimizers=disabled)
         except Exception as exc:  # onnxruntime raises its own exception types, and plain ones for bad paths
             error = exc
     raise ExecutionError(f"onnxruntime cannot load {what or 'the model'}: {first_line(error)}") from None
+
+
+def _options(
+    optimization: str,
+    threads: int | None,
+    optimized_model_path: str | os.PathLike | None,
+    profile_prefix: str | os.PathLike | None,
+    memory_arena: bool,
+    log_severity: int,
+) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
+    options.log_severity_level = log_severity
+    options.enable_cpu_mem_arena = memory_arena
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = str(optimized_model_path)
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
+    return options
 
 
 def _runtime_values(model: ir.Model) -> dict[str, ir.Value]:
