@@ -35,7 +35,7 @@ from edgeq.pipeline.stages import CHANNEL_SCALES_KEY
 from edgeq.quantization.cpus import CPUS, Cpu, host_cpu, resolve_cpu
 from edgeq.reference.interface import dequantized, integers, tensor_perm
 from edgeq.targets import register
-from edgeq.targets.onnxruntime import artifact, integer_pads, profile, speed
+from edgeq.targets.onnxruntime import artifact, integer_gather, integer_pads, profile, speed
 from edgeq.targets.onnxruntime.analysis import analyze_onnx
 from edgeq.targets.onnxruntime.fusion import fusion_report
 from edgeq.targets.target import Build, Emitted, IntegerRun, Option, Target, output_summary
@@ -147,10 +147,11 @@ class OnnxRuntimeTarget(Target):
             for activation_type in candidates:
                 model = clone_model(build.quantized(activation_type, limit).model)  # the build is shared
                 pads = integer_pads.pad_integers(model)
+                gathers = integer_gather.gather_integers(model)
                 models[activation_type] = model_bytes(model)
                 path = Path(tmp) / f"{activation_type}.onnx"
                 path.write_bytes(models[activation_type])
-                fusions[activation_type] = {**fusion_report(path).to_dict(), "pads_on_integers": pads}
+                fusions[activation_type] = {**fusion_report(path).to_dict(), "pads_on_integers": pads, "gathers_on_integers": gathers}
         chosen = max(candidates, key=lambda t: _fusion_score(fusions[t], candidates.index(t)))
         written = artifact.emit(
             models[chosen], build.outdir, f"{build.name}.qdq", ort_format=build.option(self, "ort_format")
@@ -207,6 +208,7 @@ class OnnxRuntimeTarget(Target):
         if not any(node.op_type == "QuantizeLinear" for node in model.graph):
             raise UnsupportedError(f"{path} is not a quantized (QDQ) model: verify compares quantized artifacts")
         integer_pads.undo(model)  # the lowering reads the interchange form
+        integer_gather.undo(model)
         return lower(model).graph
 
     def integer_runs(self, path: Path, graph: Graph, inputs: list[list[np.ndarray]]) -> list[IntegerRun]:
