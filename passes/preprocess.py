@@ -13,11 +13,12 @@ In order:
    (passes.integer_casts);
 4. BatchNorm folding into Conv/ConvTranspose/Gemm, keeping the BN statistics (passes.fold_batchnorm),
    division by constants turned into multiplication (passes.div_to_mul), the minus-infinity constant of additive
-   attention masks bounded to -10^4 (passes.bound_attention_mask: exact in float, quantizable), hard-swish and exact-GELU
-   decompositions fused into HardSwish and Gelu (passes.fuse_hard_swish, fuse_gelu: before affine folding,
-   which would otherwise fold their constant Adds and Muls away), and the remaining affine chains (unfolded
+   attention masks bounded to -10^4 (passes.bound_attention_mask: exact in float, quantizable), hard-swish,
+   exact-GELU and layer-norm decompositions fused into HardSwish, Gelu and LayerNormalization (passes.fuse_hard_swish,
+   fuse_gelu, fuse_layer_norm: before affine folding, which would otherwise fold their constant Adds and Muls away), and the remaining affine chains (unfolded
    BatchNorms, input normalization, standalone BatchNorms) folded into a neighbouring Conv/Gemm or made one
-   depthwise Conv (passes.fold_affine);
+   depthwise Conv (passes.fold_affine), and products with a constant matrix and a bias made one Gemm
+   (passes.matmul_bias_to_gemm);
 5. dead-node removal, shape inference (types and shapes of every intermediate tensor, needed to expose
    them during calibration), unique names for every node and value (so --exclude and reports can name
    them), topological order.
@@ -40,6 +41,8 @@ from edgeq.passes.fold_affine import FoldAffinePass
 from edgeq.passes.fold_batchnorm import FoldBatchNormPass
 from edgeq.passes.fuse_gelu import FuseGeluPass
 from edgeq.passes.fuse_hard_swish import FuseHardSwishPass
+from edgeq.passes.fuse_layer_norm import FuseLayerNormPass
+from edgeq.passes.matmul_bias_to_gemm import MatMulBiasToGemmPass
 from edgeq.passes.remove_noops import RemoveNoOpsPass
 from edgeq.passes.runtime_folding import RuntimeFoldingPass
 
@@ -66,7 +69,9 @@ def preprocess_pipeline() -> ir.passes.PassManager:
             BoundAttentionMaskPass(),
             FuseHardSwishPass(),
             FuseGeluPass(),
+            FuseLayerNormPass(),
             FoldAffinePass(),
+            MatMulBiasToGemmPass(),
             common_passes.RemoveUnusedNodesPass(),
             common_passes.ShapeInferencePass(check_type=False, strict_mode=False),
             common_passes.NameFixPass(),

@@ -53,9 +53,10 @@ class Option:
 class Build:
     """What a conversion hands each target: where to write, the models, the data, the options given.
 
-    ``quantized(activation_type, gemm_pair_limit=None)`` returns the pipeline's QDQ model of that activation type
-    (with that limit on GEMM layers' weight pairs, edgeq.quantization.cpus), built once per pair of arguments for
-    the whole conversion (every target gets the same activation scales); ``shared`` holds what one target made for
+    ``quantized(activation_type, gemm_pair_limit=None, onnxruntime=False)`` returns the pipeline's QDQ model of that
+    activation type (with that limit on GEMM layers' weight pairs, edgeq.quantization.cpus; Q/DQ placed for ONNX
+    Runtime, edgeq.quantization.placement), built once per set of arguments for the whole conversion (every target
+    gets the same activation scales); ``shared`` holds what one target made for
     others in the same conversion (the TFLite Micro target reuses the .tflite).
     """
 
@@ -63,7 +64,7 @@ class Build:
     outdir: Path
     float_path: Path
     recipe: Recipe
-    quantized: Callable[[str, int | None], Quantized]
+    quantized: Callable[..., Quantized]
     eval_data: CalibrationData
     labels: np.ndarray | None = None
     options: dict = field(default_factory=dict)

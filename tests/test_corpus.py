@@ -6,7 +6,8 @@ For each case: every target converts, or (a case marked "refusal-or-success") th
 ``unsupported: <op> at <node>`` line, or TFLite Micro alone refuses an int8 op it has no kernel for (code
 no-micro-kernel) and the other targets convert; the .tflite is bit-exact with the integer reference in LiteRT's
 reference kernels and in TFLite Micro where it runs (``verification``); and on the case's own metric (its case.json, computed by the
-corpus' metrics.py) the .tflite run in LiteRT is within 1 point of the QDQ ONNX artifact run in onnxruntime.
+corpus' metrics.py) the .tflite run in LiteRT is within 1 point of the QDQ ONNX artifact run in onnxruntime (where the ONNX Runtime
+artifact is placed for a transformer, edgeq.quantization.placement, that artifact is at least as good).
 """
 
 from __future__ import annotations
@@ -119,7 +120,12 @@ def _check_case(case: Path, model: Path, tmp_path: Path) -> None:
     onnx_score = metrics.score_case(spec, data, fp32, qdq, case / "model.onnx")[primary]
     tflite_score = metrics.score_case(spec, data, fp32, tflite, case / "model.onnx")[primary]
     scores = f"{primary}: .tflite {tflite_score:.4f}, QDQ ONNX {onnx_score:.4f}"
-    assert tflite_score >= onnx_score - 0.01, scores
+    if "placement" in result.targets["onnxruntime"]:
+        # a transformer's ONNX Runtime artifact keeps its layer norms and sums float (edgeq.quantization.placement),
+        # which the int8 .tflite cannot: it must do at least as well
+        assert onnx_score >= tflite_score - 0.01, scores
+    else:
+        assert tflite_score >= onnx_score - 0.01, scores
 
 
 @pytest.mark.slow

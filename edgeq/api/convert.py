@@ -120,12 +120,12 @@ def convert(
         pipeline = Pipeline(recipe, progress=progress)
         calibrated = pipeline.calibrate(source.model, data)
         _check_fixed_shapes(calibrated.fixed_input_shapes, evaluation)
-        built: dict[tuple[str, int | None], Quantized] = {}
+        built: dict[tuple[str, int | None, bool], Quantized] = {}
 
-        def quantized(activation_type: str, gemm_pair_limit: int | None = None) -> Quantized:
-            key = (activation_type, gemm_pair_limit)
+        def quantized(activation_type: str, gemm_pair_limit: int | None = None, onnxruntime: bool = False) -> Quantized:
+            key = (activation_type, gemm_pair_limit, onnxruntime)
             if key not in built:
-                built[key] = pipeline.quantize(calibrated, activation_type, gemm_pair_limit)
+                built[key] = pipeline.quantize(calibrated, activation_type, gemm_pair_limit, onnxruntime)
             return built[key]
 
         build = Build(source.name, out, source.path, recipe, quantized, evaluation, labels, given)

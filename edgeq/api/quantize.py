@@ -72,7 +72,9 @@ def quantize(
         cpu = resolve_cpu(recipe.cpu)
         pipeline = Pipeline(recipe, progress=progress)
         qdq, stages = pipeline.quantize(
-            pipeline.calibrate(source.model, data), gemm_pair_limit=cpu.pair_limit(recipe.weight_bits)
+            pipeline.calibrate(source.model, data),
+            gemm_pair_limit=cpu.pair_limit(recipe.weight_bits),
+            onnxruntime=True,
         )
         full_report = {"input": source.label, "recipe": recipe.to_dict(), "cpu": cpu.name, **stages}
         if output is not None:

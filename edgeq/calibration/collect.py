@@ -50,13 +50,16 @@ def collect(
     memory_budget_mb: int = 64,
     progress: bool = True,
     threads: int | None = None,
+    keep_rows: dict[str, int] | None = None,
 ) -> dict[str, TensorObserver]:
     """Observers for TENSOR_NAMES (graph inputs or node outputs) after running MODEL on all of DATA.
 
-    ``histogram=False`` keeps only min/max (enough for the minmax method, and cheaper).
+    ``histogram=False`` keeps only min/max (enough for the minmax method, and cheaper); KEEP_ROWS: tensor name ->
+    how many of its first rows (vectors along the last axis) its observer keeps.
     """
     names = list(dict.fromkeys(tensor_names))
-    observers = {name: TensorObserver(histogram=histogram) for name in names}
+    keep_rows = keep_rows or {}
+    observers = {name: TensorObserver(histogram=histogram, keep_rows=keep_rows.get(name, 0)) for name in names}
     if not names:
         return observers
     values = runtime_values(model, names)

@@ -50,10 +50,14 @@ _SHRINK = np.geomspace(1.0 / 128.0, 1.0, 169)  # mse candidates: 2.9% steps from
 class TensorObserver:
     """Running statistics of one tensor: min, max, count and (optionally) the zero-anchored histogram."""
 
-    def __init__(self, histogram: bool = True, bins: int = BINS):
+    def __init__(self, histogram: bool = True, bins: int = BINS, keep_rows: int = 0):
         if bins < 2 or bins & (bins - 1):
             raise ValueError("bins must be a power of two")
         self.histogram = histogram
+        # the first KEEP_ROWS rows (vectors along the last axis) as seen: what a layer reading the tensor
+        # multiplies, for edgeq.quantization.range_choice
+        self.keep_rows = keep_rows
+        self.rows: list[np.ndarray] = []
         self.bins = bins
         self.min = math.inf
         self.max = -math.inf
@@ -64,6 +68,9 @@ class TensorObserver:
 
     def update(self, x: np.ndarray) -> None:
         x = np.asarray(x)
+        kept = sum(len(r) for r in self.rows)
+        if kept < self.keep_rows and x.ndim:
+            self.rows.append(np.array(x.reshape(-1, x.shape[-1])[: self.keep_rows - kept], np.float32))
         x = (x if x.dtype == np.float32 else x.astype(np.float32)).reshape(-1)
         if x.size == 0:
             return

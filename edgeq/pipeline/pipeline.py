@@ -38,6 +38,7 @@ from edgeq.pipeline.stages import (
     PlanStage,
     QuantizeStage,
 )
+from edgeq.quantization.placement import onnxruntime_placement
 from edgeq.quantization.plan import QuantPlan
 from edgeq.quantization.qparams import ACTIVATION_TYPES
 from edgeq.quantization.recipe import PASS_ORDER, Recipe
@@ -152,14 +153,25 @@ class Pipeline:
         return Calibrated(model, data, self.recipe, plan.plan, stages[-1].result.observers, stages)
 
     def quantize(
-        self, calibrated: Calibrated, activation_type: str | None = None, gemm_pair_limit: int | None = None
+        self,
+        calibrated: Calibrated,
+        activation_type: str | None = None,
+        gemm_pair_limit: int | None = None,
+        onnxruntime: bool = False,
     ) -> Quantized:
         """The quantized phase on a copy of CALIBRATED's model, with activations of ACTIVATION_TYPE (default: the
         recipe's) and GEMM_PAIR_LIMIT on the weights of the layers ONNX Runtime runs as GEMMs
-        (edgeq.quantization.cpus): the QDQ model and the report of both phases."""
+        (edgeq.quantization.cpus), Q/DQ pairs placed for ONNX Runtime if ONNXRUNTIME
+        (edgeq.quantization.placement): the QDQ model and the report of both phases."""
         qtype = ACTIVATION_TYPES[activation_type or self.recipe.activation_type]
+        placement = onnxruntime_placement(calibrated.model.graph) if onnxruntime else None
         quantize = QuantizeStage(
-            calibrated.observers, self.recipe, qtype, gemm_pair_limit, scale_cache=calibrated.scale_cache
+            calibrated.observers,
+            self.recipe,
+            qtype,
+            gemm_pair_limit,
+            scale_cache=calibrated.scale_cache,
+            placement=placement,
         )
         context = StageContext(
             self.recipe,
@@ -179,6 +191,7 @@ class Pipeline:
         report = {
             "activation_type": qtype.name,
             **({"gemm_pair_limit": gemm_pair_limit} if gemm_pair_limit is not None else {}),
+            **({"placement": placement.to_dict()} if placement is not None and placement.float_nodes else {}),
             "stages": {stage.name: stage.record() for stage in [*calibrated.stages, *stages]},
             **quantize.report(),
             "calibration": {

@@ -30,8 +30,10 @@ from edgeq.data import CalibrationData
 from edgeq.io.onnx_model import clone_model
 from edgeq.passes.insert_qdq import InsertQDQPass, InsertQDQResult
 from edgeq.passes.stage import StageResult
+from edgeq.quantization.placement import Placement, drop_unread_outputs
 from edgeq.quantization.plan import Exclusions, QuantPlan, assign_encodings, plan_quantization
 from edgeq.quantization.qparams import Encoding, QType
+from edgeq.quantization.range_choice import ROWS, choose_ranges, weight_readers
 from edgeq.quantization.recipe import Recipe
 
 # Metadata of a QDQ model: per-channel factors s of the tensors equalization left as original / s, which
@@ -74,13 +76,18 @@ class CalibrateStage(ir.passes.InPlacePass):
         self.plan, self.data, self.recipe, self.progress = plan, data, recipe, progress
 
     def call(self, model: ir.Model) -> CalibrateResult:
+        # every planned tensor, fixed-encoding ones too: a placement that leaves a Softmax float
+        # (edgeq.quantization.placement) quantizes its output with a calibrated range
+        names = [v.name for v in self.plan.plan.tensors]
+        chooses = self.recipe.calib_method != "minmax"  # ranges chosen by their readers' error (range_choice)
         observers = collect(
             model,
-            self.plan.plan.calibration_tensors(),
+            names,
             self.data,
-            histogram=self.recipe.calib_method != "minmax",
+            histogram=chooses,
             batch_size=self.recipe.batch_size,
             progress=self.progress,
+            keep_rows={name: ROWS for name in weight_readers(model.graph, set(names))} if chooses else None,
         )
         return CalibrateResult(model, False, observers, self.data.num_samples)
 
@@ -111,9 +118,13 @@ class QuantizeStage(ir.passes.FunctionalPass):
         gemm_pair_limit: int | None = None,
         *,
         scale_cache: dict | None = None,
+        placement: Placement | None = None,
     ):
         super().__init__()
         self.observers, self.recipe, self.qtype = observers, recipe, qtype
+        self.placement = placement or Placement()
+        self.float_outputs: list[str] = []
+        self.range_choices: dict[str, dict] = {}  # tensor -> its readers' SQNR under each candidate range
         self.gemm_pair_limit = gemm_pair_limit
         self.scale_cache = {} if scale_cache is None else scale_cache
         self.float_model: ir.Model | None = None
@@ -129,11 +140,19 @@ class QuantizeStage(ir.passes.FunctionalPass):
     def _build(self, range_factors: dict[str, float] | None) -> QuantizeResult:
         model = clone_model(self.float_model)
         recipe = self.recipe
-        plan = plan_quantization(model.graph, Exclusions(recipe.exclude))
+        placed_float = dict(self.placement.float_nodes)
+        plan = plan_quantization(model.graph, Exclusions([*recipe.exclude, *placed_float]))
+        plan.float_nodes.update((name, why) for name, why in placed_float.items() if name in plan.float_nodes)
+        if self.placement.float_unread_outputs:
+            self.float_outputs = drop_unread_outputs(plan)
         ranges = {
             name: self.observers[name].range(recipe.calib_method, num_bits=8, percentile=recipe.percentile)
             for name in plan.calibration_tensors()
         }
+        rows = {name: np.concatenate(self.observers[name].rows) for name in ranges if self.observers[name].rows}
+        if rows:
+            minmax = {name: self.observers[name].range("minmax") for name in ranges}
+            ranges, self.range_choices = choose_ranges(plan, model.graph, ranges, minmax, rows, self.qtype)
         encodings = assign_encodings(plan, ranges, self.qtype, range_factors)
         inserted = InsertQDQPass(
             plan,
@@ -165,6 +184,8 @@ class QuantizeStage(ir.passes.FunctionalPass):
             "fused_activations": len(plan.fused_activation),
             "float_nodes": plan.float_nodes,
             "quantized_tensors": len(plan.tensors),
+            "ranges_by_reader_error": self.range_choices,
+            **({"float_outputs": self.float_outputs} if self.placement.float_unread_outputs else {}),
             "encodings": {
                 name: {"scale": float(e.scale), "zero_point": e.zero_point} for name, e in self.result.encodings.items()
             },

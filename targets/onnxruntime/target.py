@@ -145,7 +145,7 @@ class OnnxRuntimeTarget(Target):
         models: dict[str, bytes] = {}
         with tempfile.TemporaryDirectory() as tmp:
             for activation_type in candidates:
-                model = clone_model(build.quantized(activation_type, limit).model)  # the build is shared
+                model = clone_model(build.quantized(activation_type, limit, True).model)  # the build is shared
                 pads = integer_pads.pad_integers(model)
                 gathers = integer_gather.gather_integers(model)
                 models[activation_type] = model_bytes(model)
@@ -156,7 +156,7 @@ class OnnxRuntimeTarget(Target):
         written = artifact.emit(
             models[chosen], build.outdir, f"{build.name}.qdq", ort_format=build.option(self, "ort_format")
         )
-        report = build.quantized(chosen, limit).report
+        report = build.quantized(chosen, limit, True).report
         return Emitted(
             written,
             {**report, "cpu": _cpu_report(cpu, limit), "activation_type_choice": fusions, "fusion": fusions[chosen]},

