@@ -16,6 +16,7 @@ from onnx import TensorProto, helper
 from ops_cases import onnx_model
 
 import edgeq
+from edgeq.errors import UnsupportedError
 from edgeq.io.session import session
 from edgeq.measure.metrics import sqnr_db
 from edgeq.passes.preprocess import preprocess
@@ -100,6 +101,13 @@ def test_onnxruntime_placement_keeps_layer_norm_and_sums_float_and_the_products_
     fp32 = np.concatenate([session(_block(decomposed=False)).run(None, {"x": s[None]})[0] for s in x])
     quantized = np.concatenate([session(tmp_path / "q.onnx").run(None, {"x": s[None]})[0] for s in x])
     assert sqnr_db(fp32, quantized) > 25.0
+
+
+def test_verify_says_a_placed_artifact_implements_no_integer_graph(tmp_path):
+    path = tmp_path / "block.qdq.onnx"
+    edgeq.quantize(_block(decomposed=False), {"x": _calibration()}, output=path)
+    with pytest.raises(UnsupportedError, match="placed for ONNX Runtime"):
+        edgeq.verify([path], {"x": _calibration(2)})
 
 
 def test_a_graph_without_a_layer_norm_keeps_the_plan():

@@ -207,6 +207,12 @@ class OnnxRuntimeTarget(Target):
         model = load_model(path)
         if not any(node.op_type == "QuantizeLinear" for node in model.graph):
             raise UnsupportedError(f"{path} is not a quantized (QDQ) model: verify compares quantized artifacts")
+        norms = [n.inputs[0].producer() for n in model.graph if n.op_type == "LayerNormalization"]
+        if any(p is None or p.op_type != "DequantizeLinear" for p in norms):
+            raise UnsupportedError(
+                f"{path} is placed for ONNX Runtime (layer norms and sums float, edgeq.quantization.placement): it "
+                "implements no integer TFLite graph to verify; verify the .tflite of the same conversion"
+            )
         integer_pads.undo(model)  # the lowering reads the interchange form
         integer_gather.undo(model)
         return lower(model).graph
