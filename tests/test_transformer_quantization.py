@@ -118,34 +118,49 @@ def test_a_graph_without_a_layer_norm_keeps_the_plan():
     assert onnxruntime_placement(model.graph).float_nodes == ()
 
 
-def test_a_massive_activation_takes_its_min_max_range_where_the_product_reading_it_errs_less():
+def _second_product(weight_row_zero: int | None = None):
+    """The preprocessed block, its plan and the input of its second product (read by that product only), with
+    calibration rows for it that carry a massive activation in one channel."""
     model = preprocess(ir.from_proto(_block(decomposed=False)))
-    plan = plan_quantization(model.graph)
-    x = _calibration().reshape(-1, WIDTH)
-    first = next(n for n in model.graph if n.op_type == "Gemm").inputs[0].name
-    calibrated = {first: (float(np.percentile(x, 0.5)), float(np.percentile(x, 99.5)))}  # clips the 25s
-    minmax = {first: (float(x.min()), float(x.max()))}
-    chosen, measured = choose_ranges(plan, model.graph, calibrated, minmax, {first: x}, ACTIVATION_TYPES["uint8"])
-    assert chosen[first] == minmax[first] and measured[first]["kept"] == "minmax"
-    assert measured[first]["minmax_db"] > measured[first]["calibrated_db"]
+    gemm = [n for n in model.graph if n.op_type == "Gemm"][1]
+    if weight_row_zero is not None:
+        weight = gemm.inputs[1].const_value.numpy().copy()
+        weight[weight_row_zero] = 0.0
+        gemm.inputs[1].const_value = ir.tensor(weight)
+    rows = np.abs(np.random.default_rng(2).normal(0, 1, (192, HIDDEN))).astype(np.float32)
+    rows[::TOKENS, 3] = 25.0  # the first token of every sample, one channel
+    return model, plan_quantization(model.graph), gemm.inputs[0].name, rows
+
+
+def test_a_massive_activation_takes_its_min_max_range_where_the_product_reading_it_errs_less():
+    model, plan, name, rows = _second_product()
+    calibrated = {name: (0.0, float(np.percentile(rows, 98)))}  # clips the 25s (1% of the values)
+    minmax = {name: (0.0, float(rows.max()))}
+    chosen, measured = choose_ranges(plan, model.graph, calibrated, minmax, {name: rows}, ACTIVATION_TYPES["uint8"])
+    assert chosen[name] == minmax[name] and measured[name]["kept"] == "minmax"
+    assert measured[name]["minmax_db"] > measured[name]["calibrated_db"]
 
 
 def test_an_outlier_the_product_ignores_keeps_the_calibrated_range():
     """The choice weighs errors by what the reader computes: an outlier in a channel whose weight row is zero
     only costs resolution under min/max."""
+    model, plan, name, rows = _second_product(weight_row_zero=3)
+    calibrated = {name: (0.0, float(np.delete(rows, 3, axis=1).max()))}
+    minmax = {name: (0.0, float(rows.max()))}
+    chosen, measured = choose_ranges(plan, model.graph, calibrated, minmax, {name: rows}, ACTIVATION_TYPES["uint8"])
+    assert measured[name]["kept"] == "calibrated" and chosen[name] == calibrated[name]
+
+
+def test_a_tensor_other_ops_read_too_keeps_its_calibrated_range():
+    """The block's input feeds the first product and the residual Add: the products' error is not all its error."""
     model = preprocess(ir.from_proto(_block(decomposed=False)))
-    gemm = next(n for n in model.graph if n.op_type == "Gemm")
-    weight = gemm.inputs[1].const_value.numpy().copy()
-    weight[3] = 0.0
-    gemm.inputs[1].const_value = ir.tensor(weight)
     plan = plan_quantization(model.graph)
     x = _calibration().reshape(-1, WIDTH)
-    first = gemm.inputs[0].name
-    others = np.delete(x, 3, axis=1)
-    calibrated = {first: (float(others.min()), float(others.max()))}
+    first = next(n for n in model.graph if n.op_type == "Gemm").inputs[0].name
+    calibrated = {first: (float(np.percentile(x, 0.5)), float(np.percentile(x, 99.5)))}
     minmax = {first: (float(x.min()), float(x.max()))}
     chosen, measured = choose_ranges(plan, model.graph, calibrated, minmax, {first: x}, ACTIVATION_TYPES["uint8"])
-    assert measured[first]["kept"] == "calibrated" and chosen[first] == calibrated[first]
+    assert chosen == calibrated and measured == {}
 
 
 def _sentence_embeddings(path, output: str, data: dict[str, np.ndarray]) -> np.ndarray:

@@ -30,7 +30,7 @@ from edgeq.data import CalibrationData
 from edgeq.io.onnx_model import clone_model
 from edgeq.passes.insert_qdq import InsertQDQPass, InsertQDQResult
 from edgeq.passes.stage import StageResult
-from edgeq.quantization.placement import Placement, drop_unread_outputs
+from edgeq.quantization.placement import Placement, drop_unread_outputs, onnxruntime_placement
 from edgeq.quantization.plan import Exclusions, QuantPlan, assign_encodings, plan_quantization
 from edgeq.quantization.qparams import Encoding, QType
 from edgeq.quantization.range_choice import ROWS, choose_ranges, weight_readers
@@ -79,12 +79,14 @@ class CalibrateStage(ir.passes.InPlacePass):
         # every planned tensor, fixed-encoding ones too: a placement that leaves a Softmax float
         # (edgeq.quantization.placement) quantizes its output with a calibrated range
         names = [v.name for v in self.plan.plan.tensors]
-        chooses = self.recipe.calib_method != "minmax"  # ranges chosen by their readers' error (range_choice)
+        # ranges chosen by their readers' error (range_choice) where products' outputs stay float: the ONNX Runtime
+        # placement of a transformer (edgeq.quantization.placement)
+        chooses = self.recipe.calib_method != "minmax" and onnxruntime_placement(model.graph).float_unread_outputs
         observers = collect(
             model,
             names,
             self.data,
-            histogram=chooses,
+            histogram=self.recipe.calib_method != "minmax",
             batch_size=self.recipe.batch_size,
             progress=self.progress,
             keep_rows={name: ROWS for name in weight_readers(model.graph, set(names))} if chooses else None,
@@ -150,7 +152,7 @@ class QuantizeStage(ir.passes.FunctionalPass):
             for name in plan.calibration_tensors()
         }
         rows = {name: np.concatenate(self.observers[name].rows) for name in ranges if self.observers[name].rows}
-        if rows:
+        if rows and self.placement.float_unread_outputs:
             minmax = {name: self.observers[name].range("minmax") for name in ranges}
             ranges, self.range_choices = choose_ranges(plan, model.graph, ranges, minmax, rows, self.qtype)
         encodings = assign_encodings(plan, ranges, self.qtype, range_factors)
