@@ -8,7 +8,9 @@ transformer that error is large, because the tensors around them carry the resid
 channels ("massive activations": Dettmers et al. 2022, LLM.int8(); Sun et al. 2024) per-tensor 8 bits cannot
 hold together with the rest. Measured on paraphrase-MiniLM-L3 (200 sentences, mean / min cosine of the
 sentence embedding to fp32): everything quantized 0.977 / 0.947; LayerNormalization, Gelu and the Adds left float
-0.989 / 0.977; and the products' outputs left float where only float ops read them 0.993 / 0.984.
+0.989 / 0.977; the products' outputs left float where only float ops read them too 0.993 / 0.984 (trials on the
+QDQ model); with the ranges of the products' inputs chosen by their error (edgeq.quantization.range_choice)
+0.996 / 0.992 (BENCHMARKS.md, "Sentence encoders").
 
 So for a graph with a LayerNormalization (after the front end's fusions), the ONNX Runtime placement is:
 
