@@ -41,10 +41,10 @@ from onnxruntime.quantization import quantize_dynamic  # noqa: E402
 
 import edgeq  # noqa: E402
 from benchmarks.bench_quantize import machine, replace_section  # noqa: E402
-from benchmarks.bench_speed import KERNELS  # noqa: E402
 from benchmarks.ort_quantize import ort_worker  # noqa: E402
 from edgeq.errors import first_line  # noqa: E402
 from edgeq.io.session import session  # noqa: E402
+from edgeq.quantization.cpus import host_cpu  # noqa: E402
 from edgeq.reference.interface import float_outputs, model_inputs  # noqa: E402
 from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter  # noqa: E402
 from edgeq.tflite_format.flatbuffer import read  # noqa: E402
@@ -53,6 +53,9 @@ MARKER = "## Sentence encoders"
 CASE = CORPUS / "paraphrase_minilm_l3"
 ROUNDS, RUNS = 15, 5
 COLUMNS = ("edgeq", "ORT static", "ORT dynamic", "edgeq .tflite")
+# as in bench_speed: onnxruntime's 8-bit static model computes what its Q/DQ nodes define on x86 without VNNI only
+# with its exact kernels; edgeq's bounds its weight pairs for the default ones; the dynamic model runs MatMulInteger
+EXACT_KERNELS = {"ORT static": host_cpu().gemm_pair_limit is not None}
 
 
 def corpus_metrics():
@@ -96,7 +99,7 @@ def quantized(model: Path, tmp: Path) -> dict[str, Path | str]:
     return out
 
 
-def embeddings(path: Path, output: str, data: dict[str, np.ndarray]) -> np.ndarray:
+def embeddings(column: str, path: Path, output: str, data: dict[str, np.ndarray]) -> np.ndarray:
     """The sentence embeddings of every evaluation sentence, one [1, 64] run each."""
     count = len(data["input_ids"])
     if path.suffix == ".tflite":
@@ -108,23 +111,16 @@ def embeddings(path: Path, output: str, data: dict[str, np.ndarray]) -> np.ndarr
             for i in range(count)
         ]
     else:
-        runner = session(path, threads=1, exact_int8=KERNELS.get(_kernel_column(path), False))
+        runner = session(path, threads=1, exact_int8=EXACT_KERNELS.get(column, False))
         rows = [runner.run([output], {k: v[i : i + 1] for k, v in data.items()})[0] for i in range(count)]
     return np.concatenate([np.reshape(r, (1, -1)) for r in rows])
-
-
-def _kernel_column(path: Path) -> str:
-    """bench_speed's column whose kernels PATH runs on: onnxruntime's 8-bit static model needs the exact ones on
-    x86 without VNNI; edgeq's bounds its weight pairs for the default ones; the dynamic model runs MatMulInteger."""
-    return "ORT u8s8" if path.name == "ort_static.onnx" else "edgeq"
 
 
 def speedups(models: dict[str, Path], data: dict[str, np.ndarray]) -> dict[str, float]:
     """Median over alternated rounds of fp32's mean latency over each model's (1 thread, batch 1)."""
     feed = {k: v[:1] for k, v in data.items()}
     runners = {
-        name: session(path, threads=1, exact_int8=KERNELS.get(_kernel_column(path), False))
-        for name, path in models.items()
+        name: session(path, threads=1, exact_int8=EXACT_KERNELS.get(name, False)) for name, path in models.items()
     }
     for runner in runners.values():
         for _ in range(RUNS):
@@ -145,7 +141,7 @@ def speedups(models: dict[str, Path], data: dict[str, np.ndarray]) -> dict[str, 
 def measure(name: str, model: Path, output: str, tmp: Path, metrics) -> dict:
     data = {k: v for k, v in np.load(CASE / "eval.npz").items()}
     artifacts = quantized(model, tmp)
-    reference = embeddings(model, output, data)
+    reference = embeddings("fp32", model, output, data)
     onnx_models = {"fp32": model, **{k: v for k, v in artifacts.items() if isinstance(v, Path) and k != "edgeq .tflite"}}
     speed = speedups(onnx_models, data)
     row = {}
@@ -154,7 +150,7 @@ def measure(name: str, model: Path, output: str, tmp: Path, metrics) -> dict:
         if not isinstance(artifact, Path):
             row[column] = artifact
             continue
-        test = embeddings(artifact, output, data)
+        test = embeddings(column, artifact, output, data)
         mean, low = metrics.cosine_to_reference(reference, test)
         row[column] = {
             "mean": mean,

@@ -30,12 +30,15 @@ class _DivByConstant(RewriteRuleClassBase):
     def rewrite(self, op, x, divisor):
         # One reciprocal per divisor: exporters and onnx-simplifier share one scalar initializer among many Divs,
         # and a second initializer of the same name would be left unregistered (an invalid graph).
-        name = f"{divisor.name}_reciprocal"
-        graph = divisor.graph
-        if graph is not None and name in graph.initializers:
-            return op.Mul(x, graph.initializers[name])
         reciprocal = (np.float32(1.0) / divisor.const_value.numpy()).astype(np.float32)
-        return op.Mul(x, op.initializer(ir.tensor(reciprocal), name=name))
+        return op.Mul(x, shared_initializer(op, divisor.graph, f"{divisor.name}_reciprocal", reciprocal))
+
+
+def shared_initializer(op, graph: ir.Graph | None, name: str, array: np.ndarray) -> ir.Value:
+    """The initializer NAME of GRAPH if a rewrite made it already, else a new one holding ARRAY."""
+    if graph is not None and name in graph.initializers:
+        return graph.initializers[name]
+    return op.initializer(ir.tensor(array), name=name)
 
 
 class DivToMulPass(ir.passes.InPlacePass):

@@ -21,6 +21,8 @@ import onnx_ir as ir
 from onnxscript import rewriter
 from onnxscript.rewriter import RewriteRuleClassBase
 
+from edgeq.passes.div_to_mul import shared_initializer
+
 
 class _MatMulBias(RewriteRuleClassBase):
     def pattern(self, op, x, weight, bias):
@@ -44,20 +46,13 @@ class _MatMulBias(RewriteRuleClassBase):
         flat_bias = op.initializer(ir.tensor(bias.const_value.numpy().reshape(n)), name=f"{bias.name}_gemm")
         if len(x.shape) == 2:
             return op.Gemm(x, weight, flat_bias)
-        rows = op.Reshape(x, _shared_initializer(op, x.graph, f"{x.name}_rows", np.array([-1, k], np.int64)))
+        # one per input: the query, key and value products read one tensor (passes.div_to_mul.shared_initializer)
+        rows = op.Reshape(x, shared_initializer(op, x.graph, f"{x.name}_rows", np.array([-1, k], np.int64)))
         out_shape = np.array([*x.shape[:-1], n], np.int64)
         return op.Reshape(
             op.Gemm(rows, weight, flat_bias),
             op.initializer(ir.tensor(out_shape), name=f"{product.name}_shape"),
         )
-
-
-def _shared_initializer(op, graph: ir.Graph | None, name: str, array: np.ndarray) -> ir.Value:
-    """One initializer NAME for all the rewrites that need it: the query, key and value products read one input,
-    and a second initializer of the same name would be left unregistered (an invalid graph)."""
-    if graph is not None and name in graph.initializers:
-        return graph.initializers[name]
-    return op.initializer(ir.tensor(array), name=name)
 
 
 class MatMulBiasToGemmPass(ir.passes.InPlacePass):

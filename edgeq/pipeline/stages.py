@@ -127,13 +127,14 @@ class QuantizeStage(ir.passes.FunctionalPass):
         self.placement = placement or Placement()
         self.float_outputs: list[str] = []
         self.range_choices: dict[str, dict] = {}  # tensor -> its readers' SQNR under each candidate range
+        self.ranges: dict[str, tuple[float, float]] | None = None
         self.gemm_pair_limit = gemm_pair_limit
         self.scale_cache = {} if scale_cache is None else scale_cache
         self.float_model: ir.Model | None = None
         self.result: QuantizeResult | None = None
 
     def call(self, model: ir.Model) -> QuantizeResult:
-        self.float_model = model
+        self.float_model, self.ranges = model, None
         return self._build(None)
 
     def rebuild(self, range_factors: dict[str, float]) -> ir.Model:
@@ -147,15 +148,9 @@ class QuantizeStage(ir.passes.FunctionalPass):
         plan.float_nodes.update((name, why) for name, why in placed_float.items() if name in plan.float_nodes)
         if self.placement.float_unread_outputs:
             self.float_outputs = drop_unread_outputs(plan)
-        ranges = {
-            name: self.observers[name].range(recipe.calib_method, num_bits=8, percentile=recipe.percentile)
-            for name in plan.calibration_tensors()
-        }
-        rows = {name: np.concatenate(self.observers[name].rows) for name in ranges if self.observers[name].rows}
-        if rows and self.placement.float_unread_outputs:
-            minmax = {name: self.observers[name].range("minmax") for name in ranges}
-            ranges, self.range_choices = choose_ranges(plan, model.graph, ranges, minmax, rows, self.qtype)
-        encodings = assign_encodings(plan, ranges, self.qtype, range_factors)
+        if self.ranges is None:  # the same plan every build: range search's rebuilds only scale the ranges
+            self.ranges = self._ranges(plan, model.graph)
+        encodings = assign_encodings(plan, self.ranges, self.qtype, range_factors)
         inserted = InsertQDQPass(
             plan,
             encodings,
@@ -170,6 +165,20 @@ class QuantizeStage(ir.passes.FunctionalPass):
             model, True, inserted.raised_bias_channels, inserted.float_biases, plan, encodings
         )
         return self.result
+
+    def _ranges(self, plan: QuantPlan, graph: ir.Graph) -> dict[str, tuple[float, float]]:
+        """Each calibrated tensor's range by the recipe's method; in the ONNX Runtime placement of a transformer,
+        the products' inputs chosen by their error (edgeq.quantization.range_choice)."""
+        recipe = self.recipe
+        ranges = {
+            name: self.observers[name].range(recipe.calib_method, num_bits=8, percentile=recipe.percentile)
+            for name in plan.calibration_tensors()
+        }
+        rows = {name: np.concatenate(self.observers[name].rows) for name in ranges if self.observers[name].rows}
+        if rows and self.placement.float_unread_outputs:
+            minmax = {name: self.observers[name].range("minmax") for name in ranges}
+            ranges, self.range_choices = choose_ranges(plan, graph, ranges, minmax, rows, self.qtype)
+        return ranges
 
     def warnings(self) -> list[str]:
         result = self.result

@@ -23,9 +23,7 @@ import onnx_ir.passes.common as common_passes
 from onnxscript import rewriter
 from onnxscript.rewriter import RewriteRuleClassBase
 
-
-def _constant(value: ir.Value | None) -> np.ndarray | None:
-    return None if value is None or value.const_value is None else value.const_value.numpy()
+from edgeq.targets.onnxruntime.integer_pads import constant
 
 
 class _GatherOnIntegers(RewriteRuleClassBase):
@@ -35,7 +33,7 @@ class _GatherOnIntegers(RewriteRuleClassBase):
 
     def check(self, context, table, scale, zero, ids, dq, gathered) -> rewriter.MatchResult:
         result = rewriter.MatchResult()
-        arrays = [_constant(v) for v in (table, scale, zero)]
+        arrays = [constant(v) for v in (table, scale, zero)]
         if any(a is None for a in arrays) or arrays[0].ndim < 2:
             return result.fail("not a constant table of rank 2 or more")
         if gathered.producer().attributes.get_int("axis", 0) != 0:
@@ -49,7 +47,7 @@ class _GatherOnIntegers(RewriteRuleClassBase):
 
     def rewrite(self, op, table, scale, zero, ids, dq, gathered):
         rows = op.Gather(table, ids, axis=0)
-        scales = _constant(scale)
+        scales = constant(scale)
         if scales.size == 1:
             return op.DequantizeLinear(rows, scale, zero)
         row_scales = op.initializer(ir.tensor(scales.reshape(-1, 1)), name=f"{scale.name}_rows")
@@ -65,10 +63,10 @@ class _PerRowGatherOnFloats(RewriteRuleClassBase):
         return op.Mul(op.Cast(rows, _allow_other_attributes=True), scales, _outputs=["product"])
 
     def check(self, context, table, ids, row_scales, product) -> rewriter.MatchResult:
-        return _integer_table(table, _constant(row_scales))
+        return _integer_table(table, constant(row_scales))
 
     def rewrite(self, op, table, ids, row_scales, product):
-        scales = _constant(row_scales).reshape(-1)
+        scales = constant(row_scales).reshape(-1)
         scale = op.initializer(ir.tensor(scales), name=row_scales.name.removesuffix("_rows"))
         zero = op.initializer(ir.tensor(np.zeros(scales.shape, table.dtype.numpy())), name=f"{table.name}_zero_point")
         return _gather_of_dequantized(op, table, scale, zero, ids, product, axis=0)
@@ -82,7 +80,7 @@ class _PerTensorGatherOnFloats(RewriteRuleClassBase):
         return op.DequantizeLinear(rows, scale, zero, _outputs=["dequantized"])
 
     def check(self, context, table, ids, scale, zero, dequantized) -> rewriter.MatchResult:
-        return _integer_table(table, _constant(scale))
+        return _integer_table(table, constant(scale))
 
     def rewrite(self, op, table, ids, scale, zero, dequantized):
         return _gather_of_dequantized(op, table, scale, zero, ids, dequantized)
@@ -90,7 +88,7 @@ class _PerTensorGatherOnFloats(RewriteRuleClassBase):
 
 def _integer_table(table: ir.Value, scales: np.ndarray | None) -> rewriter.MatchResult:
     result = rewriter.MatchResult()
-    if table.dtype not in (ir.DataType.UINT8, ir.DataType.INT8) or _constant(table) is None:
+    if table.dtype not in (ir.DataType.UINT8, ir.DataType.INT8) or constant(table) is None:
         return result.fail("not a constant integer table")
     if scales is None:
         return result.fail("scales computed at run time")
