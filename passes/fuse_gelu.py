@@ -21,14 +21,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import onnx
-import onnx.version_converter
 import onnx_ir as ir
-import onnx_ir.passes.common as common_passes
 from onnxscript import rewriter
 from onnxscript.rewriter import RewriteRuleClassBase
 
 from edgeq.passes.fuse_hard_swish import apply_from_opset, scalar_constant
+from edgeq.passes.raise_opset import convert_up, default_opset
 
 SQRT_2 = float(np.float32(math.sqrt(2.0)))
 SQRT_HALF = float(np.float32(math.sqrt(0.5)))
@@ -70,25 +68,10 @@ def gelu_rules() -> rewriter.RewriteRuleSet:
     return rewriter.RewriteRuleSet(rules, commute=True)
 
 
-def _converted_up(model: ir.Model) -> bool:
-    """MODEL converted in place to opset OPSET (its graph replaced); False where onnx's converter cannot."""
-    try:
-        proto = onnx.version_converter.convert_version(ir.serde.serialize_model(model), OPSET)
-    except Exception:  # noqa: BLE001 - the converter raises many types for adapters it lacks
-        return False
-    converted = ir.serde.deserialize_model(proto)
-    # the adapters write new operands (ReduceMean's axes) as Constant nodes: initializers, as preprocessing has them
-    common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(converted)
-    model.graph = converted.graph
-    model.opset_imports.pop("ai.onnx", None)
-    model.opset_imports[""] = OPSET
-    return True
-
-
 class FuseGeluPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
-        if opset < OPSET and any(node.op_type == "Erf" for node in model.graph) and _converted_up(model):
+        erf = any(node.op_type == "Erf" for node in model.graph)
+        if default_opset(model) < OPSET and erf and convert_up(model, OPSET) is None:
             gelu_rules().apply_to_model(model)
             return ir.passes.PassResult(model, modified=True)
         return apply_from_opset(model, gelu_rules(), OPSET)

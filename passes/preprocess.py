@@ -2,7 +2,8 @@
 
 In order:
 0. dynamic input dimensions fixed from the recipe's input shapes or the calibration samples
-   (passes.fix_input_shapes; the batch axis only if the graph reads it, in a second round);
+   (passes.fix_input_shapes; the batch axis only if the graph reads it, in a second round), and the opset raised
+   to 21 for int16 activations (passes.raise_opset: QuantizeLinear takes int16 from opset 21);
 1. constants as initializers (weights stored as Constant nodes become initializers) and initializers
    removed from the graph inputs (old exporters list them there, which makes them overridable and so
    not constant);
@@ -43,6 +44,7 @@ from edgeq.passes.fuse_gelu import FuseGeluPass
 from edgeq.passes.fuse_hard_swish import FuseHardSwishPass
 from edgeq.passes.fuse_layer_norm import FuseLayerNormPass
 from edgeq.passes.matmul_bias_to_gemm import MatMulBiasToGemmPass
+from edgeq.passes.raise_opset import INT16_QDQ_OPSET, RaiseOpsetPass
 from edgeq.passes.remove_noops import RemoveNoOpsPass
 from edgeq.passes.runtime_folding import RuntimeFoldingPass
 
@@ -92,12 +94,14 @@ class PreprocessPass(ir.passes.InPlacePass):
     """Input shapes fixed (passes.fix_input_shapes), then the pipeline above; once more with the batch axis fixed
     to 1 if the graph still reads it."""
 
-    def __init__(self, input_shapes: dict[str, list[int]] | None = None, sample_shapes=None):
+    def __init__(self, input_shapes: dict[str, list[int]] | None = None, sample_shapes=None, int16: bool = False):
         super().__init__()
-        self.input_shapes, self.sample_shapes = input_shapes, sample_shapes
+        self.input_shapes, self.sample_shapes, self.int16 = input_shapes, sample_shapes, int16
 
     def call(self, model: ir.Model) -> FixInputShapesResult:
         fixed = FixInputShapesPass(self.input_shapes, self.sample_shapes)(model).fixed
+        if self.int16:
+            RaiseOpsetPass(INT16_QDQ_OPSET, "int16 activations")(model)
         preprocess_pipeline()(model)
         if _reads_batch_size(model):
             for name, record in FixInputShapesPass(batch=True)(model).fixed.items():

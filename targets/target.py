@@ -74,6 +74,11 @@ class Build:
         value = self.options.get(name)
         return next(o.default for o in target.options if o.name == name) if value is None else value
 
+    def integer_quantized(self) -> Quantized:
+        """The QDQ model the TFLite targets lower: int16 activations (16x8) when the recipe asks for them, else
+        int8."""
+        return self.quantized("int16" if self.recipe.activation_type == "int16" else "int8")
+
 
 @dataclass
 class Emitted:

@@ -29,8 +29,10 @@ import onnx_ir as ir
 
 from edgeq.calibration.observers import TensorObserver
 from edgeq.data import CalibrationData
+from edgeq.errors import RecipeError
 from edgeq.passes.limit_weight_pairs import LimitWeightPairsPass
 from edgeq.passes.preprocess import PreprocessPass
+from edgeq.passes.raise_opset import INT16_QDQ_OPSET, default_opset
 from edgeq.passes.stage import StageContext, StageResult
 from edgeq.pipeline.stages import (
     CalibrateStage,
@@ -144,7 +146,12 @@ class Pipeline:
         plan = PlanStage(self.recipe.exclude)
         calibrate = CalibrateStage(plan, data, self.recipe, progress=self.progress)
         stages = [
-            Stage("preprocess", PreprocessPass(self.recipe.input_shapes, data.sample_shapes())),
+            Stage(
+                "preprocess",
+                PreprocessPass(
+                    self.recipe.input_shapes, data.sample_shapes(), int16=self.recipe.activation_type == "int16"
+                ),
+            ),
             *_optional("float", context),
             Stage("plan", plan),
             Stage("calibrate", calibrate),
@@ -164,6 +171,8 @@ class Pipeline:
         (edgeq.quantization.cpus), Q/DQ pairs placed for ONNX Runtime if ONNXRUNTIME
         (edgeq.quantization.placement): the QDQ model and the report of both phases."""
         qtype = ACTIVATION_TYPES[activation_type or self.recipe.activation_type]
+        if qtype.name == "int16" and default_opset(calibrated.model) < INT16_QDQ_OPSET:
+            raise RecipeError("int16 activations need a recipe that asks for them (the model is raised to opset 21)")
         placement = onnxruntime_placement(calibrated.model.graph) if onnxruntime else None
         quantize = QuantizeStage(
             calibrated.observers,

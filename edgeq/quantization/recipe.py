@@ -72,9 +72,6 @@ class Recipe:
     def validate(self) -> Recipe:
         if self.activation_type not in ACTIVATION_CHOICES:
             raise RecipeError(f"activation_type must be one of {', '.join(ACTIVATION_CHOICES)}")
-        if self.activation_type == "int16":
-            # ONNX QuantizeLinear takes int16 only from opset 21, and no edgeq target runs A16W8 yet.
-            raise RecipeError("int16 activations are not supported yet (int8, uint8 or auto)")
         if self.weight_bits not in (4, 8):
             raise RecipeError("weight_bits must be 8 or 4")
         if self.weight_range not in WEIGHT_RANGES:

@@ -78,6 +78,20 @@ def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(scaled, multiplier), right)
 
 
+def multiply_by_quantized_multiplier_int64(x, multiplier, shift) -> np.ndarray:
+    """MultiplyByQuantizedMultiplier's overload for int64 accumulators (the 16x8 kernels), which rounds ONCE with
+    a 16-bit multiplier, unlike the int32 one: rm = (M0 + 2^15) >> 16 (0x7FFF when M0 >= 0x7FFF0000), then
+    (x * rm + 2^(14 - shift)) >> (15 - shift), an arithmetic shift (halves toward +infinity), truncated to int32
+    (C++ conversion: wraps). The same in the double- and single-rounding builds of common.cc."""
+    multiplier = np.asarray(multiplier, np.int64)
+    total_shift = 15 - np.asarray(shift, np.int64)
+    if np.any(total_shift < 1):
+        raise ValueError("MultiplyByQuantizedMultiplier(int64) needs shift < 15")
+    reduced = np.where(multiplier < 0x7FFF0000, (multiplier + (1 << 15)) >> 16, 0x7FFF)
+    result = (np.asarray(x, np.int64) * reduced + (np.int64(1) << (total_shift - 1))) >> total_shift
+    return (result + (1 << 31)) % (1 << 32) - (1 << 31)  # int64 -> int32 conversion
+
+
 def requantize_multipliers(
     input_scale: float, weight_scales, output_scale: float
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""BATCH_MATMUL, int8 x int8 -> int8 (reference_ops::BatchMatMul; Prepare in batch_matmul.cc of both runtimes).
+"""BATCH_MATMUL, int8 -> int8 and int16 -> int16 (reference_ops::BatchMatMul; Prepare in batch_matmul.cc).
 
 For LHS [..., M, K] and RHS [..., K, P] (each read transposed in its last two axes when adj_x / adj_y is set),
 with the leading (batch) axes broadcast like numpy:
@@ -14,13 +14,32 @@ boundary differs by 1 (measured: on 8 of 8 scale triples, the one accumulator wh
 differently came out as each runtime's own formula predicts; ai-edge-litert 2.3.0, tflite-micro
 0.dev20261023). ``product="float32"`` reproduces LiteRT. There is no bias and no fused activation. The sum is
 a float64 matrix product of integer operands: exact, since every partial sum stays far below 2^53.
+
+int16 x int16 -> int16 (BatchMatMul<int16_t, int64_t> in both runtimes; op version 3). Both operands and the output
+are symmetric (both runtimes refuse a non-zero zero point), the accumulator is int64, and it is requantized with
+MultiplyByQuantizedMultiplier's int64 overload (arithmetic.multiply_by_quantized_multiplier_int64: a 16-bit
+multiplier (M0 + 2^15) >> 16, one rounding, halves toward +infinity), then clamped to [-32768, 32767]:
+
+    out = clamp(MBQM64(sum_k lhs[..., m, k] * rhs[..., k, p], M0, shift), -32768, 32767)
+
+M0 and shift come from the same Prepare as int8, so the runtimes split the same way: TFLite Micro's double
+product, LiteRT's float32 one (measured: on 3 of 3 scale triples where the two M0 round to different 16-bit
+multipliers, each runtime followed its own formula on every output; ai-edge-litert 2.3.0, tflite-micro
+0.dev20261023). Either operand may be a constant. An int16 LHS with an int8 RHS is accepted by LiteRT
+(BatchMatMul<int8_t, int64_t, int16_t, int16_t>) but refused by TFLite Micro (its Prepare requires one operand
+type), so the reference refuses it too.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from edgeq.reference.arithmetic import multiply_by_quantized_multiplier, quantize_multiplier
+from edgeq.errors import UnsupportedError
+from edgeq.reference.arithmetic import (
+    multiply_by_quantized_multiplier,
+    multiply_by_quantized_multiplier_int64,
+    quantize_multiplier,
+)
 
 OPCODES = ("BATCH_MATMUL",)
 LITERT_VARIANT = {"product": "float32"}  # LiteRT BUILTIN_REF rounds S_lhs * S_rhs to float32
@@ -45,6 +64,15 @@ def evaluate(graph, op, inputs, product: str = "double"):
         rhs = np.swapaxes(rhs, -1, -2)
     acc = np.matmul(lhs, rhs).astype(np.int64)
     multiplier, shift = output_multiplier(graph, op, product)
-    scaled = multiply_by_quantized_multiplier(acc, multiplier, shift) + int(output.quantization.zero_point[0])
+    if inputs[0].dtype == np.int16:
+        if inputs[1].dtype != np.int16:
+            raise UnsupportedError(
+                f"BATCH_MATMUL int16 x {inputs[1].dtype} is not supported by the integer reference "
+                "(TFLite Micro requires both operands of one type)"
+            )
+        scaled = multiply_by_quantized_multiplier_int64(acc, multiplier, shift)
+    else:
+        scaled = multiply_by_quantized_multiplier(acc, multiplier, shift)
+    scaled = scaled + int(output.quantization.zero_point[0])
     info = np.iinfo(output.dtype)
     return [np.clip(scaled, info.min, info.max).astype(output.dtype)]

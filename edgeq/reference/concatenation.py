@@ -1,4 +1,4 @@
-"""CONCATENATION, int8 (reference_ops::Concatenation): the stored values are copied, never rescaled.
+"""CONCATENATION, int8 and int16 (reference_ops::Concatenation): the stored values are copied, never rescaled.
 
     out = concat(in_1, ..., in_k, axis)
 
@@ -6,6 +6,10 @@ Both LiteRT and TFLite Micro require every int8 input to carry the output's scal
 re-scaling needed for Int8 quantized kernel") and refuse the model otherwise, so this kernel refuses it too;
 TFLite Micro also requires fused activation NONE. Concatenating along the batch axis concatenates per sample
 when the executor runs several samples at once.
+
+int16 (version 3) is the same copy. Neither runtime rescales int16 inputs either, but neither refuses differently
+encoded ones: LiteRT only requires zero points 0, TFLite Micro checks nothing, and both copy the integers into
+the output's scale (measured), a different real value. This kernel refuses that model, as for int8.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ def evaluate(graph, op, inputs):
         if out_q is not None and (q.scale[0] != out_q.scale[0] or q.zero_point[0] != out_q.zero_point[0]):
             raise UnsupportedError(
                 f"CONCATENATION input {graph.tensors[index].name} is encoded differently from the output; "
-                "TFLite's int8 kernel does not rescale (insert a QUANTIZE)"
+                f"TFLite's {output.dtype} kernel does not rescale (insert a QUANTIZE)"
             )
     axis = op.options.get("Axis", 0) % len(output.shape)
     if axis == 0:

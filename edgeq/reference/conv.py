@@ -15,6 +15,20 @@ padding, with eff_k = (k - 1) * d + 1.
 
 The sum is one float64 matrix product of integer operands (im2col): exact, since every partial sum stays far
 below 2^53.
+
+16x8 (int16 activations, symmetric: zero points 0 and not read by the kernel; int8 per-channel weights; the
+ConvPerChannel<AccumScalar> overload for int16, in TFLite Micro and LiteRT BUILTIN_REF alike): the same taps,
+groups, padding and multipliers, no zero points, and the accumulator type is the bias type:
+
+    int64 bias (what edgeq writes):  acc in int64,
+        out = clamp(MultiplyByQuantizedMultiplier(int64 acc, M0[c], shift[c]), act_min, act_max)
+    int32 bias, or none:             acc in int32 (wrapping), out = clamp(MBQM(acc, M0[c], shift[c]), ...)
+
+The int64 overload does NOT round like the int32 one (arithmetic.multiply_by_quantized_multiplier_int64): it
+rounds M0 to 16 bits, rm = (M0 + 2^15) >> 16, and rounds once, (acc * rm + 2^(14 - shift)) >> (15 - shift),
+halves toward +infinity; so the 16x8 result is round(acc * rm * 2^(shift - 15)), not acc * M0 * 2^(shift - 31)
+rounded twice. [act_min, act_max] is the activation clamp on int16 (RELU: [0, 32767], ...). DEPTHWISE_CONV_2D
+and TRANSPOSE_CONV have only the int64 form.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ from edgeq.errors import UnsupportedError
 from edgeq.reference.arithmetic import (
     activation_range,
     multiply_by_quantized_multiplier,
+    multiply_by_quantized_multiplier_int64,
     requantize_multipliers,
 )
 
@@ -67,9 +82,12 @@ def window_taps(x: np.ndarray, kernel_hw, options: dict, fill):
     return (out_h, out_w), taps
 
 
-def requantize_output(acc: np.ndarray, graph, op, weight_scales, input_position: int = 0) -> np.ndarray:
+def requantize_output(
+    acc: np.ndarray, graph, op, weight_scales, input_position: int = 0, accumulator=np.int64
+) -> np.ndarray:
     """Per-channel requantization of int32 accumulators, output zero point and fused-activation clamp (the
-    activation input is op.inputs[INPUT_POSITION])."""
+    activation input is op.inputs[INPUT_POSITION]); for an int16 output the 16x8 form with ACCUMULATOR's
+    MultiplyByQuantizedMultiplier overload (np.int64 or np.int32)."""
     input_q = graph.tensors[op.inputs[input_position]].quantization
     output = graph.tensors[op.outputs[0]]
     out_scale, out_zp = float(output.quantization.scale[0]), int(output.quantization.zero_point[0])
@@ -78,8 +96,19 @@ def requantize_output(acc: np.ndarray, graph, op, weight_scales, input_position:
     act_min, act_max = activation_range(
         op.options.get("FusedActivationFunction", "NONE"), out_scale, out_zp, output.dtype
     )
+    if output.dtype == np.int16:  # 16x8: no output offset
+        if accumulator == np.int64:
+            scaled = multiply_by_quantized_multiplier_int64(acc, multipliers, shifts)
+        else:
+            scaled = multiply_by_quantized_multiplier(wrap_int32(acc), multipliers, shifts)
+        return np.clip(scaled, act_min, act_max).astype(np.int16)
     scaled = multiply_by_quantized_multiplier(acc, multipliers, shifts) + out_zp
     return np.clip(scaled, act_min, act_max).astype(output.dtype)
+
+
+def wrap_int32(x: np.ndarray) -> np.ndarray:
+    """An int32 accumulator's value (two's complement wrap) of the exact sum X."""
+    return (np.asarray(x, np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)
 
 
 def evaluate(graph, op, inputs):
@@ -92,7 +121,8 @@ def evaluate(graph, op, inputs):
             f"CONV_2D: {x.shape[3]} input channels, {weights.shape[0]} filters of depth {depth}: not groups"
         )
     input_q = graph.tensors[op.inputs[0]].quantization
-    centered = x.astype(np.float64) - float(input_q.zero_point[0])
+    zero_point = 0.0 if x.dtype == np.int16 else float(input_q.zero_point[0])  # 16x8 reads no zero point
+    centered = x.astype(np.float64) - zero_point
     (out_h, out_w), taps = window_taps(centered, weights.shape[1:3], op.options, fill=0.0)
     # one matrix product per group over all taps (im2col): rows = output pixels, columns = (tap, channel)
     filters = weights.shape[0] // groups
@@ -109,4 +139,5 @@ def evaluate(graph, op, inputs):
     if bias is not None:
         acc += bias.astype(np.int64)
     weight_scales = graph.tensors[op.inputs[1]].quantization.scale
-    return [requantize_output(acc, graph, op, weight_scales)]
+    accumulator = np.int64 if bias is not None and bias.dtype == np.int64 else np.int32
+    return [requantize_output(acc, graph, op, weight_scales, accumulator=accumulator)]

@@ -1,9 +1,9 @@
-"""DEQUANTIZE: int8/uint8 -> float32 (reference_ops::Dequantize), in float32 arithmetic like the kernel:
+"""DEQUANTIZE: int8/uint8/int16 -> float32 (reference_ops::Dequantize):
 
     y = float32(S) * float32(q - zp)
 
-(the product of a float32 and a 9-bit integer is rounded once, so this equals the exact product rounded to
-float32).
+The kernel multiplies in double and rounds to float32 once; the product of a float32 (24 significant bits) and
+a 9-bit (int8) or 17-bit (int16) integer is exact in double, so this float32 product, rounded once, is the same.
 """
 
 from __future__ import annotations

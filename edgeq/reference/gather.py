@@ -11,6 +11,9 @@ encoding (the validator requires it: the kernel copies integers).
 The executor runs N samples at once. A constant params table (an embedding) gathers each sample's positions
 (positions [N, ...] -> out [N, ...]); activation params [N, ...] gather along an axis other than the batch axis
 with constant positions; when both are activations each sample gathers its own positions.
+
+int16 params (version 4) are copied alike, bit-exact with LiteRT BUILTIN_REF; TFLite Micro has no int16 GATHER
+(its Prepare refuses the type; measured).
 """
 
 from __future__ import annotations

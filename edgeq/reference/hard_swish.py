@@ -112,6 +112,9 @@ def evaluate(
     graph: Graph, op: Operator, inputs: list[np.ndarray], output_multiplier_division: str = "double"
 ) -> list[np.ndarray]:
     """OUTPUT_MULTIPLIER_DIVISION "double" is TFLite Micro's Prepare, "float32" LiteRT BUILTIN_REF's."""
+    dtype = graph.tensors[op.inputs[0]].dtype
+    if dtype == np.int16:  # neither LiteRT nor TFLite Micro has an int16 HARD_SWISH kernel (measured)
+        raise UnsupportedError(f"HARD_SWISH {dtype} is not supported by the integer reference")
     input_q = graph.tensors[op.inputs[0]].quantization
     output_q = graph.tensors[op.outputs[0]].quantization
     parameters = hard_swish_parameters(input_q.scale[0], output_q.scale[0], output_multiplier_division)

@@ -12,6 +12,18 @@ LiteRT's BUILTIN_REF kernel does not run this: for int8 it looks up a 256-entry 
 (round(256 / (1 + expf(-S_in * (x - zp_in)))) - 128, activations.cc SigmoidPrepare<kReference>), which differs
 from TFLite Micro by 1 LSB on about 1 input in 10^5-10^6. evaluate() follows TFLite Micro unless asked for
 method="float-table", LiteRT's.
+
+int16 in and out (reference_integer_ops::Logistic for int16, the same kernel and Prepare in both runtimes, measured
+bit-exact over all 65536 inputs): zero points 0, output scale fixed at 1/32768. The input goes to units of
+1/(3 * 4096) (so that the table's 256 segments of 2^9 units span [-10.7, 10.7]) and the sigmoid table
+(lookup_table.SIGMOID_TABLE_UINT16, sigmoid(i / 24) in Q0.16) is interpolated linearly:
+
+    Prepare:  S_in = 2^-12 within CheckedLog2's tolerance (|log2 S_in - round| < 1e-3, in float32): (m, s) = (3, 0)
+              else m = S_in * 4096 * 3 in double, doubled while m <= 32767 / 2 (s counting, at most 31), truncated
+    Eval:     v = (x * m + 2^(s-1)) >> s  (int32; no rounding term for s = 0)
+              h = |v| >> 9;  t = |v| & 511
+              q = 0x7FFF << 10 if h >= 255, else (T[h] << 9) + t * (T[h+1] - T[h])        (sigmoid(|v|) in Q0.25)
+              y = (q + 2^9) >> 10 for v >= 0,  (2^25 - q + 2^9 - 1) >> 10 below          (1 - sigmoid(|v|))
 """
 
 from __future__ import annotations
@@ -26,7 +38,8 @@ from edgeq.reference.arithmetic import (
     round_half_away,
     rounding_divide_by_pot,
 )
-from edgeq.reference.fixed_point import logistic
+from edgeq.reference.fixed_point import logistic, wrap_int32
+from edgeq.reference.lookup_table import SIGMOID_TABLE_UINT16, libm
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 
 OPCODES = ("LOGISTIC",)
@@ -72,11 +85,58 @@ def float_table(
     return np.clip(rescaled + output_zero_point, -128, 127).astype(np.int8)
 
 
+def checked_log2(scale: float) -> tuple[bool, int]:
+    """CheckedLog2 (quantization_util.cc): (whether SCALE is a power of two, its rounded log2), in float32 as the
+    C++: log2 = logf(S) * (1 / logf(2)), a power of two when |log2 - round(log2)| < 1e-3."""
+    logf = libm("logf", np.log)
+    log2 = logf(np.float32(scale)) * (np.float32(1.0) / logf(np.float32(2.0)))
+    rounded = np.float32(round_half_away(log2))
+    return bool(abs(np.float32(log2 - rounded)) < np.float32(1e-3)), int(rounded)
+
+
+def int16_input_parameters(input_scale: float, power_of_two_shifts: tuple[int, ...]) -> tuple[int, int]:
+    """(multiplier, right shift) taking an int16 input to the sigmoid table's 1/(3 * 4096) units (Prepare of the
+    int16 LOGISTIC, POWER_OF_TWO_SHIFTS (0,), and TANH, (0, 1)). A power-of-two scale 2^(s - 12) with s among
+    POWER_OF_TWO_SHIFTS gives (3 * 2^s, 0); any other scale M = S_in * 4096 * 3 in double, doubled (and the shift
+    counted) while M <= 32767 / 2 and the shift <= 30, then truncated to an integer."""
+    power_of_two, log2 = checked_log2(input_scale)
+    shift = 12 + log2
+    if power_of_two and shift in power_of_two_shifts:
+        return 3 << shift, 0
+    multiplier, shift = float(np.float32(input_scale)) * 4096.0 * 3.0, 0
+    while multiplier <= 32767.0 / 2.0 and shift <= 30:
+        shift += 1
+        multiplier *= 2.0
+    return int(multiplier), shift
+
+
+def rescale_int16_input(x, parameters: tuple[int, int]) -> np.ndarray:
+    """(x * multiplier + 2^(shift - 1)) >> shift, the int32 arithmetic of the int16 LOGISTIC and TANH kernels."""
+    multiplier, shift = parameters
+    rounding = (1 << (shift - 1)) if shift > 0 else 0
+    return wrap_int32(np.asarray(x, np.int64) * multiplier + rounding) >> shift
+
+
+def logistic_int16(x, parameters: tuple[int, int]) -> np.ndarray:
+    v = rescale_int16_input(x, parameters)
+    magnitude = np.abs(v)
+    segment = np.minimum(magnitude >> 9, 254)
+    low, high = SIGMOID_TABLE_UINT16[segment], SIGMOID_TABLE_UINT16[segment + 1]
+    interpolated = np.where(
+        magnitude >> 9 >= 255, 0x7FFF << 10, (low << 9) + (magnitude & 0x1FF) * (high - low)
+    )  # sigmoid(|v|) in Q0.25
+    result = np.where(v >= 0, interpolated + (1 << 9), (1 << 25) - interpolated + (1 << 9) - 1) >> 10
+    return result.astype(np.int16)
+
+
 def evaluate(
     graph: Graph, op: Operator, inputs: list[np.ndarray], method: str = "fixed-point"
 ) -> list[np.ndarray]:
-    """METHOD "fixed-point" is TFLite Micro's kernel, "float-table" LiteRT BUILTIN_REF's."""
+    """METHOD "fixed-point" is TFLite Micro's kernel, "float-table" LiteRT BUILTIN_REF's (int8 only: both run
+    the same int16 kernel)."""
     input_q = graph.tensors[op.inputs[0]].quantization
+    if graph.tensors[op.inputs[0]].dtype == np.int16:
+        return [logistic_int16(inputs[0], int16_input_parameters(float(input_q.scale[0]), (0,)))]
     input_zero_point = int(input_q.zero_point[0])
     # Elementwise on int8: evaluate the 256 possible inputs once, then look every element up.
     if method == "fixed-point":

@@ -7,6 +7,7 @@ these ops; LiteRT's checks only that the input types match). The result is the m
 when both inputs and the output share one encoding, which edgeq's validator requires; on different grids TFLite
 silently compares integers of different scales, and this kernel computes that same thing, so that it stays the
 runtimes' oracle. No fused activation. Shapes broadcast like numpy, which is what the 5-D broadcast loop computes.
+The same for int8, int16 (16x8, version 4; TFLite Micro has the int16 kernel) and float32.
 """
 
 from __future__ import annotations

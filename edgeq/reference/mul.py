@@ -1,4 +1,4 @@
-"""MUL, int8 (reference_integer_ops::MulElementwise, broadcast by BroadcastMul6DSlow / BroadcastMul4DSlow).
+"""MUL, int8 and int16 (reference_integer_ops::MulElementwise, broadcast by BroadcastMul6DSlow / BroadcastMul4DSlow).
 
     out = clamp(MultiplyByQuantizedMultiplier((x_1 - zp_1) * (x_2 - zp_2), M0, shift) + zp_out, act_min, act_max)
 
@@ -9,6 +9,12 @@ rarely do (none of 614 400), but scales whose ratio is a power of two do: S_1 = 
 give exactly 2^-5 in double and a float32 quotient just off it, and a product of 16 rounds 0.5 up in one runtime
 and down in the other (found by tests/test_reference_ops.py; ai-edge-litert 2.3). evaluate() follows TFLite Micro
 unless asked for multiplier_arithmetic="float32". Shapes broadcast like numpy.
+
+int16 (16x8): the same arithmetic on int16 values with every zero point 0 (both runtimes require it): the product
+of two int16 values is at most 2^30 and stays in the int32 the kernels compute it in; the clamp is the int16 range
+narrowed by the fused activation; the multiplier is the same double (TFLite Micro) or float32 (LiteRT) quotient.
+MultiplyByQuantizedMultiplier shifts the product left by max(shift, 0) in int32 first, so a multiplier of 1 or
+more could overflow there in C++; int16 encodings put S_1 * S_2 / S_out near 2^-15, far below one.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@
 paddings is an int32 [rank, 2] tensor of (before, after) per axis. The pad value is the output zero point for
 PAD (a real 0) and the stored value of PADV2's constant input (a scalar that must share the output's
 encoding). Padding the batch axis pads every sample when the executor runs several samples at once.
+
+int16 (version 3, 4 above rank 4) is the same copy: PAD fills with 0 (int16 zero points are 0), PADV2 with its
+int16 constant.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""AVERAGE_POOL_2D and MAX_POOL_2D, int8 (reference_integer_ops::AveragePool / MaxPool).
+"""AVERAGE_POOL_2D and MAX_POOL_2D, int8 and int16 (reference_integer_ops::AveragePool / MaxPool).
 
 Both work on the stored integers directly: input and output must share scale and zero point, and neither
 kernel rescales. Over the window pixels that lie inside the image (SAME padding pixels are not counted):
@@ -9,6 +9,10 @@ kernel rescales. Over the window pixels that lie inside the image (SAME padding 
 
 then out = clamp(out, act_min, act_max) for the fused activation. Window geometry (FilterHeight/Width, strides,
 SAME/VALID) is that of CONV_2D without dilation (conv.py).
+
+int16 (16x8; version 3) is the same arithmetic on int16 values (the int32 sum of a window cannot overflow), with
+the fused activation's range on the int16 grid (zero point 0); measured bit-exact in both runtimes
+(tests/test_int16_data.py).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from edgeq.reference.conv import window_taps
 
 OPCODES = ("AVERAGE_POOL_2D", "MAX_POOL_2D")
 
-BELOW_INT8 = np.iinfo(np.int16).min  # fills padding for MAX: smaller than any int8 value
+# fills padding for MAX: no larger than any int8 or int16 value (and every window holds a pixel of the image)
+BELOW_INT8 = np.iinfo(np.int16).min
 
 
 def evaluate(graph, op, inputs):

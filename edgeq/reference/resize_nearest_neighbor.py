@@ -1,4 +1,4 @@
-"""RESIZE_NEAREST_NEIGHBOR (NHWC, int8) as reference_ops::ResizeNearestNeighbor (reference/resize_nearest_neighbor.h).
+"""RESIZE_NEAREST_NEIGHBOR (NHWC, int8 or int16; int16 is version 4) as reference_ops::ResizeNearestNeighbor (reference/resize_nearest_neighbor.h).
 
 Input 1 is the int32 output size [H_out, W_out]; the values are copied, so input and output share the encoding.
 Each output row (and, independently, column) i reads input row GetNearestNeighbor(i), computed in float32:

@@ -5,6 +5,8 @@
 
 The axis is a constant int32 scalar, negative counting from the end. Every output carries the input's encoding.
 Several samples stacked on the batch axis are split one by one.
+
+Any element type: int16 is copied like int8 (SPLIT version 4, SPLIT_V version 1, op_version.cc).
 """
 
 from __future__ import annotations

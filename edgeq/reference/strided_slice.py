@@ -7,6 +7,8 @@ positive, to [-1, n - 1] when it is negative (the stop -1 is "before the first e
 shrink_axis_mask keeps the one element at start and drops the axis. The stored values are copied (one encoding in
 and out). ellipsis_mask, new_axis_mask and offset, which edgeq never writes, are refused. Several samples
 stacked on the batch axis are sliced one by one.
+
+Any element type: int16 is copied like int8 (op_version.cc gives int16 version 1 up to rank 4).
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 perm is the int32 input 1. When the executor runs several samples at once, every sample is transposed on its
 own, so perm may move the batch axis.
+
+Any element type (int8, int16, float32). Versions (op_version.cc): 6 above rank 5, else 5 for int16, 4 above
+rank 4, 2 for int8, 1 for float32.
 """
 
 from __future__ import annotations

@@ -17,12 +17,21 @@ output (ComputePaddingHeightWidth with the output's height and width as the "inp
 and only the leading pad is used: the output size itself says where the output ends. LiteRT also requires the
 input size to be that n (``source_size``). The accumulation is a float64 matrix product per kernel tap (exact:
 every sum stays far below 2^53).
+
+16x8 (int16 activations with zero point 0, which the kernel does not read; int64 bias, or none): the same
+scatter into an int64 scratch buffer, then
+
+    out = clamp(MultiplyByQuantizedMultiplier(int64 acc + bias[c], M0[c], shift[c]), act_min, act_max)
+
+with the int64 overload's single rounding of a 16-bit multiplier (conv.py, arithmetic.py). LiteRT reads any
+16x8 bias as int64 (TFLite Micro also widens an int16 bias); an int32 bias is refused.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from edgeq.errors import UnsupportedError
 from edgeq.reference.conv import requantize_output
 
 OPCODES = ("TRANSPOSE_CONV",)
@@ -53,7 +62,9 @@ def evaluate(graph, op, inputs):
     padding = op.options.get("Padding", "SAME")
     pad_t, pad_l = leading_pad(padding, out_h, k_h, s_h), leading_pad(padding, out_w, k_w, s_w)
     batch, in_h, in_w, _ = x.shape
-    zp_in = float(graph.tensors[op.inputs[2]].quantization.zero_point[0])
+    if x.dtype == np.int16 and bias is not None and bias.dtype == np.int32:
+        raise UnsupportedError("TRANSPOSE_CONV int16 needs an int64 bias, not int32")
+    zp_in = 0.0 if x.dtype == np.int16 else float(graph.tensors[op.inputs[2]].quantization.zero_point[0])
     centered = x.astype(np.float64) - zp_in
     # Scatter into the full output grid (before cropping), then keep rows pad_t .. pad_t + OH (columns alike).
     full_h = max((in_h - 1) * s_h + k_h, pad_t + out_h)

@@ -47,10 +47,16 @@ def measure_speed(float_path: Path, artifact: Path, feeds: dict[str, np.ndarray]
     }
 
 
-def slower_note(speed: dict, fusion: dict, cpu: Cpu) -> str | None:
+def slower_note(speed: dict, fusion: dict, cpu: Cpu, activation_type: str = "int8") -> str | None:
     """Why the artifact is slower than fp32 and what to deploy instead, or None when it is not."""
     if speed["speedup"] >= 1.0:
         return None
+    if activation_type == "int16":
+        return (
+            f"the int16 artifact runs at {speed['speedup']:.2f}x the fp32 model's speed: ONNX Runtime has no int16 "
+            "kernels, so every quantized op runs in float between DequantizeLinear and QuantizeLinear. int16 "
+            "activations buy accuracy (and the 16x8 .tflite), not ONNX Runtime speed"
+        )
     reasons = []
     if fusion["sandwiches"]:
         reasons.append(
@@ -63,7 +69,7 @@ def slower_note(speed: dict, fusion: dict, cpu: Cpu) -> str | None:
         )
     reason = "; ".join(reasons) or f"{cpu.description}: ONNX Runtime's int8 kernels are not faster here"
     return (
-        f"the int8 artifact runs at {speed['speedup']:.2f}x the fp32 model's speed on this CPU ({cpu.name}, "
+        f"the {activation_type} artifact runs at {speed['speedup']:.2f}x the fp32 model's speed on this CPU ({cpu.name}, "
         f"1 thread, batch 1): {reason}. Where latency matters more than size, deploy the fp32 model (or keep "
         "the slow layers float with --exclude)"
     )

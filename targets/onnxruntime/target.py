@@ -131,15 +131,16 @@ class OnnxRuntimeTarget(Target):
     description = "QDQ .onnx for onnxruntime (and the .ort format for minimal mobile builds)"
     options = (Option("ort_format", "Also write .ort and required_operators.config."),)
     suffixes = (".onnx", ".ort")
-    activation_types = ("int8", "uint8")
+    activation_types = ("int8", "uint8", "int16")
 
     def claims(self, path: Path) -> bool:
         return super().claims(path) and not path.name.endswith(INTEGER_ONNX_SUFFIX)
 
     def emit(self, build: Build) -> Emitted:
         cpu = resolve_cpu(build.recipe.cpu)
-        limit = cpu.pair_limit(build.recipe.weight_bits)
         recipe_type = build.recipe.activation_type
+        # int16 activations run in float between their Q/DQ pairs (no integer kernels): no pair bound to keep
+        limit = None if recipe_type == "int16" else cpu.pair_limit(build.recipe.weight_bits)
         candidates = ["int8", "uint8"] if recipe_type == "auto" else [recipe_type]
         fusions: dict[str, dict] = {}
         models: dict[str, bytes] = {}
@@ -169,7 +170,7 @@ class OnnxRuntimeTarget(Target):
             validation["speed"] = {"not_measured": f"built for {cpu.name}; this machine is {host.name}"}
             return validation
         measured = speed.measure_speed(build.float_path, emitted.artifacts[0], _first_batch(build, emitted.artifacts[0]))
-        note = speed.slower_note(measured, emitted.report["fusion"], cpu)
+        note = speed.slower_note(measured, emitted.report["fusion"], cpu, emitted.report["activation_type"])
         validation["speed"] = {**measured, **({"note": note} if note else {})}
         return validation
 

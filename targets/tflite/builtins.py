@@ -189,5 +189,10 @@ PROBABILITY_ENCODING = {  # a probability in [0, 1): the output encoding TFLite 
     np.dtype(np.uint8): (1 / 256, 0),
     np.dtype(np.int16): (1 / 32768, 0),
 }
+TANH_ENCODING = {  # a value in [-1, 1): the output encoding TFLite fixes for TANH
+    np.dtype(np.int8): (1 / 128, 0),
+    np.dtype(np.uint8): (1 / 128, 128),
+    np.dtype(np.int16): (1 / 32768, 0),
+}
 
 BIT_EXACT = "bit-exact with TFLite Micro and LiteRT BUILTIN_REF (reference kernel edgeq/reference/{})"

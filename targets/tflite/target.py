@@ -31,7 +31,7 @@ from edgeq.tflite_format.flatbuffer import Graph, read
 def tflite_of(target: Target, conversion: Build) -> TfliteModel:
     """The conversion's int8 .tflite, built once and shared by the targets that embed it."""
     if "tflite" not in conversion.shared:
-        qdq = conversion.quantized("int8").model
+        qdq = conversion.integer_quantized().model
         conversion.shared["tflite"] = build(qdq, io=conversion.option(target, "io"))
     return conversion.shared["tflite"]
 
@@ -42,7 +42,7 @@ def float_tflite(target: Target, conversion: Build) -> list[Path]:
         return []
     path = conversion.outdir / f"{conversion.name}.float.tflite"
     if "float tflite" not in conversion.shared:
-        write_bytes_atomic(path, build(conversion.quantized("int8").model, precision="float").data)
+        write_bytes_atomic(path, build(conversion.integer_quantized().model, precision="float").data)
         conversion.shared["float tflite"] = path
     return [path]
 
@@ -112,6 +112,7 @@ class TfliteTarget(Target):
         ),
     )
     suffixes = (".tflite",)
+    activation_types = ("int8", "int16")
     stores_integer_graph = True
 
     def emit(self, conversion: Build) -> Emitted:
@@ -120,7 +121,7 @@ class TfliteTarget(Target):
         write_bytes_atomic(path, tflite.data)
         artifacts = [path, *float_tflite(self, conversion)]
         return Emitted(
-            artifacts, {**tflite.describe(), **conversion.quantized("int8").report}, tflite.lowered.graph
+            artifacts, {**tflite.describe(), **conversion.integer_quantized().report}, tflite.lowered.graph
         )
 
     def validate(self, conversion: Build, emitted: Emitted) -> dict:
@@ -129,13 +130,14 @@ class TfliteTarget(Target):
             tflite_of(self, conversion).data,
             conversion.eval_data,
             labels=conversion.labels,
-            quantized_onnx=conversion.quantized("int8").model,
+            quantized_onnx=conversion.integer_quantized().model,
         )
 
     def summary(self, report: dict) -> str:
         inputs = ", ".join(f"{i['name']} {i['dtype']} {i['shape']} {i['layout']}" for i in report["inputs"])
         coverage = report["coverage"]
-        line = f"input {inputs}; {coverage.get('int8', 0)} of {coverage['nodes']} nodes int8; "
+        integer = "int16" if coverage.get("int16") else "int8"
+        line = f"input {inputs}; {coverage.get(integer, 0)} of {coverage['nodes']} nodes {integer}; "
         if coverage.get("float_island_ops"):
             ops = ", ".join(f"{op} x{n}" for op, n in coverage["float_island_ops"].items())
             line += f"{coverage['float-island']} in float32 islands ({ops}); "
@@ -163,7 +165,7 @@ class TfliteTarget(Target):
 
     def integer_graph(self, path: Path) -> Graph:
         graph = read(path.read_bytes())
-        if not any(t.dtype == np.int8 for t in graph.tensors):
+        if not any(t.dtype in (np.int8, np.int16) for t in graph.tensors):
             raise UnsupportedError(f"{path} is a float .tflite: verify compares quantized artifacts")
         return graph
 

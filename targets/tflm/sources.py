@@ -47,7 +47,7 @@ def missing_micro_kernel(graph: Graph) -> UnsupportedError | None:
     for op in graph.operators:
         kinds = builtins.lookup(op.opcode).micro_types
         dtype = np.dtype(graph.tensors[op.inputs[0]].dtype).name
-        if dtype in ("int8", "float32") and dtype not in kinds:
+        if dtype in ("int8", "int16", "float32") and dtype not in kinds:
             reason = (
                 f"TFLite Micro runs {op.opcode} in {' and '.join(kinds)} only (the .tflite target runs it in {dtype})"
                 if kinds

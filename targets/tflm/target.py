@@ -34,6 +34,7 @@ class TfliteMicroTarget(Target):
     description = "TFLite Micro: the .tflite plus a C array, the op resolver list and the measured arena"
     options = TfliteTarget.options  # those of the .tflite it embeds
     suffixes = (".tflite",)
+    activation_types = TfliteTarget.activation_types
 
     def emit(self, conversion: Build) -> Emitted:
         tflite = tflite_of(self, conversion)
@@ -53,7 +54,7 @@ class TfliteMicroTarget(Target):
         graph = read(data)
         analysis = analyze_tflite(graph)
         result = {"mcu_estimate": {name: estimate(analysis, device) for name, device in PROFILES.items()}}
-        if _installed() and any(t.dtype == np.int8 for t in graph.tensors):  # the arena of an integer model
+        if _installed() and any(t.dtype in (np.int8, np.int16) for t in graph.tensors):  # an integer model's arena
             arena = measure_arena(data)
             result["tflm"] = {
                 "flash_bytes": len(data),

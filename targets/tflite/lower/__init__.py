@@ -1,4 +1,4 @@
-"""Lower edgeq's QDQ ONNX model to a TFLite graph: ``DQ -> op -> Q`` units become int8 TFLite builtins.
+"""Lower edgeq's QDQ ONNX model to a TFLite graph: ``DQ -> op -> Q`` units become int8 (or 16x8) TFLite builtins.
 
 Every activation between a QuantizeLinear and its DequantizeLinear becomes one int8 TFLite tensor with that
 encoding; the compute node between them becomes TFLite operators whose output tensor carries the encoding of the
@@ -35,6 +35,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.errors import RecipeError, UnsupportedError, unsupported
+from edgeq.targets.tflite.builtins import lookup
 from edgeq.targets.tflite.lower.context import (
     IO_TYPES,
     Activation,
@@ -76,7 +77,20 @@ def _lower_node(ctx: LoweringContext, node: ir.Node) -> None:
     lowering = lowering_for(node.op_type)
     if lowering is None:
         raise unsupported(node, "the TFLite target has no lowering for it", "no-lowering")
+    first_op = len(ctx.graph.operators)
     lowering(ctx, node)
+    if ctx.integer == np.int16 and not ctx.float:
+        _check_16x8(ctx, node, first_op)
+
+
+def _check_16x8(ctx: LoweringContext, node: ir.Node, first_op: int) -> None:
+    """Refuse NODE (it may become a float island) if an operator it became has no 16x8 kernel that edgeq's
+    integer reference computes bit for bit (its Builtin's ``verified`` has no "int16")."""
+    tensors = ctx.graph.tensors
+    for op in ctx.graph.operators[first_op:]:
+        int16 = any(i >= 0 and tensors[i].dtype == np.int16 for i in (*op.inputs, *op.outputs))
+        if int16 and "int16" not in lookup(op.opcode).verified:
+            raise unsupported(node, f"TFLite's {op.opcode} has no 16x8 kernel that edgeq verified", "no-int8-kernel")
 
 
 def _lower_or_island(ctx: LoweringContext, node: ir.Node) -> tuple[str, str | None]:
@@ -84,7 +98,7 @@ def _lower_or_island(ctx: LoweringContext, node: ir.Node) -> tuple[str, str | No
     start = ctx.checkpoint()
     try:
         _lower_node(ctx, node)
-        return ("float" if ctx.float else "int8"), None
+        return ("float" if ctx.float else ctx.qtype.name), None
     except UnsupportedError as refusal:
         if ctx.float or refusal.code not in ISLAND_CODES:
             raise
@@ -105,12 +119,12 @@ def _stand_ins(ctx: LoweringContext, node: ir.Node) -> None:
             if user.op_type != "QuantizeLinear" or value.shape is None:
                 continue
             try:
-                shape, encoding = static_shape(value.shape), ctx.int8_encoding(user)
+                shape, encoding = static_shape(value.shape), ctx.q_encoding(user)
             except UnsupportedError:  # a run-time scale (a model's own QuantizeLinear): its readers are refused too
                 continue
             perm = layout_perm(len(shape))
             laid_out = tuple(shape[p] for p in perm)
-            index = ctx.tensor(ctx.name_of(user), laid_out, np.int8, encoding)
+            index = ctx.tensor(ctx.name_of(user), laid_out, ctx.integer, encoding)
             ctx.values[id(user.outputs[0])] = Activation(index, perm)
 
 

@@ -22,13 +22,13 @@ channels of an NHWC tensor, the last ONNX axis otherwise).
 
 from __future__ import annotations
 
-import numpy as np
 import onnx_ir as ir
 
 from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import (
     BIT_EXACT,
     PROBABILITY_ENCODING,
+    TANH_ENCODING,
     Builtin,
     by_input_type,
     input_shape,
@@ -38,12 +38,14 @@ from edgeq.targets.tflite.lower.context import LoweringContext, static_shape
 from edgeq.targets.tflite.lower.registry import lowers
 
 ORT_1_LSB = "; ONNX Runtime QDQ within 1 LSB"
+SOFTMAX_INT16 = BIT_EXACT.format("softmax.py") + " (LiteRT under the reference's litert semantics)"
 
 LOGISTIC = register(
     Builtin(
         "LOGISTIC",
         options=None,
         micro_resolver="AddLogistic",
+        micro_types=("int8", "int16", "float32"),
         kind="elementwise",
         version=by_input_type(int8=2, int16=3),
         output_shape=input_shape,
@@ -52,6 +54,7 @@ LOGISTIC = register(
             "int8": "bit-exact with TFLite Micro (reference kernel edgeq/reference/logistic.py) and with LiteRT "
             "BUILTIN_REF under the reference's litert semantics (a float table: 1 LSB apart on rare inputs)"
             + ORT_1_LSB,
+            "int16": BIT_EXACT.format("logistic.py"),
         },
     )
 )
@@ -60,18 +63,16 @@ TANH = register(
         "TANH",
         options=None,
         micro_resolver="AddTanh",
+        micro_types=("int8", "int16", "float32"),
         kind="elementwise",
         version=by_input_type(int8=2, int16=3),
         output_shape=input_shape,
-        fixed_output={
-            np.dtype(np.int8): (1 / 128, 0),
-            np.dtype(np.uint8): (1 / 128, 128),
-            np.dtype(np.int16): (1 / 32768, 0),
-        },
+        fixed_output=TANH_ENCODING,
         verified={
             "int8": "bit-exact with TFLite Micro (reference kernel edgeq/reference/tanh.py) and with LiteRT "
             "BUILTIN_REF under the reference's litert semantics (a float table: 1 LSB apart on rare inputs)"
             + ORT_1_LSB,
+            "int16": BIT_EXACT.format("tanh.py"),
             "float32": "LiteRT and TFLite Micro (float .tflite)",
         },
     )
@@ -96,11 +97,12 @@ SOFTMAX = register(
         "SOFTMAX",
         options="SoftmaxOptions",
         micro_resolver="AddSoftmax",
+        micro_types=("int8", "int16", "float32"),
         kind="elementwise",
         version=by_input_type(int8=2, int16=3),
         output_shape=input_shape,
         fixed_output=PROBABILITY_ENCODING,
-        verified={"int8": BIT_EXACT.format("softmax.py") + ORT_1_LSB},
+        verified={"int8": BIT_EXACT.format("softmax.py") + ORT_1_LSB, "int16": SOFTMAX_INT16},
     )
 )
 LEAKY_RELU = register(
@@ -108,6 +110,7 @@ LEAKY_RELU = register(
         "LEAKY_RELU",
         options="LeakyReluOptions",
         micro_resolver="AddLeakyRelu",
+        micro_types=("int8", "int16", "float32"),
         kind="elementwise",
         version=by_input_type(int8=1, int16=2),
         output_shape=input_shape,
@@ -115,6 +118,7 @@ LEAKY_RELU = register(
             "int8": "bit-exact with TFLite Micro (reference kernel edgeq/reference/leaky_relu.py) and with LiteRT "
             "BUILTIN_REF under the reference's litert semantics (float32 multipliers); LiteRT default kernels "
             "and ONNX Runtime QDQ within 1 LSB",
+            "int16": BIT_EXACT.format("leaky_relu.py") + " (LiteRT under the reference's litert semantics)",
             "float32": "LiteRT BUILTIN_REF (float .tflite): exactly x if x > 0 else float32(alpha) * x",
         },
     )

@@ -54,7 +54,11 @@ BATCH_MATMUL = register(
         output_shape=_output_shape,
         macs=_macs,
         required_inputs=2,
-        verified={"int8": BIT_EXACT.format("batch_matmul.py") + "; ONNX Runtime QDQ within 1 LSB"},
+        verified={
+            "int8": BIT_EXACT.format("batch_matmul.py") + "; ONNX Runtime QDQ within 1 LSB",
+            "int16": BIT_EXACT.format("batch_matmul.py") + ", int16 x int16 operands",
+        },
+        micro_types=("int8", "int16", "float32"),
     )
 )
 

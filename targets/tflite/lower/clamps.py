@@ -83,20 +83,22 @@ RELU6 = register(
 )
 
 
-def quantized(real: float, encoding) -> int:
-    """Q(REAL) on ENCODING as ONNX Runtime's QuantizeLinear computes it (float32, half to even), saturated."""
+def quantized(ctx: LoweringContext, real: float, encoding) -> int:
+    """Q(REAL) on ENCODING as ONNX Runtime's QuantizeLinear computes it (float32, half to even), saturated to the
+    graph's integer type."""
+    lowest, highest = ctx.qtype.qmin, ctx.qtype.qmax
     if math.isinf(real):
-        return 127 if real > 0 else -128
+        return highest if real > 0 else lowest
     scale, zero_point = encoding
-    return int(np.clip(np.rint(np.float32(real) / np.float32(scale)) + zero_point, -128, 127))
+    return int(np.clip(np.rint(np.float32(real) / np.float32(scale)) + zero_point, lowest, highest))
 
 
 def _bound(ctx: LoweringContext, name: str, real: float, encoding, rank: int) -> int:
-    """A constant of shape (1,) * RANK holding REAL: int8 Q(REAL) on ENCODING, or float32 REAL at float precision."""
+    """A constant of shape (1,) * RANK holding REAL: Q(REAL) on ENCODING, or float32 REAL at float precision."""
     data = (
         np.full((1,) * rank, real, np.float32)
         if ctx.float
-        else np.full((1,) * rank, quantized(real, encoding), np.int8)
+        else np.full((1,) * rank, quantized(ctx, real, encoding), ctx.integer)
     )
     return ctx.tensor(name, data.shape, data.dtype, encoding, data)
 
@@ -109,7 +111,7 @@ def _chain(ctx: LoweringContext, node: ir.Node, src: int, out: int, steps) -> No
         target = (
             out
             if last
-            else ctx.tensor(f"{node.name}_{number}", template.shape, np.int8, ctx.encoding_of(out))
+            else ctx.tensor(f"{node.name}_{number}", template.shape, ctx.integer, ctx.encoding_of(out))
         )
         ctx.add_op(builtin, [src, *extra], [target], options)
         src = target
@@ -125,9 +127,9 @@ def _clamp_steps(ctx, node, out: int, lo: float, hi: float, floor: int, rank: in
         if hi < math.inf:
             steps.append((MINIMUM, [_bound(ctx, f"{node.name}_max", hi, encoding, rank)], None))
         return steps
-    if quantized(lo, encoding) > floor:
+    if quantized(ctx, lo, encoding) > floor:
         steps.append((MAXIMUM, [_bound(ctx, f"{node.name}_min", lo, encoding, rank)], None))
-    if quantized(hi, encoding) < 127:
+    if quantized(ctx, hi, encoding) < ctx.qtype.qmax:
         steps.append((MINIMUM, [_bound(ctx, f"{node.name}_max", hi, encoding, rank)], None))
     return steps
 
@@ -154,10 +156,10 @@ def clip(ctx: LoweringContext, node: ir.Node) -> None:
     if same and (lo, hi) == (0.0, 6.0):
         ctx.add_op(RELU6, [act.index], [out])
         return
-    steps, floor = [], -128
+    steps, floor = [], ctx.qtype.qmin
     if lo >= 0:
         steps.append((RELU, [], None))  # requantizes and clamps at Q(0)
-        floor = 0.0 if ctx.float else quantized(0.0, ctx.encoding_of(out))
+        floor = 0.0 if ctx.float else quantized(ctx, 0.0, ctx.encoding_of(out))
     elif not same:
         steps.append((QUANTIZE, [], None))
     steps += _clamp_steps(ctx, node, out, lo, hi, floor, rank)
@@ -185,9 +187,9 @@ def hard_sigmoid(ctx: LoweringContext, node: ir.Node) -> None:
     else:
         s_x, zp_x = ctx.encoding_of(act.index)
         t_encoding = (np.float32(magnitude * np.float32(s_x)), zp_x if alpha > 0 else -1 - zp_x)
-        scaled = ctx.tensor(f"{node.name}_scaled", shape, np.int8, t_encoding)
-        data = np.full((1,) * rank, 1 if alpha > 0 else -1, np.int8)
-        sign = ctx.tensor(f"{node.name}_alpha", data.shape, np.int8, (magnitude, 0), data)
+        scaled = ctx.tensor(f"{node.name}_scaled", shape, ctx.integer, t_encoding)
+        data = np.full((1,) * rank, 1 if alpha > 0 else -1, ctx.integer)
+        sign = ctx.tensor(f"{node.name}_alpha", data.shape, ctx.integer, (magnitude, 0), data)
     ctx.add_op(MUL, [act.index, sign], [scaled], {"FusedActivationFunction": "NONE"})
     steps = []
     if beta != 0.0:
@@ -196,11 +198,11 @@ def hard_sigmoid(ctx: LoweringContext, node: ir.Node) -> None:
                 f"{node.name}_beta", (1,) * rank, np.float32, data=np.full((1,) * rank, beta, np.float32)
             )
         else:
-            data = np.full((1,) * rank, 1 if beta > 0 else -1, np.int8)
-            offset = ctx.tensor(f"{node.name}_beta", data.shape, np.int8, (np.float32(abs(beta)), 0), data)
+            data = np.full((1,) * rank, 1 if beta > 0 else -1, ctx.integer)
+            offset = ctx.tensor(f"{node.name}_beta", data.shape, ctx.integer, (np.float32(abs(beta)), 0), data)
         steps.append((ADD, [offset], {"FusedActivationFunction": "RELU"}))
     else:
         steps.append((RELU, [], None))
-    floor = 0.0 if ctx.float else quantized(0.0, ctx.encoding_of(out))
+    floor = 0.0 if ctx.float else quantized(ctx, 0.0, ctx.encoding_of(out))
     steps += _clamp_steps(ctx, node, out, 0.0, 1.0, floor, rank)
     _chain(ctx, node, scaled, out, steps)

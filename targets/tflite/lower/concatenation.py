@@ -44,7 +44,11 @@ CONCATENATION = register(
         version=by_input_type(int8=2, int16=3),
         output_shape=_output_shape,
         same_encoding=True,
-        verified={"int8": BIT_EXACT.format("concatenation.py") + "; ONNX Runtime QDQ within 1 LSB"},
+        verified={
+            "int8": BIT_EXACT.format("concatenation.py") + "; ONNX Runtime QDQ within 1 LSB",
+            "int16": BIT_EXACT.format("concatenation.py"),
+        },
+        micro_types=("int8", "int16", "float32"),
     )
 )
 

@@ -1,8 +1,10 @@
 """The state of one lowering: the TFLite graph being built and where each quantized ONNX value lives in it.
 
 A QDQ model quantizes every activation as ``x_float -> QuantizeLinear -> x_q -> DequantizeLinear -> x``. The
-lowering maps each such pair to one int8 TFLite tensor with the Q's encoding (scale, zero point; a uint8 Q is the
-same grid with the zero point shifted by -128), and each compute node between pairs to TFLite operators:
+lowering maps each such pair to one integer TFLite tensor with the Q's encoding (scale, zero point; a uint8 Q is
+the same grid as int8 with the zero point shifted by -128), and each compute node between pairs to TFLite
+operators. The integer type is the model's: int8 (int8 or uint8 Qs) or int16 (int16 Qs: TFLite's 16x8 kernels,
+int16 activations with int8 weights; ``ctx.integer``); a model that mixes them is refused.
 
 * :meth:`LoweringContext.activation` is the tensor of a node's activation input (the output of a Q/DQ pair);
 * :meth:`LoweringContext.constant` is (integers, scales, zero points) of a constant behind a DequantizeLinear;
@@ -24,8 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import RecipeError, unsupported
+from edgeq.errors import RecipeError, UnsupportedError, unsupported
 from edgeq.quantization.plan import activation_bounds
+from edgeq.quantization.qparams import ACTIVATION_TYPES
 from edgeq.targets.tflite.builtins import Builtin
 from edgeq.tflite_format.graph import Graph, Quantization, Tensor
 
@@ -61,6 +64,14 @@ def moves_data(shape: tuple[int, ...], perm) -> bool:
     return kept != sorted(kept)
 
 
+def _int16_activations(graph: ir.Graph) -> bool:
+    """Whether GRAPH's activation QuantizeLinears are int16; a graph that mixes int16 with 8-bit ones is refused."""
+    types = {node.outputs[0].dtype for node in graph if node.op_type == "QuantizeLinear"}
+    if ir.DataType.INT16 in types and types & {ir.DataType.INT8, ir.DataType.UINT8}:
+        raise UnsupportedError("the TFLite target takes int16 or 8-bit activations in one model, not both")
+    return ir.DataType.INT16 in types
+
+
 class LoweringContext:
     def __init__(self, model: ir.Model, io: str, precision: str):
         if io not in IO_TYPES:
@@ -69,7 +80,9 @@ class LoweringContext:
         self.onnx = model.graph
         self.float = precision == "float"
         self.io = "float" if self.float else io
-        self.graph = Graph(description=f"edgeq {'float' if self.float else 'int8'} (NHWC)")
+        self.qtype = ACTIVATION_TYPES["int16" if _int16_activations(model.graph) else "int8"]
+        self.integer = self.qtype.dtype  # the dtype of every quantized activation tensor
+        self.graph = Graph(description=f"edgeq {'float' if self.float else self.qtype.name} (NHWC)")
         self.values: dict[int, Activation] = {}  # id(ir.Value) of a Q output -> its TFLite tensor
         self.ops: dict[str, int] = {}
         self.fused: dict[int, str] = {}  # id of a Relu/Clip folded into the op before it -> that op's name
@@ -98,11 +111,12 @@ class LoweringContext:
     # ----------------------------------------------------------------------------------- tensors, operators
 
     def tensor(self, name, shape, dtype, encoding=None, data=None) -> int:
-        """A new tensor; ENCODING (scale, zero point) is dropped and int8/uint8 become float32 at float precision."""
+        """A new tensor; ENCODING (scale, zero point) is dropped and int8/uint8/int16 become float32 at float
+        precision."""
         quantization = None
         if encoding is not None and not self.float:
             quantization = Quantization(*encoding)
-        if self.float and dtype in (np.int8, np.uint8):
+        if self.float and dtype in (np.int8, np.uint8, np.int16):
             dtype = np.float32
         return self.graph.add_tensor(Tensor(name, shape, dtype, quantization, data))
 
@@ -135,14 +149,16 @@ class LoweringContext:
             raise unsupported(q_node, "its scale or zero point is computed at run time", "dynamic")
         return float(scale.const_value.numpy()), int(zero.const_value.numpy()) if zero is not None else 0
 
-    def int8_encoding(self, q_node: ir.Node) -> tuple[np.float32, int]:
-        """The int8 encoding of Q_NODE's output (a uint8 Q is the same grid with its zero point shifted)."""
+    def q_encoding(self, q_node: ir.Node) -> tuple[np.float32, int]:
+        """The encoding of Q_NODE's output on the graph's integer type (a uint8 Q is the int8 grid shifted)."""
         scale, zero_point = self.encoding(q_node)
         dtype = q_node.outputs[0].dtype
-        if dtype == ir.DataType.UINT8:
+        if dtype == ir.DataType.UINT8 and self.qtype.name == "int8":
             zero_point -= 128  # the same grid shifted: TFLite int8 kernels
-        elif dtype != ir.DataType.INT8:
-            raise unsupported(q_node, f"the TFLite target needs 8-bit activations, got {dtype}", "dtype")
+        elif dtype != self.qtype.ir_dtype:
+            raise unsupported(
+                q_node, f"the TFLite target needs all activations {self.qtype.name} in this model, got {dtype}", "dtype"
+            )
         return np.float32(scale), zero_point
 
     def activation(self, value: ir.Value, node: ir.Node) -> Activation:
@@ -246,10 +262,10 @@ class LoweringContext:
                 return self._float_output(node.outputs[0], shape_onnx, perm), "NONE"
             raise unsupported(node, "its output is not quantized by a single QuantizeLinear", "not-quantized")
         q_node = consumers[0]
-        encoding = self.int8_encoding(q_node)
+        encoding = self.q_encoding(q_node)
         activation = "NONE" if fused is None else self._fused_activation(node, fused, encoding)
         shape = tuple(int(shape_onnx[p]) for p in perm)
-        index = self.tensor(self.name_of(q_node), shape, np.int8, encoding)
+        index = self.tensor(self.name_of(q_node), shape, self.integer, encoding)
         self.values[id(q_node.outputs[0])] = Activation(index, tuple(perm))
         return index, activation
 
@@ -260,10 +276,9 @@ class LoweringContext:
         self.float_values[id(value)] = Activation(index, tuple(perm))
         return index
 
-    @staticmethod
-    def _fused_activation(node: ir.Node, act: ir.Node, encoding) -> str:
+    def _fused_activation(self, node: ir.Node, act: ir.Node, encoding) -> str:
         """TFLite's fused activation for the Relu/Clip ACT after NODE. A Clip with other bounds is still exact when
-        the output's integer grid saturates inside them (then the clamp is the int8 range itself)."""
+        the output's integer grid saturates inside them (then the clamp is the integer range itself)."""
         bounds = activation_bounds(act)
         if bounds is None:
             raise unsupported(node, f"{act.op_type} {act.name} has bounds that are not constant", "dynamic")
@@ -272,7 +287,7 @@ class LoweringContext:
             return named[bounds]
         lo, hi = bounds
         scale, zero_point = float(encoding[0]), encoding[1]
-        grid_lo, grid_hi = scale * (-128 - zero_point), scale * (127 - zero_point)
+        grid_lo, grid_hi = scale * (self.qtype.qmin - zero_point), scale * (self.qtype.qmax - zero_point)
         if grid_lo >= lo - 1e-6 and grid_hi <= hi + 1e-6:
             return "NONE"
         raise unsupported(node, f"Clip({lo}, {hi}) after it has no TFLite fused activation", "attribute")

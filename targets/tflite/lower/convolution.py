@@ -39,6 +39,8 @@ def _conv_version(graph: Graph, op: Operator) -> int:
     x, w = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
     if x.shape[-1] != w.shape[-1]:
         return 6  # grouped convolution
+    # 16x8 (int16 input, int8 weights) is 1: op_version.cc's int16 branch (version 4) wants int16 weights, and its
+    # 16x8 branch (version 8) only a quantized_bias_type option, which edgeq does not write
     return 3 if x.dtype == np.int8 else 1
 
 
@@ -46,7 +48,7 @@ def _depthwise_version(graph: Graph, op: Operator) -> int:
     dilated = op.options.get("DilationWFactor", 1) != 1 or op.options.get("DilationHFactor", 1) != 1
     if graph.tensors[op.inputs[0]].dtype == np.int8:
         return 3
-    return 2 if dilated else 1
+    return 2 if dilated else 1  # float and 16x8 alike (op_version.cc's int16 version 5 wants int16 weights)
 
 
 def _output_shape(graph: Graph, op: Operator):
@@ -100,7 +102,11 @@ CONV_2D = register(
         required_inputs=2,
         weight_axis=0,
         bias_required=True,
-        verified={"int8": BIT_EXACT.format("conv.py") + "; ONNX Runtime QDQ within 1 LSB"},
+        verified={
+            "int8": BIT_EXACT.format("conv.py") + "; ONNX Runtime QDQ within 1 LSB",
+            "int16": BIT_EXACT.format("conv.py"),
+        },
+        micro_types=("int8", "int16", "float32"),
     )
 )
 DEPTHWISE_CONV_2D = register(
@@ -116,7 +122,11 @@ DEPTHWISE_CONV_2D = register(
         weight_axis=3,
         bias_required=True,
         rules=_depth_multiplier_rule,
-        verified={"int8": BIT_EXACT.format("depthwise_conv.py") + "; ONNX Runtime QDQ within 1 LSB"},
+        verified={
+            "int8": BIT_EXACT.format("depthwise_conv.py") + "; ONNX Runtime QDQ within 1 LSB",
+            "int16": BIT_EXACT.format("depthwise_conv.py"),
+        },
+        micro_types=("int8", "int16", "float32"),
     )
 )
 

@@ -1,6 +1,7 @@
 """What the lowering did with each node of the QDQ model: the coverage report of the TFLite targets.
 
 Every node but the QuantizeLinear/DequantizeLinear pairs gets one record: ``lowered`` is "int8" (int8 builtins),
+"int16" (16x8 builtins),
 "float-island" (float32 builtins between DEQUANTIZE and QUANTIZE, with the int8 refusal that sent it there as
 the ``reason``; island.py), "float" (float32 builtins: the float-precision graph) or "refused", with the reason ``code``
 (edgeq.errors.REASON_CODES) and the one-line ``reason`` where it is refused. A Relu/Clip fused into the op before
@@ -22,7 +23,7 @@ from edgeq.errors import UnsupportedError
 class NodeCoverage:
     node: str
     op: str
-    lowered: str  # "int8" | "float-island" | "float" | "refused"
+    lowered: str  # "int8" | "int16" | "float-island" | "float" | "refused"
     code: str | None = None
     reason: str | None = None
 
@@ -37,7 +38,7 @@ class NodeCoverage:
 def summary(records: list[NodeCoverage]) -> dict:
     """Counts per outcome and, for the refused nodes, per op type and reason code."""
     counts = Counter(r.lowered for r in records)
-    result = {"nodes": len(records), **{k: counts[k] for k in ("int8", "float-island", "float", "refused") if counts[k]}}
+    result = {"nodes": len(records), **{k: counts[k] for k in ("int8", "int16", "float-island", "float", "refused") if counts[k]}}
     refused = [r for r in records if r.lowered == "refused"]
     if refused:
         result["refused_ops"] = dict(Counter(r.op for r in refused).most_common())

@@ -7,6 +7,8 @@
 CRD reads the channels in another order: they are first reordered exactly, as data movement of the NHWC tensor
 (RESHAPE to [N, H*W, C_out, b*b], TRANSPOSE to [N, H*W, b*b, C_out], RESHAPE back), then DEPTH_TO_SPACE. The
 input is moved to NHWC if it is in another layout; the output is NHWC and carries the input's encoding.
+
+int16 activations are refused: neither LiteRT nor TFLite Micro has an int16 DEPTH_TO_SPACE or SPACE_TO_DEPTH.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from edgeq.errors import unsupported
 from edgeq.targets.tflite.builtins import by_input_type
 from edgeq.targets.tflite.lower.context import TO_NHWC, Activation, LoweringContext, static_shape
 from edgeq.targets.tflite.lower.layout import TRANSPOSE, copying_builtin, relayout, reshape
@@ -58,6 +61,8 @@ def _crd_to_dcr(ctx: LoweringContext, act: Activation, nhwc, block: int, name: s
 @lowers("DepthToSpace", "SpaceToDepth")
 def depth_space(ctx: LoweringContext, node: ir.Node) -> None:
     x_value = node.inputs[0]
+    if not ctx.float and ctx.integer == np.int16:
+        raise unsupported(node, "no int16 kernel in LiteRT or TFLite Micro", "dtype")
     in_shape = static_shape(x_value.shape)  # 4-D: ONNX defines these ops on NCHW only
     act = relayout(ctx, ctx.activation(x_value, node), in_shape, TO_NHWC, f"{node.name}_nhwc")
     block = node.attributes.get_int("blocksize")

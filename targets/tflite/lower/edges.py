@@ -1,8 +1,10 @@
 """The graph's edges: each ONNX input enters through its QuantizeLinear, each output leaves through its
 DequantizeLinear; with io other than int8 a TFLite QUANTIZE or DEQUANTIZE converts at the edge.
 
-    io="int8"   the int8 tensors with the Q's encoding are the model's inputs and outputs (what MCUs want)
+    io="int8"   the integer tensors with the Q's encoding are the model's inputs and outputs (what MCUs want):
+                int8, or int16 in a model with int16 activations
     io="uint8"  QUANTIZE requantizes uint8 <-> int8: the same grid with the zero point shifted by 128, exact
+                (8-bit activations only)
     io="float"  QUANTIZE: q = clamp(round_half_away(x / S) + zp) (float32 division); DEQUANTIZE: S * (q - zp)
 
 A rank-4 input or output is NHWC in the .tflite ("NHWC": the ONNX NCHW tensor transposed), any other keeps the
@@ -20,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import unsupported
+from edgeq.errors import RecipeError, unsupported
 from edgeq.reference.interface import describe_layouts
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, input_shape, register
 from edgeq.targets.tflite.lower.context import TO_NHWC, Activation, LoweringContext, layout_perm, static_shape
@@ -57,7 +59,9 @@ QUANTIZE = register(
             "int8": BIT_EXACT.format("quantize.py") + ", from float32 and from int8/uint8",
             "uint8": "uint8 <-> int8 bit-exact with TFLite Micro and LiteRT BUILTIN_REF; float32 -> uint8 with "
             "LiteRT BUILTIN_REF (TFLite Micro has no float -> uint8 QUANTIZE)",
+            "int16": BIT_EXACT.format("quantize.py") + ", from float32, int16 and int8, and int16 -> int8",
         },
+        micro_types=("int8", "int16", "float32"),
     )
 )
 DEQUANTIZE = register(
@@ -68,7 +72,8 @@ DEQUANTIZE = register(
         kind="elementwise",
         version=_dequantize_version,
         output_shape=input_shape,
-        verified={"int8": BIT_EXACT.format("dequantize.py")},
+        verified={"int8": BIT_EXACT.format("dequantize.py"), "int16": BIT_EXACT.format("dequantize.py")},
+        micro_types=("int8", "int16", "float32"),
     )
 )
 
@@ -103,15 +108,19 @@ def graph_input(ctx: LoweringContext, value: ir.Value) -> str:
     perm = _input_layout(q_node, len(shape))
     tfl_shape = tuple(shape[p] for p in perm)
     signature = tuple(-1 if not isinstance(value.shape[p], int) else shape[p] for p in perm)
-    encoding = ctx.int8_encoding(q_node)
+    encoding = ctx.q_encoding(q_node)
+    if ctx.io == "uint8" and ctx.integer != np.int8:
+        raise RecipeError("--io uint8 is for models with 8-bit activations; use int8 (the model's int16) or float")
     if ctx.io == "int8":
-        index = ctx.tensor(value.name, tfl_shape, np.int8, encoding)
+        index = ctx.tensor(value.name, tfl_shape, ctx.integer, encoding)
         internal = index
     else:
         dtype = np.float32 if ctx.io == "float" else np.uint8
         io_encoding = None if ctx.io == "float" else (encoding[0], encoding[1] + 128)
         index = ctx.tensor(value.name, tfl_shape, dtype, io_encoding)
-        internal = index if ctx.float else ctx.tensor(f"{value.name}_int8", tfl_shape, np.int8, encoding)
+        internal = (
+            index if ctx.float else ctx.tensor(f"{value.name}_{ctx.qtype.name}", tfl_shape, ctx.integer, encoding)
+        )
         if not ctx.float:
             ctx.add_op(QUANTIZE, [index], [internal])
     if any(s < 0 for s in signature):
@@ -144,7 +153,7 @@ def graph_output(ctx: LoweringContext, value: ir.Value) -> str:
             source.name = f"{value.name}_as_computed"
         act = relayout(ctx, act, shape, to_perm, value.name)
     if act.index in ctx.graph.inputs or act.index in ctx.graph.outputs:  # the tensor is already an edge: copy
-        copy = ctx.tensor(value.name, ctx.graph.tensors[act.index].shape, np.int8, ctx.encoding_of(act.index))
+        copy = ctx.tensor(value.name, ctx.graph.tensors[act.index].shape, ctx.integer, ctx.encoding_of(act.index))
         reshape(ctx, act.index, copy, ctx.graph.tensors[act.index].shape, value.name)
         act = Activation(copy, act.perm)
     internal = ctx.graph.tensors[act.index]

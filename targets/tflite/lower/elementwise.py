@@ -59,7 +59,8 @@ def _selection_version(graph: Graph, op: Operator) -> int:
 
 
 def _sub_version(graph: Graph, op: Operator) -> int:
-    return 3 if _broadcasts_beyond_4d(graph, op) else by_input_type(int8=2, int16=3)(graph, op)
+    wide = _broadcasts_beyond_4d(graph, op)  # int16 with pot_scale_int16 false is 5 at any rank
+    return by_input_type(int8=3 if wide else 2, int16=5, other=3 if wide else 1)(graph, op)
 
 
 def _div_version(graph: Graph, op: Operator) -> int:
@@ -67,13 +68,17 @@ def _div_version(graph: Graph, op: Operator) -> int:
 
 
 _ARITHMETIC = dict(kind="elementwise", output_shape=broadcast_shape, required_inputs=2)
+_16X8 = ("int8", "int16", "float32")  # micro_types: TFLite Micro has the int16 kernel
+_ADD_SUB_INT16 = BIT_EXACT.format("add.py") + ", pot_scale_int16 false"
+_EXACT_MUL = BIT_EXACT.format("mul.py")
 ADD = register(
     Builtin(
         "ADD",
         options="AddOptions",
         micro_resolver="AddAdd",
         version=by_input_type(int8=2, int16=3),
-        verified={"int8": BIT_EXACT.format("add.py") + ONNX_RUNTIME_1_LSB},
+        verified={"int8": BIT_EXACT.format("add.py") + ONNX_RUNTIME_1_LSB, "int16": _ADD_SUB_INT16},
+        micro_types=_16X8,
         **_ARITHMETIC,
     )
 )
@@ -83,11 +88,8 @@ SUB = register(
         options="SubOptions",
         micro_resolver="AddSub",
         version=_sub_version,
-        verified={
-            "int8": "bit-exact with TFLite Micro (reference kernel edgeq/reference/sub.py) and with LiteRT "
-            "BUILTIN_REF under the reference's litert semantics (multipliers divided in double, TFLite Micro's "
-            "in float32: 1 LSB apart on rare scales)" + ONNX_RUNTIME_1_LSB,
-        },
+        verified={"int8": BIT_EXACT.format("add.py") + ONNX_RUNTIME_1_LSB, "int16": _ADD_SUB_INT16},
+        micro_types=_16X8,
         **_ARITHMETIC,
     )
 )
@@ -97,7 +99,8 @@ MUL = register(
         options="MulOptions",
         micro_resolver="AddMul",
         version=_mul_version,
-        verified={"int8": BIT_EXACT.format("mul.py") + ONNX_RUNTIME_1_LSB},
+        verified={"int8": _EXACT_MUL + ONNX_RUNTIME_1_LSB, "int16": _EXACT_MUL},
+        micro_types=_16X8,
         **_ARITHMETIC,
     )
 )
@@ -121,18 +124,20 @@ _SELECTION = dict(
     output_shape=broadcast_shape,
     required_inputs=2,
     same_encoding=True,
+    micro_types=_16X8,
 )
 _EXACT_SELECTION = BIT_EXACT.format("maximum_minimum.py") + "; ONNX Runtime QDQ exactly"
+_VERIFIED_SELECTION = {"int8": _EXACT_SELECTION, "int16": BIT_EXACT.format("maximum_minimum.py")}
 MINIMUM = register(
     Builtin(
         "MINIMUM",
         micro_resolver="AddMinimum",
-        verified={"int8": _EXACT_SELECTION, "float32": "LiteRT (float .tflite): exactly min(x, bound)"},
+        verified={**_VERIFIED_SELECTION, "float32": "LiteRT (float .tflite): exactly min(x, bound)"},
         **_SELECTION,
     )
 )
 MAXIMUM = register(
-    Builtin("MAXIMUM", micro_resolver="AddMaximum", verified={"int8": _EXACT_SELECTION}, **_SELECTION)
+    Builtin("MAXIMUM", micro_resolver="AddMaximum", verified=_VERIFIED_SELECTION, **_SELECTION)
 )
 BINARY = {"Add": ADD, "Sub": SUB, "Mul": MUL, "Div": DIV, "Min": MINIMUM, "Max": MAXIMUM}
 
@@ -178,7 +183,10 @@ def arithmetic(ctx: LoweringContext, node: ir.Node) -> None:
     out, activation = ctx.output(node, static_shape(node.outputs[0].shape), perm)
     if node.op_type == "Div" and not ctx.float:
         inputs[1] = _nonzero_divisor(ctx, node, inputs[0], inputs[1], out)
-    ctx.add_op(BINARY[node.op_type], inputs, [out], {"FusedActivationFunction": activation})
+    options = {"FusedActivationFunction": activation}
+    if node.op_type in ("Add", "Sub") and ctx.graph.tensors[inputs[0]].dtype == np.int16:
+        options["PotScaleInt16"] = False  # LiteRT's general-scale int16 kernel (edgeq/reference/add.py)
+    ctx.add_op(BINARY[node.op_type], inputs, [out], options)
 
 
 def _nonzero_divisor(ctx: LoweringContext, node: ir.Node, numerator: int, divisor: int, out: int) -> int:

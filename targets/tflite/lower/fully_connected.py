@@ -9,7 +9,7 @@ MatMul has none (input -1). An input of rank > 2 keeps its leading dimensions (K
 a Flatten of a feature map absorbed by layout.py, the weight columns are permuted from ONNX's C,H,W order to
 TFLite's H,W,C (``column_order``), so no TRANSPOSE is needed. Gemm's transA transposes the input first (a
 TRANSPOSE: the rows must be contiguous); an input in another layout (a 1-D convolution's NLC map) is relaid out
-to ONNX order.
+to ONNX order. With int16 activations (16x8) the bias is stored as int64, which both runtimes read there.
 """
 
 from __future__ import annotations
@@ -70,7 +70,11 @@ FULLY_CONNECTED = register(
             "int8": "bit-exact with TFLite Micro (reference kernel edgeq/reference/fully_connected.py) and with "
             "LiteRT BUILTIN_REF under the reference's litert semantics (LiteRT rounds once: 1 LSB apart on rare "
             "ties); ONNX Runtime QDQ within 1 LSB",
+            "int16": "bit-exact with TFLite Micro (reference kernel edgeq/reference/fully_connected.py) and with "
+            "LiteRT BUILTIN_REF under the reference's litert semantics (LiteRT rounds acc * M in double, TFLite "
+            "Micro with a 16-bit multiplier: 1 LSB apart on about 0.5 % of outputs)",
         },
+        micro_types=("int8", "int16", "float32"),
     )
 )
 
@@ -121,3 +125,4 @@ def _fully_connected(ctx: LoweringContext, node: ir.Node, act: Activation, w, sc
     out, activation = ctx.output(node, out_shape, tuple(range(rank)))
     options = {"FusedActivationFunction": activation, "KeepNumDims": rank > 2}
     ctx.add_op(FULLY_CONNECTED, [act.index, w_index, bias_index], [out], options)
+

@@ -31,6 +31,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.errors import unsupported
+from edgeq.quantization.qparams import ACTIVATION_TYPES, QType
 from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, by_input_type, register
 from edgeq.targets.tflite.lower.context import Activation, LoweringContext, layout_perm, static_shape
 from edgeq.targets.tflite.lower.integers import indices
@@ -63,21 +64,25 @@ GATHER = register(
             "int8": BIT_EXACT.format("gather.py")
             + "; ONNX Runtime QDQ exactly (embedding tables requantized "
             "to the output's encoding as ONNX Runtime rounds)",
+            "int16": "bit-exact with LiteRT BUILTIN_REF (reference kernel edgeq/reference/gather.py); "
+            "TFLite Micro has no int16 GATHER",
             "float32": "LiteRT: exactly the dequantized table's rows",
         },
     )
 )
 
 
-def requantized_table(q: np.ndarray, scales: np.ndarray, zeros: np.ndarray, encoding) -> np.ndarray:
+def requantized_table(
+    q: np.ndarray, scales: np.ndarray, zeros: np.ndarray, encoding, qtype: QType = ACTIVATION_TYPES["int8"]
+) -> np.ndarray:
     """Table Q (int8, per-row SCALES/ZEROS along axis 0, or per tensor) as ONNX Runtime's DQ -> Q computes it with
-    the output ENCODING (scale, zero point): float32 products and quotients, rounded half to even."""
+    the output ENCODING (scale, zero point) of type QTYPE: float32 products and quotients, rounded half to even."""
     rows = (-1,) + (1,) * (q.ndim - 1)
     real = (q.astype(np.float32) - zeros.reshape(rows).astype(np.float32)) * scales.reshape(rows).astype(
         np.float32
     )
     scale, zero_point = encoding
-    return np.clip(np.rint(real / np.float32(scale)) + zero_point, -128, 127).astype(np.int8)
+    return np.clip(np.rint(real / np.float32(scale)) + zero_point, qtype.qmin, qtype.qmax).astype(qtype.dtype)
 
 
 def _embedding(ctx: LoweringContext, node: ir.Node, axis: int) -> None:
@@ -94,8 +99,8 @@ def _embedding(ctx: LoweringContext, node: ir.Node, axis: int) -> None:
         table_index = ctx.tensor(f"{table_value.name}_table", table.shape, np.float32, data=table)
     else:
         encoding = ctx.encoding_of(out)
-        table = requantized_table(q, scales, zeros, encoding)
-        table_index = ctx.tensor(f"{table_value.name}_table", table.shape, np.int8, encoding, table)
+        table = requantized_table(q, scales, zeros, encoding, ctx.qtype)
+        table_index = ctx.tensor(f"{table_value.name}_table", table.shape, ctx.integer, encoding, table)
     ctx.add_op(GATHER, [table_index, ids], [out], {"Axis": 0})
 
 
@@ -128,10 +133,10 @@ def _from_activation(ctx: LoweringContext, node: ir.Node, axis: int) -> None:
         return
     # the graph's convention (NHWC at rank 4, else ONNX order): gather in the input's layout, then lay it out
     q_node = ctx.q_after(node)
-    encoding = ctx.int8_encoding(q_node)
+    encoding = ctx.q_encoding(q_node)
     if not ctx.float and ctx.encoding_of(act.index) != encoding:
         raise unsupported(node, "input and output encodings differ; TFLite requires them equal", "attribute")
-    gathered = ctx.tensor(f"{node.name}_gathered", tuple(out_shape[p] for p in natural), np.int8, encoding)
+    gathered = ctx.tensor(f"{node.name}_gathered", tuple(out_shape[p] for p in natural), ctx.integer, encoding)
     ctx.add_op(GATHER, [act.index, positions], [gathered], {"Axis": tfl_axis})
     moved_act = relayout(ctx, Activation(gathered, tuple(natural)), out_shape, out_perm, ctx.name_of(q_node))
     ctx.values[id(q_node.outputs[0])] = moved_act

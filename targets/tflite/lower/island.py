@@ -51,7 +51,7 @@ def _check_kernels(ctx: LoweringContext, node: ir.Node, first_op: int) -> None:
         if floats and not computes_float32(op.opcode):
             raise unsupported(
                 node,
-                f"it has no int8 kernel, and edgeq's reference has no bit-exact float32 {op.opcode} for an island",
+                f"it has no {ctx.qtype.name} kernel, and edgeq's reference has no bit-exact float32 {op.opcode} for an island",
                 "no-float-kernel",
             )
 
@@ -65,9 +65,9 @@ def _quantize(ctx: LoweringContext, node: ir.Node, before: dict[int, Activation]
             continue
         if key not in readers:  # a lowering that wrote another node's value: not one an island can quantize
             raise unsupported(node, "a float32 output that no QuantizeLinear of it reads", "not-quantized")
-        scale, zero_point = ctx.int8_encoding(readers[key])
+        scale, zero_point = ctx.q_encoding(readers[key])
         name, source.name = source.name, f"{source.name}_float"
-        index = ctx.graph.add_tensor(Tensor(name, source.shape, np.int8, Quantization(scale, zero_point)))
+        index = ctx.graph.add_tensor(Tensor(name, source.shape, ctx.integer, Quantization(scale, zero_point)))
         ctx.add_op(QUANTIZE, [act.index], [index])
         ctx.values[key] = Activation(index, act.perm, act.column_order)
 

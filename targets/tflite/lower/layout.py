@@ -74,7 +74,7 @@ def _reshape_shape(graph: Graph, op: Operator):
 def _transpose_version(graph: Graph, op: Operator) -> int:
     first = graph.tensors[op.inputs[0]]
     rank = len(first.shape)
-    return 6 if rank > 5 else 4 if rank > 4 else 5 if first.dtype == np.int16 else 2 if first.dtype == np.int8 else 1
+    return 6 if rank > 5 else 5 if first.dtype == np.int16 else 4 if rank > 4 else 2 if first.dtype == np.int8 else 1
 
 
 def _transposed_shape(graph: Graph, op: Operator):
@@ -85,9 +85,14 @@ def _transposed_shape(graph: Graph, op: Operator):
     return tuple(x.shape[p] for p in permutation)
 
 
-def copying_builtin(opcode: str, options: str | None, resolver: str, kernel: str, **facts) -> Builtin:
+def copying_builtin(
+    opcode: str, options: str | None, resolver: str, kernel: str, int16: bool = False, **facts
+) -> Builtin:
     """Register a data-movement builtin: it copies stored values, so its inputs carry the output's encoding;
-    bit-exact with the reference KERNEL module, and within 1 LSB of ONNX Runtime's QDQ model from ONNX."""
+    bit-exact with the reference KERNEL module, and within 1 LSB of ONNX Runtime's QDQ model from ONNX. INT16:
+    its int16 form is bit-exact too, in both runtimes (TFLite Micro runs it)."""
+    if int16:
+        facts = {"micro_types": ("int8", "int16", "float32"), **facts}
     return register(
         Builtin(
             opcode,
@@ -95,18 +100,19 @@ def copying_builtin(opcode: str, options: str | None, resolver: str, kernel: str
             micro_resolver=resolver,
             kind="data_movement",
             same_encoding=True,
-            verified={"int8": BIT_EXACT.format(kernel) + "; ONNX Runtime QDQ within 1 LSB"},
+            verified={"int8": BIT_EXACT.format(kernel) + "; ONNX Runtime QDQ within 1 LSB"}
+            | ({"int16": BIT_EXACT.format(kernel)} if int16 else {}),
             **facts,
         )
     )
 
 
 RESHAPE = copying_builtin(
-    "RESHAPE", "ReshapeOptions", "AddReshape", "reshape.py",
+    "RESHAPE", "ReshapeOptions", "AddReshape", "reshape.py", int16=True,
     version=lambda graph, op: 1, output_shape=_reshape_shape, parameter_input=1,
 )  # fmt: skip
 TRANSPOSE = copying_builtin(
-    "TRANSPOSE", "TransposeOptions", "AddTranspose", "transpose.py",
+    "TRANSPOSE", "TransposeOptions", "AddTranspose", "transpose.py", int16=True,
     version=_transpose_version, output_shape=_transposed_shape, required_inputs=2, parameter_input=1,
 )  # fmt: skip
 
@@ -194,7 +200,7 @@ def readers_take(q_node: ir.Node, perm) -> bool:
 
 def shared_encoding(ctx: LoweringContext, node: ir.Node, act: Activation, q_node: ir.Node):
     """The encoding of Q_NODE, which must be ACT's: a data movement copies the stored integers."""
-    encoding = ctx.int8_encoding(q_node)
+    encoding = ctx.q_encoding(q_node)
     if not ctx.float and ctx.encoding_of(act.index) != encoding:
         raise unsupported(node, "input and output encodings differ; TFLite requires them equal", "attribute")
     return encoding

@@ -48,7 +48,8 @@ def _pad_builtin(opcode: str, options: str, resolver: str) -> Builtin:
             required_inputs=2,
             parameter_input=1,
             same_encoding=True,
-            verified={"int8": BIT_EXACT.format("pad.py")},
+            verified={"int8": BIT_EXACT.format("pad.py"), "int16": BIT_EXACT.format("pad.py")},
+            micro_types=("int8", "int16", "float32"),
         )
     )
 
@@ -64,12 +65,12 @@ def pad_spatial(ctx: LoweringContext, act: Activation, pads, in_shape_onnx, name
     paddings = np.array([[0, 0], list(pads[0]), list(pads[1]), [0, 0]], np.int32)
     out_shape = tuple(s + int(p.sum()) for s, p in zip(shape, paddings, strict=True))
     encoding = ctx.encoding_of(act.index)
-    out = ctx.tensor(f"{name}_padded", out_shape, np.int8, encoding)
+    out = ctx.tensor(f"{name}_padded", out_shape, ctx.integer, encoding)
     padding_const = ctx.tensor(f"{name}_paddings", (4, 2), np.int32, data=paddings)
     if fill is None:
         ctx.add_op(PAD, [act.index, padding_const], [out])
     else:
-        dtype = np.float32 if ctx.float else np.int8
+        dtype = np.float32 if ctx.float else ctx.integer
         value = ctx.tensor(f"{name}_pad_value", (), dtype, encoding, data=np.array(fill, dtype))
         ctx.add_op(PADV2, [act.index, padding_const, value], [out])
     onnx_shape = list(in_shape_onnx)
@@ -110,8 +111,8 @@ def pad(ctx: LoweringContext, node: ir.Node) -> None:
         return
     scale, zero = ctx.encoding_of(out) if not ctx.float else (1.0, 0)
     real = _real_constant(ctx, fill, node)
-    q = np.clip(np.round(real / scale) + zero, -128, 127)
-    dtype = np.float32 if ctx.float else np.int8
+    q = np.clip(np.round(real / scale) + zero, ctx.qtype.qmin, ctx.qtype.qmax)
+    dtype = np.float32 if ctx.float else ctx.integer
     value = ctx.tensor(
         f"{node.name}_pad_value", (), dtype, (scale, zero), np.array(real if ctx.float else q, dtype)
     )

@@ -56,7 +56,11 @@ def _pool_builtin(opcode: str, resolver: str) -> Builtin:
             version=by_input_type(int8=2, int16=3),
             output_shape=_output_shape,
             same_encoding=True,
-            verified={"int8": BIT_EXACT.format("pooling.py") + "; ONNX Runtime QDQ within 1 LSB"},
+            verified={
+                "int8": BIT_EXACT.format("pooling.py") + "; ONNX Runtime QDQ within 1 LSB",
+                "int16": BIT_EXACT.format("pooling.py"),
+            },
+            micro_types=("int8", "int16", "float32"),
         )
     )
 
@@ -122,7 +126,7 @@ def pool(ctx: LoweringContext, node: ir.Node) -> None:
         )
     act = window_input(ctx, ctx.activation(x_value, node), in_shape, node.name)
     if padded:  # MAX: ONNX pads with -inf; AVG: zeros the count includes
-        lowest = (float(np.finfo(np.float32).min) if ctx.float else -128) if builtin is MAX_POOL_2D else None
+        lowest = (float(np.finfo(np.float32).min) if ctx.float else ctx.qtype.qmin) if builtin is MAX_POOL_2D else None
         act, planar = pad_spatial(ctx, act, pads, planar, node.name, fill=lowest)
     window_op(ctx, node, builtin, [act.index], _pool_options(padding, kernel, strides))
 

@@ -55,7 +55,9 @@ def _output_shape(graph: Graph, op: Operator):
     return tuple(d for i, d in enumerate(x.shape) if i not in reduced)
 
 
-def _reducer(opcode: str, resolver: str, same_encoding: bool, verified: str) -> Builtin:
+def _reducer(opcode: str, resolver: str, same_encoding: bool, verified: str, int16: str | None = None) -> Builtin:
+    """INT16: what the int16 form was verified against (None: unverified, and not run by TFLite Micro)."""
+    int16_verified = {} if int16 is None else {"int16": int16}
     return register(
         Builtin(
             opcode,
@@ -67,7 +69,12 @@ def _reducer(opcode: str, resolver: str, same_encoding: bool, verified: str) -> 
             required_inputs=2,
             parameter_input=1,
             same_encoding=same_encoding,
-            verified={"int8": verified, "float32": "TFLite Micro and LiteRT BUILTIN_REF: float32 bit-exact"},
+            verified={
+                "int8": verified,
+                **int16_verified,
+                "float32": "TFLite Micro and LiteRT BUILTIN_REF: float32 bit-exact",
+            },
+            micro_types=("int8", "int16", "float32") if int16_verified else ("int8", "float32"),
         )
     )
 
@@ -96,7 +103,9 @@ def _arg_builtin(opcode: str, resolver: str, options: str) -> Builtin:
     )
 
 
-MEAN = _reducer("MEAN", "AddMean", False, BIT_EXACT.format("mean.py") + ONNX_RUNTIME_1_LSB)
+MEAN = _reducer(
+    "MEAN", "AddMean", False, BIT_EXACT.format("mean.py") + ONNX_RUNTIME_1_LSB, int16=BIT_EXACT.format("mean.py")
+)
 REDUCE_MAX = _reducer(
     "REDUCE_MAX", "AddReduceMax", True, BIT_EXACT.format("reduce_max_min.py") + ONNX_RUNTIME_EXACT
 )
@@ -172,7 +181,7 @@ def reduce(ctx: LoweringContext, node: ir.Node) -> None:
     mean_encoding = None if encoding is None else (np.float32(encoding[0] / n), encoding[1])
     mean = ctx.tensor(f"{out_tensor.name}_mean", out_tensor.shape, out_tensor.dtype, mean_encoding)
     ctx.add_op(MEAN, [act.index, _axes_tensor(ctx, node, tfl_axes)], [mean], options)
-    count = np.array([n], np.float32) if ctx.float else np.array([1], np.int8)
+    count = np.array([n], np.float32) if ctx.float else np.array([1], ctx.integer)
     count_index = ctx.tensor(f"{node.name}_count", (1,), count.dtype, (np.float32(n), 0), count)
     ctx.add_op(MUL, [mean, count_index], [out], {"FusedActivationFunction": "NONE"})
 

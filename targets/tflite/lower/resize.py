@@ -43,7 +43,8 @@ def _output_shape(graph: Graph, op: Operator):
     return (x.shape[0], int(size[0]), int(size[1]), x.shape[3])
 
 
-def _resize_builtin(opcode: str, options: str, resolver: str, kernel: str) -> Builtin:
+def _resize_builtin(opcode: str, options: str, resolver: str, kernel: str, int16: bool = False) -> Builtin:
+    """INT16: the int16 form is bit-exact with the KERNEL module in both runtimes (TFLite Micro runs it)."""
     return register(
         Builtin(
             opcode,
@@ -55,7 +56,9 @@ def _resize_builtin(opcode: str, options: str, resolver: str, kernel: str) -> Bu
             required_inputs=2,
             parameter_input=1,
             same_encoding=True,
-            verified={"int8": BIT_EXACT.format(kernel) + "; ONNX Runtime QDQ within 1 LSB"},
+            verified={"int8": BIT_EXACT.format(kernel) + "; ONNX Runtime QDQ within 1 LSB"}
+            | ({"int16": BIT_EXACT.format(kernel)} if int16 else {}),
+            micro_types=("int8", "int16", "float32") if int16 else ("int8", "float32"),
         )
     )
 
@@ -64,7 +67,11 @@ RESIZE_BILINEAR = _resize_builtin(
     "RESIZE_BILINEAR", "ResizeBilinearOptions", "AddResizeBilinear", "resize_bilinear.py"
 )
 RESIZE_NEAREST_NEIGHBOR = _resize_builtin(
-    "RESIZE_NEAREST_NEIGHBOR", "ResizeNearestNeighborOptions", "AddResizeNearestNeighbor", "resize_nearest_neighbor.py"
+    "RESIZE_NEAREST_NEIGHBOR",
+    "ResizeNearestNeighborOptions",
+    "AddResizeNearestNeighbor",
+    "resize_nearest_neighbor.py",
+    int16=True,
 )
 
 _LINEAR = {

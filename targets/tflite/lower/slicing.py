@@ -93,24 +93,26 @@ def _strided_slice_shape(graph: Graph, op: Operator):
     return tuple(len(r) for a, r in enumerate(ranges) if a not in dropped)
 
 
-def _version(data_input: int):
+def _version(data_input: int, int16: int = 1):
+    """2 for int8, INT16 for int16 (SPLIT 4; SPLIT_V and STRIDED_SLICE have no int16 version: 1), else 1."""
+
     def version(graph: Graph, op: Operator) -> int:
         x = graph.tensors[op.inputs[data_input]]
-        return 2 if x.dtype == np.int8 else 1
+        return 2 if x.dtype == np.int8 else int16 if x.dtype == np.int16 else 1
 
     return version
 
 
 SPLIT = copying_builtin(
-    "SPLIT", "SplitOptions", "AddSplit", "split.py",
-    version=_version(1), output_shape=_split_shape, required_inputs=2, parameter_input=0, rules=_split_rules,
+    "SPLIT", "SplitOptions", "AddSplit", "split.py", int16=True,
+    version=_version(1, int16=4), output_shape=_split_shape, required_inputs=2, parameter_input=0, rules=_split_rules,
 )  # fmt: skip
 SPLIT_V = copying_builtin(
-    "SPLIT_V", "SplitVOptions", "AddSplitV", "split.py",
+    "SPLIT_V", "SplitVOptions", "AddSplitV", "split.py", int16=True,
     version=_version(0), output_shape=_split_shape, required_inputs=3, parameter_input=(1, 2), rules=_split_rules,
 )  # fmt: skip
 STRIDED_SLICE = copying_builtin(
-    "STRIDED_SLICE", "StridedSliceOptions", "AddStridedSlice", "strided_slice.py",
+    "STRIDED_SLICE", "StridedSliceOptions", "AddStridedSlice", "strided_slice.py", int16=True,
     version=_version(0), output_shape=_strided_slice_shape, required_inputs=4, parameter_input=(1, 2, 3),
 )  # fmt: skip
 
@@ -156,7 +158,7 @@ def split(ctx: LoweringContext, node: ir.Node) -> None:
         encoding = ctx.encoding_of(act.index) if q_node is None else shared_encoding(ctx, node, act, q_node)
         out_shape = [size if a == axis else d for a, d in enumerate(shape)]
         name = f"{node.name}_unused_{k}" if q_node is None else ctx.name_of(q_node)
-        out = ctx.tensor(name, tuple(out_shape[p] for p in act.perm), np.int8, encoding)
+        out = ctx.tensor(name, tuple(out_shape[p] for p in act.perm), ctx.integer, encoding)
         if q_node is not None:
             ctx.values[id(q_node.outputs[0])] = Activation(out, act.perm)
         outputs.append(out)
@@ -194,16 +196,16 @@ def slice_(ctx: LoweringContext, node: ir.Node) -> None:
     encoding = shared_encoding(ctx, node, act, q_node)
     tfl_ranges = [ranges[a] for a in act.perm]
     out_shape = tuple(len(r) for r in tfl_ranges)
-    out = ctx.tensor(ctx.name_of(q_node), out_shape, np.int8, encoding)
+    out = ctx.tensor(ctx.name_of(q_node), out_shape, ctx.integer, encoding)
     source, sliced = act.index, out
     if len(tfl_ranges) > MAX_RANK:
         in_shape, tfl_ranges = _merged(ctx.graph.tensors[act.index].shape, tfl_ranges)
         if len(tfl_ranges) > MAX_RANK:
             raise unsupported(node, f"{rank} axes, {len(tfl_ranges)} of them sliced or between sliced ones; TFLite "
                               f"Micro's STRIDED_SLICE takes at most {MAX_RANK}", "attribute")  # fmt: skip
-        source = ctx.tensor(f"{node.name}_merged", in_shape, np.int8, encoding)
+        source = ctx.tensor(f"{node.name}_merged", in_shape, ctx.integer, encoding)
         reshape(ctx, act.index, source, in_shape, f"{node.name}_merged")
-        sliced = ctx.tensor(f"{node.name}_sliced", tuple(len(r) for r in tfl_ranges), np.int8, encoding)
+        sliced = ctx.tensor(f"{node.name}_sliced", tuple(len(r) for r in tfl_ranges), ctx.integer, encoding)
     end_mask = sum(1 << b for b, r in enumerate(tfl_ranges) if r.stop < 0)
     begin = _int32(ctx, f"{node.name}_begin", [r.start for r in tfl_ranges])
     end = _int32(ctx, f"{node.name}_end", [max(r.stop, 0) for r in tfl_ranges])  # -1: the end_mask bit

@@ -35,7 +35,7 @@ from edgeq.targets.tflite.validate import _weight_violations
 from edgeq.tflite_format.graph import Graph, Operator
 
 
-def _version(graph: Graph, op: Operator) -> int:
+def _version(graph: Graph, op: Operator) -> int:  # the same for 16x8 (no quantized_bias_type option written)
     if op.options.get("FusedActivationFunction", "NONE") != "NONE":
         return 4
     if len(op.inputs) > 3 and op.inputs[3] >= 0:
@@ -90,7 +90,11 @@ TRANSPOSE_CONV = register(
         required_inputs=3,
         parameter_input=0,
         rules=_weight_rules,
-        verified={"int8": BIT_EXACT.format("transpose_conv.py") + "; ONNX Runtime QDQ within 1 LSB"},
+        verified={
+            "int8": BIT_EXACT.format("transpose_conv.py") + "; ONNX Runtime QDQ within 1 LSB",
+            "int16": BIT_EXACT.format("transpose_conv.py"),
+        },
+        micro_types=("int8", "int16", "float32"),
     )
 )
 

@@ -92,12 +92,12 @@ def unary(ctx: LoweringContext, node: ir.Node) -> None:
 
 
 def _scalar(ctx: LoweringContext, name: str, real: float, rank: int) -> int:
-    """A (1,) * RANK constant holding REAL exactly: float32, or int8 1 or -1 with scale |REAL|."""
+    """A (1,) * RANK constant holding REAL exactly: float32, or an integer 1 or -1 with scale |REAL|."""
     shape = (1,) * rank
     if ctx.float:
         return ctx.tensor(name, shape, np.float32, data=np.full(shape, real, np.float32))
     return ctx.tensor(
-        name, shape, np.int8, (np.float32(abs(real)), 0), np.full(shape, np.sign(real), np.int8)
+        name, shape, ctx.integer, (np.float32(abs(real)), 0), np.full(shape, np.sign(real), ctx.integer)
     )
 
 

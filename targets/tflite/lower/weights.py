@@ -1,7 +1,8 @@
 """Constant weights and biases of convolutions and fully-connected layers, stored as the QDQ model holds them.
 
 Weights keep their integers, scales and zero points (int8, per channel along the output-channel axis of the
-TFLite layout). A quantized convolution needs an int32 bias with zero point 0 and scale[c] = float32(S_in *
+TFLite layout). A quantized convolution needs an int32 bias (int64 when its input activation is int16: the 16x8
+kernels accumulate in int64 and read the bias as int64) with zero point 0 and scale[c] = float32(S_in *
 S_w[c]) (zeros with that scale when the ONNX node has none); a QDQ bias keeps its integers and scales (the
 validator checks the scale rule). At float precision both are their real values in float32: (q - zp) * S.
 """
@@ -27,17 +28,19 @@ def weights(ctx: LoweringContext, name: str, values: np.ndarray, scale, zero, ax
 
 
 def bias(ctx: LoweringContext, node: ir.Node, bias_input: int, act: Activation, w_scale, channels: int) -> int:
-    """The int32 bias (zeros when the ONNX node has none: int8 TFLite convolutions require one)."""
+    """The int32 bias, int64 for an int16 input (zeros when the ONNX node has none: int8 TFLite convolutions
+    require one)."""
     in_scale = ctx.encoding_of(act.index)[0] if not ctx.float else 1.0
     expected = (np.float32(in_scale) * np.broadcast_to(w_scale, (channels,))).astype(np.float32)
+    dtype = np.int64 if ctx.graph.tensors[act.index].dtype == np.int16 else np.int32
     value = node.inputs[bias_input] if len(node.inputs) > bias_input else None
     if value is None:
-        values, scale = np.zeros(channels, np.int32), expected
+        values, scale = np.zeros(channels, dtype), expected
     else:
         values, scale, _ = ctx.constant(value, node)
-        values = np.broadcast_to(values.astype(np.int32).reshape(-1), (channels,))
+        values = np.broadcast_to(values.astype(dtype).reshape(-1), (channels,))
         scale = np.broadcast_to(scale, (channels,)).astype(np.float32)
     if ctx.float:
         return ctx.tensor(f"{node.name}.bias", (channels,), np.float32, data=(values * scale).astype(np.float32))
     q = Quantization(scale if w_scale.size > 1 else scale[:1], 0)
-    return ctx.graph.add_tensor(Tensor(f"{node.name}.bias", (channels,), np.int32, q, np.array(values)))
+    return ctx.graph.add_tensor(Tensor(f"{node.name}.bias", (channels,), dtype, q, np.array(values)))
