@@ -9,7 +9,6 @@ from pathlib import Path
 import onnx
 
 from edgeq.api.inputs import SYNTHETIC, data_of, float_model, recipe_of
-from edgeq.errors import RecipeError
 from edgeq.io.files import check_output_path, json_text, write_text_atomic
 from edgeq.io.onnx_model import save_model, to_proto
 from edgeq.pipeline import Pipeline
@@ -50,7 +49,8 @@ def quantize(
     std=0.229/0.224/0.225"), 'module:function', "synthetic", an array, a dict of arrays, a callable or an
     iterable of samples (edgeq.api.inputs). RECIPE: a ``Recipe``, a TOML file or a dict; OPTIONS are recipe fields
     (``activation_type="uint8"``, ``passes=["equalize", "bias-correction"]``, ``per_channel=False``, ...) that
-    override it. OUTPUT (an .onnx path, never the input) and REPORT (a JSON path) are written atomically.
+    override it. Without a recipe or an activation type, activations get the type ONNX Runtime runs fastest on the
+    recipe's ``cpu`` (uint8 on x86, int8 on ARM64: edgeq.quantization.cpus). OUTPUT (an .onnx path, never the input) and REPORT (a JSON path) are written atomically.
 
     Raises an ``EdgeqError`` subclass, with the message the command line prints, for any bad input.
     """
@@ -59,9 +59,9 @@ def quantize(
         check_output_path(output, *inputs)
     if report is not None:
         check_output_path(report, *inputs, output)
+    if recipe is None and options.get("activation_type") is None:
+        options["activation_type"] = "auto"  # the type ONNX Runtime runs fastest on the deployment CPU
     recipe = recipe_of(recipe, synthetic=isinstance(calib, str) and calib == SYNTHETIC, **options)
-    if recipe.activation_type == "auto":
-        raise RecipeError("activation_type 'auto' is chosen per target: use convert with the onnxruntime target")
     with float_model(model, example_inputs=example_inputs) as source:
         refuse_control_flow(source.model.graph)  # before the data: its shapes would not be the first complaint
         data = data_of(
@@ -70,13 +70,17 @@ def quantize(
         )  # fmt: skip
         # the QDQ model is ONNX Runtime's: weights its kernels compute exactly on the CPU it is for
         cpu = resolve_cpu(recipe.cpu)
+        activation_type = cpu.activation_type if recipe.activation_type == "auto" else recipe.activation_type
         pipeline = Pipeline(recipe, progress=progress)
         qdq, stages = pipeline.quantize(
             pipeline.calibrate(source.model, data),
-            gemm_pair_limit=cpu.pair_limit(recipe.weight_bits),
+            activation_type,
+            gemm_pair_limit=None if activation_type == "int16" else cpu.pair_limit(recipe.weight_bits),
             onnxruntime=True,
         )
         full_report = {"input": source.label, "recipe": recipe.to_dict(), "cpu": cpu.name, **stages}
+        if recipe.activation_type == "auto":
+            full_report["activation_type_choice"] = f"{activation_type}: what ONNX Runtime runs fastest on {cpu.name}"
         if output is not None:
             save_model(qdq, output, source.path, _path_or_none(calib))
             full_report["output"] = str(output)

@@ -17,14 +17,20 @@ CPU (docs/runtimes.md §5.4 and §5.6 give the sources and the measurements):
 
 ``auto`` is the machine edgeq runs on (``host_cpu``), for a model built where it is deployed; build machines
 often are not, hence ``--cpu``.
+
+Each CPU also names the activation type ``edgeq quantize`` picks for it by default: uint8 on x86 (MLAS's u8s8
+kernels are its native ones; int8 activations ran MobileNetV2 at 1.05x fp32 against uint8's 1.72x on an
+AVX-512 VNNI Xeon, and ORT's own s8s8 model at 1.13x against u8s8's 1.87x), int8 on ARM64 (SDOT takes s8 x s8
+directly, and int8 is what TFLite wants). ``edgeq convert --target onnxruntime`` measures instead: it builds both
+and keeps the one ONNX Runtime fuses more of.
 """
 
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeq.io.host import exact_int8_dot_products, is_arm64
 from edgeq.quantization.weight_pairs import PAIR_LIMIT
 
 
@@ -34,6 +40,8 @@ class Cpu:
     description: str
     gemm_pair_limit: int | None  # the bound on |w_i| + |w_j| in a channel of a layer run as a u8s8 GEMM
     why: str  # why that bound (or none), for the report
+    # the activation type ONNX Runtime's int8 kernels run fastest on it (``edgeq quantize``'s "auto")
+    activation_type: str = "uint8"
 
     def pair_limit(self, weight_bits: int) -> int | None:
         """The bound for weights of WEIGHT_BITS: 4-bit pairs (at most 14) are within any."""
@@ -52,7 +60,10 @@ CPUS = {
             f"only when two weights of a channel add up to at most {PAIR_LIMIT}; its exact kernels "
             "(session.x64quantprecision=1) are slower than fp32",
         ),
-        Cpu("arm64", "ARM64 with NEON dot-product instructions", None, "SDOT/UDOT accumulate int8 products exactly"),
+        Cpu(
+            "arm64", "ARM64 with NEON dot-product instructions", None, "SDOT/UDOT accumulate int8 products exactly",
+            "int8",
+        ),
     )
 }
 CPU_CHOICES = ("auto", *CPUS)
@@ -65,19 +76,11 @@ def runs_as_gemm(op_type: str, weight_shape: tuple[int, ...]) -> bool:
 
 
 def host_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> Cpu:
-    """The CPU profile of this machine: from the kernel's flags where Linux lists them, else from the
-    architecture (an x86 machine whose flags cannot be read counts as without VNNI: its artifacts are exact
-    everywhere)."""
-    machine = platform.machine().lower()
-    if machine in ("arm64", "aarch64"):
+    """The CPU profile of this machine (edgeq.io.host: an x86 machine whose flags cannot be read counts as
+    without VNNI, so its artifacts are exact everywhere)."""
+    if is_arm64():
         return CPUS["arm64"]
-    flags: set[str] = set()
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("flags"):
-                flags = set(line.partition(":")[2].split())
-                break
-    return CPUS["x86-vnni"] if flags & {"avx512_vnni", "avx_vnni"} else CPUS["x86-avx2"]
+    return CPUS["x86-vnni"] if exact_int8_dot_products(cpuinfo) else CPUS["x86-avx2"]
 
 
 def resolve_cpu(name: str) -> Cpu:

@@ -39,6 +39,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
+from edgeq.io.host import exact_int8_dot_products
 from edgeq.io.onnx_model import load_model
 from edgeq.io.session import random_inputs, session
 from edgeq.measure.latency import (
@@ -73,9 +74,11 @@ def runner(
 
 
 def exact_kernels_needed(model_path: Path) -> bool:
-    """Time with ONNX Runtime's exact int8 kernels unless the model's GEMM weight pairs are bounded (an artifact
-    built for --cpu x86-avx2, or 4-bit weights): then the default kernels a deployment uses are exact too. An .ort
-    file's weights cannot be read here: exact kernels."""
+    """Time with ONNX Runtime's exact int8 kernels unless this CPU's default ones are exact (VNNI, ARM64) or the
+    model's GEMM weight pairs are bounded (an artifact built for --cpu x86-avx2, or 4-bit weights): then the default
+    kernels a deployment uses are exact too. An .ort file's weights cannot be read here: exact kernels."""
+    if exact_int8_dot_products():
+        return False
     return model_path.suffix != ".onnx" or not pairs_within(load_model(model_path), PAIR_LIMIT)
 
 
