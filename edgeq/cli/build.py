@@ -163,7 +163,7 @@ def export(factory: str, output: str, input_shape: str | None, opset: int, stati
 @quant_options
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write a JSON report.")
 def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
-    """Calibrate MODEL and write its QDQ (QuantizeLinear/DequantizeLinear) int8 model."""
+    """Calibrate MODEL and write its QDQ (QuantizeLinear/DequantizeLinear) model: 8-bit (or int16) activations."""
     from edgeq.api.quantize import quantize as quantize_model
 
     options = recipe_options(opts)

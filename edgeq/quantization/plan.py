@@ -41,7 +41,13 @@ import onnx_ir as ir
 
 from edgeq.errors import unsupported
 from edgeq.quantization.integer_sources import is_integer_source
-from edgeq.quantization.qparams import Encoding, QType, activation_encoding, fixed_output_encoding
+from edgeq.quantization.qparams import (
+    ACTIVATION_TYPES,
+    Encoding,
+    QType,
+    activation_encoding,
+    fixed_output_encoding,
+)
 
 SOFTMAX_INPUT_SPAN = 32.0
 ANCHOR_OPS = {
@@ -178,6 +184,7 @@ class QuantPlan:
     fixed_output: dict[str, str] = field(default_factory=dict)  # tensor name -> op type fixing it
     range_free: set[str] = field(default_factory=set)  # group members whose range does not widen the group
     softmax_inputs: set[str] = field(default_factory=set)  # tensors read by a Softmax (their span is bounded)
+    int8_constants: set[str] = field(default_factory=set)  # 8-bit whatever the activation type (PRelu slopes)
     _parent: dict[str, str] = field(default_factory=dict)
 
     def group_of(self, name: str) -> str:
@@ -330,6 +337,8 @@ def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> Qua
             plan.fixed_output[node.outputs[0].name] = op
         if op == "Softmax":
             plan.softmax_inputs.add(inputs[0].name)
+        if op == "PRelu":  # TFLite's 16x8 PRELU takes an int8 alpha only (TFLite Micro refuses others)
+            plan.int8_constants.update(c.name for c in constant_data_inputs(node))
 
     seen: set[int] = set()
     for value in [*graph.inputs, *(v for n in graph for v in n.outputs)]:
@@ -362,7 +371,8 @@ def assign_encodings(
             lo, hi = factor * min(r[0] for r in member_ranges), factor * max(r[1] for r in member_ranges)
             if plan.softmax_inputs.intersection(members):
                 lo = max(lo, hi - SOFTMAX_INPUT_SPAN)
-            encoding = activation_encoding(lo, hi, qtype)
+            eight_bit = qtype.name == "int16" and all(m in plan.int8_constants for m in members)
+            encoding = activation_encoding(lo, hi, ACTIVATION_TYPES["int8"] if eight_bit else qtype)
         for m in members:
             encodings[m] = encoding
     return encodings

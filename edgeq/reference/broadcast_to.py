@@ -1,6 +1,6 @@
 """BROADCAST_TO (reference_ops::BroadcastTo): the input repeated along its axes of size 1 to the shape operand
 (input 1), aligned at the last axis like numpy; values copied, one encoding in and out. Several samples stacked
-on the batch axis are broadcast one by one.
+on the batch axis are broadcast one by one. int8 and int16 alike (both runtimes copy the stored values).
 """
 
 from __future__ import annotations

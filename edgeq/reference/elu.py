@@ -5,12 +5,17 @@ EluPrepare) with ``std::expm1(v)``: near 0 the two differ by float32 rounding, w
 rounding tie. LiteRT's BUILTIN_REF resolver has no ELU at all (measured, ai-edge-litert 2.3.0: "Didn't find op for
 builtin opcode 'ELU'"); its default kernels have it. evaluate() follows TFLite Micro unless asked for
 transform="expm1", LiteRT's.
+
+Neither runtime has an int16 ELU (measured: TFLite Micro "ELU only supports float32 and int8 currently, got
+INT16", LiteRT's default kernels "Only float32 and int8 is supported currently, got INT16"), so this kernel
+refuses int16.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from edgeq.errors import UnsupportedError
 from edgeq.reference.lookup_table import libm, look_up, populate
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 
@@ -32,6 +37,8 @@ def elu_transform(transform: str):
 def evaluate(
     graph: Graph, op: Operator, inputs: list[np.ndarray], transform: str = "exp-1"
 ) -> list[np.ndarray]:
+    if graph.tensors[op.inputs[0]].dtype == np.int16:
+        raise UnsupportedError("ELU int16 is not supported by the integer reference")
     input_q, output_q = graph.tensors[op.inputs[0]].quantization, graph.tensors[op.outputs[0]].quantization
     table = populate(
         elu_transform(transform),

@@ -12,8 +12,9 @@ rounding tie that step decides (measured: ELU, 3 of 4 such tables). Without a C 
 functions are evaluated in double and rounded to float32. A value beyond the int8 range saturates, however large
 (an exp that overflows to inf gives 127: measured in LiteRT).
 
-The int16 kernels use 513-entry tables instead (:func:`populate_int16`, :func:`look_up_int16`: SOFTMAX) and
-TFLite's fixed sigmoid table (SIGMOID_TABLE_UINT16: LOGISTIC and TANH), both interpolated linearly.
+The int16 kernels use 513-entry tables instead (:func:`populate_int16`, :func:`look_up_int16`: SOFTMAX, and
+LiteRT's GELU, EXP, LOG and RSQRT) and TFLite's fixed sigmoid table (SIGMOID_TABLE_UINT16: LOGISTIC and TANH),
+both interpolated linearly.
 """
 
 from __future__ import annotations
@@ -116,7 +117,9 @@ def populate_int16(
     The input range [S_in (-32768 - zp_in), S_in (32767 - zp_in)] is cut into 512 steps; entry i is f at the left
     end of step i in output units (round_half_away(f * 65536 / (output range))), minus half the error of the
     linear interpolation at the step's midpoint (rounded), so that interpolated values straddle f; entry 512 is
-    f at the right end. Entries are clamped to int16.
+    f at the right end. Entries are clamped to int16 as std::min/std::max clamp: an entry that is NaN (f or its
+    rescaling overflowed to inf, and inf - inf appeared in the bias) stays NaN and its conversion to int16 gives 0
+    on x86 (measured in LiteRT: EXP with a large input range); -inf clamps to -32768.
     """
     f = precision
     scale_in, scale_out = f(input_scale), f(output_scale)
@@ -129,26 +132,33 @@ def populate_int16(
     inverse = f(65536) / (output_max - output_min)
     i = np.arange(512).astype(f)
     left = input_min + i * step
-    value = np.asarray(transform(left), f)
-    midpoint = np.asarray(transform(left + half_step), f)
-    following = np.asarray(transform(input_min + (i + f(1)) * step), f)
-    sample = round_half_away(value * inverse).astype(f)
-    interpolated = round_half_away(((following * inverse) + sample) / f(2)).astype(f)
-    error = interpolated - round_half_away(midpoint * inverse).astype(f)
-    bias = round_half_away(error / f(2)).astype(f)
-    last = round_half_away(np.asarray(transform(np.array([input_max], f)), f) * inverse).astype(f)
-    table = np.concatenate([sample - bias, last])
-    return np.clip(table, -32768, 32767).astype(np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN entries: see above
+        value = np.asarray(transform(left), f)
+        midpoint = np.asarray(transform(left + half_step), f)
+        following = np.asarray(transform(input_min + (i + f(1)) * step), f)
+        sample = round_half_away(value * inverse).astype(f)
+        interpolated = round_half_away(((following * inverse) + sample) / f(2)).astype(f)
+        error = interpolated - round_half_away(midpoint * inverse).astype(f)
+        bias = round_half_away(error / f(2)).astype(f)
+        last = round_half_away(np.asarray(transform(np.array([input_max], f)), f) * inverse).astype(f)
+        table = np.concatenate([sample - bias, last])
+    return np.where(np.isnan(table), 0, np.clip(table, -32768, 32767)).astype(np.int64)
 
 
 def look_up_int16(table: np.ndarray, x) -> np.ndarray:
     """LUTLookup(int16): TABLE (513 entries) at the int16 values X, interpolated between entries 128 inputs apart:
-    base = table[256 + (x >> 7)], slope = the next entry minus base, base + ((slope * (x & 127) + 64) >> 7)."""
+    base = table[256 + (x >> 7)], slope = the next entry minus base, base + ((slope * (x & 127) + 64) >> 7).
+    slope and the result are int16 in C++ and wrap (two neighbours further apart than 32767, e.g. 32767 next to
+    -32768, give slope 1: measured in LiteRT), which monotone tables never reach."""
     x = np.asarray(x, np.int64)
     index = 256 + (x >> 7)
     base = table[index]
-    slope = table[index + 1] - base
-    return base + ((slope * (x & 0x7F) + 64) >> 7)
+    slope = _wrap_int16(table[index + 1] - base)
+    return _wrap_int16(base + ((slope * (x & 0x7F) + 64) >> 7))
+
+
+def _wrap_int16(x: np.ndarray) -> np.ndarray:
+    return ((x + 32768) & 0xFFFF) - 32768
 
 
 def libm_double(name: str, fallback: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:

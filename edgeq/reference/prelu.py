@@ -10,14 +10,21 @@ a = x - zp_in and b = alpha - zp_alpha (int32):
 The product a * b carries the slope's sign (no separate negation, unlike LEAKY_RELU). TFLite Micro computes both
 real multipliers in double, LiteRT's PreluPrepare with float operands (as LEAKY_RELU's: edgeq/reference/leaky_relu.py
 leaky_relu_multipliers); evaluate() follows TFLite Micro unless asked for multiplier_arithmetic="float32".
+
+int16 input and output with an int8 alpha (the 16x8 form: TFLite Micro's PreluPrepare requires an int8 alpha for
+an int16 output, and LiteRT reads the alpha of an int16 PRELU as int8 data whatever its type, so an int16 alpha
+gives wrong outputs there: measured, ai-edge-litert 2.3.0): the same Eval clamped to [-32768, 32767], the int32
+products a * 2^s of MultiplyByQuantizedMultiplier wrapping as in C++ (leaky_relu.multiply_by_wrapping_multiplier;
+reached when S_in / S_out >= 2^15). The refusal of any other int16 signature is this kernel's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from edgeq.errors import UnsupportedError
 from edgeq.reference.arithmetic import multiply_by_quantized_multiplier, quantize_multiplier
-from edgeq.reference.leaky_relu import leaky_relu_multipliers
+from edgeq.reference.leaky_relu import leaky_relu_multipliers, multiply_by_wrapping_multiplier
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 
 OPCODES = ("PRELU",)
@@ -34,9 +41,16 @@ def evaluate(
     identity, alpha = leaky_relu_multipliers(
         input_q.scale[0], output_q.scale[0], alpha_q.scale[0], multiplier_arithmetic
     )
+    dtype = graph.tensors[op.outputs[0]].dtype
+    multiply = multiply_by_quantized_multiplier
+    if dtype == np.int16:
+        if graph.tensors[op.inputs[0]].dtype != np.int16 or graph.tensors[op.inputs[1]].dtype != np.int8:
+            raise UnsupportedError("PRELU int16 is supported by the integer reference with an int8 alpha only")
+        multiply = multiply_by_wrapping_multiplier
     a = inputs[0].astype(np.int64) - int(input_q.zero_point[0])
     b = inputs[1].astype(np.int64) - int(alpha_q.zero_point[0])
-    positive = multiply_by_quantized_multiplier(a, *quantize_multiplier(identity))
-    negative = multiply_by_quantized_multiplier(a * b, *quantize_multiplier(alpha))
+    positive = multiply(a, *quantize_multiplier(identity))
+    negative = multiply(a * b, *quantize_multiplier(alpha))
     output = np.where(a >= 0, positive, negative) + int(output_q.zero_point[0])
-    return [np.clip(output, -128, 127).astype(np.int8)]
+    info = np.iinfo(dtype)
+    return [np.clip(output, info.min, info.max).astype(dtype)]

@@ -7,6 +7,10 @@ No encoding is read: both runtimes require the input and output to share one enc
 prepare otherwise, measured), and then the max of the integers is the max of the real values. float32 tensors
 (a float island) reduce their values the same way. Axes may be negative and repeated; the batch axis cannot be
 reduced (the executor runs several samples at once).
+
+int16: the same generic reduction of stored values in LiteRT's BUILTIN_REF (reduce.cc requires zero points 0 and
+one scale in and out, as for int8: measured); TFLite Micro has no int16 kernel ("Only float32 and int8 types are
+supported", measured), so a 16x8 model with them runs in LiteRT only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""RESIZE_BILINEAR (NHWC, int8) as reference_ops::ResizeBilinearInteger (reference/resize_bilinear.h).
+"""RESIZE_BILINEAR (NHWC, int8 and int16) as reference_ops::ResizeBilinearInteger (reference/resize_bilinear.h).
 
 Input 1 is the int32 output size [H_out, W_out]; input and output share the encoding (no requantization).
 Positions are 10-bit fixed point; per axis, for output index i (C++ integer division, truncating toward zero):
@@ -11,6 +11,10 @@ Positions are 10-bit fixed point; per axis, for output index i (C++ integer divi
     y   = (acc + (2^19 if acc > 0 else -2^19)) / 2^20      (rounds half away from zero; a Q20 weight sum)
 
 With half_pixel_centers, p can be negative at the first index; then i0 = i1 = 0 and the weights still sum to 2^10.
+
+int16: the same template (int64 products, the same rounding), run by LiteRT's BUILTIN_REF only (TFLite Micro's
+kernel takes float32 and int8: "Output type is 7, requires float or int8", measured). The weights sum to 2^20, so
+the result stays within the input's range and the int16 cast never wraps.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ def interpolation_positions(
 
 def evaluate(graph: Graph, op: Operator, inputs: list[np.ndarray]) -> list[np.ndarray]:
     x = np.asarray(inputs[0])
+    if x.dtype not in (np.int8, np.int16):
+        raise UnsupportedError(f"RESIZE_BILINEAR of {x.dtype} is not supported by the integer reference")
     output_height, output_width = (int(v) for v in np.asarray(inputs[1]).reshape(-1))
     align_corners = bool(op.options.get("AlignCorners", False))
     half_pixel_centers = bool(op.options.get("HalfPixelCenters", False))
@@ -53,13 +59,14 @@ def evaluate(graph: Graph, op: Operator, inputs: list[np.ndarray]) -> list[np.nd
     y0, y1, fy = interpolation_positions(x.shape[1], output_height, align_corners, half_pixel_centers)
     x0, x1, fx = interpolation_positions(x.shape[2], output_width, align_corners, half_pixel_centers)
 
-    # The four-term sum factored as rows, then columns: the same integers, all below 2^29 (int32 is exact).
+    # The four-term sum factored as rows, then columns: the same integers (int64 holds int16 inputs times 2^20).
     unit = 1 << FRACTION_BITS
-    x = x.astype(np.int32)
-    fy = fy[:, None, None].astype(np.int32)
-    fx = fx[:, None].astype(np.int32)
+    dtype = x.dtype
+    x = x.astype(np.int64)
+    fy = fy[:, None, None].astype(np.int64)
+    fx = fx[:, None].astype(np.int64)
     rows = x[:, y0] * (unit - fy) + x[:, y1] * fy
     acc = rows[:, :, x0] * (unit - fx) + rows[:, :, x1] * fx
     # (acc +- 2^19) / 2^20 truncated toward zero, as one floor shift: -1 + [acc > 0] turns floor into truncation.
     output = (acc + ((1 << (2 * FRACTION_BITS - 1)) - 1) + (acc > 0)) >> (2 * FRACTION_BITS)
-    return [output.astype(np.int8)]
+    return [output.astype(dtype)]

@@ -8,15 +8,12 @@ the input (a tensor stays in whatever layout it has) and the encoding of the Q t
                                                               output encoding fixed: (1/256, -128)
     LeakyRelu  -> LEAKY_RELU   y = x for x >= 0, alpha * x below (alpha: the ONNX attribute, default 0.01,
                                stored as the float32 LeakyReluOptions.alpha); output encoding calibrated
-    PRelu      -> PRELU        y = x for x >= 0, slope * x below; the slope is a quantized constant (one
-                               per-tensor encoding; per-channel values [C, 1, 1] are laid out like the input,
-                               [1, 1, 1, C] for NHWC); output encoding calibrated
     Elu        -> ELU          y = x for x >= 0, exp(x) - 1 below (alpha = 1 only); output encoding calibrated
     Gelu       -> GELU         y = x * Phi(x), exact (erf) or approximate="tanh"; output encoding calibrated
 
 The quantization plan gives Sigmoid, Softmax and Tanh outputs TFLite's fixed encodings. The integer arithmetic of
 each is its reference kernel's (edgeq/reference/logistic.py, tanh.py, hard_swish.py, softmax.py, leaky_relu.py,
-prelu.py, elu.py, gelu.py; docs/integer-arithmetic.md). ONNX Softmax's axis must be the last TFLite axis (the
+elu.py, gelu.py; docs/integer-arithmetic.md). PRelu -> PRELU is in prelu.py. ONNX Softmax's axis must be the last TFLite axis (the
 channels of an NHWC tensor, the last ONNX axis otherwise).
 """
 
@@ -123,22 +120,6 @@ LEAKY_RELU = register(
         },
     )
 )
-PRELU = register(
-    Builtin(
-        "PRELU",
-        options=None,
-        micro_resolver="AddPrelu",
-        kind="elementwise",
-        version=lambda graph, op: 1,  # LiteRT registers version 1 only
-        output_shape=input_shape,
-        required_inputs=2,
-        verified={
-            "int8": "bit-exact with TFLite Micro (reference kernel edgeq/reference/prelu.py) and with LiteRT "
-            "BUILTIN_REF under the reference's litert semantics (float32 multipliers)" + ORT_1_LSB,
-            "float32": "LiteRT and TFLite Micro (float .tflite)",
-        },
-    )
-)
 ELU = register(
     Builtin(
         "ELU",
@@ -162,11 +143,13 @@ GELU = register(
         micro_resolver="AddGelu",  # not in tflite-micro 0.dev20261023's interpreter: LiteRT only
         micro_types=(),
         kind="elementwise",
-        version=by_input_type(int8=2),
+        version=by_input_type(int8=2, int16=1),  # op_version.cc: 2 for int8/uint8 only
         output_shape=input_shape,
         verified={
             "int8": "bit-exact with LiteRT BUILTIN_REF and default kernels (reference kernel edgeq/reference/"
             "gelu.py); TFLite Micro has no GELU" + ORT_1_LSB,
+            "int16": "bit-exact with LiteRT BUILTIN_REF only (reference kernel edgeq/reference/gelu.py); "
+            "TFLite Micro has no GELU",
             "float32": "LiteRT (float .tflite); TFLite Micro has no GELU",
         },
     )
@@ -228,19 +211,3 @@ def gelu(ctx: LoweringContext, node: ir.Node) -> None:
     if approximate not in ("none", "tanh"):
         raise unsupported(node, f"approximate={approximate!r}", "attribute")
     _unary(ctx, node, GELU, {"Approximate": approximate == "tanh"})
-
-
-@lowers("PRelu")
-def prelu(ctx: LoweringContext, node: ir.Node) -> None:
-    x_value, slope = node.inputs[0], node.inputs[1]
-    act = ctx.activation(x_value, node)
-    rank = len(x_value.shape)
-    if rank > 4:
-        raise unsupported(node, f"a rank-{rank} input; TFLite PRELU broadcasts up to rank 4", "layout")
-    if not ctx.is_quantized_constant(slope):
-        raise unsupported(node, f"slope {slope.name} is not a quantized constant", "not-quantized")
-    alpha = ctx.operand(slope, node, rank, act.perm)
-    out, activation = ctx.output(node, static_shape(x_value.shape), act.perm)
-    if activation != "NONE":
-        raise unsupported(node, "PRELU has no fused activation for the Relu/Clip after it", "attribute")
-    ctx.add_op(PRELU, [act.index, alpha], [out])

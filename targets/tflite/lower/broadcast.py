@@ -40,7 +40,7 @@ def _output_shape(graph: Graph, op: Operator):
 
 
 BROADCAST_TO = copying_builtin(
-    "BROADCAST_TO", "BroadcastToOptions", "AddBroadcastTo", "broadcast_to.py",
+    "BROADCAST_TO", "BroadcastToOptions", "AddBroadcastTo", "broadcast_to.py", int16=True,
     version=lambda graph, op: 3 if graph.tensors[op.inputs[0]].dtype in (np.int8, np.int16) else 2,
     output_shape=_output_shape, required_inputs=2, parameter_input=1,
 )  # fmt: skip

@@ -42,7 +42,7 @@ import onnx_ir as ir
 
 from edgeq.errors import unsupported
 from edgeq.quantization.plan import activation_bounds
-from edgeq.targets.tflite.builtins import Builtin, input_shape, register
+from edgeq.targets.tflite.builtins import BIT_EXACT, Builtin, by_input_type, input_shape, register
 from edgeq.targets.tflite.lower.context import Activation, LoweringContext, static_shape
 from edgeq.targets.tflite.lower.edges import QUANTIZE
 from edgeq.targets.tflite.lower.elementwise import ADD, MAXIMUM, MINIMUM, MUL
@@ -51,8 +51,9 @@ from edgeq.targets.tflite.lower.registry import lowers
 _RELU_LIKE = dict(
     options=None,
     kind="elementwise",
-    version=lambda graph, op: 2 if graph.tensors[op.inputs[0]].dtype == np.int8 else 1,
+    version=by_input_type(int8=2, int16=3),
     output_shape=input_shape,
+    micro_types=("int8", "int16", "float32"),
 )
 _BOTH_FLOAT = {"float32": "LiteRT and TFLite Micro (float .tflite)"}
 RELU = register(
@@ -63,6 +64,8 @@ RELU = register(
             "int8": "bit-exact with TFLite Micro (reference kernel edgeq/reference/relu.py) and with LiteRT "
             "BUILTIN_REF under the reference's litert semantics (the multiplier divided in float32: 1 LSB apart "
             "on rare scales); ONNX Runtime QDQ within 1 LSB",
+            "int16": "bit-exact with TFLite Micro (reference kernel edgeq/reference/relu.py) and with LiteRT "
+            "BUILTIN_REF under the reference's litert semantics (the multiplier divided in float32)",
             **_BOTH_FLOAT,
         },
         **_RELU_LIKE,
@@ -76,6 +79,7 @@ RELU6 = register(
         verified={
             "int8": "bit-exact with TFLite Micro and LiteRT BUILTIN_REF (reference kernel edgeq/reference/relu.py) "
             "on one encoding; ONNX Runtime QDQ exactly",
+            "int16": BIT_EXACT.format("relu.py") + " on one encoding",
             **_BOTH_FLOAT,
         },
         **_RELU_LIKE,

@@ -14,7 +14,8 @@ Runtime's own DQ -> LayerNormalization -> Q. TFLite Micro has float32 MEAN, MUL,
 island runs there too (measured). The decomposed form other exporters write (ReduceMean, Sub, Pow, Sqrt, Div) is
 lowered op by op.
 
-RSQRT is also declared for int8 (edgeq/reference/rsqrt.py, bit-exact in both runtimes) for chains that need it.
+RSQRT is also declared for int8 and int16 (edgeq/reference/rsqrt.py, bit-exact in both runtimes; in int16 the
+two runtimes compute it differently, each reproduced) for chains that need it.
 """
 
 from __future__ import annotations
@@ -34,11 +35,14 @@ RSQRT = register(
         "RSQRT",
         options=None,
         micro_resolver="AddRsqrt",
+        micro_types=("int8", "int16", "float32"),
         kind="elementwise",
         version=by_input_type(int8=2, int16=3),
         output_shape=input_shape,
         verified={
             "int8": BIT_EXACT.format("rsqrt.py"),
+            "int16": BIT_EXACT.format("rsqrt.py") + " (LiteRT under the reference's litert semantics: a float "
+            "table, thousands of outputs apart from TFLite Micro's fixed point)",
             "float32": "TFLite Micro and LiteRT BUILTIN_REF: 1 / sqrt(x) in float32, bit-exact",
         },
     )

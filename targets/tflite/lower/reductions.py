@@ -55,8 +55,11 @@ def _output_shape(graph: Graph, op: Operator):
     return tuple(d for i, d in enumerate(x.shape) if i not in reduced)
 
 
-def _reducer(opcode: str, resolver: str, same_encoding: bool, verified: str, int16: str | None = None) -> Builtin:
-    """INT16: what the int16 form was verified against (None: unverified, and not run by TFLite Micro)."""
+def _reducer(
+    opcode: str, resolver: str, same_encoding: bool, verified: str, int16: str | None = None, micro_int16=True
+) -> Builtin:
+    """INT16: what the int16 form was verified against (None: unverified, and not run by TFLite Micro);
+    MICRO_INT16: whether TFLite Micro has the int16 kernel."""
     int16_verified = {} if int16 is None else {"int16": int16}
     return register(
         Builtin(
@@ -74,7 +77,7 @@ def _reducer(opcode: str, resolver: str, same_encoding: bool, verified: str, int
                 **int16_verified,
                 "float32": "TFLite Micro and LiteRT BUILTIN_REF: float32 bit-exact",
             },
-            micro_types=("int8", "int16", "float32") if int16_verified else ("int8", "float32"),
+            micro_types=("int8", "int16", "float32") if int16_verified and micro_int16 else ("int8", "float32"),
         )
     )
 
@@ -106,12 +109,18 @@ def _arg_builtin(opcode: str, resolver: str, options: str) -> Builtin:
 MEAN = _reducer(
     "MEAN", "AddMean", False, BIT_EXACT.format("mean.py") + ONNX_RUNTIME_1_LSB, int16=BIT_EXACT.format("mean.py")
 )
+_EXTREME_INT16 = (
+    "bit-exact with LiteRT BUILTIN_REF only (reference kernel edgeq/reference/reduce_max_min.py); TFLite Micro has "
+    "no int16 REDUCE_MAX/REDUCE_MIN"
+)
 REDUCE_MAX = _reducer(
-    "REDUCE_MAX", "AddReduceMax", True, BIT_EXACT.format("reduce_max_min.py") + ONNX_RUNTIME_EXACT
-)
+    "REDUCE_MAX", "AddReduceMax", True, BIT_EXACT.format("reduce_max_min.py") + ONNX_RUNTIME_EXACT,
+    int16=_EXTREME_INT16, micro_int16=False,
+)  # fmt: skip
 REDUCE_MIN = _reducer(
-    "REDUCE_MIN", "AddReduceMin", True, BIT_EXACT.format("reduce_max_min.py") + ONNX_RUNTIME_EXACT
-)
+    "REDUCE_MIN", "AddReduceMin", True, BIT_EXACT.format("reduce_max_min.py") + ONNX_RUNTIME_EXACT,
+    int16=_EXTREME_INT16, micro_int16=False,
+)  # fmt: skip
 ARG_MAX = _arg_builtin("ARG_MAX", "AddArgMax", "ArgMaxOptions")
 ARG_MIN = _arg_builtin("ARG_MIN", "AddArgMin", "ArgMinOptions")
 REDUCERS = {"ReduceMean": MEAN, "ReduceSum": MEAN, "ReduceMax": REDUCE_MAX, "ReduceMin": REDUCE_MIN}

@@ -43,8 +43,17 @@ def _output_shape(graph: Graph, op: Operator):
     return (x.shape[0], int(size[0]), int(size[1]), x.shape[3])
 
 
-def _resize_builtin(opcode: str, options: str, resolver: str, kernel: str, int16: bool = False) -> Builtin:
-    """INT16: the int16 form is bit-exact with the KERNEL module in both runtimes (TFLite Micro runs it)."""
+def _resize_builtin(
+    opcode: str, options: str, resolver: str, kernel: str, int16: bool = False, micro_int16: bool = True
+) -> Builtin:
+    """INT16: the int16 form is bit-exact with the KERNEL module in both runtimes (TFLite Micro runs it), or in
+    LiteRT BUILTIN_REF only without MICRO_INT16 (TFLite Micro has no int16 kernel)."""
+    int16_verified = (
+        BIT_EXACT.format(kernel)
+        if micro_int16
+        else f"bit-exact with LiteRT BUILTIN_REF only (reference kernel edgeq/reference/{kernel}); TFLite Micro "
+        f"has no int16 {opcode}"
+    )
     return register(
         Builtin(
             opcode,
@@ -57,14 +66,14 @@ def _resize_builtin(opcode: str, options: str, resolver: str, kernel: str, int16
             parameter_input=1,
             same_encoding=True,
             verified={"int8": BIT_EXACT.format(kernel) + "; ONNX Runtime QDQ within 1 LSB"}
-            | ({"int16": BIT_EXACT.format(kernel)} if int16 else {}),
-            micro_types=("int8", "int16", "float32") if int16 else ("int8", "float32"),
+            | ({"int16": int16_verified} if int16 else {}),
+            micro_types=("int8", "int16", "float32") if int16 and micro_int16 else ("int8", "float32"),
         )
     )
 
 
 RESIZE_BILINEAR = _resize_builtin(
-    "RESIZE_BILINEAR", "ResizeBilinearOptions", "AddResizeBilinear", "resize_bilinear.py"
+    "RESIZE_BILINEAR", "ResizeBilinearOptions", "AddResizeBilinear", "resize_bilinear.py", int16=True, micro_int16=False
 )
 RESIZE_NEAREST_NEIGHBOR = _resize_builtin(
     "RESIZE_NEAREST_NEIGHBOR",

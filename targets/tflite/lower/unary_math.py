@@ -12,7 +12,8 @@
 (*) TFLite Micro runs EXP, LOG and SQRT in float32 only: an int8 .tflite with them loads in LiteRT, not in TFLite
 Micro (tflite-micro 0.dev20261023: "input->type != kTfLiteFloat32"). SQRT fails LiteRT's invocation on a negative
 input, so it is emitted only where the input's encoding has none (zp_in = -128). At float precision each is the
-float32 builtin (MUL for Neg and Pow).
+float32 builtin (MUL for Neg and Pow). int16 (16x8): EXP and LOG are emitted as int16 (513-entry tables, LiteRT
+only); an int16 encoding is symmetric (it always has negative values), so Sqrt becomes a float island.
 """
 
 from __future__ import annotations
@@ -30,19 +31,20 @@ _ELEMENTWISE = dict(kind="elementwise", version=by_input_type(int8=2, int16=2), 
 _BOTH_FLOAT = "LiteRT and TFLite Micro (float .tflite)"
 
 
-def _litert_table(opcode: str, options: str | None, kernel: str) -> Builtin:
-    """An int8 kernel LiteRT has and TFLite Micro does not (it runs the op in float32 only)."""
+def _litert_table(opcode: str, options: str | None, kernel: str, int16_note: str = "") -> Builtin:
+    """An int8 and int16 kernel LiteRT has and TFLite Micro does not (it runs the op in float32 only)."""
     verified = (
         f"bit-exact with LiteRT BUILTIN_REF and default kernels (reference kernel edgeq/reference/{kernel}); "
         "TFLite Micro has a float32 kernel only; ONNX Runtime QDQ within 1 LSB"
     )
+    int16 = f"bit-exact with LiteRT BUILTIN_REF only (reference kernel edgeq/reference/{kernel}){int16_note}"
     micro_resolver = "Add" + opcode.title()
     return register(
         Builtin(
             opcode,
             options,
             micro_resolver,
-            verified={"int8": verified, "float32": _BOTH_FLOAT},
+            verified={"int8": verified, "int16": int16, "float32": _BOTH_FLOAT},
             micro_types=("float32",),
             **_ELEMENTWISE,
         )
@@ -51,7 +53,7 @@ def _litert_table(opcode: str, options: str | None, kernel: str) -> Builtin:
 
 EXP = _litert_table("EXP", "ExpOptions", "exp_log.py")
 LOG = _litert_table("LOG", None, "exp_log.py")
-SQRT = _litert_table("SQRT", None, "sqrt.py")
+SQRT = _litert_table("SQRT", None, "sqrt.py", "; the lowering runs an int16 Sqrt as a float island")
 ABS = register(
     Builtin(
         "ABS",
@@ -64,8 +66,11 @@ ABS = register(
             "int8": "bit-exact with TFLite Micro (reference kernel edgeq/reference/abs.py) and with LiteRT "
             "BUILTIN_REF under the reference's litert semantics (the multiplier divided in float32); ONNX Runtime "
             "QDQ within 1 LSB",
+            "int16": "bit-exact with TFLite Micro (reference kernel edgeq/reference/abs.py) and with LiteRT "
+            "BUILTIN_REF under the reference's litert semantics (the multiplier divided in float32)",
             "float32": _BOTH_FLOAT,
         },
+        micro_types=("int8", "int16", "float32"),
     )
 )
 UNARY = {"Exp": EXP, "Log": LOG, "Sqrt": SQRT, "Abs": ABS}
@@ -79,9 +84,8 @@ def _emit(ctx: LoweringContext, node: ir.Node, builtin: Builtin, extra=lambda ac
             node, f"{builtin.opcode} has no fused activation for the Relu/Clip after it", "attribute"
         )
     if builtin is SQRT and not ctx.float and ctx.encoding_of(act.index)[1] != -128:
-        raise unsupported(
-            node, "its input's encoding has negative values, on which LiteRT's SQRT fails", "attribute"
-        )
+        code = "no-int8-kernel" if ctx.integer == np.int16 else "attribute"  # int16: symmetric, a float island
+        raise unsupported(node, "its input's encoding has negative values, on which LiteRT's SQRT fails", code)
     options = {"FusedActivationFunction": "NONE"} if builtin is MUL else None
     ctx.add_op(builtin, [act.index, *extra(act)], [out], options)
 
