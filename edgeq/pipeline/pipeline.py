@@ -42,7 +42,7 @@ from edgeq.pipeline.stages import (
 )
 from edgeq.quantization.placement import onnxruntime_placement
 from edgeq.quantization.plan import QuantPlan
-from edgeq.quantization.qparams import ACTIVATION_TYPES
+from edgeq.quantization.qparams import ACTIVATION_TYPES, range_method
 from edgeq.quantization.recipe import PASS_ORDER, Recipe
 
 
@@ -205,7 +205,7 @@ class Pipeline:
             **quantize.report(),
             "calibration": {
                 "samples": calibrated.data.num_samples,
-                "method": self.recipe.calib_method,
+                "method": range_method(self.recipe.calib_method, qtype),
                 "seconds": round(calibrated.seconds, 3),
             },
         }

@@ -32,7 +32,7 @@ from edgeq.passes.insert_qdq import InsertQDQPass, InsertQDQResult
 from edgeq.passes.stage import StageResult
 from edgeq.quantization.placement import Placement, drop_unread_outputs, onnxruntime_placement
 from edgeq.quantization.plan import Exclusions, QuantPlan, assign_encodings, plan_quantization
-from edgeq.quantization.qparams import Encoding, QType
+from edgeq.quantization.qparams import Encoding, QType, range_method
 from edgeq.quantization.range_choice import ROWS, choose_ranges, weight_readers
 from edgeq.quantization.recipe import Recipe
 
@@ -170,8 +170,9 @@ class QuantizeStage(ir.passes.FunctionalPass):
         """Each calibrated tensor's range by the recipe's method; in the ONNX Runtime placement of a transformer,
         the products' inputs chosen by their error (edgeq.quantization.range_choice)."""
         recipe = self.recipe
+        method, bits = range_method(recipe.calib_method, self.qtype), 8 * self.qtype.dtype.itemsize
         ranges = {
-            name: self.observers[name].range(recipe.calib_method, num_bits=8, percentile=recipe.percentile)
+            name: self.observers[name].range(method, num_bits=bits, percentile=recipe.percentile)
             for name in plan.calibration_tensors()
         }
         rows = {name: np.concatenate(self.observers[name].rows) for name in ranges if self.observers[name].rows}
