@@ -167,7 +167,8 @@ def litert_speed(tflite: dict[str, Path]) -> dict | str:
 # One-layer probes of the int8 kernels themselves, MobileNetV2's and a transformer's shapes: (name, input shape,
 # op, weight shape, group). What they show is this CPU's ceiling: no placement can make a model's int8 layers
 # faster than its int8 kernels are.
-PROBES = (
+PROBES = (  # name, input shape, op, weight shape, groups (, stride)
+    ("layer: 3x3/2 stem conv 3->32 @224x224", [1, 3, 224, 224], "Conv", [32, 3, 3, 3], 1, 2),
     ("layer: 1x1 conv 24->144 @56x56", [1, 24, 56, 56], "Conv", [144, 24, 1, 1], 1),
     ("layer: 3x3 depthwise 144 @56x56", [1, 144, 56, 56], "Conv", [144, 1, 3, 3], 144),
     ("layer: 1x1 conv 320->1280 @7x7", [1, 320, 7, 7], "Conv", [1280, 320, 1, 1], 1),
@@ -175,7 +176,9 @@ PROBES = (
 )
 
 
-def probe(tmp: Path, name: str, shape: list[int], op: str, weight_shape: list[int], group: int) -> tuple[Path, Path]:
+def probe(
+    tmp: Path, name: str, shape: list[int], op: str, weight_shape: list[int], group: int, stride: int = 1
+) -> tuple[Path, Path]:
     """A one-layer model (random weights, Relu after it so it quantizes as deployed) and 16 random calibration
     samples: only its speed is of interest."""
     from onnx import TensorProto, helper, numpy_helper
@@ -184,8 +187,8 @@ def probe(tmp: Path, name: str, shape: list[int], op: str, weight_shape: list[in
     weight = numpy_helper.from_array((rng.standard_normal(weight_shape) * 0.1).astype(np.float32), "w")
     if op == "Conv":
         pad = weight_shape[-1] // 2
-        layer = helper.make_node("Conv", ["x", "w"], ["h"], pads=[pad] * 4, group=group)
-        out_shape = [1, weight_shape[0], *shape[2:]]
+        layer = helper.make_node("Conv", ["x", "w"], ["h"], pads=[pad] * 4, group=group, strides=[stride] * 2)
+        out_shape = [1, weight_shape[0], *(size // stride for size in shape[2:])]
     else:
         layer = helper.make_node("MatMul", ["x", "w"], ["h"])
         out_shape = [*shape[:-1], weight_shape[-1]]
@@ -196,7 +199,7 @@ def probe(tmp: Path, name: str, shape: list[int], op: str, weight_shape: list[in
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
         [weight],
     )
-    folder = tmp / "probes" / name.split(": ")[1].replace(" ", "_").replace(">", "")
+    folder = tmp / "probes" / name.split(": ")[1].replace(" ", "_").replace(">", "").replace("/", "s")
     folder.mkdir(parents=True, exist_ok=True)
     model = onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.save(model, folder / "model.onnx")

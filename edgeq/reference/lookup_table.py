@@ -53,17 +53,21 @@ def _c_math_library():
     return None if name is None else ctypes.CDLL(name)
 
 
-def libm(name: str, fallback: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-    """The C library's float function NAME (e.g. "expm1f") on float32 arrays; FALLBACK (a numpy function, evaluated
-    in double and rounded to float32) where there is no C math library."""
+def libm(
+    name: str, fallback: Callable[[np.ndarray], np.ndarray], dtype: type = np.float32
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The C library's function NAME on arrays of DTYPE: a float function (e.g. "expm1f") for float32, a double one
+    (e.g. "exp") for float64; FALLBACK (a numpy function, evaluated in double and rounded to DTYPE) where there is
+    no C math library."""
     library = _c_math_library()
     if library is None:
-        return lambda x: np.asarray(fallback(np.asarray(x, np.float64)), np.float32)
+        return lambda x: np.asarray(fallback(np.asarray(x, np.float64)), dtype)
     function = getattr(library, name)
-    function.argtypes, function.restype = [ctypes.c_float], ctypes.c_float
-    return lambda x: np.array(
-        [function(float(v)) for v in np.asarray(x, np.float32).reshape(-1)], np.float32
-    ).reshape(np.shape(x))
+    c_type = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+    function.argtypes, function.restype = [c_type], c_type
+    return lambda x: np.array([function(float(v)) for v in np.asarray(x, dtype).reshape(-1)], dtype).reshape(
+        np.shape(x)
+    )
 
 
 def look_up(table: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -159,15 +163,3 @@ def look_up_int16(table: np.ndarray, x) -> np.ndarray:
 
 def _wrap_int16(x: np.ndarray) -> np.ndarray:
     return ((x + 32768) & 0xFFFF) - 32768
-
-
-def libm_double(name: str, fallback: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-    """The C library's double function NAME (e.g. "exp") on float64 arrays; FALLBACK (numpy) without one."""
-    library = _c_math_library()
-    if library is None:
-        return lambda x: np.asarray(fallback(np.asarray(x, np.float64)), np.float64)
-    function = getattr(library, name)
-    function.argtypes, function.restype = [ctypes.c_double], ctypes.c_double
-    return lambda x: np.array(
-        [function(float(v)) for v in np.asarray(x, np.float64).reshape(-1)], np.float64
-    ).reshape(np.shape(x))

@@ -53,7 +53,7 @@ from edgeq.reference.fixed_point import (
     rescale,
     wrap_int32,
 )
-from edgeq.reference.lookup_table import libm, libm_double, look_up_int16, populate_int16
+from edgeq.reference.lookup_table import libm, look_up_int16, populate_int16
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 
 OPCODES = ("SOFTMAX",)
@@ -83,7 +83,7 @@ def int16_tables(table_precision: str) -> tuple[np.ndarray, np.ndarray]:
     if table_precision == "float":
         f, exp = np.float32, libm("expf", np.exp)
     elif table_precision == "double":
-        f, exp = np.float64, libm_double("exp", np.exp)
+        f, exp = np.float64, libm("exp", np.exp, np.float64)
     else:
         raise ValueError(f"unknown SOFTMAX table precision {table_precision!r}")
     output_scale = f(2.0) / f(65535)
