@@ -165,9 +165,9 @@ def litert_speed(tflite: dict[str, Path]) -> dict | str:
 
 
 # One-layer probes of the int8 kernels themselves, MobileNetV2's and a transformer's shapes: (name, input shape,
-# op, weight shape, group). What they show is this CPU's ceiling: no placement can make a model's int8 layers
-# faster than its int8 kernels are.
-PROBES = (  # name, input shape, op, weight shape, groups (, stride)
+# op, weight shape, groups[, stride]). What they show is this CPU's ceiling: no placement can make a model's int8
+# layers faster than its int8 kernels are.
+PROBES = (
     ("layer: 3x3/2 stem conv 3->32 @224x224", [1, 3, 224, 224], "Conv", [32, 3, 3, 3], 1, 2),
     ("layer: 1x1 conv 24->144 @56x56", [1, 24, 56, 56], "Conv", [144, 24, 1, 1], 1),
     ("layer: 3x3 depthwise 144 @56x56", [1, 144, 56, 56], "Conv", [144, 1, 3, 3], 144),

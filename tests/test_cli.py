@@ -43,7 +43,7 @@ def test_quantize_writes_model_and_report(tmp_path):
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     data = json.loads(report.read_text())
     assert data["quantized_nodes"]["Conv"] == 4 and data["float_nodes"] == {}
-    assert data["recipe"]["calib_method"] == "percentile"
+    assert data["recipe"]["calib_method"] == "auto" and data["calibration"]["method"] == "percentile"
 
 
 def test_convert_onnxruntime_validates_and_reports(tmp_path):

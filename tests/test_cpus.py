@@ -128,6 +128,25 @@ def test_slower_than_fp32_gets_a_note_with_the_reasons():
     assert "the model is small (fp32 0.200 ms)" in note and "deploy the fp32 model" in note
     assert "int8 kernels are not faster here" in slower_note({"speedup": 0.9, "fp32_ms": 5.0}, {"sandwiches": {}}, cpu)
     assert slower_note({"speedup": 1.3, "fp32_ms": 0.2}, fusion, cpu) is None
+    int16 = slower_note({"speedup": 0.4, "fp32_ms": 5.0}, {"sandwiches": {}}, cpu, "int16")
+    assert int16.startswith("the int16 artifact runs at 0.40x") and "no int16 kernels" in int16
+
+
+@pytest.mark.parametrize("cpu, activation_type", [("x86-vnni", "uint8"), ("x86-avx2", "uint8"), ("arm64", "int8")])
+def test_quantize_picks_the_activation_type_onnx_runtime_runs_fastest_on_the_cpu(tmp_path, cpu, activation_type):
+    """Without a recipe or an activation type, edgeq quantize takes the CPU's fastest type and says why; an explicit
+    type or a recipe's is kept."""
+    calib = REPO / "models" / "digits_calib.npz"
+    result = edgeq.quantize(DIGITS, calib, cpu=cpu)
+    assert result.report["activation_type"] == activation_type
+    assert result.report["activation_type_why"] == f"{activation_type}: what ONNX Runtime runs fastest on {cpu}"
+    quantizers = [n for n in result.model.graph.node if n.op_type == "QuantizeLinear"]
+    expected = onnx.TensorProto.UINT8 if activation_type == "uint8" else onnx.TensorProto.INT8
+    initializers = {i.name: i for i in result.model.graph.initializer}
+    assert all(initializers[n.input[2]].data_type == expected for n in quantizers)
+    explicit = edgeq.quantize(DIGITS, calib, cpu=cpu, activation_type="int8")
+    assert explicit.report["activation_type"] == "int8" and "activation_type_why" not in explicit.report
+    assert edgeq.quantize(DIGITS, calib, recipe=Recipe(), cpu=cpu).report["activation_type"] == "int8"
 
 
 def test_limit_pairs_moves_the_largest_weight_of_a_channel_until_its_pairs_fit():
@@ -192,8 +211,7 @@ def test_profile_times_a_bounded_artifact_on_the_kernels_it_deploys_with(tmp_pat
     from edgeq.targets.onnxruntime.profile import exact_kernels_needed, profile
 
     calib = REPO / "models" / "digits_calib.npz"
-    saturating_host = not host.exact_int8_dot_products()
-    for cpu, exact in (("x86-avx2", False), ("x86-vnni", saturating_host)):
+    for cpu, exact in (("x86-avx2", False), ("x86-vnni", not host.this_cpu_exact_int8())):
         path = tmp_path / f"{cpu}.onnx"
         edgeq.quantize(DIGITS, calib, output=path, cpu=cpu)
         assert exact_kernels_needed(path) is exact
@@ -209,6 +227,16 @@ def test_sessions_ask_for_exact_kernels_only_where_the_default_ones_saturate(mon
     full 8-bit model exact."""
     from edgeq.io import session as session_module
 
-    monkeypatch.setattr(session_module, "exact_int8_dot_products", lambda: exact_dot_products)
+    monkeypatch.setattr(session_module, "this_cpu_exact_int8", lambda: exact_dot_products)
     runner = session(DIGITS)
     assert runner.get_session_options().get_session_config_entry("session.x64quantprecision") == entry
+
+
+@pytest.mark.parametrize("exact_dot_products", [True, False])
+def test_profile_takes_the_exact_kernels_only_where_the_default_ones_may_saturate(monkeypatch, tmp_path, exact_dot_products):
+    from edgeq.targets.onnxruntime import profile as profile_module
+
+    monkeypatch.setattr(profile_module, "this_cpu_exact_int8", lambda: exact_dot_products)
+    path = tmp_path / "full8.onnx"
+    edgeq.quantize(DIGITS, REPO / "models" / "digits_calib.npz", output=path, cpu="x86-vnni")  # pairs unbounded
+    assert profile_module.exact_kernels_needed(path) is not exact_dot_products

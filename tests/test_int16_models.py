@@ -46,13 +46,13 @@ def _logits(model, x: np.ndarray) -> np.ndarray:
     return ort_session(model_bytes(model)).run(None, {"input": x})[0]
 
 
-def test_int16_ranges_are_minmax_unless_a_search_is_asked_for():
+def test_int16_ranges_are_minmax_unless_a_method_is_asked_for():
     """65536 steps hold the whole range: percentile clipping (the 8-bit default) would only cut outliers."""
     from edgeq.quantization.qparams import ACTIVATION_TYPES, range_method
 
     int8, int16 = ACTIVATION_TYPES["int8"], ACTIVATION_TYPES["int16"]
-    assert range_method("percentile", int16) == "minmax" and range_method("percentile", int8) == "percentile"
-    assert range_method("mse", int16) == "mse"
+    assert range_method("auto", int16) == "minmax" and range_method("auto", int8) == "percentile"
+    assert range_method("percentile", int16) == "percentile" and range_method("mse", int16) == "mse"  # as asked
 
 
 def test_int16_qdq_model_is_opset_21_symmetric_int16_and_closer_to_float(digits_quantized):
@@ -152,3 +152,22 @@ def test_sentence_encoder_16x8_tflite_keeps_the_embeddings(tmp_path):
     tflite = _tflite_outputs(tmp_path / "model.tflite", data, outputs)
     mean, low = _metrics().cosine_to_reference(fp32[outputs[0]], tflite[outputs[0]])
     assert mean >= 0.98 and low >= 0.95, (mean, low)
+
+
+def test_a_model_onnx_cannot_raise_to_opset_21_is_refused_in_one_line(monkeypatch):
+    """int16 Q/DQ needs opset 21; where onnx's version converter has no adapter, the refusal says so."""
+    import onnx.version_converter
+
+    from edgeq.errors import UnsupportedError
+    from edgeq.passes.raise_opset import RaiseOpsetPass
+
+    def no_adapter(model, opset):
+        raise RuntimeError("No adapter for op SomeOp\nat line 2")
+
+    monkeypatch.setattr(onnx.version_converter, "convert_version", no_adapter)
+    model = load_model(DIGITS)
+    with pytest.raises(UnsupportedError) as refusal:
+        RaiseOpsetPass(21, "int16 activations")(model)
+    assert str(refusal.value) == (
+        "int16 activations need opset 21, and onnx cannot convert this opset-17 model: No adapter for op SomeOp"
+    )

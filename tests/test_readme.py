@@ -22,7 +22,7 @@ def test_the_python_api_example_runs(tmp_path, monkeypatch, capsys):
     exec(compile(_python_api_example(), "README.md (Python API)", "exec"), {"__name__": "readme"})
     printed = capsys.readouterr().out.splitlines()
     assert (tmp_path / "out" / "api" / "digits_cnn_model_data.cc").is_file()
-    assert (tmp_path / "out" / "api" / "digits.int8.onnx").is_file()
+    assert (tmp_path / "out" / "api" / "digits.qdq.onnx").is_file()
     assert "True" in printed[0] and "bias-correction" in printed[1]
     assert printed[-1].startswith("calibration data: input 'input' has dtype float64")
     assert os.listdir(tmp_path / "out" / "api")

@@ -56,9 +56,10 @@ def _targets(names, recipe) -> list[Target]:
     chosen = [registry.get(name) for name in dict.fromkeys(expanded)]
     for target in chosen:
         if recipe.activation_type not in ("auto", *target.activation_types):
+            takers = [t.name for t in registry.registered() if recipe.activation_type in t.activation_types]
             raise RecipeError(
                 f"the {target.name} target takes {' or '.join(target.activation_types)} activations; "
-                f"activation type {recipe.activation_type} is for the onnxruntime target"
+                f"activation type {recipe.activation_type} is for the {', '.join(takers)} target(s)"
             )
     return chosen
 

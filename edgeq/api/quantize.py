@@ -80,7 +80,7 @@ def quantize(
         )
         full_report = {"input": source.label, "recipe": recipe.to_dict(), "cpu": cpu.name, **stages}
         if recipe.activation_type == "auto":
-            full_report["activation_type_choice"] = f"{activation_type}: what ONNX Runtime runs fastest on {cpu.name}"
+            full_report["activation_type_why"] = f"{activation_type}: what ONNX Runtime runs fastest on {cpu.name}"
         if output is not None:
             save_model(qdq, output, source.path, _path_or_none(calib))
             full_report["output"] = str(output)

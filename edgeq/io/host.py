@@ -9,6 +9,7 @@ saturating int16 (VPMADDUBSW): exact only for bounded weights, or with ONNX Runt
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
@@ -31,3 +32,9 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
 def exact_int8_dot_products(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether this CPU's int8 dot products accumulate every u8 x s8 product exactly (VNNI, ARM64 dot products)."""
     return is_arm64() or bool(cpu_flags(cpuinfo) & VNNI_FLAGS)
+
+
+@functools.cache
+def this_cpu_exact_int8() -> bool:
+    """``exact_int8_dot_products()`` of this machine, read once (every ONNX Runtime session asks)."""
+    return exact_int8_dot_products()

@@ -14,7 +14,7 @@ one ``ExecutionError`` line. Options:
 * ``profile_prefix``: turns on onnxruntime's profiler, which writes a Chrome-trace JSON at that prefix;
 * ``exact_int8``: onnxruntime's exact int8 kernels on x86 without VNNI (default; False: its saturating ones). On
   CPUs whose default kernels are exact (VNNI, ARM64: edgeq.io.host) the setting is not made: it would select
-  slower kernels (MobileNetV2's QDQ model ran at 8.2 ms instead of 3.2 ms on an AVX-512 VNNI Xeon);
+  slower kernels (MobileNetV2's QDQ model ran at 8.2 ms instead of 3.6 ms on an AVX-512 VNNI Xeon);
 * ``memory_arena``: onnxruntime's CPU memory arena (off for the exposing sessions, whose tensors are all outputs).
 
 Log messages below errors are silenced: onnxruntime warns about initializers a pruned or exposing copy no longer
@@ -38,7 +38,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from edgeq.data import CalibrationData
 from edgeq.errors import DataError, ExecutionError, first_line
-from edgeq.io.host import exact_int8_dot_products
+from edgeq.io.host import this_cpu_exact_int8
 from edgeq.io.onnx_model import to_proto
 
 PROVIDERS = ["CPUExecutionProvider"]
@@ -94,7 +94,7 @@ def session(
     # kernels fail to load some models ("Attempt to replace the existing tensor": PP-OCRv4 rec): those run with
     # the default kernels, as does EXACT_INT8=False (what a deployment without the entry gets).
     # The first of two tries logs nothing: its failure is expected on those models, and handled.
-    settings = [("1", 4), ("0", 3)] if exact_int8 and not exact_int8_dot_products() else [("0", 3)]
+    settings = [("1", 4), ("0", 3)] if exact_int8 and not this_cpu_exact_int8() else [("0", 3)]
     for precision, log_severity in settings:
         options = _options(optimization, threads, optimized_model_path, profile_prefix, memory_arena, log_severity)
         options.add_session_config_entry(X64_QUANT_PRECISION, precision)

@@ -172,7 +172,9 @@ class QuantizeStage(ir.passes.FunctionalPass):
         recipe = self.recipe
         method, bits = range_method(recipe.calib_method, self.qtype), 8 * self.qtype.dtype.itemsize
         ranges = {
-            name: self.observers[name].range(method, num_bits=bits, percentile=recipe.percentile)
+            name: self.observers[name].range(
+                method, num_bits=bits, symmetric=self.qtype.symmetric, percentile=recipe.percentile
+            )
             for name in plan.calibration_tensors()
         }
         rows = {name: np.concatenate(self.observers[name].rows) for name in ranges if self.observers[name].rows}

@@ -67,12 +67,14 @@ class Encoding:
 
 
 def range_method(calib_method: str, qtype: QType) -> str:
-    """The calibration method that sets QTYPE's activation ranges. Percentile clipping trades range for 8-bit
-    resolution; int16's 65536 steps hold every tensor's whole range, so int16 activations take minmax ranges instead
-    (the percentile cut the few huge FFN outputs BERT-family models depend on: paraphrase-MiniLM-L3's 16x8 .tflite
-    gave a sentence-embedding SQNR of 14.1 dB with 99.99th-percentile ranges, 35.2 dB with minmax). The search
-    methods (mse, entropy) optimize for the grid's bits and stay as asked."""
-    return "minmax" if qtype.name == "int16" and calib_method == "percentile" else calib_method
+    """The calibration method that sets QTYPE's activation ranges; "auto" (the default) is percentile for 8-bit
+    activations and minmax for int16. Percentile clipping trades range for 8-bit resolution; int16's 65536 steps
+    hold every tensor's whole range (the percentile cut the few huge FFN outputs BERT-family models depend on:
+    paraphrase-MiniLM-L3's 16x8 .tflite gave a sentence-embedding SQNR of 14.1 dB with 99.99th-percentile ranges,
+    35.2 dB with minmax). A method asked for by name is used as it is."""
+    if calib_method != "auto":
+        return calib_method
+    return "minmax" if qtype.name == "int16" else "percentile"
 
 
 def activation_encoding(lo: float, hi: float, qtype: QType) -> Encoding:

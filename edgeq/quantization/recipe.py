@@ -7,7 +7,7 @@ A recipe file is a TOML table of the same names as the CLI options (underscores 
     per_channel = true
     weight_range = "mse"            # minmax | mse (per-channel clipping search)
     weight_rounding = "sum-preserving"  # nearest | sum-preserving (keeps each channel's integer sum)
-    calib_method = "percentile"     # minmax | percentile | entropy | mse
+    calib_method = "auto"           # auto (percentile; minmax for int16) | minmax | percentile | entropy | mse
     percentile = 99.99
     exclude = ["head/.*", "Softmax"]
     passes = ["equalize"]           # optional passes: equalize, range-search, adaround, bias-correction (pipeline order)
@@ -33,7 +33,7 @@ from pathlib import Path
 from edgeq.errors import RecipeError
 from edgeq.quantization.cpus import CPU_CHOICES
 
-CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
+CALIB_METHODS = ("auto", "minmax", "percentile", "entropy", "mse")
 WEIGHT_RANGES = ("minmax", "mse")
 WEIGHT_ROUNDINGS = ("nearest", "sum-preserving")
 ACTIVATION_CHOICES = ("int8", "uint8", "int16", "auto")
@@ -55,7 +55,7 @@ class Recipe:
     per_channel: bool = True
     weight_range: str = "mse"
     weight_rounding: str = "sum-preserving"
-    calib_method: str = "percentile"
+    calib_method: str = "auto"
     percentile: float = 99.99
     exclude: list[str] = field(default_factory=list)
     passes: list[str] = field(default_factory=list)

@@ -8,7 +8,7 @@ with [qmin, qmax] the type's range ([-128, 127]; [-32768, 32767] for int16, wher
 points 0, so |-32768| saturates to 32767). TFLite Micro divides the scales in double, LiteRT in float32
 (edgeq/reference/relu.py requantizing_multiplier); evaluate() follows TFLite Micro unless asked for
 multiplier_arithmetic="float32". The int16 path is the int32 MultiplyByQuantizedMultiplier (double rounding) of
-the int8 one, its left shift wrapping in int32 as in C++ (only for S_in / S_out >= 2^16).
+the int8 one, its left shift wrapping in int32 as in C++ (|-32768| * 2^s reaches 2^31 from S_in / S_out >= 2^15).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.errors import UnsupportedError
-from edgeq.reference.leaky_relu import multiply_by_wrapping_multiplier
+from edgeq.reference.arithmetic import multiply_by_wrapping_multiplier
 from edgeq.reference.lookup_table import look_up
 from edgeq.reference.relu import requantizing_multiplier
 from edgeq.tflite_format.flatbuffer import Graph, Operator

@@ -74,8 +74,22 @@ def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
     scaled = np.asarray(x, np.int64) * (np.int64(1) << left)
-    # The left-shifted value is int32 in C++ (it wraps); the reference kernels keep it in range by construction.
+    # The left-shifted value is int32 in C++: kernels whose inputs can reach 2^31 there wrap it first
+    # (multiply_by_wrapping_multiplier); the others keep it in range by construction.
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(scaled, multiplier), right)
+
+
+def wrap_int32(x) -> np.ndarray:
+    """Two's complement wrap-around to int32, as a C++ int32 addition or shift that overflows does in practice."""
+    return ((np.asarray(x, np.int64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def multiply_by_wrapping_multiplier(d, multiplier: int, shift: int) -> np.ndarray:
+    """MultiplyByQuantizedMultiplier whose int32 left shift d * 2^shift wraps as in C++ (measured: both runtimes
+    wrap). int16 inputs reach it in RELU, ABS, LEAKY_RELU and PRELU at extreme scale ratios (|d| * 2^shift >=
+    2^31), and SOFTMAX's input differences for S_in * beta > 5; int8 inputs never do."""
+    left = max(shift, 0)
+    return multiply_by_quantized_multiplier(wrap_int32(np.asarray(d, np.int64) << left), multiplier, shift - left)
 
 
 def multiply_by_quantized_multiplier_int64(x, multiplier, shift) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""CONV_2D, int8 activations with per-channel int8 weights (reference_integer_ops::ConvPerChannel).
+"""CONV_2D, int8 or int16 (16x8) activations with per-channel int8 weights (reference_integer_ops::ConvPerChannel).
 
 Weights are OHWI with zero point 0, bias is int32 (or absent in TFLite Micro). Grouped: weights of depth
 D = C_in / groups; output channel c belongs to group g = c / (C_out / groups) and reads input channels g*D + k:
@@ -41,6 +41,7 @@ from edgeq.reference.arithmetic import (
     multiply_by_quantized_multiplier,
     multiply_by_quantized_multiplier_int64,
     requantize_multipliers,
+    wrap_int32,
 )
 
 OPCODES = ("CONV_2D",)
@@ -104,11 +105,6 @@ def requantize_output(
         return np.clip(scaled, act_min, act_max).astype(np.int16)
     scaled = multiply_by_quantized_multiplier(acc, multipliers, shifts) + out_zp
     return np.clip(scaled, act_min, act_max).astype(output.dtype)
-
-
-def wrap_int32(x: np.ndarray) -> np.ndarray:
-    """An int32 accumulator's value (two's complement wrap) of the exact sum X."""
-    return (np.asarray(x, np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)
 
 
 def evaluate(graph, op, inputs):

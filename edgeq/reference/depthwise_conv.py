@@ -1,4 +1,4 @@
-"""DEPTHWISE_CONV_2D, int8 activations with per-channel int8 weights (DepthwiseConvPerChannel).
+"""DEPTHWISE_CONV_2D, int8 or int16 (16x8) activations with per-channel int8 weights (DepthwiseConvPerChannel).
 
 Weights are 1HWO (quantized_dimension 3) with zero point 0; with depth multiplier M = C_out / C_in, output
 channel c*M + m reads input channel c:

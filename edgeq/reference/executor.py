@@ -86,7 +86,13 @@ def _execute(graph: Graph, values: dict[int, np.ndarray], first_op: int, semanti
     """Run operators FIRST_OP.. in order, adding their outputs to VALUES."""
     for op in graph.operators[first_op:]:
         args = [None if i < 0 else values[i] if i in values else graph.tensors[i].data for i in op.inputs]
-        results = kernel(op.opcode, semantics)(graph, op, args)
+        try:
+            results = kernel(op.opcode, semantics)(graph, op, args)
+        except UnsupportedError as refusal:  # a kernel refuses a signature: name the operator it met it in
+            where = graph.tensors[op.outputs[0]].name
+            raise UnsupportedError(
+                f"{refusal} (operator {op.opcode} writing {where})", op=op.opcode, node=where, code=refusal.code
+            ) from None
         for index, result in zip(op.outputs, results, strict=True):
             expected = graph.tensors[index].dtype
             if result.dtype != expected:

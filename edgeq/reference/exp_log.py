@@ -1,4 +1,4 @@
-"""EXP and LOG, int8: 256-entry tables (edgeq/reference/lookup_table.py) of LiteRT's kernels (exp.cc;
+"""EXP and LOG, int8 or int16: 256- or 513-entry tables (edgeq/reference/lookup_table.py) of LiteRT's kernels (exp.cc;
 elementwise.cc LogLUTPrepare):
 
     EXP:  exp(v)

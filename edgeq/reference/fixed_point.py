@@ -28,6 +28,7 @@ from edgeq.reference.arithmetic import (
     INT32_MIN,
     rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
+    wrap_int32,
 )
 
 INT16_MIN = -(1 << 15)
@@ -53,11 +54,6 @@ def truncating_divide(x, divisor: int) -> np.ndarray:
     """C++ integer division (rounds toward zero) by a positive DIVISOR."""
     x = _as_int64(x)
     return np.where(x >= 0, x // divisor, -((-x) // divisor))
-
-
-def wrap_int32(x) -> np.ndarray:
-    """Two's complement wrap-around to int32, as a C++ int32 addition that overflows does in practice."""
-    return ((_as_int64(x) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
 def one(integer_bits: int) -> int:

@@ -1,4 +1,4 @@
-"""FULLY_CONNECTED, int8 activations and int8 weights [out, in] (reference_integer_ops::FullyConnected[PerChannel]),
+"""FULLY_CONNECTED, int8 or int16 (16x8) activations and int8 weights [out, in] (reference_integer_ops::FullyConnected[PerChannel]),
 and the 16x8 scheme: int16 activations, int8 weights, int64 bias.
 
 The input is read as rows of length ``in`` (any rank; rows = size / in). For row r and output unit u

@@ -1,4 +1,4 @@
-"""GELU, int8 (a 256-entry table, edgeq/reference/lookup_table.py; LiteRT activations.cc GeluPrepare with
+"""GELU, int8 or int16 (a 256- or 513-entry table, edgeq/reference/lookup_table.py; LiteRT activations.cc GeluPrepare with
 reference_ops::GeluTransform / GeluTransformApproximate):
 
     exact        gelu(v) = 0.5 v erfc(-v / sqrt 2)              (GeluOptions.approximate = false; = 0.5 v (1 + erf(v / sqrt 2)),

@@ -1,4 +1,4 @@
-"""LEAKY_RELU, int8 in and out, as TFLite Micro computes it (reference_ops::QuantizeLeakyRelu in
+"""LEAKY_RELU, int8 or int16 in and out, as TFLite Micro computes it (reference_ops::QuantizeLeakyRelu in
 tensorflow/lite/kernels/internal/reference/leaky_relu.h; Prepare in tensorflow/lite/micro/kernels/leaky_relu_common.cc).
 
 leaky_relu(v) = v for v >= 0 and alpha * v below, alpha the float32 LeakyReluOptions.alpha. Input and output have
@@ -35,8 +35,10 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.errors import UnsupportedError
-from edgeq.reference.arithmetic import multiply_by_quantized_multiplier, quantize_multiplier
-from edgeq.reference.fixed_point import wrap_int32
+from edgeq.reference.arithmetic import (
+    multiply_by_wrapping_multiplier,
+    quantize_multiplier,
+)
 from edgeq.tflite_format.graph import Graph, Operator
 
 OPCODES = ("LEAKY_RELU",)
@@ -58,13 +60,6 @@ def leaky_relu_multipliers(
     else:
         raise ValueError(f"unknown LEAKY_RELU multiplier arithmetic {multiplier_arithmetic!r}")
     return identity, alpha_multiplier
-
-
-def multiply_by_wrapping_multiplier(d, multiplier: int, shift: int) -> np.ndarray:
-    """MultiplyByQuantizedMultiplier whose int32 left shift d * 2^shift wraps as in C++: an int16 input reaches it
-    when S_in / S_out >= 2^15 (measured: both runtimes wrap); int8 inputs never do."""
-    left = max(shift, 0)
-    return multiply_by_quantized_multiplier(wrap_int32(d << left), multiplier, shift - left)
 
 
 def leaky_relu(

@@ -1,4 +1,4 @@
-"""LOGISTIC, int8 in and out, as TFLite Micro computes it (reference_integer_ops::Logistic, logistic_common.cc).
+"""LOGISTIC, int8 or int16 in and out, as TFLite Micro computes it (reference_integer_ops::Logistic, logistic_common.cc).
 
 The input is rescaled to Q4.27 and the sigmoid evaluated in gemmlowp fixed point; the output quantization is
 fixed: scale 1/256, zero point -128. With d = x - zp_in:
@@ -37,8 +37,9 @@ from edgeq.reference.arithmetic import (
     quantize_multiplier,
     round_half_away,
     rounding_divide_by_pot,
+    wrap_int32,
 )
-from edgeq.reference.fixed_point import logistic, wrap_int32
+from edgeq.reference.fixed_point import logistic
 from edgeq.reference.lookup_table import SIGMOID_TABLE_UINT16, libm
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 

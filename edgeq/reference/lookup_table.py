@@ -1,4 +1,4 @@
-"""The 256-entry tables of the int8 kernels that evaluate a float function once per possible input value.
+"""The tables of the kernels that evaluate a float function per input value: 256 entries for int8, 513 for int16.
 
 LiteRT's kernels for TANH and LOGISTIC (BUILTIN_REF), ELU, GELU, EXP and LOG, and TFLite Micro's ELU, fill a table
 in Prepare with LUTPopulate<int8_t> (tensorflow/lite/kernels/internal/common.h) and look every element up:

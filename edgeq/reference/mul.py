@@ -14,7 +14,8 @@ int16 (16x8): the same arithmetic on int16 values with every zero point 0 (both 
 of two int16 values is at most 2^30 and stays in the int32 the kernels compute it in; the clamp is the int16 range
 narrowed by the fused activation; the multiplier is the same double (TFLite Micro) or float32 (LiteRT) quotient.
 MultiplyByQuantizedMultiplier shifts the product left by max(shift, 0) in int32 first, so a multiplier of 1 or
-more could overflow there in C++; int16 encodings put S_1 * S_2 / S_out near 2^-15, far below one.
+more could overflow there in C++ for large products; edgeq's MULs with a multiplier near 1 multiply by a +-1
+constant (hard sigmoid's sign, a reduction's count), whose products stay far below 2^30.
 """
 
 from __future__ import annotations

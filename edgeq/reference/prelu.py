@@ -1,4 +1,4 @@
-"""PRELU, int8 (reference_ops::BroadcastPrelu4DSlow / Prelu; TFLite Micro prelu_common.cc, LiteRT PreluPrepare).
+"""PRELU, int8 or int16 (reference_ops::BroadcastPrelu4DSlow / Prelu; TFLite Micro prelu_common.cc, LiteRT PreluPrepare).
 
 prelu(v) = v for v >= 0, alpha * v below, alpha a tensor (a constant in edgeq's lowering: the ONNX slope, per
 tensor or per channel values with one per-tensor encoding) that broadcasts against the input like numpy. With
@@ -14,8 +14,9 @@ leaky_relu_multipliers); evaluate() follows TFLite Micro unless asked for multip
 int16 input and output with an int8 alpha (the 16x8 form: TFLite Micro's PreluPrepare requires an int8 alpha for
 an int16 output, and LiteRT reads the alpha of an int16 PRELU as int8 data whatever its type, so an int16 alpha
 gives wrong outputs there: measured, ai-edge-litert 2.3.0): the same Eval clamped to [-32768, 32767], the int32
-products a * 2^s of MultiplyByQuantizedMultiplier wrapping as in C++ (leaky_relu.multiply_by_wrapping_multiplier;
-reached when S_in / S_out >= 2^15). The refusal of any other int16 signature is this kernel's.
+products a * 2^s of MultiplyByQuantizedMultiplier wrapping as in C++ (arithmetic.multiply_by_wrapping_multiplier;
+reached when |a| * 2^s >= 2^31: for the identity branch from S_in / S_out >= 2^16, for the negative branch, whose
+a is an int16 value times an int8 alpha, much earlier). The refusal of any other int16 signature is this kernel's.
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.errors import UnsupportedError
-from edgeq.reference.arithmetic import multiply_by_quantized_multiplier, quantize_multiplier
-from edgeq.reference.leaky_relu import leaky_relu_multipliers, multiply_by_wrapping_multiplier
+from edgeq.reference.arithmetic import (
+    multiply_by_quantized_multiplier,
+    multiply_by_wrapping_multiplier,
+    quantize_multiplier,
+)
+from edgeq.reference.leaky_relu import leaky_relu_multipliers
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 
 OPCODES = ("PRELU",)

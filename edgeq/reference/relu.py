@@ -28,8 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.errors import UnsupportedError
-from edgeq.reference.arithmetic import quantize_multiplier, round_half_away
-from edgeq.reference.leaky_relu import multiply_by_wrapping_multiplier
+from edgeq.reference.arithmetic import multiply_by_wrapping_multiplier, quantize_multiplier, round_half_away
 from edgeq.reference.lookup_table import look_up
 from edgeq.tflite_format.flatbuffer import Graph, Operator
 

@@ -47,8 +47,9 @@ from edgeq.reference.arithmetic import (
     quantize_multiplier,
     rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
+    wrap_int32,
 )
-from edgeq.reference.fixed_point import count_leading_zeros, rescale, wrap_int32
+from edgeq.reference.fixed_point import count_leading_zeros, rescale
 from edgeq.reference.lookup_table import look_up_int16, populate_int16
 
 OPCODES = ("RSQRT",)

@@ -1,4 +1,4 @@
-"""SOFTMAX, int8 in and out, as reference_ops::Softmax (tensorflow/lite/kernels/internal/reference/softmax.h).
+"""SOFTMAX, int8 or int16 in and out, as reference_ops::Softmax (tensorflow/lite/kernels/internal/reference/softmax.h).
 
 Both LiteRT's BUILTIN_REF kernel (activations.cc, SoftmaxPrepare/Eval<kReference>) and TFLite Micro
 (softmax_common.cc) run this gemmlowp fixed-point algorithm; LiteRT's optimized kernel uses a float lookup table
@@ -41,17 +41,17 @@ import numpy as np
 
 from edgeq.errors import UnsupportedError
 from edgeq.reference.arithmetic import (
-    multiply_by_quantized_multiplier,
+    multiply_by_wrapping_multiplier,
     quantize_multiplier,
     rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
+    wrap_int32,
 )
 from edgeq.reference.fixed_point import (
     count_leading_zeros,
     exp_on_negative_values,
     get_reciprocal,
     rescale,
-    wrap_int32,
 )
 from edgeq.reference.lookup_table import libm, look_up_int16, populate_int16
 from edgeq.tflite_format.flatbuffer import Graph, Operator
@@ -102,9 +102,7 @@ def softmax_int16(x, input_scale: float, beta: float, table_precision: str, beta
     else:
         raise ValueError(f"unknown SOFTMAX beta product {beta_product!r}")
     multiplier, shift = quantize_multiplier(scale_times_beta / (10.0 / 65535.0))
-    left = max(shift, 0)  # the int32 d * 2^left wraps as in C++ (reached for S_in * beta > 5)
-    diff = wrap_int32((x - x.max(axis=-1, keepdims=True)) << left)
-    scaled_diff = multiply_by_quantized_multiplier(diff, multiplier, shift - left)
+    scaled_diff = multiply_by_wrapping_multiplier(x - x.max(axis=-1, keepdims=True), multiplier, shift)
     exps = look_up_int16(exp_table, np.clip(scaled_diff + 32767, -32768, 32767))  # Q0.15
     sum_of_exps = exps.sum(axis=-1, keepdims=True)
     headroom_plus_one = count_leading_zeros(sum_of_exps)

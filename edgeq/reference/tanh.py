@@ -1,4 +1,4 @@
-"""TANH, int8 in and out, as TFLite Micro computes it (reference_integer_ops::Tanh, micro/kernels/tanh.cc).
+"""TANH, int8 or int16 in and out, as TFLite Micro computes it (reference_integer_ops::Tanh, micro/kernels/tanh.cc).
 
 The input is rescaled to Q4.27 exactly as LOGISTIC's (edgeq/reference/logistic.py: the same Prepare, multiplier
 and input radius) and tanh evaluated in gemmlowp fixed point (edgeq/reference/fixed_point.py: tanh); the output

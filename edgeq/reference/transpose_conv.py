@@ -1,4 +1,4 @@
-"""TRANSPOSE_CONV, int8 activations with per-channel int8 weights (reference_integer_ops::TransposeConv).
+"""TRANSPOSE_CONV, int8 or int16 (16x8) activations, per-channel int8 weights (reference_integer_ops::TransposeConv).
 
 Inputs: the int32 output shape [N, OH, OW, C_out], weights OHWI [C_out, KH, KW, C_in] with zero point 0, the
 int8 input [N, H, W, C_in] and an optional int32 bias. Every input pixel scatters into the output (no

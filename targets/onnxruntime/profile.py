@@ -39,7 +39,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
-from edgeq.io.host import exact_int8_dot_products
+from edgeq.io.host import this_cpu_exact_int8
 from edgeq.io.onnx_model import load_model
 from edgeq.io.session import random_inputs, session
 from edgeq.measure.latency import (
@@ -77,7 +77,7 @@ def exact_kernels_needed(model_path: Path) -> bool:
     """Time with ONNX Runtime's exact int8 kernels unless this CPU's default ones are exact (VNNI, ARM64) or the
     model's GEMM weight pairs are bounded (an artifact built for --cpu x86-avx2, or 4-bit weights): then the default
     kernels a deployment uses are exact too. An .ort file's weights cannot be read here: exact kernels."""
-    if exact_int8_dot_products():
+    if this_cpu_exact_int8():
         return False
     return model_path.suffix != ".onnx" or not pairs_within(load_model(model_path), PAIR_LIMIT)
 

@@ -99,7 +99,7 @@ def _litert_tensors(data: bytes, graph: Graph, inputs: list[list[np.ndarray]]) -
 
 class TfliteTarget(Target):
     name = "tflite"
-    description = "int8 .tflite (NHWC), written without TensorFlow, validated in LiteRT"
+    description = "int8 (or 16x8) .tflite (NHWC), written without TensorFlow, validated in LiteRT"
     options = (
         Option(
             "io", "Input/output type of the .tflite (int8 is what microcontrollers want).", "int8", IO_TYPES

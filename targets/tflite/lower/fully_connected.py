@@ -125,4 +125,3 @@ def _fully_connected(ctx: LoweringContext, node: ir.Node, act: Activation, w, sc
     out, activation = ctx.output(node, out_shape, tuple(range(rank)))
     options = {"FusedActivationFunction": activation, "KeepNumDims": rank > 2}
     ctx.add_op(FULLY_CONNECTED, [act.index, w_index, bias_index], [out], options)
-

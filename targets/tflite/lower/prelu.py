@@ -41,7 +41,6 @@ PRELU = register(
 )
 
 
-
 @lowers("PRelu")
 def prelu(ctx: LoweringContext, node: ir.Node) -> None:
     x_value, slope = node.inputs[0], node.inputs[1]
