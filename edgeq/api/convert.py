@@ -23,7 +23,7 @@ from edgeq import targets as registry
 from edgeq.api.inputs import SYNTHETIC, data_of, float_model, labels_of, recipe_of
 from edgeq.data import CalibrationData
 from edgeq.errors import DataError, OutputError, RecipeError
-from edgeq.io.files import check_output_path, json_text, prepare_output_dir, write_text_atomic
+from edgeq.io.files import check_output_path, json_text, output_dir, write_text_atomic
 from edgeq.io.onnx_model import load_model
 from edgeq.pipeline import Pipeline, Quantized
 from edgeq.quantization.plan import refuse_control_flow
@@ -101,54 +101,54 @@ def convert(
     recipe = recipe_of(recipe, synthetic=synthetic, **recipe_options)
     chosen = _targets(targets, recipe)
     inputs = [p for p in (model, calib, eval_data) if isinstance(p, str | os.PathLike) and p != SYNTHETIC]
-    out = prepare_output_dir(outdir, *inputs)
-    if report_html is not None:
-        if Path(report_html).suffix not in (".html", ".htm"):
-            raise OutputError(f"report {report_html} must be an .html file")
-        check_output_path(report_html, *inputs)
-    with float_model(model, example_inputs=example_inputs) as source:
-        refuse_control_flow(source.model.graph)  # before the data: its shapes would not be the first complaint
-        data = data_of(
-            calib, source.model, image_spec=image_spec, max_samples=recipe.max_calib_samples,
-            what="calibration data", progress=progress,
-        )  # fmt: skip
-        evaluation = (
-            data_of(eval_data, load_model(source.path), image_spec=image_spec, what="evaluation data")
-            if eval_data is not None
-            else data
-        )
-        labels = _labels(labels if labels is not None else labels_of(eval_data), evaluation)
-        pipeline = Pipeline(recipe, progress=progress)
-        calibrated = pipeline.calibrate(source.model, data)
-        _check_fixed_shapes(calibrated.fixed_input_shapes, evaluation)
-        built: dict[tuple[str, int | None, bool], Quantized] = {}
-
-        def quantized(activation_type: str, gemm_pair_limit: int | None = None, onnxruntime: bool = False) -> Quantized:
-            key = (activation_type, gemm_pair_limit, onnxruntime)
-            if key not in built:
-                built[key] = pipeline.quantize(calibrated, activation_type, gemm_pair_limit, onnxruntime)
-            return built[key]
-
-        build = Build(source.name, out, source.path, recipe, quantized, evaluation, labels, given)
-        emitted = {target.name: target.emit(build) for target in chosen}
-        results = {}
-        for target in chosen:
-            results[target.name] = {**emitted[target.name].to_dict(), "validation": target.validate(build, emitted[target.name])}
-        for target_names, verification in _verifications(emitted, evaluation, verify_samples):
-            for name in target_names:
-                results[name]["verification"] = verification
-        for name, losses in _largest_losses(source.path, emitted, evaluation).items():
-            results[name]["largest_losses"] = losses
-        report = {"input": source.label, "recipe": recipe.to_dict(), "targets": results}
-        if calibrated.fixed_input_shapes:
-            report["fixed_input_shapes"] = calibrated.fixed_input_shapes
-        report["artifacts"] = list(dict.fromkeys(a for result in results.values() for a in result["artifacts"]))
-        report_path = out / "report.json"
-        write_text_atomic(report_path, json_text(report) + "\n")
+    with output_dir(outdir, *inputs) as out:  # a failed conversion leaves nothing new in OUTDIR
         if report_html is not None:
-            shown = [a for a in report["artifacts"] if a.endswith((".onnx", ".tflite")) and ".float." not in a]
-            write_page(report_html, source.path, shown, evaluation, runs=20, saved=report)
-    return ConvertResult(out, results, report, report_path)
+            if Path(report_html).suffix not in (".html", ".htm"):
+                raise OutputError(f"report {report_html} must be an .html file")
+            check_output_path(report_html, *inputs)
+        with float_model(model, example_inputs=example_inputs) as source:
+            refuse_control_flow(source.model.graph)  # before the data: its shapes would not be the first complaint
+            data = data_of(
+                calib, source.model, image_spec=image_spec, max_samples=recipe.max_calib_samples,
+                what="calibration data", progress=progress,
+            )  # fmt: skip
+            evaluation = (
+                data_of(eval_data, load_model(source.path), image_spec=image_spec, what="evaluation data")
+                if eval_data is not None
+                else data
+            )
+            labels = _labels(labels if labels is not None else labels_of(eval_data), evaluation)
+            pipeline = Pipeline(recipe, progress=progress)
+            calibrated = pipeline.calibrate(source.model, data)
+            _check_fixed_shapes(calibrated.fixed_input_shapes, evaluation)
+            built: dict[tuple[str, int | None, bool], Quantized] = {}
+
+            def quantized(activation_type: str, gemm_pair_limit: int | None = None, onnxruntime: bool = False) -> Quantized:
+                key = (activation_type, gemm_pair_limit, onnxruntime)
+                if key not in built:
+                    built[key] = pipeline.quantize(calibrated, activation_type, gemm_pair_limit, onnxruntime)
+                return built[key]
+
+            build = Build(source.name, out, source.path, recipe, quantized, evaluation, labels, given)
+            emitted = {target.name: target.emit(build) for target in chosen}
+            results = {}
+            for target in chosen:
+                results[target.name] = {**emitted[target.name].to_dict(), "validation": target.validate(build, emitted[target.name])}
+            for target_names, verification in _verifications(emitted, evaluation, verify_samples):
+                for name in target_names:
+                    results[name]["verification"] = verification
+            for name, losses in _largest_losses(source.path, emitted, evaluation).items():
+                results[name]["largest_losses"] = losses
+            report = {"input": source.label, "recipe": recipe.to_dict(), "targets": results}
+            if calibrated.fixed_input_shapes:
+                report["fixed_input_shapes"] = calibrated.fixed_input_shapes
+            report["artifacts"] = list(dict.fromkeys(a for result in results.values() for a in result["artifacts"]))
+            report_path = out / "report.json"
+            write_text_atomic(report_path, json_text(report) + "\n")
+            if report_html is not None:
+                shown = [a for a in report["artifacts"] if a.endswith((".onnx", ".tflite")) and ".float." not in a]
+                write_page(report_html, source.path, shown, evaluation, runs=20, saved=report)
+        return ConvertResult(out, results, report, report_path)
 
 
 LOSS_SAMPLES = 8  # samples the per-layer comparison runs on: enough to rank the layers, cheap next to validation

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,29 @@ def prepare_output_dir(outdir: str | os.PathLike, *inputs: str | os.PathLike | N
     if not os.access(out, os.W_OK | os.X_OK):
         raise OutputError(f"output directory {out} is not writable")
     return out
+
+
+@contextlib.contextmanager
+def output_dir(outdir: str | os.PathLike, *inputs: str | os.PathLike | None) -> Iterator[Path]:
+    """OUTDIR prepared (prepare_output_dir) for the block. If the block fails, every file and folder it added to
+    OUTDIR is removed, and OUTDIR itself if it created it: a failed command leaves nothing new behind, and what
+    was there before is untouched."""
+    out = Path(outdir)
+    existed = out.is_dir()
+    before = set(out.iterdir()) if existed else set()
+    out = prepare_output_dir(out, *inputs)
+    try:
+        yield out
+    except BaseException:
+        for entry in set(out.iterdir()) - before:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        if not existed:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
 
 
 @contextlib.contextmanager

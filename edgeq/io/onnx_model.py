@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 
 from edgeq.errors import ModelError, UnsupportedError
 from edgeq.io.files import check_output_path, write_bytes_atomic
+from edgeq.io.model_checks import check_contents
 
 MIN_OPSET = 7
 MAX_OPSET = 25
@@ -91,6 +92,7 @@ def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise ModelError(f"{path} is not a valid ONNX model: {first}") from None
+    check_contents(proto, path)
     if opset < QDQ_MIN_OPSET:
         try:
             proto = onnx.version_converter.convert_version(proto, QDQ_MIN_OPSET)

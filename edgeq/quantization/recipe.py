@@ -48,6 +48,14 @@ EQUALIZE_CLIPS = ("exact", "to-relu", "keep")
 EQUALIZE_SCALINGS = ("auto", "weights", "activations")
 
 
+_SCALAR_KINDS = {
+    "str": (str, "a string"),
+    "int": (int, "an integer"),
+    "float": ((int, float), "a number"),
+    "bool": (bool, "true or false"),
+}
+
+
 @dataclass
 class Recipe:
     activation_type: str = "int8"
@@ -70,6 +78,7 @@ class Recipe:
     cpu: str = "auto"
 
     def validate(self) -> Recipe:
+        self._check_scalar_types()
         if self.activation_type not in ACTIVATION_CHOICES:
             raise RecipeError(f"activation_type must be one of {', '.join(ACTIVATION_CHOICES)}")
         if self.weight_bits not in (4, 8):
@@ -106,6 +115,20 @@ class Recipe:
         if self.cpu not in CPU_CHOICES:
             raise RecipeError(f"cpu must be one of {', '.join(CPU_CHOICES)}, not {self.cpu!r}")
         return self
+
+    def _check_scalar_types(self) -> None:
+        """Each str, int, float and bool option holds that type (TOML and dicts can give any): an int is no bool,
+        a float may be an int. Lists and tables are checked by their own rules below."""
+        for option in dataclasses.fields(self):
+            value, declared = getattr(self, option.name), str(option.type)
+            if value is None and declared.endswith("| None"):
+                continue
+            kind = declared.removesuffix(" | None")
+            if kind not in _SCALAR_KINDS:
+                continue
+            wanted, description = _SCALAR_KINDS[kind]
+            if not isinstance(value, wanted) or (isinstance(value, bool) and kind != "bool"):
+                raise RecipeError(f"{option.name} must be {description}, not {value!r}")
 
     def updated(self, **overrides) -> Recipe:
         """A copy with the options that were actually given (not None) replaced."""
@@ -161,5 +184,5 @@ def load_recipe(path: str | Path | None) -> Recipe:
         options[name] = value
     try:
         return Recipe(**options).validate()
-    except TypeError as exc:
+    except (TypeError, RecipeError) as exc:
         raise RecipeError(f"recipe file {path}: {exc}") from None
