@@ -61,4 +61,5 @@ def claiming(path: str | Path) -> list[Target]:
         raise ModelError(f"{path}: edgeq reads {', '.join(kinds[:-1])} and {kinds[-1]} artifacts")
     if not path.is_file():
         raise ModelError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    targets[0].check_file(path)  # the targets claiming a file read it the same way
     return targets

@@ -136,6 +136,10 @@ class Target(abc.ABC):
     def claims(self, path: Path) -> bool:
         return path.name.endswith(self.suffixes)
 
+    def check_file(self, path: Path) -> None:  # noqa: B027 - most targets' files need no check of their own
+        """Raise ModelError, naming PATH, if the artifact file PATH cannot be run safely (before any runtime
+        reads it)."""
+
     @abc.abstractmethod
     def emit(self, build: Build) -> Emitted:
         """Write the artifacts into ``build.outdir``, atomically."""

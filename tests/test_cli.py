@@ -430,7 +430,7 @@ def test_fixed_batch_model_converts_and_compares(tmp_path):
 def test_bad_tflite_inputs_are_one_line_errors(tmp_path):
     garbage = tmp_path / "garbage.tflite"
     garbage.write_bytes(b"not a flatbuffer at all")
-    assert_one_line_error(edgeq("profile", garbage), "not a valid TFLite flatbuffer")
+    assert_one_line_error(edgeq("profile", garbage), "garbage.tflite: not a TFLite flatbuffer \\(no TFL3 file identifier\\)")
     truncated = tmp_path / "truncated.tflite"
     convert = edgeq(
         "convert",
@@ -446,7 +446,7 @@ def test_bad_tflite_inputs_are_one_line_errors(tmp_path):
     assert convert.returncode == 0, convert.stderr
     truncated.write_bytes((tmp_path / "out" / "digits_cnn.tflite").read_bytes()[:5000])
     assert_one_line_error(
-        edgeq("compare", DIGITS, truncated, "--data", DIGITS_TEST), "not a valid TFLite flatbuffer"
+        edgeq("compare", DIGITS, truncated, "--data", DIGITS_TEST), "truncated.tflite: not a valid TFLite flatbuffer"
     )
     assert_one_line_error(edgeq("profile", tmp_path / "missing.tflite"), "does not exist")
 

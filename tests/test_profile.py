@@ -156,7 +156,7 @@ def test_bad_profile_inputs_are_one_line_errors(digits, tmp_path):
         assert_one_line_error(edgeq("profile", qdq_path, "--threads", threads), pattern)
     garbage = tmp_path / "garbage.tflite"
     garbage.write_bytes(b"not a flatbuffer at all")
-    assert_one_line_error(edgeq("profile", qdq_path, "--compare", garbage), "not a valid TFLite flatbuffer")
+    assert_one_line_error(edgeq("profile", qdq_path, "--compare", garbage), "garbage.tflite: not a TFLite flatbuffer \\(no TFL3 file identifier\\)")
     assert_one_line_error(edgeq("profile", qdq_path, "--compare", tmp_path / "gone.onnx"), "does not exist")
     not_a_model = edgeq("profile", qdq_path, "--compare", DIGITS_CALIB)
     assert_one_line_error(not_a_model, "reads .onnx, .ort and .tflite")

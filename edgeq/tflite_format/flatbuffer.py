@@ -15,7 +15,7 @@ from edgeq.tflite_format.graph import (
     Quantization,
     Tensor,
 )
-from edgeq.tflite_format.reader import raw_builtin_code, read
+from edgeq.tflite_format.reader import raw_builtin_code, read, read_file
 from edgeq.tflite_format.writer import ALIGNMENT, SCHEMA_VERSION, write
 
 __all__ = [
@@ -30,5 +30,6 @@ __all__ = [
     "Tensor",
     "raw_builtin_code",
     "read",
+    "read_file",
     "write",
 ]

@@ -3,12 +3,17 @@
 Operators are read whatever their opcode: each keeps the options table the file names (``BuiltinOptionsType``)
 with every field of it (options.py). What the Graph normalizes away but the validator checks (the file
 identifier, Model.version, which buffer each tensor uses, both opcode fields, buffer offsets, signature keys) is
-kept in ``Graph.file_facts``. A file that cannot be parsed raises :class:`~edgeq.errors.ModelError`.
+kept in ``Graph.file_facts``. A file that cannot be parsed raises :class:`~edgeq.errors.ModelError`, and so does
+one whose graph cannot run: the file identifier is not TFL3, or a tensor index is out of range, or an operator
+reads a tensor that is neither a graph input, a constant, a variable nor the output of an operator before it (a
+zeroed or corrupted block makes LiteRT fail or read garbage there). ``read_file`` names the file in the error.
 """
 
 from __future__ import annotations
 
+import os
 import struct
+from pathlib import Path
 
 import flatbuffers
 import numpy as np
@@ -56,13 +61,56 @@ def raw_builtin_code(code) -> int:
     return code._tab.Get(flatbuffers.number_types.Int32Flags, code._tab.Pos + offset) if offset else 0
 
 
-def read(model_bytes: bytes) -> Graph:
-    """Parse a .tflite flatbuffer (first subgraph) into a :class:`Graph`."""
+def read(model_bytes: bytes, *, runnable: bool = True) -> Graph:
+    """Parse a .tflite flatbuffer (first subgraph) into a :class:`Graph`; with RUNNABLE (the default), refuse one
+    whose tensor references cannot run (the validator reads without it, to list every violation itself)."""
+    if runnable and (len(model_bytes) < 8 or bytes(model_bytes[4:8]) != b"TFL3"):
+        raise ModelError("not a TFLite flatbuffer (no TFL3 file identifier)")
     try:
-        return _read(model_bytes)
-    except (struct.error, IndexError, ValueError, TypeError, UnicodeDecodeError) as exc:
-        # flatbuffers reads offsets blindly: garbage or a truncated file fails with assorted errors
+        graph = _read(model_bytes)
+    except (struct.error, IndexError, ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        # flatbuffers reads offsets blindly: garbage or a truncated file fails with assorted errors (a zeroed
+        # table reads as absent fields: None)
         raise ModelError(f"not a valid TFLite flatbuffer ({type(exc).__name__}: {exc})") from None
+    if runnable:
+        _check_references(graph)
+    return graph
+
+
+def read_file(path: str | os.PathLike) -> Graph:
+    """:func:`read` of the file PATH, its errors prefixed with the file's name."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        return read(data)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+
+
+def _check_references(graph: Graph) -> None:
+    """Every tensor index in range; every tensor an operator reads available when it runs."""
+    count = len(graph.tensors)
+    available = set(graph.inputs) | set(graph.file_facts["variables"])
+    available |= {i for i, tensor in enumerate(graph.tensors) if tensor.data is not None}
+    for index in (*graph.inputs, *graph.outputs):
+        if not 0 <= index < count:
+            raise ModelError(f"a graph input or output refers to tensor {index}; the model has {count}")
+    for number, op in enumerate(graph.operators):
+        for index in (*op.inputs, *op.outputs):
+            if not -1 <= index < count:
+                raise ModelError(f"operator {number} ({op.opcode}) refers to tensor {index}; the model has {count}")
+        for index in op.inputs:
+            if index >= 0 and index not in available:
+                raise ModelError(
+                    f"operator {number} ({op.opcode}) reads tensor {graph.tensors[index].name!r}, which has no data "
+                    "and no operator before it writes"
+                )
+        available.update(op.outputs)
+    for index in graph.outputs:
+        if index not in available:
+            raise ModelError(f"graph output {graph.tensors[index].name!r} is never written")
 
 
 def _read(model_bytes: bytes) -> Graph:
@@ -112,6 +160,7 @@ def _read(model_bytes: bytes) -> Graph:
             for name, version, code in opcodes
         ],
         "buffer_offsets": _buffer_offsets(model_bytes, buffers),
+        "variables": [i for i in range(sg.TensorsLength()) if sg.Tensors(i).IsVariable()],
         "signature_keys": [
             model.SignatureDefs(i).SignatureKey().decode() for i in range(model.SignatureDefsLength())
         ],

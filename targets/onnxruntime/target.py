@@ -136,6 +136,10 @@ class OnnxRuntimeTarget(Target):
     def claims(self, path: Path) -> bool:
         return super().claims(path) and not path.name.endswith(INTEGER_ONNX_SUFFIX)
 
+    def check_file(self, path: Path) -> None:
+        if path.suffix == ".onnx":
+            read_proto(path)  # the safe loader's checks (edgeq.io.onnx_model) before onnxruntime sees the file
+
     def emit(self, build: Build) -> Emitted:
         cpu = resolve_cpu(build.recipe.cpu)
         recipe_type = build.recipe.activation_type

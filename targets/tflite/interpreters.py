@@ -41,6 +41,20 @@ def litert_interpreter(
     return interpreter
 
 
+def flatbuffer_refusal(model_bytes: bytes) -> str | None:
+    """Why LiteRT's flatbuffer verifier (run when an Interpreter is built, before any kernel sees the model) rejects
+    MODEL_BYTES, or None; None too without LiteRT installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None
+    try:
+        Interpreter(model_content=model_bytes)
+    except (ValueError, RuntimeError) as exc:
+        return str(exc).strip().splitlines()[0]
+    return None
+
+
 def run_litert(model_bytes: bytes, inputs: list[np.ndarray], *, kernels: str = "reference", threads: int = 1):
     """Outputs of one invocation in LiteRT; each input must have the model's exact shape and dtype."""
     interpreter = litert_interpreter(model_bytes, kernels=kernels, threads=threads)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.errors import UnsupportedError
+from edgeq.errors import ModelError, UnsupportedError
 from edgeq.io.files import write_bytes_atomic
 from edgeq.reference.interface import dequantized, graph_batch, model_inputs
 from edgeq.targets import register
@@ -23,9 +23,9 @@ from edgeq.targets.tflite import profile
 from edgeq.targets.tflite.analysis import analyze_tflite
 from edgeq.targets.tflite.artifact import TfliteModel, build, validate_on_data
 from edgeq.targets.tflite.delegation import delegation_line
-from edgeq.targets.tflite.interpreters import invoke_litert, litert_interpreter
+from edgeq.targets.tflite.interpreters import flatbuffer_refusal, invoke_litert, litert_interpreter
 from edgeq.targets.tflite.lower import IO_TYPES
-from edgeq.tflite_format.flatbuffer import Graph, read
+from edgeq.tflite_format.flatbuffer import Graph, read, read_file
 
 
 def tflite_of(target: Target, conversion: Build) -> TfliteModel:
@@ -147,6 +147,14 @@ class TfliteTarget(Target):
         if report["validation"]["xnnpack"]["builtin"]:  # what keeps it from running in XNNPACK alone
             line += "\n  " + delegation_line(report["validation"]["xnnpack"])
         return line
+
+    def check_file(self, path: Path) -> None:
+        # LiteRT and TFLite Micro read out of bounds or abort on broken flatbuffers: edgeq's reader (tensor
+        # references) and LiteRT's flatbuffer verifier (offsets, vector lengths) pass the file first
+        read_file(path)
+        refusal = flatbuffer_refusal(path.read_bytes())
+        if refusal is not None:
+            raise ModelError(f"{path}: LiteRT's flatbuffer verifier rejects it: {refusal}")
 
     def profile(self, path: Path, *, runs: int, warmup: int, threads: list[int], progress: bool) -> dict:
         return profile.profile(path, runs=runs, warmup=warmup, threads=threads, progress=progress)

@@ -56,7 +56,7 @@ def validate_model(model_bytes: bytes) -> list[str]:
     except Exception as exc:  # a malformed flatbuffer raises assorted errors
         return [f"not a TFLite flatbuffer ({type(exc).__name__}: {exc})"]
     try:
-        graph = read(model_bytes)
+        graph = read(model_bytes, runnable=False)
     except Exception as exc:  # read() cannot build a graph from data of the wrong size, which layout names
         return layout or [f"edgeq cannot read the model: {exc}"]
     violations = layout + _file_violations(graph)
