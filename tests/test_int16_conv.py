@@ -85,6 +85,18 @@ def full_range_input(rng, shape) -> np.ndarray:
 bias_magnitudes = st.sampled_from([0, 3_000_000, 3_000_000, 2**36])  # 2^36: beyond int32, saturating most outputs
 
 
+def window_options(padding: str, stride: int, dilation: int, act: str) -> dict:
+    """The options CONV_2D and DEPTHWISE_CONV_2D share: square stride and dilation."""
+    return {
+        "Padding": padding,
+        "StrideH": stride,
+        "StrideW": stride,
+        "DilationHFactor": dilation,
+        "DilationWFactor": dilation,
+        "FusedActivationFunction": act,
+    }
+
+
 # ------------------------------------------------------------------------------------------------- CONV_2D
 
 
@@ -123,14 +135,7 @@ def test_conv_2d_16x8(
             int64_bias(rng, s_in, w_scales, c_out, magnitude),
         ],
         [activation("y", (1, *out, c_out), s_out, 0, INT16)],
-        {
-            "Padding": padding,
-            "StrideH": stride,
-            "StrideW": stride,
-            "DilationHFactor": dilation,
-            "DilationWFactor": dilation,
-            "FusedActivationFunction": act,
-        },
+        window_options(padding, stride, dilation, act),
     )
     assert validate_model(model) == []
     assert read(model).operators[0].version == (6 if groups > 1 else 1)
@@ -173,15 +178,7 @@ def test_depthwise_conv_2d_16x8(
             int64_bias(rng, s_in, w_scales, c_out, magnitude),
         ],
         [activation("y", (1, *out, c_out), s_out, 0, INT16)],
-        {
-            "Padding": padding,
-            "StrideH": stride,
-            "StrideW": stride,
-            "DilationHFactor": dilation,
-            "DilationWFactor": dilation,
-            "DepthMultiplier": multiplier,
-            "FusedActivationFunction": act,
-        },
+        {**window_options(padding, stride, dilation, act), "DepthMultiplier": multiplier},
     )
     assert validate_model(model) == []
     assert read(model).operators[0].version == (2 if dilation > 1 else 1)

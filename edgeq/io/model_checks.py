@@ -25,7 +25,7 @@ WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def _constants(graph: onnx.GraphProto):
-    """(name, array) of every float initializer and Constant node value."""
+    """(name, TensorProto) of every initializer and Constant node value of GRAPH."""
     for tensor in graph.initializer:
         yield tensor.name, tensor
     for node in graph.node:
