@@ -12,7 +12,8 @@ sentences (the same bert-base-uncased token ids feed both). Quantizers: edgeq's 
 targets onnxruntime and tflite, for this machine's CPU, and the tflite target with `activation_type="int16"`: the
 16x8 .tflite); onnxruntime's quant_pre_process + quantize_static (QDQ,
 MinMax, per-channel int8 weights, uint8 activations: benchmarks/ort_quantize.py) and quantize_dynamic (its
-defaults: int8 weights, activations quantized per run). Metrics (the corpus case's own, metrics.py there): mean
+defaults: int8 weights per tensor, activations quantized per run; and with per_channel=True, its better setting on
+these encoders); edgeq's dynamic mode (`mode="dynamic"`, the onnxruntime target: passes/insert_dynamic.py). Metrics (the corpus case's own, metrics.py there): mean
 and minimum cosine of each sentence embedding to fp32's, Spearman correlation of the 19900 pairwise similarities;
 file size over fp32's; ONNX Runtime latency with 1 thread, batch 1 (one [1, 64] sentence), median over ROUNDS
 alternated rounds of RUNS runs, as a speedup over fp32 (on the kernels each model computes exactly on this CPU,
@@ -54,7 +55,10 @@ from edgeq.tflite_format.flatbuffer import read  # noqa: E402
 MARKER = "## Sentence encoders"
 CASE = CORPUS / "paraphrase_minilm_l3"
 ROUNDS, RUNS = 15, 5
-COLUMNS = ("edgeq", "ORT static", "ORT dynamic", "edgeq .tflite", "edgeq .tflite 16x8")
+COLUMNS = (
+    "edgeq", "edgeq dynamic", "ORT static", "ORT dynamic", "ORT dynamic per-channel", "edgeq .tflite",
+    "edgeq .tflite 16x8",
+)  # fmt: skip
 TFLITE = {"edgeq .tflite": "int8", "edgeq .tflite 16x8": "int16"}  # column -> activation type
 # as in bench_speed: onnxruntime's 8-bit static model computes what its Q/DQ nodes define on x86 without VNNI only
 # with its exact kernels; edgeq's bounds its weight pairs for the default ones; the dynamic model runs MatMulInteger
@@ -95,17 +99,24 @@ def quantized(model: Path, tmp: Path) -> dict[str, Path | str]:
         out["edgeq .tflite 16x8"] = Path(converted.report["artifacts"][0])
     except Exception as exc:
         out["edgeq .tflite 16x8"] = first_line(exc)
+    try:
+        converted = edgeq.convert(model, calib, outdir=tmp / "edgeq_dynamic", mode="dynamic", progress=False)
+        out["edgeq dynamic"] = Path(converted.report["artifacts"][0])
+    except Exception as exc:
+        out["edgeq dynamic"] = first_line(exc)
     with contextlib.chdir(tmp):  # its calibration writes files into the working folder
         try:
             ort_worker(str(model), str(calib), str(tmp / "ort_static.onnx"), "MinMax", "QUInt8")
             out["ORT static"] = tmp / "ort_static.onnx"
         except Exception as exc:
             out["ORT static"] = first_line(exc)
-        try:
-            quantize_dynamic(str(model), str(tmp / "ort_dynamic.onnx"))
-            out["ORT dynamic"] = tmp / "ort_dynamic.onnx"
-        except Exception as exc:
-            out["ORT dynamic"] = first_line(exc)
+        for column, per_channel in (("ORT dynamic", False), ("ORT dynamic per-channel", True)):
+            path = tmp / f"ort_dynamic_{per_channel}.onnx"
+            try:
+                quantize_dynamic(str(model), str(path), per_channel=per_channel)
+                out[column] = path
+            except Exception as exc:
+                out[column] = first_line(exc)
     return out
 
 
@@ -195,10 +206,11 @@ def section(rows: dict[str, dict]) -> list[str]:
         "pairwise similarities (the corpus case's metrics), then file size over fp32's and, for the ONNX models,",
         "ONNX Runtime speed over fp32's (1 thread, batch 1, one 64-token sentence; median of "
         f"{ROUNDS} alternated rounds).",
-        "edgeq: `edgeq.convert(targets=[\"onnxruntime\", \"tflite\"])` defaults; edgeq .tflite 16x8: the tflite",
-        "target with `activation_type=\"int16\"` (int16 activations, int8 weights); ORT static: quant_pre_process +",
-        "quantize_static (QDQ, MinMax, per-channel int8 weights, uint8 activations); ORT dynamic: quantize_dynamic",
-        "defaults. The script's docstring says how each is run.",
+        "edgeq: `edgeq.convert(targets=[\"onnxruntime\", \"tflite\"])` defaults; edgeq dynamic: the onnxruntime",
+        "target with `mode=\"dynamic\"` (int8 weights, activations quantized per run); edgeq .tflite 16x8: the",
+        "tflite target with `activation_type=\"int16\"` (int16 activations, int8 weights); ORT static:",
+        "quant_pre_process + quantize_static (QDQ, MinMax, per-channel int8 weights, uint8 activations); ORT",
+        "dynamic: quantize_dynamic defaults, and with `per_channel=True`. The script's docstring says how each is run.",
         "",
         "| encoder | " + " | ".join(COLUMNS) + " |",
         "|---|" + "---|" * len(COLUMNS),

@@ -1,12 +1,16 @@
 """edgeq: quantize trained models into verified integer artifacts for edge devices.
 
 The Python API (edgeq.api) is available here: ``edgeq.quantize``, ``edgeq.convert``, ``edgeq.verify``,
-``edgeq.compare``, ``edgeq.profile``, ``edgeq.report``, ``edgeq.export`` and their result types, imported on first
-use so that ``import edgeq`` stays light. ``edgeq.Recipe`` holds every quantization option; errors are
+``edgeq.compare``, ``edgeq.profile``, ``edgeq.report``, ``edgeq.describe``, ``edgeq.export`` and their result
+types, imported on first use so that ``import edgeq`` stays light. ``edgeq.Recipe`` holds every quantization option; errors are
 ``edgeq.EdgeqError`` and its subclasses (edgeq.errors).
 """
 
 import importlib
+import os
+
+# onnxruntime's telemetry writes a session file ($TMPDIR/.ses) that outlives every run; off unless asked for
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from edgeq.errors import (
     DataError,
@@ -28,6 +32,7 @@ API = (
     "VerifyResult",
     "compare",
     "convert",
+    "describe",
     "export",
     "profile",
     "quantize",

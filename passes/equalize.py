@@ -290,12 +290,12 @@ def _channel_extrema(
     return {name: (lows[name], highs[name]) for name in names}
 
 
-def _outputs_on_random_input(model: ir.Model) -> list[np.ndarray]:
+def outputs_on_random_input(model: ir.Model) -> list[np.ndarray]:
     runner = session(model)
     return runner.run(None, random_inputs(runner, symbolic=2))
 
 
-def _relative_change(before: list, after: list) -> float:
+def relative_change(before: list, after: list) -> float:
     return max(
         (float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)) for b, a in float_pairs(before, after)),
         default=0.0,
@@ -351,7 +351,7 @@ class EqualizePass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> EqualizeResult:
         batch = next(iter(self.data.batches(fixed_batch_size(model) or 8))) if self.data is not None else None
         before_on_data = session(model).run(None, batch) if batch is not None else None
-        original = _outputs_on_random_input(model)
+        original = outputs_on_random_input(model)
         pairs = find_pairs(model.graph, self.clipped)
         clipped_pairs = [p for p in pairs if p.activation is not None and _clip_ceiling(p.activation) is not None]
         if self.clipped == "to-relu":
@@ -359,7 +359,7 @@ class EqualizePass(ir.passes.InPlacePass):
                 _replace_with_relu(model.graph, pair.activation)
             common_passes.RemoveUnusedNodesPass()(model)  # the Clips' bounds
             pairs = find_pairs(model.graph, self.clipped)
-        baseline = _outputs_on_random_input(model) if self.clipped == "to-relu" else original
+        baseline = outputs_on_random_input(model) if self.clipped == "to-relu" else original
         sweeps = 0
         if self.scaling == "activations":
             # one pass: the ranges are measured once, on the model before any scaling
@@ -391,8 +391,8 @@ class EqualizePass(ir.passes.InPlacePass):
             for node in (pair.first, pair.activation, pair.ceiling):
                 if node is not None:
                     channel_scales[node.outputs[0].name] = scale
-        equalized = _outputs_on_random_input(model)
-        change = _relative_change(equalized, baseline)
+        equalized = outputs_on_random_input(model)
+        change = relative_change(equalized, baseline)
         if change > TOLERANCE:
             raise EdgeqError(f"internal error: equalization changed the float model by {change:.2e} (relative)")
         candidates = [p for p in pairs if absorbable(p)] if self.absorb_bias else []
@@ -407,10 +407,10 @@ class EqualizePass(ir.passes.InPlacePass):
             "sweeps": sweeps,
             "clip_policy": self.clipped,
             "clips_between_pairs": len(clipped_pairs),
-            "change_from_clip_to_relu": _relative_change(baseline, original),
+            "change_from_clip_to_relu": relative_change(baseline, original),
             "change_from_equalization": change,
             "high_bias_absorbed_pairs": absorbed,
-            "change_from_bias_absorption": _relative_change(_outputs_on_random_input(model), equalized),
+            "change_from_bias_absorption": relative_change(outputs_on_random_input(model), equalized),
         }
         if batch is not None:
             after_on_data = session(model).run(None, batch)

@@ -27,11 +27,19 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
+from edgeq.io.onnx_model import clone_model
 from edgeq.passes.stage import StageResult
 from edgeq.quantization.cpus import runs_as_gemm
 from edgeq.quantization.integer_sources import is_embedding, quantize_table
-from edgeq.quantization.plan import BIAS_INPUT, WEIGHT_INPUT, QuantPlan, is_constant
-from edgeq.quantization.qparams import Encoding, quantize_linear_layer, weight_scales
+from edgeq.quantization.plan import (
+    BIAS_INPUT,
+    WEIGHT_INPUT,
+    QuantPlan,
+    assign_encodings,
+    is_constant,
+    plan_quantization,
+)
+from edgeq.quantization.qparams import Encoding, QType, quantize_linear_layer, weight_scales
 
 
 def activation_scale_name(tensor: str) -> str:
@@ -39,7 +47,8 @@ def activation_scale_name(tensor: str) -> str:
     return f"{tensor}_scale"
 
 
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+def constant_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """ARRAY registered as initializer NAME of GRAPH, with its shape and type."""
     value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
     value.shape = ir.Shape(array.shape)
     value.dtype = ir.tensor(array).dtype
@@ -50,9 +59,9 @@ def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
 def dequantize_constant(graph: ir.Graph, name: str, q: np.ndarray, scale, zero_point, axis: int | None) -> ir.Value:
     """A constant integer tensor Q behind a DequantizeLinear; returns the float output value."""
     inputs = [
-        _initializer(graph, f"{name}_quantized", q),
-        _initializer(graph, f"{name}_scale", np.asarray(scale, np.float32)),
-        _initializer(graph, f"{name}_zero_point", np.asarray(zero_point, q.dtype)),
+        constant_initializer(graph, f"{name}_quantized", q),
+        constant_initializer(graph, f"{name}_scale", np.asarray(scale, np.float32)),
+        constant_initializer(graph, f"{name}_zero_point", np.asarray(zero_point, q.dtype)),
     ]
     attributes = {} if axis is None else {"axis": axis}
     node = ir.node("DequantizeLinear", inputs, attributes, name=f"{name}_DequantizeLinear")
@@ -205,8 +214,8 @@ class InsertQDQPass(ir.passes.InPlacePass):
     @staticmethod
     def _insert_pair(graph: ir.Graph, value: ir.Value, encoding: Encoding) -> None:
         name = value.name
-        scale = _initializer(graph, activation_scale_name(name), np.asarray(encoding.scale, np.float32))
-        zero_point = _initializer(
+        scale = constant_initializer(graph, activation_scale_name(name), np.asarray(encoding.scale, np.float32))
+        zero_point = constant_initializer(
             graph, f"{name}_zero_point", np.asarray(encoding.zero_point, encoding.qtype.dtype)
         )
         quantize = ir.node("QuantizeLinear", [value, scale, zero_point], name=f"{name}_QuantizeLinear")
@@ -232,3 +241,14 @@ class InsertQDQPass(ir.passes.InPlacePass):
                 if out is value:
                     outputs[i] = dequantized
         graph.extend([quantize, dequantize])
+
+
+def placeholder_qdq(model: ir.Model, qtype: QType, span: tuple[float, float] = (-1.0, 1.0)) -> ir.Model:
+    """A QDQ copy of the preprocessed float MODEL built without data: edgeq's plan, every calibrated range SPAN,
+    min/max weight scales rounded to nearest. Its Q/DQ pairs are where the pipeline puts them, its numbers are
+    not: for questions about its structure only (which nodes a target lowers and how, `edgeq inspect`)."""
+    copy = clone_model(model)
+    plan = plan_quantization(copy.graph)
+    encodings = assign_encodings(plan, dict.fromkeys(plan.calibration_tensors(), span), qtype)
+    InsertQDQPass(plan, encodings, weight_range="minmax", weight_rounding="nearest")(copy)
+    return copy

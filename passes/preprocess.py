@@ -47,6 +47,7 @@ from edgeq.passes.matmul_bias_to_gemm import MatMulBiasToGemmPass
 from edgeq.passes.raise_opset import INT16_QDQ_OPSET, RaiseOpsetPass
 from edgeq.passes.remove_noops import RemoveNoOpsPass
 from edgeq.passes.runtime_folding import RuntimeFoldingPass
+from edgeq.passes.stage import failing_cause
 
 
 class FoldConstantsPass(ir.passes.InPlacePass):
@@ -113,5 +114,8 @@ class PreprocessPass(ir.passes.InPlacePass):
 
 
 def preprocess(model: ir.Model, input_shapes=None, sample_shapes=None) -> ir.Model:
-    """Run the preprocessing on MODEL in place and return it."""
-    return PreprocessPass(input_shapes, sample_shapes)(model).model
+    """Run the preprocessing on MODEL in place and return it; a failing step raises its own exception."""
+    try:
+        return PreprocessPass(input_shapes, sample_shapes)(model).model
+    except ir.passes.PassError as exc:
+        raise failing_cause(exc) from None

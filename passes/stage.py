@@ -25,6 +25,15 @@ from edgeq.quantization.plan import QuantPlan
 from edgeq.quantization.recipe import Recipe
 
 
+def failing_cause(error: ir.passes.PassError) -> BaseException:
+    """The exception the failing pass raised, which onnx_ir's PassManager wraps (once per nesting level) in
+    PassError: what to re-raise, so that an EdgeqError reaches the user as the one line it is."""
+    cause: BaseException = error
+    while isinstance(cause, ir.passes.PassError) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    return cause
+
+
 @dataclass
 class StageResult(ir.passes.PassResult):
     """A stage's model and what it did; ``summary()`` is what the report records."""

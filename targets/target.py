@@ -8,6 +8,7 @@ artifact file. A target implements what applies to it and inherits the rest:
     name, description, options       what it is called and the options it takes (the CLI makes flags of them)
     claims(path)                     whether it runs this artifact file (several targets may claim one file)
     emit(build) -> Emitted           write the artifacts (atomically) and say what they are
+    artifact_names(stem)             every file name emit can write for a model named STEM, whatever the options
     validate(build, emitted)         run them on the evaluation data against the float model
     summary(report)                  one line on a conversion's result, for the command line
     profile(path, ...)               its part of `edgeq profile`: latency, memory, what the runtime fused
@@ -17,6 +18,8 @@ artifact file. A target implements what applies to it and inherits the rest:
     probe(path, names)               the artifact's values of the float model's tensors, for `edgeq compare`
     integer_graph(path)              the TFLite graph whose integers the artifact computes (the reference)
     integer_runs(path, graph, inputs)  what the artifact's runtimes compute on integer inputs, for `edgeq verify`
+    node_plan(model, shared)         what it would do with each node of a float model, without data, for
+                                     `edgeq inspect`
 
 Targets may build on each other (tflm on tflite, integer-only ONNX on the TFLite lowering), never in a cycle.
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import ClassVar, Protocol
 
 import numpy as np
+import onnx_ir as ir
 
 from edgeq.data import CalibrationData
 from edgeq.errors import UnsupportedError
@@ -53,10 +57,10 @@ class Option:
 class Build:
     """What a conversion hands each target: where to write, the models, the data, the options given.
 
-    ``quantized(activation_type, gemm_pair_limit=None, onnxruntime=False)`` returns the pipeline's QDQ model of that
-    activation type (with that limit on GEMM layers' weight pairs, edgeq.quantization.cpus; Q/DQ placed for ONNX
-    Runtime, edgeq.quantization.placement), built once per set of arguments for the whole conversion (every target
-    gets the same activation scales); ``shared`` holds what one target made for
+    ``quantized(activation_type, gemm_pair_limit=None, onnxruntime=False, mode=None)`` returns the pipeline's QDQ
+    model of that activation type (with that limit on GEMM layers' weight pairs, edgeq.quantization.cpus; Q/DQ placed
+    for ONNX Runtime, edgeq.quantization.placement; with mode "dynamic" the dynamically quantized model), built once
+    per set of arguments for the whole conversion (every target gets the same activation scales); ``shared`` holds what one target made for
     others in the same conversion (the TFLite Micro target reuses the .tflite).
     """
 
@@ -129,6 +133,7 @@ class Target(abc.ABC):
     suffixes: ClassVar[tuple[str, ...]] = ()
     activation_types: ClassVar[tuple[str, ...]] = ("int8",)  # the recipe's "auto" lets the target choose
     on_request: ClassVar[bool] = False  # built only when named, not by the CLI's "--target all"
+    modes: ClassVar[tuple[str, ...]] = ("static",)  # the recipe modes it builds besides auto (dynamic: ORT's kernels)
     # True when the artifact *is* an integer TFLite graph (verify prefers it as the reference to one derived from
     # a QDQ model).
     stores_integer_graph: ClassVar[bool] = False
@@ -143,6 +148,11 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def emit(self, build: Build) -> Emitted:
         """Write the artifacts into ``build.outdir``, atomically."""
+
+    def artifact_names(self, stem: str) -> tuple[str, ...]:
+        """The names of the files ``emit`` can write for a model named STEM: a conversion deletes those an earlier
+        run left in its folder and it did not write again."""
+        return ()
 
     def validate(self, build: Build, emitted: Emitted) -> dict:
         return {}
@@ -170,6 +180,14 @@ class Target(abc.ABC):
 
     def integer_runs(self, path: Path, graph: Graph, inputs: list[list[np.ndarray]]) -> list[IntegerRun]:
         return []
+
+    def node_plan(self, model: ir.Model, shared: dict) -> dict | None:
+        """What this target's artifact would make of each node of MODEL (a preprocessed float model, left
+        unchanged), decided by the rules convert applies, without data: ``{"nodes": [{"node", "op", "outcome",
+        "reason"?, "code"?}], "refusal"?}``, outcome "quantized", "float", "integer" (computes no float tensor,
+        left as it is) or "refused"; ``refusal``: the one line why convert would refuse the whole artifact.
+        SHARED holds what one target computed for others on the same model. None: the target does not say."""
+        return None
 
 
 def output_summary(validation: dict) -> str:

@@ -44,7 +44,7 @@ CACHE = REPO / "benchmarks" / ".cache" / f"onnx-node-tests-{onnx.__version__}"
 REFUSAL = re.compile(r"^unsupported: (\S+) at (.*?): \S")
 # edgeq.io.onnx_model's opset checks (being extended to every opset onnxruntime runs)
 OPSET_REFUSAL = re.compile(
-    r": opset \d+ is not supported \(edgeq supports \d+\.\.\d+\)$|^model imports no default-domain opset$"
+    r": opset \d+ is not supported \(edgeq supports \d+\.\.\d+\)$|: imports no default-domain \(ai\.onnx\) opset$"
 )
 FLOAT_MODEL_FAILED = "the float model failed on the calibration data"
 DATA_REASONS = {

@@ -1,5 +1,5 @@
 """The ONNX Runtime artifact gathers the integers of an embedding table, not its dequantized floats
-(targets/onnxruntime/integer_gather.py): identical outputs, and `undo` gives the TFLite lowering its graph back."""
+(passes/integer_gather.py): identical outputs, and `undo` gives the TFLite lowering its graph back."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from test_ops_gather import _embedding_model
 
 from edgeq.io.onnx_model import clone_model, model_bytes
 from edgeq.io.session import session
+from edgeq.passes import integer_gather
 from edgeq.reference.executor import run_all_semantics
 from edgeq.reference.interface import model_inputs
-from edgeq.targets.onnxruntime import integer_gather
 from edgeq.targets.tflite.lower import lower
 
 

@@ -8,6 +8,7 @@ modules and numpy data, and return result objects instead of printing.
     checked = edgeq.verify(converted.artifacts[:1], "eval.npz")
     errors = edgeq.compare("model.onnx", "out/model.tflite", "eval.npz")
     timing = edgeq.profile("out/model.tflite", runs=200)
+    facts = edgeq.describe("model.onnx")  # what `edgeq inspect` prints, as a dict
 
 Every bad input raises an ``edgeq.EdgeqError`` subclass (edgeq.errors) whose message is the line the CLI prints.
 The functions' docstrings are the reference.
@@ -16,6 +17,7 @@ The functions' docstrings are the reference.
 from edgeq.api.convert import ConvertResult, convert
 from edgeq.api.export import export_module as export
 from edgeq.api.inspect import CompareResult, ProfileResult, VerifyResult, compare, profile, report, verify
+from edgeq.api.model_summary import describe
 from edgeq.api.quantize import QuantizeResult, quantize
 
 __all__ = [  # also edgeq.API, which makes them attributes of the edgeq package (tests/test_readme.py)
@@ -26,6 +28,7 @@ __all__ = [  # also edgeq.API, which makes them attributes of the edgeq package 
     "VerifyResult",
     "compare",
     "convert",
+    "describe",
     "export",
     "profile",
     "quantize",

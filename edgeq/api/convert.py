@@ -14,7 +14,7 @@ Everything goes into ``<outdir>/report.json``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +23,13 @@ from edgeq import targets as registry
 from edgeq.api.inputs import SYNTHETIC, data_of, float_model, labels_of, recipe_of
 from edgeq.data import CalibrationData
 from edgeq.errors import DataError, OutputError, RecipeError
-from edgeq.io.files import check_output_path, json_text, output_dir, write_text_atomic
+from edgeq.io.files import check_output_path, json_text, staged_output, write_text_atomic
 from edgeq.io.onnx_model import load_model
 from edgeq.pipeline import Pipeline, Quantized
-from edgeq.quantization.plan import refuse_control_flow
+from edgeq.quantization.plan import refuse_control_flow, refuse_quantized
 from edgeq.reports import compare as comparing
-from edgeq.reports.page import write_page
+from edgeq.reports.html import write_report
+from edgeq.reports.page import report_page
 from edgeq.reports.verify import verify
 from edgeq.targets.target import Build, Emitted, Option, Target
 
@@ -36,12 +37,16 @@ from edgeq.targets.target import Build, Emitted, Option, Target
 @dataclass
 class ConvertResult:
     """What a conversion wrote: per target its report (``artifacts``, what it built, ``validation``, and
-    ``verification`` against the integer reference where it has one), the whole report and where it is."""
+    ``verification`` against the integer reference where it has one), the whole report and where it is, the files
+    of an earlier run it wrote over (``replaced``) and the earlier artifacts of the same model it did not write
+    again and deleted (``removed``)."""
 
     outdir: Path
     targets: dict[str, dict]
     report: dict
     report_path: Path
+    replaced: list[Path] = field(default_factory=list)
+    removed: list[Path] = field(default_factory=list)
 
     @property
     def artifacts(self) -> list[Path]:
@@ -55,6 +60,11 @@ def _targets(names, recipe) -> list[Target]:
     expanded = [n for name in names for n in (everyday if name == "all" else [name])]
     chosen = [registry.get(name) for name in dict.fromkeys(expanded)]
     for target in chosen:
+        if recipe.mode not in ("auto", *target.modes):
+            takers = [t.name for t in registry.registered() if recipe.mode in t.modes]
+            raise RecipeError(
+                f"the {target.name} target takes mode static; mode {recipe.mode} is for the {', '.join(takers)} target"
+            )
         if recipe.activation_type not in ("auto", *target.activation_types):
             takers = [t.name for t in registry.registered() if recipe.activation_type in t.activation_types]
             raise RecipeError(
@@ -101,12 +111,14 @@ def convert(
     recipe = recipe_of(recipe, synthetic=synthetic, **recipe_options)
     chosen = _targets(targets, recipe)
     inputs = [p for p in (model, calib, eval_data) if isinstance(p, str | os.PathLike) and p != SYNTHETIC]
-    with output_dir(outdir, *inputs) as out:  # a failed conversion leaves nothing new in OUTDIR
+    # every artifact is staged and validated before any moves into OUTDIR: a failed conversion leaves it as it was
+    with staged_output(outdir, *inputs) as staged:
         if report_html is not None:
             if Path(report_html).suffix not in (".html", ".htm"):
                 raise OutputError(f"report {report_html} must be an .html file")
             check_output_path(report_html, *inputs)
         with float_model(model, example_inputs=example_inputs) as source:
+            refuse_quantized(source.model.graph, source.label)
             refuse_control_flow(source.model.graph)  # before the data: its shapes would not be the first complaint
             data = data_of(
                 calib, source.model, image_spec=image_spec, max_samples=recipe.max_calib_samples,
@@ -121,15 +133,17 @@ def convert(
             pipeline = Pipeline(recipe, progress=progress)
             calibrated = pipeline.calibrate(source.model, data)
             _check_fixed_shapes(calibrated.fixed_input_shapes, evaluation)
-            built: dict[tuple[str, int | None, bool], Quantized] = {}
+            built: dict[tuple[str, int | None, bool, str | None], Quantized] = {}
 
-            def quantized(activation_type: str, gemm_pair_limit: int | None = None, onnxruntime: bool = False) -> Quantized:
-                key = (activation_type, gemm_pair_limit, onnxruntime)
+            def quantized(
+                activation_type: str, gemm_pair_limit: int | None = None, onnxruntime: bool = False, mode=None
+            ) -> Quantized:
+                key = (activation_type, gemm_pair_limit, onnxruntime, mode)
                 if key not in built:
-                    built[key] = pipeline.quantize(calibrated, activation_type, gemm_pair_limit, onnxruntime)
+                    built[key] = pipeline.quantize(calibrated, activation_type, gemm_pair_limit, onnxruntime, mode)
                 return built[key]
 
-            build = Build(source.name, out, source.path, recipe, quantized, evaluation, labels, given)
+            build = Build(source.name, staged.folder, source.path, recipe, quantized, evaluation, labels, given)
             emitted = {target.name: target.emit(build) for target in chosen}
             results = {}
             for target in chosen:
@@ -139,16 +153,41 @@ def convert(
                     results[name]["verification"] = verification
             for name, losses in _largest_losses(source.path, emitted, evaluation).items():
                 results[name]["largest_losses"] = losses
+            results = staged.final(results)
             report = {"input": source.label, "recipe": recipe.to_dict(), "targets": results}
             if calibrated.fixed_input_shapes:
                 report["fixed_input_shapes"] = calibrated.fixed_input_shapes
             report["artifacts"] = list(dict.fromkeys(a for result in results.values() for a in result["artifacts"]))
-            report_path = out / "report.json"
-            write_text_atomic(report_path, json_text(report) + "\n")
+            write_text_atomic(staged.folder / REPORT_NAME, json_text(report) + "\n")
             if report_html is not None:
-                shown = [a for a in report["artifacts"] if a.endswith((".onnx", ".tflite")) and ".float." not in a]
-                write_page(report_html, source.path, shown, evaluation, runs=20, saved=report)
-        return ConvertResult(out, results, report, report_path)
+                shown = [
+                    str(path)
+                    for result in emitted.values()
+                    for path in result.artifacts
+                    if path.name.endswith((".onnx", ".tflite")) and ".float." not in path.name
+                ]
+                page = report_page(source.path, list(dict.fromkeys(shown)), evaluation, runs=20, saved=report)
+                write_report(report_html, staged.final(page))  # names the artifacts where the commit puts them
+            written = {path.name for path in staged.folder.iterdir()}
+            replaced, removed = staged.commit(_stale_artifacts(staged.out, source.name, written))
+        return ConvertResult(staged.out, results, report, staged.out / REPORT_NAME, replaced, removed)
+
+
+REPORT_NAME = "report.json"
+
+
+def _stale_artifacts(out: Path, stem: str, written: set[str]) -> list[Path]:
+    """The files in OUT that some target names its artifacts for a model named STEM (``artifact_names``) and this
+    conversion did not write: an earlier run's, which the new report.json would not describe.
+    required_operators.config, which onnxruntime does not name after the model, goes with a stale .ort."""
+    names = dict.fromkeys(name for target in registry.registered() for name in target.artifact_names(stem))
+    stale = [out / name for name in names if name not in written and (out / name).is_file()]
+    if any(path.suffix == ".ort" for path in stale) and ORT_CONFIG not in written:
+        stale.append(out / ORT_CONFIG)
+    return stale
+
+
+ORT_CONFIG = "required_operators.config"
 
 
 LOSS_SAMPLES = 8  # samples the per-layer comparison runs on: enough to rank the layers, cheap next to validation

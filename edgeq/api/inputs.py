@@ -179,5 +179,6 @@ def recipe_of(recipe: Recipe | str | os.PathLike | Mapping | None, *, synthetic:
         raise RecipeError(f"unknown option(s) {', '.join(sorted(unknown))}")
     if options.get("bias_correction") is not None:
         passes = options.get("passes")
-        options["passes"] = [*(passes if passes is not None else base.passes), "bias-correction"]
+        passes = list(passes if passes is not None else base.passes)
+        options["passes"] = passes if "bias-correction" in passes else [*passes, "bias-correction"]
     return base.updated(**options)

@@ -11,9 +11,11 @@ import onnx
 from edgeq.api.inputs import SYNTHETIC, data_of, float_model, recipe_of
 from edgeq.io.files import check_output_path, json_text, write_text_atomic
 from edgeq.io.onnx_model import save_model, to_proto
+from edgeq.passes.integer_gather import gather_integers
+from edgeq.passes.layer_norm_sums import sums_before_layer_norms
 from edgeq.pipeline import Pipeline
 from edgeq.quantization.cpus import resolve_cpu
-from edgeq.quantization.plan import refuse_control_flow
+from edgeq.quantization.plan import refuse_control_flow, refuse_quantized
 from edgeq.quantization.recipe import Recipe
 
 
@@ -52,6 +54,9 @@ def quantize(
     override it. Without a recipe or an activation type, activations get the type ONNX Runtime runs fastest on the
     recipe's ``cpu`` (uint8 on x86, int8 on ARM64: edgeq.quantization.cpus). OUTPUT (an .onnx path, never the input) and REPORT (a JSON path) are written atomically.
 
+    With ``mode="dynamic"`` the model is ONNX Runtime's dynamically quantized one instead (passes/insert_dynamic.py:
+    int8 weights of the products and embedding tables, activations quantized per run).
+
     Raises an ``EdgeqError`` subclass, with the message the command line prints, for any bad input.
     """
     inputs = (model if isinstance(model, str | os.PathLike) else None, _path_or_none(calib))
@@ -63,6 +68,7 @@ def quantize(
         options["activation_type"] = "auto"  # the type ONNX Runtime runs fastest on the deployment CPU
     recipe = recipe_of(recipe, synthetic=isinstance(calib, str) and calib == SYNTHETIC, **options)
     with float_model(model, example_inputs=example_inputs) as source:
+        refuse_quantized(source.model.graph, source.label)
         refuse_control_flow(source.model.graph)  # before the data: its shapes would not be the first complaint
         data = data_of(
             calib, source.model, image_spec=image_spec, max_samples=recipe.max_calib_samples,
@@ -78,6 +84,9 @@ def quantize(
             gemm_pair_limit=None if activation_type == "int16" else cpu.pair_limit(recipe.weight_bits),
             onnxruntime=True,
         )
+        if recipe.mode == "dynamic":  # ONNX Runtime's model only: its faster form (the onnxruntime target's)
+            gather_integers(qdq)
+            sums_before_layer_norms(qdq)
         full_report = {"input": source.label, "recipe": recipe.to_dict(), "cpu": cpu.name, **stages}
         if recipe.activation_type == "auto":
             full_report["activation_type_why"] = f"{activation_type}: what ONNX Runtime runs fastest on {cpu.name}"

@@ -2,8 +2,8 @@
 
 Every command turns a bad input into one line on stderr and exit status 2 (``--debug`` shows the traceback): the
 ``EdgeqError`` the API raises, with the same message. Any other failure is a bug, reported as one line and exit
-status 3. Commands live in edgeq.cli.build (export, quantize, convert) and edgeq.cli.inspect (verify, compare,
-profile, report).
+status 3. Commands live in edgeq.cli.build (export, quantize, convert), edgeq.cli.inspect (verify, compare,
+profile, report) and edgeq.cli.describe (inspect).
 """
 
 from __future__ import annotations
@@ -44,7 +44,14 @@ class _Group(click.Group):
             sys.exit(EXIT_INTERNAL_ERROR)
 
 
-@click.group(cls=_Group)
+EXIT_CODES_EPILOG = (
+    "Exit status: 0 done; 1 `verify` found a mismatch; 2 bad input (a usage error, or one line 'edgeq: error: "
+    "...' naming the file, option or recipe key at fault; nothing is written); 3 an internal error (a bug: "
+    "rerun with --debug and report it)."
+)
+
+
+@click.group(cls=_Group, epilog=EXIT_CODES_EPILOG)
 @click.version_option(package_name="edgeq")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.pass_context
@@ -59,4 +66,4 @@ def echo_json(data) -> None:
     click.echo(json_text(data))
 
 
-from edgeq.cli import build, inspect  # noqa: E402,F401  (the commands register themselves on main)
+from edgeq.cli import build, describe, inspect  # noqa: E402,F401  (the commands register themselves on main)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgeq.cli import main
+from edgeq.errors import EdgeqError, RecipeError
 from edgeq.quantization.cpus import CPU_CHOICES
 from edgeq.quantization.recipe import (
     ACTIVATION_CHOICES,
@@ -12,15 +13,23 @@ from edgeq.quantization.recipe import (
     CALIB_METHODS,
     EQUALIZE_CLIPS,
     EQUALIZE_SCALINGS,
+    MODES,
     WEIGHT_RANGES,
     WEIGHT_ROUNDINGS,
+    Recipe,
     parse_input_shape,
 )
 
 # The recipe options as flags: each (flag, click options); the flag's name is the recipe field's.
 RECIPE_FLAGS = [
-    ("--activation-type", {"type": click.Choice(list(ACTIVATION_CHOICES))}),
-    ("--weight-bits", {"type": click.Choice(["8", "4"])}),
+    (
+        "--activation-type",
+        {
+            "type": click.Choice(list(ACTIVATION_CHOICES)),
+            "help": "Activation type; auto lets each target pick the type its runtime fuses.",
+        },
+    ),
+    ("--weight-bits", {"type": click.Choice(["8", "4"]), "help": "Weight bits (4-bit values in int8 containers)."}),
     ("--per-tensor", {"is_flag": True, "help": "Per-tensor weights (default per channel)."}),
     (
         "--weight-range",
@@ -36,13 +45,26 @@ RECIPE_FLAGS = [
             "help": "Round weights to nearest, or keep each output channel's integer sum (default).",
         },
     ),
-    ("--calib-method", {"type": click.Choice(list(CALIB_METHODS))}),
-    ("--percentile", {"type": float, "help": "Percentile for --calib-method percentile."}),
+    (
+        "--calib-method",
+        {
+            "type": click.Choice(list(CALIB_METHODS)),
+            "help": "How activation ranges are chosen (auto: percentile, minmax for int16).",
+        },
+    ),
+    (
+        "--percentile",
+        {
+            "type": click.FloatRange(50, 100, min_open=True),
+            "help": "Percentile for --calib-method percentile (or auto).",
+        },
+    ),
     (
         "--passes",
         {
-            "help": "Optional passes, comma-separated: equalize,range-search,adaround,bias-correction (they run "
-            "in pipeline order; this list replaces the recipe's)."
+            "callback": lambda ctx, param, text: _checked(param, text, _pass_names),
+            "help": "Optional passes, comma-separated: equalize,smooth-quant,range-search,adaround,bias-correction "
+            "(they run in pipeline order; this list replaces the recipe's).",
         },
     ),
     (
@@ -79,8 +101,18 @@ RECIPE_FLAGS = [
         },
     ),
     ("--pow2", {"is_flag": True, "help": "Power-of-two scales: every requantization is a shift."}),
-    ("--exclude", {"multiple": True, "help": "Keep nodes float: a node name, an op type or a regex."}),
-    ("--max-calib-samples", {"type": int}),
+    (
+        "--exclude",
+        {
+            "multiple": True,
+            "callback": lambda ctx, param, names: _checked(param, names, _not_empty),
+            "help": "Keep nodes float: a node name, an op type or a regex; repeat for several.",
+        },
+    ),
+    (
+        "--max-calib-samples",
+        {"type": click.IntRange(1), "help": "Calibrate on at most this many samples of --calib."},
+    ),
     (
         "--cpu",
         {
@@ -91,9 +123,20 @@ RECIPE_FLAGS = [
         },
     ),
     (
+        "--mode",
+        {
+            "type": click.Choice(list(MODES)),
+            "help": "static: calibrated activations and int8 weights, for every target. dynamic: int8 weights of "
+            "MatMul/Gemm and embedding tables, activations quantized per run by ONNX Runtime's "
+            "DynamicQuantizeMatMul (onnxruntime target only; for transformers). auto: static, except that "
+            "convert's onnxruntime target builds a transformer both ways and keeps the smaller output error.",
+        },
+    ),
+    (
         "--input-shape",
         {
             "multiple": True,
+            "callback": lambda ctx, param, texts: _checked(param, texts, parse_input_shape),
             "help": "Fix an input's dynamic dimensions: NAME=1,3,320,320 (or 1,3,320,320 for a one-input model); "
             "repeat per input. Default: from the calibration data, the batch axis 1 only if the graph reads it.",
         },
@@ -122,12 +165,53 @@ def quant_options(f):
             default=None,
             help="A TOML recipe pinning every option below (options given here override it).",
         ),
-        *(click.option(flag, default=None, **extra) for flag, extra in RECIPE_FLAGS),
+        *(click.option(flag, default=None, show_default=_default_text(flag), **extra) for flag, extra in RECIPE_FLAGS),
         click.option("--no-progress", is_flag=True, help="No progress bars."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+# What a recipe flag left out means, where the Recipe field's default does not say it.
+_DEFAULT_TEXTS = {
+    "activation_type": "int8; convert: auto",
+    "per_tensor": "per channel",
+    "passes": "none",
+    "exclude": "none",
+    "max_calib_samples": "all",
+    "input_shape": "from the calibration data",
+    "pow2": "off",
+}
+
+
+def _default_text(flag: str) -> str:
+    """The default a recipe flag shows in --help: the Recipe field's, unless --recipe gives one."""
+    name = flag[2:].replace("-", "_")
+    return f"{_DEFAULT_TEXTS.get(name, getattr(Recipe(), name, None))}, or the --recipe file's"
+
+
+def _checked(param: click.Parameter, value, check):
+    """VALUE (a flag's text, or each of a repeated flag's) passed through CHECK at parse time, before any file is
+    read: a bad one is the one-line error, naming the flag."""
+    for text in () if value is None else value if isinstance(value, tuple) else [value]:
+        try:
+            check(text)
+        except EdgeqError as exc:
+            flag, message = param.opts[0], str(exc)
+            raise RecipeError(message if message.startswith(flag) else f"{flag}: {message}") from None
+    return value
+
+
+def _not_empty(name: str) -> None:
+    if not name.strip():
+        raise RecipeError("an empty name would match every unnamed node")
+
+
+def _pass_names(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    Recipe(passes=names).validate()
+    return names
 
 
 def recipe_options(opts: dict) -> dict:
@@ -137,17 +221,36 @@ def recipe_options(opts: dict) -> dict:
     given["per_channel"] = False if per_tensor else None
     given["weight_bits"] = int(given["weight_bits"]) if given["weight_bits"] else None
     if given["passes"] is not None:
-        given["passes"] = [p.strip() for p in given["passes"].split(",") if p.strip()]
+        given["passes"] = _pass_names(given["passes"])
     given["exclude"] = list(given["exclude"]) or None
     given["input_shapes"] = dict(parse_input_shape(text) for text in given.pop("input_shape")) or None
+    if given["percentile"] is not None and given["calib_method"] not in (None, "percentile", "auto"):
+        raise RecipeError(
+            f"--percentile is used only by --calib-method percentile or auto, not {given['calib_method']}"
+        )
     return given
+
+
+def _supported_opset(param: click.Parameter, opset: int) -> int:
+    from edgeq.io.onnx_model import MAX_OPSET, MIN_OPSET
+
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise click.BadParameter(f"{opset} is not in {MIN_OPSET}..{MAX_OPSET}, the opsets edgeq reads", param=param)
+    return opset
 
 
 @main.command()
 @click.argument("factory")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The ONNX file to write.")
 @click.option("--input-shape", default=None, help="Example input shape, e.g. 1,3,224,224 (if the factory gives none).")
-@click.option("--opset", type=int, default=17, show_default=True)
+@click.option(
+    "--opset",
+    type=int,
+    default=17,
+    show_default=True,
+    callback=lambda ctx, param, opset: _supported_opset(param, opset),
+    help="ONNX opset of the exported model: one edgeq reads (edgeq.io.onnx_model).",
+)
 @click.option("--static-batch", is_flag=True, help="Keep the batch dimension fixed.")
 def export(factory: str, output: str, input_shape: str | None, opset: int, static_batch: bool) -> None:
     """Export a PyTorch module (MODULE:FACTORY) to ONNX, checked against torch."""
@@ -287,3 +390,7 @@ def convert(
             click.echo(f"  {one_line(report['verification'])}")
     if report_html:
         click.echo(f"report: wrote {report_html}")
+    if result.replaced:
+        click.echo(f"replaced (from an earlier run): {', '.join(map(str, result.replaced))}")
+    if result.removed:
+        click.echo(f"removed (an earlier run's, not written by this one): {', '.join(map(str, result.removed))}")

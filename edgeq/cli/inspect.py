@@ -13,23 +13,40 @@ from edgeq.errors import RecipeError
 def parse_threads(spec: str) -> list[int]:
     """The counts in '2', '1,2,4', '1-4' or a mix ('1-2,4'), in the order given (edgeq.measure.latency checks
     them)."""
+    from edgeq.measure.latency import thread_counts
+
     counts: list[int] = []
     for part in spec.split(","):
         low, dash, high = part.strip().partition("-")
         try:
-            counts += range(int(low), int(high) + 1) if dash else [int(low)]
+            first, last = int(low), int(high if dash else low)
         except ValueError:
             raise RecipeError(f"--threads {spec!r}: give thread counts as 2, 1,2,4 or 1-4") from None
-        if dash and int(high) < int(low):
+        if last < first:
             raise RecipeError(f"--threads {spec!r}: the range {part.strip()} is empty")
+        try:
+            thread_counts([first, last])  # before expanding: '1-100000' must not become a list of 100000
+        except RecipeError as exc:
+            raise RecipeError(f"--threads {spec!r}: {exc}") from None
+        counts += range(first, last + 1)
     return counts
+
+
+IMAGE_SPEC_HELP = "Preprocessing for an image folder (see `edgeq quantize --help`), e.g. 'resize=256,crop=224'."
+MAX_SAMPLES_HELP = "Use at most this many samples of --data.  [default: all]"
 
 
 @main.command()
 @click.argument("artifact", type=click.Path(dir_okay=False))
-@click.option("--runs", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--warmup", type=click.IntRange(0), default=10, show_default=True)
-@click.option("--threads", default="1", show_default=True, help="Thread counts, one latency row each: 2, 1,2,4 or 1-4.")
+@click.option("--runs", type=click.IntRange(1), default=100, show_default=True, help="Timed runs per thread count.")
+@click.option("--warmup", type=click.IntRange(0), default=10, show_default=True, help="Untimed runs first.")
+@click.option(
+    "--threads",
+    default="1",
+    show_default=True,
+    callback=lambda ctx, param, spec: parse_threads(spec),  # at parse time, before the artifact is read
+    help="Thread counts (1 to 4x the CPUs), one latency row each: 2, 1,2,4 or 1-4.",
+)
 @click.option(
     "--compare",
     "other",
@@ -39,7 +56,7 @@ def parse_threads(spec: str) -> list[int]:
 )
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def profile(artifact: str, runs: int, warmup: int, threads: str, other, no_progress: bool, as_json: bool) -> None:
+def profile(artifact: str, runs: int, warmup: int, threads: list[int], other, no_progress: bool, as_json: bool) -> None:
     """Measure latency (p50/p90/p99, spread) per thread count, per-op time and size of an .onnx, .ort or
     .tflite artifact, with its static analysis (parameters, MACs and activation memory per layer, the liveness
     peak).
@@ -57,7 +74,7 @@ def profile(artifact: str, runs: int, warmup: int, threads: str, other, no_progr
     from edgeq.api.inspect import profile as profile_artifact
 
     result = profile_artifact(
-        artifact, runs=runs, warmup=warmup, threads=parse_threads(threads), against=other, progress=not no_progress
+        artifact, runs=runs, warmup=warmup, threads=threads, against=other, progress=not no_progress
     )
     if as_json:
         echo_json(result.report)
@@ -69,8 +86,8 @@ def profile(artifact: str, runs: int, warmup: int, threads: str, other, no_progr
 @click.argument("float_model", type=click.Path(dir_okay=False))
 @click.argument("quantized", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--data", "data_source", required=True, help="Inputs: .npz, image folder or module:function.")
-@click.option("--image-spec", default=None)
-@click.option("--max-samples", type=click.IntRange(1), default=None)
+@click.option("--image-spec", default=None, help=IMAGE_SPEC_HELP)
+@click.option("--max-samples", type=click.IntRange(1), default=None, help=MAX_SAMPLES_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option(
     "--plot",
@@ -105,8 +122,10 @@ def compare(float_model: str, quantized, data_source: str, image_spec, max_sampl
 @main.command()
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--data", "data_source", required=True, help="Float inputs: .npz, image folder or module:function.")
-@click.option("--image-spec", default=None)
-@click.option("--samples", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--image-spec", default=None, help=IMAGE_SPEC_HELP)
+@click.option(
+    "--samples", type=click.IntRange(1), default=16, show_default=True, help="Samples of --data to run and compare."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def verify(artifacts, data_source: str, image_spec, samples: int, as_json: bool):
     """Run ARTIFACTS (.tflite, <name>.integer.onnx, the QDQ .onnx) and edgeq's integer reference on the same
@@ -131,8 +150,8 @@ def verify(artifacts, data_source: str, image_spec, samples: int, as_json: bool)
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--data", "data_source", required=True, help="Inputs to compare on: .npz, image folder or module:function.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The HTML file to write.")
-@click.option("--image-spec", default=None)
-@click.option("--max-samples", type=click.IntRange(1), default=None)
+@click.option("--image-spec", default=None, help=IMAGE_SPEC_HELP)
+@click.option("--max-samples", type=click.IntRange(1), default=None, help=MAX_SAMPLES_HELP)
 @click.option("--runs", type=click.IntRange(1), default=50, show_default=True, help="Latency runs per artifact.")
 @click.option(
     "--quantize-report",

@@ -121,7 +121,7 @@ class CalibrationData(ABC):
         return ArrayData(first, self.specs, "the first samples")
 
 
-def _as_array(array, name: str, what: str):
+def as_array(array, name: str, what: str):
     """ARRAY as numpy: lists and tensors are converted; numpy arrays and the .npz readers' lazy arrays (anything with
     a numpy dtype) are kept as they are."""
     if isinstance(getattr(array, "dtype", None), np.dtype):
@@ -137,7 +137,7 @@ class ArrayData(CalibrationData):
 
     def __init__(self, arrays: Mapping, specs: list[InputSpec], what: str, max_samples: int | None = None):
         check_batch_axis(specs, what)
-        arrays = {name: _as_array(array, name, what) for name, array in arrays.items()}
+        arrays = {name: as_array(array, name, what) for name, array in arrays.items()}
         missing = [s.name for s in specs if s.name not in arrays]
         if missing:
             raise DataError(

@@ -5,19 +5,24 @@ again for every pass over the data and checked as they stream; the sample count 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
-from edgeq.data.base import CalibrationData, InputSpec, check_array, check_batch_axis, check_finite
-from edgeq.errors import DataError
+from edgeq.data.base import CalibrationData, InputSpec, as_array, check_array, check_batch_axis, check_finite
+from edgeq.errors import DataError, EdgeqError, first_line
+
+_END = object()  # the end of the user's iterable
 
 
 def load_callable(spec: str) -> Callable:
-    """Import 'package.module:attribute' with the working directory on sys.path."""
+    """Import 'package.module:attribute' with the working directory on sys.path: a callable that raises what the
+    user's function raises as one DataError line naming SPEC."""
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise DataError(f"{spec!r} is not of the form module.path:function")
@@ -28,10 +33,32 @@ def load_callable(spec: str) -> Callable:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise DataError(f"cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # the module's own code failed (a SyntaxError, an error at import time)
+        raise DataError(f"cannot import {module_name!r}: {type(exc).__name__}: {first_line(exc)}") from None
     try:
-        return getattr(module, attribute)
+        function = getattr(module, attribute)
     except AttributeError:
         raise DataError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if not callable(function):
+        raise DataError(f"{spec} is not callable")
+
+    @functools.wraps(function)
+    def calling(*args, **kwargs):
+        with raising(spec):
+            return function(*args, **kwargs)
+
+    return calling
+
+
+@contextmanager
+def raising(source: str) -> Iterator[None]:
+    """The user's code failing (a data function, its iterable, a model factory) as one DataError line."""
+    try:
+        yield
+    except EdgeqError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{source} raised {type(exc).__name__}: {first_line(exc)}") from None
 
 
 class CallableData(CalibrationData):
@@ -57,14 +84,19 @@ class CallableData(CalibrationData):
         self.num_samples = None
 
     def _stream(self) -> Iterator[dict[str, np.ndarray]]:
-        items = self.function()
+        with raising(self.source):
+            items = self.function()
         if isinstance(items, dict | np.ndarray):  # one batch holding every sample
             items = [items]
         if not isinstance(items, Iterable):
             raise DataError(f"{self.source} must return an iterable of samples or batches")
+        with raising(self.source):
+            items = iter(items)
         served = 0
-        for item in items:
-            if self.max_samples is not None and served >= self.max_samples:
+        while self.max_samples is None or served < self.max_samples:
+            with raising(self.source):
+                item = next(items, _END)
+            if item is _END:
                 break
             batch = self._checked(item)
             if self.max_samples is not None:
@@ -85,7 +117,7 @@ class CallableData(CalibrationData):
             raise DataError(f"{self.source}: a yielded item lacks input(s) {', '.join(map(repr, missing))}")
         batch = {}
         for spec in self.specs:
-            array = np.asarray(item[spec.name])
+            array = as_array(item[spec.name], spec.name, self.source)
             if array.ndim == len(spec.shape) - 1:  # a single sample: give it the batch axis
                 array = array[None]
             check_array(spec.name, array, spec, self.source)

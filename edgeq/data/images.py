@@ -15,6 +15,7 @@ from edgeq.data.base import CalibrationData, InputSpec, check_array, shape_text
 from edgeq.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+MAX_SIDE = 16384  # pixels: a larger resize or crop is a typo that would allocate gigabytes per image
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,13 @@ class ImageSpec:
             raise DataError("image spec: resize must be a positive number of pixels")
         if self.crop is not None and (len(self.crop) != 2 or min(self.crop) < 1):
             raise DataError("image spec: crop must be one or two positive sizes (height x width)")
+        for name, sizes in (("resize", [self.resize or 0]), ("crop", self.crop or [0])):
+            if max(sizes) > MAX_SIDE:
+                raise DataError(f"image spec: {name} must be at most {MAX_SIDE} pixels, not {max(sizes)}")
         if not self.mean or not self.std or any(s == 0 for s in self.std):
             raise DataError("image spec: mean and std need at least one value, and std no zero")
+        if not np.isfinite([*self.mean, *self.std, self.scale]).all():
+            raise DataError("image spec: mean, std and scale must be finite numbers")
         if self.layout not in (None, "NCHW", "NHWC"):
             raise DataError(f"image spec: layout must be NCHW or NHWC, not {self.layout!r}")
         if self.color not in (None, "RGB", "L"):
@@ -121,6 +127,10 @@ class ImageFolderData(CalibrationData):
         self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:max_samples]
         if not self.files:
             raise DataError(f"image folder {folder} holds no .jpg/.jpeg/.png/.bmp images")
+        inside = folder.resolve()
+        for path in self.files:  # a link out of the folder would read files the user did not give
+            if path.is_symlink() and not path.resolve().is_relative_to(inside):
+                raise DataError(f"image {path} is a link to {path.resolve()}, outside the folder {folder}")
         self.spec = _resolve_image_spec(spec, input_spec)
         self.specs, self.num_samples = specs, len(self.files)
         self._load(self.files[0])  # a wrong spec fails now, not in the middle of calibration
@@ -148,7 +158,7 @@ class ImageFolderData(CalibrationData):
                     left, top = (w - cw) // 2, (h - ch) // 2
                     image = image.crop((left, top, left + cw, top + ch))
                 pixels = np.asarray(image, np.float32)
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
             raise DataError(f"cannot read image {path}: {exc}") from None
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]

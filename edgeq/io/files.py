@@ -1,7 +1,8 @@
 """Output paths: never overwrite an input, never leave a half-written file.
 
 Every artifact is written to a temporary file in the destination folder and renamed over the destination,
-so a reader (or a crash) never sees a partial file.
+so a reader (or a crash) never sees a partial file. A command that writes several artifacts into a folder stages
+them in a hidden folder inside it (StagedOutput) and moves them into place only after all of them validated.
 """
 
 from __future__ import annotations
@@ -74,6 +75,70 @@ def output_dir(outdir: str | os.PathLike, *inputs: str | os.PathLike | None) -> 
             with contextlib.suppress(OSError):
                 out.rmdir()
         raise
+
+
+class StagedOutput:
+    """Files written into a hidden folder inside an output folder and moved into it together by ``commit``, after
+    the command has validated them: until then the output folder holds exactly what it held before."""
+
+    def __init__(self, out: Path, inputs: list[Path]):
+        self.out = out
+        self.inputs = inputs
+        try:
+            self.folder = Path(tempfile.mkdtemp(prefix=".edgeq-staging-", dir=out))
+        except OSError as exc:
+            raise OutputError(f"cannot write into output directory {out}: {exc.strerror}") from None
+
+    def final(self, value):
+        """VALUE (a path, or a string, list or dict holding staged paths, dict keys included) with every staged
+        path as it will be after the commit: what reports written before the commit must say."""
+        if isinstance(value, Path):
+            return Path(self.final(str(value)))
+        if isinstance(value, str):
+            return value.replace(str(self.folder), str(self.out))
+        if isinstance(value, dict):
+            return {self.final(k): self.final(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self.final(v) for v in value)
+        return value
+
+    def commit(self, stale: list[Path] = ()) -> tuple[list[Path], list[Path]]:
+        """Move every staged file into the output folder (over a file of the same name), then delete the files of
+        STALE (earlier artifacts this command did not write again) that exist and are no input; returns (replaced,
+        removed). Nothing moves when a destination is an input or a folder."""
+        staged = sorted(self.folder.iterdir())
+        destinations = [self.out / path.name for path in staged]
+        for destination in destinations:
+            if any(_same_file(destination, src) for src in self.inputs):
+                raise OutputError(f"output {destination} is one of the inputs; choose another output directory")
+            if destination.is_dir() and not destination.is_symlink():
+                raise OutputError(f"output {destination} is a directory; move it or choose another output directory")
+        replaced = [d for d in destinations if d.exists() or d.is_symlink()]
+        removed = [
+            path
+            for path in stale
+            if path not in destinations and path.is_file() and not any(_same_file(path, src) for src in self.inputs)
+        ]
+        try:
+            for path, destination in zip(staged, destinations, strict=True):
+                os.replace(path, destination)
+            for path in removed:
+                path.unlink()
+        except OSError as exc:
+            raise OutputError(f"cannot write into output directory {self.out}: {exc.strerror}") from None
+        return replaced, removed
+
+
+@contextlib.contextmanager
+def staged_output(outdir: str | os.PathLike, *inputs: str | os.PathLike | None) -> Iterator[StagedOutput]:
+    """OUTDIR prepared as by output_dir, with a StagedOutput inside it for the block to write to; the staging
+    folder is removed when the block ends, committed or not."""
+    with output_dir(outdir, *inputs) as out:
+        staged = StagedOutput(out, [Path(src) for src in inputs if src is not None])
+        try:
+            yield staged
+        finally:
+            shutil.rmtree(staged.folder, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -3,10 +3,17 @@
 onnx.checker accepts graphs edgeq cannot honestly quantize; each of these is a one-line ModelError naming the file
 and the culprit:
 
-* a graph without inputs (nothing to calibrate) or without outputs (nothing to compute or compare);
+* a graph without inputs (nothing to calibrate) or without outputs (nothing to compute or compare), an output
+  that is a graph input (nothing computes it), an input with a dimension of size 0 (no data to calibrate on);
+  these are checked before onnx's checker (check_interface), whose complaint about them names no culprit, and so is
+* an initializer whose type or shape differs from what the graph declares for it (its value_info or graph input):
+  onnx's shape inference says only "(11) vs (1)";
 * a node of a domain neither ONNX nor ONNX Runtime defines (a custom op: no runtime edgeq targets can run it);
+* a Conv or ConvTranspose whose weight's rank is below 3 or differs from its input's (onnx's shape inference lets
+  it pass; onnxruntime fails on it at run time);
 * a NaN in any initializer or Constant, and an infinity in a weight or bias (the constant input 1 or 2 of a Conv,
-  ConvTranspose, Gemm or MatMul): their quantization scales would be NaN or infinite, and the artifact garbage.
+  ConvTranspose, Gemm or MatMul, and the scale, bias, mean and variance of a BatchNormalization, which fold
+  into them): their quantization scales would be NaN or infinite, and the artifact garbage.
   An infinity elsewhere is legitimate (an attention mask's -inf, which preprocessing bounds).
 """
 
@@ -22,6 +29,7 @@ from edgeq.errors import ModelError
 
 KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+FOLDED_OPS = ("BatchNormalization",)  # all of whose constant inputs fold into the weights before it
 
 
 def _constants(graph: onnx.GraphProto):
@@ -35,20 +43,82 @@ def _constants(graph: onnx.GraphProto):
                     yield node.output[0], attribute.t
 
 
-def check_contents(proto: onnx.ModelProto, path: Path) -> None:
-    """Raise ModelError for the first of the problems in the module docstring that PROTO's main graph has."""
+def check_interface(proto: onnx.ModelProto, path: Path) -> None:
+    """Raise ModelError if PROTO's main graph has no inputs or outputs, an output that is an input, or an input
+    with a dimension of size 0."""
     graph = proto.graph
     if not graph.input:
         raise ModelError(f"{path}: the graph has no inputs")
     if not graph.output:
         raise ModelError(f"{path}: the graph has no outputs")
+    inputs = {value.name for value in graph.input}
+    for value in graph.output:
+        if value.name in inputs:
+            raise ModelError(f"{path}: graph output {value.name!r} is a graph input; no node computes it")
+    for value in graph.input:
+        if any(dim.HasField("dim_value") and dim.dim_value == 0 for dim in value.type.tensor_type.shape.dim):
+            raise ModelError(f"{path}: input {value.name!r} has a dimension of size 0")
+
+
+def _type_name(data_type: int) -> str:
+    known = data_type in onnx.TensorProto.DataType.values()
+    return onnx.TensorProto.DataType.Name(data_type) if known else f"data type {data_type}"
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in value.type.tensor_type.shape.dim]
+
+
+def check_declared_types(proto: onnx.ModelProto, path: Path) -> None:
+    """Raise ModelError for an initializer whose type or shape differs from its declaration in the graph."""
+    graph = proto.graph
+    declared = {v.name: v for v in [*graph.value_info, *graph.input] if v.type.HasField("tensor_type")}
+    for tensor in graph.initializer:
+        value = declared.get(tensor.name)
+        if value is None:
+            continue
+        elem_type, dims = value.type.tensor_type.elem_type, _dims(value)
+        shape_differs = value.type.tensor_type.HasField("shape") and (
+            len(dims) != len(tensor.dims)
+            or any(isinstance(d, int) and d != n for d, n in zip(dims, tensor.dims, strict=True))
+        )  # a symbolic declared dimension fits any size
+        if elem_type != tensor.data_type or shape_differs:
+            raise ModelError(
+                f"{path}: initializer {tensor.name!r} holds {_type_name(tensor.data_type)} {list(tensor.dims)}, "
+                f"but the graph declares it {_type_name(elem_type)} {dims}"
+            )
+
+
+def _check_conv_weight_ranks(graph: onnx.GraphProto, path: Path) -> None:
+    ranks = {t.name: len(t.dims) for t in graph.initializer}
+    ranks.update(
+        (v.name, len(v.type.tensor_type.shape.dim))
+        for v in [*graph.input, *graph.value_info]
+        if v.type.tensor_type.HasField("shape")
+    )
+    for node in graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 2:
+            continue
+        x, w = ranks.get(node.input[0]), ranks.get(node.input[1])
+        if w is not None and (w < 3 or (x is not None and x != w)):
+            raise ModelError(
+                f"{path}: node {node.name or node.output[0]!r} ({node.op_type}): weight {node.input[1]!r} has rank "
+                f"{w}" + (f", its input {node.input[0]!r} rank {x}" if x is not None else "; a Conv weight has 3 or more")
+            )
+
+
+def check_contents(proto: onnx.ModelProto, path: Path) -> None:
+    """Raise ModelError for the first of the problems in the module docstring that PROTO's main graph has."""
+    graph = proto.graph
     for node in graph.node:
         if node.domain not in KNOWN_DOMAINS:
             raise ModelError(
                 f"{path}: node {node.name or node.output[0]!r} ({node.op_type}) is of domain {node.domain!r}, "
                 "which neither ONNX nor ONNX Runtime defines"
             )
+    _check_conv_weight_ranks(graph, path)
     weights = {name for node in graph.node if node.op_type in WEIGHTED_OPS for name in node.input[1:3]}
+    weights |= {name for node in graph.node if node.op_type in FOLDED_OPS for name in node.input[1:]}
     for name, tensor in _constants(graph):
         if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
             continue

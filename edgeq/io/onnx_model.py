@@ -12,6 +12,7 @@ need, so the installed onnxruntime (which lags onnx by an IR version or two) can
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import onnx
@@ -23,7 +24,7 @@ from google.protobuf.message import DecodeError
 
 from edgeq.errors import ModelError, UnsupportedError
 from edgeq.io.files import check_output_path, write_bytes_atomic
-from edgeq.io.model_checks import check_contents
+from edgeq.io.model_checks import check_contents, check_declared_types, check_interface
 
 MIN_OPSET = 7
 MAX_OPSET = 25
@@ -38,30 +39,53 @@ def _external_tensors(proto: onnx.ModelProto):
             yield tensor
 
 
-def _check_external_data(proto: onnx.ModelProto, folder: Path) -> None:
-    root = folder.resolve()
+def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    root = path.parent.resolve()
     for tensor in _external_tensors(proto):
         info = {e.key: e.value for e in tensor.external_data}
         location = info.get("location", "")
         if not location or os.path.isabs(location):
-            raise ModelError(f"tensor {tensor.name!r}: external data location {location!r} is not relative")
+            raise ModelError(f"{path}: tensor {tensor.name!r}: external data location {location!r} is not relative")
         target = (root / location).resolve()
         if root not in target.parents:
             raise ModelError(
-                f"tensor {tensor.name!r}: external data {location!r} points outside the model folder"
+                f"{path}: tensor {tensor.name!r}: external data {location!r} points outside the model folder"
             )
         if not target.is_file():
-            raise ModelError(f"tensor {tensor.name!r}: external data file {location!r} is missing")
-        needed = int(info.get("offset", 0)) + int(info.get("length", 0))
+            raise ModelError(f"{path}: tensor {tensor.name!r}: external data file {location!r} is missing")
+        try:
+            needed = int(info.get("offset", 0)) + int(info.get("length", 0))
+        except ValueError:
+            raise ModelError(f"{path}: tensor {tensor.name!r}: external data offset or length is not a number") from None
         if needed > target.stat().st_size:
-            raise ModelError(f"tensor {tensor.name!r}: external data file {location!r} is truncated")
+            raise ModelError(f"{path}: tensor {tensor.name!r}: external data file {location!r} is truncated")
 
 
-def default_opset(proto: onnx.ModelProto) -> int:
+def default_opset(proto: onnx.ModelProto, path: Path) -> int:
     for entry in proto.opset_import:
         if entry.domain in ("", "ai.onnx"):
             return entry.version
-    raise ModelError("model imports no default-domain opset")
+    raise ModelError(f"{path}: imports no default-domain (ai.onnx) opset")
+
+
+def _inside_a_function(message: str, opset: int) -> bool:
+    """Whether strict shape inference failed in the function body of an op ONNX defines as a function (onnx 1.23
+    fails on MeanVarianceNormalization's, which onnxruntime runs): onnx's limitation, not the model's."""
+    for op_type in re.findall(r"\(op_type:(\w+)", message):
+        try:
+            if onnx.defs.get_schema(op_type, opset).has_function:
+                return True
+        except onnx.defs.SchemaError:
+            continue
+    return False
+
+
+def _check_model(proto: onnx.ModelProto, path: Path) -> None:
+    """onnx's checker without strict shape inference."""
+    try:
+        onnx.checker.check_model(proto)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise ModelError(f"{path} is not a valid ONNX model: {' '.join(str(exc).split())}") from None
 
 
 def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
@@ -81,17 +105,25 @@ def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
         raise ModelError(f"{path} is not an ONNX model (or is truncated)") from None
     if not proto.HasField("graph") or not proto.opset_import:
         raise ModelError(f"{path} is not an ONNX model (no graph or opset)")
-    _check_external_data(proto, path.parent)
+    _check_external_data(proto, path)
     onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
 
-    opset = default_opset(proto)
+    opset = default_opset(proto, path)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ModelError(f"{path}: opset {opset} is not supported (edgeq supports {MIN_OPSET}..{MAX_OPSET})")
-    try:
-        onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
-        raise ModelError(f"{path} is not a valid ONNX model: {first}") from None
+    check_interface(proto, path)
+    check_declared_types(proto, path)
+    try:  # full_check: strict shape and type inference too (an int32 Conv weight, a Gemm weight of the wrong size)
+        onnx.checker.check_model(proto, full_check=True)
+    except UnicodeDecodeError:  # the checker quotes a name whose bytes are not UTF-8
+        raise ModelError(f"{path} is not a valid ONNX model: a name or string in it is not UTF-8") from None
+    except onnx.shape_inference.InferenceError as exc:
+        if not _inside_a_function(str(exc), opset):
+            raise ModelError(f"{path} is not a valid ONNX model: {' '.join(str(exc).split())}") from None
+        _check_model(proto, path)
+    except (onnx.checker.ValidationError, ValueError) as exc:  # ValueError: an unknown tensor data type
+        problem = " ".join(str(exc).split()) or "invalid model"  # onnx's messages span lines
+        raise ModelError(f"{path} is not a valid ONNX model: {problem}") from None
     check_contents(proto, path)
     if opset < QDQ_MIN_OPSET:
         try:

@@ -1,8 +1,10 @@
 """The quantization pipeline: a recipe's stages, run as onnx_ir passes by PassManagers, and one report of them all.
 
-    float phase       preprocess -> [equalize] -> plan -> calibrate                 (Pipeline.calibrate, once)
+    float phase       preprocess -> [equalize] -> [smooth-quant] -> plan -> calibrate  (Pipeline.calibrate, once)
     quantized phase   quantize -> [range-search] -> [adaround] -> [bias-correction]
                       -> [dyadic] -> finalize                                        (Pipeline.quantize, per type)
+    dynamic mode      preprocess -> [float passes] -> plan; dynamic -> finalize      (no calibration: ONNX
+                      Runtime quantizes each product's input per run, passes.insert_dynamic)
 
 Bracketed stages are the optional passes, edgeq.passes.<name>, each built by its module's ``stage(context)``
 from the recipe (passes/stage.py); the fixed stages are in edgeq.pipeline.stages. Each phase is one
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -30,10 +33,12 @@ import onnx_ir as ir
 from edgeq.calibration.observers import TensorObserver
 from edgeq.data import CalibrationData
 from edgeq.errors import RecipeError
+from edgeq.io.onnx_model import clone_model
+from edgeq.passes.insert_dynamic import InsertDynamicPass
 from edgeq.passes.limit_weight_pairs import LimitWeightPairsPass
 from edgeq.passes.preprocess import PreprocessPass
 from edgeq.passes.raise_opset import INT16_QDQ_OPSET, default_opset
-from edgeq.passes.stage import StageContext, StageResult
+from edgeq.passes.stage import StageContext, StageResult, failing_cause
 from edgeq.pipeline.stages import (
     CalibrateStage,
     FinalizeStage,
@@ -119,10 +124,7 @@ def _run(stages: list[Stage], model: ir.Model) -> ir.Model:
     try:
         return ir.passes.PassManager(stages)(model).model
     except ir.passes.PassError as exc:
-        error: BaseException = exc
-        while isinstance(error, ir.passes.PassError) and error.__cause__ is not None:
-            error = error.__cause__
-        raise error from None
+        raise failing_cause(exc) from None
 
 
 def _optional(phase: str, context: StageContext) -> Iterator[Stage]:
@@ -154,10 +156,12 @@ class Pipeline:
             ),
             *_optional("float", context),
             Stage("plan", plan),
-            Stage("calibrate", calibrate),
+            # dynamic quantization measures each input as it runs: no ranges to collect
+            *([Stage("calibrate", calibrate)] if self.recipe.mode != "dynamic" else []),
         ]
         _run(stages, model)
-        return Calibrated(model, data, self.recipe, plan.plan, stages[-1].result.observers, stages)
+        observers = stages[-1].result.observers if self.recipe.mode != "dynamic" else {}
+        return Calibrated(model, data, self.recipe, plan.plan, observers, stages)
 
     def quantize(
         self,
@@ -165,11 +169,15 @@ class Pipeline:
         activation_type: str | None = None,
         gemm_pair_limit: int | None = None,
         onnxruntime: bool = False,
+        mode: str | None = None,
     ) -> Quantized:
         """The quantized phase on a copy of CALIBRATED's model, with activations of ACTIVATION_TYPE (default: the
         recipe's) and GEMM_PAIR_LIMIT on the weights of the layers ONNX Runtime runs as GEMMs
         (edgeq.quantization.cpus), Q/DQ pairs placed for ONNX Runtime if ONNXRUNTIME
-        (edgeq.quantization.placement): the QDQ model and the report of both phases."""
+        (edgeq.quantization.placement): the QDQ model and the report of both phases. With MODE (default: the
+        recipe's) "dynamic", the dynamically quantized model instead (passes.insert_dynamic; ONNX Runtime only)."""
+        if (mode or self.recipe.mode) == "dynamic":
+            return self._dynamic(calibrated, gemm_pair_limit)
         qtype = ACTIVATION_TYPES[activation_type or self.recipe.activation_type]
         if qtype.name == "int16" and default_opset(calibrated.model) < INT16_QDQ_OPSET:
             raise RecipeError("int16 activations need a recipe that asks for them (the model is raised to opset 21)")
@@ -208,6 +216,24 @@ class Pipeline:
                 "method": range_method(self.recipe.calib_method, qtype),
                 "seconds": round(calibrated.seconds, 3),
             },
+        }
+        return Quantized(model, report)
+
+    def _dynamic(self, calibrated: Calibrated, gemm_pair_limit: int | None) -> Quantized:
+        stages = [
+            Stage("dynamic", InsertDynamicPass(self.recipe, gemm_pair_limit)),
+            Stage("finalize", FinalizeStage(calibrated.channel_scales)),
+        ]
+        model = _run(stages, clone_model(calibrated.model))  # the calibrated model serves every build
+        result = stages[0].result
+        report = {
+            "mode": "dynamic",
+            "activation_type": "uint8",  # DynamicQuantizeLinear's, per run
+            **({"gemm_pair_limit": gemm_pair_limit} if gemm_pair_limit is not None else {}),
+            "stages": {stage.name: stage.record() for stage in [*calibrated.stages, *stages]},
+            "quantized_nodes": dict(Counter(result.quantized.values())),
+            "float_nodes": {**calibrated.plan.float_nodes, **result.kept_float},
+            "warnings": [],
         }
         return Quantized(model, report)
 

@@ -30,7 +30,7 @@ from edgeq.data import CalibrationData
 from edgeq.io.onnx_model import clone_model
 from edgeq.passes.insert_qdq import InsertQDQPass, InsertQDQResult
 from edgeq.passes.stage import StageResult
-from edgeq.quantization.placement import Placement, drop_unread_outputs, onnxruntime_placement
+from edgeq.quantization.placement import Placement, onnxruntime_placement, placed_plan
 from edgeq.quantization.plan import Exclusions, QuantPlan, assign_encodings, plan_quantization
 from edgeq.quantization.qparams import Encoding, QType, range_method
 from edgeq.quantization.range_choice import ROWS, choose_ranges, weight_readers
@@ -143,11 +143,7 @@ class QuantizeStage(ir.passes.FunctionalPass):
     def _build(self, range_factors: dict[str, float] | None) -> QuantizeResult:
         model = clone_model(self.float_model)
         recipe = self.recipe
-        placed_float = dict(self.placement.float_nodes)
-        plan = plan_quantization(model.graph, Exclusions([*recipe.exclude, *placed_float]))
-        plan.float_nodes.update((name, why) for name, why in placed_float.items() if name in plan.float_nodes)
-        if self.placement.float_unread_outputs:
-            self.float_outputs = drop_unread_outputs(plan)
+        plan, self.float_outputs = placed_plan(model.graph, recipe.exclude, self.placement)
         if self.ranges is None:  # the same plan every build: range search's rebuilds only scale the ranges
             self.ranges = self._ranges(plan, model.graph)
         encodings = assign_encodings(plan, self.ranges, self.qtype, range_factors)

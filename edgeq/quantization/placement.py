@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from edgeq.quantization.integer_sources import is_integer_source
-from edgeq.quantization.plan import ANCHOR_OPS, QuantPlan
+from edgeq.quantization.plan import ANCHOR_OPS, Exclusions, QuantPlan, is_float, plan_quantization
 
 FLOAT_OPS = {
     "LayerNormalization": "ONNX Runtime has no integer LayerNormalization kernel",
@@ -59,6 +59,40 @@ def onnxruntime_placement(graph: ir.Graph) -> Placement:
         return Placement()
     nodes = tuple((node.name, FLOAT_OPS[node.op_type]) for node in graph if node.op_type in FLOAT_OPS)
     return Placement(nodes, float_unread_outputs=True)
+
+
+
+def placed_plan(graph: ir.Graph, exclude: list[str], placement: Placement) -> tuple[QuantPlan, list[str]]:
+    """edgeq's plan of GRAPH with the EXCLUDE patterns and PLACEMENT's float nodes (their reasons kept) left float
+    and, where PLACEMENT says so, the outputs no quantized node reads (drop_unread_outputs); the plan and the names
+    of those outputs."""
+    placed_float = dict(placement.float_nodes)
+    plan = plan_quantization(graph, Exclusions([*exclude, *placed_float]))
+    plan.float_nodes.update((name, why) for name, why in placed_float.items() if name in plan.float_nodes)
+    return plan, drop_unread_outputs(plan) if placement.float_unread_outputs else []
+
+
+def plan_rows(graph: ir.Graph, plan: QuantPlan) -> list[dict]:
+    """What PLAN does with each node of GRAPH, in graph order: ``{"node", "op", "outcome", "reason"}``, outcome
+    "quantized", "float" or "integer" (a node that computes no float tensor, such as shape arithmetic, is left
+    as it is); a fused Relu/Clip names its layer, a float node says why."""
+    quantized = {id(node) for node in plan.quantized}
+    fused = {id(act): anchor for anchor, act in plan.fused_activation.items()}
+    rows = []
+    for node in graph:
+        row = {"node": node.name, "op": node.op_type, "outcome": "quantized"}
+        if id(node) in fused:
+            row["reason"] = f"fused into {fused[id(node)]}"
+        elif id(node) in quantized:
+            pass
+        elif node.name in plan.float_nodes:
+            row.update(outcome="float", reason=plan.float_nodes[node.name])
+        elif any(is_float(v) for v in node.outputs):  # a data-movement node drop_unread_outputs took out
+            row.update(outcome="float", reason="no quantized node reads its output in this placement")
+        else:
+            row.update(outcome="integer", reason="computes no float tensor")
+        rows.append(row)
+    return rows
 
 
 def drop_unread_outputs(plan: QuantPlan) -> list[str]:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import unsupported
+from edgeq.errors import ModelError, unsupported
 from edgeq.quantization.integer_sources import is_integer_source
 from edgeq.quantization.qparams import (
     ACTIVATION_TYPES,
@@ -129,6 +129,11 @@ def is_float(value: ir.Value | None) -> bool:
 
 def is_constant(value: ir.Value | None) -> bool:
     return value is not None and value.const_value is not None
+
+
+def constant_array(value: ir.Value | None) -> np.ndarray | None:
+    """VALUE's array if it is a constant, else None."""
+    return value.const_value.numpy() if is_constant(value) else None
 
 
 def data_inputs(node: ir.Node) -> list[ir.Value]:
@@ -263,6 +268,29 @@ def refuse_control_flow(graph: ir.Graph) -> None:
                 f"its bodies compute ({', '.join(compute)}) inside control flow, which edgeq does not quantize",
                 "control-flow",
             )
+
+
+# integer kernels only a quantized model has (ONNX's and ONNX Runtime's), besides the QLinear family
+INTEGER_KERNELS = {
+    "MatMulInteger", "ConvInteger", "QGemm", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "MatMulNBits",
+    "QAttention",
+}  # fmt: skip
+
+
+def refuse_quantized(graph: ir.Graph, label: str) -> None:
+    """Refuse a model that is already quantized (LABEL names it): integer kernels, weights stored as integers
+    behind a DequantizeLinear, or Q/DQ pairs on activations. Their integers and scales would be quantized a second
+    time, and the float model they came from is what calibration needs. A QuantizeLinear that is part of the
+    model's own computation (a scale computed at run time, an integer output) is no refusal."""
+    found = {n.op_type for n in graph if n.op_type in INTEGER_KERNELS or n.op_type.startswith("QLinear")}
+    for node in graph:
+        if node.op_type != "DequantizeLinear" or node.inputs[0] is None:
+            continue
+        source = node.inputs[0].producer()
+        if is_constant(node.inputs[0]) or (source is not None and source.op_type == "QuantizeLinear"):
+            found.add("DequantizeLinear of integer weights or of a QuantizeLinear")
+    if found:
+        raise ModelError(f"{label}: already quantized ({', '.join(sorted(found))}): give edgeq the float model it came from")
 
 
 def _read_by_anchors(graph: ir.Graph, exclude: Exclusions) -> set[int]:

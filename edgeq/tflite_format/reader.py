@@ -3,7 +3,8 @@
 Operators are read whatever their opcode: each keeps the options table the file names (``BuiltinOptionsType``)
 with every field of it (options.py). What the Graph normalizes away but the validator checks (the file
 identifier, Model.version, which buffer each tensor uses, both opcode fields, buffer offsets, signature keys) is
-kept in ``Graph.file_facts``. A file that cannot be parsed raises :class:`~edgeq.errors.ModelError`, and so does
+kept in ``Graph.file_facts``. Every file is first verified structurally (verifier.py: offsets, lengths, strings
+inside the file). A file that cannot be parsed raises :class:`~edgeq.errors.ModelError`, and so does
 one whose graph cannot run: the file identifier is not TFL3, or a tensor index is out of range, or an operator
 reads a tensor that is neither a graph input, a constant, a variable nor the output of an operator before it (a
 zeroed or corrupted block makes LiteRT fail or read garbage there). ``read_file`` names the file in the error.
@@ -22,6 +23,7 @@ import tflite
 from edgeq.errors import ModelError
 from edgeq.tflite_format.graph import DTYPES, OPCODE_NAMES, Graph, Operator, Quantization, Tensor
 from edgeq.tflite_format.options import read_options
+from edgeq.tflite_format.verifier import verify
 
 
 def _read_tensor(fb_tensor, buffers) -> Tensor:
@@ -29,7 +31,9 @@ def _read_tensor(fb_tensor, buffers) -> Tensor:
     if dtype is None:
         raise ModelError(f"tensor {fb_tensor.Name().decode()}: unsupported TFLite type {fb_tensor.Type()}")
     name = fb_tensor.Name().decode(errors="replace")
-    shape = tuple(fb_tensor.ShapeAsNumpy()) if fb_tensor.ShapeLength() else ()
+    shape = tuple(int(d) for d in fb_tensor.ShapeAsNumpy()) if fb_tensor.ShapeLength() else ()
+    if any(d < 0 for d in shape):  # a dynamic dimension is -1 in shape_signature only
+        raise ModelError(f"tensor {name}: shape {list(shape)} has a negative dimension")
     if fb_tensor.Buffer() >= len(buffers):
         raise ModelError(f"tensor {name} refers to buffer {fb_tensor.Buffer()}; the model has {len(buffers)}")
     data = buffers[fb_tensor.Buffer()]
@@ -66,6 +70,7 @@ def read(model_bytes: bytes, *, runnable: bool = True) -> Graph:
     whose tensor references cannot run (the validator reads without it, to list every violation itself)."""
     if runnable and (len(model_bytes) < 8 or bytes(model_bytes[4:8]) != b"TFL3"):
         raise ModelError("not a TFLite flatbuffer (no TFL3 file identifier)")
+    verify(model_bytes)  # every offset and length inside the file before any accessor follows one
     try:
         graph = _read(model_bytes)
     except (struct.error, IndexError, ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
@@ -138,6 +143,8 @@ def _read(model_bytes: bytes) -> Graph:
     )
     for i in range(sg.OperatorsLength()):
         fb_op = sg.Operators(i)
+        if not 0 <= fb_op.OpcodeIndex() < len(opcodes):
+            raise ModelError(f"operator {i} refers to opcode {fb_op.OpcodeIndex()}; the model has {len(opcodes)}")
         opcode, version, _ = opcodes[fb_op.OpcodeIndex()]
         options_type, options = read_options(fb_op)
         graph.operators.append(

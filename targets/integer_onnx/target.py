@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeq.errors import EdgeqError
 from edgeq.io.onnx_model import read_proto
 from edgeq.io.session import session
 from edgeq.targets import register
 from edgeq.targets.integer_onnx import artifact
+from edgeq.targets.integer_onnx.model import integer_only_model
 from edgeq.targets.onnxruntime import artifact as ort_artifact
 from edgeq.targets.onnxruntime.target import (
     INTEGER_ONNX_SUFFIX,
@@ -24,6 +26,7 @@ from edgeq.targets.onnxruntime.target import (
     output_integers,
 )
 from edgeq.targets.target import Build, Emitted, IntegerRun, output_summary
+from edgeq.targets.tflite.target import surveyed
 from edgeq.tflite_format.flatbuffer import Graph
 
 
@@ -36,6 +39,7 @@ class IntegerOnnxTarget(OnnxRuntimeTarget):
     options = ()
     suffixes = (INTEGER_ONNX_SUFFIX,)
     activation_types = ("int8",)
+    modes = ("static",)
     on_request = True  # `edgeq convert --integer-only`
 
     def claims(self, path: Path) -> bool:
@@ -47,12 +51,29 @@ class IntegerOnnxTarget(OnnxRuntimeTarget):
         path, graph = emitted.pop("path"), emitted.pop("graph")
         return Emitted([path], {**emitted, **report}, graph)
 
+    def artifact_names(self, stem: str) -> tuple[str, ...]:
+        return (f"{stem}{INTEGER_ONNX_SUFFIX}",)
+
     def validate(self, build: Build, emitted: Emitted) -> dict:
         # accuracy only: the speed check and its note are about the QDQ model's fused kernels
         return ort_artifact.validate(build.float_path, emitted.artifacts[0], build.eval_data, labels=build.labels)
 
     def summary(self, report: dict) -> str:
         return f"{report['nodes']} integer-only nodes; " + output_summary(report["validation"])
+
+    def node_plan(self, model, shared: dict) -> dict:
+        # built from the .tflite's lowering (artifact.emit): its refusals, then the integer-only model's own (a
+        # float island, an operator without an integer-only converter)
+        lowered, rows = surveyed(model, shared)
+        result = {"nodes": rows}
+        if not any(record.lowered == "refused" for record in lowered.coverage):
+            try:
+                integer_only_model(
+                    lowered.graph, input_layouts=lowered.input_layouts, output_layouts=lowered.output_layouts
+                )
+            except EdgeqError as refusal:
+                result["refusal"] = str(refusal)
+        return result
 
     def integer_graph(self, path: Path) -> Graph | None:
         return None  # the graph it was built from is not in the file: verify it with the .tflite or QDQ .onnx

@@ -22,6 +22,7 @@ from edgeq.measure.footprint import NO_PARAMETERS, Step, peak, report
 _ONNX_KINDS = {
     "Gemm": "fully_connected",
     "MatMul": "fully_connected",
+    "MatMulInteger": "fully_connected",
     "ConvTranspose": "conv",
     "MaxPool": "pool",
     "AveragePool": "pool",
@@ -153,7 +154,7 @@ def _onnx_macs(node: onnx.NodeProto, g: _OnnxGraph) -> int:
         a = g.shape(node.input[0])
         reduced = a[0] if _attribute(node, "transA", 0) else a[1]
         return int(np.prod(g.shape(node.output[0]))) * reduced
-    if node.op_type == "MatMul":
+    if node.op_type in ("MatMul", "MatMulInteger"):
         return int(np.prod(g.shape(node.output[0]))) * g.shape(node.input[0])[-1]
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import shutil
 import tempfile
 from collections import defaultdict
@@ -50,7 +51,9 @@ def write_ort_format(onnx_path: Path, outdir: Path) -> list[Path]:
         written = []
         for path in produced:
             name = "required_operators.config" if path.suffix == ".config" else onnx_path.stem + ".ort"
-            write_bytes_atomic(outdir / name, path.read_bytes())
+            # the config names the .ort it was made from by its temporary path: keep the file name only
+            data = path.read_bytes().replace(f"{work / 'out'}{os.sep}".encode(), b"")
+            write_bytes_atomic(outdir / name, data)
             written.append(outdir / name)
     return written
 

@@ -93,4 +93,5 @@ def is_integer_kernel(op_type: str) -> bool:
         "ConvInteger",
         "MatMulInteger",
         "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
     )

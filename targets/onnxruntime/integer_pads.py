@@ -17,16 +17,12 @@ lowering reads keeps the float Pad, and ``undo`` restores that form for `edgeq v
 
 from __future__ import annotations
 
-import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 from onnxscript import rewriter
 from onnxscript.rewriter import RewriteRuleClassBase
 
-
-def constant(value: ir.Value | None) -> np.ndarray | None:
-    """VALUE's array if it is a constant, else None."""
-    return None if value is None or value.const_value is None else value.const_value.numpy()
+from edgeq.quantization.plan import constant_array
 
 
 class _PadOnIntegers(RewriteRuleClassBase):
@@ -40,17 +36,17 @@ class _PadOnIntegers(RewriteRuleClassBase):
         dq = dequantized.producer()
         if dq is None or dq.op_type != "DequantizeLinear" or len(dq.inputs) < 3:
             return result.fail("the Pad does not read a DequantizeLinear with a zero point")
-        encodings = [constant(v) for v in (dq.inputs[1], dq.inputs[2], out_scale, out_zero)]
+        encodings = [constant_array(v) for v in (dq.inputs[1], dq.inputs[2], out_scale, out_zero)]
         if any(e is None or e.size != 1 for e in encodings):
             return result.fail("an encoding that is not one constant")
         if encodings[0] != encodings[2] or encodings[1] != encodings[3]:
             return result.fail("the Pad's input and output encodings differ")
         pad = padded.producer()
         mode = pad.attributes.get_string("mode", "constant")
-        value = constant(pad.inputs[2]) if len(pad.inputs) > 2 and pad.inputs[2] is not None else None
+        value = constant_array(pad.inputs[2]) if len(pad.inputs) > 2 and pad.inputs[2] is not None else None
         if mode == "constant" and value is not None and float(value.reshape(-1)[0]) != 0.0:
             return result.fail("a constant pad value other than 0")
-        if mode not in ("constant", "edge", "reflect") or constant(pad.inputs[1]) is None:
+        if mode not in ("constant", "edge", "reflect") or constant_array(pad.inputs[1]) is None:
             return result.fail(f"mode {mode} or pads computed at run time")
         return result
 

@@ -28,14 +28,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeq.errors import UnsupportedError
+from edgeq.errors import ModelError, UnsupportedError
 from edgeq.io.onnx_model import clone_model, float_tensor_names, load_model, model_bytes, read_proto
 from edgeq.io.session import exposing, fixed_batch_size, run_in_chunks, session
+from edgeq.passes import integer_gather, layer_norm_sums
 from edgeq.pipeline.stages import CHANNEL_SCALES_KEY
 from edgeq.quantization.cpus import CPUS, Cpu, host_cpu, resolve_cpu
+from edgeq.quantization.placement import onnxruntime_placement, placed_plan, plan_rows
+from edgeq.quantization.recipe import STATIC_ONLY_PASSES, Recipe
 from edgeq.reference.interface import dequantized, integers, tensor_perm
 from edgeq.targets import register
-from edgeq.targets.onnxruntime import artifact, integer_gather, integer_pads, profile, speed
+from edgeq.targets.onnxruntime import artifact, integer_pads, profile, speed
 from edgeq.targets.onnxruntime.analysis import analyze_onnx
 from edgeq.targets.onnxruntime.fusion import fusion_report
 from edgeq.targets.target import Build, Emitted, IntegerRun, Option, Target, output_summary
@@ -48,6 +51,49 @@ INTEGER_ONNX_SUFFIX = ".integer.onnx"
 def _fusion_score(fusion: dict, order: int) -> tuple:
     """More integer convolutions first, then fewer compute ops left in float, then the earlier candidate."""
     return (fusion["convs_fused"], -len(fusion["float_compute"]), -order)
+
+
+def _may_be_dynamic(recipe: Recipe) -> bool:
+    """Mode auto may pick the dynamic model only where the recipe pins nothing it cannot honour."""
+    return (
+        recipe.mode == "auto"
+        and recipe.activation_type == "auto"
+        and recipe.weight_bits == 8
+        and not set(recipe.passes) & set(STATIC_ONLY_PASSES)
+    )
+
+
+def _transformer(report: dict) -> bool:
+    """A static build placed for ONNX Runtime as a transformer (it has layer norms) and without convolutions,
+    which dynamic mode would leave float (ConvInteger is slow): the graphs where dynamic mode can win."""
+    convolutions = {"Conv", "ConvTranspose"} & set(report["quantized_nodes"])
+    return "placement" in report and not convolutions
+
+
+def _write_candidate(build: Build, activation_type: str, mode: str, limit: int | None, path: Path) -> dict:
+    """One candidate artifact in ONNX Runtime's form (pads and embedding rows on integers, residual sums that
+    escape its slower SkipLayerNormalization) written to PATH; what ONNX Runtime fuses in it."""
+    model = clone_model(build.quantized(activation_type, limit, True, mode).model)  # the build is shared
+    pads = integer_pads.pad_integers(model)
+    gathers = integer_gather.gather_integers(model)
+    sums = layer_norm_sums.sums_before_layer_norms(model)
+    path.write_bytes(model_bytes(model))
+    return {
+        **fusion_report(path).to_dict(),
+        "pads_on_integers": pads,
+        "gathers_on_integers": gathers,
+        "sums_before_layer_norms": sums,
+    }
+
+
+MODE_CHOICE_SAMPLES = 64  # evaluation samples the static/dynamic choice is measured on: enough to rank two models
+
+
+def _worst_sqnr(build: Build, path: Path) -> float:
+    """The smallest output SQNR (dB) of the model at PATH against the float model, on the first
+    MODE_CHOICE_SAMPLES evaluation samples."""
+    outputs = artifact.validate(build.float_path, path, build.eval_data.head(MODE_CHOICE_SAMPLES))["outputs"]
+    return round(min(row["sqnr_db"] for row in outputs.values()), 2)
 
 
 def _cpu_report(cpu: Cpu, limit: int | None) -> dict:
@@ -132,6 +178,7 @@ class OnnxRuntimeTarget(Target):
     options = (Option("ort_format", "Also write .ort and required_operators.config."),)
     suffixes = (".onnx", ".ort")
     activation_types = ("int8", "uint8", "int16")
+    modes = ("static", "dynamic")
 
     def claims(self, path: Path) -> bool:
         return super().claims(path) and not path.name.endswith(INTEGER_ONNX_SUFFIX)
@@ -145,27 +192,43 @@ class OnnxRuntimeTarget(Target):
         recipe_type = build.recipe.activation_type
         # int16 activations run in float between their Q/DQ pairs (no integer kernels): no pair bound to keep
         limit = None if recipe_type == "int16" else cpu.pair_limit(build.recipe.weight_bits)
-        candidates = ["int8", "uint8"] if recipe_type == "auto" else [recipe_type]
-        fusions: dict[str, dict] = {}
-        models: dict[str, bytes] = {}
+        if build.recipe.mode == "dynamic":
+            candidates = {"dynamic": ("uint8", "dynamic")}  # DynamicQuantizeLinear's type, whatever the recipe says
+        else:
+            candidates = {t: (t, "static") for t in (["int8", "uint8"] if recipe_type == "auto" else [recipe_type])}
         with tempfile.TemporaryDirectory() as tmp:
-            for activation_type in candidates:
-                model = clone_model(build.quantized(activation_type, limit, True).model)  # the build is shared
-                pads = integer_pads.pad_integers(model)
-                gathers = integer_gather.gather_integers(model)
-                models[activation_type] = model_bytes(model)
-                path = Path(tmp) / f"{activation_type}.onnx"
-                path.write_bytes(models[activation_type])
-                fusions[activation_type] = {**fusion_report(path).to_dict(), "pads_on_integers": pads, "gathers_on_integers": gathers}
-        chosen = max(candidates, key=lambda t: _fusion_score(fusions[t], candidates.index(t)))
-        written = artifact.emit(
-            models[chosen], build.outdir, f"{build.name}.qdq", ort_format=build.option(self, "ort_format")
-        )
-        report = build.quantized(chosen, limit, True).report
-        return Emitted(
-            written,
-            {**report, "cpu": _cpu_report(cpu, limit), "activation_type_choice": fusions, "fusion": fusions[chosen]},
-        )
+            paths = {name: Path(tmp) / f"{name}.onnx" for name in (*candidates, "dynamic")}
+            fusions = {name: _write_candidate(build, *spec, limit, paths[name]) for name, spec in candidates.items()}
+            order = list(candidates)
+            chosen = max(order, key=lambda name: _fusion_score(fusions[name], order.index(name)))
+            activation_type, mode = candidates[chosen]
+            report = build.quantized(activation_type, limit, True, mode).report
+            mode_choice = None
+            if _may_be_dynamic(build.recipe) and _transformer(report):
+                fusions["dynamic"] = _write_candidate(build, "uint8", "dynamic", limit, paths["dynamic"])
+                mode_choice = {"static": _worst_sqnr(build, paths[chosen]), "dynamic": _worst_sqnr(build, paths["dynamic"])}
+                if mode_choice["dynamic"] > mode_choice["static"]:
+                    chosen, report = "dynamic", build.quantized("uint8", limit, True, "dynamic").report
+            written = artifact.emit(
+                paths[chosen].read_bytes(), build.outdir, f"{build.name}.qdq", ort_format=build.option(self, "ort_format")
+            )
+        report = {
+            **report,
+            "mode": report.get("mode", "static"),
+            "cpu": _cpu_report(cpu, limit),
+            "activation_type_choice": {name: fusions[name] for name in candidates},
+            "fusion": fusions[chosen],
+        }
+        if mode_choice is not None:
+            report["mode_choice"] = {
+                "worst_output_sqnr_db": mode_choice,
+                "why": f"a transformer: static and dynamic built, the smaller error on {MODE_CHOICE_SAMPLES} evaluation "
+                "samples kept",
+            }
+        return Emitted(written, report)
+
+    def artifact_names(self, stem: str) -> tuple[str, ...]:
+        return f"{stem}.qdq.onnx", f"{stem}.qdq.ort"
 
     def validate(self, build: Build, emitted: Emitted) -> dict:
         validation = artifact.validate(build.float_path, emitted.artifacts[0], build.eval_data, labels=build.labels)
@@ -180,7 +243,14 @@ class OnnxRuntimeTarget(Target):
 
     def summary(self, report: dict) -> str:
         measured = report["validation"].get("speed", {})
-        parts = [f"{report['activation_type']} activations for {report['cpu']['name']}"]
+        if report["mode"] == "dynamic":
+            parts = [f"dynamic: int8 weights, activations quantized per run, for {report['cpu']['name']}"]
+        else:
+            parts = [f"{report['activation_type']} activations for {report['cpu']['name']}"]
+        if "mode_choice" in report:
+            errors = report["mode_choice"]["worst_output_sqnr_db"]
+            parts.append(f"chosen over {'static' if report['mode'] == 'dynamic' else 'dynamic'} by output error "
+                         f"(worst output SQNR: static {errors['static']} dB, dynamic {errors['dynamic']} dB)")
         if "speedup" in measured:
             parts.append(f"{measured['speedup']:.2f}x fp32 speed (1 thread, batch 1)")
         parts.append(output_summary(report["validation"]))
@@ -201,7 +271,18 @@ class OnnxRuntimeTarget(Target):
         return profile.runner(path, threads)
 
     def analyze(self, path: Path) -> dict | None:
-        return analyze_onnx(read_proto(path)) if path.suffix == ".onnx" else None
+        if path.suffix != ".onnx":
+            return None
+        proto = read_proto(path)
+        try:
+            return analyze_onnx(proto)
+        except ModelError as exc:  # the analysis names the tensor (a symbolic dimension); name the file too
+            raise ModelError(f"{path}: {exc}") from None
+
+    def node_plan(self, model, shared: dict) -> dict:
+        # the plan and placement of Build.quantized(..., onnxruntime=True); ONNX Runtime runs any node left float
+        plan, _ = placed_plan(model.graph, [], onnxruntime_placement(model.graph))
+        return {"nodes": plan_rows(model.graph, plan)}
 
     def probe(self, path: Path, names: list[str]) -> OnnxProbe:
         _refuse_ort(path, "compare")
@@ -210,6 +291,11 @@ class OnnxRuntimeTarget(Target):
     def integer_graph(self, path: Path) -> Graph:
         _refuse_ort(path, "verify")
         model = load_model(path)
+        if any(node.op_type == "DynamicQuantizeLinear" for node in model.graph):
+            raise UnsupportedError(
+                f"{path} is dynamically quantized: its activation scales are computed per run, so it implements no "
+                "fixed integer graph to verify (edgeq compare measures it against the float model)"
+            )
         if not any(node.op_type == "QuantizeLinear" for node in model.graph):
             raise UnsupportedError(f"{path} is not a quantized (QDQ) model: verify compares quantized artifacts")
         norms = [n.inputs[0].producer() for n in model.graph if n.op_type == "LayerNormalization"]
@@ -220,6 +306,7 @@ class OnnxRuntimeTarget(Target):
             )
         integer_pads.undo(model)  # the lowering reads the interchange form
         integer_gather.undo(model)
+        layer_norm_sums.undo(model)
         return lower(model).graph
 
     def integer_runs(self, path: Path, graph: Graph, inputs: list[list[np.ndarray]]) -> list[IntegerRun]:

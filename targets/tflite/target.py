@@ -16,6 +16,8 @@ import numpy as np
 
 from edgeq.errors import ModelError, UnsupportedError
 from edgeq.io.files import write_bytes_atomic
+from edgeq.passes.insert_qdq import placeholder_qdq
+from edgeq.quantization.qparams import ACTIVATION_TYPES
 from edgeq.reference.interface import dequantized, graph_batch, model_inputs
 from edgeq.targets import register
 from edgeq.targets.target import Build, Emitted, IntegerRun, Option, Target, output_summary
@@ -24,7 +26,7 @@ from edgeq.targets.tflite.analysis import analyze_tflite
 from edgeq.targets.tflite.artifact import TfliteModel, build, validate_on_data
 from edgeq.targets.tflite.delegation import delegation_line
 from edgeq.targets.tflite.interpreters import flatbuffer_refusal, invoke_litert, litert_interpreter
-from edgeq.targets.tflite.lower import IO_TYPES
+from edgeq.targets.tflite.lower import IO_TYPES, Lowered, lower
 from edgeq.tflite_format.flatbuffer import Graph, read, read_file
 
 
@@ -45,6 +47,41 @@ def float_tflite(target: Target, conversion: Build) -> list[Path]:
         write_bytes_atomic(path, build(conversion.integer_quantized().model, precision="float").data)
         conversion.shared["float tflite"] = path
     return [path]
+
+
+# Calibrated ranges of the QDQ models surveyed without data: some lowerings depend on a range's sign (a DIV's
+# divisor), so a node lowered differently under the two depends on the data, and its row says so.
+PLACEHOLDER_RANGES = ((-1.0, 1.0), (0.0, 1.0))
+
+
+def surveyed(model, shared: dict) -> tuple[Lowered, list[dict]]:
+    """The int8 lowering of MODEL (a preprocessed float model) with every node tried (``lower(survey=True)``) on a
+    QDQ model built without data (passes.insert_qdq.placeholder_qdq) with ranges of both signs, and the rows of
+    a node plan (Target.node_plan) from it, each checked against the lowering with one-signed ranges. Built once
+    per model, in SHARED."""
+    if "tflite survey" not in shared:
+        for value in model.graph.inputs:
+            dynamic = [str(d.value or "?") for d in (value.shape or [])[1:] if not isinstance(d, int)]
+            if value.shape is None or dynamic:
+                raise UnsupportedError(
+                    f"input {value.name!r} has dynamic dimensions ({', '.join(dynamic) or 'no shape'}): convert "
+                    "fixes them from the calibration data; give --input-shape to see what the TFLite targets do"
+                )
+        both, one = (
+            lower(placeholder_qdq(model, ACTIVATION_TYPES["int8"], span), survey=True) for span in PLACEHOLDER_RANGES
+        )
+        one_signed = {record.node: record.plan_row() for record in one.coverage}
+        rows = []
+        for record in both.coverage:
+            row, other = record.plan_row(), one_signed.get(record.node)
+            if other is not None and other["outcome"] != row["outcome"]:
+                row["reason"] = (
+                    f"depends on the calibrated ranges: {row['outcome']} if they take both signs "
+                    f"({row.get('reason', '')}), {other['outcome']} if one-signed"
+                )
+            rows.append(row)
+        shared["tflite survey"] = both, rows
+    return shared["tflite survey"]
 
 
 class _LiteRTProbe:
@@ -124,6 +161,9 @@ class TfliteTarget(Target):
             artifacts, {**tflite.describe(), **conversion.integer_quantized().report}, tflite.lowered.graph
         )
 
+    def artifact_names(self, stem: str) -> tuple[str, ...]:
+        return f"{stem}.tflite", f"{stem}.float.tflite"
+
     def validate(self, conversion: Build, emitted: Emitted) -> dict:
         return validate_on_data(
             conversion.float_path,
@@ -167,6 +207,9 @@ class TfliteTarget(Target):
 
     def analyze(self, path: Path) -> dict:
         return analyze_tflite(read(path.read_bytes()))
+
+    def node_plan(self, model, shared: dict) -> dict:
+        return {"nodes": surveyed(model, shared)[1]}
 
     def probe(self, path: Path, names: list[str]) -> _LiteRTProbe:
         return _LiteRTProbe(path, names)

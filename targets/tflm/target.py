@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeq.errors import RecipeError
 from edgeq.targets import register
 from edgeq.targets.target import Build, Emitted, IntegerRun, Target
 from edgeq.targets.tflite.analysis import analyze_tflite
-from edgeq.targets.tflite.target import TfliteTarget, float_tflite, tflite_of
+from edgeq.targets.tflite.target import TfliteTarget, float_tflite, surveyed, tflite_of
 from edgeq.targets.tflm import artifact
 from edgeq.targets.tflm.arena import measure_arena
 from edgeq.targets.tflm.interpreter import default_arena_size, invoke_tflm, tflm_interpreter
@@ -46,8 +47,22 @@ class TfliteMicroTarget(Target):
         paths = [Path(files[kind]) for kind in ("tflite", "header", "source")]
         return Emitted([*paths, *float_tflite(self, conversion)], written, tflite.lowered.graph)
 
+    def artifact_names(self, stem: str) -> tuple[str, ...]:
+        tflite = TfliteTarget().artifact_names(stem)
+        try:
+            name = c_identifier(stem)
+        except RecipeError:  # no sources can have been written for this stem
+            return tflite
+        return *tflite, f"{name}_model_data.h", f"{name}_model_data.cc"
+
     def summary(self, report: dict) -> str:
         return f"flash {report['flash_bytes']} B, arena {report['arena_bytes']} B"
+
+    def node_plan(self, model, shared: dict) -> dict:
+        lowered, rows = surveyed(model, shared)  # the .tflite it embeds, and the kernels TFLite Micro has for it
+        result = {"nodes": rows}
+        refusal = None if any(r.lowered == "refused" for r in lowered.coverage) else missing_micro_kernel(lowered.graph)
+        return result | ({"refusal": str(refusal)} if refusal is not None else {})
 
     def profile(self, path: Path, *, runs: int, warmup: int, threads: list[int], progress: bool) -> dict:
         data = path.read_bytes()

@@ -34,6 +34,15 @@ class NodeCoverage:
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    def plan_row(self) -> dict:
+        """The record as a row of a target's node plan (edgeq.targets.target.Target.node_plan): outcome
+        "quantized" (int8/int16 builtins) or "float" (a float island), ``as`` saying which, or "refused"."""
+        outcome = {"int8": "quantized", "int16": "quantized", "float-island": "float"}.get(self.lowered, self.lowered)
+        row = {"node": self.node, "op": self.op, "outcome": outcome}
+        if outcome != self.lowered:
+            row["as"] = self.lowered
+        return row | {k: v for k, v in (("code", self.code), ("reason", self.reason)) if v is not None}
+
 
 def summary(records: list[NodeCoverage]) -> dict:
     """Counts per outcome and, for the refused nodes, per op type and reason code."""

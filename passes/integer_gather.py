@@ -11,7 +11,8 @@ Dequantization is elementwise per row, so it commutes with gathering rows:
 with s' the scales as a [rows, 1] column, so that a row's scale broadcasts over it (edgeq's weights are symmetric:
 zero points 0). Both sides compute the same float32 product of an exactly converted integer and a scale, so the
 outputs are identical, and only the gathered rows are converted. A per-tensor table keeps its DequantizeLinear,
-after the Gather. The ONNX Runtime target applies it to its artifact only; ``undo`` restores the interchange
+after the Gather. The ONNX Runtime target applies it to its artifact only (and `edgeq quantize` to a dynamically quantized
+model, which is ONNX Runtime's only); ``undo`` restores the interchange
 form (DequantizeLinear, then the Gather) that the TFLite lowering and `edgeq verify` read.
 """
 
@@ -23,7 +24,7 @@ import onnx_ir.passes.common as common_passes
 from onnxscript import rewriter
 from onnxscript.rewriter import RewriteRuleClassBase
 
-from edgeq.targets.onnxruntime.integer_pads import constant
+from edgeq.quantization.plan import constant_array
 
 
 class _GatherOnIntegers(RewriteRuleClassBase):
@@ -33,7 +34,7 @@ class _GatherOnIntegers(RewriteRuleClassBase):
 
     def check(self, context, table, scale, zero, ids, dq, gathered) -> rewriter.MatchResult:
         result = rewriter.MatchResult()
-        arrays = [constant(v) for v in (table, scale, zero)]
+        arrays = [constant_array(v) for v in (table, scale, zero)]
         if any(a is None for a in arrays) or arrays[0].ndim < 2:
             return result.fail("not a constant table of rank 2 or more")
         if gathered.producer().attributes.get_int("axis", 0) != 0:
@@ -47,7 +48,7 @@ class _GatherOnIntegers(RewriteRuleClassBase):
 
     def rewrite(self, op, table, scale, zero, ids, dq, gathered):
         rows = op.Gather(table, ids, axis=0)
-        scales = constant(scale)
+        scales = constant_array(scale)
         if scales.size == 1:
             return op.DequantizeLinear(rows, scale, zero)
         row_scales = op.initializer(ir.tensor(scales.reshape(-1, 1)), name=f"{scale.name}_rows")
@@ -63,10 +64,10 @@ class _PerRowGatherOnFloats(RewriteRuleClassBase):
         return op.Mul(op.Cast(rows, _allow_other_attributes=True), scales, _outputs=["product"])
 
     def check(self, context, table, ids, row_scales, product) -> rewriter.MatchResult:
-        return _integer_table(table, constant(row_scales))
+        return _integer_table(table, constant_array(row_scales))
 
     def rewrite(self, op, table, ids, row_scales, product):
-        scales = constant(row_scales).reshape(-1)
+        scales = constant_array(row_scales).reshape(-1)
         scale = op.initializer(ir.tensor(scales), name=row_scales.name.removesuffix("_rows"))
         zero = op.initializer(ir.tensor(np.zeros(scales.shape, table.dtype.numpy())), name=f"{table.name}_zero_point")
         return _gather_of_dequantized(op, table, scale, zero, ids, product, axis=0)
@@ -80,7 +81,7 @@ class _PerTensorGatherOnFloats(RewriteRuleClassBase):
         return op.DequantizeLinear(rows, scale, zero, _outputs=["dequantized"])
 
     def check(self, context, table, ids, scale, zero, dequantized) -> rewriter.MatchResult:
-        return _integer_table(table, constant(scale))
+        return _integer_table(table, constant_array(scale))
 
     def rewrite(self, op, table, ids, scale, zero, dequantized):
         return _gather_of_dequantized(op, table, scale, zero, ids, dequantized)
@@ -88,7 +89,7 @@ class _PerTensorGatherOnFloats(RewriteRuleClassBase):
 
 def _integer_table(table: ir.Value, scales: np.ndarray | None) -> rewriter.MatchResult:
     result = rewriter.MatchResult()
-    if table.dtype not in (ir.DataType.UINT8, ir.DataType.INT8) or constant(table) is None:
+    if table.dtype not in (ir.DataType.UINT8, ir.DataType.INT8) or constant_array(table) is None:
         return result.fail("not a constant integer table")
     if scales is None:
         return result.fail("scales computed at run time")
