@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile import DIGITS, DIGITS_CALIB, Sandbox, edgeq_process
+from hostile import DIGITS, DIGITS_CALIB, DIGITS_TEST, Sandbox, edgeq_process
 
 X = np.load(DIGITS_CALIB)["input"][:16]  # [16, 1, 8, 8] float32: the digits model's input
 
@@ -288,6 +288,17 @@ def test_broken_evaluation_data_is_refused_before_conversion(tmp_path, monkeypat
     source = make(tmp_path)
     line = box.refused([*args, "--eval-data", source, "--no-progress"], message)
     assert str(source) in line, line
+
+
+@pytest.mark.parametrize("command", ["quantize", "convert", "compare"])
+def test_an_image_spec_without_an_image_folder_is_refused(tmp_path, monkeypatch, command):
+    box = Sandbox(tmp_path, monkeypatch)
+    args = {
+        "quantize": _quantize(DIGITS_CALIB, tmp_path / "out.onnx"),
+        "convert": ["convert", DIGITS, "--calib", DIGITS_CALIB, "--eval-data", DIGITS_TEST, "-o", tmp_path / "out"],
+        "compare": ["compare", DIGITS, DIGITS, "--data", DIGITS_TEST],
+    }[command]
+    box.refused([*args, "--image-spec", "resize=8"], r"--image-spec applies to image folders, and .*digits_\w+\.npz")
 
 
 def test_extra_npz_keys_are_labels_and_ignored(tmp_path, monkeypatch):

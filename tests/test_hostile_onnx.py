@@ -462,8 +462,8 @@ DAMAGED = {
 
 # Valid models edgeq does not support: refused with the node named (an UnsupportedError, which names no file).
 UNSUPPORTED = {
-    "if-node": (if_node, "choose", r"unsupported: If at choose: .*inside control flow"),
-    "loop-node": (loop_node, "repeat", r"unsupported: Loop at repeat: .*inside control flow"),
+    "if-node": (if_node, "choose", r"unsupported: If at choose: .*inside control flow.* \(in \S+\.onnx\)$"),
+    "loop-node": (loop_node, "repeat", r"unsupported: Loop at repeat: .*inside control flow.* \(in \S+\.onnx\)$"),
 }
 
 
@@ -498,7 +498,7 @@ def test_symbolic_dims_a_command_needs_static_are_refused_naming_the_file(sandbo
 
 
 @pytest.mark.parametrize("case", list(UNSUPPORTED))
-def test_control_flow_is_refused_with_the_node_named(sandbox, qdq, case):
+def test_control_flow_is_refused_with_the_node_and_file_named(sandbox, qdq, case):
     build, node_name, what = UNSUPPORTED[case]
     (sandbox / "in").mkdir()
     path = build(sandbox / "in")

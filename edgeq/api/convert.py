@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq import targets as registry
-from edgeq.api.inputs import SYNTHETIC, data_of, float_model, labels_of, recipe_of
+from edgeq.api.inputs import SYNTHETIC, data_of, float_model, labels_of, recipe_of, refuse_unused_image_spec
 from edgeq.data import CalibrationData
 from edgeq.errors import DataError, OutputError, RecipeError
 from edgeq.io.files import check_output_path, json_text, staged_output, write_text_atomic
@@ -108,6 +108,7 @@ def convert(
     if recipe is None and recipe_options.get("activation_type") is None:
         recipe_options["activation_type"] = "auto"
     synthetic = isinstance(calib, str) and calib == SYNTHETIC
+    refuse_unused_image_spec(image_spec, calib, eval_data)
     recipe = recipe_of(recipe, synthetic=synthetic, **recipe_options)
     chosen = _targets(targets, recipe)
     inputs = [p for p in (model, calib, eval_data) if isinstance(p, str | os.PathLike) and p != SYNTHETIC]
@@ -119,7 +120,7 @@ def convert(
             check_output_path(report_html, *inputs)
         with float_model(model, example_inputs=example_inputs) as source:
             refuse_quantized(source.model.graph, source.label)
-            refuse_control_flow(source.model.graph)  # before the data: its shapes would not be the first complaint
+            refuse_control_flow(source.model.graph, source.label)  # before the data: its shapes would not be the first complaint
             data = data_of(
                 calib, source.model, image_spec=image_spec, max_samples=recipe.max_calib_samples,
                 what="calibration data", progress=progress,

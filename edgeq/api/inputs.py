@@ -92,6 +92,19 @@ def image_spec_of(value: str | ImageSpec | None) -> ImageSpec | None:
     return parse_image_spec(value) if isinstance(value, str) else value
 
 
+def refuse_unused_image_spec(image_spec, *sources) -> None:
+    """An image spec with no image folder among SOURCES would be ignored: a mistake, refused naming the data. A
+    path that does not exist passes here (its own error comes first), as does anything that is not a path."""
+    given = [source for source in sources if source is not None]
+    if image_spec is None or not given:
+        return
+    if any(not isinstance(s, str | os.PathLike) or Path(s).is_dir() or not Path(s).exists() for s in given):
+        return
+    raise DataError(
+        f"--image-spec applies to image folders, and {' and '.join(map(str, given))} is not one (it would be ignored)"
+    )
+
+
 def data_of(
     source,
     model: ir.Model,

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeq.api.inputs import data_for, data_of
+from edgeq.api.inputs import data_for, data_of, refuse_unused_image_spec
 from edgeq.api.inputs import float_model as float_model_of
 from edgeq.errors import DataError, ModelError
 from edgeq.io.files import check_output_path
@@ -36,6 +36,7 @@ class VerifyResult:
 def verify(artifacts, data, *, samples: int = 16, image_spec=None) -> VerifyResult:
     """Run ARTIFACTS (the .tflite, ``<name>.integer.onnx`` and QDQ .onnx of one model) and edgeq's integer reference
     on the first SAMPLES samples of DATA (float inputs: a path or source as for quantize, or arrays)."""
+    refuse_unused_image_spec(image_spec, data)
     paths = [Path(p) for p in ([artifacts] if isinstance(artifacts, str | os.PathLike) else artifacts)]
     graph = reference_graph(paths)
     source = data_for(data, data_specs(graph), image_spec=image_spec, max_samples=samples, what="verification data")
@@ -57,6 +58,7 @@ def compare(
     float_model, artifact, data, *, example_inputs=None, image_spec=None, max_samples: int | None = None
 ) -> CompareResult:
     """The error of ARTIFACT (a QDQ .onnx or a .tflite) against FLOAT_MODEL (as for ``edgeq.quantize``) on DATA."""
+    refuse_unused_image_spec(image_spec, data)
     with float_model_of(float_model, example_inputs=example_inputs) as source:
         data = data_of(data, source.model, image_spec=image_spec, max_samples=max_samples, what="comparison data")
         report = comparing.compare(source.path, artifact, data)
@@ -105,6 +107,7 @@ def report(
     artifacts = [str(a) for a in ([artifacts] if isinstance(artifacts, str | os.PathLike) else artifacts)]
     given = [p for p in (float_model, data, quantize_report) if isinstance(p, str | os.PathLike)]
     check_output_path(output, *given, *artifacts)
+    refuse_unused_image_spec(image_spec, data)
     saved = load_report(quantize_report) if isinstance(quantize_report, str | os.PathLike) else quantize_report
     if saved is not None and not isinstance(saved, dict):
         raise DataError("quantize_report must be a report (a dict) or the path of a JSON report")

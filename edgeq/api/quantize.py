@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 
-from edgeq.api.inputs import SYNTHETIC, data_of, float_model, recipe_of
+from edgeq.api.inputs import SYNTHETIC, data_of, float_model, recipe_of, refuse_unused_image_spec
 from edgeq.io.files import check_output_path, json_text, write_text_atomic
 from edgeq.io.onnx_model import save_model, to_proto
 from edgeq.passes.integer_gather import gather_integers
@@ -66,10 +66,11 @@ def quantize(
         check_output_path(report, *inputs, output)
     if recipe is None and options.get("activation_type") is None:
         options["activation_type"] = "auto"  # the type ONNX Runtime runs fastest on the deployment CPU
+    refuse_unused_image_spec(image_spec, calib)
     recipe = recipe_of(recipe, synthetic=isinstance(calib, str) and calib == SYNTHETIC, **options)
     with float_model(model, example_inputs=example_inputs) as source:
         refuse_quantized(source.model.graph, source.label)
-        refuse_control_flow(source.model.graph)  # before the data: its shapes would not be the first complaint
+        refuse_control_flow(source.model.graph, source.label)  # before the data: its shapes would not be the first complaint
         data = data_of(
             calib, source.model, image_spec=image_spec, max_samples=recipe.max_calib_samples,
             what="calibration data", progress=progress,

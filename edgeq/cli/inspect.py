@@ -101,7 +101,7 @@ def compare(float_model: str, quantized, data_source: str, image_spec, max_sampl
 
     Give several quantized models (e.g. one per recipe) to see what each pass changes, layer by layer.
     """
-    from edgeq.api.inputs import data_of
+    from edgeq.api.inputs import data_of, refuse_unused_image_spec
     from edgeq.io.files import check_output_path
     from edgeq.io.onnx_model import load_model
     from edgeq.reports.compare import compare as compare_artifact
@@ -109,6 +109,7 @@ def compare(float_model: str, quantized, data_source: str, image_spec, max_sampl
 
     if plot_path:
         check_output_path(plot_path, float_model, data_source, *quantized)
+    refuse_unused_image_spec(image_spec, data_source)
     data = data_of(data_source, load_model(float_model), image_spec=image_spec, max_samples=max_samples)
     results = {path: compare_artifact(float_model, path, data) for path in quantized}
     if plot_path:

@@ -251,10 +251,10 @@ def _fused_activation(node: ir.Node, excluded: Exclusions) -> ir.Node | None:
 CONTROL_FLOW_OPS = {"If", "Loop", "Scan"}
 
 
-def refuse_control_flow(graph: ir.Graph) -> None:
+def refuse_control_flow(graph: ir.Graph, label: str | None = None) -> None:
     """Refuse a graph whose compute runs inside If/Loop/Scan bodies: the plan sees the main graph only, so those
     layers would stay float while the model looked quantized. An If on a constant condition is no refusal
-    (preprocessing folds it to its branch), nor are bodies of shape logic only."""
+    (preprocessing folds it to its branch), nor are bodies of shape logic only. LABEL names the model."""
     for node in graph:
         if node.op_type not in CONTROL_FLOW_OPS or node.domain not in ("", "ai.onnx"):
             continue
@@ -265,7 +265,8 @@ def refuse_control_flow(graph: ir.Graph) -> None:
         if compute:
             raise unsupported(
                 node,
-                f"its bodies compute ({', '.join(compute)}) inside control flow, which edgeq does not quantize",
+                f"its bodies compute ({', '.join(compute)}) inside control flow, which edgeq does not quantize"
+                + (f" (in {label})" if label else ""),
                 "control-flow",
             )
 
