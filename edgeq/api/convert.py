@@ -20,13 +20,20 @@ from pathlib import Path
 import numpy as np
 
 from edgeq import targets as registry
-from edgeq.api.inputs import SYNTHETIC, data_of, float_model, labels_of, recipe_of, refuse_unused_image_spec
+from edgeq.api.inputs import (
+    SYNTHETIC,
+    calibration_data,
+    data_of,
+    float_model,
+    labels_of,
+    recipe_of,
+    refuse_unused_image_spec,
+)
 from edgeq.data import CalibrationData
 from edgeq.errors import DataError, OutputError, RecipeError
 from edgeq.io.files import check_output_path, json_text, staged_output, write_text_atomic
 from edgeq.io.onnx_model import load_model
 from edgeq.pipeline import Pipeline, Quantized
-from edgeq.quantization.plan import refuse_control_flow, refuse_quantized
 from edgeq.reports import compare as comparing
 from edgeq.reports.html import write_report
 from edgeq.reports.page import report_page
@@ -119,12 +126,7 @@ def convert(
                 raise OutputError(f"report {report_html} must be an .html file")
             check_output_path(report_html, *inputs)
         with float_model(model, example_inputs=example_inputs) as source:
-            refuse_quantized(source.model.graph, source.label)
-            refuse_control_flow(source.model.graph, source.label)  # before the data: its shapes would not be the first complaint
-            data = data_of(
-                calib, source.model, image_spec=image_spec, max_samples=recipe.max_calib_samples,
-                what="calibration data", progress=progress,
-            )  # fmt: skip
+            data = calibration_data(source, calib, recipe, image_spec=image_spec, progress=progress)
             evaluation = (
                 data_of(eval_data, load_model(source.path), image_spec=image_spec, what="evaluation data")
                 if eval_data is not None

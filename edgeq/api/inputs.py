@@ -38,6 +38,7 @@ from edgeq.data import (
 from edgeq.errors import DataError, ModelError, RecipeError
 from edgeq.io.onnx_model import clone_model, load_model
 from edgeq.passes.preprocess import preprocess
+from edgeq.quantization.plan import refuse_control_flow, refuse_quantized
 from edgeq.quantization.recipe import Recipe, load_recipe
 
 SYNTHETIC = "synthetic"
@@ -90,6 +91,19 @@ def _is_torch_module(value) -> bool:
 
 def image_spec_of(value: str | ImageSpec | None) -> ImageSpec | None:
     return parse_image_spec(value) if isinstance(value, str) else value
+
+
+def calibration_data(
+    source: FloatModel, calib, recipe: Recipe, *, image_spec=None, progress: bool = False
+) -> CalibrationData:
+    """CALIB as checked calibration data for SOURCE, after the refusals that do not depend on it (an already
+    quantized model, compute inside control flow): the data's shapes would not be the first complaint."""
+    refuse_quantized(source.model.graph, source.label)
+    refuse_control_flow(source.model.graph, source.label)
+    return data_of(
+        calib, source.model, image_spec=image_spec, max_samples=recipe.max_calib_samples,
+        what="calibration data", progress=progress,
+    )  # fmt: skip
 
 
 def refuse_unused_image_spec(image_spec, *sources) -> None:

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import onnx
 
-from edgeq.api.inputs import SYNTHETIC, data_of, float_model, recipe_of, refuse_unused_image_spec
+from edgeq.api.inputs import SYNTHETIC, calibration_data, float_model, recipe_of, refuse_unused_image_spec
 from edgeq.io.files import check_output_path, json_text, write_text_atomic
 from edgeq.io.onnx_model import save_model, to_proto
 from edgeq.passes.integer_gather import gather_integers
 from edgeq.passes.layer_norm_sums import sums_before_layer_norms
 from edgeq.pipeline import Pipeline
 from edgeq.quantization.cpus import resolve_cpu
-from edgeq.quantization.plan import refuse_control_flow, refuse_quantized
 from edgeq.quantization.recipe import Recipe
 
 
@@ -69,12 +68,7 @@ def quantize(
     refuse_unused_image_spec(image_spec, calib)
     recipe = recipe_of(recipe, synthetic=isinstance(calib, str) and calib == SYNTHETIC, **options)
     with float_model(model, example_inputs=example_inputs) as source:
-        refuse_quantized(source.model.graph, source.label)
-        refuse_control_flow(source.model.graph, source.label)  # before the data: its shapes would not be the first complaint
-        data = data_of(
-            calib, source.model, image_spec=image_spec, max_samples=recipe.max_calib_samples,
-            what="calibration data", progress=progress,
-        )  # fmt: skip
+        data = calibration_data(source, calib, recipe, image_spec=image_spec, progress=progress)
         # the QDQ model is ONNX Runtime's: weights its kernels compute exactly on the CPU it is for
         cpu = resolve_cpu(recipe.cpu)
         activation_type = cpu.activation_type if recipe.activation_type == "auto" else recipe.activation_type
