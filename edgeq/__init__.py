@@ -29,6 +29,8 @@ API = (
     "ConvertResult",
     "ProfileResult",
     "QuantizeResult",
+    "SensitivityResult",
+    "SweepResult",
     "VerifyResult",
     "compare",
     "convert",
@@ -37,6 +39,8 @@ API = (
     "profile",
     "quantize",
     "report",
+    "sensitivity",
+    "sweep",
     "verify",
 )
 __all__ = [

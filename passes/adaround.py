@@ -76,6 +76,7 @@ from edgeq.passes.adaround_layers import Layer, layer_of, unsupported
 from edgeq.passes.clipped_reference import clipped_reference
 from edgeq.passes.layer_sequence import LayerSequence, input_batches
 from edgeq.passes.stage import StageContext, StageResult
+from edgeq.quantization.layer_precision import LayerPrecisions
 from edgeq.quantization.qparams import weight_qmax
 
 PHASE = "quantized"
@@ -120,7 +121,11 @@ def stage(context: StageContext) -> AdaRoundPass | None:
     if "adaround" not in context.recipe.passes:
         return None
     return AdaRoundPass(
-        context.float_model, context.data, weight_bits=context.recipe.weight_bits, progress=context.progress
+        context.float_model,
+        context.data,
+        weight_bits=context.recipe.weight_bits,
+        layer_precisions=LayerPrecisions(context.recipe.layers),
+        progress=context.progress,
     )
 
 
@@ -137,6 +142,7 @@ class AdaRoundPass(ir.passes.InPlacePass):
         data: CalibrationData,
         *,
         weight_bits: int = 8,
+        layer_precisions: LayerPrecisions | None = None,
         iterations: int = 500,
         samples: int = 2048,
         memory_mb: int = 256,
@@ -146,7 +152,8 @@ class AdaRoundPass(ir.passes.InPlacePass):
         super().__init__()
         self.float_model = float_model
         self.data = data
-        self.qmax = weight_qmax(weight_bits)
+        self.weight_bits = weight_bits
+        self.layer_precisions = layer_precisions or LayerPrecisions()
         self.iterations = iterations
         self.samples = samples
         self.memory_bytes = memory_mb * 2**20
@@ -244,6 +251,7 @@ class AdaRoundPass(ir.passes.InPlacePass):
         train = ~held_out
         if not train.any() or not held_out.any():  # too few samples to hold any out: judge on all rows
             train = held_out = np.ones_like(held_out)
+        qmax = weight_qmax(self.layer_precisions.weight_bits(layer.node, self.weight_bits))
         ratio = layer.weight / layer.scale
         floor = np.floor(ratio)
         fraction = np.clip(ratio - floor, 0.0, 1.0)
@@ -253,8 +261,8 @@ class AdaRoundPass(ir.passes.InPlacePass):
         )
         # floor + h(V) leaves [-qmax, qmax] only where floor itself is outside [-qmax, qmax - 1]: such weights
         # (clipped by the range search) are constants, which spares a clamp over every weight at every step.
-        free = (floor >= -self.qmax) & (floor < self.qmax)
-        base = torch.from_numpy(layer.scale * np.clip(floor, -self.qmax, self.qmax))
+        free = (floor >= -qmax) & (floor < qmax)
+        base = torch.from_numpy(layer.scale * np.clip(floor, -qmax, qmax))
         step = torch.from_numpy(layer.scale * free)
         bias_t = torch.from_numpy(layer.bias)
         low, high = (torch.from_numpy(bound) for bound in layer.bounds)
@@ -282,7 +290,7 @@ class AdaRoundPass(ir.passes.InPlacePass):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        rounded = np.clip(floor + (v.detach().numpy() >= 0.0), -self.qmax, self.qmax).astype(np.float32)
+        rounded = np.clip(floor + (v.detach().numpy() >= 0.0), -qmax, qmax).astype(np.float32)
         existing = layer.integers()
         held_rows, held_target = rows[:, held_out], target[:, held_out]
         energy = max(float(np.sum(held_target.astype(np.float64) ** 2)), 1e-30)

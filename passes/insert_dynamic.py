@@ -102,7 +102,7 @@ class InsertDynamicPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> InsertDynamicResult:
         result = InsertDynamicResult(model, True)
         graph = model.graph
-        exclusions = Exclusions(self.recipe.exclude)
+        exclusions = Exclusions.of(self.recipe)
         quantized_inputs: dict[int, tuple[ir.Value, ir.Value, ir.Value]] = {}
         tables: dict[int, ir.Value] = {}
         for node in list(graph):

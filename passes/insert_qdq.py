@@ -7,7 +7,8 @@ For every activation tensor t in the plan (edgeq.quantization.plan) with encodin
 The dequantized value takes over t's name (so a float model and its QDQ model can be compared tensor by tensor);
 the float tensor is renamed ``<t>_float``. Graph inputs keep their names.
 
-Weights are stored as integers behind a DequantizeLinear (per output channel, symmetric, narrow range; axis 0 for
+Weights are stored as integers behind a DequantizeLinear (``weight_bits``, or the bits the recipe's layers table gives
+the node, edgeq.quantization.layer_precision; per output channel, symmetric, narrow range; axis 0 for
 Conv and Gemm with transB, 1 for ConvTranspose and Gemm without transB, the last axis for MatMul; with
 ``gemm_pair_limit``, no two weights of a channel of a layer ONNX Runtime runs as a GEMM larger than that together,
 for CPUs whose kernels add pairs of products in int16: edgeq.quantization.cpus), rounded to
@@ -31,9 +32,11 @@ from edgeq.io.onnx_model import clone_model
 from edgeq.passes.stage import StageResult
 from edgeq.quantization.cpus import runs_as_gemm
 from edgeq.quantization.integer_sources import is_embedding, quantize_table
+from edgeq.quantization.layer_precision import LayerPrecisions
 from edgeq.quantization.plan import (
     BIAS_INPUT,
     WEIGHT_INPUT,
+    Exclusions,
     QuantPlan,
     assign_encodings,
     is_constant,
@@ -75,10 +78,14 @@ def dequantize_constant(graph: ir.Graph, name: str, q: np.ndarray, scale, zero_p
 @dataclass
 class InsertQDQResult(StageResult):
     """``raised_bias_channels``: node -> channels whose weight scale was raised so their int32 bias fits;
-    ``float_biases``: nodes whose bias stayed float (a full [M, N] Gemm bias)."""
+    ``float_biases``: nodes whose bias stayed float (a full [M, N] Gemm bias); ``weight_bits``: node -> the bits
+    of its weights (layers and embedding tables); ``layer_precisions``: the same for the nodes the layers table
+    matched, as its precision ("int8", "int4")."""
 
     raised_bias_channels: dict[str, list[int]] = field(default_factory=dict)
     float_biases: list[str] = field(default_factory=list)
+    weight_bits: dict[str, int] = field(default_factory=dict)
+    layer_precisions: dict[str, str] = field(default_factory=dict)
 
 
 class InsertQDQPass(ir.passes.InPlacePass):
@@ -90,6 +97,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
         encodings: dict[str, Encoding],
         *,
         weight_bits: int = 8,
+        layer_precisions: LayerPrecisions | None = None,
         gemm_pair_limit: int | None = None,
         scale_cache: dict | None = None,
         per_channel: bool = True,
@@ -100,6 +108,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
         self.plan = plan
         self.encodings = encodings
         self.weight_bits = weight_bits
+        self.layer_precisions = layer_precisions or LayerPrecisions()
         self.gemm_pair_limit = gemm_pair_limit
         self.scale_cache = {} if scale_cache is None else scale_cache  # shared by the builds of one model
         self.per_channel = per_channel
@@ -118,7 +127,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
                 table = node.inputs[0]
                 if id(table) not in tables:
                     array = table.const_value.numpy()
-                    q, scale, axis = quantize_table(array, bits=self.weight_bits, per_row=self.per_channel)
+                    q, scale, axis = quantize_table(array, bits=self._bits(node), per_row=self.per_channel)
                     zero = np.zeros_like(scale, dtype=np.int8)
                     tables[id(table)] = dequantize_constant(graph, table.name, q, scale, zero, axis)
                 node.replace_input_with(0, tables[id(table)])
@@ -138,6 +147,13 @@ class InsertQDQPass(ir.passes.InPlacePass):
         graph.sort()
         common_passes.RemoveUnusedNodesPass()(model)
         return self.result
+
+    def _bits(self, node: ir.Node) -> int:
+        """The bits of NODE's weights, recorded for the report."""
+        bits = self.result.weight_bits[node.name] = self.layer_precisions.weight_bits(node, self.weight_bits)
+        if self.layer_precisions.of(node) is not None:
+            self.result.layer_precisions[node.name] = f"int{bits}"
+        return bits
 
     def _layer_weights(self, node: ir.Node) -> tuple[np.ndarray, np.ndarray | None, int, int]:
         """Weights, bias, channel axis and bias-channel repeat of a Conv/ConvTranspose/Gemm/MatMul."""
@@ -172,18 +188,20 @@ class InsertQDQPass(ir.passes.InPlacePass):
     def _quantize_layer(self, graph: ir.Graph, node: ir.Node) -> None:
         w, b, axis, repeat = self._layer_weights(node)
         input_scale = self.encodings[node.inputs[0].name].scale
-        key = (node.name, axis, self.weight_bits, self.per_channel, self.weight_range)
+        bits = self._bits(node)
+        key = (node.name, axis, bits, self.per_channel, self.weight_range)
         if key not in self.scale_cache:
             per_channel_axis = axis if self.per_channel else None
-            self.scale_cache[key] = weight_scales(w, per_channel_axis, self.weight_bits, self.weight_range)
+            self.scale_cache[key] = weight_scales(w, per_channel_axis, bits, self.weight_range)
         layer = quantize_linear_layer(
             w,
             b,
             scales=self.scale_cache[key].copy(),
             axis=axis,
             input_scale=input_scale,
-            bits=self.weight_bits,
-            pair_limit=self.gemm_pair_limit if runs_as_gemm(node.op_type, w.shape) else None,
+            bits=bits,
+            # 4-bit pairs (at most 14) are within any CPU's bound (edgeq.quantization.cpus)
+            pair_limit=self.gemm_pair_limit if bits == 8 and runs_as_gemm(node.op_type, w.shape) else None,
             per_channel=self.per_channel,
             weight_range=self.weight_range,
             preserve_channel_sums=self.weight_rounding == "sum-preserving",
@@ -243,12 +261,15 @@ class InsertQDQPass(ir.passes.InPlacePass):
         graph.extend([quantize, dequantize])
 
 
-def placeholder_qdq(model: ir.Model, qtype: QType, span: tuple[float, float] = (-1.0, 1.0)) -> ir.Model:
+def placeholder_qdq(
+    model: ir.Model, qtype: QType, span: tuple[float, float] = (-1.0, 1.0), exclude: Exclusions | None = None
+) -> ir.Model:
     """A QDQ copy of the preprocessed float MODEL built without data: edgeq's plan, every calibrated range SPAN,
     min/max weight scales rounded to nearest. Its Q/DQ pairs are where the pipeline puts them, its numbers are
-    not: for questions about its structure only (which nodes a target lowers and how, `edgeq inspect`)."""
+    not: for questions about its structure only (which nodes a target lowers and how, `edgeq inspect`). EXCLUDE:
+    the nodes kept float, as ``--exclude``."""
     copy = clone_model(model)
-    plan = plan_quantization(copy.graph)
+    plan = plan_quantization(copy.graph, exclude)
     encodings = assign_encodings(plan, dict.fromkeys(plan.calibration_tensors(), span), qtype)
     InsertQDQPass(plan, encodings, weight_range="minmax", weight_rounding="nearest")(copy)
     return copy

@@ -1,7 +1,8 @@
 """Raise a model's default-domain opset with onnx's version converter, when a later step needs a newer opset.
 
-Two steps need one: ONNX ``Gelu`` exists from opset 20 (passes.fuse_gelu), and QuantizeLinear/DequantizeLinear take
-int16 from opset 21 (int16 activations, A16W8). Each converter adapter rewrites one op into its new form (e.g.
+Three steps need one: ONNX ``Gelu`` exists from opset 20 (passes.fuse_gelu), QuantizeLinear/DequantizeLinear take
+int16 from opset 21 (int16 activations, A16W8), and INT4 tensors (and Cast to and from them) exist from opset 21
+(4-bit weights packed, passes.pack_int4). Each converter adapter rewrites one op into its new form (e.g.
 ReduceMean's axes attribute into an input), so the converted graph computes the same. The adapters write new
 operands as Constant nodes; they are lifted to initializers, as preprocessing has them.
 """
@@ -15,6 +16,7 @@ import onnx_ir.passes.common as common_passes
 from edgeq.errors import UnsupportedError
 
 INT16_QDQ_OPSET = 21  # QuantizeLinear/DequantizeLinear with int16 integers
+INT4_OPSET = 21  # INT4 initializers and Cast from INT4
 
 
 def default_opset(model: ir.Model) -> int:

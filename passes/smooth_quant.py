@@ -42,6 +42,7 @@ from edgeq.errors import EdgeqError, RecipeError
 from edgeq.io.session import exposing_copy, fixed_batch_size, session
 from edgeq.passes.equalize import outputs_on_random_input, relative_change
 from edgeq.passes.stage import StageContext, StageResult
+from edgeq.quantization.layer_precision import LayerPrecisions
 from edgeq.quantization.qparams import ACTIVATION_TYPES, activation_encoding, range_method, weight_scales
 from edgeq.quantization.recipe import SMOOTH_QUANT_SHARED, Recipe
 
@@ -268,8 +269,10 @@ def _statistics(model: ir.Model, values: list[ir.Value], data: CalibrationData):
     return maxima, kept
 
 
-def _quantization_error(rows: np.ndarray, weights: list[np.ndarray], scales: np.ndarray, recipe: Recipe) -> float:
-    """Mean over the readers of ||Q(X/s) Q(s W) - X W||^2 / ||X W||^2 (rows of W first)."""
+def _quantization_error(
+    rows: np.ndarray, weights: list[np.ndarray], bits: list[int], scales: np.ndarray, recipe: Recipe
+) -> float:
+    """Mean over the readers of ||Q(X/s) Q(s W) - X W||^2 / ||X W||^2 (rows of W first; each W with its BITS)."""
     qtype = ACTIVATION_TYPES["int8" if recipe.activation_type == "auto" else recipe.activation_type]
     method = range_method(recipe.calib_method, qtype)
     smoothed = rows / scales
@@ -283,12 +286,12 @@ def _quantization_error(rows: np.ndarray, weights: list[np.ndarray], scales: np.
     zero = encoding.zero_point
     x_q = (encoding.quantize(smoothed).astype(np.float64) - zero) * float(encoding.scale)
     errors = []
-    for weight in weights:
+    for weight, weight_bits in zip(weights, bits, strict=True):
         scaled = weight * scales[:, None]
         axis = 1 if recipe.per_channel else None
         # minmax: the mse clipping search costs 3x the whole score and did not move the choice on the MiniLMs
-        w_scale = weight_scales(scaled, axis, recipe.weight_bits).astype(np.float64)
-        limit = 2 ** (recipe.weight_bits - 1) - 1
+        w_scale = weight_scales(scaled, axis, weight_bits).astype(np.float64)
+        limit = 2 ** (weight_bits - 1) - 1
         w_q = np.clip(np.rint(scaled / w_scale), -limit, limit) * w_scale
         reference = rows.astype(np.float64) @ weight
         errors.append(np.sum((x_q @ w_q - reference) ** 2) / max(np.sum(reference**2), 1e-30))
@@ -339,12 +342,15 @@ class SmoothQuantPass(ir.passes.InPlacePass):
         before = outputs_on_random_input(model)
         maxima, rows = _statistics(model, [item.value for item in items], self.data)
         weights = {item.value.name: [_input_rows(n, _weight(n)).astype(np.float64) for n in item.readers] for item in items}
+        precisions = LayerPrecisions(self.recipe.layers)
+        bits = {item.value.name: [precisions.weight_bits(n, self.recipe.weight_bits) for n in item.readers] for item in items}
 
         def score(alpha: float | None) -> float:
             return float(np.mean([
                 _quantization_error(
                     rows[name],
                     weights[name],
+                    bits[name],
                     np.ones(len(maxima[name])) if alpha is None else smoothing_scales(maxima[name], weights[name], alpha),
                     self.recipe,
                 )

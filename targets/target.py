@@ -73,6 +73,7 @@ class Build:
     labels: np.ndarray | None = None
     options: dict = field(default_factory=dict)
     shared: dict = field(default_factory=dict)
+    targets: tuple[str, ...] = ()  # the names of every target of the conversion
 
     def option(self, target: Target, name: str):
         value = self.options.get(name)
@@ -186,7 +187,8 @@ class Target(abc.ABC):
         unchanged), decided by the rules convert applies, without data: ``{"nodes": [{"node", "op", "outcome",
         "reason"?, "code"?}], "refusal"?}``, outcome "quantized", "float", "integer" (computes no float tensor,
         left as it is) or "refused"; ``refusal``: the one line why convert would refuse the whole artifact.
-        SHARED holds what one target computed for others on the same model. None: the target does not say."""
+        SHARED holds what one target computed for others on the same model, and under "exclusions" the nodes
+        kept float on request (edgeq.quantization.plan.Exclusions, as ``--exclude``). None: the target does not say."""
         return None
 
 

@@ -15,12 +15,13 @@ from conftest import REPO
 # Bottom to top; a module may import its own layer and the layers below (README.md, "Architecture").
 LAYERS = [
     {"edgeq.errors"},
-    {"edgeq.data", "edgeq.measure", "edgeq.tflite_format"},
+    {"edgeq.data", "edgeq.measure", "edgeq.scale", "edgeq.tflite_format"},
     {"edgeq.io"},
     {"edgeq.reference", "edgeq.quantization"},
     {"edgeq.passes"},
     {"edgeq.calibration"},
     {"edgeq.pipeline"},
+    {"edgeq.mixed"},
     {"edgeq.targets"},
     {"edgeq.reports"},
     {"edgeq.api", "edgeq"},

@@ -141,6 +141,22 @@ def test_dynamic_dimensions_are_named_not_guessed(tmp_path):
     assert fixed["targets"]["tflite"]["counts"] == {"quantized": fixed["preprocessed_nodes"]}
 
 
+def test_exclude_shows_the_plans_convert_makes_with_it():
+    summary = _inspect(str(REPO / "models" / "digits_cnn.onnx"), "--exclude", "Relu", "--exclude", "/classifier/.*")
+    rows = {row["node"]: row for row in summary["targets"]["onnxruntime"]["nodes"]}
+    excluded = sorted(name for name, row in rows.items() if row["outcome"] == "excluded")
+    assert excluded == sorted(name for name, row in rows.items() if row["op"] == "Relu" or name == "/classifier/Gemm")
+    assert len(excluded) == 4 and all(rows[name]["reason"].endswith("(--exclude)") for name in excluded)
+    assert summary["targets"]["onnxruntime"]["counts"] == {"quantized": len(rows) - 4, "excluded": 4}
+    # the int8 .tflite takes no float Gemm (convert refuses it with the same reason)
+    gemm = next(row for row in summary["targets"]["tflite"]["nodes"] if row["node"] == "/classifier/Gemm")
+    assert gemm["outcome"] == "refused" and "not a quantized constant" in gemm["reason"]
+    text = CliRunner().invoke(main, ["inspect", str(REPO / "models" / "digits_cnn.onnx"), "--exclude", "Relu"]).output
+    assert "excluded 3" in text and "excluded  Relu" in text
+    empty = CliRunner().invoke(main, ["inspect", str(REPO / "models" / "digits_cnn.onnx"), "--exclude", ""])
+    assert empty.exit_code == 2 and "exclude lists an empty name" in empty.output
+
+
 @pytest.fixture(scope="module")
 def converted_tflite(tmp_path_factory) -> Path:
     outdir = tmp_path_factory.mktemp("inspect") / "out"

@@ -17,14 +17,18 @@ The functions' docstrings are the reference.
 from edgeq.api.convert import ConvertResult, convert
 from edgeq.api.export import export_module as export
 from edgeq.api.inspect import CompareResult, ProfileResult, VerifyResult, compare, profile, report, verify
+from edgeq.api.mixed import SensitivityResult, sensitivity
 from edgeq.api.model_summary import describe
 from edgeq.api.quantize import QuantizeResult, quantize
+from edgeq.api.sweep import SweepResult, sweep
 
 __all__ = [  # also edgeq.API, which makes them attributes of the edgeq package (tests/test_readme.py)
     "CompareResult",
     "ConvertResult",
     "ProfileResult",
     "QuantizeResult",
+    "SensitivityResult",
+    "SweepResult",
     "VerifyResult",
     "compare",
     "convert",
@@ -33,5 +37,7 @@ __all__ = [  # also edgeq.API, which makes them attributes of the edgeq package 
     "profile",
     "quantize",
     "report",
+    "sensitivity",
+    "sweep",
     "verify",
 ]

@@ -29,6 +29,7 @@ from edgeq.api.inputs import (
     recipe_of,
     refuse_unused_image_spec,
 )
+from edgeq.api.mixed import check_options, mixed_precision, write_plots
 from edgeq.data import CalibrationData
 from edgeq.errors import DataError, OutputError, RecipeError
 from edgeq.io.files import check_output_path, json_text, staged_output, write_text_atomic
@@ -46,7 +47,7 @@ class ConvertResult:
     """What a conversion wrote: per target its report (``artifacts``, what it built, ``validation``, and
     ``verification`` against the integer reference where it has one), the whole report and where it is, the files
     of an earlier run it wrote over (``replaced``) and the earlier artifacts of the same model it did not write
-    again and deleted (``removed``)."""
+    again and deleted, with the staging folders of killed runs it removed (``removed``)."""
 
     outdir: Path
     targets: dict[str, dict]
@@ -94,6 +95,11 @@ def convert(
     report_html: str | os.PathLike | None = None,
     example_inputs=None,
     image_spec=None,
+    budget=None,
+    max_drop: float | None = None,
+    metric: str | None = None,
+    ray_address: str | None = None,
+    replace_nonfinite: bool = False,
     progress: bool = False,
     **options,
 ) -> ConvertResult:
@@ -107,6 +113,10 @@ def convert(
     (``io="float"``, ``precision="float"``, ``ort_format=True``: ``Target.options``). Returns a ConvertResult; writes
     ``report.json`` into OUTDIR and, with REPORT_HTML (an .html path), the HTML report on the artifacts
     (``edgeq.report``). A ``recipe`` without an activation type gives int8 activations, as in ``edgeq.quantize``.
+    BUDGET, MAX_DROP, METRIC and RAY_ADDRESS choose each weighted layer's precision as in ``edgeq.quantize``,
+    measured on the evaluation data, among the precisions every one of TARGETS allows (edgeq.mixed.allocation);
+    the report's ``mixed_precision`` says what was chosen, and OUTDIR gets its plots (``mixed_*.png``).
+    REPLACE_NONFINITE as for ``edgeq.quantize`` (the report's ``nonfinite_replaced``).
     Raises an ``EdgeqError`` subclass for any bad input.
     """
     declared = {o.name: o for t in registry.registered() for o in t.options}
@@ -118,6 +128,7 @@ def convert(
     refuse_unused_image_spec(image_spec, calib, eval_data)
     recipe = recipe_of(recipe, synthetic=synthetic, **recipe_options)
     chosen = _targets(targets, recipe)
+    check_options(budget, max_drop, metric, recipe, ray_address=ray_address)
     inputs = [p for p in (model, calib, eval_data) if isinstance(p, str | os.PathLike) and p != SYNTHETIC]
     # every artifact is staged and validated before any moves into OUTDIR: a failed conversion leaves it as it was
     with staged_output(outdir, *inputs) as staged:
@@ -125,7 +136,7 @@ def convert(
             if Path(report_html).suffix not in (".html", ".htm"):
                 raise OutputError(f"report {report_html} must be an .html file")
             check_output_path(report_html, *inputs)
-        with float_model(model, example_inputs=example_inputs) as source:
+        with float_model(model, example_inputs=example_inputs, replace_nonfinite=replace_nonfinite) as source:
             data = calibration_data(source, calib, recipe, image_spec=image_spec, progress=progress)
             evaluation = (
                 data_of(eval_data, load_model(source.path), image_spec=image_spec, what="evaluation data")
@@ -133,6 +144,11 @@ def convert(
                 else data
             )
             labels = _labels(labels if labels is not None else labels_of(eval_data), evaluation)
+            mixed = mixed_precision(
+                source, data, recipe, targets=[t.name for t in chosen], eval_data=evaluation, labels=labels,
+                budget=budget, max_drop=max_drop, metric=metric, ray_address=ray_address, progress=progress,
+            )  # fmt: skip
+            recipe = mixed.recipe if mixed is not None else recipe
             pipeline = Pipeline(recipe, progress=progress)
             calibrated = pipeline.calibrate(source.model, data)
             _check_fixed_shapes(calibrated.fixed_input_shapes, evaluation)
@@ -146,7 +162,10 @@ def convert(
                     built[key] = pipeline.quantize(calibrated, activation_type, gemm_pair_limit, onnxruntime, mode)
                 return built[key]
 
-            build = Build(source.name, staged.folder, source.path, recipe, quantized, evaluation, labels, given)
+            build = Build(
+                source.name, staged.folder, source.path, recipe, quantized, evaluation, labels, given,
+                targets=tuple(target.name for target in chosen),
+            )  # fmt: skip
             emitted = {target.name: target.emit(build) for target in chosen}
             results = {}
             for target in chosen:
@@ -158,6 +177,11 @@ def convert(
                 results[name]["largest_losses"] = losses
             results = staged.final(results)
             report = {"input": source.label, "recipe": recipe.to_dict(), "targets": results}
+            if source.replaced:
+                report["nonfinite_replaced"] = source.replaced
+            if mixed is not None:
+                report["mixed_precision"] = mixed.report
+                write_plots(mixed, staged.folder, "mixed_")
             if calibrated.fixed_input_shapes:
                 report["fixed_input_shapes"] = calibrated.fixed_input_shapes
             report["artifacts"] = list(dict.fromkeys(a for result in results.values() for a in result["artifacts"]))

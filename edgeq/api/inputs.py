@@ -17,7 +17,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from edgeq.data import (
     parse_image_spec,
 )
 from edgeq.errors import DataError, ModelError, RecipeError
-from edgeq.io.onnx_model import clone_model, load_model
+from edgeq.io.onnx_model import clone_model, load_model, save_model
 from edgeq.passes.preprocess import preprocess
 from edgeq.quantization.plan import refuse_control_flow, refuse_quantized
 from edgeq.quantization.recipe import Recipe, load_recipe
@@ -46,24 +46,31 @@ SYNTHETIC = "synthetic"
 
 @dataclass
 class FloatModel:
-    """The user's float model: in memory (``model``), as a file (``path``, temporary for an in-memory model), by
-    name (the artifacts' stem) and as the report names it (``label``: the path, or what was given)."""
+    """The user's float model: in memory (``model``), as a file (``path``, temporary for an in-memory or repaired
+    model), by name (the artifacts' stem) and as the report names it (``label``: the path, or what was given);
+    ``replaced``: the tensors whose NaN or infinite values were replaced (edgeq.io.model_checks.replace_nonfinite)."""
 
     model: ir.Model
     path: Path
     name: str
     label: str
+    replaced: list[dict] = field(default_factory=list)
 
 
 @contextmanager
-def float_model(model, *, example_inputs=None) -> Iterator[FloatModel]:
-    """MODEL (see the module docstring) for the duration of the block."""
-    if isinstance(model, str | os.PathLike):
+def float_model(model, *, example_inputs=None, replace_nonfinite: bool = False) -> Iterator[FloatModel]:
+    """MODEL (see the module docstring) for the duration of the block. With REPLACE_NONFINITE, NaN and infinite
+    weights are replaced instead of refused, and the repaired model written to a temporary file: the float model
+    that calibration, validation and reports run."""
+    if isinstance(model, str | os.PathLike) and not replace_nonfinite:
         path = Path(model)
         yield FloatModel(load_model(path), path, path.stem, str(path))
         return
     with tempfile.TemporaryDirectory(prefix="edgeq-") as tmp:
-        if isinstance(model, onnx.ModelProto):
+        if isinstance(model, str | os.PathLike):
+            path = Path(model)
+            name, label = path.stem, str(path)
+        elif isinstance(model, onnx.ModelProto):
             name = model.graph.name or "model"
             label = f"onnx.ModelProto {name!r}"
             path = Path(tmp) / f"{name}.onnx"
@@ -82,7 +89,11 @@ def float_model(model, *, example_inputs=None) -> Iterator[FloatModel]:
             raise ModelError(
                 f"model must be an .onnx path, an onnx.ModelProto or a torch.nn.Module, not {type(model).__name__}"
             )
-        yield FloatModel(load_model(path), path, name, label)
+        replaced = [] if replace_nonfinite else None
+        loaded = load_model(path, replaced=replaced)
+        if replaced:
+            path = save_model(loaded, Path(tmp) / f"{name}.nonfinite-replaced.onnx")
+        yield FloatModel(loaded, path, name, label, replaced or [])
 
 
 def _is_torch_module(value) -> bool:

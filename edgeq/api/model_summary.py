@@ -6,7 +6,9 @@ the MACs and the file size. For an .onnx also, per target, what ``convert`` woul
 left float or refused, and why; each target answers from the rules it applies in a conversion
 (``Target.node_plan``: edgeq.quantization.plan and placement for ONNX Runtime, the TFLite lowering's survey for
 the TFLite targets), on the model preprocessed as convert preprocesses it (BatchNorm folded, constants folded), so
-the nodes are those of the preprocessed graph.
+the nodes are those of the preprocessed graph. With ``exclude`` patterns (``--exclude``, as for quantize and
+convert) each target plans as convert would with them; a node they match that a target keeps float is
+"excluded" (a TFLite target may instead refuse it: a float node whose weights the lowering needs quantized).
 
 Parameters are the elements of the constants the file stores except index tensors: ONNX, every initializer and
 Constant value but the int64 ones (shapes, axes, indices); TFLite, every constant tensor but unquantized
@@ -30,22 +32,28 @@ from edgeq import targets
 from edgeq.errors import EdgeqError, ExecutionError, ModelError, UnsupportedError
 from edgeq.io.onnx_model import read_proto
 from edgeq.passes.preprocess import preprocess
+from edgeq.quantization.plan import Exclusions
+from edgeq.quantization.recipe import Recipe
 from edgeq.reports.profile import analyze
 from edgeq.tflite_format.reader import read_file
 
-OUTCOMES = ("quantized", "float", "integer", "refused")
+OUTCOMES = ("quantized", "float", "excluded", "integer", "refused")
 SMALL_CHANNELS = 4  # an image axis this short (gray, RGB, RGBA) is taken for the channel axis
 
 
-def describe(model: str | os.PathLike, *, input_shapes: dict[str, list[int]] | None = None) -> dict:
+def describe(
+    model: str | os.PathLike, *, input_shapes: dict[str, list[int]] | None = None, exclude: list[str] = ()
+) -> dict:
     """What MODEL (an .onnx or .tflite path) is, as a plain dict (the module docstring lists what); INPUT_SHAPES
-    (input name -> shape, as ``--input-shape``) fixes dynamic input dimensions for the targets' node plans."""
+    (input name -> shape, as ``--input-shape``) fixes dynamic input dimensions for the targets' node plans;
+    EXCLUDE (node names, op types or regular expressions, as ``--exclude``) are the nodes shown "excluded"."""
+    exclude = Recipe(exclude=list(exclude)).validate().exclude  # checked as a recipe's
     path = Path(model)
     claimers = targets.claiming(path)  # a missing file or an unknown kind: the usual error; a .tflite is checked
     if path.suffix == ".onnx":
         checked = read_proto(path)  # the safe loader's checks; its opset conversion is for the node plans only
         summary = _onnx_summary(path, onnx.load(path, load_external_data=False))
-        summary.update(_node_plans(checked, input_shapes))
+        summary.update(_node_plans(checked, input_shapes, exclude))
     elif path.suffix == ".tflite":
         summary = _tflite_summary(path)
     else:
@@ -134,8 +142,9 @@ def _onnx_summary(path: Path, proto: onnx.ModelProto) -> dict:
     }
 
 
-def _node_plans(proto: onnx.ModelProto, input_shapes) -> dict:
-    """Per target: its node plan of the preprocessed model, the counts per outcome, and its refusal if any."""
+def _node_plans(proto: onnx.ModelProto, input_shapes, exclude: list[str]) -> dict:
+    """Per target: its node plan of the preprocessed model (the nodes EXCLUDE matches "excluded"), the counts per
+    outcome, and its refusal if any."""
     qdq = sum(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in proto.graph.node)
     if qdq:  # an artifact of edgeq or another quantizer: the plan would put pairs on pairs
         return _refused_everywhere(
@@ -146,14 +155,19 @@ def _node_plans(proto: onnx.ModelProto, input_shapes) -> dict:
         model = preprocess(ir.serde.deserialize_model(proto), input_shapes=input_shapes)
     except (ModelError, UnsupportedError, ExecutionError) as exc:  # convert would stop here for every target (a
         return _refused_everywhere(str(exc))  # bad --input-shape is the user's error: raised as it is)
+    exclusions = Exclusions(exclude)
     plans: dict[str, dict] = {}
-    shared: dict = {}
+    shared: dict = {"exclusions": exclusions}  # the targets plan as convert with --exclude (Target.node_plan)
+    excluded = {node.name for node in model.graph if exclusions.reason(node) == "excluded"}
     for target in targets.registered():
         try:
             plan = target.node_plan(model, shared)
         except EdgeqError as exc:
             plan = {"nodes": [], "refusal": str(exc)}
         if plan is not None:
+            for row in plan["nodes"]:
+                if row["node"] in excluded and row["outcome"] == "float":
+                    row.update(outcome="excluded", reason="kept float on request (--exclude)")
             counts = Counter(row["outcome"] for row in plan["nodes"])
             plans[target.name] = {**plan, "counts": {k: counts[k] for k in OUTCOMES if counts[k]}}
     return {"preprocessed_nodes": len(model.graph), "targets": plans}

@@ -45,9 +45,9 @@ class _Group(click.Group):
 
 
 EXIT_CODES_EPILOG = (
-    "Exit status: 0 done; 1 `verify` found a mismatch; 2 bad input (a usage error, or one line 'edgeq: error: "
-    "...' naming the file, option or recipe key at fault; nothing is written); 3 an internal error (a bug: "
-    "rerun with --debug and report it)."
+    "Exit status: 0 done; 1 `verify` found a mismatch, or a `sweep` pair failed; 2 bad input (a usage error, "
+    "or one line 'edgeq: error: ...' naming the file, option or recipe key at fault; nothing is written); 3 an "
+    "internal error (a bug: rerun with --debug and report it)."
 )
 
 
@@ -66,4 +66,4 @@ def echo_json(data) -> None:
     click.echo(json_text(data))
 
 
-from edgeq.cli import build, describe, inspect  # noqa: E402,F401  (the commands register themselves on main)
+from edgeq.cli import build, describe, inspect, mixed, sweep  # noqa: E402,F401  (the commands register themselves on main)

@@ -18,6 +18,7 @@ from edgeq.quantization.recipe import (
     WEIGHT_ROUNDINGS,
     Recipe,
     parse_input_shape,
+    parse_layer,
 )
 
 # The recipe options as flags: each (flag, click options); the flag's name is the recipe field's.
@@ -29,7 +30,13 @@ RECIPE_FLAGS = [
             "help": "Activation type; auto lets each target pick the type its runtime fuses.",
         },
     ),
-    ("--weight-bits", {"type": click.Choice(["8", "4"]), "help": "Weight bits (4-bit values in int8 containers)."}),
+    (
+        "--weight-bits",
+        {
+            "type": click.Choice(["8", "4"]),
+            "help": "Weight bits (4-bit: INT4 in the ONNX Runtime model, int8 containers in TFLite).",
+        },
+    ),
     ("--per-tensor", {"is_flag": True, "help": "Per-tensor weights (default per channel)."}),
     (
         "--weight-range",
@@ -110,6 +117,16 @@ RECIPE_FLAGS = [
         },
     ),
     (
+        "--layer",
+        {
+            "multiple": True,
+            "callback": lambda ctx, param, texts: _checked(param, texts, parse_layer),
+            "help": "Per-layer precision PATTERN=float|int8|int4, PATTERN as for --exclude (node names as edgeq "
+            "inspect lists them): int8/int4 give that node's weights 8/4 bits whatever --weight-bits says, float "
+            "keeps it float. Repeat for several; the first matching one wins; replaces the recipe's layers table.",
+        },
+    ),
+    (
         "--max-calib-samples",
         {"type": click.IntRange(1), "help": "Calibrate on at most this many samples of --calib."},
     ),
@@ -166,11 +183,51 @@ def quant_options(f):
             help="A TOML recipe pinning every option below (options given here override it).",
         ),
         *(click.option(flag, default=None, show_default=_default_text(flag), **extra) for flag, extra in RECIPE_FLAGS),
+        click.option(
+            "--replace-nonfinite",
+            is_flag=True,
+            help="Replace NaN weights by 0 and infinite ones by their tensor's largest finite magnitude, and list "
+            "them (report and stderr), instead of refusing the model.",
+        ),
         click.option("--no-progress", is_flag=True, help="No progress bars."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+# The mixed-precision search (edgeq.api.mixed), on quantize and convert: each flag's name is the API keyword's.
+MIXED_FLAGS = [
+    (
+        "--budget",
+        {"help": "size=1.2MB (B, KB, MB, KiB, MiB): choose each weighted layer's precision (float, int8, int4, as "
+         "the targets allow) so that the artifact fits, by an integer program over the measured per-layer "
+         "sensitivity (docs/mixed-precision.md)."},
+    ),
+    (
+        "--max-drop",
+        {"type": float, "help": "Revert the most sensitive layers (int4 -> int8 -> float) one at a time until "
+         "--metric drops at most this much against the float model (points of %, dB for sqnr)."},
+    ),
+    (
+        "--metric",
+        {"help": "What --max-drop measures on --eval-data: agreement (default), top1, auc (labels: the .npz's "
+         "'label' key), sqnr, or module:function(reference_outputs, outputs, labels) -> float."},
+    ),
+    ("--ray-address", {"help": "Run the per-layer measurements on this Ray cluster (default: a local Ray "
+                       "instance when Ray is installed; 'serial': none)."}),
+]  # fmt: skip
+
+
+def mixed_options(f):
+    for flag, extra in reversed(MIXED_FLAGS):
+        f = click.option(flag, default=None, **extra)(f)
+    return f
+
+
+def mixed_given(opts: dict) -> dict:
+    """The mixed-precision flags' values, popped from OPTS."""
+    return {flag[2:].replace("-", "_"): opts.pop(flag[2:].replace("-", "_")) for flag, _ in MIXED_FLAGS}
 
 
 # What a recipe flag left out means, where the Recipe field's default does not say it.
@@ -179,6 +236,7 @@ _DEFAULT_TEXTS = {
     "per_tensor": "per channel",
     "passes": "none",
     "exclude": "none",
+    "layer": "none",
     "max_calib_samples": "all",
     "input_shape": "from the calibration data",
     "pow2": "off",
@@ -223,6 +281,12 @@ def recipe_options(opts: dict) -> dict:
     if given["passes"] is not None:
         given["passes"] = _pass_names(given["passes"])
     given["exclude"] = list(given["exclude"]) or None
+    layers: dict[str, str] = {}
+    for pattern, precision in map(parse_layer, given.pop("layer")):
+        if pattern in layers:  # the first match wins: a second precision for it would be silently ignored
+            raise RecipeError(f"--layer {pattern!r} is given twice")
+        layers[pattern] = precision
+    given["layers"] = layers or None
     given["input_shapes"] = dict(parse_input_shape(text) for text in given.pop("input_shape")) or None
     if given["percentile"] is not None and given["calib_method"] not in (None, "percentile", "auto"):
         raise RecipeError(
@@ -265,6 +329,8 @@ def export(factory: str, output: str, input_shape: str | None, opset: int, stati
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The QDQ ONNX file to write.")
 @quant_options
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write a JSON report.")
+@click.option("--eval-data", default=None, help="Data --max-drop is measured on (default: the calibration data).")
+@mixed_options
 def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
     """Calibrate MODEL and write its QDQ (QuantizeLinear/DequantizeLinear) model: 8-bit (or int16) activations."""
     from edgeq.api.quantize import quantize as quantize_model
@@ -272,9 +338,13 @@ def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
     options = recipe_options(opts)
     result = quantize_model(
         model, opts["calib"], output=output, report=report_path, recipe=opts["recipe"],
-        image_spec=opts["image_spec"], progress=not opts["no_progress"], **options,
+        image_spec=opts["image_spec"], progress=not opts["no_progress"], eval_data=opts.pop("eval_data"),
+        replace_nonfinite=opts["replace_nonfinite"], **mixed_given(opts), **options,
     )  # fmt: skip
     report = result.report
+    from edgeq.cli.mixed import echo_mixed
+
+    echo_mixed(report)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report["quantized_nodes"].items()))
     click.echo(f"wrote {output}: quantized {counts}; {len(report['float_nodes'])} node(s) left float")
     _echo_fixed_shapes(report["stages"]["preprocess"].get("fixed_input_shapes", {}))
@@ -340,6 +410,7 @@ class _TargetHelp(click.Option):
 @click.option("-o", "--outdir", required=True, help="Folder for the artifacts.")
 @quant_options
 @click.option("--eval-data", default=None, help="Data to validate on (default: the calibration data).")
+@mixed_options
 @click.option(
     "--report-html",
     type=click.Path(dir_okay=False),
@@ -376,6 +447,7 @@ def convert(
             raise RecipeError("--integer-only is an ONNX Runtime artifact: use it with --target onnxruntime or all")
         names.append("onnxruntime-integer")
     options = recipe_options(opts)
+    options.update(mixed_given(opts))
     target_options = {k: v for k, v in opts.items() if k not in ("calib", "image_spec", "recipe", "no_progress")}
     result = convert_model(
         model, opts["calib"], outdir=outdir, targets=names, eval_data=eval_data, recipe=opts["recipe"],
@@ -383,6 +455,13 @@ def convert(
         progress=not opts["no_progress"], **options, **target_options,
     )  # fmt: skip
     _echo_fixed_shapes(result.report.get("fixed_input_shapes", {}))
+    if "nonfinite_replaced" in result.report:
+        from edgeq.io.model_checks import replaced_text
+
+        click.echo(f"warning: {replaced_text(result.report['nonfinite_replaced'])}", err=True)
+    from edgeq.cli.mixed import echo_mixed
+
+    echo_mixed(result.report)
     for name, report in result.targets.items():
         click.echo(f"{name}: wrote {', '.join(report['artifacts'])}")
         click.echo(f"  {targets.get(name).summary(report)}")

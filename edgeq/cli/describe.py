@@ -20,16 +20,22 @@ WIDTH = 110  # the op histogram wraps at this many characters
     help="NAME=1,3,320,320: fix an input's dynamic dimensions for the targets' node plans (convert fixes them "
     "from its calibration data).",
 )
+@click.option(
+    "--exclude",
+    multiple=True,
+    help="Show the nodes convert --exclude would keep float as excluded: a node name, an op type or a regex; "
+    "repeat for several.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (docs/schemas/inspect.schema.json).")
-def inspect_model(model: str, input_shape: tuple[str, ...], as_json: bool) -> None:
+def inspect_model(model: str, input_shape: tuple[str, ...], exclude: tuple[str, ...], as_json: bool) -> None:
     """Describe MODEL (.onnx or .tflite) without data: inputs and outputs (dtype, shape, guessed layout), opsets
     and producer or TFLite schema version, op histogram, parameters, MACs, file size; for an .onnx, which nodes
-    each target would quantize, keep float or refuse, and why."""
+    each target would quantize, keep float (or, with --exclude, exclude) or refuse, and why."""
     from edgeq.api.model_summary import describe
     from edgeq.quantization.recipe import parse_input_shape
 
     shapes = dict(parse_input_shape(text) for text in input_shape) or None
-    summary = describe(model, input_shapes=shapes)
+    summary = describe(model, input_shapes=shapes, exclude=list(exclude))
     if as_json:
         echo_json(summary)
     else:
@@ -101,10 +107,10 @@ def format_summary(summary: dict) -> str:
 
 
 def _unquantized(plans: dict) -> list[str]:
-    """The nodes each target leaves float or refuses, with why (at most LISTED_NODES per target)."""
+    """The nodes each target leaves float, excludes or refuses, with why (at most LISTED_NODES per target)."""
     lines = []
     for name, plan in plans.items():
-        rows = [row for row in plan["nodes"] if row["outcome"] in ("float", "refused")]
+        rows = [row for row in plan["nodes"] if row["outcome"] in ("float", "excluded", "refused")]
         if not rows:
             continue
         lines.append(f"{name}: not quantized")

@@ -15,6 +15,10 @@ and the culprit:
   ConvTranspose, Gemm or MatMul, and the scale, bias, mean and variance of a BatchNormalization, which fold
   into them): their quantization scales would be NaN or infinite, and the artifact garbage.
   An infinity elsewhere is legitimate (an attention mask's -inf, which preprocessing bounds).
+
+On request (``--replace-nonfinite``) replace_nonfinite repairs those values instead: NaN becomes 0 and +-inf
++-M, M the largest finite magnitude in the same tensor (0 if it has none), so the tensor's range, and with it its
+quantization scale, is what its finite values span.
 """
 
 from __future__ import annotations
@@ -117,13 +121,50 @@ def check_contents(proto: onnx.ModelProto, path: Path) -> None:
                 "which neither ONNX nor ONNX Runtime defines"
             )
     _check_conv_weight_ranks(graph, path)
+    for name, _, values, _ in _nonfinite_constants(graph):
+        if np.isnan(values).any():
+            raise ModelError(f"{path}: tensor {name!r} holds NaN values")
+        raise ModelError(f"{path}: weight {name!r} holds infinite values")
+
+
+def _nonfinite_constants(graph: onnx.GraphProto):
+    """(name, TensorProto, values, whether its infinities are refused) of each float constant of GRAPH that holds a
+    NaN, or an infinity where it is a weight (the module docstring)."""
     weights = {name for node in graph.node if node.op_type in WEIGHTED_OPS for name in node.input[1:3]}
     weights |= {name for node in graph.node if node.op_type in FOLDED_OPS for name in node.input[1:]}
     for name, tensor in _constants(graph):
         if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
             continue
         values = numpy_helper.to_array(tensor)
-        if np.isnan(values).any():
-            raise ModelError(f"{path}: tensor {name!r} holds NaN values")
-        if name in weights and np.isinf(values).any():
-            raise ModelError(f"{path}: weight {name!r} holds infinite values")
+        if np.isnan(values).any() or (name in weights and np.isinf(values).any()):
+            yield name, tensor, values, name in weights
+
+
+def replace_nonfinite(proto: onnx.ModelProto) -> list[dict]:
+    """Replace, in place, the values check_contents refuses in PROTO's main graph: NaN by 0, +-inf (in weights) by
+    +-the largest finite magnitude of the tensor. One record per tensor changed: its name and how many NaN, +inf
+    and -inf values it held."""
+    replaced = []
+    for name, tensor, values, refused_inf in list(_nonfinite_constants(proto.graph)):
+        finite = values[np.isfinite(values)]
+        largest = np.abs(finite).max() if finite.size else 0
+        infinities = np.isinf(values) & refused_inf
+        record = {
+            "tensor": name,
+            "nan": int(np.isnan(values).sum()),
+            "posinf": int((infinities & (values > 0)).sum()),
+            "neginf": int((infinities & (values < 0)).sum()),
+        }
+        repaired = np.where(np.isnan(values), 0, np.where(infinities, np.sign(values) * largest, values))
+        tensor.CopyFrom(numpy_helper.from_array(repaired.astype(values.dtype), tensor.name))
+        replaced.append(record)
+    return replaced
+
+
+def replaced_text(replaced: list[dict]) -> str:
+    """One line listing the tensors replace_nonfinite changed, with their counts."""
+    parts = []
+    for record in replaced:
+        counts = ", ".join(f"{record[kind]} {kind}" for kind in ("nan", "posinf", "neginf") if record[kind])
+        parts.append(f"{record['tensor']!r} ({counts})")
+    return f"replaced non-finite weights (--replace-nonfinite): {'; '.join(parts)}"

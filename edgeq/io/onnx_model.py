@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError
 
 from edgeq.errors import ModelError, UnsupportedError
 from edgeq.io.files import check_output_path, write_bytes_atomic
-from edgeq.io.model_checks import check_contents, check_declared_types, check_interface
+from edgeq.io.model_checks import check_contents, check_declared_types, check_interface, replace_nonfinite
 
 MIN_OPSET = 7
 MAX_OPSET = 25
@@ -88,8 +88,10 @@ def _check_model(proto: onnx.ModelProto, path: Path) -> None:
         raise ModelError(f"{path} is not a valid ONNX model: {' '.join(str(exc).split())}") from None
 
 
-def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
-    """Parse, check and complete (external data, opset) an ONNX file given by the user."""
+def read_proto(path: str | os.PathLike, *, replaced: list[dict] | None = None) -> onnx.ModelProto:
+    """Parse, check and complete (external data, opset) an ONNX file given by the user. With REPLACED (a list),
+    NaN and infinite weights are replaced instead of refused (model_checks.replace_nonfinite), one record per
+    tensor appended to it."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model file {path} does not exist")
@@ -124,6 +126,8 @@ def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
     except (onnx.checker.ValidationError, ValueError) as exc:  # ValueError: an unknown tensor data type
         problem = " ".join(str(exc).split()) or "invalid model"  # onnx's messages span lines
         raise ModelError(f"{path} is not a valid ONNX model: {problem}") from None
+    if replaced is not None:
+        replaced += replace_nonfinite(proto)
     check_contents(proto, path)
     if opset < QDQ_MIN_OPSET:
         try:
@@ -133,9 +137,9 @@ def read_proto(path: str | os.PathLike) -> onnx.ModelProto:
     return proto
 
 
-def load_model(path: str | os.PathLike) -> ir.Model:
-    """Load a user's ONNX file as an onnx_ir model (all data in memory)."""
-    return ir.serde.deserialize_model(read_proto(path))
+def load_model(path: str | os.PathLike, *, replaced: list[dict] | None = None) -> ir.Model:
+    """Load a user's ONNX file as an onnx_ir model (all data in memory); REPLACED as for read_proto."""
+    return ir.serde.deserialize_model(read_proto(path, replaced=replaced))
 
 
 def to_proto(model: ir.Model) -> onnx.ModelProto:

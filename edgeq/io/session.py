@@ -5,7 +5,7 @@ artifact runs on the CPU execution provider with the options given here, and a m
 one ``ExecutionError`` line. Options:
 
 * ``threads``: ``intra_op_num_threads`` (one inter-op thread: edgeq's graphs run sequentially); None keeps
-  onnxruntime's default, one thread per core;
+  onnxruntime's default, one thread per core (one inside a Ray task: edgeq.scale.task_threads);
 * ``optimization``: "disabled", "basic" (constant folding and no-op removal only; onnxruntime never fuses away a
   node whose output is a graph output, so exposed intermediate tensors keep their values) or "all" (every fusion:
   what a deployment runs, QDQ units become integer kernels);
@@ -40,6 +40,7 @@ from edgeq.data import CalibrationData
 from edgeq.errors import DataError, ExecutionError, first_line
 from edgeq.io.host import this_cpu_exact_int8
 from edgeq.io.onnx_model import to_proto
+from edgeq.scale.tasks import task_threads
 
 PROVIDERS = ["CPUExecutionProvider"]
 X64_QUANT_PRECISION = "session.x64quantprecision"
@@ -117,6 +118,7 @@ def _options(
     options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
     options.log_severity_level = log_severity
     options.enable_cpu_mem_arena = memory_arena
+    threads = threads or task_threads()  # one per Ray task (edgeq.scale): N tasks on N cores, not N x N threads
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -145,7 +145,7 @@ class Pipeline:
     def calibrate(self, model: ir.Model, data: CalibrationData) -> Calibrated:
         """The float phase, on MODEL in place: preprocess, the float-phase passes, plan and calibrate on DATA."""
         context = StageContext(self.recipe, data, self.progress)
-        plan = PlanStage(self.recipe.exclude)
+        plan = PlanStage(self.recipe)
         calibrate = CalibrateStage(plan, data, self.recipe, progress=self.progress)
         stages = [
             Stage(

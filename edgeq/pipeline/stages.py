@@ -30,6 +30,7 @@ from edgeq.data import CalibrationData
 from edgeq.io.onnx_model import clone_model
 from edgeq.passes.insert_qdq import InsertQDQPass, InsertQDQResult
 from edgeq.passes.stage import StageResult
+from edgeq.quantization.layer_precision import FLOAT_REASON, LayerPrecisions
 from edgeq.quantization.placement import Placement, onnxruntime_placement, placed_plan
 from edgeq.quantization.plan import Exclusions, QuantPlan, assign_encodings, plan_quantization
 from edgeq.quantization.qparams import Encoding, QType, range_method
@@ -50,12 +51,14 @@ class PlanResult(StageResult):
 
 
 class PlanStage(ir.passes.InPlacePass):
-    def __init__(self, exclude: list[str]):
+    """RECIPE's plan: its excluded nodes and the float ones of its layers table left float."""
+
+    def __init__(self, recipe: Recipe):
         super().__init__()
-        self.exclude = exclude
+        self.recipe = recipe
 
     def call(self, model: ir.Model) -> PlanResult:
-        self.plan = plan_quantization(model.graph, Exclusions(self.exclude))
+        self.plan = plan_quantization(model.graph, Exclusions.of(self.recipe))
         return PlanResult(model, False, self.plan)
 
 
@@ -143,7 +146,7 @@ class QuantizeStage(ir.passes.FunctionalPass):
     def _build(self, range_factors: dict[str, float] | None) -> QuantizeResult:
         model = clone_model(self.float_model)
         recipe = self.recipe
-        plan, self.float_outputs = placed_plan(model.graph, recipe.exclude, self.placement)
+        plan, self.float_outputs = placed_plan(model.graph, Exclusions.of(recipe), self.placement)
         if self.ranges is None:  # the same plan every build: range search's rebuilds only scale the ranges
             self.ranges = self._ranges(plan, model.graph)
         encodings = assign_encodings(plan, self.ranges, self.qtype, range_factors)
@@ -151,15 +154,14 @@ class QuantizeStage(ir.passes.FunctionalPass):
             plan,
             encodings,
             weight_bits=recipe.weight_bits,
+            layer_precisions=LayerPrecisions(recipe.layers),
             gemm_pair_limit=self.gemm_pair_limit,
             scale_cache=self.scale_cache,
             per_channel=recipe.per_channel,
             weight_range=recipe.weight_range,
             weight_rounding=recipe.weight_rounding,
         )(model)
-        self.result = QuantizeResult(
-            model, True, inserted.raised_bias_channels, inserted.float_biases, plan, encodings
-        )
+        self.result = QuantizeResult(**vars(inserted), plan=plan, encodings=encodings)
         return self.result
 
     def _ranges(self, plan: QuantPlan, graph: ir.Graph) -> dict[str, tuple[float, float]]:
@@ -200,7 +202,20 @@ class QuantizeStage(ir.passes.FunctionalPass):
                 name: {"scale": float(e.scale), "zero_point": e.zero_point} for name, e in self.result.encodings.items()
             },
             "warnings": self.warnings(),
+            **self._precision_report(),
         }
+
+    def _precision_report(self) -> dict:
+        """``layer_precisions``: what the layers table did to each node it matched (kept float, or the weights'
+        bits); ``int4_storage``: how 4-bit weights are stored, "int8" containers in this interchange model (the
+        onnxruntime target packs them, passes.pack_int4)."""
+        result, report = self.result, {}
+        if self.recipe.layers:
+            floated = {name: "float" for name, why in result.plan.float_nodes.items() if why == FLOAT_REASON}
+            report["layer_precisions"] = floated | result.layer_precisions
+        if 4 in result.weight_bits.values():
+            report["int4_storage"] = "int8"
+        return report
 
 
 class FinalizeStage(ir.passes.InPlacePass):

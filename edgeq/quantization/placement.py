@@ -62,12 +62,12 @@ def onnxruntime_placement(graph: ir.Graph) -> Placement:
 
 
 
-def placed_plan(graph: ir.Graph, exclude: list[str], placement: Placement) -> tuple[QuantPlan, list[str]]:
-    """edgeq's plan of GRAPH with the EXCLUDE patterns and PLACEMENT's float nodes (their reasons kept) left float
+def placed_plan(graph: ir.Graph, exclude: Exclusions, placement: Placement) -> tuple[QuantPlan, list[str]]:
+    """edgeq's plan of GRAPH with the EXCLUDE'd nodes and PLACEMENT's float nodes (their reasons kept) left float
     and, where PLACEMENT says so, the outputs no quantized node reads (drop_unread_outputs); the plan and the names
     of those outputs."""
     placed_float = dict(placement.float_nodes)
-    plan = plan_quantization(graph, Exclusions([*exclude, *placed_float]))
+    plan = plan_quantization(graph, exclude.plus(placed_float))
     plan.float_nodes.update((name, why) for name, why in placed_float.items() if name in plan.float_nodes)
     return plan, drop_unread_outputs(plan) if placement.float_unread_outputs else []
 

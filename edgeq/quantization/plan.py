@@ -33,14 +33,15 @@ Rules (docs/quantization-conventions.md §7-§9):
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 
 from edgeq.errors import ModelError, unsupported
 from edgeq.quantization.integer_sources import is_integer_source
+from edgeq.quantization.layer_precision import FLOAT_REASON, LayerPrecisions, NodePattern
 from edgeq.quantization.qparams import (
     ACTIVATION_TYPES,
     Encoding,
@@ -48,6 +49,9 @@ from edgeq.quantization.qparams import (
     activation_encoding,
     fixed_output_encoding,
 )
+
+if TYPE_CHECKING:
+    from edgeq.quantization.recipe import Recipe
 
 SOFTMAX_INPUT_SPAN = 32.0
 ANCHOR_OPS = {
@@ -159,24 +163,31 @@ def constant_data_inputs(node: ir.Node) -> list[ir.Value]:
 
 
 class Exclusions:
-    """--exclude: node names, op types, or regular expressions matched against node names."""
+    """The nodes kept float on request: ``--exclude`` patterns (node names, op types, or regular expressions
+    matched against node names) and the nodes a recipe's ``layers`` table makes "float"
+    (edgeq.quantization.layer_precision). ``of(recipe)`` builds them from a recipe."""
 
-    def __init__(self, patterns: list[str] | tuple[str, ...] = ()):
+    def __init__(self, patterns: list[str] | tuple[str, ...] = (), layers: LayerPrecisions | None = None):
         self.patterns = list(patterns)
-        self._regexes = []
-        for p in self.patterns:
-            try:
-                self._regexes.append(re.compile(p))
-            except re.error:
-                self._regexes.append(None)
+        self.layers = layers or LayerPrecisions()
+        self._matchers = [NodePattern(p) for p in self.patterns]
+
+    @classmethod
+    def of(cls, recipe: Recipe) -> Exclusions:
+        return cls(recipe.exclude, LayerPrecisions(recipe.layers))
+
+    def plus(self, patterns) -> Exclusions:
+        """These exclusions and PATTERNS (e.g. the nodes a placement keeps float)."""
+        return Exclusions([*self.patterns, *patterns], self.layers)
+
+    def reason(self, node: ir.Node) -> str | None:
+        """Why NODE is kept float ("excluded", or the layers table's "layers: float"); None if it is not."""
+        if any(matcher.matches(node) for matcher in self._matchers):
+            return "excluded"
+        return FLOAT_REASON if self.layers.of(node) == "float" else None
 
     def match(self, node: ir.Node) -> bool:
-        for pattern, regex in zip(self.patterns, self._regexes, strict=True):
-            if pattern in (node.name, node.op_type):
-                return True
-            if regex is not None and node.name and regex.fullmatch(node.name):
-                return True
-        return False
+        return self.reason(node) is not None
 
 
 @dataclass
@@ -329,8 +340,8 @@ def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> Qua
                     f"{node.domain + '::' if node.domain else ''}{op} is not quantized"
                 )
             continue
-        if exclude.match(node):
-            plan.float_nodes[node.name] = "excluded"
+        if (why := exclude.reason(node)) is not None:
+            plan.float_nodes[node.name] = why
             continue
         inputs = data_inputs(node)
         if op in FOLLOWER_OPS and op not in ANCHOR_OPS and not source:

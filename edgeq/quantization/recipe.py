@@ -3,13 +3,15 @@
 A recipe file is a TOML table of the same names as the CLI options (underscores or dashes)::
 
     activation_type = "int8"        # int8 | uint8 | int16 (auto: the target picks what its runtime fuses)
-    weight_bits = 8                 # 8 | 4 (4-bit values stored in int8 containers)
+    weight_bits = 8                 # 8 | 4 (packed as INT4 in ONNX Runtime's model, int8 containers elsewhere)
     per_channel = true
     weight_range = "mse"            # minmax | mse (per-channel clipping search)
     weight_rounding = "sum-preserving"  # nearest | sum-preserving (keeps each channel's integer sum)
     calib_method = "auto"           # auto (percentile; minmax for int16) | minmax | percentile | entropy | mse
     percentile = 99.99
     exclude = ["head/.*", "Softmax"]
+    layers = { "conv_12" = "int4", "Conv" = "int8", "head/.*" = "float" }  # per node: float | int8 | int4 weights
+                                    # (first matching key wins; edgeq.quantization.layer_precision)
     passes = ["equalize"]           # optional passes: equalize, range-search, adaround, bias-correction (pipeline order)
     bias_correction = "empirical"   # empirical | analytic (data-free, from BatchNorm statistics)
     equalize_clip = "exact"         # Relu6 between equalized layers: exact | to-relu | keep (see passes/equalize.py)
@@ -36,6 +38,7 @@ from pathlib import Path
 
 from edgeq.errors import RecipeError, first_line
 from edgeq.quantization.cpus import CPU_CHOICES
+from edgeq.quantization.layer_precision import LAYER_PRECISIONS, PRECISION_BITS
 
 CALIB_METHODS = ("auto", "minmax", "percentile", "entropy", "mse")
 WEIGHT_RANGES = ("minmax", "mse")
@@ -77,6 +80,7 @@ class Recipe:
     calib_method: str = "auto"
     percentile: float = 99.99
     exclude: list[str] = field(default_factory=list)
+    layers: dict[str, str] = field(default_factory=dict)
     passes: list[str] = field(default_factory=list)
     bias_correction: str = "empirical"
     equalize_clip: str = "exact"
@@ -108,6 +112,7 @@ class Recipe:
                 raise RecipeError(f"{name} must be a list of names, not {value!r}")
         if "" in self.exclude:  # an empty name would match every unnamed node
             raise RecipeError("exclude lists an empty name")
+        _check_layers(self.layers)
         unknown = [p for p in self.passes if p not in KNOWN_PASSES]
         if unknown:
             raise RecipeError(
@@ -143,6 +148,9 @@ class Recipe:
             raise RecipeError("mode dynamic quantizes activations to uint8 at run time: it takes no int16 activations")
         if self.weight_bits != 8:
             raise RecipeError("mode dynamic takes 8-bit weights (MatMulInteger), not weight_bits 4")
+        four_bit = [key for key, precision in self.layers.items() if precision == "int4"]
+        if four_bit:
+            raise RecipeError(f"mode dynamic takes 8-bit weights (MatMulInteger), not layers {four_bit[0]!r} = int4")
         static_only = [p for p in self.passes if p in STATIC_ONLY_PASSES]
         if static_only:
             raise RecipeError(f"pass {static_only[0]} works on calibrated activations: it does not apply to mode dynamic")
@@ -161,6 +169,11 @@ class Recipe:
             if not isinstance(value, wanted) or (isinstance(value, bool) and kind != "bool"):
                 raise RecipeError(f"{option.name} must be {description}, not {value!r}")
 
+    @property
+    def widest_weight_bits(self) -> int:
+        """The most bits any layer's weights get (weight_bits, or a wider layers entry)."""
+        return max([self.weight_bits, *(PRECISION_BITS.get(p, 0) for p in self.layers.values())])
+
     def updated(self, **overrides) -> Recipe:
         """A copy with the options that were actually given (not None) replaced."""
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -173,6 +186,28 @@ class Recipe:
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise RecipeError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _check_layers(table) -> None:
+    """The layers table: node patterns (non-empty strings) mapped to one of LAYER_PRECISIONS."""
+    if not isinstance(table, dict):
+        raise RecipeError(f"layers must be a table of node patterns and precisions, not {table!r}")
+    for key, precision in table.items():
+        if not isinstance(key, str) or not key:  # an empty pattern would match every unnamed node
+            raise RecipeError(f"layers has an empty key {key!r}: give a node name, an op type or a regex")
+        if precision not in LAYER_PRECISIONS:
+            raise RecipeError(
+                f"layers key {key!r}: precision must be one of {', '.join(LAYER_PRECISIONS)}, not {precision!r}"
+            )
+
+
+def parse_layer(text: str) -> tuple[str, str]:
+    """``PATTERN=PRECISION`` (``--layer``) as (pattern, precision); the pattern may itself hold '='."""
+    pattern, sep, precision = text.rpartition("=")
+    if not sep or not pattern:
+        raise RecipeError(f"--layer {text!r}: expected PATTERN=PRECISION, e.g. conv_12=int4")
+    _check_layers({pattern: precision.strip()})
+    return pattern, precision.strip()
 
 
 def _suggestion(name: str, names) -> str:

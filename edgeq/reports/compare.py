@@ -138,14 +138,9 @@ def layer_order(results: dict[str, dict]) -> list[str]:
 
 def plot_layers(results: dict[str, dict], path) -> None:
     """A PNG of per-layer SQNR: layers in graph order on the x-axis, one line per quantized model."""
-    import matplotlib
+    from edgeq.io.figures import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from edgeq.io.files import atomic_path
-
-    figure, axes = plt.subplots(figsize=(12, 4.5))
+    figure, axes = pyplot().subplots(figsize=(12, 4.5))
     position = {name: i for i, name in enumerate(layer_order(results))}
     for label, result in results.items():
         x = [position[name] for name in result["layers"]]
@@ -155,10 +150,7 @@ def plot_layers(results: dict[str, dict], path) -> None:
     axes.set_ylabel("SQNR vs float (dB)")
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    plt.close(figure)
+    save_png(figure, path, dpi=110)
 
 
 def format_comparison(results: dict[str, dict]) -> str:

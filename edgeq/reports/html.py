@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import os
@@ -39,6 +38,7 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
+from edgeq.io.figures import png_bytes, pyplot
 from edgeq.io.files import write_text_atomic
 from edgeq.reports.compare import layer_order, plot_layers
 
@@ -133,23 +133,6 @@ def _image(png: bytes, alt: str) -> str:
     return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{encoded}">'
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=100)
-    _pyplot().close(figure)
-    return buffer.getvalue()
-
-
 def _accuracy_section(results: dict[str, dict]) -> str:
     rows = [
         [label, name, row["sqnr_db"], row["max_abs_error"], row.get("top1_agreement")]
@@ -227,7 +210,7 @@ def _latency_section(profiles: list[dict]) -> str:
 def _per_op_html(artifact: str, profile: dict) -> str:
     per_op = profile["per_op"]
     by_type = per_op["by_op_type"]
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(10, 0.9 + 0.32 * len(by_type)))
     names = list(by_type)[::-1]  # slowest on top
     axes.barh(names, [by_type[name] for name in names], color="#4c72b0")
@@ -250,7 +233,7 @@ def _per_op_html(artifact: str, profile: dict) -> str:
             f"<h3>{_esc(artifact)}: time per op type</h3>",
             f"<p>ORT profiler, kernel time summed over nodes: {total:.4g} ms per run{covered}. Profiling adds "
             "its own cost to every node, so the shares between op types are the figure to read.</p>",
-            _image(_png(figure), f"{artifact}: time per op type"),
+            _image(png_bytes(figure), f"{artifact}: time per op type"),
             f"<details><summary>slowest {len(node_rows)} of {len(per_op['by_node'])} nodes</summary>"
             f"{_table(['node', 'op type', 'ms', 'share of kernel time'], node_rows, {2, 3})}</details>",
         ]
@@ -271,7 +254,7 @@ def _analysis_section(analysis: dict) -> str:
         parts.append(f"<p>The activation peak is at {_esc(summary['peak_at'])}.</p>")
     layers = analysis.get("layers", [])
     if layers:
-        plt = _pyplot()
+        plt = pyplot()
         figure, (mac_axes, byte_axes) = plt.subplots(2, 1, figsize=(12, 6), sharex=True)
         positions = range(len(layers))
         mac_axes.bar(positions, [row["macs"] for row in layers], color="#4c72b0")
@@ -281,7 +264,7 @@ def _analysis_section(analysis: dict) -> str:
         byte_axes.set_xlabel("layer (execution order)")
         for axes in (mac_axes, byte_axes):
             axes.grid(axis="y", alpha=0.3)
-        parts.append(_image(_png(figure), "MACs and output bytes per layer"))
+        parts.append(_image(png_bytes(figure), "MACs and output bytes per layer"))
         rows = [[i, row["name"], row["op"], row["macs"], row["params"], row["output_bytes"]] for i, row in
                 enumerate(layers)]
         parts.append(

@@ -88,14 +88,19 @@ class _OnnxGraph:
 
     def nbytes(self, name: str) -> int:
         if name in self.constants:
-            return int(self.constants[name].nbytes)
+            array = self.constants[name]  # 4-bit integers are stored two per byte (numpy holds one per byte)
+            return (array.size + 1) // 2 if array.dtype.name in ("int4", "uint4") else int(array.nbytes)
         itemsize = helper.tensor_dtype_to_np_dtype(self.types[name].elem_type).itemsize
         return int(np.prod(self.shape(name))) * itemsize
+
+    def unpacks(self, node: onnx.NodeProto) -> bool:
+        """A Cast of a constant: the int8 view of packed INT4 weights (passes.pack_int4)."""
+        return node.op_type == "Cast" and node.input[0] in self.constants
 
     def is_constant(self, name: str) -> bool:
         node = self.producer.get(name)
         return name in self.constants or (
-            node is not None and node.op_type == "DequantizeLinear" and node.input[0] in self.constants
+            node is not None and node.op_type in ("DequantizeLinear", "Cast") and self.is_constant(node.input[0])
         )
 
     def stored(self, name: str) -> str:
@@ -103,7 +108,7 @@ class _OnnxGraph:
         read only by a QuantizeLinear is that Q's output, a value read only by a fused Relu/Clip is its output."""
         while True:
             node = self.producer.get(name)
-            if node is not None and node.op_type == "DequantizeLinear":
+            if node is not None and (node.op_type == "DequantizeLinear" or self.unpacks(node)):
                 name = node.input[0]
                 continue
             readers = self.consumers.get(name, [])
@@ -128,7 +133,7 @@ class _OnnxGraph:
 
     def layer_nodes(self) -> Iterable[onnx.NodeProto]:
         for node in self.graph.node:
-            if node.op_type in _QDQ or node.op_type == "Constant" or self.fused(node):
+            if node.op_type in _QDQ or node.op_type == "Constant" or self.fused(node) or self.unpacks(node):
                 continue
             yield node
 
@@ -185,7 +190,7 @@ def analyze_onnx(proto: onnx.ModelProto) -> dict:
         )
         for w in set(weights) - counted:
             params += g.constants[w].size
-            param_bytes += g.constants[w].nbytes
+            param_bytes += g.nbytes(w)
         counted.update(weights)
         reads = [g.stored(name) for name in inputs if not g.is_constant(name)]
         steps.append(Step(node.name or node.output[0], reads, writes))

@@ -1,7 +1,8 @@
 """The ONNX Runtime target's artifacts and their validation.
 
 * ``emit``: writes ``<name>.onnx`` atomically and, on request, ``<name>.ort`` plus
-  ``required_operators.config`` with onnxruntime's own ``convert_onnx_models_to_ort`` (for minimal mobile builds).
+  ``required_operators.config`` with onnxruntime's own ``convert_onnx_models_to_ort`` (for minimal mobile builds),
+  the ``.ort`` with its kernel-type-string table in a fixed layout (ort_layout.py: the same model, the same bytes).
 * ``validate``: runs the float and the quantized model on the same data: SQNR, max abs error, top-1 agreement
   and (with labels) accuracy per output.
 """
@@ -30,6 +31,8 @@ def write_ort_format(onnx_path: Path, outdir: Path) -> list[Path]:
     """``.ort`` + ``required_operators.config`` via onnxruntime's convert_onnx_models_to_ort, moved into OUTDIR."""
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
+    from edgeq.targets.onnxruntime.ort_layout import canonical_ort
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         shutil.copy(onnx_path, work / onnx_path.name)
@@ -51,9 +54,14 @@ def write_ort_format(onnx_path: Path, outdir: Path) -> list[Path]:
         written = []
         for path in produced:
             name = "required_operators.config" if path.suffix == ".config" else onnx_path.stem + ".ort"
-            # the config names the .ort it was made from by its temporary path: keep the file name only
-            data = path.read_bytes().replace(f"{work / 'out'}{os.sep}".encode(), b"")
+            data = path.read_bytes()
+            if path.suffix == ".ort":
+                data = canonical_ort(data)
+            else:  # the config names the .ort it was made from by its temporary path: keep the file name only
+                data = data.replace(f"{work / 'out'}{os.sep}".encode(), b"")
             write_bytes_atomic(outdir / name, data)
+            if path.suffix == ".ort":
+                session(outdir / name, threads=1)  # the rewritten flatbuffer passes onnxruntime's verifier and loads
             written.append(outdir / name)
     return written
 

@@ -31,10 +31,11 @@ import onnx
 from edgeq.errors import ModelError, UnsupportedError
 from edgeq.io.onnx_model import clone_model, float_tensor_names, load_model, model_bytes, read_proto
 from edgeq.io.session import exposing, fixed_batch_size, run_in_chunks, session
-from edgeq.passes import integer_gather, layer_norm_sums
+from edgeq.passes import integer_gather, layer_norm_sums, pack_int4
 from edgeq.pipeline.stages import CHANNEL_SCALES_KEY
 from edgeq.quantization.cpus import CPUS, Cpu, host_cpu, resolve_cpu
 from edgeq.quantization.placement import onnxruntime_placement, placed_plan, plan_rows
+from edgeq.quantization.plan import Exclusions
 from edgeq.quantization.recipe import STATIC_ONLY_PASSES, Recipe
 from edgeq.reference.interface import dequantized, integers, tensor_perm
 from edgeq.targets import register
@@ -59,6 +60,7 @@ def _may_be_dynamic(recipe: Recipe) -> bool:
         recipe.mode == "auto"
         and recipe.activation_type == "auto"
         and recipe.weight_bits == 8
+        and "int4" not in recipe.layers.values()
         and not set(recipe.passes) & set(STATIC_ONLY_PASSES)
     )
 
@@ -72,17 +74,20 @@ def _transformer(report: dict) -> bool:
 
 def _write_candidate(build: Build, activation_type: str, mode: str, limit: int | None, path: Path) -> dict:
     """One candidate artifact in ONNX Runtime's form (pads and embedding rows on integers, residual sums that
-    escape its slower SkipLayerNormalization) written to PATH; what ONNX Runtime fuses in it."""
+    escape its slower SkipLayerNormalization, 4-bit weights packed as INT4) written to PATH; what ONNX Runtime
+    fuses in it and how its 4-bit weights are stored (``int4_*``)."""
     model = clone_model(build.quantized(activation_type, limit, True, mode).model)  # the build is shared
     pads = integer_pads.pad_integers(model)
     gathers = integer_gather.gather_integers(model)
     sums = layer_norm_sums.sums_before_layer_norms(model)
+    storage = pack_int4.pack_int4_weights(model, build.recipe)
     path.write_bytes(model_bytes(model))
     return {
         **fusion_report(path).to_dict(),
         "pads_on_integers": pads,
         "gathers_on_integers": gathers,
         "sums_before_layer_norms": sums,
+        **storage,
     }
 
 
@@ -191,7 +196,7 @@ class OnnxRuntimeTarget(Target):
         cpu = resolve_cpu(build.recipe.cpu)
         recipe_type = build.recipe.activation_type
         # int16 activations run in float between their Q/DQ pairs (no integer kernels): no pair bound to keep
-        limit = None if recipe_type == "int16" else cpu.pair_limit(build.recipe.weight_bits)
+        limit = None if recipe_type == "int16" else cpu.pair_limit(build.recipe.widest_weight_bits)
         if build.recipe.mode == "dynamic":
             candidates = {"dynamic": ("uint8", "dynamic")}  # DynamicQuantizeLinear's type, whatever the recipe says
         else:
@@ -218,6 +223,7 @@ class OnnxRuntimeTarget(Target):
             "cpu": _cpu_report(cpu, limit),
             "activation_type_choice": {name: fusions[name] for name in candidates},
             "fusion": fusions[chosen],
+            **{key: value for key, value in fusions[chosen].items() if key.startswith("int4_")},
         }
         if mode_choice is not None:
             report["mode_choice"] = {
@@ -281,7 +287,7 @@ class OnnxRuntimeTarget(Target):
 
     def node_plan(self, model, shared: dict) -> dict:
         # the plan and placement of Build.quantized(..., onnxruntime=True); ONNX Runtime runs any node left float
-        plan, _ = placed_plan(model.graph, [], onnxruntime_placement(model.graph))
+        plan, _ = placed_plan(model.graph, shared.get("exclusions", Exclusions()), onnxruntime_placement(model.graph))
         return {"nodes": plan_rows(model.graph, plan)}
 
     def probe(self, path: Path, names: list[str]) -> OnnxProbe:
@@ -305,6 +311,7 @@ class OnnxRuntimeTarget(Target):
                 "implements no integer TFLite graph to verify; verify the .tflite of the same conversion"
             )
         integer_pads.undo(model)  # the lowering reads the interchange form
+        pack_int4.undo(model)
         integer_gather.undo(model)
         layer_norm_sums.undo(model)
         return lower(model).graph

@@ -55,13 +55,13 @@ class TfliteModel:
         }
 
 
-def build(qdq_model, *, io: str = "int8", precision: str = "int8") -> TfliteModel:
-    """QDQ_MODEL lowered (with IO as the input/output type, in PRECISION), serialized and checked against every
-    file rule the runtimes rely on."""
+def build(qdq_model, *, io: str = "int8", precision: str = "int8", kernels: str = "micro") -> TfliteModel:
+    """QDQ_MODEL lowered (with IO as the input/output type, in PRECISION, its operators chosen for KERNELS),
+    serialized and checked against every file rule the runtimes rely on."""
     try:
-        lowered = lower(qdq_model, io=io, precision=precision)
+        lowered = lower(qdq_model, io=io, precision=precision, kernels=kernels)
     except UnsupportedError as first:  # every refusal counted in the one line, not only the first
-        surveyed = lower(qdq_model, io=io, precision=precision, survey=True)
+        surveyed = lower(qdq_model, io=io, precision=precision, kernels=kernels, survey=True)
         raise UnsupportedError(
             refusal_line(surveyed.coverage, first),
             op=first.op,

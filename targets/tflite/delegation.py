@@ -9,8 +9,8 @@ neither side names is internal to a run: it ran wherever the op that reads it ra
 
 An op left to the builtin kernels costs its own (slower) kernel and a boundary between two delegated runs. What
 ai-edge-litert 2.3.0's XNNPACK took and left, measured on edgeq's artifacts, is in docs/runtimes.md §3.4: MTCNN
-ONet's five int8 PRELUs (and its int8 SOFTMAX) split it into six delegated runs, and its int8 .tflite ran 0.33x as
-fast as its float one.
+ONet's five int8 PRELUs (and its int8 SOFTMAX) split it into six delegated runs and its int8 .tflite ran 0.33x as
+fast as its float one, until the lowering wrote int8 PRelu as QUANTIZE, MUL and ADD (lower/prelu.py).
 """
 
 from __future__ import annotations

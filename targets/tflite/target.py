@@ -26,7 +26,7 @@ from edgeq.targets.tflite.analysis import analyze_tflite
 from edgeq.targets.tflite.artifact import TfliteModel, build, validate_on_data
 from edgeq.targets.tflite.delegation import delegation_line
 from edgeq.targets.tflite.interpreters import flatbuffer_refusal, invoke_litert, litert_interpreter
-from edgeq.targets.tflite.lower import IO_TYPES, Lowered, lower
+from edgeq.targets.tflite.lower import IO_TYPES, KERNELS, Lowered, lower
 from edgeq.tflite_format.flatbuffer import Graph, read, read_file
 
 
@@ -34,7 +34,10 @@ def tflite_of(target: Target, conversion: Build) -> TfliteModel:
     """The conversion's int8 .tflite, built once and shared by the targets that embed it."""
     if "tflite" not in conversion.shared:
         qdq = conversion.integer_quantized().model
-        conversion.shared["tflite"] = build(qdq, io=conversion.option(target, "io"))
+        kernels = conversion.option(target, "kernels")
+        if kernels == "auto":  # one .tflite serves both targets: a microcontroller's arena is the scarcer resource
+            kernels = "micro" if "tflm" in conversion.targets else "xnnpack"
+        conversion.shared["tflite"] = build(qdq, io=conversion.option(target, "io"), kernels=kernels)
     return conversion.shared["tflite"]
 
 
@@ -68,7 +71,8 @@ def surveyed(model, shared: dict) -> tuple[Lowered, list[dict]]:
                     "fixes them from the calibration data; give --input-shape to see what the TFLite targets do"
                 )
         both, one = (
-            lower(placeholder_qdq(model, ACTIVATION_TYPES["int8"], span), survey=True) for span in PLACEHOLDER_RANGES
+            lower(placeholder_qdq(model, ACTIVATION_TYPES["int8"], span, shared.get("exclusions")), survey=True)
+            for span in PLACEHOLDER_RANGES
         )
         one_signed = {record.node: record.plan_row() for record in one.coverage}
         rows = []
@@ -146,6 +150,15 @@ class TfliteTarget(Target):
             "float also writes <name>.float.tflite, the same graph in float32, for speed comparisons.",
             "int8",
             ("int8", "float"),
+        ),
+        Option(
+            "kernels",
+            "The kernels the int8 .tflite's operators are chosen for: xnnpack (LiteRT's CPU delegate; an int8 PRelu "
+            "becomes QUANTIZE, MUL and ADD, which it runs, where it leaves PRELU to a slow builtin kernel) or micro "
+            "(TFLite Micro: PRELU, one operator and a smaller arena); auto: micro when the conversion includes the "
+            "tflm target (both embed one .tflite), else xnnpack. Both compute the same integers.",
+            "auto",
+            ("auto", *KERNELS),
         ),
     )
     suffixes = (".tflite",)

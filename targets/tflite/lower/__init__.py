@@ -38,6 +38,7 @@ from edgeq.errors import RecipeError, UnsupportedError, unsupported
 from edgeq.targets.tflite.builtins import lookup
 from edgeq.targets.tflite.lower.context import (
     IO_TYPES,
+    KERNELS,
     Activation,
     LoweringContext,
     layout_perm,
@@ -49,7 +50,7 @@ from edgeq.targets.tflite.lower.island import ISLAND_CODES, lower_island
 from edgeq.targets.tflite.lower.registry import lowering_for
 from edgeq.tflite_format.graph import Graph
 
-__all__ = ["IO_TYPES", "Lowered", "NodeCoverage", "lower"]
+__all__ = ["IO_TYPES", "KERNELS", "Lowered", "NodeCoverage", "lower"]
 
 # Every module of this package is imported once, here: each family module registers its lowerings (@lowers) and
 # the builtins it emits, so a new family module needs no edit elsewhere.
@@ -128,13 +129,15 @@ def _stand_ins(ctx: LoweringContext, node: ir.Node) -> None:
             ctx.values[id(user.outputs[0])] = Activation(index, perm)
 
 
-def lower(model: ir.Model, *, io: str = "int8", precision: str = "int8", survey: bool = False) -> Lowered:
-    """The TFLite graph of edgeq's QDQ MODEL (batch 1; see the module docstring). The first node that cannot be
-    lowered raises its UnsupportedError; with SURVEY every node is tried and ``coverage`` lists the refusals (the
-    graph is then incomplete: for the report only)."""
+def lower(
+    model: ir.Model, *, io: str = "int8", precision: str = "int8", kernels: str = "micro", survey: bool = False
+) -> Lowered:
+    """The TFLite graph of edgeq's QDQ MODEL (batch 1; see the module docstring), its operators chosen for KERNELS
+    (context.KERNELS). The first node that cannot be lowered raises its UnsupportedError; with SURVEY every node is
+    tried and ``coverage`` lists the refusals (the graph is then incomplete: for the report only)."""
     if precision not in ("int8", "float"):
         raise RecipeError(f"precision must be int8 or float, not {precision!r}")
-    ctx = LoweringContext(model, io, precision)
+    ctx = LoweringContext(model, io, precision, kernels)
     coverage = []
     outcomes: dict[str, str] = {}  # node name -> how it was lowered (for the Relu/Clip fused into it)
 

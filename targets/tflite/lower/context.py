@@ -33,6 +33,10 @@ from edgeq.targets.tflite.builtins import Builtin
 from edgeq.tflite_format.graph import Graph, Quantization, Tensor
 
 IO_TYPES = ("int8", "uint8", "float")
+# The kernels an int8 .tflite's operator choice is tuned for, where the best choice differs (prelu.py): "xnnpack",
+# LiteRT's CPU delegate, or "micro", TFLite Micro (one operator, a smaller arena; also the integer-only ONNX
+# model's form: PRELU is one table there).
+KERNELS = ("xnnpack", "micro")
 TO_NHWC = (0, 2, 3, 1)
 
 
@@ -73,9 +77,12 @@ def _int16_activations(graph: ir.Graph) -> bool:
 
 
 class LoweringContext:
-    def __init__(self, model: ir.Model, io: str, precision: str):
+    def __init__(self, model: ir.Model, io: str, precision: str, kernels: str = "micro"):
         if io not in IO_TYPES:
             raise RecipeError(f"--io must be one of {', '.join(IO_TYPES)}, not {io!r}")
+        if kernels not in KERNELS:
+            raise RecipeError(f"--kernels must be one of {', '.join(KERNELS)}, not {kernels!r}")
+        self.kernels = kernels
         self.model = model
         self.onnx = model.graph
         self.float = precision == "float"

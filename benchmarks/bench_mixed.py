@@ -1,0 +1,195 @@
+"""Mixed precision side by side: uniform int8, uniform int4, the milp mix under budgets, the accuracy-aware mix and
+onnxruntime's own quantizer, on MobileNetV2 and a corpus CNN; writes BENCHMARKS.md's "Mixed precision" section.
+
+    python benchmarks/bench_mixed.py            # prints the table
+    python benchmarks/bench_mixed.py --write    # and replaces the section
+    python benchmarks/bench_mixed.py --quick    # the corpus CNN only, no Ray timing
+
+Everything runs through edgeq's Python modules (edgeq.mixed) in one process: the per-layer sensitivity table
+(timed serially and as Ray tasks on a local 2-CPU instance, and checked equal), the milp mix at the size of
+uniform int8 and at 0.7x it, the accuracy-aware mix for --max-drop 0.5 (top-1 agreement) starting from uniform
+int4, and onnxruntime's quantize_static (uniform int8, per-channel, MinMax: benchmarks/ort_quantize.py), which
+has no mixed-precision or accuracy-aware search of its own (its nodes_to_exclude is a list the user writes).
+Sizes are the bytes of ONNX Runtime's model as written (4-bit weights packed as INT4); SQNR is the worst output's
+and agreement the top-1 agreement with fp32, both on the evaluation samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_quantize import machine, mobilenet_photo_setup, replace_section  # noqa: E402
+from benchmarks.ort_quantize import ort_worker  # noqa: E402
+from edgeq.api.inputs import data_of  # noqa: E402
+from edgeq.io.onnx_model import load_model  # noqa: E402
+from edgeq.measure.metrics import top1_agreement  # noqa: E402
+from edgeq.mixed import accuracy_aware, allocation  # noqa: E402
+from edgeq.mixed.sensitivity import measure_sensitivity  # noqa: E402
+from edgeq.mixed.workbench import Workbench, run_model, worst_sqnr  # noqa: E402
+from edgeq.quantization.recipe import Recipe  # noqa: E402
+
+MARKER = "## Mixed precision"
+CORPUS = Path(os.environ.get("EDGEQ_CORPUS", REPO.parent / "shared" / "corpus"))
+CORPUS_CASE = "mlperf_streaming_wakeword"
+SENSITIVITY_SAMPLES = 64
+
+
+def cases(quick: bool) -> dict[str, tuple[Path, Path, Path]]:
+    """name -> (float model, calibration .npz, evaluation .npz)."""
+    found = {}
+    if not quick:
+        model, calib, _, views = mobilenet_photo_setup("mixed")
+        evaluation = calib.parent / "eval256.npz"
+        np.savez(evaluation, input=views)
+        found["MobileNetV2"] = (model, calib, evaluation)
+    case = CORPUS / CORPUS_CASE
+    if case.is_dir():
+        found[CORPUS_CASE] = (case / "model.onnx", case / "calib.npz", case / "eval.npz")
+    return found
+
+
+def row(bench: Workbench, label: str, size: int, outputs: list[np.ndarray], extra: str = "") -> dict:
+    return {
+        "label": label,
+        "size": size,
+        "sqnr": worst_sqnr(bench.reference, outputs),
+        "agreement": 100.0 * top1_agreement(bench.reference[0], outputs[0]),
+        "extra": extra,
+    }
+
+
+def counts(layers: dict[str, str], table) -> str:
+    base = len(table.layers) - len(layers)
+    mix = {table.base_precision: base}
+    for precision in layers.values():
+        mix[precision] = mix.get(precision, 0) + 1
+    return ", ".join(f"{n} {p}" for p, n in sorted(mix.items()) if n)
+
+
+def benchmark(name: str, model: Path, calib: Path, evaluation: Path, ray_timing: bool) -> dict:
+    source = load_model(model)
+    data, eval_data = data_of(calib, source), data_of(evaluation, source)
+    start = time.perf_counter()
+    bench = Workbench.prepare(source, data, Recipe(activation_type="auto"), eval_data, samples=eval_data.num_samples)
+    prepare_seconds = time.perf_counter() - start
+    rule = allocation.TARGET_RULES["onnxruntime"]
+    start = time.perf_counter()
+    table = measure_sensitivity(bench, rule.precisions, samples=SENSITIVITY_SAMPLES, address="serial")
+    timing = {"serial": time.perf_counter() - start}
+    if ray_timing:
+        start = time.perf_counter()
+        on_ray = measure_sensitivity(bench, rule.precisions, samples=SENSITIVITY_SAMPLES, address=None)
+        timing["ray"] = time.perf_counter() - start
+        timing["same"] = on_ray.sqnr_db == table.sqnr_db and on_ray.omega == table.omega
+    float_size = len(model.read_bytes())
+    rows = [{"label": "fp32", "size": float_size, "sqnr": float("inf"), "agreement": 100.0, "extra": ""}]
+    base = bench.build({})
+    rows.append(row(bench, "edgeq uniform int8", base.size, base.outputs, counts({}, table)))
+    int4 = bench.build({layer.name: "int4" for layer in table.layers})
+    rows.append(row(bench, "edgeq uniform int4 weights", int4.size, int4.outputs))
+    sizes = allocation.byte_model(bench, table, rule)
+    for factor in (1.0, 0.85, 0.7):
+        budget = int(factor * base.size)
+        try:
+            chosen = allocation.allocate(bench, table, budget, rule, sizes)
+        except Exception as exc:  # an unreachable budget is a result too
+            rows.append({"label": f"edgeq milp, budget {factor:.2f}x int8", "size": budget, "sqnr": float("nan"),
+                         "agreement": float("nan"), "extra": str(exc)})  # fmt: skip
+            continue
+        rows.append(row(bench, f"edgeq milp, budget {factor:.2f}x int8", chosen.measured.size,
+                        chosen.measured.outputs, counts(chosen.layers, table)))  # fmt: skip
+    int4_bench = Workbench.prepare(source, data, Recipe(activation_type="auto", weight_bits=4), eval_data,
+                                   samples=eval_data.num_samples)  # fmt: skip
+    int4_table = measure_sensitivity(int4_bench, rule.precisions, samples=SENSITIVITY_SAMPLES, address="serial")
+    start = time.perf_counter()
+    found = accuracy_aware.search(int4_bench, int4_table, rule, max_drop=0.5, metric="agreement")
+    aware_seconds = time.perf_counter() - start
+    final = int4_bench.build(found.layers)
+    rows.append(row(int4_bench, "edgeq accuracy-aware (max drop 0.5, from int4)", final.size, final.outputs,
+                    f"{counts(found.layers, int4_table)}; {len(found.reverted)} reverts, "
+                    f"{'met' if found.met else 'NOT met'}, {aware_seconds:.0f} s"))  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ort.onnx"
+        ort_worker(str(model), str(calib), str(out), "MinMax", "QUInt8")
+        rows.append(row(bench, "onnxruntime quantize_static int8 (MinMax)", out.stat().st_size,
+                        run_model(out.read_bytes(), bench.feeds)))  # fmt: skip
+    return {
+        "name": name,
+        "layers": len(table.layers),
+        "samples": len(bench.reference[0]),
+        "rows": rows,
+        "timing": timing,
+        "prepare_seconds": prepare_seconds,
+        "spearman": table.spearman(),
+    }
+
+
+def section(results: list[dict], seconds: float) -> list[str]:
+    lines = [
+        MARKER,
+        "",
+        f"Command: `python benchmarks/bench_mixed.py --write` (whole run {seconds / 60:.1f} min)  ",
+        f"Machine: {machine()}  ",
+        f"Date: {datetime.date.today().isoformat()}",
+        "",
+        "ONNX Runtime's model (uint8 activations on x86, per-channel weights; 4-bit weights packed as INT4). Worst",
+        "output SQNR and top-1 agreement with fp32 on the evaluation samples; sizes are the files' bytes. The milp",
+        "mixes choose float, int8 or int4 per weighted layer from the per-layer sensitivity table",
+        f"({SENSITIVITY_SAMPLES} samples, docs/mixed-precision.md); the accuracy-aware mix starts from uniform int4",
+        "and reverts layers (int4 -> int8 -> float) in the table's order until the agreement drop is at most 0.5.",
+        "",
+    ]
+    for result in results:
+        lines += [
+            f"### {result['name']} ({result['layers']} weighted layers, {result['samples']} evaluation samples)",
+            "",
+            "| build | size KB | worst SQNR dB | top-1 agreement % | layers |",
+            "|---|---|---|---|---|",
+        ]
+        for r in result["rows"]:
+            lines.append(f"| {r['label']} | {r['size'] / 1000:.1f} | {r['sqnr']:.2f} | {r['agreement']:.2f} | {r['extra']} |")
+        timing = result["timing"]
+        ray = (
+            f"; as Ray tasks on a local instance ({os.cpu_count()} CPUs) {timing['ray']:.1f} s, "
+            f"{timing['serial'] / timing['ray']:.2f}x, {'the same table' if timing['same'] else 'a DIFFERENT table'}"
+            if "ray" in timing
+            else ""
+        )
+        lines += [
+            "",
+            f"Sensitivity table: serially {timing['serial']:.1f} s{ray}. Spearman rank correlation of HAWQ-V2's",
+            f"Omega (int4) with the measured int4 SQNR loss: {result['spearman']}.",
+            "",
+        ]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="replace BENCHMARKS.md's Mixed precision section")
+    parser.add_argument("--quick", action="store_true", help="the corpus CNN only, no Ray timing")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    results = []
+    for name, (model, calib, evaluation) in cases(args.quick).items():
+        print(f"{name} ...", flush=True)
+        results.append(benchmark(name, model, calib, evaluation, ray_timing=not args.quick))
+    lines = section(results, time.perf_counter() - start)
+    print("\n".join(lines))
+    if args.write:
+        replace_section(MARKER, lines)
+
+
+if __name__ == "__main__":
+    main()

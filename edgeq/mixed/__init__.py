@@ -1,0 +1,1 @@
+"""Mixed precision: per-layer sensitivity, bit allocation under a budget, accuracy-aware reverts."""

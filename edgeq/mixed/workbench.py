@@ -1,0 +1,135 @@
+"""What every mixed-precision search measures against: the base build, the float outputs, and mix builds.
+
+``Workbench.prepare`` calibrates the float model once with the pipeline and quantizes it with the base recipe for
+ONNX Runtime, as ``edgeq quantize`` does (the activation type and weight-pair bound of the recipe's ``cpu``), runs
+the float model once on the measurement samples (the evaluation data, else the calibration data, at most
+``samples`` of them) and keeps its outputs. ``build(layers)`` builds a mix (``Recipe.layers``: node name ->
+precision) with the pipeline, from the same float model and calibration data, and measures it: the worst output
+SQNR against float on the samples, and the real size of ONNX Runtime's model (4-bit weights packed as INT4,
+passes.pack_int4, as `edgeq quantize` writes it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeq.data import CalibrationData
+from edgeq.io.onnx_model import clone_model, model_bytes
+from edgeq.io.session import run_in_chunks, session
+from edgeq.measure.metrics import float_pairs, sqnr_db
+from edgeq.passes.pack_int4 import pack_int4_weights
+from edgeq.pipeline import Calibrated, Pipeline
+from edgeq.quantization.cpus import Cpu, resolve_cpu
+from edgeq.quantization.recipe import Recipe
+from edgeq.scale.tasks import task_threads
+
+DEFAULT_SAMPLES = 64
+BATCH = 16
+
+
+def worst_sqnr(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:
+    """The lowest SQNR (dB) over the float outputs: the output a mix hurts most decides."""
+    return min(float(sqnr_db(r, t)) for r, t in float_pairs(reference, outputs))
+
+
+def run_model(model: bytes | ir.Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """MODEL's outputs on FEEDS, BATCH samples a run: a whole evaluation set in one run would hold every
+    activation of every sample at once (MobileNetV2, 256 images: 2.5 GB, which the allocator keeps)."""
+    runner = session(model, threads=task_threads())  # 1 inside a Ray task, which holds one CPU
+    names = [o.name for o in runner.get_outputs()]
+    samples = len(next(iter(feeds.values())))
+    parts = [
+        run_in_chunks(runner, names, {name: array[start : start + BATCH] for name, array in feeds.items()})
+        for start in range(0, samples, BATCH)
+    ]
+    return [np.concatenate(arrays) for arrays in zip(*parts, strict=True)]
+
+
+@dataclass
+class Measured:
+    """A built mix: its model, real size in bytes and worst output SQNR on the samples."""
+
+    model: ir.Model
+    size: int
+    sqnr_db: float
+    outputs: list[np.ndarray] = field(repr=False)
+
+
+@dataclass
+class Workbench:
+    source: ir.Model  # the user's float model as loaded (each build preprocesses its own copy)
+    data: CalibrationData
+    recipe: Recipe
+    calibrated: Calibrated
+    base: ir.Model  # the base recipe's QDQ model
+    activation_type: str
+    cpu: Cpu
+    feeds: dict[str, np.ndarray]
+    reference: list[np.ndarray]
+    progress: bool = False
+    _builds: dict[tuple, Measured] = field(default_factory=dict)
+
+    @classmethod
+    def prepare(
+        cls,
+        model: ir.Model,
+        data: CalibrationData,
+        recipe: Recipe,
+        evaluation: CalibrationData | None = None,
+        *,
+        samples: int = DEFAULT_SAMPLES,
+        progress: bool = False,
+    ) -> Workbench:
+        """The base build of MODEL (not changed) calibrated on DATA with RECIPE, measured on SAMPLES samples of
+        EVALUATION (default: DATA)."""
+        cpu = resolve_cpu(recipe.cpu)
+        activation_type = cpu.activation_type if recipe.activation_type == "auto" else recipe.activation_type
+        pipeline = Pipeline(recipe, progress=progress)
+        calibrated = pipeline.calibrate(clone_model(model), data)
+        limit = _pair_limit(cpu, activation_type, recipe)
+        base = pipeline.quantize(calibrated, activation_type, limit, onnxruntime=True).model
+        feeds = (evaluation if evaluation is not None else data).head(samples)
+        feeds = next(iter(feeds.batches(feeds.num_samples)))
+        reference = run_model(calibrated.model, feeds)
+        bench = cls(model, data, recipe, calibrated, base, activation_type, cpu, feeds, reference, progress)
+        bench._builds[()] = bench.measure(clone_model(base), recipe)
+        return bench
+
+    @property
+    def base_precision(self) -> str:
+        return f"int{self.recipe.weight_bits}"
+
+    def measure(self, model: ir.Model, recipe: Recipe) -> Measured:
+        """MODEL (built with RECIPE; its 4-bit weights are packed in place) on the samples, and its size."""
+        pack_int4_weights(model, recipe)
+        serialized = model_bytes(model)
+        outputs = run_model(serialized, self.feeds)
+        return Measured(model, len(serialized), worst_sqnr(self.reference, outputs), outputs)
+
+    def build(self, layers: dict[str, str]) -> Measured:
+        """The mix LAYERS (node -> precision) built by the pipeline and measured."""
+        key = tuple(sorted(layers.items()))
+        if key not in self._builds:
+            recipe = self.recipe.updated(layers=dict(layers))
+            pipeline = Pipeline(recipe, progress=self.progress)
+            limit = _pair_limit(self.cpu, self.activation_type, recipe)
+            try:
+                # weight bits change no plan, and a float layer (planned like an exclusion) quantizes a subset of
+                # the tensors the base build calibrated: the base calibration serves (MobileNetV2: 2.3 GB and
+                # several seconds less per build), unless quantized-phase passes would read the base plan
+                if "float" in layers.values() and recipe.passes:
+                    raise KeyError("passes")
+                model = pipeline.quantize(self.calibrated, self.activation_type, limit, onnxruntime=True).model
+            except KeyError:  # a tensor the base build did not calibrate
+                calibrated = pipeline.calibrate(clone_model(self.source), self.data)
+                model = pipeline.quantize(calibrated, self.activation_type, limit, onnxruntime=True).model
+            self._builds[key] = self.measure(model, recipe)
+        return self._builds[key]
+
+
+def _pair_limit(cpu: Cpu, activation_type: str, recipe: Recipe) -> int | None:
+    """The weight-pair bound `edgeq quantize` gives RECIPE's weights on CPU (edgeq.quantization.cpus)."""
+    return None if activation_type == "int16" else cpu.pair_limit(recipe.widest_weight_bits)
