@@ -21,12 +21,6 @@ its SQNR shows what the saturation costs). The models run round-robin, RUNS runs
 the median over rounds of fp32's mean latency over the model's. SQNR: all outputs against fp32's on the first 32
 evaluation samples, with the same kernels. LiteRT: edgeq's int8 .tflite against its float .tflite, XNNPACK, 1
 thread, alternating rounds (bench_tflite.interleaved).
-
-The last ONNX Runtime column bounds what any per-layer mix of fp32 and int8 could gain with these kernels: both
-models are run under onnxruntime's profiler (PROFILED_RUNS runs, median kernel time per node), their weighted
-layers are paired in execution order, and the bound is fp32's kernel time over the sum of each layer's faster
-kernel plus the int8 model's other kernels. It charges nothing for converting between fp32 and int8 islands, so
-no placement of Q/DQ pairs can beat it; "-" where the two models' layers do not pair one to one.
 """
 
 from __future__ import annotations
@@ -63,10 +57,6 @@ from edgeq.quantization.cpus import host_cpu  # noqa: E402
 MARKER = "## Speed in ONNX Runtime and LiteRT"
 LEFT_OUT = {"paraphrase_minilm_l3", "silero_vad_stateful"}
 ROUNDS, RUNS = 15, 5
-PROFILED_RUNS = 100
-# the kernels of weighted layers in ONNX Runtime's optimized fp32 and int8 graphs (fused forms included)
-FLOAT_LAYER_KERNELS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
-INT8_LAYER_KERNELS = {"QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat", "ConvInteger"}
 SQNR_SAMPLES = 32
 SATURATING = "ORT u8s8, default kernels"
 # (column, activation type, reduce_range) of onnxruntime's quantize_static
@@ -134,36 +124,6 @@ def latencies(models: dict[str, Path], model: Path, arrays: dict[str, np.ndarray
         name: {"ms": statistics.median(times[name]), "speedup": statistics.median(ratios[name]), "sqnr": sqnr.get(name)}
         for name in runs
     }
-
-
-def kernel_times(model: Path, feed: dict[str, np.ndarray]) -> list[tuple[str, float]]:
-    """(op type, median kernel time in us) of every node MODEL's optimized graph runs, in execution order, over
-    PROFILED_RUNS profiled runs of FEED (1 thread)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        runner = session(model, threads=1, profile_prefix=Path(tmp) / "kernels")
-        for _ in range(PROFILED_RUNS):
-            runner.run(None, feed)
-        trace = json.loads(Path(runner.end_profiling()).read_text())
-    durations: dict[str, list[float]] = {}
-    op_types: dict[str, str] = {}
-    for event in trace:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            durations.setdefault(event["name"], []).append(event["dur"])
-            op_types[event["name"]] = event.get("args", {}).get("op_name", "?")
-    return [(op_types[name], statistics.median(times[1:] or times)) for name, times in durations.items()]
-
-
-def mix_ceiling(fp32: Path, int8: Path, feed: dict[str, np.ndarray]) -> float | None:
-    """fp32's kernel time over the best any per-layer fp32/int8 mix of INT8's layers could take (module docstring);
-    None where the weighted layers of the two optimized graphs do not pair one to one."""
-    float_kernels, int8_kernels = kernel_times(fp32, feed), kernel_times(int8, feed)
-    float_layers = [us for op, us in float_kernels if op in FLOAT_LAYER_KERNELS]
-    int8_layers = [us for op, us in int8_kernels if op in INT8_LAYER_KERNELS]
-    if not int8_layers or len(float_layers) != len(int8_layers):
-        return None
-    rest = sum(us for op, us in int8_kernels if op not in INT8_LAYER_KERNELS)
-    best = sum(min(a, b) for a, b in zip(float_layers, int8_layers, strict=True)) + rest
-    return sum(us for _, us in float_kernels) / best
 
 
 def quantized_models(model: Path, calib: Path, tmp: Path) -> tuple[dict[str, Path | str], dict[str, Path]]:
@@ -273,8 +233,6 @@ def main() -> None:
             runnable = {k: v for k, v in models.items() if isinstance(v, Path)}
             measured = latencies(runnable, model, data)
             rows[name] = {k: measured.get(k, models[k]) for k in models}
-            if isinstance(models["edgeq"], Path):
-                rows[name]["ceiling"] = mix_ceiling(model, models["edgeq"], feeds(model, data))
             litert[name] = litert_speed(tflite)
             print(name, json.dumps(rows[name], default=str), json.dumps(litert[name], default=str), flush=True)
     lines = section(rows, litert)
@@ -325,14 +283,13 @@ def section(rows: dict[str, dict], litert: dict[str, dict | str]) -> list[str]:
         "",
         "### ONNX Runtime",
         "",
-        "| model | " + " | ".join(columns) + " | edgeq / best exact ORT speedup | any fp32/int8 mix: kernel bound |",
-        "|---|" + "---|" * (len(columns) + 2),
+        "| model | " + " | ".join(columns) + " | edgeq / best exact ORT speedup |",
+        "|---|" + "---|" * (len(columns) + 1),
     ]
     for name, row in rows.items():
         best = max((row[c]["speedup"] for c in exact_columns if isinstance(row.get(c), dict)), default=None)
         ratio = f"{row['edgeq']['speedup'] / best:.2f}" if best and isinstance(row["edgeq"], dict) else "-"
-        bound = f"{row['ceiling']:.2f}x" if row.get("ceiling") else "-"
-        lines.append(f"| {name} | " + " | ".join(cell(row.get(c, "-")) for c in columns) + f" | {ratio} | {bound} |")
+        lines.append(f"| {name} | " + " | ".join(cell(row.get(c, "-")) for c in columns) + f" | {ratio} |")
     lines += [
         "",
         "### LiteRT (XNNPACK): edgeq's int8 .tflite against the same graph in float",
