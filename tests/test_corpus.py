@@ -88,7 +88,7 @@ def _simplified(case: Path, tmp_path: Path) -> Path:
     return path
 
 
-def _check_case(case: Path, model: Path, tmp_path: Path) -> None:
+def _check_case(case: Path, model: Path, tmp_path: Path, targets="all") -> None:
     spec = json.loads((case / "case.json").read_text())
 
     def convert(targets):
@@ -97,7 +97,7 @@ def _check_case(case: Path, model: Path, tmp_path: Path) -> None:
         )
 
     try:
-        result = convert("all")
+        result = convert(targets)
     except UnsupportedError as refusal:
         assert str(refusal).startswith("unsupported: ") and "\n" not in str(refusal)
         if refusal.code != "no-micro-kernel":
@@ -109,7 +109,8 @@ def _check_case(case: Path, model: Path, tmp_path: Path) -> None:
     for name in verified:
         verification = result.targets[name]["verification"]
         assert verification["bit_exact"], json.dumps(verification)[:600]
-    assert ("TFLite Micro" in result.targets["tflite"]["verification"]["exact"]) == ("tflm" in verified)
+    if targets == "all":  # TFLite Micro checks the .tflite exactly when it has the kernels (when tflm converts)
+        assert ("TFLite Micro" in result.targets["tflite"]["verification"]["exact"]) == ("tflm" in verified)
     data = dict(np.load(case / "eval.npz"))
     outputs = [o["name"] for o in spec["outputs"]]
     fp32 = _onnx_outputs(case / "model.onnx", data)
@@ -138,4 +139,6 @@ def test_corpus_model_converts_for_every_target(name, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SIMPLIFIED if CORPUS.exists() else [pytest.param("corpus", marks=ABSENT)])
 def test_corpus_model_simplified_by_onnxsim_converts_for_every_target(name, tmp_path):
-    _check_case(CORPUS / name, _simplified(CORPUS / name, tmp_path), tmp_path)
+    # TFLite Micro embeds the same .tflite, and the shipped model's test runs it: what onnx-simplifier changes is
+    # the graph the front end and the lowerings read (rec's tflm refusal would also mean converting twice)
+    _check_case(CORPUS / name, _simplified(CORPUS / name, tmp_path), tmp_path, targets=["onnxruntime", "tflite"])
