@@ -342,8 +342,6 @@ def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
         replace_nonfinite=opts["replace_nonfinite"], **mixed_given(opts), **options,
     )  # fmt: skip
     report = result.report
-    from edgeq.cli.mixed import echo_mixed
-
     echo_mixed(report)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report["quantized_nodes"].items()))
     click.echo(f"wrote {output}: quantized {counts}; {len(report['float_nodes'])} node(s) left float")
@@ -459,8 +457,6 @@ def convert(
         from edgeq.io.model_checks import replaced_text
 
         click.echo(f"warning: {replaced_text(result.report['nonfinite_replaced'])}", err=True)
-    from edgeq.cli.mixed import echo_mixed
-
     echo_mixed(result.report)
     for name, report in result.targets.items():
         click.echo(f"{name}: wrote {', '.join(report['artifacts'])}")
@@ -473,3 +469,28 @@ def convert(
         click.echo(f"replaced (from an earlier run): {', '.join(map(str, result.replaced))}")
     if result.removed:
         click.echo(f"removed (an earlier run's, not written by this one): {', '.join(map(str, result.removed))}")
+
+
+def echo_mixed(report: dict) -> None:
+    """One line per mixed-precision decision in REPORT (quantize's or convert's), if it has one."""
+    mixed = report.get("mixed_precision")
+    if mixed is None:
+        return
+    if "budget" in mixed:
+        chosen = mixed["budget"]
+        counts = ", ".join(f"{n} {p}" for p, n in chosen["precisions"].items() if n)
+        click.echo(
+            f"mixed precision: {counts} layer(s) for a budget of {chosen['budget_bytes']} bytes: "
+            f"{chosen['size_bytes']} bytes, worst output SQNR {chosen['measured_sqnr_db']} dB "
+            f"(predicted {chosen['predicted_sqnr_db']} dB)"
+        )
+    if "accuracy_aware" in mixed:
+        found = mixed["accuracy_aware"]
+        reverted = ", ".join(f"{s['layer']} {s['change']}" for s in found["steps"] if s["layer"]) or "none"
+        state = "met" if found["met"] else "NOT met"
+        click.echo(
+            f"accuracy-aware: {found['metric']} drop {found['final_drop']} (max {found['max_drop']}) {state} "
+            f"with {found['reverted']} revert(s): {reverted}"
+        )
+        if found.get("note"):
+            click.echo(f"warning: {found['note']}", err=True)

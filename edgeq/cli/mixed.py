@@ -10,31 +10,6 @@ from edgeq.cli.build import quant_options, recipe_options
 RULE_TARGETS = ("onnxruntime", "tflite", "tflm")
 
 
-def echo_mixed(report: dict) -> None:
-    """One line per mixed-precision decision in REPORT (quantize's or convert's), if it has one."""
-    mixed = report.get("mixed_precision")
-    if mixed is None:
-        return
-    if "budget" in mixed:
-        chosen = mixed["budget"]
-        counts = ", ".join(f"{n} {p}" for p, n in chosen["precisions"].items() if n)
-        click.echo(
-            f"mixed precision: {counts} layer(s) for a budget of {chosen['budget_bytes']} bytes: "
-            f"{chosen['size_bytes']} bytes, worst output SQNR {chosen['measured_sqnr_db']} dB "
-            f"(predicted {chosen['predicted_sqnr_db']} dB)"
-        )
-    if "accuracy_aware" in mixed:
-        found = mixed["accuracy_aware"]
-        reverted = ", ".join(f"{s['layer']} {s['change']}" for s in found["steps"] if s["layer"]) or "none"
-        state = "met" if found["met"] else "NOT met"
-        click.echo(
-            f"accuracy-aware: {found['metric']} drop {found['final_drop']} (max {found['max_drop']}) {state} "
-            f"with {found['reverted']} revert(s): {reverted}"
-        )
-        if found.get("note"):
-            click.echo(f"warning: {found['note']}", err=True)
-
-
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--outdir", required=True, help="Folder for sensitivity.json and the plots.")
