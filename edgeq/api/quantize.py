@@ -16,6 +16,7 @@ from edgeq.io.onnx_model import save_model, to_proto
 from edgeq.passes.integer_gather import gather_integers
 from edgeq.passes.layer_norm_sums import sums_before_layer_norms
 from edgeq.passes.pack_int4 import pack_int4_weights
+from edgeq.passes.prelu_max import prelus_as_max
 from edgeq.pipeline import Pipeline
 from edgeq.quantization.cpus import resolve_cpu
 from edgeq.quantization.recipe import Recipe
@@ -108,6 +109,7 @@ def quantize(
         if recipe.mode == "dynamic":  # ONNX Runtime's model only: its faster form (the onnxruntime target's)
             gather_integers(qdq)
             sums_before_layer_norms(qdq)
+        prelus_as_max(qdq)  # ONNX Runtime's PRelu is slow (the onnxruntime target's form)
         full_report = {"input": source.label, "recipe": recipe.to_dict(), "cpu": cpu.name, **stages}
         if source.replaced:
             full_report["nonfinite_replaced"] = source.replaced

@@ -31,7 +31,7 @@ import onnx
 from edgeq.errors import ModelError, UnsupportedError
 from edgeq.io.onnx_model import clone_model, float_tensor_names, load_model, model_bytes, read_proto
 from edgeq.io.session import exposing, fixed_batch_size, run_in_chunks, session
-from edgeq.passes import integer_gather, layer_norm_sums, pack_int4
+from edgeq.passes import integer_gather, layer_norm_sums, pack_int4, prelu_max
 from edgeq.pipeline.stages import CHANNEL_SCALES_KEY
 from edgeq.quantization.cpus import CPUS, Cpu, host_cpu, resolve_cpu
 from edgeq.quantization.placement import onnxruntime_placement, placed_plan, plan_rows
@@ -74,12 +74,13 @@ def _transformer(report: dict) -> bool:
 
 def _write_candidate(build: Build, activation_type: str, mode: str, limit: int | None, path: Path) -> dict:
     """One candidate artifact in ONNX Runtime's form (pads and embedding rows on integers, residual sums that
-    escape its slower SkipLayerNormalization, 4-bit weights packed as INT4) written to PATH; what ONNX Runtime
-    fuses in it and how its 4-bit weights are stored (``int4_*``)."""
+    escape its slower SkipLayerNormalization, PRelus as a Mul and a Max, 4-bit weights packed as INT4) written to
+    PATH; what ONNX Runtime fuses in it and how its 4-bit weights are stored (``int4_*``)."""
     model = clone_model(build.quantized(activation_type, limit, True, mode).model)  # the build is shared
     pads = integer_pads.pad_integers(model)
     gathers = integer_gather.gather_integers(model)
     sums = layer_norm_sums.sums_before_layer_norms(model)
+    prelus = prelu_max.prelus_as_max(model)
     storage = pack_int4.pack_int4_weights(model, build.recipe)
     path.write_bytes(model_bytes(model))
     return {
@@ -87,6 +88,7 @@ def _write_candidate(build: Build, activation_type: str, mode: str, limit: int |
         "pads_on_integers": pads,
         "gathers_on_integers": gathers,
         "sums_before_layer_norms": sums,
+        "prelus_as_max": prelus,
         **storage,
     }
 
@@ -314,6 +316,7 @@ class OnnxRuntimeTarget(Target):
         pack_int4.undo(model)
         integer_gather.undo(model)
         layer_norm_sums.undo(model)
+        prelu_max.undo(model)
         return lower(model).graph
 
     def integer_runs(self, path: Path, graph: Graph, inputs: list[list[np.ndarray]]) -> list[IntegerRun]:
