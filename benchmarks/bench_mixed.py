@@ -6,7 +6,8 @@ onnxruntime's own quantizer, on MobileNetV2 and a corpus CNN; writes BENCHMARKS.
     python benchmarks/bench_mixed.py --quick    # the corpus CNN only, no Ray timing
 
 Everything runs through edgeq's Python modules (edgeq.mixed) in one process: the per-layer sensitivity table
-(timed serially and as Ray tasks on a local 2-CPU instance, and checked equal), the milp mix at the size of
+(timed serially in process, whose onnxruntime uses every core, and as Ray tasks on a real local cluster of one and
+of two one-CPU worker nodes, tests/ray_cluster.py, and checked equal), the milp mix at the size of
 uniform int8 and at 0.7x it, the accuracy-aware mix for --max-drop 0.5 (top-1 agreement) starting from uniform
 int4, and onnxruntime's quantize_static (uniform int8, per-channel, MinMax: benchmarks/ort_quantize.py), which
 has no mixed-precision or accuracy-aware search of its own (its nodes_to_exclude is a list the user writes).
@@ -28,6 +29,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from ray_cluster import local_cluster  # noqa: E402
 
 from benchmarks.bench_quantize import machine, mobilenet_photo_setup, replace_section  # noqa: E402
 from benchmarks.ort_quantize import ort_worker  # noqa: E402
@@ -43,6 +47,7 @@ MARKER = "## Mixed precision"
 CORPUS = Path(os.environ.get("EDGEQ_CORPUS", REPO.parent / "shared" / "corpus"))
 CORPUS_CASE = "mlperf_streaming_wakeword"
 SENSITIVITY_SAMPLES = 64
+CLUSTER_OBJECT_STORE_BYTES = 500_000_000  # per node; MobileNetV2: 60 MB shared, a 14 MB probe model per Hessian task
 
 
 def cases(quick: bool) -> dict[str, tuple[Path, Path, Path]]:
@@ -88,10 +93,12 @@ def benchmark(name: str, model: Path, calib: Path, evaluation: Path, ray_timing:
     table = measure_sensitivity(bench, rule.precisions, samples=SENSITIVITY_SAMPLES, address="serial")
     timing = {"serial": time.perf_counter() - start}
     if ray_timing:
-        start = time.perf_counter()
-        on_ray = measure_sensitivity(bench, rule.precisions, samples=SENSITIVITY_SAMPLES, address=None)
-        timing["ray"] = time.perf_counter() - start
-        timing["same"] = on_ray.sqnr_db == table.sqnr_db and on_ray.omega == table.omega
+        for workers in (1, 2):
+            with local_cluster(workers, CLUSTER_OBJECT_STORE_BYTES) as address:
+                start = time.perf_counter()
+                on_ray = measure_sensitivity(bench, rule.precisions, samples=SENSITIVITY_SAMPLES, address=address)
+                timing[workers] = time.perf_counter() - start
+            timing["same"] = timing.get("same", True) and (on_ray.sqnr_db, on_ray.omega) == (table.sqnr_db, table.omega)
     float_size = len(model.read_bytes())
     rows = [{"label": "fp32", "size": float_size, "sqnr": float("inf"), "agreement": 100.0, "extra": ""}]
     base = bench.build({})
@@ -161,9 +168,10 @@ def section(results: list[dict], seconds: float) -> list[str]:
             lines.append(f"| {r['label']} | {r['size'] / 1000:.1f} | {r['sqnr']:.2f} | {r['agreement']:.2f} | {r['extra']} |")
         timing = result["timing"]
         ray = (
-            f"; as Ray tasks on a local instance ({os.cpu_count()} CPUs) {timing['ray']:.1f} s, "
-            f"{timing['serial'] / timing['ray']:.2f}x, {'the same table' if timing['same'] else 'a DIFFERENT table'}"
-            if "ray" in timing
+            f"; as Ray tasks on a local cluster (`ray start`, one-CPU nodes) of 1 worker {timing[1]:.1f} s and of 2 "
+            f"workers {timing[2]:.1f} s ({timing[1] / timing[2]:.2f}x the 1-worker speed), "
+            f"{'the same table' if timing['same'] else 'a DIFFERENT table'} as serially"
+            if 2 in timing
             else ""
         )
         lines += [

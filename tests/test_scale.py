@@ -3,17 +3,12 @@ cluster (`ray start` on 127.0.0.1); a task's EdgeqError reaches the caller as th
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from ray_cluster import free_port, local_cluster
 
 from edgeq.errors import ExecutionError, RecipeError
 from edgeq.measure.metrics import sqnr_db
@@ -23,7 +18,6 @@ from edgeq.scale import map_tasks
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install edgeq[ray])")
 
 NODE_OBJECT_STORE_BYTES = 100_000_000  # per node of the test cluster (Ray's floor is 75 MB)
-START_SECONDS = 90
 
 
 def _noisy_copies(count: int = 6) -> tuple[list[np.ndarray], np.ndarray]:
@@ -33,58 +27,11 @@ def _noisy_copies(count: int = 6) -> tuple[list[np.ndarray], np.ndarray]:
     return [reference + rng.normal(size=4096) * 10.0 ** -(i / 2) for i in range(count)], reference
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _ray_start(args: list[str], log: Path, env: dict) -> subprocess.Popen:
-    """`ray start --block ARGS` (it stops the processes it started when terminated), once it says it started."""
-    ray_cli = Path(sys.executable).with_name("ray")
-    with open(log, "w") as out:
-        process = subprocess.Popen([str(ray_cli), "start", "--block", *args], stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + START_SECONDS
-    while "Ray runtime started" not in log.read_text():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"ray start {' '.join(args)} did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.5)
-    return process
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    """A head and a second worker node, one CPU each, on 127.0.0.1; stopped by process id (never `ray stop`, which
-    would stop every Ray instance on the machine), its session files in a temporary folder."""
-    temp = Path(tempfile.mkdtemp(prefix="edgeq-ray-cluster-"))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    port = _free_port()
-    common = ["--num-cpus", "1", "--object-store-memory", str(NODE_OBJECT_STORE_BYTES), "--disable-usage-stats"]
-    started = []
-    try:
-        started.append(
-            _ray_start(
-                ["--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--temp-dir", str(temp),
-                 "--include-dashboard", "false", *common],
-                temp.with_suffix(".head.log"), env,
-            )
-        )  # fmt: skip
-        started.append(_ray_start(["--address", f"127.0.0.1:{port}", *common], temp.with_suffix(".worker.log"), env))
-        yield f"127.0.0.1:{port}"
-    finally:
-        if ray.is_initialized() and ray.get_runtime_context().gcs_address.endswith(f":{port}"):
-            ray.shutdown()  # still connected to the cluster: leave it before it stops
-        for process in reversed(started):
-            process.terminate()
-        for process in started:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        shutil.rmtree(temp, ignore_errors=True)
-        for log in (temp.with_suffix(".head.log"), temp.with_suffix(".worker.log")):
-            log.unlink(missing_ok=True)
+    """A head and a second worker node, one CPU each, on 127.0.0.1 (tests/ray_cluster.py)."""
+    with local_cluster(2, NODE_OBJECT_STORE_BYTES) as address:
+        yield address
 
 
 @pytest.mark.slow
@@ -128,7 +75,7 @@ def test_a_task_error_reaches_the_caller_as_itself():
 
 
 def test_an_unreachable_or_malformed_address_is_one_line():
-    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
     start = time.monotonic()
     with pytest.raises(ExecutionError, match=f"^cannot reach a Ray cluster at {address}: ") as raised:
         map_tasks(abs, [1], address=address)
