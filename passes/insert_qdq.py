@@ -5,7 +5,10 @@ For every activation tensor t in the plan (edgeq.quantization.plan) with encodin
     t  ->  QuantizeLinear(t, s, z)  ->  DequantizeLinear(., s, z)  ->  every former consumer of t
 
 The dequantized value takes over t's name (so a float model and its QDQ model can be compared tensor by tensor);
-the float tensor is renamed ``<t>_float``. Graph inputs keep their names.
+the float tensor is renamed ``<t>_float``. Graph inputs keep their names. A node of the layers table's "int16"
+reading an 8-bit tensor (or an 8-bit node reading an int16 tensor) reads a requantized copy of its own type,
+``t -> Q -> DQ -> Q' -> DQ' -> reader`` (edgeq.quantization.plan.requantized_name: the copy of t is ``t_int16``,
+``t_int8`` or ``t_uint8``), which a TFLite QUANTIZE computes; readers of one type share one copy.
 
 Weights are stored as integers behind a DequantizeLinear (``weight_bits``, or the bits the recipe's layers table gives
 the node, edgeq.quantization.layer_precision; per output channel, symmetric, narrow range; axis 0 for
@@ -39,10 +42,12 @@ from edgeq.quantization.plan import (
     Exclusions,
     QuantPlan,
     assign_encodings,
+    data_inputs,
     is_constant,
     plan_quantization,
+    requantized_name,
 )
-from edgeq.quantization.qparams import Encoding, QType, quantize_linear_layer, weight_scales
+from edgeq.quantization.qparams import ACTIVATION_TYPES, Encoding, QType, quantize_linear_layer, weight_scales
 
 
 def activation_scale_name(tensor: str) -> str:
@@ -142,18 +147,47 @@ class InsertQDQPass(ir.passes.InPlacePass):
                 None,
             )
             constant.replace_all_uses_with(dq)
+        planned = {v.name for v in self.plan.tensors}
+        other_reads = [  # (reader, input index, tensor) before the pairs rename the tensors
+            (node, index, value.name)
+            for node in self.plan.quantized
+            for index, value in enumerate(node.inputs)
+            if value in data_inputs(node)
+            and value.name in planned
+            and self.plan.reads_other_type(node, value)
+        ]
         for value in self.plan.tensors:
             self._insert_pair(graph, value, self.encodings[value.name])
+        copies: dict[str, ir.Value] = {}
+        for node, index, name in other_reads:
+            copy = self._copy_name(node, name)
+            if copy not in copies:
+                copies[copy] = self._requantized(graph, node.inputs[index], copy, self.encodings[copy])
+            node.replace_input_with(index, copies[copy])
         graph.sort()
         common_passes.RemoveUnusedNodesPass()(model)
         return self.result
 
     def _bits(self, node: ir.Node) -> int:
-        """The bits of NODE's weights, recorded for the report."""
+        """The bits of NODE's weights, recorded for the report (with "int16" for an int16 node)."""
         bits = self.result.weight_bits[node.name] = self.layer_precisions.weight_bits(node, self.weight_bits)
         if self.layer_precisions.of(node) is not None:
-            self.result.layer_precisions[node.name] = f"int{bits}"
+            int16 = node.name in self.plan.int16_nodes
+            self.result.layer_precisions[node.name] = "int16" if int16 else f"int{bits}"
         return bits
+
+    def _copy_name(self, node: ir.Node, name: str) -> str:
+        """The requantized copy of tensor NAME that NODE reads: int16 for an int16 node, else the 8-bit one
+        (assign_encodings made its encoding)."""
+        types = ("int16",) if node.name in self.plan.int16_nodes else ("int8", "uint8")
+        return next(c for t in types if (c := requantized_name(name, ACTIVATION_TYPES[t])) in self.encodings)
+
+    def _input_encoding(self, node: ir.Node) -> Encoding:
+        """The encoding of the activation NODE's weights multiply: its own pair's, or its requantized copy's."""
+        value = node.inputs[0]
+        if self.plan.reads_other_type(node, value):
+            return self.encodings[self._copy_name(node, value.name)]
+        return self.encodings[value.name]
 
     def _layer_weights(self, node: ir.Node) -> tuple[np.ndarray, np.ndarray | None, int, int]:
         """Weights, bias, channel axis and bias-channel repeat of a Conv/ConvTranspose/Gemm/MatMul."""
@@ -187,7 +221,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
 
     def _quantize_layer(self, graph: ir.Graph, node: ir.Node) -> None:
         w, b, axis, repeat = self._layer_weights(node)
-        input_scale = self.encodings[node.inputs[0].name].scale
+        input_scale = self._input_encoding(node).scale
         bits = self._bits(node)
         key = (node.name, axis, bits, self.per_channel, self.weight_range)
         if key not in self.scale_cache:
@@ -230,8 +264,8 @@ class InsertQDQPass(ir.passes.InPlacePass):
             )
 
     @staticmethod
-    def _insert_pair(graph: ir.Graph, value: ir.Value, encoding: Encoding) -> None:
-        name = value.name
+    def _pair(graph: ir.Graph, value: ir.Value, encoding: Encoding, name: str) -> tuple[ir.Node, ir.Value]:
+        """A Q/DQ pair named after NAME on VALUE (added to GRAPH): the QuantizeLinear and the dequantized value."""
         scale = constant_initializer(graph, activation_scale_name(name), np.asarray(encoding.scale, np.float32))
         zero_point = constant_initializer(
             graph, f"{name}_zero_point", np.asarray(encoding.zero_point, encoding.qtype.dtype)
@@ -246,6 +280,18 @@ class InsertQDQPass(ir.passes.InPlacePass):
         dequantized = dequantize.outputs[0]
         dequantized.dtype = ir.DataType.FLOAT
         dequantized.shape = value.shape
+        graph.extend([quantize, dequantize])
+        return quantize, dequantized
+
+    def _requantized(self, graph: ir.Graph, value: ir.Value, name: str, encoding: Encoding) -> ir.Value:
+        """The copy NAME of dequantized VALUE in ENCODING's type (its readers are rewired by the caller)."""
+        _, dequantized = self._pair(graph, value, encoding, name)
+        dequantized.name = name
+        return dequantized
+
+    def _insert_pair(self, graph: ir.Graph, value: ir.Value, encoding: Encoding) -> None:
+        name = value.name
+        quantize, dequantized = self._pair(graph, value, encoding, name)
         for consumer, index in list(value.uses()):
             if consumer is not quantize:
                 consumer.replace_input_with(index, dequantized)
@@ -258,7 +304,6 @@ class InsertQDQPass(ir.passes.InPlacePass):
             for i, out in enumerate(outputs):
                 if out is value:
                     outputs[i] = dequantized
-        graph.extend([quantize, dequantize])
 
 
 def placeholder_qdq(

@@ -121,9 +121,11 @@ RECIPE_FLAGS = [
         {
             "multiple": True,
             "callback": lambda ctx, param, texts: _checked(param, texts, parse_layer),
-            "help": "Per-layer precision PATTERN=float|int8|int4, PATTERN as for --exclude (node names as edgeq "
-            "inspect lists them): int8/int4 give that node's weights 8/4 bits whatever --weight-bits says, float "
-            "keeps it float. Repeat for several; the first matching one wins; replaces the recipe's layers table.",
+            "help": "Per-layer precision PATTERN=float|int8|int4|int16, PATTERN as for --exclude (node names as "
+            "edgeq inspect lists them): int8/int4 give that node's weights 8/4 bits whatever --weight-bits says, "
+            "float keeps it float, int16 makes it compute with int16 activations and int8 weights (16x8) in an "
+            "8-bit model (its inputs and output int16, a requantization where it meets 8-bit nodes). Repeat for "
+            "several; the first matching one wins; replaces the recipe's layers table.",
         },
     ),
     (

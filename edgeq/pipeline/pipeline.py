@@ -151,7 +151,9 @@ class Pipeline:
             Stage(
                 "preprocess",
                 PreprocessPass(
-                    self.recipe.input_shapes, data.sample_shapes(), int16=self.recipe.activation_type == "int16"
+                    self.recipe.input_shapes,
+                    data.sample_shapes(),
+                    int16=self.recipe.activation_type == "int16" or self.recipe.int16_layers,
                 ),
             ),
             *_optional("float", context),
@@ -179,7 +181,8 @@ class Pipeline:
         if (mode or self.recipe.mode) == "dynamic":
             return self._dynamic(calibrated, gemm_pair_limit)
         qtype = ACTIVATION_TYPES[activation_type or self.recipe.activation_type]
-        if qtype.name == "int16" and default_opset(calibrated.model) < INT16_QDQ_OPSET:
+        int16 = qtype.name == "int16" or self.recipe.int16_layers
+        if int16 and default_opset(calibrated.model) < INT16_QDQ_OPSET:
             raise RecipeError("int16 activations need a recipe that asks for them (the model is raised to opset 21)")
         placement = onnxruntime_placement(calibrated.model.graph) if onnxruntime else None
         quantize = QuantizeStage(

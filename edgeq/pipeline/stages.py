@@ -147,6 +147,8 @@ class QuantizeStage(ir.passes.FunctionalPass):
         model = clone_model(self.float_model)
         recipe = self.recipe
         plan, self.float_outputs = placed_plan(model.graph, Exclusions.of(recipe), self.placement)
+        if self.qtype.name == "int16":
+            plan.drop_int16_layers()
         if self.ranges is None:  # the same plan every build: range search's rebuilds only scale the ranges
             self.ranges = self._ranges(plan, model.graph)
         encodings = assign_encodings(plan, self.ranges, self.qtype, range_factors)
@@ -196,6 +198,7 @@ class QuantizeStage(ir.passes.FunctionalPass):
             "fused_activations": len(plan.fused_activation),
             "float_nodes": plan.float_nodes,
             "quantized_tensors": len(plan.tensors),
+            **({"int16_tensors": self.int16_tensors()} if plan.int16_nodes else {}),
             "ranges_by_reader_error": self.range_choices,
             **({"float_outputs": self.float_outputs} if self.placement.float_unread_outputs else {}),
             "encodings": {
@@ -205,6 +208,11 @@ class QuantizeStage(ir.passes.FunctionalPass):
             **self._precision_report(),
         }
 
+    def int16_tensors(self) -> list[str]:
+        """The tensors of the QDQ model whose Q/DQ pair is int16 in a model of 8-bit activations (layers int16):
+        the int16 nodes' own tensors and the requantized copies they read."""
+        return [name for name, e in self.result.encodings.items() if e.qtype.name == "int16"]
+
     def _precision_report(self) -> dict:
         """``layer_precisions``: what the layers table did to each node it matched (kept float, or the weights'
         bits); ``int4_storage``: how 4-bit weights are stored, "int8" containers in this interchange model (the
@@ -212,7 +220,11 @@ class QuantizeStage(ir.passes.FunctionalPass):
         result, report = self.result, {}
         if self.recipe.layers:
             floated = {name: "float" for name, why in result.plan.float_nodes.items() if why == FLOAT_REASON}
-            report["layer_precisions"] = floated | result.layer_precisions
+            table = LayerPrecisions(self.recipe.layers)  # int16 nodes without weights (pools, Adds) too
+            int16 = {
+                n.name: "int16" for n in result.plan.quantized if n.name in result.plan.int16_nodes and table.int16(n)
+            }
+            report["layer_precisions"] = floated | int16 | result.layer_precisions
         if 4 in result.weight_bits.values():
             report["int4_storage"] = "int8"
         return report

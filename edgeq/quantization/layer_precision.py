@@ -13,8 +13,15 @@ graph (the names `edgeq inspect` and the report list). The first key that matche
     float   the node stays float, as if excluded (the report's float_nodes says "layers: float")
     int8    its weights get 8 bits, whatever the recipe's weight_bits says
     int4    its weights get 4 bits (narrow range, [-7, 7])
+    int16   it computes with int16 activations and 8-bit weights (TFLite's 16x8 kernels) in an 8-bit model
 
-Activations keep the recipe's activation type. A node no key matches follows ``weight_bits`` and ``exclude``; an
+Activations keep the recipe's activation type, except at an int16 node: its data inputs are read as int16 and its
+output (after a fused Relu/Clip) is int16. A tensor has one home type, that of the node that writes it (a graph
+input: int16 if only int16 nodes read it); a reader of the other type reads a requantized copy,
+``x -> Q -> DQ -> Q' -> DQ' -> reader`` (edgeq.quantization.plan.requantized_name; a TFLite QUANTIZE int8 <-> int16).
+Both types of a tensor take their encoding from the same calibrated range, so an int8 input of an int16 node is no
+finer than 8 bits: make its writer int16 too to carry the range further. With activation_type int16 it changes
+nothing. A node no key matches follows ``weight_bits`` and ``exclude``; an
 ``exclude`` pattern keeps a node float whatever the table says.
 """
 
@@ -24,8 +31,9 @@ import re
 
 import onnx_ir as ir
 
-LAYER_PRECISIONS = ("float", "int8", "int4")
-PRECISION_BITS = {"int8": 8, "int4": 4}
+LAYER_PRECISIONS = ("float", "int8", "int4", "int16")
+PRECISION_BITS = {"int8": 8, "int4": 4, "int16": 8}  # the weights' bits (int16: 16x8, int8 weights)
+INT16 = "int16"  # the precision that changes a node's activations
 FLOAT_REASON = "layers: float"  # why the plan keeps a node the table makes float
 
 
@@ -58,6 +66,10 @@ class LayerPrecisions:
 
     def weight_bits(self, node: ir.Node, default: int) -> int:
         return PRECISION_BITS.get(self.of(node), default)
+
+    def int16(self, node: ir.Node) -> bool:
+        """Whether NODE computes with int16 activations."""
+        return self.of(node) == INT16
 
     def matched(self, graph: ir.Graph) -> dict[str, str]:
         """Node name -> precision, for every node of GRAPH a key matches (graph order)."""

@@ -75,12 +75,15 @@ def placed_plan(graph: ir.Graph, exclude: Exclusions, placement: Placement) -> t
 def plan_rows(graph: ir.Graph, plan: QuantPlan) -> list[dict]:
     """What PLAN does with each node of GRAPH, in graph order: ``{"node", "op", "outcome", "reason"}``, outcome
     "quantized", "float" or "integer" (a node that computes no float tensor, such as shape arithmetic, is left
-    as it is); a fused Relu/Clip names its layer, a float node says why."""
+    as it is); a fused Relu/Clip names its layer, a float node says why; a node computing with int16 activations
+    in an 8-bit model (layers int16) has ``"activations": "int16"``."""
     quantized = {id(node) for node in plan.quantized}
     fused = {id(act): anchor for anchor, act in plan.fused_activation.items()}
     rows = []
     for node in graph:
         row = {"node": node.name, "op": node.op_type, "outcome": "quantized"}
+        if node.name in plan.int16_nodes:
+            row["activations"] = "int16"
         if id(node) in fused:
             row["reason"] = f"fused into {fused[id(node)]}"
         elif id(node) in quantized:

@@ -28,6 +28,10 @@ Rules (docs/quantization-conventions.md §7-§9):
   difference below about -32 (its diff_min, 5 integer bits) weight 0 anyway. Attention masks (-10^4 after
   passes.bound_attention_mask) then saturate at the bottom of the range instead of setting its scale.
 * Every float tensor that is a data input or an output of a quantized node gets one Q/DQ pair.
+* A node the layers table makes "int16" (and a Relu/Clip fused into it) computes with int16 activations in an
+  8-bit model (edgeq.quantization.layer_precision). A tensor's Q/DQ pair has the type of the node that writes it
+  (a graph input: int16 if only int16 nodes read it); a node of the other type reads it through a second pair of
+  its own type, ``requantized_name(t, type)``, whose encoding comes from the same group range in that type.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import ModelError, unsupported
+from edgeq.errors import ModelError, RecipeError, unsupported
 from edgeq.quantization.integer_sources import is_integer_source
 from edgeq.quantization.layer_precision import FLOAT_REASON, LayerPrecisions, NodePattern
 from edgeq.quantization.qparams import (
@@ -201,6 +205,8 @@ class QuantPlan:
     range_free: set[str] = field(default_factory=set)  # group members whose range does not widen the group
     softmax_inputs: set[str] = field(default_factory=set)  # tensors read by a Softmax (their span is bounded)
     int8_constants: set[str] = field(default_factory=set)  # 8-bit whatever the activation type (PRelu slopes)
+    int16_nodes: set[str] = field(default_factory=set)  # nodes computing with int16 activations (layers int16)
+    int16_tensors: set[str] = field(default_factory=set)  # activations and constants whose own pair is int16
     _parent: dict[str, str] = field(default_factory=dict)
 
     def group_of(self, name: str) -> str:
@@ -220,6 +226,25 @@ class QuantPlan:
         for v in [*self.tensors, *self.constants]:
             out.setdefault(self.group_of(v.name), []).append(v.name)
         return out
+
+    def reads_other_type(self, node: ir.Node, value: ir.Value) -> bool:
+        """Whether quantized NODE reads planned tensor VALUE through a requantized pair (their types differ)."""
+        return (node.name in self.int16_nodes) != (value.name in self.int16_tensors)
+
+    def requantized_tensors(self) -> dict[str, bool]:
+        """Tensor name -> whether its requantized copy is int16, for every planned tensor a node of the other type
+        reads."""
+        planned = {v.name for v in self.tensors}
+        return {
+            v.name: node.name in self.int16_nodes
+            for node in self.quantized
+            for v in data_inputs(node)
+            if v.name in planned and self.reads_other_type(node, v)
+        }
+
+    def drop_int16_layers(self) -> None:
+        """One activation type for the whole model (activation_type int16 already is what int16 layers ask)."""
+        self.int16_nodes, self.int16_tensors = set(), set()
 
     def calibration_tensors(self) -> list[str]:
         """Activation tensors whose ranges calibration must measure."""
@@ -330,6 +355,7 @@ def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> Qua
             quantized_values.add(id(value))
 
     pre_activation: set[int] = set()
+    fused_anchor: dict[int, str] = {}  # id of a fused Relu/Clip -> its anchor's name
     for node in graph:
         op = node.op_type
         float_out = any(is_float(v) for v in node.outputs)
@@ -353,12 +379,17 @@ def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> Qua
             plan.float_nodes[node.name] = f"{op} has no activation input"
             continue
         plan.quantized.append(node)
+        anchor = fused_anchor.get(id(node))
+        # a fused Relu/Clip computes in its anchor's type
+        if anchor in plan.int16_nodes or (anchor is None and exclude.layers.int16(node)):
+            plan.int16_nodes.add(node.name)
         for v in inputs:
             if id(v) not in pre_activation:
                 quantized_values.add(id(v))
         act = _fused_activation(node, exclude)
         if act is not None:
             plan.fused_activation[node.name] = act
+            fused_anchor[id(act)] = node.name
             pre_activation.add(id(node.outputs[0]))
         for v in node.outputs:
             if is_float(v) and id(v) not in pre_activation:
@@ -385,7 +416,38 @@ def plan_quantization(graph: ir.Graph, exclude: Exclusions | None = None) -> Qua
         if id(value) in quantized_values and id(value) not in seen:
             seen.add(id(value))
             plan.tensors.append(value)
+    if plan.int16_nodes:
+        plan.int16_tensors = _int16_tensors(plan)
     return plan
+
+
+def _int16_tensors(plan: QuantPlan) -> set[str]:
+    """The planned tensors and constants whose own Q/DQ pair is int16: those an int16 node writes, and graph
+    inputs and constants that only int16 nodes read. A constant operand has no requantized copy (TFLite stores
+    it in its reader's type): one read by int16 and 8-bit nodes is refused."""
+    quantized = {id(node): node.name in plan.int16_nodes for node in plan.quantized}
+    int16 = set()
+    for value in [*plan.tensors, *plan.constants]:
+        writer = value.producer()
+        if writer is not None and id(writer) in quantized:
+            if quantized[id(writer)]:
+                int16.add(value.name)
+            continue
+        readers = {use.node.name: quantized[id(use.node)] for use in value.uses() if id(use.node) in quantized}
+        if readers and all(readers.values()):
+            int16.add(value.name)
+        elif any(readers.values()) and is_constant(value):
+            names = sorted(readers, key=readers.get)
+            raise RecipeError(
+                f"layers int16: constant {value.name} is read by int16 node {names[-1]} and 8-bit node {names[0]}: "
+                "give them one precision"
+            )
+    return int16
+
+
+def requantized_name(name: str, qtype: QType) -> str:
+    """The name of tensor NAME's requantized copy in QTYPE, the one the nodes of that type read."""
+    return f"{name}_{qtype.name}"
 
 
 def assign_encodings(
@@ -399,11 +461,14 @@ def assign_encodings(
     that of its finite values, as calibration observes activations (a -inf attention mask must not make the scale
     infinite)."""
     constant_ranges = {c.name: finite_range(c.const_value.numpy()) for c in plan.constants}
+    int16 = ACTIVATION_TYPES["int16"]
+    requantized = plan.requantized_tensors()
     encodings: dict[str, Encoding] = {}
     for members in plan.groups().values():
         fixed_ops = [plan.fixed_output[m] for m in members if m in plan.fixed_output]
         if fixed_ops:
-            encoding = fixed_output_encoding(fixed_ops[0], qtype)
+            def in_type(group_type: QType, op=fixed_ops[0]) -> Encoding:
+                return fixed_output_encoding(op, group_type)
         else:
             widening = [m for m in members if m not in plan.range_free]
             member_ranges = [ranges[m] if m in ranges else constant_ranges[m] for m in widening]
@@ -411,10 +476,18 @@ def assign_encodings(
             lo, hi = factor * min(r[0] for r in member_ranges), factor * max(r[1] for r in member_ranges)
             if plan.softmax_inputs.intersection(members):
                 lo = max(lo, hi - SOFTMAX_INPUT_SPAN)
-            eight_bit = qtype.name == "int16" and all(m in plan.int8_constants for m in members)
-            encoding = activation_encoding(lo, hi, ACTIVATION_TYPES["int8"] if eight_bit else qtype)
+            eight_bit = all(m in plan.int8_constants for m in members)
+
+            def in_type(group_type: QType, lo=lo, hi=hi, eight_bit=eight_bit) -> Encoding:
+                slope = eight_bit and group_type.name == "int16"  # PRelu slopes stay 8-bit (plan.int8_constants)
+                return activation_encoding(lo, hi, ACTIVATION_TYPES["int8"] if slope else group_type)
+        by_type = {qtype.name: in_type(qtype)}
         for m in members:
-            encodings[m] = encoding
+            own = int16 if m in plan.int16_tensors else qtype
+            encodings[m] = by_type.setdefault(own.name, in_type(own))
+            if m in requantized:
+                other = int16 if requantized[m] else qtype
+                encodings[requantized_name(m, other)] = by_type.setdefault(other.name, in_type(other))
     return encodings
 
 

@@ -11,7 +11,8 @@ A recipe file is a TOML table of the same names as the CLI options (underscores 
     percentile = 99.99
     exclude = ["head/.*", "Softmax"]
     layers = { "conv_12" = "int4", "Conv" = "int8", "head/.*" = "float" }  # per node: float | int8 | int4 weights
-                                    # (first matching key wins; edgeq.quantization.layer_precision)
+                                    # | int16 (activations, 16x8) (first matching key wins;
+                                    # edgeq.quantization.layer_precision)
     passes = ["equalize"]           # optional passes: equalize, range-search, adaround, bias-correction (pipeline order)
     bias_correction = "empirical"   # empirical | analytic (data-free, from BatchNorm statistics)
     equalize_clip = "exact"         # Relu6 between equalized layers: exact | to-relu | keep (see passes/equalize.py)
@@ -148,6 +149,11 @@ class Recipe:
             raise RecipeError("mode dynamic quantizes activations to uint8 at run time: it takes no int16 activations")
         if self.weight_bits != 8:
             raise RecipeError("mode dynamic takes 8-bit weights (MatMulInteger), not weight_bits 4")
+        int16 = [key for key, precision in self.layers.items() if precision == "int16"]
+        if int16:
+            raise RecipeError(
+                f"mode dynamic quantizes activations to uint8 at run time, not layers {int16[0]!r} = int16"
+            )
         four_bit = [key for key, precision in self.layers.items() if precision == "int4"]
         if four_bit:
             raise RecipeError(f"mode dynamic takes 8-bit weights (MatMulInteger), not layers {four_bit[0]!r} = int4")
@@ -168,6 +174,11 @@ class Recipe:
             wanted, description = _SCALAR_KINDS[kind]
             if not isinstance(value, wanted) or (isinstance(value, bool) and kind != "bool"):
                 raise RecipeError(f"{option.name} must be {description}, not {value!r}")
+
+    @property
+    def int16_layers(self) -> bool:
+        """Whether some layers compute with int16 activations (the QDQ model then needs opset 21)."""
+        return self.activation_type != "int16" and "int16" in self.layers.values()
 
     @property
     def widest_weight_bits(self) -> int:

@@ -60,7 +60,7 @@ def _may_be_dynamic(recipe: Recipe) -> bool:
         recipe.mode == "auto"
         and recipe.activation_type == "auto"
         and recipe.weight_bits == 8
-        and "int4" not in recipe.layers.values()
+        and not {"int4", "int16"} & set(recipe.layers.values())
         and not set(recipe.passes) & set(STATIC_ONLY_PASSES)
     )
 

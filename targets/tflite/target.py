@@ -189,8 +189,12 @@ class TfliteTarget(Target):
     def summary(self, report: dict) -> str:
         inputs = ", ".join(f"{i['name']} {i['dtype']} {i['shape']} {i['layout']}" for i in report["inputs"])
         coverage = report["coverage"]
-        integer = "int16" if coverage.get("int16") else "int8"
-        line = f"input {inputs}; {coverage.get(integer, 0)} of {coverage['nodes']} nodes {integer}; "
+        if coverage.get("int8") and coverage.get("int16"):  # int16 layers in an 8-bit model
+            counts = f"{coverage['int8']} int8 and {coverage['int16']} int16 of {coverage['nodes']} nodes"
+        else:
+            integer = "int16" if coverage.get("int16") else "int8"
+            counts = f"{coverage.get(integer, 0)} of {coverage['nodes']} nodes {integer}"
+        line = f"input {inputs}; {counts}; "
         if coverage.get("float_island_ops"):
             ops = ", ".join(f"{op} x{n}" for op, n in coverage["float_island_ops"].items())
             line += f"{coverage['float-island']} in float32 islands ({ops}); "

@@ -23,6 +23,10 @@ tensors so the nodes after it are tried too), which is how the one-line error co
 ``precision="float"`` lowers the same graph with float32 tensors and the dequantized weights, for speed
 comparisons; ``io`` chooses the model's input/output type: int8 (what MCUs want), uint8 (QUANTIZE requantizes at
 the edges) or float (QUANTIZE/DEQUANTIZE at the edges).
+
+A model with int16 layers in 8-bit activations (the layers table's "int16") lowers each node in its own type
+(context.py) and each requantized pair between the types as a QUANTIZE (edges.requantize); an int16 node whose
+operators have no verified 16x8 kernel is refused, not made a float island: the table asked for int16 there.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from edgeq.targets.tflite.lower.context import (
     static_shape,
 )
 from edgeq.targets.tflite.lower.coverage import NodeCoverage
-from edgeq.targets.tflite.lower.edges import graph_input, graph_output, record_layouts
+from edgeq.targets.tflite.lower.edges import graph_input, graph_output, record_layouts, requantize
 from edgeq.targets.tflite.lower.island import ISLAND_CODES, lower_island
 from edgeq.targets.tflite.lower.registry import lowering_for
 from edgeq.tflite_format.graph import Graph
@@ -103,6 +107,8 @@ def _lower_or_island(ctx: LoweringContext, node: ir.Node) -> tuple[str, str | No
     except UnsupportedError as refusal:
         if ctx.float or refusal.code not in ISLAND_CODES:
             raise
+        if ctx.mixed and ctx.integer == np.int16:  # the layers table asked for int16 here: no island instead
+            raise unsupported(node, f"layers int16: {refusal.reason} (give it int8)", refusal.code) from None
         int8_refusal = refusal
     ctx.rollback(start)
     try:
@@ -156,12 +162,14 @@ def lower(
     input_layouts = [edge(graph_input, v) for v in ctx.onnx.inputs]
     for node in ctx.onnx:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            _check_qdq(ctx, node)
+            if node.op_type == "DequantizeLinear" or not requantize(ctx, node):
+                _check_qdq(ctx, node)
         elif id(node) in ctx.fused:
             into = ctx.fused[id(node)]
             coverage.append(NodeCoverage(node.name, node.op_type, outcomes[into], reason=f"fused into {into}"))
         else:
             start = ctx.checkpoint()
+            ctx.use_type_of(node)
             try:
                 outcomes[node.name], reason = _lower_or_island(ctx, node)
                 coverage.append(NodeCoverage(node.name, node.op_type, outcomes[node.name], reason=reason))

@@ -3,8 +3,10 @@
 A QDQ model quantizes every activation as ``x_float -> QuantizeLinear -> x_q -> DequantizeLinear -> x``. The
 lowering maps each such pair to one integer TFLite tensor with the Q's encoding (scale, zero point; a uint8 Q is
 the same grid as int8 with the zero point shifted by -128), and each compute node between pairs to TFLite
-operators. The integer type is the model's: int8 (int8 or uint8 Qs) or int16 (int16 Qs: TFLite's 16x8 kernels,
-int16 activations with int8 weights; ``ctx.integer``); a model that mixes them is refused.
+operators. The integer type is the node's: int8 (int8 or uint8 Qs) or int16 (int16 Qs: TFLite's 16x8 kernels,
+int16 activations with int8 weights; ``ctx.integer``, set by ``use_type_of`` before each node). A model may mix
+them (the layers table's "int16": ``ctx.mixed``); every activation a node reads and writes then has its type, and
+a requantized pair between the types becomes a QUANTIZE (edges.requantize).
 
 * :meth:`LoweringContext.activation` is the tensor of a node's activation input (the output of a Q/DQ pair);
 * :meth:`LoweringContext.constant` is (integers, scales, zero points) of a constant behind a DequantizeLinear;
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import RecipeError, UnsupportedError, unsupported
+from edgeq.errors import RecipeError, unsupported
 from edgeq.quantization.plan import activation_bounds
 from edgeq.quantization.qparams import ACTIVATION_TYPES
 from edgeq.targets.tflite.builtins import Builtin
@@ -68,12 +70,14 @@ def moves_data(shape: tuple[int, ...], perm) -> bool:
     return kept != sorted(kept)
 
 
-def _int16_activations(graph: ir.Graph) -> bool:
-    """Whether GRAPH's activation QuantizeLinears are int16; a graph that mixes int16 with 8-bit ones is refused."""
+INT16, INT8 = ACTIVATION_TYPES["int16"], ACTIVATION_TYPES["int8"]
+
+
+def _activation_types(graph: ir.Graph) -> set[str]:
+    """The integer types of GRAPH's activation QuantizeLinears: "int16", "int8" (int8 and uint8 Qs), or both."""
     types = {node.outputs[0].dtype for node in graph if node.op_type == "QuantizeLinear"}
-    if ir.DataType.INT16 in types and types & {ir.DataType.INT8, ir.DataType.UINT8}:
-        raise UnsupportedError("the TFLite target takes int16 or 8-bit activations in one model, not both")
-    return ir.DataType.INT16 in types
+    found = {"int16"} if ir.DataType.INT16 in types else set()
+    return found | {"int8"} if types - {ir.DataType.INT16} else found
 
 
 class LoweringContext:
@@ -87,9 +91,13 @@ class LoweringContext:
         self.onnx = model.graph
         self.float = precision == "float"
         self.io = "float" if self.float else io
-        self.qtype = ACTIVATION_TYPES["int16" if _int16_activations(model.graph) else "int8"]
-        self.integer = self.qtype.dtype  # the dtype of every quantized activation tensor
-        self.graph = Graph(description=f"edgeq {'float' if self.float else self.qtype.name} (NHWC)")
+        types = _activation_types(model.graph)
+        self.mixed = len(types) == 2  # int16 layers in an 8-bit model
+        self.base = INT8 if "int8" in types or not types else INT16  # the type of a node with no activation
+        self.qtype = self.base
+        self.integer = self.qtype.dtype  # the dtype of the current node's quantized activation tensors
+        name = "float" if self.float else "int8+int16" if self.mixed else self.qtype.name
+        self.graph = Graph(description=f"edgeq {name} (NHWC)")
         self.values: dict[int, Activation] = {}  # id(ir.Value) of a Q output -> its TFLite tensor
         self.ops: dict[str, int] = {}
         self.fused: dict[int, str] = {}  # id of a Relu/Clip folded into the op before it -> that op's name
@@ -98,6 +106,32 @@ class LoweringContext:
         self.in_island = False
         self.dequantized: dict[int, int] = {}
         self.float_values: dict[int, Activation] = {}  # id(ir.Value) -> its float32 tensor
+
+    def use_type(self, int16: bool) -> None:
+        """The integer type of the tensors the next node reads and writes."""
+        self.qtype = INT16 if int16 else INT8
+        self.integer = self.qtype.dtype
+
+    def use_type_of(self, node: ir.Node) -> None:
+        """NODE's integer type: int16 where an activation it reads or writes (through a fused Relu/Clip) is int16,
+        else the model's."""
+        if not self.mixed:
+            return
+        dqs = [dq for v in node.inputs if (dq := self._dequantize_of(v)) is not None]
+        reads = [self.values[id(dq.inputs[0])] for dq in dqs]
+        outputs = [v for v in node.outputs if v is not None]
+        after = [u for v in outputs for u, _ in v.uses() if u.op_type in ("Relu", "Clip")]
+        writes = [u for v in [*outputs, *(a.outputs[0] for a in after)] for u, _ in v.uses()]
+        self.use_type(
+            any(self.graph.tensors[act.index].dtype == np.int16 for act in reads)
+            or any(u.op_type == "QuantizeLinear" and u.outputs[0].dtype == ir.DataType.INT16 for u in writes)
+        )
+
+    def _dequantize_of(self, value: ir.Value | None) -> ir.Node | None:
+        """The DequantizeLinear of a lowered activation that VALUE is, or None."""
+        dq = self.producer(value)
+        ok = dq is not None and dq.op_type == "DequantizeLinear" and id(dq.inputs[0]) in self.values
+        return dq if ok else None
 
     def checkpoint(self) -> tuple:
         """What undoing a refused node needs: a lowering may add tensors and operators before it refuses."""
@@ -163,8 +197,9 @@ class LoweringContext:
         if dtype == ir.DataType.UINT8 and self.qtype.name == "int8":
             zero_point -= 128  # the same grid shifted: TFLite int8 kernels
         elif dtype != self.qtype.ir_dtype:
+            where = "this node" if self.mixed else "this model"
             raise unsupported(
-                q_node, f"the TFLite target needs all activations {self.qtype.name} in this model, got {dtype}", "dtype"
+                q_node, f"the TFLite target needs all activations {self.qtype.name} in {where}, got {dtype}", "dtype"
             )
         return np.float32(scale), zero_point
 
@@ -177,7 +212,11 @@ class LoweringContext:
         if dq is None or dq.op_type != "DequantizeLinear" or id(dq.inputs[0]) not in self.values:
             raise unsupported(node, f"reads {value.name}, which is not quantized", "not-quantized")
         act = self.values[id(dq.inputs[0])]
-        return self._dequantize(act) if self.in_island else act
+        if self.in_island:
+            return self._dequantize(act)
+        if not self.float and self.graph.tensors[act.index].dtype != self.integer:  # mixed: one type per node
+            raise unsupported(node, f"reads {value.name} in another type than {self.qtype.name}", "dtype")
+        return act
 
     def _dequantize(self, act: Activation) -> Activation:
         """The float32 DEQUANTIZE of int8 tensor ACT, emitted once however many islands read it."""

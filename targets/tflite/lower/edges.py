@@ -108,6 +108,8 @@ def graph_input(ctx: LoweringContext, value: ir.Value) -> str:
     perm = _input_layout(q_node, len(shape))
     tfl_shape = tuple(shape[p] for p in perm)
     signature = tuple(-1 if not isinstance(value.shape[p], int) else shape[p] for p in perm)
+    if ctx.mixed:  # an input only int16 layers read is int16 (edgeq.quantization.plan)
+        ctx.use_type(q_node.outputs[0].dtype == ir.DataType.INT16)
     encoding = ctx.q_encoding(q_node)
     if ctx.io == "uint8" and ctx.integer != np.int8:
         raise RecipeError("--io uint8 is for models with 8-bit activations; use int8 (the model's int16) or float")
@@ -153,7 +155,8 @@ def graph_output(ctx: LoweringContext, value: ir.Value) -> str:
             source.name = f"{value.name}_as_computed"
         act = relayout(ctx, act, shape, to_perm, value.name)
     if act.index in ctx.graph.inputs or act.index in ctx.graph.outputs:  # the tensor is already an edge: copy
-        copy = ctx.tensor(value.name, ctx.graph.tensors[act.index].shape, ctx.integer, ctx.encoding_of(act.index))
+        source = ctx.graph.tensors[act.index]
+        copy = ctx.tensor(value.name, source.shape, source.dtype, ctx.encoding_of(act.index))
         reshape(ctx, act.index, copy, ctx.graph.tensors[act.index].shape, value.name)
         act = Activation(copy, act.perm)
     internal = ctx.graph.tensors[act.index]
@@ -168,6 +171,34 @@ def graph_output(ctx: LoweringContext, value: ir.Value) -> str:
         ctx.add_op(DEQUANTIZE if ctx.io == "float" else QUANTIZE, [act.index], [index])
     ctx.graph.outputs.append(index)
     return _layout_name(act.perm)
+
+
+def requantize(ctx: LoweringContext, q_node: ir.Node) -> bool:
+    """Lower Q_NODE if it requantizes a lowered activation into the other integer type (a boundary of the layers
+    table's "int16", ``x -> Q -> DQ -> Q_NODE``): one QUANTIZE int8 -> int16 or int16 -> int8 (a uint8 Q is the
+    int8 grid), q' = clamp(MultiplyByQuantizedMultiplier(q - zp, S / S') + zp') (edgeq/reference/quantize.py).
+    False for any other QuantizeLinear."""
+    dq = ctx.producer(q_node.inputs[0])
+    if dq is None or dq.op_type != "DequantizeLinear" or id(dq.inputs[0]) not in ctx.values:
+        return False
+    source = ctx.values[id(dq.inputs[0])]
+    int16 = q_node.outputs[0].dtype == ir.DataType.INT16
+    from_int16 = dq.inputs[0].dtype == ir.DataType.INT16
+    if int16 == from_int16:
+        return False
+    if ctx.float:  # the float .tflite: both pairs are the same float32 tensor
+        ctx.values[id(q_node.outputs[0])] = source
+        return True
+    ctx.use_type(int16)
+    index = ctx.tensor(
+        q_node.outputs[0].name.removesuffix("_quantized"),
+        ctx.graph.tensors[source.index].shape,
+        ctx.integer,
+        ctx.q_encoding(q_node),
+    )
+    ctx.add_op(QUANTIZE, [source.index], [index])
+    ctx.values[id(q_node.outputs[0])] = Activation(index, source.perm, source.column_order)
+    return True
 
 
 def record_layouts(ctx: LoweringContext, input_layouts: list[str], output_layouts: list[str]) -> None:
