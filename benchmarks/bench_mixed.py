@@ -8,7 +8,8 @@ onnxruntime's own quantizer, on MobileNetV2 and a corpus CNN; writes BENCHMARKS.
 Everything runs through edgeq's Python modules (edgeq.mixed) in one process: the per-layer sensitivity table
 (timed serially in process, whose onnxruntime uses every core, and as Ray tasks on a real local cluster of one and
 of two one-CPU worker nodes, tests/ray_cluster.py, and checked equal), the milp mix at the size of
-uniform int8 and at 0.7x it, the accuracy-aware mix for --max-drop 0.5 (top-1 agreement) starting from uniform
+uniform int8, at 0.85x and at 0.7x it (the smaller two also built with AdaRound, as `--passes adaround` builds
+a chosen mix), the accuracy-aware mix for --max-drop 0.5 (top-1 agreement) starting from uniform
 int4, and onnxruntime's quantize_static (uniform int8, per-channel, MinMax: benchmarks/ort_quantize.py), which
 has no mixed-precision or accuracy-aware search of its own (its nodes_to_exclude is a list the user writes).
 Sizes are the bytes of ONNX Runtime's model as written (4-bit weights packed as INT4); SQNR is the worst output's
@@ -33,6 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from ray_cluster import local_cluster  # noqa: E402
 
+import edgeq  # noqa: E402
 from benchmarks.bench_quantize import machine, mobilenet_photo_setup, replace_section  # noqa: E402
 from benchmarks.ort_quantize import ort_worker  # noqa: E402
 from edgeq.api.inputs import data_of  # noqa: E402
@@ -47,6 +49,7 @@ MARKER = "## Mixed precision"
 CORPUS = Path(os.environ.get("EDGEQ_CORPUS", REPO.parent / "shared" / "corpus"))
 CORPUS_CASE = "mlperf_streaming_wakeword"
 SENSITIVITY_SAMPLES = 64
+ADAROUND_FACTORS = (0.85, 0.7)  # budgets whose milp mix is built with AdaRound too (1-4 minutes each)
 CLUSTER_OBJECT_STORE_BYTES = 500_000_000  # per node; MobileNetV2: 60 MB shared, a 14 MB probe model per Hessian task
 
 
@@ -80,6 +83,20 @@ def counts(layers: dict[str, str], table) -> str:
     for precision in layers.values():
         mix[precision] = mix.get(precision, 0) + 1
     return ", ".join(f"{n} {p}" for p, n in sorted(mix.items()) if n)
+
+
+def adarounded(bench: Workbench, model: Path, calib: Path, layers: dict[str, str], label: str) -> dict:
+    """The mix LAYERS built as `edgeq quantize --passes ... adaround` builds a chosen mix (the search ranks mixes
+    rounded to nearest: edgeq.mixed.workbench), measured like the other rows."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = edgeq.quantize(
+            model, calib, output=Path(tmp) / "mix.onnx", activation_type="auto", layers=layers,
+            passes=[*bench.recipe.passes, "adaround"],
+        )  # fmt: skip
+        size = result.path.stat().st_size
+    outputs = run_model(result.model.SerializeToString(), bench.feeds)
+    return row(bench, label, size, outputs, f"the same layers; AdaRound {time.perf_counter() - start:.0f} s")
 
 
 def benchmark(name: str, model: Path, calib: Path, evaluation: Path, ray_timing: bool) -> dict:
@@ -116,6 +133,8 @@ def benchmark(name: str, model: Path, calib: Path, evaluation: Path, ray_timing:
             continue
         rows.append(row(bench, f"edgeq milp, budget {factor:.2f}x int8", chosen.measured.size,
                         chosen.measured.outputs, counts(chosen.layers, table)))  # fmt: skip
+        if factor in ADAROUND_FACTORS:
+            rows.append(adarounded(bench, model, calib, chosen.layers, f"edgeq milp, budget {factor:.2f}x int8, AdaRound"))
     int4_bench = Workbench.prepare(source, data, Recipe(activation_type="auto", weight_bits=4), eval_data,
                                    samples=eval_data.num_samples)  # fmt: skip
     int4_table = measure_sensitivity(int4_bench, rule.precisions, samples=SENSITIVITY_SAMPLES, address="serial")
@@ -153,7 +172,9 @@ def section(results: list[dict], seconds: float) -> list[str]:
         "ONNX Runtime's model (uint8 activations on x86, per-channel weights; 4-bit weights packed as INT4). Worst",
         "output SQNR and top-1 agreement with fp32 on the evaluation samples; sizes are the files' bytes. The milp",
         "mixes choose float, int8 or int4 per weighted layer from the per-layer sensitivity table",
-        f"({SENSITIVITY_SAMPLES} samples, docs/mixed-precision.md); the accuracy-aware mix starts from uniform int4",
+        f"({SENSITIVITY_SAMPLES} samples, docs/mixed-precision.md), ranking mixes rounded to nearest; the AdaRound rows",
+        "build the same mix as `edgeq quantize --budget ... --passes adaround` builds its chosen one (AdaRound",
+        "learns each layer's rounding: needs the torch extra). The accuracy-aware mix starts from uniform int4",
         "and reverts layers (int4 -> int8 -> float) in the table's order until the agreement drop is at most 0.5.",
         "",
     ]

@@ -130,3 +130,16 @@ def test_convert_for_tflite_keeps_every_layer_integer(tmp_path):
     chosen = result.report["mixed_precision"]["budget"]
     assert chosen["precisions"] == {"int8": 5, "int4": 0} and "float" not in chosen["layers"].values()
     assert (tmp_path / "mixed_sensitivity.png").exists() and result.report["recipe"]["layers"] == {}
+
+
+def test_the_search_builds_without_adaround_and_the_chosen_recipe_keeps_it():
+    """AdaRound is too slow for every build of a search: the mixes are ranked rounded to nearest, and the recipe
+    returned for the final build still asks for AdaRound."""
+    model = load_model(DIGITS)
+    recipe = Recipe(activation_type="auto", passes=["equalize", "adaround"])
+    bench = Workbench.prepare(model, data_of(DIGITS_CALIB, model), recipe, samples=16)
+    assert bench.recipe.passes == ["equalize"]
+    choice = edgeq_api.mixed.choose(
+        model, data_of(DIGITS_CALIB, model), recipe, budget=bench.build({}).size - 3000, ray_address="serial"
+    )
+    assert choice.recipe.passes == ["equalize", "adaround"] and choice.recipe.layers

@@ -7,6 +7,14 @@ the float model once on the measurement samples (the evaluation data, else the c
 precision) with the pipeline, from the same float model and calibration data, and measures it: the worst output
 SQNR against float on the samples, and the real size of ONNX Runtime's model (4-bit weights packed as INT4,
 passes.pack_int4, as `edgeq quantize` writes it).
+
+The searches measure many builds, so the workbench builds them without the passes in SEARCH_SKIPPED_PASSES:
+AdaRound learns every layer's rounding (MobileNetV2: 1-4 minutes a build), which a search of tens of builds cannot
+afford. It ranks mixes by their rounding-to-nearest builds, and the caller builds the chosen mix with the whole
+recipe, AdaRound included (edgeq.api.mixed.choose returns the user's recipe with the chosen layers). AdaRound is
+what makes 4-bit layers pay: MobileNetV2's milp mix at 0.7x uniform int8's size agreed with fp32 on 73.0% of
+the evaluation views rounded to nearest and on 82.4% with AdaRound (uniform int8: 83.2%; BENCHMARKS.md "Mixed
+precision").
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from edgeq.quantization.recipe import Recipe
 from edgeq.scale.tasks import task_threads
 
 DEFAULT_SAMPLES = 64
+SEARCH_SKIPPED_PASSES = ("adaround",)
 BATCH = 16
 
 
@@ -83,8 +92,9 @@ class Workbench:
         samples: int = DEFAULT_SAMPLES,
         progress: bool = False,
     ) -> Workbench:
-        """The base build of MODEL (not changed) calibrated on DATA with RECIPE, measured on SAMPLES samples of
-        EVALUATION (default: DATA)."""
+        """The base build of MODEL (not changed) calibrated on DATA with RECIPE (without SEARCH_SKIPPED_PASSES),
+        measured on SAMPLES samples of EVALUATION (default: DATA)."""
+        recipe = search_recipe(recipe)
         cpu = resolve_cpu(recipe.cpu)
         activation_type = cpu.activation_type if recipe.activation_type == "auto" else recipe.activation_type
         pipeline = Pipeline(recipe, progress=progress)
@@ -128,6 +138,12 @@ class Workbench:
                 model = pipeline.quantize(calibrated, self.activation_type, limit, onnxruntime=True).model
             self._builds[key] = self.measure(model, recipe)
         return self._builds[key]
+
+
+def search_recipe(recipe: Recipe) -> Recipe:
+    """RECIPE without the passes a search skips (SEARCH_SKIPPED_PASSES)."""
+    kept = [p for p in recipe.passes if p not in SEARCH_SKIPPED_PASSES]
+    return recipe if kept == list(recipe.passes) else recipe.updated(passes=kept)
 
 
 def _pair_limit(cpu: Cpu, activation_type: str, recipe: Recipe) -> int | None:
