@@ -1,26 +1,27 @@
 """Mixed precision side by side: uniform int8, uniform int4, the milp mix under budgets, the accuracy-aware mix and
-onnxruntime's own quantizer, on MobileNetV2 and a corpus CNN; writes BENCHMARKS.md's "Mixed precision" section.
+onnxruntime's own quantizer, on MobileNetV2 and four corpus CNNs; writes BENCHMARKS.md's "Mixed precision" section.
 
     python benchmarks/bench_mixed.py            # prints the table
     python benchmarks/bench_mixed.py --write    # and replaces the section
-    python benchmarks/bench_mixed.py --quick    # the corpus CNN only, no Ray timing
+    python benchmarks/bench_mixed.py --quick    # the corpus CNNs only (no MobileNetV2, no Ray timing)
 
 Everything runs through edgeq's Python modules (edgeq.mixed) in one process: the per-layer sensitivity table
 (timed serially in process, whose onnxruntime uses every core, and as Ray tasks on a real local cluster of one and
 of two one-CPU worker nodes, tests/ray_cluster.py, and checked equal), the milp mix at the size of
 uniform int8, at 0.85x and at 0.7x it (the smaller two also built with AdaRound, as `--passes adaround` builds
-a chosen mix), the accuracy-aware mix for --max-drop 0.5 (top-1 agreement) starting from uniform
+a chosen mix), the accuracy-aware mix for --max-drop 0.5 (of the model's metric) starting from uniform
 int4, and onnxruntime's quantize_static (uniform int8, per-channel, MinMax: benchmarks/ort_quantize.py), which
 has no mixed-precision or accuracy-aware search of its own (its nodes_to_exclude is a list the user writes).
 Sizes are the bytes of ONNX Runtime's model as written (4-bit weights packed as INT4); SQNR is the worst output's
-and agreement the top-1 agreement with fp32, both on the evaluation samples.
+and the metric MobileNetV2's top-1 agreement with fp32 or a corpus case's own (benchmarks/corpus_scores.py), both on
+the evaluation samples. Ray timing: MobileNetV2 only.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import os
+import json
 import sys
 import tempfile
 import time
@@ -35,44 +36,48 @@ sys.path.insert(0, str(REPO / "tests"))
 from ray_cluster import local_cluster  # noqa: E402
 
 import edgeq  # noqa: E402
+from benchmarks import corpus_scores  # noqa: E402
 from benchmarks.bench_quantize import machine, mobilenet_photo_setup, replace_section  # noqa: E402
 from benchmarks.ort_quantize import ort_worker  # noqa: E402
 from edgeq.api.inputs import data_of  # noqa: E402
 from edgeq.io.onnx_model import load_model  # noqa: E402
-from edgeq.measure.metrics import top1_agreement  # noqa: E402
 from edgeq.mixed import accuracy_aware, allocation  # noqa: E402
 from edgeq.mixed.sensitivity import measure_sensitivity  # noqa: E402
 from edgeq.mixed.workbench import Workbench, run_model, worst_sqnr  # noqa: E402
 from edgeq.quantization.recipe import Recipe  # noqa: E402
 
 MARKER = "## Mixed precision"
-CORPUS = Path(os.environ.get("EDGEQ_CORPUS", REPO.parent / "shared" / "corpus"))
-CORPUS_CASE = "mlperf_streaming_wakeword"
+CORPUS = corpus_scores.CORPUS
 SENSITIVITY_SAMPLES = 64
 ADAROUND_FACTORS = (0.85, 0.7)  # budgets whose milp mix is built with AdaRound too (1-4 minutes each)
 CLUSTER_OBJECT_STORE_BYTES = 500_000_000  # per node; MobileNetV2: 60 MB shared, a 14 MB probe model per Hessian task
 
 
-def cases(quick: bool) -> dict[str, tuple[Path, Path, Path]]:
-    """name -> (float model, calibration .npz, evaluation .npz)."""
+def cases(quick: bool) -> dict[str, tuple[Path, Path, Path, str, str]]:
+    """name -> (float model, calibration .npz, evaluation .npz, --metric, the metric's name in the table):
+    MobileNetV2 (not with QUICK) and the corpus CNNs small enough to sweep (benchmarks/corpus_scores.py)."""
     found = {}
     if not quick:
         model, calib, _, views = mobilenet_photo_setup("mixed")
         evaluation = calib.parent / "eval256.npz"
         np.savez(evaluation, input=views)
-        found["MobileNetV2"] = (model, calib, evaluation)
-    case = CORPUS / CORPUS_CASE
-    if case.is_dir():
-        found[CORPUS_CASE] = (case / "model.onnx", case / "calib.npz", case / "eval.npz")
+        found["MobileNetV2"] = (model, calib, evaluation, "agreement", "top-1 agreement %")
+    for name in corpus_scores.CASES:
+        case = CORPUS / name
+        if case.is_dir():
+            primary = json.loads((case / "case.json").read_text())["metric"]["primary"]
+            metric = f"benchmarks.corpus_scores:{name}"
+            found[name] = (case / "model.onnx", case / "calib.npz", case / "eval.npz", metric, f"{primary} x100")
     return found
 
 
-def row(bench: Workbench, label: str, size: int, outputs: list[np.ndarray], extra: str = "") -> dict:
+def row(bench: Workbench, score, label: str, size: int, outputs: list[np.ndarray], extra: str = "") -> dict:
+    """A table row: SCORE is the case's metric (edgeq.mixed.accuracy_aware.metric_of)."""
     return {
         "label": label,
         "size": size,
         "sqnr": worst_sqnr(bench.reference, outputs),
-        "agreement": 100.0 * top1_agreement(bench.reference[0], outputs[0]),
+        "metric": score(bench.reference, outputs, None),
         "extra": extra,
     }
 
@@ -85,7 +90,7 @@ def counts(layers: dict[str, str], table) -> str:
     return ", ".join(f"{n} {p}" for p, n in sorted(mix.items()) if n)
 
 
-def adarounded(bench: Workbench, model: Path, calib: Path, layers: dict[str, str], label: str) -> dict:
+def adarounded(bench: Workbench, score, model: Path, calib: Path, layers: dict[str, str], label: str) -> dict:
     """The mix LAYERS built as `edgeq quantize --passes ... adaround` builds a chosen mix (the search ranks mixes
     rounded to nearest: edgeq.mixed.workbench), measured like the other rows."""
     start = time.perf_counter()
@@ -96,10 +101,13 @@ def adarounded(bench: Workbench, model: Path, calib: Path, layers: dict[str, str
         )  # fmt: skip
         size = result.path.stat().st_size
     outputs = run_model(result.model.SerializeToString(), bench.feeds)
-    return row(bench, label, size, outputs, f"the same layers; AdaRound {time.perf_counter() - start:.0f} s")
+    return row(bench, score, label, size, outputs, f"the same layers; AdaRound {time.perf_counter() - start:.0f} s")
 
 
-def benchmark(name: str, model: Path, calib: Path, evaluation: Path, ray_timing: bool) -> dict:
+def benchmark(
+    name: str, model: Path, calib: Path, evaluation: Path, metric: str, metric_title: str, ray_timing: bool
+) -> dict:
+    score = accuracy_aware.metric_of(metric, None)
     source = load_model(model)
     data, eval_data = data_of(calib, source), data_of(evaluation, source)
     start = time.perf_counter()
@@ -117,11 +125,11 @@ def benchmark(name: str, model: Path, calib: Path, evaluation: Path, ray_timing:
                 timing[workers] = time.perf_counter() - start
             timing["same"] = timing.get("same", True) and (on_ray.sqnr_db, on_ray.omega) == (table.sqnr_db, table.omega)
     float_size = len(model.read_bytes())
-    rows = [{"label": "fp32", "size": float_size, "sqnr": float("inf"), "agreement": 100.0, "extra": ""}]
+    rows = [row(bench, score, "fp32", float_size, bench.reference)]
     base = bench.build({})
-    rows.append(row(bench, "edgeq uniform int8", base.size, base.outputs, counts({}, table)))
+    rows.append(row(bench, score, "edgeq uniform int8", base.size, base.outputs, counts({}, table)))
     int4 = bench.build({layer.name: "int4" for layer in table.layers})
-    rows.append(row(bench, "edgeq uniform int4 weights", int4.size, int4.outputs))
+    rows.append(row(bench, score, "edgeq uniform int4 weights", int4.size, int4.outputs))
     sizes = allocation.byte_model(bench, table, rule)
     for factor in (1.0, 0.85, 0.7):
         budget = int(factor * base.size)
@@ -129,29 +137,30 @@ def benchmark(name: str, model: Path, calib: Path, evaluation: Path, ray_timing:
             chosen = allocation.allocate(bench, table, budget, rule, sizes)
         except Exception as exc:  # an unreachable budget is a result too
             rows.append({"label": f"edgeq milp, budget {factor:.2f}x int8", "size": budget, "sqnr": float("nan"),
-                         "agreement": float("nan"), "extra": str(exc)})  # fmt: skip
+                         "metric": float("nan"), "extra": str(exc)})  # fmt: skip
             continue
-        rows.append(row(bench, f"edgeq milp, budget {factor:.2f}x int8", chosen.measured.size,
+        rows.append(row(bench, score, f"edgeq milp, budget {factor:.2f}x int8", chosen.measured.size,
                         chosen.measured.outputs, counts(chosen.layers, table)))  # fmt: skip
         if factor in ADAROUND_FACTORS:
-            rows.append(adarounded(bench, model, calib, chosen.layers, f"edgeq milp, budget {factor:.2f}x int8, AdaRound"))
+            rows.append(adarounded(bench, score, model, calib, chosen.layers, f"edgeq milp, budget {factor:.2f}x int8, AdaRound"))
     int4_bench = Workbench.prepare(source, data, Recipe(activation_type="auto", weight_bits=4), eval_data,
                                    samples=eval_data.num_samples)  # fmt: skip
     int4_table = measure_sensitivity(int4_bench, rule.precisions, samples=SENSITIVITY_SAMPLES, address="serial")
     start = time.perf_counter()
-    found = accuracy_aware.search(int4_bench, int4_table, rule, max_drop=0.5, metric="agreement")
+    found = accuracy_aware.search(int4_bench, int4_table, rule, max_drop=0.5, metric=metric)
     aware_seconds = time.perf_counter() - start
     final = int4_bench.build(found.layers)
-    rows.append(row(int4_bench, "edgeq accuracy-aware (max drop 0.5, from int4)", final.size, final.outputs,
+    rows.append(row(int4_bench, score, "edgeq accuracy-aware (max drop 0.5, from int4)", final.size, final.outputs,
                     f"{counts(found.layers, int4_table)}; {len(found.reverted)} reverts, "
                     f"{'met' if found.met else 'NOT met'}, {aware_seconds:.0f} s"))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ort.onnx"
         ort_worker(str(model), str(calib), str(out), "MinMax", "QUInt8")
-        rows.append(row(bench, "onnxruntime quantize_static int8 (MinMax)", out.stat().st_size,
+        rows.append(row(bench, score, "onnxruntime quantize_static int8 (MinMax)", out.stat().st_size,
                         run_model(out.read_bytes(), bench.feeds)))  # fmt: skip
     return {
         "name": name,
+        "metric": metric_title,
         "layers": len(table.layers),
         "samples": len(bench.reference[0]),
         "rows": rows,
@@ -170,23 +179,24 @@ def section(results: list[dict], seconds: float) -> list[str]:
         f"Date: {datetime.date.today().isoformat()}",
         "",
         "ONNX Runtime's model (uint8 activations on x86, per-channel weights; 4-bit weights packed as INT4). Worst",
-        "output SQNR and top-1 agreement with fp32 on the evaluation samples; sizes are the files' bytes. The milp",
+        "output SQNR and the model's metric against fp32 on the evaluation samples (MobileNetV2: top-1 agreement; a",
+        "corpus case: its case.json's primary metric, x100), sizes the files' bytes. The milp",
         "mixes choose float, int8 or int4 per weighted layer from the per-layer sensitivity table",
         f"({SENSITIVITY_SAMPLES} samples, docs/mixed-precision.md), ranking mixes rounded to nearest; the AdaRound rows",
         "build the same mix as `edgeq quantize --budget ... --passes adaround` builds its chosen one (AdaRound",
         "learns each layer's rounding: needs the torch extra). The accuracy-aware mix starts from uniform int4",
-        "and reverts layers (int4 -> int8 -> float) in the table's order until the agreement drop is at most 0.5.",
+        "and reverts layers (int4 -> int8 -> float) in the table's order until the metric's drop is at most 0.5.",
         "",
     ]
     for result in results:
         lines += [
             f"### {result['name']} ({result['layers']} weighted layers, {result['samples']} evaluation samples)",
             "",
-            "| build | size KB | worst SQNR dB | top-1 agreement % | layers |",
+            f"| build | size KB | worst SQNR dB | {result['metric']} | layers |",
             "|---|---|---|---|---|",
         ]
         for r in result["rows"]:
-            lines.append(f"| {r['label']} | {r['size'] / 1000:.1f} | {r['sqnr']:.2f} | {r['agreement']:.2f} | {r['extra']} |")
+            lines.append(f"| {r['label']} | {r['size'] / 1000:.1f} | {r['sqnr']:.2f} | {r['metric']:.2f} | {r['extra']} |")
         timing = result["timing"]
         ray = (
             f"; as Ray tasks on a local cluster (`ray start`, one-CPU nodes) of 1 worker {timing[1]:.1f} s and of 2 "
@@ -207,13 +217,13 @@ def section(results: list[dict], seconds: float) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="replace BENCHMARKS.md's Mixed precision section")
-    parser.add_argument("--quick", action="store_true", help="the corpus CNN only, no Ray timing")
+    parser.add_argument("--quick", action="store_true", help="the corpus CNNs only (no MobileNetV2, no Ray timing)")
     args = parser.parse_args()
     start = time.perf_counter()
     results = []
-    for name, (model, calib, evaluation) in cases(args.quick).items():
+    for name, (model, calib, evaluation, metric, title) in cases(args.quick).items():
         print(f"{name} ...", flush=True)
-        results.append(benchmark(name, model, calib, evaluation, ray_timing=not args.quick))
+        results.append(benchmark(name, model, calib, evaluation, metric, title, ray_timing=name == "MobileNetV2"))
     lines = section(results, time.perf_counter() - start)
     print("\n".join(lines))
     if args.write:
