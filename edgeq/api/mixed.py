@@ -20,7 +20,7 @@ from edgeq.api.inputs import FloatModel, calibration_data, data_of, float_model,
 from edgeq.data import CalibrationData
 from edgeq.errors import RecipeError
 from edgeq.io.files import json_text, output_dir, write_bytes_atomic, write_text_atomic
-from edgeq.mixed import accuracy_aware, allocation
+from edgeq.mixed import allocation
 from edgeq.mixed.plots import pareto_png, sensitivity_png
 from edgeq.mixed.sensitivity import SensitivityTable, measure_sensitivity
 from edgeq.mixed.workbench import DEFAULT_SAMPLES, Workbench
@@ -38,6 +38,14 @@ class MixedChoice:
     recipe: Recipe
     report: dict
     plots: dict[str, bytes] = field(default_factory=dict)
+
+
+def _accuracy_aware():
+    """edgeq.mixed.accuracy_aware, imported on first use: it imports scipy.stats (1.4 s), which only a --max-drop
+    search needs, and every convert and quantize imports this module."""
+    from edgeq.mixed import accuracy_aware
+
+    return accuracy_aware
 
 
 def _rule(targets) -> allocation.TargetRule:
@@ -67,7 +75,7 @@ def check_options(budget, max_drop, metric, recipe: Recipe | None = None, *, eva
     if metric is not None:
         if max_drop is None:
             raise RecipeError("--metric is the measure of --max-drop: give --max-drop too")
-        accuracy_aware.metric_of(metric, np.zeros(1))  # an unknown name or an unimportable function, now
+        _accuracy_aware().metric_of(metric, np.zeros(1))  # an unknown name or an unimportable function, now
     return allocation.parse_budget(budget) if isinstance(budget, str) else budget
 
 
@@ -108,7 +116,7 @@ def choose(
         layers = chosen.layers
     else:
         labels = labels[: len(next(iter(bench.feeds.values())))] if labels is not None else None
-        found = accuracy_aware.search(bench, table, rule, max_drop=max_drop, metric=metric or "agreement", labels=labels)
+        found = _accuracy_aware().search(bench, table, rule, max_drop=max_drop, metric=metric or "agreement", labels=labels)
         report["accuracy_aware"] = found.to_dict()
         layers = found.layers
     return MixedChoice(recipe.updated(layers=layers), report, plots)
@@ -141,7 +149,7 @@ def mixed_precision(
     labels = labels if labels is not None else labels_of(eval_data)
     samples = DEFAULT_SAMPLES
     if max_drop is not None:
-        accuracy_aware.metric_of(metric or "agreement", labels)  # one that needs labels without them, now
+        _accuracy_aware().metric_of(metric or "agreement", labels)  # one that needs labels without them, now
         # the metric's floor holds on the whole evaluation data: 64 samples would make one flip 1.6 points
         samples = min((evaluation or data).num_samples or MAX_METRIC_SAMPLES, MAX_METRIC_SAMPLES)
     return choose(

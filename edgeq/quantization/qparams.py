@@ -166,12 +166,14 @@ def _preserve_channel_sums(x: np.ndarray, q: np.ndarray, limit: int) -> np.ndarr
     residual = rows_x - rows_q
     columns = np.arange(rows_q.shape[1])
     for direction in (1, -1):
-        need = np.where(deficit * direction > 0, np.abs(deficit), 0)
+        # only the rows short in DIRECTION (each row is sorted on its own: the others would move no weight)
+        rows = np.flatnonzero(deficit * direction > 0)
+        need = np.abs(deficit[rows])
         # candidates: the largest residual in DIRECTION first, never past the clamp
-        key = np.where(rows_q * direction < limit, -direction * residual, np.inf)
+        key = np.where(rows_q[rows] * direction < limit, -direction * residual[rows], np.inf)
         rank = np.empty_like(key, dtype=np.int64)
         np.put_along_axis(rank, np.argsort(key, axis=1), columns[None, :].repeat(len(key), 0), axis=1)
-        rows_q += direction * ((rank < need[:, None]) & np.isfinite(key))
+        rows_q[rows] += direction * ((rank < need[:, None]) & np.isfinite(key))
     return rows_q.reshape(q.shape)
 
 

@@ -64,6 +64,9 @@ def compare_artifacts(float_path, quant_paths: list, data: CalibrationData, *, b
             tested = probe.run(batch)
             for name, errors in sums[path].items():
                 errors.add(floats[name], np.maximum(tested[name], floors[name]) if name in floors else tested[name])
+            del tested  # one artifact's tensors at a time
+        # dropped before the next batch runs: every exposed tensor of one batch is alive at a time, not two
+        del floats, float_values, floors
     results = {}
     for path, probe in probes.items():
         errors = {name: sums[path][name].to_dict() for name in probe.names}
