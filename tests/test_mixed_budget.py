@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -143,3 +144,16 @@ def test_the_search_builds_without_adaround_and_the_chosen_recipe_keeps_it():
         model, data_of(DIGITS_CALIB, model), recipe, budget=bench.build({}).size - 3000, ray_address="serial"
     )
     assert choice.recipe.passes == ["equalize", "adaround"] and choice.recipe.layers
+
+
+def test_a_mix_measured_worse_than_the_fitting_uniform_build_gives_way_to_it(measured):
+    """A table that calls int4 free (its noise the int8 one's) makes the program spend the bytes int4 frees on
+    float layers; that mix measures below uniform int8, which fits: uniform int8 is kept, with the reason."""
+    bench, table = measured
+    flattering = dataclasses.replace(
+        table, sqnr_db={name: {**row, "int4": row["int8"]} for name, row in table.sqnr_db.items()}
+    )
+    base = bench.build({})
+    chosen = allocate(bench, flattering, base.size, TARGET_RULES["onnxruntime"])
+    assert chosen.layers == {} and chosen.measured is base
+    assert "uniform int8 kept" in chosen.to_dict()["note"]

@@ -486,6 +486,8 @@ def echo_mixed(report: dict) -> None:
             f"{chosen['size_bytes']} bytes, worst output SQNR {chosen['measured_sqnr_db']} dB "
             f"(predicted {chosen['predicted_sqnr_db']} dB)"
         )
+        if chosen.get("note"):
+            click.echo(f"note: {chosen['note']}", err=True)
     if "accuracy_aware" in mixed:
         found = mixed["accuracy_aware"]
         reverted = ", ".join(f"{s['layer']} {s['change']}" for s in found["steps"] if s["layer"]) or "none"
