@@ -13,8 +13,8 @@ AdaRound learns every layer's rounding (MobileNetV2: 1-4 minutes a build), which
 afford. It ranks mixes by their rounding-to-nearest builds, and the caller builds the chosen mix with the whole
 recipe, AdaRound included (edgeq.api.mixed.choose returns the user's recipe with the chosen layers). AdaRound is
 what makes 4-bit layers pay: MobileNetV2's milp mix at 0.7x uniform int8's size agreed with fp32 on 73.0% of
-the evaluation views rounded to nearest and on 82.4% with AdaRound (uniform int8: 83.2%; BENCHMARKS.md "Mixed
-precision").
+the evaluation views rounded to nearest and on 82.4% with AdaRound (uniform int8: 83.2%; docs/mixed-precision.md
+§4, which also has a model where AdaRound lost).
 """
 
 from __future__ import annotations
