@@ -2,7 +2,7 @@
 every a >= 1).
 
 ONNX Runtime 1.32's CPU PRelu broadcasts a per-channel slope with its generic element-by-element loop: on a
-[1, 32, 46, 46] tensor (MTCNN ONet's first layer, 1 thread, AVX-512 Xeon) PRelu took 426 us where Mul and Max
+[1, 32, 46, 46] tensor (MTCNN ONet's first layer, 1 thread, AMD EPYC) PRelu took 426 us where Mul and Max
 together took 68 us, and a model's PRelus then cost more than its int8 convolutions save (ONet ran at 0.91x fp32).
 No QDQ rule of its optimizer fuses PRelu, so in a quantized model it runs in float between a DequantizeLinear and a
 QuantizeLinear either way.
@@ -22,6 +22,7 @@ from onnxscript import rewriter
 from onnxscript.rewriter import RewriteRuleClassBase
 
 from edgeq.quantization.plan import constant_array
+from edgeq.quantization.qparams import dequantized_constant
 
 
 def _slope_values(slope: ir.Value) -> np.ndarray | None:
@@ -29,19 +30,7 @@ def _slope_values(slope: ir.Value) -> np.ndarray | None:
     if (values := constant_array(slope)) is not None:
         return values.astype(np.float32)
     producer = slope.producer()
-    if producer is None or producer.op_type != "DequantizeLinear":
-        return None
-    arrays = [constant_array(v) for v in producer.inputs]
-    if any(a is None for a in arrays):
-        return None
-    q, scale, *zero = arrays
-    if q.ndim and scale.size > 1:  # per-axis: the scales broadcast along their axis
-        shape = [1] * q.ndim
-        shape[producer.attributes.get_int("axis", 1)] = -1
-        scale = scale.reshape(shape)
-        zero = [z.reshape(shape) for z in zero]
-    offset = q.astype(np.float32) - (zero[0].astype(np.float32) if zero else 0)
-    return offset * scale.astype(np.float32)
+    return dequantized_constant(producer) if producer is not None and producer.op_type == "DequantizeLinear" else None
 
 
 def _bound(slope: ir.Value) -> str | None:

@@ -35,7 +35,7 @@ from edgeq.passes.insert_qdq import InsertQDQPass
 from edgeq.quantization import layer_precision
 from edgeq.quantization.cpus import resolve_cpu
 from edgeq.quantization.plan import BIAS_INPUT, WEIGHT_INPUT, QuantPlan, is_constant
-from edgeq.quantization.qparams import ACTIVATION_TYPES, Encoding
+from edgeq.quantization.qparams import ACTIVATION_TYPES, Encoding, dequantized_constant
 from edgeq.quantization.recipe import Recipe
 
 PRECISION_BITS = {"float": 32, **layer_precision.PRECISION_BITS}
@@ -83,22 +83,13 @@ def weighted_layers(qdq: ir.Model) -> list[Layer]:
 
 def dequantized_weight(qdq: ir.Model, name: str) -> np.ndarray:
     """The weight of layer NAME as the QDQ model computes with it: scale * (q - zero_point)."""
-    return _dequantized(_weight_dequantize(_node(qdq.graph, name)))
-
-
-def _dequantized(dequantize: ir.Node) -> np.ndarray:
-    q, scale, zero = (v.const_value.numpy() for v in dequantize.inputs[:3])
-    axis = dequantize.attributes.get_int("axis", 1)
-    shape = [1] * q.ndim
-    if scale.ndim:
-        shape[axis] = -1
-    return (q.astype(np.float32) - zero.reshape(shape)) * scale.reshape(shape)
+    return dequantized_constant(_weight_dequantize(_node(qdq.graph, name)))
 
 
 def requantized_weight(qdq: ir.Model, float_model: ir.Model, name: str, bits: int, recipe: Recipe) -> np.ndarray:
     """The weight of layer NAME as ``with_choices`` would make it at BITS bits, dequantized (no model copied)."""
     node = _one_node_qdq(_node(float_model.graph, name), _input_encoding(_node(qdq.graph, name)), bits, recipe)
-    return _dequantized(node.inputs[WEIGHT_INPUT[node.op_type]].producer())
+    return dequantized_constant(node.inputs[WEIGHT_INPUT[node.op_type]].producer())
 
 
 def float_weight(float_model: ir.Model, name: str) -> np.ndarray:

@@ -238,3 +238,17 @@ def quantize_linear_layer(
     if not per_channel:
         bias_scale = bias_scale[:1]
     return QuantizedLinear(q, scales, bias_q, bias_scale, raised)
+
+
+def dequantized_constant(dequantize: ir.Node) -> np.ndarray | None:
+    """What DequantizeLinear node DEQUANTIZE computes from constant inputs, scale * (q - zero_point) in float32
+    (per axis when the scale is a vector), or None if an input is not constant."""
+    arrays = [v.const_value.numpy() if v is not None and v.const_value is not None else None for v in dequantize.inputs]
+    if any(a is None for a in arrays):
+        return None
+    q, scale, *zero = arrays
+    shape = [1] * q.ndim
+    if scale.ndim and q.ndim:
+        shape[dequantize.attributes.get_int("axis", 1)] = -1
+    offset = q.astype(np.float32) - (zero[0].reshape(shape).astype(np.float32) if zero else 0)
+    return offset * scale.reshape(shape)
