@@ -74,14 +74,17 @@ class Build:
     options: dict = field(default_factory=dict)
     shared: dict = field(default_factory=dict)
     targets: tuple[str, ...] = ()  # the names of every target of the conversion
+    integer: Quantized | None = None  # the 8-bit QDQ model with int16 tensors chosen for it (edgeq.mixed.int16_choice)
 
     def option(self, target: Target, name: str):
         value = self.options.get(name)
         return next(o.default for o in target.options if o.name == name) if value is None else value
 
     def integer_quantized(self) -> Quantized:
-        """The QDQ model the TFLite targets lower: int16 activations (16x8) when the recipe asks for them, else
-        int8."""
+        """The QDQ model the TFLite targets lower: int16 activations (16x8) when the recipe asks for them, the
+        conversion's choice of int16 tensors in an 8-bit model when it made one (``integer``), else int8."""
+        if self.integer is not None:
+            return self.integer
         return self.quantized("int16" if self.recipe.activation_type == "int16" else "int8")
 
 
@@ -138,6 +141,9 @@ class Target(abc.ABC):
     # True when the artifact *is* an integer TFLite graph (verify prefers it as the reference to one derived from
     # a QDQ model).
     stores_integer_graph: ClassVar[bool] = False
+    # True when the artifact lowers ``Build.integer_quantized``, whose 8-bit model may carry int16 tensors that
+    # the conversion chose by measured error (edgeq.mixed.int16_choice) where the recipe leaves the type to edgeq.
+    takes_int16_choice: ClassVar[bool] = False
 
     def claims(self, path: Path) -> bool:
         return path.name.endswith(self.suffixes)

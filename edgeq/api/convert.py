@@ -34,6 +34,7 @@ from edgeq.data import CalibrationData
 from edgeq.errors import DataError, OutputError, RecipeError
 from edgeq.io.files import check_output_path, json_text, staged_output, write_text_atomic
 from edgeq.io.onnx_model import load_model
+from edgeq.mixed.int16_choice import Int16Choice, choose_int16, is_transformer
 from edgeq.pipeline import Pipeline, Quantized
 from edgeq.reports import compare as comparing
 from edgeq.reports.html import write_report
@@ -162,9 +163,10 @@ def convert(
                     built[key] = pipeline.quantize(calibrated, activation_type, gemm_pair_limit, onnxruntime, mode)
                 return built[key]
 
+            choice = _int16_choice(source.path, data, recipe, chosen, calibrated, progress) if mixed is None else None
             build = Build(
                 source.name, staged.folder, source.path, recipe, quantized, evaluation, labels, given,
-                targets=tuple(target.name for target in chosen),
+                targets=tuple(target.name for target in chosen), integer=choice.quantized if choice else None,
             )  # fmt: skip
             emitted = {target.name: target.emit(build) for target in chosen}
             results = {}
@@ -179,6 +181,8 @@ def convert(
             report = {"input": source.label, "recipe": recipe.to_dict(), "targets": results}
             if source.replaced:
                 report["nonfinite_replaced"] = source.replaced
+            if choice is not None:
+                report["int16_choice"] = {**choice.report, "tensors": choice.tensors}
             if mixed is not None:
                 report["mixed_precision"] = mixed.report
                 write_plots(mixed, staged.folder, "mixed_")
@@ -201,6 +205,19 @@ def convert(
 
 
 REPORT_NAME = "report.json"
+
+
+def _int16_choice(
+    float_path: Path, data: CalibrationData, recipe, targets: list[Target], calibrated, progress: bool
+) -> Int16Choice | None:
+    """The int16 tensors of the TFLite targets' 8-bit model, chosen by measured error (edgeq.mixed.int16_choice),
+    when a target takes them, the recipe leaves the activation type to edgeq (and names no int16 layer) and the
+    model is a transformer, where int8 activations lose its function; CNNs keep int8, which XNNPACK runs."""
+    if not any(t.takes_int16_choice for t in targets) or recipe.activation_type != "auto" or recipe.mode == "dynamic":
+        return None
+    if "int16" in recipe.layers.values() or not is_transformer(calibrated.model.graph):
+        return None
+    return choose_int16(load_model(float_path), data, recipe, progress=progress)
 
 
 def _stale_artifacts(out: Path, stem: str, written: set[str]) -> list[Path]:

@@ -163,6 +163,7 @@ class TfliteTarget(Target):
     )
     suffixes = (".tflite",)
     activation_types = ("int8", "int16")
+    takes_int16_choice = True
     stores_integer_graph = True
 
     def emit(self, conversion: Build) -> Emitted:

@@ -36,6 +36,7 @@ class TfliteMicroTarget(Target):
     options = TfliteTarget.options  # those of the .tflite it embeds
     suffixes = (".tflite",)
     activation_types = TfliteTarget.activation_types
+    takes_int16_choice = True
 
     def emit(self, conversion: Build) -> Emitted:
         tflite = tflite_of(self, conversion)

@@ -26,7 +26,9 @@ the edges) or float (QUANTIZE/DEQUANTIZE at the edges).
 
 A model with int16 layers in 8-bit activations (the layers table's "int16") lowers each node in its own type
 (context.py) and each requantized pair between the types as a QUANTIZE (edges.requantize); an int16 node whose
-operators have no verified 16x8 kernel is refused, not made a float island: the table asked for int16 there.
+operators have no verified 16x8 kernel becomes a float island between its int16 tensors, as in a 16x8 model (a
+layer norm whose input the int16 choice carries in int16, edgeq.mixed.int16_choice), or is refused when its
+float32 operators have no bit-exact reference kernel either.
 """
 
 from __future__ import annotations
@@ -107,8 +109,6 @@ def _lower_or_island(ctx: LoweringContext, node: ir.Node) -> tuple[str, str | No
     except UnsupportedError as refusal:
         if ctx.float or refusal.code not in ISLAND_CODES:
             raise
-        if ctx.mixed and ctx.integer == np.int16:  # the layers table asked for int16 here: no island instead
-            raise unsupported(node, f"layers int16: {refusal.reason} (give it int8)", refusal.code) from None
         int8_refusal = refusal
     ctx.rollback(start)
     try:

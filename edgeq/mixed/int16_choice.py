@@ -1,0 +1,185 @@
+"""int16 activations chosen per tensor by measured error, for the TFLite targets of a transformer.
+
+An int8 ``.tflite`` of a BERT-family encoder loses its function (all-MiniLM-L6-v2: mean cosine 0.72 to fp32): a
+few channels of the residual stream, of the layer norms' inputs and of the feed-forward outputs hold values
+hundreds of times the typical one, and one int8 scale over that range leaves the typical value a few steps.
+TFLite's 16x8 kernels (int16 activations, int8 weights) hold such ranges, but a whole 16x8 model doubles the
+arena and runs no operator in XNNPACK; so only the tensors that need the range get int16.
+
+A tensor is *int16* when its writer and every quantized node reading it compute in int16 (the layers table's
+"int16", edgeq.quantization.layer_precision): it is then stored in int16 and no reader reads an int8 copy.
+
+1. **Local error.** On the first CHOICE_SAMPLES calibration samples, each candidate tensor's float values x in the
+   float model, and its int8 encoding (scale s, zero point z) in the all-int8 build:
+   ``r = E[(s * (clip(round(x / s) + z) - z) - x)^2] / E[x^2]``, the noise-to-signal ratio of storing it in int8.
+2. **Order.** Candidates by r, largest first; mix(k) is the first k of them in int16.
+3. **Measure.** SQNR(k): the worst output SQNR against the float model, on the same samples, of mix(k)'s QDQ
+   model as the pipeline builds it for the targets (one calibration serves every build). The target is
+   ``SQNR(N) - MARGIN_DB``, N every candidate. If SQNR(0) meets it, int8 stays; else the smallest k that meets
+   it is found by bisection over [0, N] (about log2 N builds). SQNR(k) is not strictly monotone in k, but both
+   ends of the bisection's interval are measured builds, so the mix returned is one that was built and met the
+   target.
+
+Candidates are the planned activation tensors, except those whose writer or a reader also reads a constant of
+more than TABLE_BYTES (an embedding table is stored in its reader's activation type: int16 would double it). A
+constant read by an int16 node and an 8-bit node cannot be stored for both (edgeq.quantization.plan), so a
+chosen node's constant brings its other readers along. Ranges are min/max (``calib_method`` auto), as for
+uniform int16 (edgeq.quantization.qparams.range_method): the int8 and int16 copies of a tensor share one range.
+
+Measured (BENCHMARKS.md "Sentence encoders"): see docs/transformers in the README, "In TFLite".
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeq.data import CalibrationData
+from edgeq.io.onnx_model import clone_model, model_bytes
+from edgeq.io.session import exposing, exposing_copy
+from edgeq.mixed.workbench import run_model, worst_sqnr
+from edgeq.pipeline import Calibrated, Pipeline, Quantized
+from edgeq.quantization.integer_sources import is_embedding
+from edgeq.quantization.plan import QuantPlan, constant_data_inputs
+from edgeq.quantization.qparams import ACTIVATION_TYPES, Encoding
+from edgeq.quantization.recipe import Recipe
+
+CHOICE_SAMPLES = 16
+MARGIN_DB = 6.0  # how far below the all-int16 mix's SQNR the chosen mix may be (1 bit of the output's precision)
+TABLE_BYTES = 1 << 20
+
+
+@dataclass
+class Int16Choice:
+    """The chosen mix: its recipe (the layers table naming its int16 nodes), the calibration and the QDQ model it
+    was measured as, and what the report says of the choice."""
+
+    recipe: Recipe
+    calibrated: Calibrated
+    quantized: Quantized
+    tensors: list[str]
+    report: dict = field(default_factory=dict)
+
+
+def is_transformer(graph: ir.Graph) -> bool:
+    """A preprocessed graph with layer norms and no convolutions: where int8 activations lose the function."""
+    ops = {node.op_type for node in graph}
+    return "LayerNormalization" in ops and not {"Conv", "ConvTranspose"} & ops
+
+
+def choose_int16(model: ir.Model, data: CalibrationData, recipe: Recipe, *, progress: bool = False) -> Int16Choice:
+    """The int16 tensors of MODEL (not changed) for RECIPE's 8-bit TFLite build, chosen on DATA (module
+    docstring); the mix with none when int8 already meets the target."""
+    start = time.perf_counter()
+    recipe = recipe.updated(activation_type="int8", calib_method="minmax" if recipe.calib_method == "auto" else None)
+    # int16 Q/DQ pairs need opset 21, which preprocessing raises to before it names the nodes: calibrate that graph
+    calibrated = Pipeline(recipe.updated(activation_type="int16"), progress=progress).calibrate(
+        clone_model(model), data
+    )
+    feeds = data.head(min(CHOICE_SAMPLES, data.num_samples))
+    feeds = next(iter(feeds.batches(feeds.num_samples)))
+    reference = run_model(calibrated.model, feeds)
+    units = _units(calibrated.plan)
+    builds: dict[int, tuple[Quantized, float]] = {}
+    ordered: list[str] = []  # the candidates, largest noise ratio first (set after the int8 build)
+
+    def measured(k: int) -> float:
+        if k not in builds:
+            nodes = sorted({name for tensor in ordered[:k] for name in units[tensor]})
+            quantized = Pipeline(_with_int16(recipe, nodes), progress=False).quantize(calibrated, "int8")
+            builds[k] = (quantized, worst_sqnr(reference, run_model(model_bytes(quantized.model), feeds)))
+        return builds[k][1]
+
+    int8_sqnr = measured(0)
+    encodings = builds[0][0].report["encodings"]
+    ratios = _noise_ratios(calibrated.model, [t for t in units if t in encodings], encodings, feeds)
+    ordered = sorted(ratios, key=ratios.get, reverse=True)
+    target = measured(len(ordered)) - MARGIN_DB
+    low, high = 0, len(ordered)  # measured(low) misses the target (unless low is 0 and int8 meets it), high meets it
+    if int8_sqnr >= target:
+        high = 0
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if measured(middle) >= target else (middle, high)
+    chosen = ordered[:high]
+    nodes = sorted({name for tensor in chosen for name in units[tensor]})
+    quantized, sqnr = builds[high]
+    report = {
+        "candidates": len(ordered),
+        "int16_tensors": len(chosen),
+        "int16_nodes": len(nodes),
+        "samples": len(reference[0]),
+        "target_db": round(target, 2),
+        "sqnr_db": {str(k): round(v, 2) for k, (_, v) in sorted(builds.items())},
+        "chosen_sqnr_db": round(sqnr, 2),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    return Int16Choice(_with_int16(recipe, nodes), calibrated, quantized, chosen, report)
+
+
+def _with_int16(recipe: Recipe, nodes: list[str]) -> Recipe:
+    """RECIPE with NODES int16 (escaped: a node name is matched as a whole, never as a pattern)."""
+    return recipe.updated(layers={**{re.escape(name): "int16" for name in nodes}, **recipe.layers})
+
+
+def _units(plan: QuantPlan) -> dict[str, set[str]]:
+    """Candidate tensor -> the quantized nodes that compute in int16 when it is int16: its writer (the anchor of a
+    fused Relu/Clip), its readers, and the other readers of any constant they read (module docstring)."""
+    quantized = {node.name: node for node in plan.quantized}
+    anchor_of = {act.name: anchor for anchor, act in plan.fused_activation.items()}
+    readers_of: dict[str, set[str]] = {}
+    for node in plan.quantized:
+        for constant in constant_data_inputs(node):
+            readers_of.setdefault(constant.name, set()).add(node.name)
+    units = {}
+    for value in plan.tensors:
+        writer = value.producer()
+        nodes = {use.node.name for use in value.uses() if use.node.name in quantized}
+        if writer is not None and writer.name in quantized:
+            nodes.add(anchor_of.get(writer.name, writer.name))
+        pending, unit = list(nodes), set()
+        while pending:
+            name = pending.pop()
+            if name in unit:
+                continue
+            unit.add(name)
+            if name in plan.fused_activation:
+                pending.append(plan.fused_activation[name].name)
+            for constant in constant_data_inputs(quantized[name]):
+                pending.extend(readers_of[constant.name])
+        if unit and not any(_stores_large_table(quantized[name]) for name in unit):
+            units[value.name] = unit
+    return units
+
+
+def _stores_large_table(node: ir.Node) -> bool:
+    """Whether NODE stores more than TABLE_BYTES of constants in its activation type: an embedding lookup's table
+    (TFLite's GATHER copies rows of the output's type) or a constant operand."""
+    tables = [*constant_data_inputs(node), *(node.inputs[:1] if is_embedding(node) else [])]
+    return any(v.const_value is not None and v.const_value.nbytes > TABLE_BYTES for v in tables)
+
+
+def _noise_ratios(
+    model: ir.Model, names: list[str], encodings: dict[str, dict], feeds: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """Tensor -> E[(int8 round trip - x)^2] / E[x^2] of its float values on FEEDS, at its ENCODINGS (a report's:
+    name -> scale and zero point)."""
+    values = {v.name: v for node in model.graph for v in node.outputs} | {v.name: v for v in model.graph.inputs}
+    runner = exposing(exposing_copy(model, [values[n] for n in names if values[n].producer() is not None]), names)
+    int8 = ACTIVATION_TYPES["int8"]
+    noise = dict.fromkeys(names, 0.0)
+    signal = dict.fromkeys(names, 0.0)
+    samples = len(next(iter(feeds.values())))
+    for index in range(samples):  # one sample a run: every candidate tensor is an output of the run
+        outputs = runner.run(names, {k: v[index : index + 1] for k, v in feeds.items()})
+        for name, x in zip(names, outputs, strict=True):
+            encoding = Encoding(np.float32(encodings[name]["scale"]), encodings[name]["zero_point"], int8)
+            x = np.asarray(x, np.float64)
+            back = (encoding.quantize(x).astype(np.float64) - encoding.zero_point) * float(encoding.scale)
+            noise[name] += float(np.sum((back - x) ** 2))
+            signal[name] += float(np.sum(x * x))
+    return {name: noise[name] / signal[name] if signal[name] else 0.0 for name in names}
