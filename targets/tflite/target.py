@@ -200,6 +200,13 @@ class TfliteTarget(Target):
             ops = ", ".join(f"{op} x{n}" for op, n in coverage["float_island_ops"].items())
             line += f"{coverage['float-island']} in float32 islands ({ops}); "
         line += output_summary(report["validation"])
+        if "int16_choice" in report:  # edgeq.mixed.int16_choice
+            choice = report["int16_choice"]
+            line += (
+                f"; int16 tensors chosen by measured error: {choice['int16_tensors']} of {choice['candidates']} "
+                f"(worst output SQNR {choice['sqnr_db']['0']} dB all int8, {choice['chosen_sqnr_db']} dB chosen; "
+                "LiteRT runs 16x8 operators without XNNPACK: --activation-type int8 for the faster int8 model)"
+            )
         for row in report.get("largest_losses", [])[:1]:  # where the accuracy goes
             line += f"; most noise added by {row['op']} {row['node']} ({row['input_sqnr_db']:.1f} -> {row['sqnr_db']:.1f} dB)"
         if report["validation"]["xnnpack"]["builtin"]:  # what keeps it from running in XNNPACK alone

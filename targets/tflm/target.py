@@ -70,7 +70,10 @@ class TfliteMicroTarget(Target):
         graph = read(data)
         analysis = analyze_tflite(graph)
         result = {"mcu_estimate": {name: estimate(analysis, device) for name, device in PROFILES.items()}}
-        if _installed() and any(t.dtype in (np.int8, np.int16) for t in graph.tensors):  # an integer model's arena
+        integer = any(t.dtype in (np.int8, np.int16) for t in graph.tensors)
+        if _installed() and integer and (missing := missing_micro_kernel(graph)) is not None:
+            result["tflm"] = {"refused": missing}  # profiled in LiteRT; TFLite Micro cannot run it
+        elif _installed() and integer:  # an integer model's arena
             arena = measure_arena(data)
             result["tflm"] = {
                 "flash_bytes": len(data),
@@ -82,7 +85,9 @@ class TfliteMicroTarget(Target):
 
     def format_profile(self, result: dict) -> str:
         lines = []
-        if "tflm" in result:
+        if "refused" in result.get("tflm", {}):
+            lines.append(f"  TFLite Micro: cannot run it ({result['tflm']['refused']})")
+        elif "tflm" in result:
             tflm = result["tflm"]
             lines.append(
                 f"  TFLite Micro: arena {tflm['arena_bytes']} B (smallest that runs), flash {tflm['flash_bytes']} B, "

@@ -233,7 +233,14 @@ class LoweringContext:
         """(integers, scales, zero points) of a constant behind a DequantizeLinear."""
         dq = self.producer(value)
         if dq is None or dq.op_type != "DequantizeLinear" or dq.inputs[0].const_value is None:
-            raise unsupported(node, f"input {value.name} is not a quantized constant", "not-quantized")
+            kept_float = value.const_value is not None and value.dtype == ir.DataType.FLOAT
+            why = (
+                ": the node was kept float (--exclude, or --layer ...=float), and the TFLite targets keep weighted "
+                "layers integer (give it int8, int4 or int16)"
+                if kept_float
+                else ""
+            )
+            raise unsupported(node, f"input {value.name} is not a quantized constant{why}", "not-quantized")
         q = dq.inputs[0].const_value.numpy()
         scale = dq.inputs[1].const_value.numpy().astype(np.float32)
         zero = dq.inputs[2].const_value.numpy() if len(dq.inputs) > 2 and dq.inputs[2] is not None else 0

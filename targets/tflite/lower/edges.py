@@ -102,7 +102,9 @@ def graph_input(ctx: LoweringContext, value: ir.Value) -> str:
         return integer_input(ctx, value)
     consumers = [user for user, _ in value.uses()]
     if len(consumers) != 1 or consumers[0].op_type != "QuantizeLinear":
-        raise unsupported(("input", value.name), "the graph input is not quantized", "not-quantized")
+        raise unsupported(
+            ("input", value.name), "the graph input is not quantized (the nodes reading it are kept float)", "not-quantized"
+        )
     q_node = consumers[0]
     shape = static_shape(value.shape)
     perm = _input_layout(q_node, len(shape))
