@@ -44,6 +44,7 @@ from onnxruntime.quantization import quantize_dynamic  # noqa: E402
 
 import edgeq  # noqa: E402
 from benchmarks.bench_quantize import machine, replace_section  # noqa: E402
+from benchmarks.mixed_litert import interleaved_latency  # noqa: E402
 from benchmarks.ort_quantize import ort_worker  # noqa: E402
 from edgeq.errors import first_line  # noqa: E402
 from edgeq.io.session import session  # noqa: E402
@@ -57,9 +58,11 @@ CASE = CORPUS / "paraphrase_minilm_l3"
 ROUNDS, RUNS = 15, 5
 COLUMNS = (
     "edgeq", "edgeq dynamic", "ORT static", "ORT dynamic", "ORT dynamic per-channel", "edgeq .tflite",
-    "edgeq .tflite 16x8",
+    "edgeq .tflite int8", "edgeq .tflite 16x8",
 )  # fmt: skip
-TFLITE = {"edgeq .tflite": "int8", "edgeq .tflite 16x8": "int16"}  # column -> activation type
+# .tflite column -> the activation type asked for (None: the default, int16 tensors chosen by measured error)
+TFLITE = {"edgeq .tflite": None, "edgeq .tflite int8": "int8", "edgeq .tflite 16x8": "int16"}
+FLOAT_TFLITE = "fp32 .tflite"  # the float32 .tflite of the same graph: LiteRT speeds are over its latency
 # as in bench_speed: onnxruntime's 8-bit static model computes what its Q/DQ nodes define on x86 without VNNI only
 # with its exact kernels; edgeq's bounds its weight pairs for the default ones; the dynamic model runs MatMulInteger
 EXACT_KERNELS = {"ORT static": host_cpu().gemm_pair_limit is not None}
@@ -86,19 +89,28 @@ def quantized(model: Path, tmp: Path) -> dict[str, Path | str]:
     out: dict[str, Path | str] = {}
     calib = CASE / "calib.npz"
     try:
-        converted = edgeq.convert(model, calib, outdir=tmp / "edgeq", targets=["onnxruntime", "tflite"], progress=False)
+        converted = edgeq.convert(
+            model, calib, outdir=tmp / "edgeq", targets=["onnxruntime", "tflite"], precision="float", progress=False
+        )
         artifacts = converted.report["artifacts"]
         out["edgeq"] = Path(next(a for a in artifacts if a.endswith(".qdq.onnx")))
-        out["edgeq .tflite"] = Path(next(a for a in artifacts if a.endswith(".tflite")))
+        out["edgeq .tflite"] = Path(next(a for a in artifacts if a.endswith(".tflite") and ".float." not in a))
+        out[FLOAT_TFLITE] = Path(next(a for a in artifacts if a.endswith(".float.tflite")))
+        choice = converted.targets["tflite"].get("int16_choice")
+        out["int16 tensors"] = f"{choice['int16_tensors']} of {choice['candidates']}" if choice else "none"
     except Exception as exc:  # a failing tool is a row of the table
         out["edgeq"] = out["edgeq .tflite"] = first_line(exc)
-    try:
-        converted = edgeq.convert(
-            model, calib, outdir=tmp / "edgeq16", targets=["tflite"], activation_type="int16", progress=False
-        )
-        out["edgeq .tflite 16x8"] = Path(converted.report["artifacts"][0])
-    except Exception as exc:
-        out["edgeq .tflite 16x8"] = first_line(exc)
+    for column, activation_type in TFLITE.items():
+        if activation_type is None:
+            continue
+        try:
+            converted = edgeq.convert(
+                model, calib, outdir=tmp / column.replace(" ", "_"), targets=["tflite"],
+                activation_type=activation_type, progress=False,
+            )  # fmt: skip
+            out[column] = Path(converted.report["artifacts"][0])
+        except Exception as exc:
+            out[column] = first_line(exc)
     try:
         converted = edgeq.convert(model, calib, outdir=tmp / "edgeq_dynamic", mode="dynamic", progress=False)
         out["edgeq dynamic"] = Path(converted.report["artifacts"][0])
@@ -163,8 +175,14 @@ def measure(name: str, model: Path, output: str, tmp: Path, metrics) -> dict:
     data = {k: v for k, v in np.load(CASE / "eval.npz").items()}
     artifacts = quantized(model, tmp)
     reference = embeddings("fp32", model, output, data)
-    onnx_models = {"fp32": model, **{k: v for k, v in artifacts.items() if isinstance(v, Path) and k not in TFLITE}}
+    onnx_models = {"fp32": model, **{k: v for k, v in artifacts.items() if isinstance(v, Path) and k in COLUMNS}}
+    onnx_models = {k: v for k, v in onnx_models.items() if k not in TFLITE}
     speed = speedups(onnx_models, data)
+    tflites = {k: v for k, v in artifacts.items() if isinstance(v, Path) and (k in TFLITE or k == FLOAT_TFLITE)}
+    if FLOAT_TFLITE in tflites:
+        latency = interleaved_latency(list(tflites.values()))
+        p50 = {k: latency[path]["p50"] for k, path in tflites.items()}
+        speed.update({k: p50[FLOAT_TFLITE] / p50[k] for k in tflites if k != FLOAT_TFLITE})
     row = {}
     for column in COLUMNS:
         artifact = artifacts[column]
@@ -179,6 +197,7 @@ def measure(name: str, model: Path, output: str, tmp: Path, metrics) -> dict:
             "spearman": metrics.pairwise_similarity_spearman(reference, test),
             "size": artifact.stat().st_size / model.stat().st_size,
             "speedup": speed.get(column),
+            **({"int16 tensors": artifacts["int16 tensors"]} if column == "edgeq .tflite" else {}),
         }
     print(name, row, flush=True)
     return row
@@ -188,8 +207,9 @@ def cell(value) -> str:
     if not isinstance(value, dict):
         return f"fails: {value}"
     speed = f", {value['speedup']:.2f}x fp32 speed" if value["speedup"] is not None else ""
+    int16 = f", int16 tensors: {value['int16 tensors']}" if "int16 tensors" in value else ""
     return (
-        f"{value['mean']:.4f} / {value['min']:.4f} / {value['spearman']:.4f} (size {value['size']:.2f}x{speed})"
+        f"{value['mean']:.4f} / {value['min']:.4f} / {value['spearman']:.4f} (size {value['size']:.2f}x{speed}{int16})"
     )
 
 
@@ -203,12 +223,14 @@ def section(rows: dict[str, dict]) -> list[str]:
         f"Versions: edgeq {edgeq.__version__}, onnxruntime {ort.__version__}",
         "",
         "Each cell: mean / minimum cosine of the 200 evaluation sentences' embeddings to fp32's / Spearman of their",
-        "pairwise similarities (the corpus case's metrics), then file size over fp32's and, for the ONNX models,",
-        "ONNX Runtime speed over fp32's (1 thread, batch 1, one 64-token sentence; median of "
-        f"{ROUNDS} alternated rounds).",
-        "edgeq: `edgeq.convert(targets=[\"onnxruntime\", \"tflite\"])` defaults; edgeq dynamic: the onnxruntime",
-        "target with `mode=\"dynamic\"` (int8 weights, activations quantized per run); edgeq .tflite 16x8: the",
-        "tflite target with `activation_type=\"int16\"` (int16 activations, int8 weights); ORT static:",
+        "pairwise similarities (the corpus case's metrics), then file size over fp32's and speed: for the ONNX",
+        "models ONNX Runtime's over fp32's (1 thread, batch 1, one 64-token sentence; median of "
+        f"{ROUNDS} alternated rounds), for the .tflite files LiteRT's (default kernels, 1 thread) over the float32",
+        ".tflite of the same graph (p50 of interleaved rounds, benchmarks/mixed_litert.py).",
+        "edgeq: `edgeq.convert(targets=[\"onnxruntime\", \"tflite\"])` defaults (the .tflite with int16 tensors",
+        "chosen by measured error, edgeq/mixed/int16_choice.py); edgeq dynamic: the onnxruntime",
+        "target with `mode=\"dynamic\"` (int8 weights, activations quantized per run); edgeq .tflite int8 / 16x8:",
+        "the tflite target with `activation_type=\"int8\"` / `\"int16\"` (int16 activations, int8 weights); ORT static:",
         "quant_pre_process + quantize_static (QDQ, MinMax, per-channel int8 weights, uint8 activations); ORT",
         "dynamic: quantize_dynamic defaults, and with `per_channel=True`. The script's docstring says how each is run.",
         "",
