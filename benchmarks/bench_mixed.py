@@ -15,6 +15,10 @@ has no mixed-precision or accuracy-aware search of its own (its nodes_to_exclude
 Sizes are the bytes of ONNX Runtime's model as written (4-bit weights packed as INT4); SQNR is the worst output's
 and the metric MobileNetV2's top-1 agreement with fp32 or a corpus case's own (benchmarks/corpus_scores.py), both on
 the evaluation samples. Ray timing: MobileNetV2 only.
+
+Each edgeq row's layer choices are also converted to a .tflite as `edgeq convert --target tflite` does, with its
+size, LiteRT latency, metric and bit-exactness, and each case gets a plot of the Pareto fronts of size and LiteRT
+latency against the metric and SQNR, in benchmarks/results/ (benchmarks/mixed_litert.py; --no-litert skips them).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import tempfile
 import time
@@ -36,17 +41,19 @@ sys.path.insert(0, str(REPO / "tests"))
 from ray_cluster import local_cluster  # noqa: E402
 
 import edgeq  # noqa: E402
-from benchmarks import corpus_scores  # noqa: E402
+from benchmarks import corpus_scores, mixed_litert  # noqa: E402
 from benchmarks.bench_quantize import machine, mobilenet_photo_setup, replace_section  # noqa: E402
 from benchmarks.ort_quantize import ort_worker  # noqa: E402
 from edgeq.api.inputs import data_of  # noqa: E402
-from edgeq.io.onnx_model import load_model  # noqa: E402
+from edgeq.io.onnx_model import load_model, model_bytes  # noqa: E402
 from edgeq.mixed import accuracy_aware, allocation  # noqa: E402
+from edgeq.mixed.int16_choice import choose_int16  # noqa: E402
 from edgeq.mixed.sensitivity import measure_sensitivity  # noqa: E402
 from edgeq.mixed.workbench import Workbench, run_model, worst_sqnr  # noqa: E402
 from edgeq.quantization.recipe import Recipe  # noqa: E402
 
 MARKER = "## Mixed precision"
+PLOTS = REPO / "benchmarks" / "results"
 CORPUS = corpus_scores.CORPUS
 SENSITIVITY_SAMPLES = 64
 ADAROUND_FACTORS = (0.85, 0.7)  # budgets whose milp mix is built with AdaRound too (1-4 minutes each)
@@ -71,14 +78,16 @@ def cases(quick: bool) -> dict[str, tuple[Path, Path, Path, str, str]]:
     return found
 
 
-def row(bench: Workbench, score, label: str, size: int, outputs: list[np.ndarray], extra: str = "") -> dict:
-    """A table row: SCORE is the case's metric (edgeq.mixed.accuracy_aware.metric_of)."""
+def row(bench: Workbench, score, label: str, size: int, outputs: list[np.ndarray], extra: str = "", tflite=None) -> dict:
+    """A table row: SCORE is the case's metric (edgeq.mixed.accuracy_aware.metric_of); TFLITE the recipe of its
+    .tflite (mixed_litert.recipe, or mixed_litert.FLOAT), None for no .tflite."""
     return {
         "label": label,
         "size": size,
         "sqnr": worst_sqnr(bench.reference, outputs),
         "metric": score(bench.reference, outputs, None),
         "extra": extra,
+        "tflite": tflite,
     }
 
 
@@ -105,8 +114,9 @@ def adarounded(bench: Workbench, score, model: Path, calib: Path, layers: dict[s
 
 
 def benchmark(
-    name: str, model: Path, calib: Path, evaluation: Path, metric: str, metric_title: str, ray_timing: bool
-) -> dict:
+    name: str, model: Path, calib: Path, evaluation: Path, metric: str, metric_title: str, ray_timing: bool,
+    litert: bool = True,
+) -> dict:  # fmt: skip
     score = accuracy_aware.metric_of(metric, None)
     source = load_model(model)
     data, eval_data = data_of(calib, source), data_of(evaluation, source)
@@ -125,11 +135,12 @@ def benchmark(
                 timing[workers] = time.perf_counter() - start
             timing["same"] = timing.get("same", True) and (on_ray.sqnr_db, on_ray.omega) == (table.sqnr_db, table.omega)
     float_size = len(model.read_bytes())
-    rows = [row(bench, score, "fp32", float_size, bench.reference)]
+    rows = [row(bench, score, "fp32", float_size, bench.reference, tflite=mixed_litert.FLOAT)]
     base = bench.build({})
-    rows.append(row(bench, score, "edgeq uniform int8", base.size, base.outputs, counts({}, table)))
-    int4 = bench.build({layer.name: "int4" for layer in table.layers})
-    rows.append(row(bench, score, "edgeq uniform int4 weights", int4.size, int4.outputs))
+    rows.append(row(bench, score, "edgeq uniform int8", base.size, base.outputs, counts({}, table), mixed_litert.recipe()))
+    all_int4 = {layer.name: "int4" for layer in table.layers}
+    int4 = bench.build(all_int4)
+    rows.append(row(bench, score, "edgeq uniform int4 weights", int4.size, int4.outputs, tflite=mixed_litert.recipe(all_int4)))
     sizes = allocation.byte_model(bench, table, rule)
     for factor in (1.0, 0.85, 0.7):
         budget = int(factor * base.size)
@@ -140,7 +151,7 @@ def benchmark(
                          "metric": float("nan"), "extra": str(exc)})  # fmt: skip
             continue
         rows.append(row(bench, score, f"edgeq milp, budget {factor:.2f}x int8", chosen.measured.size,
-                        chosen.measured.outputs, counts(chosen.layers, table)))  # fmt: skip
+                        chosen.measured.outputs, counts(chosen.layers, table), mixed_litert.recipe(chosen.layers)))  # fmt: skip
         if factor in ADAROUND_FACTORS:
             rows.append(adarounded(bench, score, model, calib, chosen.layers, f"edgeq milp, budget {factor:.2f}x int8, AdaRound"))
     int4_bench = Workbench.prepare(source, data, Recipe(activation_type="auto", weight_bits=4), eval_data,
@@ -152,12 +163,25 @@ def benchmark(
     final = int4_bench.build(found.layers)
     rows.append(row(int4_bench, score, "edgeq accuracy-aware (max drop 0.5, from int4)", final.size, final.outputs,
                     f"{counts(found.layers, int4_table)}; {len(found.reverted)} reverts, "
-                    f"{'met' if found.met else 'NOT met'}, {aware_seconds:.0f} s"))  # fmt: skip
+                    f"{'met' if found.met else 'NOT met'}, {aware_seconds:.0f} s",
+                    mixed_litert.recipe(found.layers, weight_bits=4)))  # fmt: skip
+    start = time.perf_counter()
+    choice = choose_int16(source, data, Recipe(activation_type="auto"))
+    int16_model = model_bytes(choice.quantized.model)
+    rows.append(row(bench, score, "edgeq int16 tensors by measured error (for TFLite)", len(int16_model),
+                    run_model(int16_model, bench.feeds),
+                    f"{len(choice.tensors)} of {choice.report['candidates']} tensors int16, "
+                    f"{time.perf_counter() - start:.0f} s",
+                    mixed_litert.recipe(choice.recipe.layers, calib_method=choice.recipe.calib_method)))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ort.onnx"
         ort_worker(str(model), str(calib), str(out), "MinMax", "QUInt8")
         rows.append(row(bench, score, "onnxruntime quantize_static int8 (MinMax)", out.stat().st_size,
                         run_model(out.read_bytes(), bench.feeds)))  # fmt: skip
+    start = time.perf_counter()
+    if litert:
+        mixed_litert.add_columns(rows, model, calib, evaluation, bench.feeds, bench.reference, score)
+    litert_seconds = time.perf_counter() - start
     return {
         "name": name,
         "metric": metric_title,
@@ -167,10 +191,12 @@ def benchmark(
         "timing": timing,
         "prepare_seconds": prepare_seconds,
         "spearman": table.spearman(),
+        "litert_seconds": litert_seconds if litert else None,
     }
 
 
-def section(results: list[dict], seconds: float) -> list[str]:
+def section(results: list[dict], seconds: float, plots: dict[str, Path] | None = None) -> list[str]:
+    """BENCHMARKS.md's section; PLOTS: case name -> its PNG (linked relative to the repository)."""
     lines = [
         MARKER,
         "",
@@ -187,16 +213,20 @@ def section(results: list[dict], seconds: float) -> list[str]:
         "learns each layer's rounding: needs the torch extra). The accuracy-aware mix starts from uniform int4",
         "and reverts layers (int4 -> int8 -> float) in the table's order until the metric's drop is at most 0.5.",
         "",
+        *mixed_litert.SECTION_NOTE,
+        "",
     ]
     for result in results:
         lines += [
             f"### {result['name']} ({result['layers']} weighted layers, {result['samples']} evaluation samples)",
             "",
-            f"| build | size KB | worst SQNR dB | {result['metric']} | layers |",
-            "|---|---|---|---|---|",
+            f"| build | size KB | worst SQNR dB | {result['metric']} | layers "
+            + mixed_litert.COLUMNS.format(metric=result["metric"]),
+            "|---" * (5 + mixed_litert.COLUMNS.count("|") - 1) + "|",
         ]
         for r in result["rows"]:
-            lines.append(f"| {r['label']} | {r['size'] / 1000:.1f} | {r['sqnr']:.2f} | {r['metric']:.2f} | {r['extra']} |")
+            lines.append(f"| {r['label']} | {r['size'] / 1000:.1f} | {r['sqnr']:.2f} | {r['metric']:.2f} | {r['extra']} "
+                         + mixed_litert.cells(r))  # fmt: skip
         timing = result["timing"]
         ray = (
             f"; as Ray tasks on a local cluster (`ray start`, one-CPU nodes) of 1 worker {timing[1]:.1f} s and of 2 "
@@ -211,6 +241,11 @@ def section(results: list[dict], seconds: float) -> list[str]:
             f"Omega (int4) with the measured int4 SQNR loss: {result['spearman']}.",
             "",
         ]
+        if plots and result["name"] in plots:
+            link = Path(os.path.relpath(plots[result["name"]], REPO)).as_posix()
+            lines += [f"LiteRT columns: {result['litert_seconds']:.0f} s. Size and LiteRT latency against "
+                      f"{result['metric']} and SQNR, Pareto fronts dashed: [{link}]({link})", "",
+                      f"![{result['name']}: Pareto fronts]({link})", ""]  # fmt: skip
     return lines
 
 
@@ -218,13 +253,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="replace BENCHMARKS.md's Mixed precision section")
     parser.add_argument("--quick", action="store_true", help="the corpus CNNs only (no MobileNetV2, no Ray timing)")
+    parser.add_argument("--no-litert", action="store_true", help="no .tflite columns and no plots")
+    parser.add_argument("--plots", type=Path, default=PLOTS, help=f"folder of the PNGs (default {PLOTS.relative_to(REPO)})")
     args = parser.parse_args()
     start = time.perf_counter()
     results = []
     for name, (model, calib, evaluation, metric, title) in cases(args.quick).items():
         print(f"{name} ...", flush=True)
-        results.append(benchmark(name, model, calib, evaluation, metric, title, ray_timing=name == "MobileNetV2"))
-    lines = section(results, time.perf_counter() - start)
+        results.append(benchmark(name, model, calib, evaluation, metric, title, ray_timing=name == "MobileNetV2",
+                                 litert=not args.no_litert))  # fmt: skip
+    plots = {}
+    for result in results if not args.no_litert else []:
+        plots[result["name"]] = args.plots.resolve() / f"mixed_{result['name']}.png"
+        mixed_litert.plot_case(result, plots[result["name"]])
+    lines = section(results, time.perf_counter() - start, plots)
     print("\n".join(lines))
     if args.write:
         replace_section(MARKER, lines)
