@@ -160,3 +160,28 @@ def test_bad_profile_inputs_are_one_line_errors(digits, tmp_path):
     assert_one_line_error(edgeq("profile", qdq_path, "--compare", tmp_path / "gone.onnx"), "does not exist")
     not_a_model = edgeq("profile", qdq_path, "--compare", DIGITS_CALIB)
     assert_one_line_error(not_a_model, "reads .onnx, .ort and .tflite")
+
+
+def test_a_tflite_with_token_ids_and_an_op_tflite_micro_lacks_is_profiled_in_litert(tmp_path):
+    """Token ids are fed as small integers a table accepts (not the whole int32 range, which LiteRT's GATHER
+    refuses), and TFLite Micro's part of the profile says it cannot run the model instead of failing it."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    import edgeq as api
+
+    table = helper.make_tensor("table", TensorProto.FLOAT, [20, 8], np.linspace(-1, 1, 160).tolist())
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["e"]), helper.make_node("Gelu", ["e"], ["y"])],
+        "ids_gelu",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])],
+        [table],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), tmp_path / "ids_gelu.onnx")
+    np.savez(tmp_path / "ids.npz", ids=np.random.default_rng(0).integers(0, 20, (8, 4)).astype(np.int64))
+    api.convert(tmp_path / "ids_gelu.onnx", tmp_path / "ids.npz", outdir=tmp_path / "out", targets=["tflite"])
+    result = edgeq("profile", tmp_path / "out" / "ids_gelu.tflite", "--runs", "5")
+    assert result.returncode == 0, result.stderr
+    assert "TFLite Micro: cannot run it" in result.stdout and "GELU" in result.stdout
