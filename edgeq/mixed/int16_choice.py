@@ -47,7 +47,7 @@ import onnx_ir as ir
 
 from edgeq.data import CalibrationData
 from edgeq.io.onnx_model import clone_model, model_bytes
-from edgeq.io.session import exposing, exposing_copy
+from edgeq.io.session import exposing, exposing_copy, fixed_batch_size
 from edgeq.mixed.workbench import run_model, worst_sqnr
 from edgeq.pipeline import Pipeline, Quantized
 from edgeq.quantization.integer_sources import is_embedding
@@ -88,7 +88,8 @@ def choose_int16(model: ir.Model, data: CalibrationData, recipe: Recipe, *, prog
     calibrated = Pipeline(recipe.updated(activation_type="int16"), progress=progress).calibrate(
         clone_model(model), data
     )
-    feeds = data.head(min(CHOICE_SAMPLES, data.num_samples))
+    step = fixed_batch_size(calibrated.model) or 1  # the samples one run takes, where the graph fixes them
+    feeds = data.head(max(step, min(CHOICE_SAMPLES, data.num_samples) // step * step))
     feeds = next(iter(feeds.batches(feeds.num_samples)))
     reference = run_model(calibrated.model, feeds)
     units = _units(calibrated.plan)
@@ -105,7 +106,7 @@ def choose_int16(model: ir.Model, data: CalibrationData, recipe: Recipe, *, prog
 
     int8_sqnr = measured(0)
     encodings = models[0].report["encodings"]
-    ratios = _noise_ratios(calibrated.model, [t for t in units if t in encodings], encodings, feeds)
+    ratios = _noise_ratios(calibrated.model, [t for t in units if t in encodings], encodings, feeds, step)
     by_name = {node.name: node for node in calibrated.plan.quantized}
     products = {t: any(by_name[n].op_type in PRODUCT_OPS for n in units[t]) for t in ratios}
     ordered = sorted(ratios, key=lambda t: (products[t], -ratios[t]))
@@ -181,18 +182,20 @@ def _stores_large_table(node: ir.Node) -> bool:
 
 
 def _noise_ratios(
-    model: ir.Model, names: list[str], encodings: dict[str, dict], feeds: dict[str, np.ndarray]
+    model: ir.Model, names: list[str], encodings: dict[str, dict], feeds: dict[str, np.ndarray], step: int
 ) -> dict[str, float]:
     """Tensor -> E[(int8 round trip - x)^2] / E[x^2] of its float values on FEEDS, at its ENCODINGS (a report's:
-    name -> scale and zero point)."""
+    name -> scale and zero point), run STEP samples at a time."""
+    if not names:  # onnxruntime would return every graph output for none
+        return {}
     values = {v.name: v for node in model.graph for v in node.outputs} | {v.name: v for v in model.graph.inputs}
     runner = exposing(exposing_copy(model, [values[n] for n in names if values[n].producer() is not None]), names)
     int8 = ACTIVATION_TYPES["int8"]
     noise = dict.fromkeys(names, 0.0)
     signal = dict.fromkeys(names, 0.0)
     samples = len(next(iter(feeds.values())))
-    for index in range(samples):  # one sample a run: every candidate tensor is an output of the run
-        outputs = runner.run(names, {k: v[index : index + 1] for k, v in feeds.items()})
+    for start in range(0, samples, step):  # few samples a run: every candidate tensor is an output of the run
+        outputs = runner.run(names, {k: v[start : start + step] for k, v in feeds.items()})
         for name, x in zip(names, outputs, strict=True):
             encoding = Encoding(np.float32(encodings[name]["scale"]), encodings[name]["zero_point"], int8)
             x = np.asarray(x, np.float64)

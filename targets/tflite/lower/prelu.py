@@ -18,6 +18,8 @@ lowering writes instead (``one``: the constant 1 on scale 1, zero point 0):
     p = MUL(x, one), RELU, on (S_out, zp_out)  zp_out + MBQM(max(a, 0), M_1): MBQM is monotone, MBQM(0) = 0
     y = ADD(p, n) on (S_out, zp_out)           zp_out + (p - zp_out) + (n - zp_out)
 
+Where M_1 or M_2 lies outside what XNNPACK's int8 MUL computes (XNNPACK_MUL_RATIOS), PRELU stays.
+
 m's requantization multiplier S_in / S_in is exactly 1 (MBQM by 1 is the identity) and a >= -255, so m is exact.
 MUL computes its multiplier S_1 S_2 / S_out as PRELU's Prepare computes M_1 and M_2, in double (TFLite Micro) or
 with float32 operands (LiteRT), so n and p are PRELU's two branches bit for bit under either semantics. One of
@@ -84,7 +86,7 @@ def prelu(ctx: LoweringContext, node: ir.Node) -> None:
     out, activation = ctx.output(node, static_shape(x_value.shape), act.perm)
     if activation != "NONE":
         raise unsupported(node, "PRELU has no fused activation for the Relu/Clip after it", "attribute")
-    if ctx.float or ctx.integer != np.int8 or ctx.kernels == "micro":
+    if ctx.float or ctx.integer != np.int8 or ctx.kernels == "micro" or not _xnnpack_multipliers(ctx, act, alpha, out):
         ctx.add_op(PRELU, [act.index, alpha], [out])
         return
     shape, s_in, s_out = ctx.graph.tensors[out].shape, ctx.encoding_of(act.index)[0], ctx.encoding_of(out)
@@ -96,3 +98,16 @@ def prelu(ctx: LoweringContext, node: ir.Node) -> None:
     ctx.add_op(MUL, [negative, alpha], [negative_out], {"FusedActivationFunction": "NONE"})
     ctx.add_op(MUL, [act.index, one], [positive_out], {"FusedActivationFunction": "RELU"})
     ctx.add_op(ADD, [positive_out, negative_out], [out], {"FusedActivationFunction": "NONE"})
+
+
+# XNNPACK's int8 MUL requantizes by product-to-output scale ratios in [2^-16, 2^8) only; outside (a PRelu whose
+# output scale is 500x finer than its input's, found by hypothesis) it gave 126 steps off LiteRT's reference
+XNNPACK_MUL_RATIOS = (2.0**-16, 2.0**8)
+
+
+def _xnnpack_multipliers(ctx: LoweringContext, act, alpha: int, out: int) -> bool:
+    """Whether both branches' multipliers, M_1 = S_in / S_out and M_2 = S_in S_alpha / S_out, are ones XNNPACK's
+    MUL computes (XNNPACK_MUL_RATIOS); else the lowering keeps PRELU, which LiteRT's builtin kernel computes."""
+    s_in, s_alpha, s_out = ctx.encoding_of(act.index)[0], ctx.encoding_of(alpha)[0], ctx.encoding_of(out)[0]
+    low, high = XNNPACK_MUL_RATIOS
+    return all(low <= float(m) < high for m in (s_in / s_out, s_in * s_alpha / s_out))
