@@ -13,7 +13,9 @@ import json
 import os
 from collections import Counter
 from functools import partial
+from pathlib import Path
 
+import jsonschema
 import pytest
 from test_cli import DIGITS, DIGITS_CALIB, assert_one_line_error, edgeq
 
@@ -185,3 +187,7 @@ def test_a_tflite_with_token_ids_and_an_op_tflite_micro_lacks_is_profiled_in_lit
     result = edgeq("profile", tmp_path / "out" / "ids_gelu.tflite", "--runs", "5")
     assert result.returncode == 0, result.stderr
     assert "TFLite Micro: cannot run it" in result.stdout and "GELU" in result.stdout
+    printed = json.loads(edgeq("profile", tmp_path / "out" / "ids_gelu.tflite", "--runs", "5", "--json").stdout)
+    schema = json.loads((Path(__file__).parents[1] / "docs" / "schemas" / "profile.schema.json").read_text())
+    jsonschema.validate(printed, schema, cls=jsonschema.Draft202012Validator)
+    assert "GELU" in json.dumps(printed)

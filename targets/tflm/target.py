@@ -72,7 +72,7 @@ class TfliteMicroTarget(Target):
         result = {"mcu_estimate": {name: estimate(analysis, device) for name, device in PROFILES.items()}}
         integer = any(t.dtype in (np.int8, np.int16) for t in graph.tensors)
         if _installed() and integer and (missing := missing_micro_kernel(graph)) is not None:
-            result["tflm"] = {"refused": missing}  # profiled in LiteRT; TFLite Micro cannot run it
+            result["tflm"] = {"refused": str(missing)}  # profiled in LiteRT; TFLite Micro cannot run it
         elif _installed() and integer:  # an integer model's arena
             arena = measure_arena(data)
             result["tflm"] = {
