@@ -32,14 +32,15 @@ def test_a_transformers_tflite_gets_the_measured_mix_and_the_report_says_which_t
     result = _convert(tmp_path)
     choice = result.targets["tflite"]["int16_choice"]
     chosen = len(choice["tensors"])
-    assert choice["int16_tensors"] == chosen <= choice["candidates"]
-    # the mix returned is a build that was measured, and it meets the target (or int8 did: none chosen)
+    # int8 misses the target on this block (seeded data: 35.0 dB against 35.9), all-int16 is not needed
+    assert choice["int16_tensors"] == chosen and 0 < chosen < choice["candidates"]
+    # the mix returned is a build that was measured, and it meets the target
     assert choice["sqnr_db"][str(chosen)] == choice["chosen_sqnr_db"] >= choice["target_db"]
     assert str(choice["candidates"]) in choice["sqnr_db"] and "0" in choice["sqnr_db"]
     tflite = result.targets["tflite"]
     assert tflite["verification"]["bit_exact"]
     # the chosen nodes compute in int16, but for a layer norm: a float island between int16 tensors
-    assert (0 < tflite["coverage"]["int16"] <= choice["int16_nodes"]) if chosen else "int16" not in tflite["coverage"]
+    assert 0 < tflite["coverage"]["int16"] <= choice["int16_nodes"]
 
 
 def test_the_choice_is_not_made_where_the_user_set_the_type_or_for_a_cnn(tmp_path):
