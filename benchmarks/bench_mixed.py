@@ -170,7 +170,7 @@ def benchmark(
     int16_model = model_bytes(choice.quantized.model)
     rows.append(row(bench, score, "edgeq int16 tensors by measured error (for TFLite)", len(int16_model),
                     run_model(int16_model, bench.feeds),
-                    f"{len(choice.tensors)} of {choice.report['candidates']} tensors int16, "
+                    f"{choice.report['int16_tensors']} of {choice.report['candidates']} tensors int16, "
                     f"{time.perf_counter() - start:.0f} s",
                     mixed_litert.recipe(choice.recipe.layers, calib_method=choice.recipe.calib_method)))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:

@@ -175,8 +175,9 @@ def measure(name: str, model: Path, output: str, tmp: Path, metrics) -> dict:
     data = {k: v for k, v in np.load(CASE / "eval.npz").items()}
     artifacts = quantized(model, tmp)
     reference = embeddings("fp32", model, output, data)
-    onnx_models = {"fp32": model, **{k: v for k, v in artifacts.items() if isinstance(v, Path) and k in COLUMNS}}
-    onnx_models = {k: v for k, v in onnx_models.items() if k not in TFLITE}
+    onnx_models = {
+        "fp32": model, **{k: v for k, v in artifacts.items() if isinstance(v, Path) and k in COLUMNS and k not in TFLITE}
+    }
     speed = speedups(onnx_models, data)
     tflites = {k: v for k, v in artifacts.items() if isinstance(v, Path) and (k in TFLITE or k == FLOAT_TFLITE)}
     if FLOAT_TFLITE in tflites:

@@ -46,8 +46,8 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.data import CalibrationData
-from edgeq.io.onnx_model import clone_model, model_bytes
-from edgeq.io.session import exposing, exposing_copy, fixed_batch_size
+from edgeq.io.onnx_model import clone_model, model_bytes, to_proto
+from edgeq.io.session import exposing, fixed_batch_size
 from edgeq.mixed.workbench import run_model, worst_sqnr
 from edgeq.pipeline import Pipeline, Quantized
 from edgeq.quantization.integer_sources import is_embedding
@@ -69,8 +69,7 @@ class Int16Choice:
 
     recipe: Recipe
     quantized: Quantized
-    tensors: list[str]
-    report: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)  # "tensors": the int16 tensors
 
 
 def is_transformer(graph: ir.Graph) -> bool:
@@ -136,7 +135,7 @@ def choose_int16(model: ir.Model, data: CalibrationData, recipe: Recipe, *, prog
         "tensors": chosen,
     }
     quantized.report["int16_choice"] = report  # the TFLite targets' reports carry the QDQ model's
-    return Int16Choice(_with_int16(recipe, nodes), quantized, chosen, report)
+    return Int16Choice(_with_int16(recipe, nodes), quantized, report)
 
 
 def _with_int16(recipe: Recipe, nodes: list[str]) -> Recipe:
@@ -188,8 +187,7 @@ def _noise_ratios(
     name -> scale and zero point), run STEP samples at a time."""
     if not names:  # onnxruntime would return every graph output for none
         return {}
-    values = {v.name: v for node in model.graph for v in node.outputs} | {v.name: v for v in model.graph.inputs}
-    runner = exposing(exposing_copy(model, [values[n] for n in names if values[n].producer() is not None]), names)
+    runner = exposing(to_proto(model), names)
     int8 = ACTIVATION_TYPES["int8"]
     noise = dict.fromkeys(names, 0.0)
     signal = dict.fromkeys(names, 0.0)

@@ -70,10 +70,11 @@ class TfliteMicroTarget(Target):
         graph = read(data)
         analysis = analyze_tflite(graph)
         result = {"mcu_estimate": {name: estimate(analysis, device) for name, device in PROFILES.items()}}
-        integer = any(t.dtype in (np.int8, np.int16) for t in graph.tensors)
-        if _installed() and integer and (missing := missing_micro_kernel(graph)) is not None:
+        if not _installed() or not any(t.dtype in (np.int8, np.int16) for t in graph.tensors):
+            return result  # an integer model's arena, measured where TFLite Micro is installed
+        if (missing := missing_micro_kernel(graph)) is not None:
             result["tflm"] = {"refused": str(missing)}  # profiled in LiteRT; TFLite Micro cannot run it
-        elif _installed() and integer:  # an integer model's arena
+        else:
             arena = measure_arena(data)
             result["tflm"] = {
                 "flash_bytes": len(data),
