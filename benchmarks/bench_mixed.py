@@ -9,8 +9,8 @@ Everything runs through edgeq's Python modules (edgeq.mixed) in one process: the
 (timed serially in process, whose onnxruntime uses every core, and as Ray tasks on a real local cluster of one and
 of two one-CPU worker nodes, tests/ray_cluster.py, and checked equal), the milp mix at the size of
 uniform int8, at 0.85x and at 0.7x it (the smaller two also built with AdaRound, as `--passes adaround` builds
-a chosen mix), the accuracy-aware mix for --max-drop 0.5 (of the model's metric) starting from uniform
-int4, and onnxruntime's quantize_static (uniform int8, per-channel, MinMax: benchmarks/ort_quantize.py), which
+a chosen mix), the accuracy-aware mixes for --max-drop 0.5 (of the model's metric) for ONNX Runtime starting from
+uniform int4 and from uniform int8, and for TFLite from uniform int8, and onnxruntime's quantize_static (uniform int8, per-channel, MinMax: benchmarks/ort_quantize.py), which
 has no mixed-precision or accuracy-aware search of its own (its nodes_to_exclude is a list the user writes).
 Sizes are the bytes of ONNX Runtime's model as written (4-bit weights packed as INT4); SQNR is the worst output's
 and the metric MobileNetV2's top-1 agreement with fp32 or a corpus case's own (benchmarks/corpus_scores.py), both on
@@ -157,14 +157,21 @@ def benchmark(
     int4_bench = Workbench.prepare(source, data, Recipe(activation_type="auto", weight_bits=4), eval_data,
                                    samples=eval_data.num_samples)  # fmt: skip
     int4_table = measure_sensitivity(int4_bench, rule.precisions, samples=SENSITIVITY_SAMPLES, address="serial")
-    start = time.perf_counter()
-    found = accuracy_aware.search(int4_bench, int4_table, rule, max_drop=0.5, metric=metric)
-    aware_seconds = time.perf_counter() - start
-    final = int4_bench.build(found.layers)
-    rows.append(row(int4_bench, score, "edgeq accuracy-aware (max drop 0.5, from int4)", final.size, final.outputs,
-                    f"{counts(found.layers, int4_table)}; {len(found.reverted)} reverts, "
-                    f"{'met' if found.met else 'NOT met'}, {aware_seconds:.0f} s",
-                    mixed_litert.recipe(found.layers, weight_bits=4)))  # fmt: skip
+    searches = (
+        ("from int4", int4_bench, int4_table, rule, 4),
+        ("from int8", bench, table, rule, 8),
+        ("for TFLite, from int8", bench, table, allocation.TARGET_RULES["tflite"], 8),
+    )
+    for label, search_bench, search_table, search_rule, bits in searches:
+        start = time.perf_counter()
+        found = accuracy_aware.search(search_bench, search_table, search_rule, max_drop=0.5, metric=metric,
+                                      sensitivity_samples=SENSITIVITY_SAMPLES)  # fmt: skip
+        seconds = time.perf_counter() - start
+        final = search_bench.build(found.layers)
+        moved = f"{len(found.moved_tensors)} of {len(found.tensors.sqnr_db)} tensors {found.tensors.precision}, " if found.tensors else ""
+        rows.append(row(search_bench, score, f"edgeq accuracy-aware (max drop 0.5, {label})", final.size, final.outputs,
+                        f"{len(found.reverted_layers)} weight reverts, {moved}{'met' if found.met else 'NOT met'}, "
+                        f"{seconds:.0f} s", mixed_litert.recipe(found.layers, weight_bits=bits)))  # fmt: skip
     start = time.perf_counter()
     choice = choose_int16(source, data, Recipe(activation_type="auto"))
     int16_model = model_bytes(choice.quantized.model)
@@ -210,8 +217,10 @@ def section(results: list[dict], seconds: float, plots: dict[str, Path] | None =
         "mixes choose float, int8 or int4 per weighted layer from the per-layer sensitivity table",
         f"({SENSITIVITY_SAMPLES} samples, docs/mixed-precision.md), ranking mixes rounded to nearest; the AdaRound rows",
         "build the same mix as `edgeq quantize --budget ... --passes adaround` builds its chosen one (AdaRound",
-        "learns each layer's rounding: needs the torch extra). The accuracy-aware mix starts from uniform int4",
-        "and reverts layers (int4 -> int8 -> float) in the table's order until the metric's drop is at most 0.5.",
+        "learns each layer's rounding: needs the torch extra). The accuracy-aware mixes move layers' weights from",
+        "int4 to int8 in the table's order, then activation tensors (with their writers and readers) to float for",
+        "ONNX Runtime or to int16 for TFLite in the order of their measured sensitivity, until the metric's drop",
+        "is at most 0.5 (docs/mixed-precision.md).",
         "",
         *mixed_litert.SECTION_NOTE,
         "",

@@ -61,7 +61,7 @@ def _convert(model: Path, calib: Path, evaluation: Path, options: dict, outdir: 
         )  # fmt: skip
     except EdgeqError as exc:
         floats = sum(p == "float" for p in options["layers"].values())
-        reason = f"{floats} float layer{'s' * (floats > 1)}: TFLite keeps every layer integer" if floats else first_line(exc)[:90]
+        reason = f"{floats} float node{'s' * (floats > 1)}: TFLite keeps every layer integer" if floats else first_line(exc)[:90]
         return {"refused": f"no .tflite ({reason})"}
     report = result.targets["tflite"]
     paths = [Path(p) for p in report["artifacts"]]
@@ -172,7 +172,8 @@ def cells(r: dict) -> str:
 
 SHORT = (
     (r"^fp32$", "fp32"), (r"uniform int8", "int8"), (r"uniform int4", "int4w"), (r"milp, budget ([0-9.]+x)", r"milp \1"),
-    (r"accuracy-aware", "acc-aware"), (r"onnxruntime quantize_static", "ORT int8"),
+    (r"accuracy-aware.*TFLite", "acc-aware TFLite"), (r"accuracy-aware.*from (int\d)", r"acc-aware \1"),
+    (r"int16 tensors by measured error", "int16 choice"), (r"onnxruntime quantize_static", "ORT int8"),
 )  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from test_dynamic_quantization import _encoder_block, _ids
 import edgeq
 from edgeq.api.inputs import data_of
 from edgeq.io.onnx_model import load_model
-from edgeq.mixed.int16_choice import _units
+from edgeq.mixed.tensor_units import tensor_units
 from edgeq.pipeline import Pipeline
 from edgeq.quantization.recipe import Recipe
 
@@ -54,14 +54,14 @@ def test_an_int16_tensor_brings_its_writer_and_every_reader_but_never_a_large_ta
     path.write_bytes(_encoder_block().SerializeToString())
     model = load_model(path)
     calibrated = Pipeline(Recipe(activation_type="int16"), progress=False).calibrate(model, data_of(_ids(8), model))
-    units = _units(calibrated.plan)
+    units = tensor_units(calibrated.plan)
     for tensor, nodes in units.items():
         value = next(v for v in calibrated.plan.tensors if v.name == tensor)
         readers = {use.node.name for use in value.uses()} & {n.name for n in calibrated.plan.quantized}
         assert readers <= nodes
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("edgeq.mixed.int16_choice.TABLE_BYTES", 0)  # every embedding table counts as large
-        assert all("Gather" not in name for nodes in _units(calibrated.plan).values() for name in nodes)
+        patch.setattr("edgeq.mixed.tensor_units.TABLE_BYTES", 0)  # every embedding table counts as large
+        assert all("Gather" not in name for nodes in tensor_units(calibrated.plan).values() for name in nodes)
 
 
 @pytest.mark.slow

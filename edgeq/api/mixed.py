@@ -116,7 +116,10 @@ def choose(
         layers = chosen.layers
     else:
         labels = labels[: len(next(iter(bench.feeds.values())))] if labels is not None else None
-        found = _accuracy_aware().search(bench, table, rule, max_drop=max_drop, metric=metric or "agreement", labels=labels)
+        found = _accuracy_aware().search(
+            bench, table, rule, max_drop=max_drop, metric=metric or "agreement", labels=labels,
+            sensitivity_samples=SENSITIVITY_SAMPLES,
+        )  # fmt: skip
         report["accuracy_aware"] = found.to_dict()
         layers = found.layers
     return MixedChoice(recipe.updated(layers=layers), report, plots)

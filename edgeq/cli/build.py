@@ -336,6 +336,7 @@ def export(factory: str, output: str, input_shape: str | None, opset: int, stati
 def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
     """Calibrate MODEL and write its QDQ (QuantizeLinear/DequantizeLinear) model: 8-bit (or int16) activations."""
     from edgeq.api.quantize import quantize as quantize_model
+    from edgeq.cli.mixed import echo_mixed  # edgeq.cli.mixed imports this module
 
     options = recipe_options(opts)
     result = quantize_model(
@@ -438,6 +439,7 @@ def convert(
     """Quantize MODEL for target runtimes, validate each artifact by running it, and write report.json."""
     from edgeq import targets
     from edgeq.api.convert import convert as convert_model
+    from edgeq.cli.mixed import echo_mixed  # edgeq.cli.mixed imports this module
     from edgeq.errors import RecipeError
     from edgeq.reports.verify import one_line
 
@@ -471,30 +473,3 @@ def convert(
         click.echo(f"replaced (from an earlier run): {', '.join(map(str, result.replaced))}")
     if result.removed:
         click.echo(f"removed (an earlier run's, not written by this one): {', '.join(map(str, result.removed))}")
-
-
-def echo_mixed(report: dict) -> None:
-    """One line per mixed-precision decision in REPORT (quantize's or convert's), if it has one."""
-    mixed = report.get("mixed_precision")
-    if mixed is None:
-        return
-    if "budget" in mixed:
-        chosen = mixed["budget"]
-        counts = ", ".join(f"{n} {p}" for p, n in chosen["precisions"].items() if n)
-        click.echo(
-            f"mixed precision: {counts} layer(s) for a budget of {chosen['budget_bytes']} bytes: "
-            f"{chosen['size_bytes']} bytes, worst output SQNR {chosen['measured_sqnr_db']} dB "
-            f"(predicted {chosen['predicted_sqnr_db']} dB)"
-        )
-        if chosen.get("note"):
-            click.echo(f"note: {chosen['note']}", err=True)
-    if "accuracy_aware" in mixed:
-        found = mixed["accuracy_aware"]
-        reverted = ", ".join(f"{s['layer']} {s['change']}" for s in found["steps"] if s["layer"]) or "none"
-        state = "met" if found["met"] else "NOT met"
-        click.echo(
-            f"accuracy-aware: {found['metric']} drop {found['final_drop']} (max {found['max_drop']}) {state} "
-            f"with {found['reverted']} revert(s): {reverted}"
-        )
-        if found.get("note"):
-            click.echo(f"warning: {found['note']}", err=True)

@@ -58,3 +58,33 @@ def sensitivity(model: str, outdir: str, eval_data, samples: int, target: str, p
 
 def _finite(value) -> float:
     return value if isinstance(value, int | float) else float("inf")
+
+
+def echo_mixed(report: dict) -> None:
+    """One line per mixed-precision decision in REPORT (quantize's or convert's), if it has one."""
+    mixed = report.get("mixed_precision")
+    if mixed is None:
+        return
+    if "budget" in mixed:
+        chosen = mixed["budget"]
+        counts = ", ".join(f"{n} {p}" for p, n in chosen["precisions"].items() if n)
+        click.echo(
+            f"mixed precision: {counts} layer(s) for a budget of {chosen['budget_bytes']} bytes: "
+            f"{chosen['size_bytes']} bytes, worst output SQNR {chosen['measured_sqnr_db']} dB "
+            f"(predicted {chosen['predicted_sqnr_db']} dB)"
+        )
+        if chosen.get("note"):
+            click.echo(f"note: {chosen['note']}", err=True)
+    if "accuracy_aware" in mixed:
+        found = mixed["accuracy_aware"]
+        reverted = [f"{s['layer']} {s['change']}" for s in found["steps"] if s["layer"]]
+        if "tensors" in found:  # the activation ladder: how many tensors moved, not each (MobileNetV2: 63)
+            tensors = found["tensors"]
+            reverted.append(f"{len(tensors['moved'])} of {len(tensors['tensors'])} tensors {tensors['precision']}")
+        state = "met" if found["met"] else "NOT met"
+        click.echo(
+            f"accuracy-aware: {found['metric']} drop {found['final_drop']} (max {found['max_drop']}) {state} "
+            f"with {found['reverted']} revert(s): {', '.join(reverted) or 'none'}"
+        )
+        if found.get("note"):
+            click.echo(f"warning: {found['note']}", err=True)

@@ -49,6 +49,11 @@ class TargetRule:
     packed_int4: bool
     note: str
 
+    @property
+    def tensor_precision(self) -> str:
+        """The wider precision an activation tensor can take: float where float layers run, else int16 (16x8)."""
+        return "float" if "float" in self.precisions else "int16"
+
 
 TARGET_RULES = {
     "onnxruntime": TargetRule(

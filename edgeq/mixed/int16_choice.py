@@ -6,8 +6,8 @@ hundreds of times the typical one, and one int8 scale over that range leaves the
 TFLite's 16x8 kernels (int16 activations, int8 weights) hold such ranges, but a whole 16x8 model doubles the
 arena and runs no operator in XNNPACK; so only the tensors that need the range get int16.
 
-A tensor is *int16* when its writer and every quantized node reading it compute in int16 (the layers table's
-"int16", edgeq.quantization.layer_precision): it is then stored in int16 and no reader reads an int8 copy.
+A tensor is *int16* when its unit (edgeq.mixed.tensor_units: its writer and every quantized node reading it)
+computes in int16 (the layers table's "int16"): it is then stored in int16 and no reader reads an int8 copy.
 
 1. **Local error.** On the first CHOICE_SAMPLES calibration samples, each candidate tensor's float values x in the
    float model, and its int8 encoding (scale s, zero point z) in the all-int8 build:
@@ -24,10 +24,8 @@ A tensor is *int16* when its writer and every quantized node reading it compute 
    ends of the bisection's interval are measured builds, so the mix returned is one that was built and met the
    target.
 
-Candidates are the planned activation tensors, except those whose writer or a reader stores more than TABLE_BYTES
-of constants in its activation type (an embedding lookup's table takes its output's type: int16 would double
-it). A constant read by an int16 node and an 8-bit node cannot be stored for both (edgeq.quantization.plan), so a
-chosen node's constant brings its other readers along. Ranges are min/max (``calib_method`` auto), as for
+Candidates are the tensor units of edgeq.mixed.tensor_units (a tensor, its writer and readers; no embedding
+table goes int16). Ranges are min/max (``calib_method`` auto), as for
 uniform int16 (edgeq.quantization.qparams.range_method): the int8 and int16 copies of a tensor share one range.
 
 Measured (BENCHMARKS.md "Sentence encoders", AMD EPYC, mean / minimum cosine of 200 sentence embeddings to fp32's):
@@ -48,16 +46,14 @@ import onnx_ir as ir
 from edgeq.data import CalibrationData
 from edgeq.io.onnx_model import clone_model, model_bytes, to_proto
 from edgeq.io.session import exposing, fixed_batch_size
+from edgeq.mixed.tensor_units import tensor_units
 from edgeq.mixed.workbench import run_model, worst_sqnr
 from edgeq.pipeline import Pipeline, Quantized
-from edgeq.quantization.integer_sources import is_embedding
-from edgeq.quantization.plan import QuantPlan, constant_data_inputs
 from edgeq.quantization.qparams import ACTIVATION_TYPES, Encoding
 from edgeq.quantization.recipe import Recipe
 
 CHOICE_SAMPLES = 16
 MARGIN_DB = 6.0  # how far below the all-int16 mix's SQNR the chosen mix may be (1 bit of the output's precision)
-TABLE_BYTES = 1 << 20
 # ops whose 16x8 kernels LiteRT runs far slower than int8 ones (no XNNPACK): FULLY_CONNECTED, BATCH_MATMUL, CONV_2D
 PRODUCT_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
 
@@ -91,7 +87,7 @@ def choose_int16(model: ir.Model, data: CalibrationData, recipe: Recipe, *, prog
     feeds = data.head(max(step, min(CHOICE_SAMPLES, data.num_samples) // step * step))
     feeds = next(iter(feeds.batches(feeds.num_samples)))
     reference = run_model(calibrated.model, feeds)
-    units = _units(calibrated.plan)
+    units = tensor_units(calibrated.plan)
     scores: dict[int, float] = {}  # k -> SQNR(k)
     models: dict[int, Quantized] = {}  # the builds that may be returned (a transformer's QDQ model is large)
     ordered: list[str] = []  # the candidates in their order (set after the int8 build)
@@ -141,43 +137,6 @@ def choose_int16(model: ir.Model, data: CalibrationData, recipe: Recipe, *, prog
 def _with_int16(recipe: Recipe, nodes: list[str]) -> Recipe:
     """RECIPE with NODES int16 (escaped: a node name is matched as a whole, never as a pattern)."""
     return recipe.updated(layers={**{re.escape(name): "int16" for name in nodes}, **recipe.layers})
-
-
-def _units(plan: QuantPlan) -> dict[str, set[str]]:
-    """Candidate tensor -> the quantized nodes that compute in int16 when it is int16: its writer (the anchor of a
-    fused Relu/Clip), its readers, and the other readers of any constant they read (module docstring)."""
-    quantized = {node.name: node for node in plan.quantized}
-    anchor_of = {act.name: anchor for anchor, act in plan.fused_activation.items()}
-    readers_of: dict[str, set[str]] = {}
-    for node in plan.quantized:
-        for constant in constant_data_inputs(node):
-            readers_of.setdefault(constant.name, set()).add(node.name)
-    units = {}
-    for value in plan.tensors:
-        writer = value.producer()
-        nodes = {use.node.name for use in value.uses() if use.node.name in quantized}
-        if writer is not None and writer.name in quantized:
-            nodes.add(anchor_of.get(writer.name, writer.name))
-        pending, unit = list(nodes), set()
-        while pending:
-            name = pending.pop()
-            if name in unit:
-                continue
-            unit.add(name)
-            if name in plan.fused_activation:
-                pending.append(plan.fused_activation[name].name)
-            for constant in constant_data_inputs(quantized[name]):
-                pending.extend(readers_of[constant.name])
-        if unit and not any(_stores_large_table(quantized[name]) for name in unit):
-            units[value.name] = unit
-    return units
-
-
-def _stores_large_table(node: ir.Node) -> bool:
-    """Whether NODE stores more than TABLE_BYTES of constants in its activation type: an embedding lookup's table
-    (TFLite's GATHER copies rows of the output's type) or a constant operand."""
-    tables = [*constant_data_inputs(node), *(node.inputs[:1] if is_embedding(node) else [])]
-    return any(v.const_value is not None and v.const_value.nbytes > TABLE_BYTES for v in tables)
 
 
 def _noise_ratios(

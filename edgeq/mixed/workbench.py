@@ -80,6 +80,7 @@ class Workbench:
     reference: list[np.ndarray]
     progress: bool = False
     _builds: dict[tuple, Measured] = field(default_factory=dict)
+    _int16_calibrated: Calibrated | None = None
 
     @classmethod
     def prepare(
@@ -123,21 +124,36 @@ class Workbench:
         """The mix LAYERS (node -> precision) built by the pipeline and measured."""
         key = tuple(sorted(layers.items()))
         if key not in self._builds:
-            recipe = self.recipe.updated(layers=dict(layers))
-            pipeline = Pipeline(recipe, progress=self.progress)
-            limit = _pair_limit(self.cpu, self.activation_type, recipe)
-            try:
-                # weight bits change no plan, and a float layer (planned like an exclusion) quantizes a subset of
-                # the tensors the base build calibrated: the base calibration serves (MobileNetV2: 2.3 GB and
-                # several seconds less per build), unless quantized-phase passes would read the base plan
-                if "float" in layers.values() and recipe.passes:
-                    raise KeyError("passes")
-                model = pipeline.quantize(self.calibrated, self.activation_type, limit, onnxruntime=True).model
-            except KeyError:  # a tensor the base build did not calibrate
-                calibrated = pipeline.calibrate(clone_model(self.source), self.data)
-                model = pipeline.quantize(calibrated, self.activation_type, limit, onnxruntime=True).model
-            self._builds[key] = self.measure(model, recipe)
+            self._builds[key] = self.measure(self.quantized(layers), self.recipe.updated(layers=dict(layers)))
         return self._builds[key]
+
+    def quantized(self, layers: dict[str, str]) -> ir.Model:
+        """The QDQ model of the mix LAYERS as the pipeline builds it (not measured, not kept)."""
+        recipe = self.recipe.updated(layers=dict(layers))
+        pipeline = Pipeline(recipe, progress=self.progress)
+        limit = _pair_limit(self.cpu, self.activation_type, recipe)
+        calibrated = self.calibration(int16=recipe.int16_layers)
+        try:
+            # weight bits change no plan, and a float layer (planned like an exclusion) quantizes a subset of
+            # the tensors the base build calibrated: the base calibration serves (MobileNetV2: 2.3 GB and
+            # several seconds less per build), unless quantized-phase passes would read the base plan
+            if "float" in layers.values() and recipe.passes:
+                raise KeyError("passes")
+            return pipeline.quantize(calibrated, self.activation_type, limit, onnxruntime=True).model
+        except KeyError:  # a tensor the base build did not calibrate
+            calibrated = pipeline.calibrate(clone_model(self.source), self.data)
+            return pipeline.quantize(calibrated, self.activation_type, limit, onnxruntime=True).model
+
+    def calibration(self, *, int16: bool = False) -> Calibrated:
+        """The calibrated float model builds start from; with INT16, the one raised to opset 21 that int16 Q/DQ
+        pairs need (calibrated once, on first use). Preprocessing names the nodes after raising the opset, so
+        a layers table naming int16 nodes names the nodes of this one."""
+        if not int16:
+            return self.calibrated
+        if self._int16_calibrated is None:
+            pipeline = Pipeline(self.recipe.updated(activation_type="int16"), progress=self.progress)
+            self._int16_calibrated = pipeline.calibrate(clone_model(self.source), self.data)
+        return self._int16_calibrated
 
 
 def search_recipe(recipe: Recipe) -> Recipe:
