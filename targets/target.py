@@ -188,6 +188,12 @@ class Target(abc.ABC):
     def integer_runs(self, path: Path, graph: Graph, inputs: list[list[np.ndarray]]) -> list[IntegerRun]:
         return []
 
+    def arena(self, qdq_model: ir.Model) -> dict | None:
+        """The run-time activation memory this target's artifact of QDQ_MODEL (an 8-bit QDQ model, int16 where its
+        layers table says) needs, measured: ``{"arena_bytes", "persistent_bytes"}``; None: the target does not
+        plan one arena (the mixed-precision search's arena budgets, edgeq.mixed.arena)."""
+        return None
+
     def node_plan(self, model: ir.Model, shared: dict) -> dict | None:
         """What this target's artifact would make of each node of MODEL (a preprocessed float model, left
         unchanged), decided by the rules convert applies, without data: ``{"nodes": [{"node", "op", "outcome",

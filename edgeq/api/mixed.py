@@ -16,13 +16,16 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from edgeq import targets as registry
 from edgeq.api.inputs import FloatModel, calibration_data, data_of, float_model, labels_of, recipe_of
 from edgeq.data import CalibrationData
 from edgeq.errors import RecipeError
 from edgeq.io.files import json_text, output_dir, write_bytes_atomic, write_text_atomic
 from edgeq.mixed import allocation
+from edgeq.mixed.arena import arena_model
 from edgeq.mixed.plots import pareto_png, sensitivity_png
 from edgeq.mixed.sensitivity import SensitivityTable, measure_sensitivity
+from edgeq.mixed.tensor_units import measure_tensor_sensitivity
 from edgeq.mixed.workbench import DEFAULT_SAMPLES, Workbench
 from edgeq.quantization.recipe import Recipe
 
@@ -57,7 +60,7 @@ def _rule(targets) -> allocation.TargetRule:
 
 
 def check_options(budget, max_drop, metric, recipe: Recipe | None = None, *, eval_data=None, ray_address=None):
-    """Refuse bad mixed-precision options before any work; the budget in bytes (None without one). EVAL_DATA and
+    """Refuse bad mixed-precision options before any work; the Budget (None without one). EVAL_DATA and
     RAY_ADDRESS are refused without a budget or a drop (quantize reads evaluation data for these only)."""
     if budget is None and max_drop is None:
         for flag, value in (("--metric", metric), ("--eval-data", eval_data), ("--ray-address", ray_address)):
@@ -76,7 +79,13 @@ def check_options(budget, max_drop, metric, recipe: Recipe | None = None, *, eva
         if max_drop is None:
             raise RecipeError("--metric is the measure of --max-drop: give --max-drop too")
         _accuracy_aware().metric_of(metric, np.zeros(1))  # an unknown name or an unimportable function, now
-    return allocation.parse_budget(budget) if isinstance(budget, str) else budget
+    if budget is None or isinstance(budget, allocation.Budget):
+        return budget
+    if isinstance(budget, str):
+        return allocation.parse_budget(budget)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
+        raise RecipeError(f"budget must be text like 'size=1.2MB,arena=96KB' or a size in bytes, not {budget!r}")
+    return allocation.Budget(size=budget)
 
 
 def choose(
@@ -87,7 +96,7 @@ def choose(
     targets=("onnxruntime",),
     evaluation: CalibrationData | None = None,
     labels=None,
-    budget: int | None = None,
+    budget: allocation.Budget | int | None = None,
     max_drop: float | None = None,
     metric: str | None = None,
     samples: int = DEFAULT_SAMPLES,
@@ -103,8 +112,12 @@ def choose(
     report = {"target_rule": rule.note, "sensitivity": table.to_dict()}
     plots = {"sensitivity.png": sensitivity_png(table)}
     if budget is not None:
+        budget = budget if isinstance(budget, allocation.Budget) else allocation.Budget(size=int(budget))
         sizes = allocation.byte_model(bench, table, rule)
-        chosen = allocation.allocate(bench, table, budget, rule, sizes)
+        int16 = _int16_tensors(bench) if budget.arena is not None else None
+        chosen = allocation.allocate(bench, table, budget, rule, sizes, int16)
+        if int16 is not None:
+            report["int16_sensitivity"] = int16.sensitivity.to_dict()
         front = allocation.predicted_front(table, sizes, rule)
         base = bench.build({})
         measured = [
@@ -123,6 +136,26 @@ def choose(
         report["accuracy_aware"] = found.to_dict()
         layers = found.layers
     return MixedChoice(recipe.updated(layers=layers), report, plots)
+
+
+def _int16_tensors(bench: Workbench) -> allocation.Int16Tensors:
+    """What an arena budget chooses among (edgeq.mixed.allocation): the int16 sensitivity of BENCH's tensors, the
+    arena model fitted on uniform int8's measured arena, and the TFLite Micro arena of a mix, measured."""
+    int16 = bench.calibration(int16=True)
+    if [n.name for n in bench.calibrated.model.graph] != [n.name for n in int16.model.graph]:
+        raise RecipeError(
+            "--budget arena: raising this model to opset 21 (int16 Q/DQ pairs) changes its graph, so its int16 "
+            "tensors cannot be chosen together with its layers; give a size budget alone"
+        )
+    sensitivity = measure_tensor_sensitivity(bench, "int16", samples=SENSITIVITY_SAMPLES)
+    tflm = registry.get("tflm")
+
+    def arena_of(layers: dict[str, str]) -> dict:  # the .tflite convert would write for tflm, measured
+        return tflm.arena(bench.integer_quantized(layers))
+
+    base = arena_of({})
+    model = arena_model(int16.plan, int16.model.graph).fitted(base["arena_bytes"], base["persistent_bytes"])
+    return allocation.Int16Tensors(sensitivity, model, lambda layers: arena_of(layers)["arena_bytes"])
 
 
 def mixed_precision(
@@ -146,6 +179,9 @@ def mixed_precision(
     budget = check_options(budget, max_drop, metric, recipe)
     if budget is None and max_drop is None:
         return None
+    names = [targets] if isinstance(targets, str) else list(targets)
+    if budget is not None and budget.arena is not None and not {"tflite", "tflm"} & set(names):
+        raise RecipeError("an arena budget is TFLite Micro's tensor arena: convert with --target tflm (or tflite)")
     evaluation = None
     if eval_data is not None:
         evaluation = data_of(eval_data, source.model, image_spec=image_spec, what="evaluation data")

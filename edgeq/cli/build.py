@@ -202,9 +202,10 @@ def quant_options(f):
 MIXED_FLAGS = [
     (
         "--budget",
-        {"help": "size=1.2MB (B, KB, MB, KiB, MiB): choose each weighted layer's precision (float, int8, int4, as "
-         "the targets allow) so that the artifact fits, by an integer program over the measured per-layer "
-         "sensitivity (docs/mixed-precision.md)."},
+        {"help": "size=1.2MB, arena=96KB or both (size=1.2MB,arena=96KB; B, KB, MB, KiB, MiB): choose each "
+         "weighted layer's precision (float, int8, int4, as the targets allow) so that the artifact fits and, with "
+         "an arena (TFLite Micro's, targets tflm/tflite), the activation tensors made int16 within that arena, by an "
+         "integer program over the measured sensitivity (docs/mixed-precision.md)."},
     ),
     (
         "--max-drop",

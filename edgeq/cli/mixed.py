@@ -67,11 +67,18 @@ def echo_mixed(report: dict) -> None:
         return
     if "budget" in mixed:
         chosen = mixed["budget"]
-        counts = ", ".join(f"{n} {p}" for p, n in chosen["precisions"].items() if n)
+        counts = ", ".join(f"{n} {p}" for p, n in chosen["precisions"].items() if n) + " layer(s)"
+        budget = [f"size={chosen['budget_bytes']} bytes"] if chosen["budget_bytes"] else []
+        arena = ""
+        if "arena_budget_bytes" in chosen:
+            counts += f" and {len(chosen['int16_tensors'])} int16 tensor(s)"
+            budget.append(f"arena={chosen['arena_budget_bytes']} bytes")
+            arena = f", TFLite Micro arena {chosen['arena_bytes']} bytes (predicted {chosen['predicted_arena_bytes']})"
         click.echo(
-            f"mixed precision: {counts} layer(s) for a budget of {chosen['budget_bytes']} bytes: "
-            f"{chosen['size_bytes']} bytes, worst output SQNR {chosen['measured_sqnr_db']} dB "
-            f"(predicted {chosen['predicted_sqnr_db']} dB)"
+            f"mixed precision: {counts} for a budget of {', '.join(budget)}: {chosen['size_bytes']} bytes{arena}, "
+            f"worst output SQNR {chosen['measured_sqnr_db']} dB "
+            + (f"(predicted {chosen['predicted_sqnr_db']} dB)" if chosen["predicted_sqnr_db"] is not None else "(the "
+               "noise model predicts none left: int16 gains measured one tensor at a time do not add)")
         )
         if chosen.get("note"):
             click.echo(f"note: {chosen['note']}", err=True)

@@ -44,12 +44,8 @@ class Step:
     writes: list[str]
 
 
-def peak(
-    steps: list[Step], sizes: dict[str, int], inputs: list[str], outputs: list[str]
-) -> tuple[int, str]:
-    """The largest total size of the tensors live at one step, and that step's name."""
-    if not steps:
-        return sum(sizes[name] for name in {*inputs, *outputs}), ""
+def live_ranges(steps: list[Step], inputs: list[str], outputs: list[str]) -> dict[str, tuple[int, int]]:
+    """Tensor -> the first and last step (both included) at which it is live (module docstring)."""
     first: dict[str, int] = {name: 0 for name in inputs}
     last: dict[str, int] = {name: len(steps) - 1 for name in outputs}
     for index, step in enumerate(steps):
@@ -59,9 +55,18 @@ def peak(
             first.setdefault(name, index)
         for name in [*step.reads, *step.writes]:
             last[name] = max(last.get(name, index), index)
+    return {name: (start, last.get(name, start)) for name, start in first.items()}
+
+
+def peak(
+    steps: list[Step], sizes: dict[str, int], inputs: list[str], outputs: list[str]
+) -> tuple[int, str]:
+    """The largest total size of the tensors live at one step, and that step's name."""
+    if not steps:
+        return sum(sizes[name] for name in {*inputs, *outputs}), ""
     live = np.zeros(len(steps), np.int64)
-    for name, start in first.items():
-        live[start : last.get(name, start) + 1] += sizes[name]
+    for name, (start, end) in live_ranges(steps, inputs, outputs).items():
+        live[start : end + 1] += sizes[name]
     at = int(np.argmax(live))
     return int(live[at]), steps[at].name
 

@@ -144,6 +144,12 @@ class Workbench:
             calibrated = pipeline.calibrate(clone_model(self.source), self.data)
             return pipeline.quantize(calibrated, self.activation_type, limit, onnxruntime=True).model
 
+    def integer_quantized(self, layers: dict[str, str]) -> ir.Model:
+        """The QDQ model of the mix LAYERS as the TFLite targets lower it: int8 activations, Q/DQ pairs placed for
+        the integer graph, not for ONNX Runtime (edgeq.targets' Build.integer_quantized)."""
+        recipe = self.recipe.updated(layers=dict(layers))
+        return Pipeline(recipe, progress=False).quantize(self.calibration(int16=recipe.int16_layers), "int8").model
+
     def calibration(self, *, int16: bool = False) -> Calibrated:
         """The calibrated float model builds start from; with INT16, the one raised to opset 21 that int16 Q/DQ
         pairs need (calibrated once, on first use). Preprocessing names the nodes after raising the opset, so

@@ -17,6 +17,7 @@ from edgeq.errors import RecipeError
 from edgeq.targets import register
 from edgeq.targets.target import Build, Emitted, IntegerRun, Target
 from edgeq.targets.tflite.analysis import analyze_tflite
+from edgeq.targets.tflite.artifact import build
 from edgeq.targets.tflite.target import TfliteTarget, float_tflite, surveyed, tflite_of
 from edgeq.targets.tflm import artifact
 from edgeq.targets.tflm.arena import measure_arena
@@ -47,6 +48,11 @@ class TfliteMicroTarget(Target):
         files = written.pop("files")
         paths = [Path(files[kind]) for kind in ("tflite", "header", "source")]
         return Emitted([*paths, *float_tflite(self, conversion)], written, tflite.lowered.graph)
+
+    def arena(self, qdq_model) -> dict:
+        """The .tflite convert would embed (kernels "micro"), its arena measured in TFLite Micro's interpreter."""
+        measured = measure_arena(build(qdq_model, kernels="micro").data)
+        return {"arena_bytes": measured.arena_bytes, "persistent_bytes": measured.recorded_tail or 0}
 
     def artifact_names(self, stem: str) -> tuple[str, ...]:
         tflite = TfliteTarget().artifact_names(stem)
