@@ -45,6 +45,7 @@ from benchmarks import corpus_scores, mixed_litert  # noqa: E402
 from benchmarks.bench_quantize import machine, mobilenet_photo_setup, replace_section  # noqa: E402
 from benchmarks.ort_quantize import ort_worker  # noqa: E402
 from edgeq.api.inputs import data_of  # noqa: E402
+from edgeq.api.mixed import int16_tensors  # noqa: E402
 from edgeq.io.onnx_model import load_model, model_bytes  # noqa: E402
 from edgeq.mixed import accuracy_aware, allocation  # noqa: E402
 from edgeq.mixed.int16_choice import choose_int16  # noqa: E402
@@ -57,6 +58,7 @@ PLOTS = REPO / "benchmarks" / "results"
 CORPUS = corpus_scores.CORPUS
 SENSITIVITY_SAMPLES = 64
 ADAROUND_FACTORS = (0.85, 0.7)  # budgets whose milp mix is built with AdaRound too (1-4 minutes each)
+ARENA_FACTORS = (1.5,)  # arena budgets, as multiples of uniform int8's TFLite Micro arena
 CLUSTER_OBJECT_STORE_BYTES = 500_000_000  # per node; MobileNetV2: 60 MB shared, a 14 MB probe model per Hessian task
 
 
@@ -154,6 +156,17 @@ def benchmark(
                         chosen.measured.outputs, counts(chosen.layers, table), mixed_litert.recipe(chosen.layers)))  # fmt: skip
         if factor in ADAROUND_FACTORS:
             rows.append(adarounded(bench, score, model, calib, chosen.layers, f"edgeq milp, budget {factor:.2f}x int8, AdaRound"))
+    int16 = int16_tensors(bench)
+    base_arena = int16.arena_of({})
+    for factor in ARENA_FACTORS:
+        budget = allocation.Budget(arena=int(factor * base_arena))
+        start = time.perf_counter()
+        chosen = allocation.allocate(bench, table, budget, allocation.TARGET_RULES["tflm"], sizes, int16)
+        rows.append(row(bench, score, f"edgeq milp, arena {factor:.2f}x int8 (TFLite Micro)", chosen.measured.size,
+                        chosen.measured.outputs,
+                        f"{len(chosen.int16_tensors)} of {len(int16.candidates())} tensors int16; arena {chosen.arena} B "
+                        f"(int8 {base_arena} B), {time.perf_counter() - start:.0f} s",
+                        mixed_litert.recipe(chosen.layers)))  # fmt: skip
     int4_bench = Workbench.prepare(source, data, Recipe(activation_type="auto", weight_bits=4), eval_data,
                                    samples=eval_data.num_samples)  # fmt: skip
     int4_table = measure_sensitivity(int4_bench, rule.precisions, samples=SENSITIVITY_SAMPLES, address="serial")
@@ -220,7 +233,9 @@ def section(results: list[dict], seconds: float, plots: dict[str, Path] | None =
         "learns each layer's rounding: needs the torch extra). The accuracy-aware mixes move layers' weights from",
         "int4 to int8 in the table's order, then activation tensors (with their writers and readers) to float for",
         "ONNX Runtime or to int16 for TFLite in the order of their measured sensitivity, until the metric's drop",
-        "is at most 0.5 (docs/mixed-precision.md).",
+        "is at most 0.5 (docs/mixed-precision.md). The arena row is `edgeq convert --target tflm --budget arena=...`'s",
+        "choice at 1.5x uniform int8's TFLite Micro arena: int16 tensors (16x8 kernels) chosen by the program",
+        "within the arena, measured in TFLite Micro.",
         "",
         *mixed_litert.SECTION_NOTE,
         "",

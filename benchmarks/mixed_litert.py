@@ -172,6 +172,7 @@ def cells(r: dict) -> str:
 
 SHORT = (
     (r"^fp32$", "fp32"), (r"uniform int8", "int8"), (r"uniform int4", "int4w"), (r"milp, budget ([0-9.]+x)", r"milp \1"),
+    (r"milp, arena ([0-9.]+x)", r"arena \1"),
     (r"accuracy-aware.*TFLite", "acc-aware TFLite"), (r"accuracy-aware.*from (int\d)", r"acc-aware \1"),
     (r"int16 tensors by measured error", "int16 choice"), (r"onnxruntime quantize_static", "ORT int8"),
 )  # fmt: skip

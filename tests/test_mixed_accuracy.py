@@ -138,5 +138,5 @@ def test_activation_tensors_go_int16_for_tflite_and_the_cli_says_when_the_drop_i
     else:  # every tensor int16 is as far as TFLite goes: the result says so and keeps the closest mix
         assert tensors["moved"] == [t["tensor"] for t in tensors["tensors"]] and found["final_drop"] > max_drop
         assert "NOT met" in result.output
-        assert f"warning: the drop {found['final_drop']:.3g} is above 20 with every weight int8 and every " \
-            "activation tensor int16" in result.output
+        assert f"warning: the drop {found['final_drop']:.3g} is above 20 with every activation tensor int16 and " \
+            "every weight int8" in result.output

@@ -114,7 +114,7 @@ def choose(
     if budget is not None:
         budget = budget if isinstance(budget, allocation.Budget) else allocation.Budget(size=int(budget))
         sizes = allocation.byte_model(bench, table, rule)
-        int16 = _int16_tensors(bench) if budget.arena is not None else None
+        int16 = int16_tensors(bench) if budget.arena is not None else None
         chosen = allocation.allocate(bench, table, budget, rule, sizes, int16)
         if int16 is not None:
             report["int16_sensitivity"] = int16.sensitivity.to_dict()
@@ -138,7 +138,7 @@ def choose(
     return MixedChoice(recipe.updated(layers=layers), report, plots)
 
 
-def _int16_tensors(bench: Workbench) -> allocation.Int16Tensors:
+def int16_tensors(bench: Workbench) -> allocation.Int16Tensors:
     """What an arena budget chooses among (edgeq.mixed.allocation): the int16 sensitivity of BENCH's tensors, the
     arena model fitted on uniform int8's measured arena, and the TFLite Micro arena of a mix, measured."""
     int16 = bench.calibration(int16=True)

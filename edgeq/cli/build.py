@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgeq.cli import main
+from edgeq.cli.mixed_lines import echo_mixed
 from edgeq.errors import EdgeqError, RecipeError
 from edgeq.quantization.cpus import CPU_CHOICES
 from edgeq.quantization.recipe import (
@@ -337,7 +338,6 @@ def export(factory: str, output: str, input_shape: str | None, opset: int, stati
 def quantize(model: str, output: str, report_path: str | None, **opts) -> None:
     """Calibrate MODEL and write its QDQ (QuantizeLinear/DequantizeLinear) model: 8-bit (or int16) activations."""
     from edgeq.api.quantize import quantize as quantize_model
-    from edgeq.cli.mixed import echo_mixed  # edgeq.cli.mixed imports this module
 
     options = recipe_options(opts)
     result = quantize_model(
@@ -440,7 +440,6 @@ def convert(
     """Quantize MODEL for target runtimes, validate each artifact by running it, and write report.json."""
     from edgeq import targets
     from edgeq.api.convert import convert as convert_model
-    from edgeq.cli.mixed import echo_mixed  # edgeq.cli.mixed imports this module
     from edgeq.errors import RecipeError
     from edgeq.reports.verify import one_line
 

@@ -244,8 +244,8 @@ def search(
 
     if not order or not meets(len(order)):
         note = (
-            f"the drop {steps[-1].drop:.3g} is above {max_drop:g} with every weight int8 and every activation "
-            f"tensor {precision} ({rule.note})"
+            f"the drop {steps[-1].drop:.3g} is above {max_drop:g} with every activation tensor {precision}"
+            + (" and every weight int8" if precision == "int16" else "") + f" ({rule.note})"
         )
         return result(mix(len(order)), False, note, tensors=tensors, moved_tensors=order)
     low, high = 0, len(order)  # mix(low) was built and misses, mix(high) was built and meets
